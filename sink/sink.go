@@ -1,0 +1,87 @@
+// Package sink defines what the aggregator hands to storage at each flush and
+// what storage must promise in return: per-table atomic, idempotent commits
+// with per-source watermarks, so that no acknowledged entry is lost and none is
+// written twice, across retries, partial multi-table flushes and restarts.
+package sink
+
+import (
+	"context"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+)
+
+// Row is one entry with the identity of the batch that carried it.
+type Row struct {
+	SourceID  string
+	ShardName string
+	// BatchSeq is the server's batch sequence for the source: the client's
+	// batch number for native sources, a server-assigned counter for legacy
+	// (entry-sequenced) sources. Increasing per source.
+	BatchSeq uint64
+	// Entry's byte slices are only valid during Commit.
+	codec.Entry
+}
+
+// Table is the rows of one CDC table in a flush, in arrival order (per source,
+// by BatchSeq then entry order).
+type Table struct {
+	Name string // the CDC table name as sent, not sanitised
+	Rows []Row
+}
+
+// Watermark is how far a source's data is committed.
+type Watermark struct {
+	BatchSeq uint64 // all batches of the source with BatchSeq <= this
+	EntrySeq uint64 // the highest entry sequence among them
+}
+
+// Flush is one flush of the buffer.
+type Flush struct {
+	ID     uint64    // the server's flush counter, for logs and audit
+	Reason string    // the trigger, for example "manual" or "time_threshold"
+	Time   time.Time // the flush time, stored as ingest time
+	Tables []Table
+	// Watermarks holds, per source, the highest batch of this flush. A sink
+	// stores them with every table it commits, atomically with the rows.
+	Watermarks map[string]Watermark
+}
+
+// Result reports a commit.
+type Result struct {
+	RowsWritten  int64    // rows made visible by this call
+	RowsSkipped  int64    // rows found already committed (from watermarks) and not written again
+	BytesWritten int64    // bytes of data files written
+	Paths        []string // data files written
+	Tables       int      // tables committed by this call
+}
+
+// Sink is where flushed entries go.
+//
+// Commit must be idempotent: for each table it commits the rows, and the
+// flush's watermarks, atomically; rows of a source whose BatchSeq is at or
+// below the watermark the table already holds for that source are skipped.
+// Retrying a flush after a partial failure (some tables committed, some not)
+// or after a restart therefore neither duplicates nor loses a row. On error
+// nothing of the failed table is visible.
+type Sink interface {
+	Commit(ctx context.Context, f *Flush) (Result, error)
+	// Watermarks returns, per source, the highest watermark committed to any
+	// table. A server whose local state is lost uses them to recognise
+	// resent batches.
+	Watermarks(ctx context.Context) (map[string]Watermark, error)
+	// Close releases the sink's resources.
+	Close() error
+}
+
+// MergeWatermark raises dst[source] to w where w is higher.
+func MergeWatermark(dst map[string]Watermark, source string, w Watermark) {
+	cur, ok := dst[source]
+	if !ok || w.BatchSeq > cur.BatchSeq {
+		cur.BatchSeq = w.BatchSeq
+	}
+	if !ok || w.EntrySeq > cur.EntrySeq {
+		cur.EntrySeq = w.EntrySeq
+	}
+	dst[source] = cur
+}
