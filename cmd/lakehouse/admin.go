@@ -1,0 +1,180 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"text/tabwriter"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/iceberg"
+)
+
+func dialAdmin(addr string) (*grpc.ClientConn, lakehousev1.CDCServiceClient, error) {
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, nil, err
+	}
+	return cc, lakehousev1.NewCDCServiceClient(cc), nil
+}
+
+var protoJSON = protojson.MarshalOptions{Multiline: true, EmitUnpopulated: false}
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("status", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cc, c, err := dialAdmin(*addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	r, err := c.GetStatus(ctx, &lakehousev1.GetStatusRequest{})
+	if err != nil {
+		return err
+	}
+	out, err := protoJSON.Marshal(r.GetStatus())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, string(out))
+	return nil
+}
+
+func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("flush", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the flush")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cc, c, err := dialAdmin(*addr)
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	r, err := c.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})
+	if err != nil {
+		return err
+	}
+	out, err := protoJSON.Marshal(r.GetResult())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, string(out))
+	if !r.GetResult().GetSuccess() {
+		return fmt.Errorf("flush failed: %s", r.GetResult().GetError())
+	}
+	return nil
+}
+
+// openForRead opens the Iceberg sink of a data directory for scan and tables.
+func openForRead(ctx context.Context, name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*iceberg.Sink, *flag.FlagSet, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var sf sinkFlags
+	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
+	sf.register(fs)
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return nil, nil, err
+	}
+	cfg, err := sf.icebergConfig(*dataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := iceberg.Open(ctx, cfg)
+	return s, fs, err
+}
+
+func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var table string
+	var asJSON bool
+	var limit int
+	s, _, err := openForRead(ctx, "scan", args, stderr, func(fs *flag.FlagSet) {
+		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
+		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
+		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
+	})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	if table == "" {
+		return fmt.Errorf("--table is required (see 'lakehouse tables')")
+	}
+	recs, err := s.Scan(ctx, table, limit)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		for i := range recs {
+			if err := enc.Encode(&recs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SOURCE\tBATCH\tENTRY\tOP\tEVENT_TIME\tROW_ID\tBEFORE\tAFTER")
+	for _, r := range recs {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\n", r.SourceID, r.BatchSeq, r.EntrySeq, r.Op,
+			r.EventTime.UTC().Format(time.RFC3339Nano), r.RowID, clip(r.Before), clip(r.After))
+	}
+	return tw.Flush()
+}
+
+func clip(s *string) string {
+	if s == nil {
+		return "-"
+	}
+	if len(*s) > 60 {
+		return (*s)[:57] + "..."
+	}
+	return *s
+}
+
+func runTables(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	var asJSON bool
+	s, _, err := openForRead(ctx, "tables", args, stderr, func(fs *flag.FlagSet) {
+		fs.BoolVar(&asJSON, "json", false, "print JSON")
+	})
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	infos, err := s.Tables(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(infos)
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TABLE\tCDC NAME\tROWS\tSNAPSHOTS")
+	for _, t := range infos {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", t.Name, t.OriginalName, t.Rows, t.Snapshots)
+	}
+	return tw.Flush()
+}

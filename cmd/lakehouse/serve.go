@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/server"
+	"github.com/dot-do/lakehouse-rpc/sink"
+	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
+	"github.com/dot-do/lakehouse-rpc/wsbridge"
+)
+
+// sinkFlags are the flags that choose and configure the sink, shared by
+// serve, scan and tables.
+type sinkFlags struct {
+	kind       string
+	catalog    string
+	catalogURI string
+	credential string
+	token      string
+	warehouse  string
+	namespace  string
+	fileSize   int64
+	props      string
+}
+
+func (f *sinkFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.kind, "sink", "iceberg", "where flushes go: iceberg, or jsonl (JSON-lines files under <data-dir>/jsonl, for debugging)")
+	fs.StringVar(&f.catalog, "catalog", "sql", "Iceberg catalog: sql (SQLite in the data dir by default, or PostgreSQL via --catalog-uri), rest or glue")
+	fs.StringVar(&f.catalogURI, "catalog-uri", "", "catalog URI: a postgres:// DSN or SQLite path for sql, the endpoint for rest")
+	fs.StringVar(&f.credential, "catalog-credential", "", "REST catalog credential (client_id:client_secret)")
+	fs.StringVar(&f.token, "catalog-token", "", "REST catalog bearer token")
+	fs.StringVar(&f.warehouse, "warehouse", "", "warehouse URL: file://, mem://, s3://, gs://, azblob:// (default file://<data-dir>/warehouse)")
+	fs.StringVar(&f.namespace, "namespace", "cdc", "Iceberg namespace of the CDC tables")
+	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
+	fs.StringVar(&f.props, "catalog-props", "", "extra catalog and storage properties, comma-separated key=value (e.g. s3.endpoint=http://127.0.0.1:9000,s3.region=us-east-1)")
+}
+
+func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Config, error) {
+	props := map[string]string{}
+	if f.props != "" {
+		for _, kv := range strings.Split(f.props, ",") {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return iceberg.Config{}, fmt.Errorf("--catalog-props: %q is not key=value", kv)
+			}
+			props[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return iceberg.Config{
+		DataDir:             dataDir,
+		CatalogType:         f.catalog,
+		CatalogURI:          f.catalogURI,
+		Credential:          f.credential,
+		Token:               f.token,
+		Warehouse:           f.warehouse,
+		Namespace:           f.namespace,
+		TargetFileSizeBytes: f.fileSize,
+		Properties:          props,
+		Logger:              log,
+	}, nil
+}
+
+func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) (sink.Sink, error) {
+	switch f.kind {
+	case "iceberg":
+		cfg, err := f.icebergConfig(dataDir, log)
+		if err != nil {
+			return nil, err
+		}
+		return iceberg.Open(ctx, cfg)
+	case "jsonl":
+		return jsonl.Open(filepath.Join(dataDir, "jsonl"))
+	}
+	return nil, fmt.Errorf("--sink: unknown sink %q (iceberg or jsonl)", f.kind)
+}
+
+func newLogger(w io.Writer, level string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		cfg      server.Config
+		sf       sinkFlags
+		grpcAddr = fs.String("grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+		httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket bridge for legacy children, /health, /status, /flush (empty: off)")
+		level    = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		drain    = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
+	)
+	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
+	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "flush when the buffer holds this many entries")
+	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "flush when the buffer holds this many bytes")
+	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "flush when the oldest buffered batch is this old")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "flush at least this often")
+	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
+	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
+	sf.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return err
+	}
+	sk, err := sf.open(ctx, cfg.DataDir, log)
+	if err != nil {
+		return fmt.Errorf("open sink: %w", err)
+	}
+	defer sk.Close()
+	cfg.Sink = sk
+	srv, err := server.New(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	lis, err := net.Listen("tcp", *grpcAddr)
+	if err != nil {
+		srv.Close()
+		return err
+	}
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxMessageSize+1<<20))
+	srv.Register(gs)
+	serveErr := make(chan error, 2)
+	go func() { serveErr <- gs.Serve(lis) }()
+
+	var hs *http.Server
+	var bridge *wsbridge.Bridge
+	if *httpAddr != "" {
+		// The bridge talks to this server through its own gRPC port: one
+		// code path for the in-process and the standalone bridge.
+		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
+		if err != nil {
+			return err
+		}
+		defer cc.Close()
+		bridge = wsbridge.New(wsbridge.Config{Upstream: cc, Logger: log})
+		hl, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			gs.Stop()
+			srv.Close()
+			return err
+		}
+		hs = &http.Server{Handler: bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				serveErr <- err
+			}
+		}()
+		log.Info("http listening", "addr", hl.Addr().String(), "endpoints", "WebSocket bridge, /health, /status, /flush")
+	}
+	log.Info("lakehouse serving", "grpc", lis.Addr().String(), "data_dir", cfg.DataDir, "sink", sf.kind)
+
+	select {
+	case <-ctx.Done():
+		log.Info("shutting down: flushing and closing streams")
+	case err := <-serveErr:
+		log.Error("listener failed", "error", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	if hs != nil {
+		hs.Shutdown(sctx)
+		bridge.Close()
+	}
+	err = srv.Shutdown(sctx)
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-sctx.Done():
+		gs.Stop()
+	}
+	if err != nil {
+		return err
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,120 @@
+package server
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// Config configures a Server. Zero fields take the defaults documented on
+// each field, which are those of the original DEFAULT_PARENT_CONFIG (see
+// DESIGN.md) unless said otherwise.
+type Config struct {
+	// DataDir holds the write-ahead log and the sequencing state. Required.
+	DataDir string
+	// Sink receives flushed entries. Required. The server does not close it.
+	Sink sink.Sink
+
+	// FlushEntries flushes when the buffer holds this many entries. Default 10,000.
+	FlushEntries int
+	// FlushBytes flushes when the buffer holds this many bytes. Default 32 MiB.
+	FlushBytes int64
+	// FlushAge flushes when the oldest buffered batch is this old. Default 60 s.
+	FlushAge time.Duration
+	// FlushInterval flushes this often whatever the buffer holds. Default 30 s.
+	FlushInterval time.Duration
+	// MaxBufferBytes bounds the in-memory buffer; beyond it batches are nacked
+	// buffer_full (nothing is evicted). Default 128 MiB.
+	MaxBufferBytes int64
+	// BufferedThreshold: acks say "buffered" above this utilization. Default 0.8.
+	BufferedThreshold float64
+	// PressureThreshold: a flush starts at this utilization. Default 0.9.
+	PressureThreshold float64
+	// RetryDelay is the retry delay given with buffer_full nacks. Default 5 s.
+	RetryDelay time.Duration
+
+	// WALMaxBytes caps the write-ahead log on disk; beyond it batches are
+	// nacked buffer_full. Default 1 GiB.
+	WALMaxBytes int64
+	// WALSegmentBytes is the size at which the log rolls to a new segment.
+	// Default 64 MiB.
+	WALSegmentBytes int64
+	// NoSync skips fsync in the write-ahead log. For tests only: acks then
+	// do not survive a machine crash.
+	NoSync bool
+
+	// DedupWindow and DedupEntries bound the (source, entry sequence) window
+	// used for legacy sources (SEQUENCE_MODE_ENTRY). Defaults 5 min, 10,000.
+	DedupWindow  time.Duration
+	DedupEntries int
+
+	// Recovery of failing commits: up to RecoveryRetries attempts per round,
+	// the first after RecoveryInitialDelay, doubling up to RecoveryMaxDelay;
+	// rounds repeat until a commit succeeds. Defaults 10, 1 s, 60 s.
+	RecoveryRetries      int
+	RecoveryInitialDelay time.Duration
+	RecoveryMaxDelay     time.Duration
+
+	// MaxMessageSize bounds a batch. Default 16 MiB.
+	MaxMessageSize int
+	// SkipJSONValidation stores before/after without checking they are JSON.
+	// By default invalid JSON is nacked invalid_format.
+	SkipJSONValidation bool
+
+	// Logger receives structured logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.DataDir == "" {
+		return errors.New("server: Config.DataDir is required")
+	}
+	if c.Sink == nil {
+		return errors.New("server: Config.Sink is required")
+	}
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defD := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defF := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	if c.FlushEntries <= 0 {
+		c.FlushEntries = 10000
+	}
+	def(&c.FlushBytes, 32<<20)
+	defD(&c.FlushAge, 60*time.Second)
+	defD(&c.FlushInterval, 30*time.Second)
+	def(&c.MaxBufferBytes, 128<<20)
+	defF(&c.BufferedThreshold, 0.8)
+	defF(&c.PressureThreshold, 0.9)
+	defD(&c.RetryDelay, 5*time.Second)
+	def(&c.WALMaxBytes, 1<<30)
+	def(&c.WALSegmentBytes, 64<<20)
+	defD(&c.DedupWindow, 5*time.Minute)
+	if c.DedupEntries <= 0 {
+		c.DedupEntries = 10000
+	}
+	if c.RecoveryRetries <= 0 {
+		c.RecoveryRetries = 10
+	}
+	defD(&c.RecoveryInitialDelay, time.Second)
+	defD(&c.RecoveryMaxDelay, 60*time.Second)
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 16 << 20
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}

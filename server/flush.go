@@ -1,0 +1,279 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server/wal"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// housekeepingInterval is how often the flusher checks the age threshold and
+// recovery timers.
+const housekeepingInterval = 250 * time.Millisecond
+
+// runFlusher is the only goroutine that commits to the sink, so flushes never
+// overlap; ingest continues while it runs.
+func (s *Server) runFlusher() {
+	defer close(s.done)
+	interval := time.NewTicker(s.cfg.FlushInterval)
+	defer interval.Stop()
+	house := time.NewTicker(housekeepingInterval)
+	defer house.Stop()
+	s.mu.Lock()
+	s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
+	s.mu.Unlock()
+	for {
+		var reason lakehousev1.FlushReason
+		var reply chan *lakehousev1.FlushResult
+		select {
+		case <-s.stop:
+			return
+		case req := <-s.flushReq:
+			reason, reply = req.reason, req.reply
+		case <-interval.C:
+			s.mu.Lock()
+			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
+			s.mu.Unlock()
+			reason = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED
+		case <-s.kick:
+			reason = s.thresholdReason()
+		case now := <-house.C:
+			reason = s.dueReason(now)
+		}
+		if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
+			continue
+		}
+		if reply == nil && s.inBackoff() {
+			continue // the recovery schedule decides when to try again
+		}
+		res := s.flushOnce(reason)
+		if reply != nil {
+			reply <- res
+		}
+	}
+}
+
+// thresholdReason says which threshold a kick reached, if any still holds.
+func (s *Server) thresholdReason() lakehousev1.FlushReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case len(s.buffer) == 0:
+		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	case s.utilizationLocked() >= s.cfg.PressureThreshold:
+		return lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE
+	case s.recovery.active:
+		return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY
+	}
+	return lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL
+}
+
+// dueReason reports a flush due by age or by the recovery schedule.
+func (s *Server) dueReason(now time.Time) lakehousev1.FlushReason {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.buffer) == 0 {
+		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	}
+	if s.recovery.active {
+		if !now.Before(s.recovery.nextRetry) {
+			return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY
+		}
+		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	}
+	if now.UnixMilli()-s.buffer[0].arrivedMs >= s.cfg.FlushAge.Milliseconds() {
+		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD
+	}
+	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+}
+
+func (s *Server) inBackoff() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recovery.active && time.Now().Before(s.recovery.nextRetry)
+}
+
+// flushOnce commits everything buffered. On failure the batches go back to
+// the front of the buffer (they are still in the write-ahead log) and the
+// recovery schedule is advanced.
+func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+	start := time.Now()
+	s.mu.Lock()
+	batches := s.buffer
+	s.buffer = nil
+	s.inflight = batches
+	s.inflBytes = s.bufBytes
+	entries := s.bufEntries
+	s.bufBytes, s.bufEntries = 0, 0
+	s.flushing = true
+	s.flushID++
+	id := s.flushID
+	s.mu.Unlock()
+
+	res := &lakehousev1.FlushResult{Reason: reason}
+	if len(batches) == 0 {
+		s.mu.Lock()
+		s.flushing = false
+		s.inflBytes = 0
+		s.inflight = nil
+		s.mu.Unlock()
+		res.Success = true
+		return res
+	}
+	f := buildFlush(id, reason, start, batches)
+	ctx := context.Background()
+	out, err := s.sink.Commit(ctx, f)
+	res.DurationMs = time.Since(start).Milliseconds()
+	if err != nil {
+		s.mu.Lock()
+		s.buffer = append(batches, s.buffer...)
+		s.bufBytes += s.inflBytes
+		s.bufEntries += entries
+		s.inflight, s.inflBytes = nil, 0
+		s.flushing = false
+		delay := s.advanceRecoveryLocked(err)
+		s.lastFlush, s.lastFlushT = res, time.Now()
+		s.mu.Unlock()
+		s.log.Warn("flush failed; data stays in the write-ahead log", "reason", reason, "batches", len(batches),
+			"error", err, "retry_in", delay)
+		res.Error = err.Error()
+		res.UsedFallback = true
+		return res
+	}
+
+	res.Success = true
+	res.BatchesFlushed = uint64(len(batches))
+	res.EntriesFlushed = uint64(entries)
+	res.BytesWritten = uint64(out.BytesWritten)
+	res.Paths = out.Paths
+	type mark struct{ seq, entry uint64 }
+	marks := make(map[*source]mark)
+	for _, b := range batches {
+		m := marks[b.src]
+		m.seq = max(m.seq, b.seq)
+		m.entry = max(m.entry, b.lastEntry)
+		marks[b.src] = m
+	}
+	s.mu.Lock()
+	s.inflight, s.inflBytes = nil, 0
+	s.flushing = false
+	if s.recovery.active {
+		s.log.Info("storage recovered", "attempts", s.recovery.attempt)
+	}
+	s.recovery = recoveryState{}
+	for src, m := range marks {
+		src.persistedSeq = max(src.persistedSeq, m.seq)
+		src.persistedEntry = max(src.persistedEntry, m.entry)
+		marks[src] = mark{src.persistedSeq, src.persistedEntry}
+	}
+	s.lastFlush, s.lastFlushT = res, time.Now()
+	release := s.releasePointLocked()
+	st := s.stateLocked()
+	s.mu.Unlock()
+
+	if err := s.saveState(); err != nil {
+		// Without the saved state the log must keep the batches, so that
+		// sequencing can still be rebuilt from it.
+		s.log.Error("saving sequencing state failed; keeping the write-ahead log", "error", err)
+	} else if release > 0 {
+		if err := s.wal.Release(release); err != nil {
+			s.log.Error("releasing the write-ahead log failed", "lsn", release, "error", err)
+		}
+	}
+	for src, m := range marks {
+		src.mu.Lock()
+		owner := src.owner
+		src.mu.Unlock()
+		if owner != nil {
+			owner.notifyPersisted(m.seq, m.entry)
+		}
+	}
+	s.log.Info("flushed", "reason", reason, "batches", len(batches), "entries", entries,
+		"rows_written", out.RowsWritten, "rows_skipped", out.RowsSkipped, "bytes", out.BytesWritten,
+		"duration_ms", res.DurationMs, "state", st)
+	return res
+}
+
+// advanceRecoveryLocked records a failed commit and schedules the next try:
+// RecoveryInitialDelay doubling up to RecoveryMaxDelay, RecoveryRetries per
+// round; after a round the delay restarts at the maximum, forever, because
+// giving up would mean dropping acknowledged data.
+func (s *Server) advanceRecoveryLocked(err error) time.Duration {
+	r := &s.recovery
+	r.active = true
+	r.lastError = err.Error()
+	r.attempt++
+	var delay time.Duration
+	if r.attempt > s.cfg.RecoveryRetries {
+		r.attempt = 1
+		delay = s.cfg.RecoveryMaxDelay
+	} else {
+		delay = s.cfg.RecoveryInitialDelay << (r.attempt - 1)
+		if delay > s.cfg.RecoveryMaxDelay || delay <= 0 {
+			delay = s.cfg.RecoveryMaxDelay
+		}
+	}
+	r.nextRetry = time.Now().Add(delay)
+	return delay
+}
+
+// releasePointLocked is the highest LSN such that every record at or below
+// it is committed: one below the lowest LSN still buffered, in flight or
+// being appended; or the log's last LSN when nothing is.
+func (s *Server) releasePointLocked() wal.LSN {
+	low := wal.LSN(s.wal.Stats().LastLSN) + 1
+	for _, b := range s.buffer {
+		low = min(low, b.lsn)
+	}
+	for _, b := range s.inflight {
+		low = min(low, b.lsn)
+	}
+	for l := range s.appending {
+		low = min(low, l)
+	}
+	return low - 1
+}
+
+// buildFlush groups the batches' entries by table, in arrival order.
+func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches []*bufBatch) *sink.Flush {
+	f := &sink.Flush{ID: id, Reason: reasonName(reason), Time: at, Watermarks: make(map[string]sink.Watermark)}
+	index := make(map[string]int)
+	for _, b := range batches {
+		for i := range b.batch.Entries {
+			e := &b.batch.Entries[i]
+			ti, ok := index[string(e.Table)]
+			if !ok {
+				ti = len(f.Tables)
+				index[string(e.Table)] = ti
+				f.Tables = append(f.Tables, sink.Table{Name: string(e.Table)})
+			}
+			f.Tables[ti].Rows = append(f.Tables[ti].Rows, sink.Row{SourceID: b.src.id, ShardName: b.shard, BatchSeq: b.seq, Entry: *e})
+		}
+		sink.MergeWatermark(f.Watermarks, b.src.id, sink.Watermark{BatchSeq: b.seq, EntrySeq: b.lastEntry})
+	}
+	return f
+}
+
+// reasonName is the flush reason as recorded in snapshot summaries.
+func reasonName(r lakehousev1.FlushReason) string {
+	switch r {
+	case lakehousev1.FlushReason_FLUSH_REASON_MANUAL:
+		return "manual"
+	case lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN:
+		return "shutdown"
+	case lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL:
+		return "buffer_full"
+	case lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD:
+		return "time_threshold"
+	case lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED:
+		return "scheduled"
+	case lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE:
+		return "memory_pressure"
+	case lakehousev1.FlushReason_FLUSH_REASON_RECOVERY:
+		return "recovery"
+	}
+	return fmt.Sprintf("reason_%d", r)
+}

@@ -1,0 +1,242 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server/wal"
+)
+
+// accept runs one batch frame through sequencing, the write-ahead log and the
+// buffer, and returns the ack or nack to send. An error ends the stream (the
+// session was fenced).
+func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamResponse, error) {
+	now := time.Now()
+	nowMs := now.UnixMilli()
+	src := sess.src
+	if len(frame) > s.cfg.MaxMessageSize {
+		seq, corr := peekIDs(frame)
+		return s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+			fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit", len(frame), s.cfg.MaxMessageSize), 0), nil
+	}
+	var b codec.Batch
+	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
+		seq, corr := peekIDs(frame)
+		return s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0), nil
+	}
+	corr := string(b.CorrelationID)
+	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
+		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0), nil
+	}
+
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if src.owner != sess {
+		return nil, errFenced
+	}
+	if s.isDraining() {
+		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0), nil
+	}
+
+	var seq uint64
+	dups := 0
+	switch sess.mode {
+	case lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
+		src.dedup.expire(nowMs)
+		kept := b.Entries[:0:0]
+		inBatch := make(map[uint64]struct{}, len(b.Entries))
+		for i := range b.Entries {
+			q := b.Entries[i].Sequence
+			if _, dup := inBatch[q]; dup || src.dedup.has(q) {
+				dups++
+				continue
+			}
+			inBatch[q] = struct{}{}
+			kept = append(kept, b.Entries[i])
+		}
+		if len(b.Entries) > 0 && len(kept) == 0 {
+			return s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(dups)), nil
+		}
+		if len(b.Entries) == 0 {
+			return s.ack(b.Sequence, corr, s.okStatus(), 0, 0), nil
+		}
+		if dups > 0 {
+			b.Entries = kept
+			var err error
+			if frame, err = codec.EncodeBatch(&b); err != nil {
+				return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0), nil
+			}
+			if err := codec.DecodeBatchInto(&b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+				return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0), nil
+			}
+		}
+		seq = src.lastSeq + 1
+	default:
+		switch {
+		case b.Sequence == 0:
+			return s.invalidSequence(&b, src.lastSeq+1), nil
+		case b.Sequence <= src.lastSeq:
+			return s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries))), nil
+		case b.Sequence != src.lastSeq+1:
+			return s.invalidSequence(&b, src.lastSeq+1), nil
+		}
+		seq = b.Sequence
+	}
+
+	size := int64(len(frame))
+	lower, ok := s.reserve(size)
+	if !ok {
+		s.kickFlush()
+		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+			"buffer full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+	}
+	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
+	lsn, err := s.wal.Append(sess.ctx, rec.appendTo(make([]byte, 0, rec.size())))
+	if err != nil {
+		s.unreserve(size, lower)
+		if errors.Is(err, wal.ErrFull) {
+			s.kickFlush()
+			return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+		}
+		s.log.Error("write-ahead log append failed", "source", src.id, "seq", b.Sequence, "error", err)
+		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+	}
+	last := maxEntrySeq(&b)
+	src.lastSeq = seq
+	if last > src.lastEntry {
+		src.lastEntry = last
+	}
+	if src.dedup != nil && sess.mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
+		for i := range b.Entries {
+			src.dedup.add(b.Entries[i].Sequence, nowMs)
+		}
+	}
+	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: lsn, batch: b, size: size, arrivedMs: nowMs, lastEntry: last}
+
+	s.mu.Lock()
+	s.reserved -= size
+	s.endAppendLocked(lower)
+	s.buffer = append(s.buffer, bb)
+	s.bufBytes += size
+	s.bufEntries += len(b.Entries)
+	src.batches++
+	src.entries += uint64(len(b.Entries))
+	src.lastSeenMs = nowMs
+	util := s.utilizationLocked()
+	status := lakehousev1.AckStatus_ACK_STATUS_OK
+	switch {
+	case s.recovery.active:
+		status = lakehousev1.AckStatus_ACK_STATUS_FALLBACK
+	case util > s.cfg.BufferedThreshold:
+		status = lakehousev1.AckStatus_ACK_STATUS_BUFFERED
+	}
+	trigger := s.bufEntries >= s.cfg.FlushEntries || s.bufBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
+	persisted := src.persistedSeq
+	s.mu.Unlock()
+	if trigger {
+		s.kickFlush()
+	}
+	a := s.ack(b.Sequence, corr, status, uint32(len(b.Entries)), uint32(dups))
+	a.GetAck().Details.BufferUtilization = util
+	a.GetAck().Details.PersistedSequence = persisted
+	return a, nil
+}
+
+func (s *Server) isDraining() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.draining
+}
+
+// okStatus is the status of an accepted batch given the server's state.
+func (s *Server) okStatus() lakehousev1.AckStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recovery.active {
+		return lakehousev1.AckStatus_ACK_STATUS_FALLBACK
+	}
+	return lakehousev1.AckStatus_ACK_STATUS_OK
+}
+
+// reserve claims size bytes of the memory budget for a batch about to be
+// appended, and registers a lower bound of its LSN so that the log is never
+// released past a batch not yet in the buffer.
+func (s *Server) reserve(size int64) (wal.LSN, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bufBytes+s.inflBytes+s.reserved+size > s.cfg.MaxBufferBytes {
+		return 0, false
+	}
+	s.reserved += size
+	lower := wal.LSN(s.wal.Stats().LastLSN + 1)
+	s.appending[lower]++
+	return lower, true
+}
+
+func (s *Server) unreserve(size int64, lower wal.LSN) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.reserved -= size
+	s.endAppendLocked(lower)
+}
+
+func (s *Server) endAppendLocked(lower wal.LSN) {
+	if s.appending[lower]--; s.appending[lower] <= 0 {
+		delete(s.appending, lower)
+	}
+}
+
+func (s *Server) ack(seq uint64, corr string, st lakehousev1.AckStatus, accepted, dups uint32) *lakehousev1.StreamResponse {
+	return ackResp(&lakehousev1.Ack{
+		SequenceNumber: seq,
+		Status:         st,
+		CorrelationId:  corr,
+		TimestampMs:    time.Now().UnixMilli(),
+		Details:        &lakehousev1.AckDetails{EntriesAccepted: accepted, EntriesDuplicate: dups},
+	})
+}
+
+func (s *Server) nack(seq uint64, corr string, reason lakehousev1.NackReason, msg string, delayMs uint32) *lakehousev1.StreamResponse {
+	retry := reason != lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT
+	return nackResp(&lakehousev1.Nack{
+		SequenceNumber: seq,
+		Reason:         reason,
+		ErrorMessage:   msg,
+		ShouldRetry:    retry,
+		RetryDelayMs:   delayMs,
+		CorrelationId:  corr,
+		TimestampMs:    time.Now().UnixMilli(),
+	})
+}
+
+func (s *Server) invalidSequence(b *codec.Batch, expected uint64) *lakehousev1.StreamResponse {
+	r := s.nack(b.Sequence, string(b.CorrelationID), lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE,
+		fmt.Sprintf("batch %d out of sequence: expected %d", b.Sequence, expected), 0)
+	r.GetNack().ExpectedSequence = expected
+	return r
+}
+
+// peekIDs reads the sequence number and correlation id of a frame that failed
+// to decode, where the frame is intact enough to hold them.
+func peekIDs(frame []byte) (uint64, string) {
+	if len(frame) < codec.HeaderSize || !codec.IsBinary(frame) {
+		return 0, ""
+	}
+	seq := binary.LittleEndian.Uint64(frame[16:])
+	if len(frame) < 40 || codec.Flags(frame[4])&codec.FlagHasCorrelation == 0 {
+		return seq, ""
+	}
+	srcLen := int(binary.LittleEndian.Uint16(frame[24:]))
+	corrLen := int(binary.LittleEndian.Uint16(frame[34:]))
+	if 40+srcLen+corrLen > len(frame) {
+		return seq, ""
+	}
+	return seq, string(frame[40+srcLen : 40+srcLen+corrLen])
+}

@@ -1,0 +1,81 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// walRecord is what the server writes to the write-ahead log for each
+// accepted batch: enough to rebuild the buffer and the sequencing state.
+//
+// Layout (little-endian): u8 version(1), u8 sequence mode, u16 len + source
+// id, u16 len + shard name, u64 server batch sequence, u64 arrival time (ms),
+// then the cdc_batch frame (entries already filtered of duplicates for
+// entry-sequenced sources).
+type walRecord struct {
+	SourceID  string
+	ShardName string
+	Mode      lakehousev1.SequenceMode
+	Seq       uint64
+	ArrivalMs int64
+	Frame     []byte
+}
+
+const walRecordVersion = 1
+
+func (r *walRecord) appendTo(dst []byte) []byte {
+	dst = append(dst, walRecordVersion, byte(r.Mode))
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.SourceID)))
+	dst = append(dst, r.SourceID...)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.ShardName)))
+	dst = append(dst, r.ShardName...)
+	dst = binary.LittleEndian.AppendUint64(dst, r.Seq)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.ArrivalMs))
+	return append(dst, r.Frame...)
+}
+
+func (r *walRecord) size() int {
+	return 2 + 2 + len(r.SourceID) + 2 + len(r.ShardName) + 16 + len(r.Frame)
+}
+
+var errBadRecord = errors.New("server: bad write-ahead log record")
+
+// decodeWALRecord parses a record; Frame references data.
+func decodeWALRecord(data []byte) (walRecord, error) {
+	var r walRecord
+	if len(data) < 4 || data[0] != walRecordVersion {
+		return r, fmt.Errorf("%w: header", errBadRecord)
+	}
+	r.Mode = lakehousev1.SequenceMode(data[1])
+	off := 2
+	str := func() (string, error) {
+		if len(data)-off < 2 {
+			return "", fmt.Errorf("%w: truncated", errBadRecord)
+		}
+		n := int(binary.LittleEndian.Uint16(data[off:]))
+		off += 2
+		if len(data)-off < n {
+			return "", fmt.Errorf("%w: truncated", errBadRecord)
+		}
+		s := string(data[off : off+n])
+		off += n
+		return s, nil
+	}
+	var err error
+	if r.SourceID, err = str(); err != nil {
+		return r, err
+	}
+	if r.ShardName, err = str(); err != nil {
+		return r, err
+	}
+	if len(data)-off < 16 {
+		return r, fmt.Errorf("%w: truncated", errBadRecord)
+	}
+	r.Seq = binary.LittleEndian.Uint64(data[off:])
+	r.ArrivalMs = int64(binary.LittleEndian.Uint64(data[off+8:]))
+	r.Frame = data[off+16:]
+	return r, nil
+}

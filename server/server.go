@@ -1,0 +1,488 @@
+// Package server is the CDC aggregator: it accepts CDC streams over gRPC,
+// sequences and deduplicates batches, makes each accepted batch durable in a
+// local write-ahead log before acknowledging it, buffers batches in memory and
+// flushes them to a sink (the Iceberg sink in production), reporting
+// per-source persisted watermarks back to the streams.
+//
+// Guarantees: an ok/buffered/fallback ack means the batch is fsync'd in the
+// write-ahead log and survives kill -9; batches are committed to the sink
+// exactly once per source, resolved from watermarks committed atomically with
+// the data; nothing accepted is evicted: when memory or the log is full,
+// batches are refused with buffer_full and a retry delay.
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server/wal"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// ServiceName is the gRPC service name, as registered with health checks.
+const ServiceName = "lakehouse.v1.CDCService"
+
+// Server is the aggregator. Create it with New, register it on a grpc.Server
+// with Register, and stop it with Shutdown.
+type Server struct {
+	lakehousev1.UnimplementedCDCServiceServer
+
+	cfg    Config
+	log    *slog.Logger
+	wal    *wal.Log
+	sink   sink.Sink
+	health *health.Server
+	decode codec.DecodeOptions
+
+	mu         sync.Mutex
+	sources    map[string]*source
+	buffer     []*bufBatch // accepted, durable, not yet handed to the sink
+	bufBytes   int64
+	bufEntries int
+	inflight   []*bufBatch // being committed by the flusher
+	inflBytes  int64
+	reserved   int64           // bytes of batches being appended to the log
+	appending  map[wal.LSN]int // lower bounds of LSNs of appends in progress
+	sessions   map[*session]struct{}
+	draining   bool
+	flushing   bool
+	recovery   recoveryState
+	lastFlush  *lakehousev1.FlushResult
+	lastFlushT time.Time
+	nextFlushT time.Time
+	flushID    uint64
+
+	kick     chan struct{} // a threshold was reached
+	flushReq chan flushRequest
+	stop     chan struct{}
+	done     chan struct{}
+	closeMu  sync.Mutex
+	closed   bool
+}
+
+// bufBatch is one accepted batch held in memory until committed.
+type bufBatch struct {
+	src       *source
+	shard     string
+	seq       uint64
+	lsn       wal.LSN
+	batch     codec.Batch // entries reference the frame
+	size      int64
+	arrivedMs int64
+	lastEntry uint64
+}
+
+type recoveryState struct {
+	active    bool
+	attempt   int // attempts in the current round
+	lastError string
+	nextRetry time.Time
+}
+
+type flushRequest struct {
+	reason lakehousev1.FlushReason
+	reply  chan *lakehousev1.FlushResult
+}
+
+// New opens the write-ahead log in cfg.DataDir, restores the sequencing state
+// and the buffer from it, and starts the flusher.
+func New(ctx context.Context, cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("server: data dir: %w", err)
+	}
+	l, err := wal.Open(wal.Options{
+		Dir:          filepath.Join(cfg.DataDir, "wal"),
+		SegmentBytes: cfg.WALSegmentBytes,
+		MaxBytes:     cfg.WALMaxBytes,
+		NoSync:       cfg.NoSync,
+		Logger:       cfg.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("server: open write-ahead log: %w", err)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		wal:       l,
+		sink:      cfg.Sink,
+		health:    health.NewServer(),
+		decode:    codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
+		sources:   make(map[string]*source),
+		appending: make(map[wal.LSN]int),
+		sessions:  make(map[*session]struct{}),
+		kick:      make(chan struct{}, 1),
+		flushReq:  make(chan flushRequest),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+	}
+	if err := s.restore(ctx); err != nil {
+		l.Close()
+		return nil, err
+	}
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
+	go s.runFlusher()
+	if len(s.buffer) > 0 {
+		s.kickFlush()
+	}
+	return s, nil
+}
+
+// Register registers the CDC service, the standard health service and server
+// reflection on gs.
+func (s *Server) Register(gs *grpc.Server) {
+	lakehousev1.RegisterCDCServiceServer(gs, s)
+	healthpb.RegisterHealthServer(gs, s.health)
+	reflection.Register(gs)
+}
+
+// restore rebuilds the sequencing state: the saved state file, the sink's
+// watermarks (in case the local state was lost), then every record still in
+// the write-ahead log, which also refills the buffer.
+func (s *Server) restore(ctx context.Context) error {
+	st, err := loadState(s.cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	for id, ss := range st.Sources {
+		src := s.sourceLocked(id)
+		src.shard = ss.Shard
+		src.mode = ss.Mode
+		src.lastSeq, src.persistedSeq = ss.LastSeq, ss.LastSeq
+		src.lastEntry, src.persistedEntry = ss.LastEntry, ss.LastEntry
+		if len(ss.Dedup) > 0 {
+			src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
+			for _, it := range ss.Dedup {
+				src.dedup.add(it.Seq, it.AtMs)
+			}
+		}
+	}
+	wms, err := s.sink.Watermarks(ctx)
+	if err != nil {
+		return fmt.Errorf("server: read sink watermarks: %w", err)
+	}
+	for id, w := range wms {
+		src := s.sourceLocked(id)
+		if w.BatchSeq > src.lastSeq {
+			src.lastSeq, src.persistedSeq = w.BatchSeq, w.BatchSeq
+		}
+		if w.EntrySeq > src.lastEntry {
+			src.lastEntry, src.persistedEntry = w.EntrySeq, w.EntrySeq
+		}
+	}
+	n := 0
+	err = s.wal.Replay(func(lsn wal.LSN, data []byte) error {
+		rec, err := decodeWALRecord(data)
+		if err != nil {
+			return fmt.Errorf("record %d: %w", lsn, err)
+		}
+		frame := append([]byte(nil), rec.Frame...)
+		bb := &bufBatch{seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs, size: int64(len(frame))}
+		if err := codec.DecodeBatchInto(&bb.batch, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+			return fmt.Errorf("record %d: %w", lsn, err)
+		}
+		src := s.sourceLocked(rec.SourceID)
+		bb.src = src
+		bb.lastEntry = maxEntrySeq(&bb.batch)
+		if rec.ShardName != "" {
+			src.shard = rec.ShardName
+		}
+		src.mode = rec.Mode
+		if rec.Seq > src.lastSeq {
+			src.lastSeq = rec.Seq
+		}
+		if bb.lastEntry > src.lastEntry {
+			src.lastEntry = bb.lastEntry
+		}
+		if rec.Mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
+			if src.dedup == nil {
+				src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
+			}
+			for i := range bb.batch.Entries {
+				src.dedup.add(bb.batch.Entries[i].Sequence, rec.ArrivalMs)
+			}
+		}
+		s.buffer = append(s.buffer, bb)
+		s.bufBytes += bb.size
+		s.bufEntries += len(bb.batch.Entries)
+		n++
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("server: replay write-ahead log: %w", err)
+	}
+	if n > 0 {
+		s.log.Info("replayed write-ahead log", "batches", n, "entries", s.bufEntries, "bytes", s.bufBytes)
+	}
+	return nil
+}
+
+func maxEntrySeq(b *codec.Batch) uint64 {
+	var m uint64
+	for i := range b.Entries {
+		if b.Entries[i].Sequence > m {
+			m = b.Entries[i].Sequence
+		}
+	}
+	return m
+}
+
+// sourceLocked returns the source with id, creating it. Callers hold s.mu or
+// run before the server is shared.
+func (s *Server) sourceLocked(id string) *source {
+	src, ok := s.sources[id]
+	if !ok {
+		src = &source{id: id, mode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH}
+		s.sources[id] = src
+	}
+	return src
+}
+
+// utilizationLocked is the share of the memory budget in use.
+func (s *Server) utilizationLocked() float64 {
+	return float64(s.bufBytes+s.inflBytes+s.reserved) / float64(s.cfg.MaxBufferBytes)
+}
+
+// kickFlush wakes the flusher without blocking.
+func (s *Server) kickFlush() {
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Flush implements the unary Flush RPC.
+func (s *Server) Flush(ctx context.Context, req *lakehousev1.FlushRequest) (*lakehousev1.FlushResponse, error) {
+	res, err := s.FlushNow(ctx, req.GetReason())
+	if err != nil {
+		return nil, statusFromErr(err)
+	}
+	return &lakehousev1.FlushResponse{Result: res}, nil
+}
+
+// FlushNow flushes the buffer and waits for the result. A flush that fails
+// leaves the data in the write-ahead log and returns a result with
+// UsedFallback set, not an error; errors are for a server that is closed or a
+// context that ended.
+func (s *Server) FlushNow(ctx context.Context, reason lakehousev1.FlushReason) (*lakehousev1.FlushResult, error) {
+	if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
+		reason = lakehousev1.FlushReason_FLUSH_REASON_MANUAL
+	}
+	req := flushRequest{reason: reason, reply: make(chan *lakehousev1.FlushResult, 1)}
+	select {
+	case s.flushReq <- req:
+	case <-s.done:
+		return nil, errClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	select {
+	case res := <-req.reply:
+		return res, nil
+	case <-s.done:
+		return nil, errClosed
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// GetStatus implements the GetStatus RPC.
+func (s *Server) GetStatus(ctx context.Context, _ *lakehousev1.GetStatusRequest) (*lakehousev1.GetStatusResponse, error) {
+	return &lakehousev1.GetStatusResponse{Status: s.Status()}, nil
+}
+
+// Status reports the server's state.
+func (s *Server) Status() *lakehousev1.ServerStatus {
+	ws := s.wal.Stats()
+	s.mu.Lock()
+	st := &lakehousev1.ServerStatus{
+		State:            s.stateLocked(),
+		Buffer:           s.bufferStatsLocked(),
+		LastFlush:        s.lastFlush,
+		LastFlushTimeMs:  unixMs(s.lastFlushT),
+		NextFlushTimeMs:  unixMs(s.nextFlushT),
+		ServerTimeMs:     time.Now().UnixMilli(),
+		Wal: &lakehousev1.WALStats{
+			SizeBytes:    uint64(ws.SizeBytes),
+			SegmentCount: uint32(ws.Segments),
+			CapBytes:     uint64(s.cfg.WALMaxBytes),
+			Syncs:        ws.Syncs,
+			Appends:      ws.Appends,
+		},
+		Recovery: &lakehousev1.RecoveryStatus{
+			Active:          s.recovery.active,
+			Attempt:         uint32(s.recovery.attempt),
+			LastError:       s.recovery.lastError,
+			NextRetryTimeMs: unixMs(s.recovery.nextRetry),
+		},
+	}
+	if s.recovery.active {
+		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight))
+	}
+	ids := make([]string, 0, len(s.sources))
+	for id := range s.sources {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	srcs := make([]*source, len(ids))
+	for i, id := range ids {
+		src := s.sources[id]
+		srcs[i] = src
+		st.Sources = append(st.Sources, &lakehousev1.SourceStatus{
+			SourceId:          id,
+			PersistedSequence: src.persistedSeq,
+			BatchesReceived:   src.batches,
+			EntriesReceived:   src.entries,
+			LastSeenTimeMs:    src.lastSeenMs,
+		})
+	}
+	s.mu.Unlock()
+	// Lock order is source then server, so source fields are read after
+	// releasing s.mu.
+	for i, src := range srcs {
+		ss := st.Sources[i]
+		src.mu.Lock()
+		ss.ShardName = src.shard
+		ss.Connected = src.owner != nil
+		ss.LastSequence = src.lastSeq
+		ss.LastEntrySequence = src.lastEntry
+		ss.SequenceMode = src.mode
+		src.mu.Unlock()
+		if ss.Connected {
+			st.ConnectedSources++
+		}
+	}
+	return st
+}
+
+func (s *Server) stateLocked() lakehousev1.ParentState {
+	switch {
+	case s.recovery.active:
+		return lakehousev1.ParentState_PARENT_STATE_RECOVERING
+	case s.flushing:
+		return lakehousev1.ParentState_PARENT_STATE_FLUSHING
+	case len(s.buffer) > 0:
+		return lakehousev1.ParentState_PARENT_STATE_RECEIVING
+	}
+	return lakehousev1.ParentState_PARENT_STATE_IDLE
+}
+
+func (s *Server) bufferStatsLocked() *lakehousev1.BufferStats {
+	bs := &lakehousev1.BufferStats{
+		BatchCount:     uint64(len(s.buffer) + len(s.inflight)),
+		EntryCount:     uint64(s.bufEntries),
+		TotalSizeBytes: uint64(s.bufBytes + s.inflBytes),
+		Utilization:    s.utilizationLocked(),
+	}
+	for _, b := range s.inflight {
+		bs.EntryCount += uint64(len(b.batch.Entries))
+	}
+	all := [][]*bufBatch{s.inflight, s.buffer}
+	for _, list := range all {
+		for _, b := range list {
+			if bs.OldestBatchTimeMs == 0 || b.arrivedMs < bs.OldestBatchTimeMs {
+				bs.OldestBatchTimeMs = b.arrivedMs
+			}
+			if b.arrivedMs > bs.NewestBatchTimeMs {
+				bs.NewestBatchTimeMs = b.arrivedMs
+			}
+		}
+	}
+	return bs
+}
+
+func unixMs(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixMilli()
+}
+
+// Shutdown drains the server: new batches are refused with shutting_down,
+// the buffer is flushed, every stream is closed with a shutting_down nack and
+// status Unavailable, the flusher stops and the write-ahead log is closed.
+// Data that could not be committed stays in the log for the next start. The
+// sink is not closed. Call the grpc.Server's GracefulStop after Shutdown.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.health.Shutdown()
+	s.mu.Lock()
+	s.draining = true
+	s.mu.Unlock()
+
+	res, err := s.FlushNow(ctx, lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN)
+	if err == nil && !res.GetSuccess() {
+		s.log.Warn("final flush failed; data stays in the write-ahead log", "error", res.GetError())
+	}
+	close(s.stop)
+	<-s.done
+
+	s.mu.Lock()
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	for _, sess := range sessions {
+		sess.close(errShuttingDown)
+	}
+	for _, sess := range sessions {
+		select {
+		case <-sess.finished:
+		case <-ctx.Done():
+		}
+	}
+	return errors.Join(err, s.wal.Close())
+}
+
+// Close stops the server at once, without flushing: streams end with status
+// Unavailable, the flusher stops, and everything buffered stays in the
+// write-ahead log for the next start. It is what a crash leaves, minus the
+// torn tail; tests use it, and Shutdown is the graceful path.
+func (s *Server) Close() error {
+	s.closeMu.Lock()
+	defer s.closeMu.Unlock()
+	if s.closed {
+		return nil
+	}
+	s.closed = true
+	s.health.Shutdown()
+	s.mu.Lock()
+	s.draining = true
+	sessions := make([]*session, 0, len(s.sessions))
+	for sess := range s.sessions {
+		sessions = append(sessions, sess)
+	}
+	s.mu.Unlock()
+	close(s.stop)
+	<-s.done
+	for _, sess := range sessions {
+		sess.close(errShuttingDown)
+	}
+	for _, sess := range sessions {
+		<-sess.finished
+	}
+	return s.wal.Close()
+}

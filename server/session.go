@@ -1,0 +1,330 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+var (
+	errFenced       = errors.New("server: stream fenced by a newer stream for the same source")
+	errShuttingDown = errors.New("server: shutting down")
+	errClosed       = errors.New("server: closed")
+)
+
+// statusFromErr maps the server's errors to gRPC statuses.
+func statusFromErr(err error) error {
+	switch {
+	case errors.Is(err, errFenced):
+		return status.Error(codes.Aborted, err.Error())
+	case errors.Is(err, errShuttingDown), errors.Is(err, errClosed):
+		return status.Error(codes.Unavailable, err.Error())
+	case errors.Is(err, context.Canceled):
+		return status.Error(codes.Canceled, err.Error())
+	case errors.Is(err, context.DeadlineExceeded):
+		return status.Error(codes.DeadlineExceeded, err.Error())
+	}
+	return status.Error(codes.Internal, err.Error())
+}
+
+type stream = grpc.BidiStreamingServer[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
+
+// session is one live Stream of one source.
+type session struct {
+	srv      *Server
+	src      *source
+	mode     lakehousev1.SequenceMode
+	stream   stream
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	finished chan struct{}
+
+	// Persisted watermarks and flush results reach the session from the
+	// flusher; the session's goroutine is the only one that sends.
+	persistedSig   chan struct{}
+	persistedSeq   atomic.Uint64
+	persistedEntry atomic.Uint64
+	flushDone      chan *lakehousev1.FlushResult
+}
+
+func (sess *session) close(cause error) { sess.cancel(cause) }
+
+// notifyPersisted tells the session its source's batches up to seq are
+// committed. It never blocks; successive watermarks coalesce.
+func (sess *session) notifyPersisted(seq, entry uint64) {
+	sess.persistedSeq.Store(seq)
+	sess.persistedEntry.Store(entry)
+	select {
+	case sess.persistedSig <- struct{}{}:
+	default:
+	}
+}
+
+// Stream implements the CDC stream.
+func (s *Server) Stream(st stream) error {
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	conn := first.GetConnect()
+	if conn == nil {
+		return status.Error(codes.InvalidArgument, "the first message of a stream must be connect")
+	}
+	if conn.GetSourceId() == "" || len(conn.GetSourceId()) > 0xFFFF || !utf8.ValidString(conn.GetSourceId()) {
+		return status.Error(codes.InvalidArgument, "connect.source_id must be non-empty UTF-8 of at most 65535 bytes")
+	}
+	if v := conn.GetProtocolVersion(); v > 1 {
+		return status.Errorf(codes.InvalidArgument, "protocol version %d is not supported (1 is)", v)
+	}
+	ctx, cancel := context.WithCancelCause(st.Context())
+	sess := &session{
+		srv: s, stream: st, ctx: ctx, cancel: cancel,
+		finished:     make(chan struct{}),
+		persistedSig: make(chan struct{}, 1),
+		flushDone:    make(chan *lakehousev1.FlushResult, 1),
+	}
+	defer close(sess.finished)
+	defer cancel(nil)
+	connected, err := s.attach(sess, conn)
+	if err != nil {
+		return statusFromErr(err)
+	}
+	defer s.detach(sess)
+	if err := st.Send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Connected{Connected: connected}}); err != nil {
+		return err
+	}
+	s.log.Debug("stream connected", "source", sess.src.id, "mode", sess.mode, "last_sequence", connected.LastSequence)
+
+	reqs := make(chan *lakehousev1.StreamRequest)
+	recvErr := make(chan error, 1)
+	go func() {
+		for {
+			req, err := st.Recv()
+			if err != nil {
+				recvErr <- err
+				return
+			}
+			select {
+			case reqs <- req:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	for {
+		select {
+		case req := <-reqs:
+			if err := sess.handle(req); err != nil {
+				return statusFromErr(err)
+			}
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-sess.persistedSig:
+			if err := sess.sendPersisted(); err != nil {
+				return err
+			}
+		case res := <-sess.flushDone:
+			st := s.Status()
+			st.LastFlush = res
+			if err := sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Status{Status: st}}); err != nil {
+				return err
+			}
+		case <-ctx.Done():
+			cause := context.Cause(ctx)
+			if errors.Is(cause, errShuttingDown) {
+				_ = sess.send(nackResp(&lakehousev1.Nack{
+					Reason: lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, ErrorMessage: "server is shutting down",
+					ShouldRetry: true, TimestampMs: time.Now().UnixMilli(),
+				}))
+			}
+			if errors.Is(cause, errFenced) || errors.Is(cause, errShuttingDown) {
+				return statusFromErr(cause)
+			}
+			return status.FromContextError(ctx.Err()).Err()
+		}
+	}
+}
+
+func (sess *session) send(r *lakehousev1.StreamResponse) error { return sess.stream.Send(r) }
+
+func (sess *session) sendPersisted() error {
+	return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
+		SequenceNumber: sess.persistedSeq.Load(),
+		EntrySequence:  sess.persistedEntry.Load(),
+		TimestampMs:    time.Now().UnixMilli(),
+	}}})
+}
+
+// attach makes sess the live stream of its source, fencing the previous one.
+func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakehousev1.Connected, error) {
+	mode := conn.GetSequenceMode()
+	if mode == lakehousev1.SequenceMode_SEQUENCE_MODE_UNSPECIFIED {
+		mode = lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH
+	}
+	s.mu.Lock()
+	if s.draining {
+		s.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	src := s.sourceLocked(conn.GetSourceId())
+	s.sessions[sess] = struct{}{}
+	src.lastSeenMs = time.Now().UnixMilli()
+	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
+	s.mu.Unlock()
+
+	src.mu.Lock()
+	defer src.mu.Unlock()
+	if old := src.owner; old != nil {
+		old.close(errFenced)
+		s.log.Info("stream taken over", "source", src.id)
+	}
+	src.owner = sess
+	if conn.GetShardName() != "" {
+		src.shard = conn.GetShardName()
+	}
+	src.mode = mode
+	if mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY && src.dedup == nil {
+		src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
+	}
+	sess.src, sess.mode = src, mode
+	if persisted > 0 {
+		sess.notifyPersisted(persisted, persistedEntry)
+	}
+	return &lakehousev1.Connected{
+		SourceId:          src.id,
+		LastSequence:      src.lastSeq,
+		PersistedSequence: persisted,
+		LastEntrySequence: src.lastEntry,
+		MaxMessageSize:    uint32(s.cfg.MaxMessageSize),
+		ServerTimeMs:      time.Now().UnixMilli(),
+		SequenceMode:      mode,
+	}, nil
+}
+
+func (s *Server) detach(sess *session) {
+	if sess.src != nil {
+		sess.src.mu.Lock()
+		if sess.src.owner == sess {
+			sess.src.owner = nil
+		}
+		sess.src.mu.Unlock()
+	}
+	s.mu.Lock()
+	delete(s.sessions, sess)
+	s.mu.Unlock()
+}
+
+// handle processes one request. An error ends the stream.
+func (sess *session) handle(req *lakehousev1.StreamRequest) error {
+	s := sess.srv
+	switch k := req.GetKind().(type) {
+	case *lakehousev1.StreamRequest_BinaryBatch:
+		resp, err := s.accept(sess, k.BinaryBatch)
+		if err != nil {
+			return err
+		}
+		return sess.send(resp)
+	case *lakehousev1.StreamRequest_Batch:
+		frame, err := encodeStructured(k.Batch, sess.src.id)
+		if err != nil {
+			return sess.send(nackResp(&lakehousev1.Nack{
+				SequenceNumber: k.Batch.GetSequenceNumber(),
+				Reason:         lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+				ErrorMessage:   err.Error(),
+				CorrelationId:  k.Batch.GetCorrelationId(),
+				TimestampMs:    time.Now().UnixMilli(),
+			}))
+		}
+		resp, err := s.accept(sess, frame)
+		if err != nil {
+			return err
+		}
+		return sess.send(resp)
+	case *lakehousev1.StreamRequest_Heartbeat:
+		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
+			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
+		}}})
+	case *lakehousev1.StreamRequest_Flush:
+		reason := k.Flush.GetReason()
+		go func() {
+			res, err := s.FlushNow(sess.ctx, reason)
+			if err != nil {
+				res = &lakehousev1.FlushResult{Error: err.Error(), Reason: reason}
+			}
+			select {
+			case sess.flushDone <- res:
+			case <-sess.ctx.Done():
+			}
+		}()
+		return nil
+	case *lakehousev1.StreamRequest_Connect:
+		return status.Error(codes.FailedPrecondition, "connect may only be the first message of a stream")
+	default:
+		return status.Error(codes.InvalidArgument, "empty stream request")
+	}
+}
+
+// encodeStructured turns a structured batch into a codec frame, so both kinds
+// of batch take one path (and the write-ahead log holds one format).
+func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
+	cb := codec.Batch{
+		Timestamp:     uint64(b.GetTimestampMs()),
+		Sequence:      b.GetSequenceNumber(),
+		Retry:         b.GetIsRetry(),
+		SourceID:      []byte(b.GetSourceId()),
+		CorrelationID: []byte(b.GetCorrelationId()),
+		Entries:       make([]codec.Entry, len(b.GetEntries())),
+	}
+	if len(cb.SourceID) == 0 {
+		cb.SourceID = []byte(sourceID)
+	}
+	for i, e := range b.GetEntries() {
+		var op codec.Op
+		switch e.GetOperation() {
+		case lakehousev1.Operation_OPERATION_INSERT:
+			op = codec.OpInsert
+		case lakehousev1.Operation_OPERATION_UPDATE:
+			op = codec.OpUpdate
+		case lakehousev1.Operation_OPERATION_DELETE:
+			op = codec.OpDelete
+		default:
+			return nil, fmt.Errorf("%w: entries[%d].operation %v", codec.ErrUnknownOperation, i, e.GetOperation())
+		}
+		cb.Entries[i] = codec.Entry{
+			Sequence:  e.GetSequence(),
+			Timestamp: uint64(e.GetTimestampMs()),
+			Op:        op,
+			Table:     []byte(e.GetTable()),
+			RowID:     []byte(e.GetRowId()),
+		}
+		if e.GetBefore() != "" {
+			cb.Entries[i].Before = []byte(e.GetBefore())
+		}
+		if e.GetAfter() != "" {
+			cb.Entries[i].After = []byte(e.GetAfter())
+		}
+	}
+	return codec.EncodeBatch(&cb)
+}
+
+func nackResp(n *lakehousev1.Nack) *lakehousev1.StreamResponse {
+	return &lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Nack{Nack: n}}
+}
+
+func ackResp(a *lakehousev1.Ack) *lakehousev1.StreamResponse {
+	return &lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Ack{Ack: a}}
+}

@@ -1,0 +1,95 @@
+package server
+
+import (
+	"sync"
+	"time"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// source is the server's state for one source id.
+//
+// mu serialises everything that changes the source's sequencing: accepting a
+// batch holds it from the sequence check through the write-ahead log append,
+// and a takeover holds it while fencing the old stream, so a zombie stream
+// can never write after its successor connected.
+type source struct {
+	id string
+
+	mu        sync.Mutex
+	shard     string
+	mode      lakehousev1.SequenceMode
+	owner     *session // the live stream, nil when none
+	lastSeq   uint64   // highest accepted (durable) batch sequence
+	lastEntry uint64   // highest accepted entry sequence
+	dedup     *dedupWindow
+
+	// Guarded by Server.mu (updated by the flusher).
+	persistedSeq   uint64
+	persistedEntry uint64
+	batches        uint64
+	entries        uint64
+	lastSeenMs     int64
+}
+
+// dedupWindow remembers the entry sequences a legacy source sent recently.
+// Legacy children resend timed-out batches under new batch numbers, so an
+// entry seen inside the window is a duplicate. An entry older than the window
+// (by count or age) is forgotten: if it is resent after that, it is stored
+// again. The window is saved with the sequencing state and rebuilt from the
+// write-ahead log, so it survives restarts.
+type dedupWindow struct {
+	max    int
+	maxAge time.Duration
+	seen   map[uint64]struct{}
+	order  []dedupItem // FIFO, oldest first; head index avoids shifting
+	head   int
+}
+
+type dedupItem struct {
+	Seq  uint64 `json:"s"`
+	AtMs int64  `json:"t"`
+}
+
+func newDedupWindow(max int, maxAge time.Duration) *dedupWindow {
+	return &dedupWindow{max: max, maxAge: maxAge, seen: make(map[uint64]struct{})}
+}
+
+func (w *dedupWindow) has(seq uint64) bool {
+	_, ok := w.seen[seq]
+	return ok
+}
+
+func (w *dedupWindow) add(seq uint64, atMs int64) {
+	if _, ok := w.seen[seq]; ok {
+		return
+	}
+	w.seen[seq] = struct{}{}
+	w.order = append(w.order, dedupItem{Seq: seq, AtMs: atMs})
+	for len(w.order)-w.head > w.max {
+		w.evictOne()
+	}
+}
+
+// expire forgets entries older than the window's age.
+func (w *dedupWindow) expire(nowMs int64) {
+	limit := nowMs - w.maxAge.Milliseconds()
+	for w.head < len(w.order) && w.order[w.head].AtMs < limit {
+		w.evictOne()
+	}
+}
+
+func (w *dedupWindow) evictOne() {
+	delete(w.seen, w.order[w.head].Seq)
+	w.head++
+	if w.head > 1024 && w.head*2 > len(w.order) {
+		w.order = append([]dedupItem(nil), w.order[w.head:]...)
+		w.head = 0
+	}
+}
+
+func (w *dedupWindow) items() []dedupItem {
+	return append([]dedupItem(nil), w.order[w.head:]...)
+}
+
+func (w *dedupWindow) len() int { return len(w.order) - w.head }

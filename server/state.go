@@ -1,0 +1,103 @@
+package server
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// stateFile holds the committed sequencing state, written after every
+// successful flush and before the write-ahead log is released, so that
+// releasing the log never loses what sequencing needs.
+const stateFile = "sequencing.json"
+
+type savedState struct {
+	Version int                     `json:"version"`
+	Sources map[string]*savedSource `json:"sources"`
+}
+
+type savedSource struct {
+	Shard     string                   `json:"shard,omitempty"`
+	Mode      lakehousev1.SequenceMode `json:"mode"`
+	LastSeq   uint64                   `json:"last_seq"`   // committed batch sequence
+	LastEntry uint64                   `json:"last_entry"` // committed entry sequence
+	Dedup     []dedupItem              `json:"dedup,omitempty"`
+}
+
+func loadState(dir string) (*savedState, error) {
+	data, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		return &savedState{Version: 1, Sources: map[string]*savedSource{}}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("server: read state: %w", err)
+	}
+	var st savedState
+	if err := json.Unmarshal(data, &st); err != nil {
+		return nil, fmt.Errorf("server: parse %s: %w", stateFile, err)
+	}
+	if st.Sources == nil {
+		st.Sources = map[string]*savedSource{}
+	}
+	return &st, nil
+}
+
+// saveState writes the committed sequencing state atomically.
+func (s *Server) saveState() error {
+	type snap struct {
+		src              *source
+		persisted, entry uint64
+	}
+	s.mu.Lock()
+	list := make([]snap, 0, len(s.sources))
+	for _, src := range s.sources {
+		list = append(list, snap{src, src.persistedSeq, src.persistedEntry})
+	}
+	s.mu.Unlock()
+	st := savedState{Version: 1, Sources: make(map[string]*savedSource, len(list))}
+	for _, sn := range list {
+		ss := &savedSource{LastSeq: sn.persisted, LastEntry: sn.entry}
+		sn.src.mu.Lock()
+		ss.Shard, ss.Mode = sn.src.shard, sn.src.mode
+		if sn.src.dedup != nil {
+			ss.Dedup = sn.src.dedup.items()
+		}
+		sn.src.mu.Unlock()
+		st.Sources[sn.src.id] = ss
+	}
+	data, err := json.Marshal(&st)
+	if err != nil {
+		return err
+	}
+	return writeFileAtomic(filepath.Join(s.cfg.DataDir, stateFile), data)
+}
+
+// writeFileAtomic writes data to path through a synced temporary file and a
+// rename, then syncs the directory.
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	err = errors.Join(err, f.Sync(), f.Close())
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	d, err := os.Open(filepath.Dir(path))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
