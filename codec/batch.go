@@ -163,7 +163,7 @@ func DecodeBatchInto(b *Batch, frame []byte, opts DecodeOptions) error {
 	}
 	srcLen := int(le.Uint16(frame[24:]))
 	count := le.Uint32(frame[26:])
-	payload := int(le.Uint32(frame[30:]))
+	payload := le.Uint32(frame[30:]) // kept unsigned: int(uint32) is negative on 32-bit platforms
 	corrLen := int(le.Uint16(frame[34:]))
 	b.Checksum = le.Uint32(frame[36:])
 	hasCorr := h.Flags&FlagHasCorrelation != 0
@@ -192,11 +192,11 @@ func DecodeBatchInto(b *Batch, frame []byte, opts DecodeOptions) error {
 			return decodeErr(batchFixedSize+srcLen, "correlationId", ErrInvalidUTF8, "")
 		}
 	}
-	if payload != len(frame)-off {
-		if payload > len(frame)-off {
-			return decodeErr(30, "payloadSize", ErrTruncated, fmt.Sprintf("payload size %d, %d bytes present", payload, len(frame)-off))
+	if rest := len(frame) - off; uint64(payload) != uint64(rest) {
+		if uint64(payload) > uint64(rest) {
+			return decodeErr(30, "payloadSize", ErrTruncated, fmt.Sprintf("payload size %d, %d bytes present", payload, rest))
 		}
-		return decodeErr(off+payload, "frame", ErrTrailingBytes, fmt.Sprintf("%d bytes after the entries block", len(frame)-off-payload))
+		return decodeErr(off+int(payload), "frame", ErrTrailingBytes, fmt.Sprintf("%d bytes after the entries block", rest-int(payload)))
 	}
 	if payload < 4 {
 		return decodeErr(off, "entries", ErrTruncated, "entries block shorter than its count")
@@ -213,7 +213,7 @@ func DecodeBatchInto(b *Batch, frame []byte, opts DecodeOptions) error {
 	b.Timestamp = h.Timestamp
 	b.Sequence = h.Sequence
 	b.Retry = h.Flags&FlagIsRetry != 0
-	b.PayloadSize = uint32(payload)
+	b.PayloadSize = payload
 	if cap(b.Entries) >= int(count) {
 		b.Entries = b.Entries[:count]
 	} else {
@@ -234,13 +234,15 @@ func DecodeBatchInto(b *Batch, frame []byte, opts DecodeOptions) error {
 		e.Op = Op(op)
 		tl := int(le.Uint16(p[17:]))
 		rl := int(le.Uint16(p[19:]))
-		bl := int(le.Uint32(p[21:]))
-		al := int(le.Uint32(p[25:]))
+		bl32 := le.Uint32(p[21:])
+		al32 := le.Uint32(p[25:])
 		off += entryFixedSize
-		if need := tl + rl + bl + al; need > len(frame)-off {
+		// Sum in uint64: on 32-bit platforms int(uint32) can be negative.
+		if need := uint64(tl) + uint64(rl) + uint64(bl32) + uint64(al32); need > uint64(len(frame)-off) {
 			return decodeErr(off-entryFixedSize+17, entryField(i, "lengths"), ErrTruncated,
 				fmt.Sprintf("fields need %d bytes, %d left", need, len(frame)-off))
 		}
+		bl, al := int(bl32), int(al32) // both fit in the frame now
 		e.Table = frame[off : off+tl : off+tl]
 		off += tl
 		e.RowID = frame[off : off+rl : off+rl]

@@ -313,12 +313,12 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 	ws := s.wal.Stats()
 	s.mu.Lock()
 	st := &lakehousev1.ServerStatus{
-		State:            s.stateLocked(),
-		Buffer:           s.bufferStatsLocked(),
-		LastFlush:        s.lastFlush,
-		LastFlushTimeMs:  unixMs(s.lastFlushT),
-		NextFlushTimeMs:  unixMs(s.nextFlushT),
-		ServerTimeMs:     time.Now().UnixMilli(),
+		State:           s.stateLocked(),
+		Buffer:          s.bufferStatsLocked(),
+		LastFlush:       s.lastFlush,
+		LastFlushTimeMs: unixMs(s.lastFlushT),
+		NextFlushTimeMs: unixMs(s.nextFlushT),
+		ServerTimeMs:    time.Now().UnixMilli(),
 		Wal: &lakehousev1.WALStats{
 			SizeBytes:    uint64(ws.SizeBytes),
 			SegmentCount: uint32(ws.Segments),

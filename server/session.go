@@ -56,6 +56,7 @@ type session struct {
 	persistedSeq   atomic.Uint64
 	persistedEntry atomic.Uint64
 	flushDone      chan *lakehousev1.FlushResult
+	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
 }
 
 func (sess *session) close(cause error) { sess.cancel(cause) }
@@ -122,6 +123,9 @@ func (s *Server) Stream(st stream) error {
 			}
 		}
 	}()
+	// After the client half-closes (as grpcurl does when its input ends),
+	// the stream stays open until requested flushes have been answered.
+	var eof bool
 	for {
 		select {
 		case req := <-reqs:
@@ -129,19 +133,35 @@ func (s *Server) Stream(st stream) error {
 				return statusFromErr(err)
 			}
 		case err := <-recvErr:
-			if errors.Is(err, io.EOF) {
+			if !errors.Is(err, io.EOF) {
+				return err
+			}
+			if sess.pendingFlushes == 0 {
 				return nil
 			}
-			return err
+			eof, recvErr = true, nil
 		case <-sess.persistedSig:
 			if err := sess.sendPersisted(); err != nil {
 				return err
 			}
 		case res := <-sess.flushDone:
+			sess.pendingFlushes--
+			// The flusher signals the watermark before it replies, so send
+			// it first: persisted, then the status that reports the flush.
+			select {
+			case <-sess.persistedSig:
+				if err := sess.sendPersisted(); err != nil {
+					return err
+				}
+			default:
+			}
 			st := s.Status()
 			st.LastFlush = res
 			if err := sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Status{Status: st}}); err != nil {
 				return err
+			}
+			if eof && sess.pendingFlushes == 0 {
+				return nil
 			}
 		case <-ctx.Done():
 			cause := context.Cause(ctx)
@@ -260,6 +280,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 		}}})
 	case *lakehousev1.StreamRequest_Flush:
 		reason := k.Flush.GetReason()
+		sess.pendingFlushes++
 		go func() {
 			res, err := s.FlushNow(sess.ctx, reason)
 			if err != nil {

@@ -4,7 +4,10 @@ package servertest
 
 import (
 	"context"
+	"io"
+	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,6 +30,14 @@ func WithConfig(f func(*server.Config)) Option { return Option(f) }
 // WithSync turns fsync of the write-ahead log on (it is off by default to
 // keep tests fast; acks still wait for the write).
 func WithSync() Option { return func(c *server.Config) { c.NoSync = false } }
+
+// testLogger discards the server's logs unless LAKEHOUSE_TEST_LOG is set.
+func testLogger() *slog.Logger {
+	if os.Getenv("LAKEHOUSE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 // Instance is a running server.
 type Instance struct {
@@ -70,7 +81,7 @@ func (in *Instance) start(addr string) {
 	if in.wrap != nil {
 		sk = in.wrap(js)
 	}
-	cfg := server.Config{DataDir: in.DataDir, Sink: sk, NoSync: true}
+	cfg := server.Config{DataDir: in.DataDir, Sink: sk, NoSync: true, Logger: testLogger()}
 	for _, o := range in.opts {
 		o(&cfg)
 	}
