@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -65,6 +67,9 @@ type Config struct {
 
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
+	// Metrics, when set, receives the server's Prometheus metrics
+	// (lakehouse_* names).
+	Metrics prometheus.Registerer
 }
 
 func (c *Config) setDefaults() error {

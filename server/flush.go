@@ -109,6 +109,7 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	entries := s.bufEntries
 	s.bufBytes, s.bufEntries = 0, 0
 	s.flushing = true
+	s.flushStartT = start
 	s.flushID++
 	id := s.flushID
 	s.mu.Unlock()
@@ -127,6 +128,13 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	ctx := context.Background()
 	out, err := s.sink.Commit(ctx, f)
 	res.DurationMs = time.Since(start).Milliseconds()
+	s.m.flushSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.m.flushes.WithLabelValues("failure").Inc()
+	} else {
+		s.m.flushes.WithLabelValues("success").Inc()
+		s.m.flushedRows.Add(float64(entries))
+	}
 	if err != nil {
 		s.mu.Lock()
 		s.buffer = append(batches, s.buffer...)
@@ -158,6 +166,9 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		marks[b.src] = m
 	}
 	s.mu.Lock()
+	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
+		s.flushRate = float64(s.inflBytes) / ms
+	}
 	s.inflight, s.inflBytes = nil, 0
 	s.flushing = false
 	if s.recovery.active {

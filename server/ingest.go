@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -89,14 +90,19 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 	}
 
 	size := int64(len(frame))
-	lower, ok := s.reserve(size)
+	lower, delay, ok := s.reserve(size)
 	if !ok {
 		s.kickFlush()
 		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-			"buffer full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+			"buffer full: retry after the delay", uint32(delay.Milliseconds())), nil
 	}
 	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
-	lsn, err := s.wal.Append(sess.ctx, rec.appendTo(make([]byte, 0, rec.size())))
+	// Not the stream's context: an append abandoned on cancel may still reach
+	// the log, and then the batch must count as accepted. The log completes
+	// every queued append, even on Close, so this cannot hang.
+	appendStart := time.Now()
+	lsn, err := s.wal.Append(context.Background(), rec.appendTo(make([]byte, 0, rec.size())))
+	s.m.appendSeconds.Observe(time.Since(appendStart).Seconds())
 	if err != nil {
 		s.unreserve(size, lower)
 		if errors.Is(err, wal.ErrFull) {
@@ -108,6 +114,7 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
 			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds())), nil
 	}
+	s.m.bytes.Add(float64(size))
 	last := maxEntrySeq(&b)
 	src.lastSeq = seq
 	if last > src.lastEntry {
@@ -168,17 +175,34 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 // reserve claims size bytes of the memory budget for a batch about to be
 // appended, and registers a lower bound of its LSN so that the log is never
 // released past a batch not yet in the buffer.
-func (s *Server) reserve(size int64) (wal.LSN, bool) {
+// When the budget is exhausted it returns the retry delay to suggest.
+func (s *Server) reserve(size int64) (wal.LSN, time.Duration, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.bufBytes+s.inflBytes+s.reserved+size > s.cfg.MaxBufferBytes {
-		return 0, false
+		return 0, s.retryDelayLocked(), false
 	}
 	s.reserved += size
 	lower := wal.LSN(s.wal.Stats().LastLSN + 1)
 	s.appending[lower]++
-	return lower, true
+	return lower, 0, true
 }
+
+// retryDelayLocked suggests when a refused batch may find room: when the
+// running flush is expected to end (from the last flush's rate), never more
+// than RetryDelay, never less than minRetryDelay. Without a running flush or
+// a rate to go by, RetryDelay.
+func (s *Server) retryDelayLocked() time.Duration {
+	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
+		return s.cfg.RetryDelay
+	}
+	expected := time.Duration(float64(s.inflBytes) / s.flushRate * float64(time.Millisecond))
+	left := time.Until(s.flushStartT.Add(expected))
+	return min(max(left, minRetryDelay), s.cfg.RetryDelay)
+}
+
+// minRetryDelay keeps refused clients from spinning.
+const minRetryDelay = 100 * time.Millisecond
 
 func (s *Server) unreserve(size int64, lower wal.LSN) {
 	s.mu.Lock()

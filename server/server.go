@@ -47,24 +47,27 @@ type Server struct {
 	sink   sink.Sink
 	health *health.Server
 	decode codec.DecodeOptions
+	m      *metrics
 
-	mu         sync.Mutex
-	sources    map[string]*source
-	buffer     []*bufBatch // accepted, durable, not yet handed to the sink
-	bufBytes   int64
-	bufEntries int
-	inflight   []*bufBatch // being committed by the flusher
-	inflBytes  int64
-	reserved   int64           // bytes of batches being appended to the log
-	appending  map[wal.LSN]int // lower bounds of LSNs of appends in progress
-	sessions   map[*session]struct{}
-	draining   bool
-	flushing   bool
-	recovery   recoveryState
-	lastFlush  *lakehousev1.FlushResult
-	lastFlushT time.Time
-	nextFlushT time.Time
-	flushID    uint64
+	mu          sync.Mutex
+	sources     map[string]*source
+	buffer      []*bufBatch // accepted, durable, not yet handed to the sink
+	bufBytes    int64
+	bufEntries  int
+	inflight    []*bufBatch // being committed by the flusher
+	inflBytes   int64
+	reserved    int64           // bytes of batches being appended to the log
+	appending   map[wal.LSN]int // lower bounds of LSNs of appends in progress
+	sessions    map[*session]struct{}
+	draining    bool
+	flushing    bool
+	recovery    recoveryState
+	lastFlush   *lakehousev1.FlushResult
+	lastFlushT  time.Time
+	nextFlushT  time.Time
+	flushID     uint64
+	flushStartT time.Time
+	flushRate   float64 // bytes per ms of the last successful flush, for retry delays
 
 	kick     chan struct{} // a threshold was reached
 	flushReq chan flushRequest
@@ -132,6 +135,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	s.m = newMetrics(cfg.Metrics, s)
 	if err := s.restore(ctx); err != nil {
 		l.Close()
 		return nil, err
@@ -187,7 +191,12 @@ func (s *Server) restore(ctx context.Context) error {
 			src.lastEntry, src.persistedEntry = w.EntrySeq, w.EntrySeq
 		}
 	}
-	n := 0
+	// Records at or below the saved committed sequence need no replay.
+	replayed := make(map[string]uint64, len(st.Sources))
+	for id, ss := range st.Sources {
+		replayed[id] = ss.LastSeq
+	}
+	n, skipped := 0, 0
 	err = s.wal.Replay(func(lsn wal.LSN, data []byte) error {
 		rec, err := decodeWALRecord(data)
 		if err != nil {
@@ -199,6 +208,13 @@ func (s *Server) restore(ctx context.Context) error {
 			return fmt.Errorf("record %d: %w", lsn, err)
 		}
 		src := s.sourceLocked(rec.SourceID)
+		if rec.Seq <= replayed[rec.SourceID] {
+			// Committed before the crash (the saved state says so) or a
+			// second record of one batch: storing it again would duplicate.
+			skipped++
+			return nil
+		}
+		replayed[rec.SourceID] = rec.Seq
 		bb.src = src
 		bb.lastEntry = maxEntrySeq(&bb.batch)
 		if rec.ShardName != "" {
@@ -228,8 +244,8 @@ func (s *Server) restore(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: replay write-ahead log: %w", err)
 	}
-	if n > 0 {
-		s.log.Info("replayed write-ahead log", "batches", n, "entries", s.bufEntries, "bytes", s.bufBytes)
+	if n+skipped > 0 {
+		s.log.Info("replayed write-ahead log", "batches", n, "entries", s.bufEntries, "bytes", s.bufBytes, "skipped", skipped)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -257,6 +258,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 		if err != nil {
 			return err
 		}
+		s.observe(resp)
 		return sess.send(resp)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id)
@@ -273,6 +275,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 		if err != nil {
 			return err
 		}
+		s.observe(resp)
 		return sess.send(resp)
 	case *lakehousev1.StreamRequest_Heartbeat:
 		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
@@ -340,6 +343,18 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
 		}
 	}
 	return codec.EncodeBatch(&cb)
+}
+
+// observe counts a batch's outcome.
+func (s *Server) observe(r *lakehousev1.StreamResponse) {
+	if a := r.GetAck(); a != nil {
+		s.m.batches.WithLabelValues(strings.ToLower(strings.TrimPrefix(a.Status.String(), "ACK_STATUS_"))).Inc()
+		if d := a.GetDetails(); d != nil && a.Status != lakehousev1.AckStatus_ACK_STATUS_DUPLICATE {
+			s.m.entries.Add(float64(d.EntriesAccepted))
+		}
+	} else if n := r.GetNack(); n != nil {
+		s.m.batches.WithLabelValues("nack_" + strings.ToLower(strings.TrimPrefix(n.Reason.String(), "NACK_REASON_"))).Inc()
+	}
 }
 
 func nackResp(n *lakehousev1.Nack) *lakehousev1.StreamResponse {

@@ -35,11 +35,11 @@ type command struct {
 func commands() map[string]command {
 	return map[string]command{
 		"serve":  {"run the aggregator with its embedded defaults", runServe},
-		// "bridge": {"run the WebSocket bridge alone in front of a remote server", runBridge},
+		"bridge": {"run the WebSocket bridge alone in front of a remote server", runBridge},
 		"status": {"print a server's status as JSON", runStatus},
 		"flush":  {"ask a server to flush now", runFlush},
-		// "send":   {"stream JSON-lines entries from stdin or a file", runSend},
-		// "bench":  {"load a server with workload W1 and report throughput and latency", runBenchCmd},
+		"send":   {"stream JSON-lines entries from stdin or a file", runSend},
+		"bench":  {"load a server with workload W1 and report throughput and latency", runBenchCmd},
 		"scan":   {"print rows of an Iceberg table", runScan},
 		"tables": {"list Iceberg tables with row and snapshot counts", runTables},
 	}

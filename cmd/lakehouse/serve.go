@@ -9,11 +9,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -107,6 +111,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket bridge for legacy children, /health, /status, /flush (empty: off)")
 		level    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		drain    = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
+		pprofOn  = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	)
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "flush when the buffer holds this many entries")
@@ -124,6 +129,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return err
 	}
 	cfg.Logger = log
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	cfg.Metrics = reg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
@@ -142,7 +150,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		srv.Close()
 		return err
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxMessageSize+1<<20))
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(cfg.MaxMessageSize + 1<<20))
 	srv.Register(gs)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(lis) }()
@@ -165,13 +173,22 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			srv.Close()
 			return err
 		}
-		hs = &http.Server{Handler: bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/", bridge.Handler())
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if *pprofOn {
+			mux.HandleFunc("/debug/pprof/", pprof.Index)
+			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		}
+		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				serveErr <- err
 			}
 		}()
-		log.Info("http listening", "addr", hl.Addr().String(), "endpoints", "WebSocket bridge, /health, /status, /flush")
+		log.Info("http listening", "addr", hl.Addr().String(), "endpoints", "WebSocket bridge, /health, /status, /flush, /metrics")
 	}
 	log.Info("lakehouse serving", "grpc", lis.Addr().String(), "data_dir", cfg.DataDir, "sink", sf.kind)
 
@@ -184,8 +201,8 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	sctx, cancel := context.WithTimeout(context.Background(), *drain)
 	defer cancel()
 	if hs != nil {
+		bridge.Shutdown(sctx) // tells legacy children "going away"
 		hs.Shutdown(sctx)
-		bridge.Close()
 	}
 	err = srv.Shutdown(sctx)
 	stopped := make(chan struct{})

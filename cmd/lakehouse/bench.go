@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/internal/bench"
+)
+
+// benchComparison is the --compare result: the client run, the raw stream
+// baseline and their throughput ratio.
+type benchComparison struct {
+	Client *bench.Summary `json:"client"`
+	Raw    *bench.Summary `json:"raw"`
+	// Ratio is client entries/s over raw entries/s.
+	Ratio float64 `json:"ratio"`
+}
+
+// runBench implements `lakehouse bench`: it loads a server with workload W1
+// through the Go client (or, with --raw, plain gRPC streams; with --compare,
+// both) and prints throughput and latency. With no --addr it calls
+// startServer to run a server in-process (nil: --addr is required).
+func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
+	startServer func(ctx context.Context) (addr string, stop func(), err error)) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "", "server gRPC address (empty: start a server in-process)")
+	sources := fs.Int("sources", 1, "concurrent sources, one client (or raw stream) each")
+	duration := fs.Duration("duration", 10*time.Second, "how long to send (0: until --entries are sent)")
+	entries := fs.Int64("entries", 0, "total entries to send, split over the sources (0: until --duration)")
+	batch := fs.Int("batch", 1000, "entries per batch")
+	pending := fs.Int("pending", 8, "pending-batch limit of each client")
+	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
+	raw := fs.Bool("raw", false, "measure the raw gRPC stream baseline instead of the client")
+	compare := fs.Bool("compare", false, "run the client, then the raw baseline, and print both with their ratio")
+	progress := fs.Duration("progress", time.Second, "progress line interval on stderr (0: none)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *duration <= 0 && *entries <= 0 {
+		return errors.New("set --duration or --entries")
+	}
+	if *addr == "" {
+		if startServer == nil {
+			return errors.New("--addr is required")
+		}
+		a, stop, err := startServer(ctx)
+		if err != nil {
+			return fmt.Errorf("starting a server: %w", err)
+		}
+		defer stop()
+		*addr = a
+		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
+	}
+	cfg := bench.Config{
+		Addr:       *addr,
+		Sources:    *sources,
+		Duration:   *duration,
+		Entries:    *entries,
+		BatchSize:  *batch,
+		MaxPending: *pending,
+	}
+	if *progress > 0 {
+		cfg.Progress, cfg.ProgressInterval = stderr, *progress
+	}
+	var out any
+	switch {
+	case *compare:
+		cs, err := bench.Run(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		rs, err := bench.RawStreamConfig(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		cmp := &benchComparison{Client: cs, Raw: rs}
+		if rs.EntriesPerSec > 0 {
+			cmp.Ratio = cs.EntriesPerSec / rs.EntriesPerSec
+		}
+		if !*asJSON {
+			fmt.Fprintln(stdout, cs)
+			fmt.Fprintln(stdout, rs)
+			fmt.Fprintf(stdout, "client/raw throughput ratio: %.2f\n", cmp.Ratio)
+			return nil
+		}
+		out = cmp
+	case *raw:
+		rs, err := bench.RawStreamConfig(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		out = rs
+	default:
+		cs, err := bench.Run(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		out = cs
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		return enc.Encode(out)
+	}
+	fmt.Fprintln(stdout, out)
+	return nil
+}

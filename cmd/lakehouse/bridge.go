@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/wsbridge"
+)
+
+// runBridge runs the WebSocket bridge alone, in front of a remote gRPC server:
+// legacy children connect to --http-addr, their batches go to --upstream.
+func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		upstream    = fs.String("upstream", "", "gRPC address of the lakehouse server, HOST:PORT (required)")
+		httpAddr    = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
+		level       = fs.String("log-level", "info", "log level: debug, info, warn, error")
+		maxConns    = fs.Int("max-connections", 0, "cap on concurrent WebSocket connections (0: no cap)")
+		upIdle      = fs.Duration("upstream-idle-timeout", wsbridge.DefaultUpstreamIdleTimeout, "close a connection's upstream stream after this long without batches (it reopens on the next batch)")
+		idle        = fs.Duration("idle-timeout", 0, "close a WebSocket that sends nothing, not even heartbeats, for this long (0: never)")
+		maxMsg      = fs.Int64("max-message-size", wsbridge.DefaultMaxMessageSize, "largest WebSocket message accepted, in bytes")
+		drain       = fs.Duration("shutdown-timeout", 10*time.Second, "how long SIGTERM/SIGINT may take to close the connections")
+		originAllow = fs.String("allowed-origin", "", "host pattern of browser origins allowed to upgrade (legacy children send no Origin)")
+		tlsCert     = fs.String("tls-cert", "", "serve HTTPS/WSS with this certificate file (PEM; with --tls-key)")
+		tlsKey      = fs.String("tls-key", "", "private key file of --tls-cert (PEM)")
+		upTLS       = fs.Bool("upstream-tls", false, "connect to the upstream with TLS (system roots unless --upstream-ca)")
+		upCA        = fs.String("upstream-ca", "", "CA certificate file (PEM) to verify the upstream with; implies --upstream-tls")
+	)
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: lakehouse bridge --upstream HOST:PORT [flags]\n\nServe legacy WebSocket children in front of a remote lakehouse server.\n\nflags:")
+		fs.PrintDefaults()
+	}
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	if *upstream == "" {
+		fs.Usage()
+		return errors.New("--upstream is required")
+	}
+	if _, _, err := net.SplitHostPort(*upstream); err != nil {
+		return fmt.Errorf("--upstream %q: %w", *upstream, err)
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("--tls-cert and --tls-key go together")
+	}
+	log, err := newLogger(stderr, *level)
+	if err != nil {
+		return err
+	}
+	creds := insecure.NewCredentials()
+	switch {
+	case *upCA != "":
+		if creds, err = credentials.NewClientTLSFromFile(*upCA, ""); err != nil {
+			return fmt.Errorf("--upstream-ca: %w", err)
+		}
+	case *upTLS:
+		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	}
+	cc, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
+	if err != nil {
+		return fmt.Errorf("upstream %s: %w", *upstream, err)
+	}
+	defer cc.Close()
+
+	cfg := wsbridge.Config{
+		Upstream:            cc,
+		Logger:              log,
+		MaxMessageSize:      *maxMsg,
+		IdleTimeout:         *idle,
+		UpstreamIdleTimeout: *upIdle,
+		MaxConnections:      *maxConns,
+	}
+	if *originAllow != "" {
+		cfg.OriginPatterns = []string{*originAllow}
+	}
+	bridge := wsbridge.New(cfg)
+	ln, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		_ = bridge.Close()
+		return fmt.Errorf("listen %s: %w", *httpAddr, err)
+	}
+	hs := &http.Server{Handler: bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	serveErr := make(chan error, 1)
+	scheme := "http"
+	go func() {
+		if *tlsCert != "" {
+			serveErr <- hs.ServeTLS(ln, *tlsCert, *tlsKey)
+			return
+		}
+		serveErr <- hs.Serve(ln)
+	}()
+	if *tlsCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "lakehouse bridge listening on %s://%s (WebSocket, /health, /status, /flush), upstream %s\n", scheme, ln.Addr(), *upstream)
+	log.Info("bridge listening", "addr", ln.Addr().String(), "upstream", *upstream)
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+		log.Info("bridge shutting down")
+	case err := <-serveErr:
+		runErr = fmt.Errorf("http server: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	defer cancel()
+	_ = hs.Shutdown(sctx) // stops accepting; hijacked WebSockets are the bridge's
+	if err := bridge.Shutdown(sctx); err != nil {
+		log.Warn("bridge shutdown", "err", err)
+	}
+	if runErr == nil {
+		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			runErr = fmt.Errorf("http server: %w", err)
+		}
+	}
+	return runErr
+}

@@ -1,0 +1,231 @@
+package wsbridge
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// stateName returns the legacy ParentState name.
+func stateName(s lakehousev1.ParentState) string {
+	switch s {
+	case lakehousev1.ParentState_PARENT_STATE_IDLE:
+		return "idle"
+	case lakehousev1.ParentState_PARENT_STATE_RECEIVING:
+		return "receiving"
+	case lakehousev1.ParentState_PARENT_STATE_FLUSHING:
+		return "flushing"
+	case lakehousev1.ParentState_PARENT_STATE_RECOVERING:
+		return "recovering"
+	case lakehousev1.ParentState_PARENT_STATE_ERROR:
+		return "error"
+	}
+	return "idle"
+}
+
+func bufferStatus(b *lakehousev1.BufferStats) codec.BufferStatus {
+	return codec.BufferStatus{
+		BatchCount:      int(b.GetBatchCount()),
+		EntryCount:      int(b.GetEntryCount()),
+		TotalSizeBytes:  int64(b.GetTotalSizeBytes()),
+		Utilization:     b.GetUtilization(),
+		OldestBatchTime: b.GetOldestBatchTimeMs(),
+		NewestBatchTime: b.GetNewestBatchTimeMs(),
+	}
+}
+
+// statusMessage converts the server's status to the legacy JSON status.
+func statusMessage(s *lakehousev1.ServerStatus) codec.StatusMessage {
+	return codec.StatusMessage{
+		Type:              codec.JSONStatus,
+		Timestamp:         time.Now().UnixMilli(),
+		State:             stateName(s.GetState()),
+		Buffer:            bufferStatus(s.GetBuffer()),
+		ConnectedChildren: int(s.GetConnectedSources()),
+		LastFlushTime:     s.GetLastFlushTimeMs(),
+		NextFlushTime:     s.GetNextFlushTimeMs(),
+	}
+}
+
+// flushReason maps a legacy flush_request reason.
+func flushReason(r string) lakehousev1.FlushReason {
+	switch r {
+	case "shutdown":
+		return lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN
+	case "buffer_full":
+		return lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL
+	case "time_threshold":
+		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD
+	}
+	return lakehousev1.FlushReason_FLUSH_REASON_MANUAL
+}
+
+// FlushResultJSON is the JSON body of POST /flush: the original parent's
+// FlushResult field names.
+type FlushResultJSON struct {
+	Success        bool     `json:"success"`
+	BatchesFlushed uint64   `json:"batchesFlushed"`
+	EntriesFlushed uint64   `json:"entriesFlushed"`
+	BytesWritten   uint64   `json:"bytesWritten"`
+	Paths          []string `json:"paths"`
+	DurationMs     int64    `json:"durationMs"`
+	Error          string   `json:"error,omitempty"`
+	UsedFallback   bool     `json:"usedFallback"`
+}
+
+func flushResultJSON(r *lakehousev1.FlushResult) FlushResultJSON {
+	paths := r.GetPaths()
+	if paths == nil {
+		paths = []string{}
+	}
+	return FlushResultJSON{
+		Success:        r.GetSuccess(),
+		BatchesFlushed: r.GetBatchesFlushed(),
+		EntriesFlushed: r.GetEntriesFlushed(),
+		BytesWritten:   r.GetBytesWritten(),
+		Paths:          paths,
+		DurationMs:     r.GetDurationMs(),
+		Error:          r.GetError(),
+		UsedFallback:   r.GetUsedFallback(),
+	}
+}
+
+// ChildStatusJSON is one child (source) in GET /status.
+type ChildStatusJSON struct {
+	SourceDoID        string `json:"sourceDoId"`
+	SourceShardName   string `json:"sourceShardName,omitempty"`
+	Connected         bool   `json:"connected"`
+	LastSequence      uint64 `json:"lastSequence"`
+	LastEntrySequence uint64 `json:"lastEntrySequence"`
+	PersistedSequence uint64 `json:"persistedSequence"`
+	BatchesReceived   uint64 `json:"batchesReceived"`
+	EntriesReceived   uint64 `json:"entriesReceived"`
+	LastSeen          int64  `json:"lastSeen,omitempty"`
+	SequenceMode      string `json:"sequenceMode"`
+}
+
+// StatusJSON is the JSON body of GET /status: the original parent's status
+// (state, buffer, connected children, per-child state, whether fallback
+// storage, here the write-ahead log, holds data waiting for storage), plus
+// the write-ahead log, recovery loop and bridge details.
+type StatusJSON struct {
+	State             string             `json:"state"`
+	Buffer            codec.BufferStatus `json:"buffer"`
+	ConnectedChildren int                `json:"connectedChildren"`
+	Children          []ChildStatusJSON  `json:"children"`
+	HasFallbackData   bool               `json:"hasFallbackData"`
+	LastFlushTime     int64              `json:"lastFlushTime,omitempty"`
+	NextFlushTime     int64              `json:"nextFlushTime,omitempty"`
+	LastFlush         *FlushResultJSON   `json:"lastFlush,omitempty"`
+	WAL               WALStatusJSON      `json:"wal"`
+	Recovery          RecoveryStatusJSON `json:"recovery"`
+	BridgeConnections int                `json:"bridgeConnections"`
+	ServerTime        int64              `json:"serverTime"`
+}
+
+// WALStatusJSON describes the server's write-ahead log in GET /status.
+type WALStatusJSON struct {
+	SizeBytes    uint64 `json:"sizeBytes"`
+	SegmentCount uint32 `json:"segmentCount"`
+	CapBytes     uint64 `json:"capBytes"`
+}
+
+// RecoveryStatusJSON describes the storage recovery loop in GET /status.
+type RecoveryStatusJSON struct {
+	Active         bool   `json:"active"`
+	Attempt        uint32 `json:"attempt"`
+	LastError      string `json:"lastError,omitempty"`
+	NextRetryTime  int64  `json:"nextRetryTime,omitempty"`
+	PendingBatches uint64 `json:"pendingBatches"`
+}
+
+func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
+	out := StatusJSON{
+		State:             stateName(s.GetState()),
+		Buffer:            bufferStatus(s.GetBuffer()),
+		ConnectedChildren: int(s.GetConnectedSources()),
+		Children:          make([]ChildStatusJSON, 0, len(s.GetSources())),
+		LastFlushTime:     s.GetLastFlushTimeMs(),
+		NextFlushTime:     s.GetNextFlushTimeMs(),
+		WAL: WALStatusJSON{
+			SizeBytes:    s.GetWal().GetSizeBytes(),
+			SegmentCount: s.GetWal().GetSegmentCount(),
+			CapBytes:     s.GetWal().GetCapBytes(),
+		},
+		Recovery: RecoveryStatusJSON{
+			Active:         s.GetRecovery().GetActive(),
+			Attempt:        s.GetRecovery().GetAttempt(),
+			LastError:      s.GetRecovery().GetLastError(),
+			NextRetryTime:  s.GetRecovery().GetNextRetryTimeMs(),
+			PendingBatches: s.GetRecovery().GetPendingBatches(),
+		},
+		BridgeConnections: b.Connections(),
+		ServerTime:        s.GetServerTimeMs(),
+	}
+	out.HasFallbackData = out.Recovery.Active || out.Recovery.PendingBatches > 0
+	if lf := s.GetLastFlush(); lf != nil {
+		j := flushResultJSON(lf)
+		out.LastFlush = &j
+	}
+	for _, src := range s.GetSources() {
+		mode := "batch"
+		if src.GetSequenceMode() == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
+			mode = "entry"
+		}
+		out.Children = append(out.Children, ChildStatusJSON{
+			SourceDoID:        src.GetSourceId(),
+			SourceShardName:   src.GetShardName(),
+			Connected:         src.GetConnected(),
+			LastSequence:      src.GetLastSequence(),
+			LastEntrySequence: src.GetLastEntrySequence(),
+			PersistedSequence: src.GetPersistedSequence(),
+			BatchesReceived:   src.GetBatchesReceived(),
+			EntriesReceived:   src.GetEntriesReceived(),
+			LastSeen:          src.GetLastSeenTimeMs(),
+			SequenceMode:      mode,
+		})
+	}
+	return out
+}
+
+func writeJSONResponse(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// errorJSON is the body of a failed /status.
+type errorJSON struct {
+	Error string `json:"error"`
+}
+
+func (b *Bridge) serveStatus(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(withAuth(r.Context(), r.Header.Get("Authorization")), b.cfg.RPCTimeout)
+	defer cancel()
+	resp, err := b.client.GetStatus(ctx, &lakehousev1.GetStatusRequest{})
+	if err != nil {
+		b.log.Warn("GET /status: upstream GetStatus failed", "err", err)
+		writeJSONResponse(w, http.StatusBadGateway, errorJSON{Error: "upstream GetStatus: " + err.Error()})
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, b.statusJSON(resp.GetStatus()))
+}
+
+func (b *Bridge) serveFlush(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(withAuth(r.Context(), r.Header.Get("Authorization")), b.cfg.RPCTimeout)
+	defer cancel()
+	start := time.Now()
+	resp, err := b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})
+	if err != nil {
+		b.log.Warn("POST /flush: upstream Flush failed", "err", err)
+		writeJSONResponse(w, http.StatusBadGateway, FlushResultJSON{
+			Paths: []string{}, DurationMs: time.Since(start).Milliseconds(), Error: "upstream Flush: " + err.Error(),
+		})
+		return
+	}
+	writeJSONResponse(w, http.StatusOK, flushResultJSON(resp.GetResult()))
+}
