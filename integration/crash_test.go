@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +14,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
 )
@@ -172,40 +172,54 @@ func (s *resumingSource) markAcked(seq uint64) {
 
 // TestCrashSafety kills the server with SIGKILL at random points while
 // several sources stream, restarts it, lets the sources resume from
-// connected, and checks that the sink holds every acked entry exactly once.
+// connected, and checks that the sink holds every acked entry exactly once:
+// with the JSON-lines sink (many kills, fast) and with the Iceberg sink.
 func TestCrashSafety(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real server processes")
 	}
+	tests := []struct {
+		sink       string
+		batches    uint64
+		kills      int
+		flushEvery string
+	}{
+		{sink: "jsonl", batches: 1000, kills: 5, flushEvery: "150ms"},
+		{sink: "iceberg", batches: 300, kills: 3, flushEvery: "300ms"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.sink, func(t *testing.T) {
+			crashSafety(t, tc.sink, tc.batches, tc.kills, tc.flushEvery)
+		})
+	}
+}
+
+func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, flushEvery string) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	const (
-		sources    = 4
-		batchSize  = 50
-		maxBatches = 1000
-		kills      = 5
+		sources   = 4
+		batchSize = 50
 	)
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
 	addr := freeAddr(t)
 	logPath := filepath.Join(dir, "server.log")
 	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
-		"--sink", "jsonl", "--flush-interval", "150ms", "--flush-entries", "3000", "--log-level", "warn"}
+		"--sink", sinkKind, "--flush-interval", flushEvery, "--flush-entries", "3000", "--log-level", "warn"}
 	p := startProc(t, addr, logPath, args...)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	srcs := make([]*resumingSource, sources)
 	var wg sync.WaitGroup
-	var finished atomic.Int32
 	for i := range srcs {
 		srcs[i] = newResumingSource(fmt.Sprintf("crash-src-%d", i), addr, batchSize, 4)
 		wg.Add(1)
 		go func(s *resumingSource) {
 			defer wg.Done()
 			s.run(ctx, maxBatches)
-			finished.Add(1)
 		}(srcs[i])
 	}
 	for k := 0; k < kills; k++ {
@@ -221,20 +235,16 @@ func TestCrashSafety(t *testing.T) {
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
-	recs, err := jsonl.ReadAll(filepath.Join(dataDir, "jsonl"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	counts := make(map[string]map[uint64]int)
-	for _, r := range recs {
-		if counts[r.SourceID] == nil {
-			counts[r.SourceID] = make(map[uint64]int)
+	for _, r := range readSink(t, sinkKind, dataDir) {
+		if counts[r.source] == nil {
+			counts[r.source] = make(map[uint64]int)
 		}
-		counts[r.SourceID][r.EntrySeq]++
+		counts[r.source][r.entry]++
 	}
 	for _, s := range srcs {
-		if len(s.acked) != maxBatches*batchSize {
-			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), maxBatches*batchSize)
+		if len(s.acked) != int(maxBatches)*batchSize {
+			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), int(maxBatches)*batchSize)
 		}
 		for q := range s.acked {
 			if c := counts[s.id][q]; c != 1 {
@@ -252,6 +262,51 @@ func TestCrashSafety(t *testing.T) {
 	}
 }
 
+type storedEntry struct {
+	source string
+	entry  uint64
+}
+
+// readSink returns (source, entry sequence) of every stored row.
+func readSink(t *testing.T, kind, dataDir string) []storedEntry {
+	t.Helper()
+	var out []storedEntry
+	switch kind {
+	case "jsonl":
+		recs, err := jsonl.ReadAll(filepath.Join(dataDir, "jsonl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			out = append(out, storedEntry{r.SourceID, r.EntrySeq})
+		}
+	case "iceberg":
+		ctx := context.Background()
+		sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sk.Close()
+		tables, err := sk.Tables(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tables) != 8 {
+			t.Errorf("%d Iceberg tables, want the 8 of W1", len(tables))
+		}
+		for _, tb := range tables {
+			recs, err := sk.Scan(ctx, tb.Name, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range recs {
+				out = append(out, storedEntry{r.SourceID, r.EntrySeq})
+			}
+		}
+	}
+	return out
+}
+
 func ackedCount(srcs []*resumingSource) int {
 	n := 0
 	for _, s := range srcs {
@@ -261,4 +316,3 @@ func ackedCount(srcs []*resumingSource) int {
 	}
 	return n
 }
-
