@@ -1,0 +1,167 @@
+package iceberg
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// benchRows is the size of one benchmarked commit: 200 W1 batches of 1,000.
+const benchRows = 200_000
+
+// benchEntries returns the W1 entries of the benchmark, their JSON payload
+// size (before + after + row id + table name) and their encoded size in the
+// binary codec.
+func benchEntries() (entries []codec.Entry, payload, encoded int64) {
+	entries = workload.Entries(0, benchRows)
+	for i := range entries {
+		e := &entries[i]
+		payload += int64(len(e.Before) + len(e.After) + len(e.RowID) + len(e.Table))
+		encoded += int64(e.EncodedSize())
+	}
+	return entries, payload, encoded
+}
+
+// benchFlush groups entries into one flush of source "bench", batches of
+// 1,000 numbered from firstBatch.
+func benchFlush(id uint64, entries []codec.Entry, firstBatch uint64) *sink.Flush {
+	f := &sink.Flush{ID: id, Reason: "bench", Time: time.Now(), Watermarks: map[string]sink.Watermark{}}
+	idx := map[string]int{}
+	for i := range entries {
+		e := entries[i]
+		name := string(e.Table)
+		k, ok := idx[name]
+		if !ok {
+			k = len(f.Tables)
+			idx[name] = k
+			f.Tables = append(f.Tables, sink.Table{Name: name, Rows: make([]sink.Row, 0, len(entries)/8+1)})
+		}
+		seq := firstBatch + uint64(i/workload.W1BatchSize)
+		f.Tables[k].Rows = append(f.Tables[k].Rows, sink.Row{SourceID: "bench", BatchSeq: seq, Entry: e})
+		sink.MergeWatermark(f.Watermarks, "bench", sink.Watermark{BatchSeq: seq, EntrySeq: e.Sequence})
+	}
+	return f
+}
+
+func reportThroughput(b *testing.B, rows, payload, encoded int64) {
+	sec := b.Elapsed().Seconds() / float64(b.N)
+	b.ReportMetric(float64(rows)/sec, "rows/s")
+	b.ReportMetric(float64(payload)/sec/1e6, "payloadMB/s")
+	b.ReportMetric(float64(encoded)/sec/1e6, "w1MB/s")
+}
+
+// BenchmarkCommitW1 measures one sink Commit of 200,000 W1 rows (8 tables):
+// watermark check, sorting, Arrow building, Parquet writing and the catalog
+// commits. MB/s (SetBytes) counts the JSON payload: before + after + row id +
+// table name bytes; w1MB/s counts the binary-codec encoded size (~210 B/entry).
+func BenchmarkCommitW1(b *testing.B) {
+	entries, payload, encoded := benchEntries()
+	s := openTestSink(b, b.TempDir(), nil)
+	ctx := context.Background()
+	b.SetBytes(payload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		f := benchFlush(uint64(i+1), entries, uint64(i*benchRows/workload.W1BatchSize+1))
+		b.StartTimer()
+		res, err := s.Commit(ctx, f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if res.RowsWritten != benchRows {
+			b.Fatalf("wrote %d rows", res.RowsWritten)
+		}
+	}
+	reportThroughput(b, benchRows, payload, encoded)
+}
+
+// BenchmarkDirectAppendW1 appends the same rows, as ready Arrow records (one
+// per table, built before the timer), with plain iceberg-go
+// Transaction.Append + Commit on tables of the same layout: the ceiling of
+// the sink.
+func BenchmarkDirectAppendW1(b *testing.B) {
+	entries, payload, encoded := benchEntries()
+	s := openTestSink(b, b.TempDir(), nil)
+	ctx := context.Background()
+	f := benchFlush(1, entries, 1)
+	recs := make([]arrow.RecordBatch, len(f.Tables))
+	for k, t := range f.Tables {
+		rows := make([]*sink.Row, len(t.Rows))
+		for i := range t.Rows {
+			rows[i] = &t.Rows[i]
+		}
+		rec, err := buildRecord(s.schema, rows, f.Time.UnixMicro())
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer rec.Release()
+		recs[k] = rec
+		// Create the table with the sink's layout.
+		if _, err := s.loadOrCreate(ctx, t.Name, t.Name); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.SetBytes(payload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		for k, t := range f.Tables {
+			tbl, err := s.cat.LoadTable(ctx, s.Identifier(t.Name))
+			if err != nil {
+				b.Fatal(err)
+			}
+			rdr, err := array.NewRecordReader(s.schema, []arrow.RecordBatch{recs[k]})
+			if err != nil {
+				b.Fatal(err)
+			}
+			txn := tbl.NewTransaction()
+			if err := txn.Append(ctx, rdr, nil); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := txn.Commit(ctx); err != nil {
+				b.Fatal(err)
+			}
+			rdr.Release()
+		}
+	}
+	reportThroughput(b, benchRows, payload, encoded)
+}
+
+// BenchmarkBuildRecord measures the sink's Arrow building alone: sorting
+// check plus columns for 25,000 W1 rows (one table's share of a 200,000-row
+// commit).
+func BenchmarkBuildRecord(b *testing.B) {
+	entries, _, _ := benchEntries()
+	f := benchFlush(1, entries, 1)
+	t := f.Tables[0]
+	rows := make([]*sink.Row, len(t.Rows))
+	var payload int64
+	for i := range t.Rows {
+		rows[i] = &t.Rows[i]
+		payload += int64(len(t.Rows[i].Before) + len(t.Rows[i].After) + len(t.Rows[i].RowID) + len(t.Rows[i].Table))
+	}
+	sc, err := changelogArrowSchema()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(payload)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		sortRows(rows)
+		rec, err := buildRecord(sc, rows, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		rec.Release()
+	}
+	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}

@@ -1,0 +1,317 @@
+package iceberg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/catalog"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	icebergio "github.com/apache/iceberg-go/io"
+	"github.com/apache/iceberg-go/table"
+
+	// Catalog and storage back ends that register themselves.
+	_ "github.com/apache/iceberg-go/catalog/glue"
+	_ "github.com/apache/iceberg-go/catalog/rest"
+	_ "github.com/apache/iceberg-go/io/gocloud/azure"
+	_ "github.com/apache/iceberg-go/io/gocloud/gcs"
+	_ "github.com/apache/iceberg-go/io/gocloud/s3"
+
+	// database/sql drivers for the SQL catalog: pure Go, no cgo.
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "modernc.org/sqlite"
+)
+
+// Catalog types accepted in Config.CatalogType.
+const (
+	// CatalogSQL is iceberg-go's SQL catalog: SQLite by default, PostgreSQL
+	// when CatalogURI is a postgres:// DSN.
+	CatalogSQL = "sql"
+	// CatalogREST is an Iceberg REST catalog (Polaris, Nessie, Lakekeeper,
+	// Unity, Gravitino...).
+	CatalogREST = "rest"
+	// CatalogGlue is the AWS Glue Data Catalog.
+	CatalogGlue = "glue"
+)
+
+// Defaults of Config.
+const (
+	DefaultNamespace           = "cdc"
+	DefaultCatalogName         = "lakehouse"
+	DefaultTargetFileSizeBytes = 128 << 20 // 128 MiB
+	DefaultCommitRetries       = 4
+	DefaultCommitAttempts      = 3
+)
+
+// Table and snapshot property keys written by the sink.
+const (
+	// PropOriginalName holds the CDC table name as sent (before sanitising).
+	PropOriginalName = "lakehouse.cdc.table"
+	// PropWatermarkPrefix prefixes the per-source watermark table
+	// properties: "lakehouse.watermark.<source id>" holds
+	// {"batch_seq":N,"entry_seq":M}. One key per source, so that concurrent
+	// writers serving different sources never overwrite each other's
+	// watermarks when iceberg-go replays a conflicting commit.
+	PropWatermarkPrefix = "lakehouse.watermark."
+	// Snapshot summary keys of every append made by the sink.
+	SummaryFlushID    = "lakehouse.flush-id"
+	SummaryTrigger    = "lakehouse.trigger"
+	SummaryRows       = "lakehouse.rows"
+	SummarySkipped    = "lakehouse.rows-skipped"
+	SummaryWatermarks = "lakehouse.watermarks"
+)
+
+// Config configures the Iceberg sink. The zero value, with DataDir set, is a
+// working embedded set-up: a SQLite catalog in <DataDir>/catalog.db and a
+// warehouse in file://<DataDir>/warehouse.
+type Config struct {
+	// DataDir is the local data directory, used for the default SQLite
+	// catalog file and the default warehouse. Required unless both
+	// CatalogURI (or a non-SQL catalog) and Warehouse are given.
+	DataDir string
+
+	// CatalogType is "sql" (default), "rest" or "glue".
+	CatalogType string
+	// CatalogName is the catalog's name (the SQL catalog's catalog_name
+	// column). Default "lakehouse".
+	CatalogName string
+	// CatalogURI is, for "sql", a database DSN: empty for SQLite at
+	// <DataDir>/catalog.db, a file path or "file:" DSN for another SQLite
+	// file, or a "postgres://" / "postgresql://" DSN for PostgreSQL (pgx
+	// driver). For "rest" it is the REST endpoint. Unused for "glue".
+	CatalogURI string
+	// SQLDriver and SQLDialect override the database/sql driver name and
+	// the bun dialect ("sqlite", "postgres", "mysql"...) of the SQL catalog,
+	// for a driver the program registers itself.
+	SQLDriver  string
+	SQLDialect string
+	// Credential ("client_id:client_secret") and Token are REST catalog
+	// credentials.
+	Credential string
+	Token      string
+
+	// Warehouse is the warehouse location URL: file://, mem://, s3://,
+	// gs://, azblob://... Default file://<DataDir>/warehouse.
+	Warehouse string
+	// Namespace is the Iceberg namespace of the CDC tables. Default "cdc".
+	Namespace string
+	// TargetFileSizeBytes is the target Parquet data file size (table
+	// property write.target-file-size-bytes). Default 128 MiB.
+	TargetFileSizeBytes int64
+	// Properties are extra catalog and FileIO properties, passed as they
+	// are: for example s3.endpoint, s3.region, s3.access-key-id,
+	// s3.secret-access-key, s3.force-virtual-addressing ("false" gives
+	// path-style requests, the default when s3.endpoint is set),
+	// glue.region, or REST options such as prefix or scope.
+	Properties map[string]string
+	// TableProperties are extra properties set on tables the sink creates.
+	TableProperties map[string]string
+
+	// CommitRetries is the number of optimistic-commit retries iceberg-go
+	// makes on a conflict (table property commit.retry.num-retries of the
+	// tables the sink creates), replaying the append on the new table state
+	// without rewriting data files. Default 4; negative means 0.
+	CommitRetries int
+	// CommitAttempts bounds the sink's own attempts per table when a commit
+	// still conflicts: each reloads the table, re-reads its watermarks and
+	// rewrites the rows. Default 3.
+	CommitAttempts int
+
+	// Logger receives the sink's logs. Default slog.Default().
+	Logger *slog.Logger
+
+	// WrapIO, when set, wraps the FileIO through which the sink writes and
+	// reads data files and manifests (fault injection in tests, metering).
+	// Table metadata files are still written by the catalog's own IO.
+	WrapIO func(icebergio.IO) icebergio.IO
+	// BeforeTableCommit, when set, is called with the original table name
+	// before each table's rows are written and committed; an error it
+	// returns fails the Commit at that table (fault injection in tests).
+	BeforeTableCommit func(table string) error
+}
+
+// withDefaults returns cfg with every default filled in.
+func (cfg Config) withDefaults() (Config, error) {
+	if cfg.CatalogType == "" {
+		cfg.CatalogType = CatalogSQL
+	}
+	cfg.CatalogType = strings.ToLower(cfg.CatalogType)
+	if cfg.CatalogName == "" {
+		cfg.CatalogName = DefaultCatalogName
+	}
+	if cfg.Namespace == "" {
+		cfg.Namespace = DefaultNamespace
+	}
+	if cfg.TargetFileSizeBytes <= 0 {
+		cfg.TargetFileSizeBytes = DefaultTargetFileSizeBytes
+	}
+	if cfg.CommitRetries == 0 {
+		cfg.CommitRetries = DefaultCommitRetries
+	} else if cfg.CommitRetries < 0 {
+		cfg.CommitRetries = 0
+	}
+	if cfg.CommitAttempts <= 0 {
+		cfg.CommitAttempts = DefaultCommitAttempts
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	needDir := cfg.Warehouse == "" && cfg.CatalogType != CatalogREST ||
+		cfg.CatalogType == CatalogSQL && cfg.CatalogURI == ""
+	if needDir {
+		if cfg.DataDir == "" {
+			return cfg, errors.New("iceberg: Config.DataDir is required for the default catalog or warehouse")
+		}
+		abs, err := filepath.Abs(cfg.DataDir)
+		if err != nil {
+			return cfg, fmt.Errorf("iceberg: data dir: %w", err)
+		}
+		cfg.DataDir = abs
+	}
+	if cfg.Warehouse == "" && cfg.CatalogType != CatalogREST {
+		cfg.Warehouse = (&url.URL{Scheme: "file", Path: filepath.ToSlash(filepath.Join(cfg.DataDir, "warehouse"))}).String()
+	}
+	switch cfg.CatalogType {
+	case CatalogSQL, CatalogREST, CatalogGlue:
+	default:
+		return cfg, fmt.Errorf("iceberg: unknown catalog type %q (want sql, rest or glue)", cfg.CatalogType)
+	}
+	return cfg, nil
+}
+
+// catalogProps returns the properties handed to the catalog (and through it
+// to the FileIO of every table).
+func (cfg *Config) catalogProps() iceberg.Properties {
+	p := iceberg.Properties{}
+	maps.Copy(p, cfg.Properties)
+	if cfg.Warehouse != "" {
+		p["warehouse"] = cfg.Warehouse
+	}
+	return p
+}
+
+// openCatalog opens the configured catalog.
+func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
+	props := cfg.catalogProps()
+	switch cfg.CatalogType {
+	case CatalogSQL:
+		driver, dialect, dsn, err := sqlTarget(cfg)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.CatalogURI == "" {
+			if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+				return nil, fmt.Errorf("iceberg: data dir: %w", err)
+			}
+		}
+		if strings.HasPrefix(cfg.Warehouse, "file://") {
+			u, err := url.Parse(cfg.Warehouse)
+			if err != nil {
+				return nil, fmt.Errorf("iceberg: warehouse %q: %w", cfg.Warehouse, err)
+			}
+			if err := os.MkdirAll(filepath.FromSlash(u.Path), 0o755); err != nil {
+				return nil, fmt.Errorf("iceberg: warehouse: %w", err)
+			}
+		}
+		db, err := sql.Open(driver, dsn)
+		if err != nil {
+			return nil, fmt.Errorf("iceberg: open %s catalog database: %w", dialect, err)
+		}
+		if err := db.PingContext(ctx); err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("iceberg: open %s catalog database: %w", dialect, err)
+		}
+		cat, err := sqlcat.NewCatalog(cfg.CatalogName, db, sqlcat.SupportedDialect(dialect), props)
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
+		}
+		return &ownedDBCatalog{Catalog: cat, db: db}, nil
+	case CatalogREST:
+		if cfg.CatalogURI == "" {
+			return nil, errors.New("iceberg: the rest catalog needs Config.CatalogURI")
+		}
+		props["type"] = CatalogREST
+		props["uri"] = cfg.CatalogURI
+		if cfg.Credential != "" {
+			props["credential"] = cfg.Credential
+		}
+		if cfg.Token != "" {
+			props["token"] = cfg.Token
+		}
+	case CatalogGlue:
+		props["type"] = CatalogGlue
+	}
+	cat, err := catalog.Load(ctx, cfg.CatalogName, props)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: open %s catalog: %w", cfg.CatalogType, err)
+	}
+	return cat, nil
+}
+
+// sqlTarget resolves the database/sql driver, bun dialect and DSN of the SQL
+// catalog.
+func sqlTarget(cfg *Config) (driver, dialect, dsn string, err error) {
+	dsn = cfg.CatalogURI
+	switch {
+	case dsn == "":
+		dsn = sqliteDSN(filepath.Join(cfg.DataDir, "catalog.db"))
+		driver, dialect = "sqlite", string(sqlcat.SQLite)
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		driver, dialect = "pgx", string(sqlcat.Postgres)
+	case strings.HasPrefix(dsn, "file:"):
+		driver, dialect = "sqlite", string(sqlcat.SQLite)
+	default:
+		if cfg.SQLDriver == "" && cfg.SQLDialect == "" {
+			dsn = sqliteDSN(dsn)
+		}
+		driver, dialect = "sqlite", string(sqlcat.SQLite)
+	}
+	if cfg.SQLDriver != "" {
+		driver = cfg.SQLDriver
+	}
+	if cfg.SQLDialect != "" {
+		dialect = cfg.SQLDialect
+	}
+	return driver, dialect, dsn, nil
+}
+
+// sqliteDSN is the modernc.org/sqlite DSN of a catalog file: WAL and a busy
+// timeout on every pooled connection, as iceberg-go's SQL catalog advises.
+func sqliteDSN(path string) string {
+	return "file:" + filepath.ToSlash(path) + "?_pragma=busy_timeout(10000)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+}
+
+// ownedDBCatalog is a SQL catalog whose database handle the sink opened and
+// must close.
+type ownedDBCatalog struct {
+	*sqlcat.Catalog
+	db *sql.DB
+}
+
+// CommitTable commits through the SQL catalog. iceberg-go's SQL catalog
+// reports a requirement that no longer holds (another writer committed to
+// the table in between) as a plain error; it is returned wrapped in
+// table.ErrCommitFailed, as the REST catalog does with HTTP 409, so that
+// iceberg-go's optimistic-commit retry replays the commit. Nothing was
+// written to the catalog when a requirement fails, so the retry is safe.
+func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier, reqs []table.Requirement, updates []table.Update) (table.Metadata, string, error) {
+	meta, loc, err := c.Catalog.CommitTable(ctx, ident, reqs, updates)
+	if err != nil && !errors.Is(err, table.ErrCommitFailed) && strings.Contains(err.Error(), "requirement failed") {
+		err = fmt.Errorf("%w: %w", table.ErrCommitFailed, err)
+	}
+	return meta, loc, err
+}
+
+// Close closes the catalog and its database handle.
+func (c *ownedDBCatalog) Close() error {
+	return errors.Join(c.Catalog.Close(), c.db.Close())
+}
