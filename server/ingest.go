@@ -49,15 +49,26 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 	switch sess.mode {
 	case lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
 		src.dedup.expire(nowMs)
-		kept := b.Entries[:0:0]
-		inBatch := make(map[uint64]struct{}, len(b.Entries))
+		kept := make([]codec.Entry, 0, len(b.Entries))
+		// Entries of a batch normally ascend, so a repeat inside the batch
+		// is only possible (and only checked with a map) when they do not.
+		var inBatch map[uint64]struct{}
+		if !ascending(b.Entries) {
+			inBatch = make(map[uint64]struct{}, len(b.Entries))
+		}
 		for i := range b.Entries {
 			q := b.Entries[i].Sequence
-			if _, dup := inBatch[q]; dup || src.dedup.has(q) {
+			if src.dedup.has(q) {
 				dups++
 				continue
 			}
-			inBatch[q] = struct{}{}
+			if inBatch != nil {
+				if _, dup := inBatch[q]; dup {
+					dups++
+					continue
+				}
+				inBatch[q] = struct{}{}
+			}
 			kept = append(kept, b.Entries[i])
 		}
 		if len(b.Entries) > 0 && len(kept) == 0 {
@@ -154,6 +165,16 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 	a.GetAck().Details.BufferUtilization = util
 	a.GetAck().Details.PersistedSequence = persisted
 	return a, nil
+}
+
+// ascending reports whether entry sequences strictly increase.
+func ascending(es []codec.Entry) bool {
+	for i := 1; i < len(es); i++ {
+		if es[i].Sequence <= es[i-1].Sequence {
+			return false
+		}
+	}
+	return true
 }
 
 func (s *Server) isDraining() bool {

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -71,7 +73,9 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	case *upTLS:
 		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
 	}
-	cc, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(creds),
+	// Several connections: one HTTP/2 connection would carry every
+	// child's stream through one reader goroutine at each end.
+	cc, err := connpool.Dial(*upstream, upstreamConns, grpc.WithTransportCredentials(creds),
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
 	if err != nil {
 		return fmt.Errorf("upstream %s: %w", *upstream, err)

@@ -22,11 +22,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
 	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
+
+// upstreamConns is how many gRPC connections the WebSocket bridge spreads its
+// children's streams over.
+const upstreamConns = 4
 
 // sinkFlags are the flags that choose and configure the sink, shared by
 // serve, scan and tables.
@@ -160,7 +165,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if *httpAddr != "" {
 		// The bridge talks to this server through its own gRPC port: one
 		// code path for the in-process and the standalone bridge.
-		cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		cc, err := connpool.Dial(lis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
 			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
 		if err != nil {
 			return err
