@@ -437,6 +437,18 @@ func unixMs(t time.Time) int64 {
 // Data that could not be committed stays in the log for the next start. The
 // sink is not closed. Call the grpc.Server's GracefulStop after Shutdown.
 func (s *Server) Shutdown(ctx context.Context) error {
+	return s.stopServer(ctx, true)
+}
+
+// Close stops the server at once, without flushing: streams end with status
+// Unavailable, the flusher stops, and everything buffered stays in the
+// write-ahead log for the next start. It is what a crash leaves, minus the
+// torn tail; tests use it, and Shutdown is the graceful path.
+func (s *Server) Close() error {
+	return s.stopServer(context.Background(), false)
+}
+
+func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	s.closeMu.Lock()
 	defer s.closeMu.Unlock()
 	if s.closed {
@@ -448,9 +460,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining = true
 	s.mu.Unlock()
 
-	res, err := s.FlushNow(ctx, lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN)
-	if err == nil && !res.GetSuccess() {
-		s.log.Warn("final flush failed; data stays in the write-ahead log", "error", res.GetError())
+	var err error
+	if flush {
+		var res *lakehousev1.FlushResult
+		res, err = s.FlushNow(ctx, lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN)
+		if err == nil && !res.GetSuccess() {
+			s.log.Warn("final flush failed; data stays in the write-ahead log", "error", res.GetError())
+		}
 	}
 	close(s.stop)
 	<-s.done
@@ -471,34 +487,4 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 	}
 	return errors.Join(err, s.wal.Close())
-}
-
-// Close stops the server at once, without flushing: streams end with status
-// Unavailable, the flusher stops, and everything buffered stays in the
-// write-ahead log for the next start. It is what a crash leaves, minus the
-// torn tail; tests use it, and Shutdown is the graceful path.
-func (s *Server) Close() error {
-	s.closeMu.Lock()
-	defer s.closeMu.Unlock()
-	if s.closed {
-		return nil
-	}
-	s.closed = true
-	s.health.Shutdown()
-	s.mu.Lock()
-	s.draining = true
-	sessions := make([]*session, 0, len(s.sessions))
-	for sess := range s.sessions {
-		sessions = append(sessions, sess)
-	}
-	s.mu.Unlock()
-	close(s.stop)
-	<-s.done
-	for _, sess := range sessions {
-		sess.close(errShuttingDown)
-	}
-	for _, sess := range sessions {
-		<-sess.finished
-	}
-	return s.wal.Close()
 }
