@@ -75,6 +75,10 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if err != nil {
 			return err
 		}
+		// Start the baseline from an empty server buffer.
+		if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+			return err
+		}
 		rs, err := bench.RawStreamConfig(ctx, cfg)
 		if err != nil {
 			return err

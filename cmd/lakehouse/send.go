@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -110,7 +109,7 @@ func sendLines(ctx context.Context, c *client.Client, in io.Reader) error {
 		if len(b) == 0 {
 			continue
 		}
-		e, err := parseEntry(b)
+		e, err := client.ParseJSONEntry(b)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", line, err)
 		}
@@ -122,38 +121,4 @@ func sendLines(ctx context.Context, c *client.Client, in io.Reader) error {
 		return fmt.Errorf("reading input: %w", err)
 	}
 	return nil
-}
-
-// parseEntry converts one JSON WAL entry (the legacy field names) to an entry.
-func parseEntry(b []byte) (client.Entry, error) {
-	var je codec.JSONEntry
-	if err := json.Unmarshal(b, &je); err != nil {
-		return client.Entry{}, fmt.Errorf("invalid entry: %w", err)
-	}
-	op, err := codec.ParseOp(je.Operation)
-	if err != nil {
-		return client.Entry{}, err
-	}
-	e := client.Entry{
-		Sequence:  je.Sequence,
-		Timestamp: je.Timestamp,
-		Op:        op,
-		Table:     []byte(je.Table),
-		RowID:     []byte(je.RowID),
-	}
-	if present(je.Before) {
-		e.Before = []byte(je.Before)
-	}
-	if present(je.After) {
-		e.After = []byte(je.After)
-	}
-	if len(e.Table) == 0 {
-		return client.Entry{}, errors.New("entry without a table")
-	}
-	return e, nil
-}
-
-func present(raw json.RawMessage) bool {
-	raw = bytes.TrimSpace(raw)
-	return len(raw) > 0 && !bytes.Equal(raw, []byte("null"))
 }

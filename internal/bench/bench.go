@@ -1,0 +1,380 @@
+// Package bench is the load generator behind `lakehouse bench`: it drives N
+// concurrent client.Clients with workload W1 (DESIGN.md) and reports
+// throughput and latency, and it measures a raw gRPC stream baseline (the
+// same binary_batch bytes, no client machinery) so the client's overhead can
+// be stated as a ratio.
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/client"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+)
+
+// Config configures a run.
+type Config struct {
+	// Addr is the server's host:port. Required (a caller that wants an
+	// in-process server starts it and passes its address).
+	Addr string
+	// Sources is the number of concurrent sources, one client each. Default 1.
+	Sources int
+	// Duration bounds the sending time (the run then waits for the acks of
+	// what was sent). Zero: no bound, Entries must be set.
+	Duration time.Duration
+	// Entries is the total number of entries to send, split evenly over the
+	// sources (each sends whole batches). Zero: no bound, Duration must be set.
+	Entries int64
+	// BatchSize is the number of entries per batch. Default 1,000 (W1).
+	BatchSize int
+	// MaxPending is each client's pending-batch limit (client mode).
+	// Default 8: enough pipelining to keep the server busy while bounding
+	// memory (the client's own default, 100 batches of 1,000 W1 entries, is
+	// about 21 MB per source, 1.3 GB for 64 sources).
+	MaxPending int
+	// Progress, when set, receives a progress line every ProgressInterval.
+	Progress io.Writer
+	// ProgressInterval defaults to 1 s.
+	ProgressInterval time.Duration
+	// SourcePrefix prefixes the source ids ("bench-<unix ms>" by default, so
+	// runs against a long-lived server do not resume each other's sources).
+	SourcePrefix string
+	// ClientOptions are added to every client's options.
+	ClientOptions []client.Option
+}
+
+// Summary is the result of a run. Its JSON form is one object.
+type Summary struct {
+	// Mode is "client" or "raw".
+	Mode string `json:"mode"`
+	// Sources is the number of concurrent sources.
+	Sources int `json:"sources"`
+	// BatchSize is the number of entries per batch.
+	BatchSize int `json:"batchSize"`
+	// MaxPending is the clients' pending-batch limit (client mode).
+	MaxPending int `json:"maxPending,omitempty"`
+	// Seconds is the wall time from the first send to the last ack.
+	Seconds float64 `json:"seconds"`
+	// Entries and Batches count what the server acknowledged (duplicates
+	// included once).
+	Entries uint64 `json:"entries"`
+	// Batches counts acknowledged batches.
+	Batches uint64 `json:"batches"`
+	// Bytes counts the W1 encoded bytes (cdc_batch frames) acknowledged.
+	Bytes uint64 `json:"bytes"`
+	// EntriesPerSec is Entries / Seconds.
+	EntriesPerSec float64 `json:"entriesPerSec"`
+	// MBPerSec is Bytes / Seconds in MB (10^6 bytes).
+	MBPerSec float64 `json:"mbPerSec"`
+	// SendSeconds is the length of the sending window (Duration, or until
+	// the last batch was handed over).
+	SendSeconds float64 `json:"sendSeconds"`
+	// WindowEntriesPerSec is the entries acknowledged by the end of the
+	// sending window over its length: the sustained rate, without the final
+	// drain of pending batches.
+	WindowEntriesPerSec float64 `json:"windowEntriesPerSec"`
+	// WindowMBPerSec is the same for bytes.
+	WindowMBPerSec float64 `json:"windowMbPerSec"`
+	// SentEntries counts entries handed to the stream (raw mode: sent
+	// whatever the answer; client mode: first transmissions).
+	SentEntries uint64 `json:"sentEntries"`
+	// AckLatency digests send-to-ack latencies.
+	AckLatency client.LatencySummary `json:"ackLatency"`
+	// PersistedLatency digests send-to-persisted latencies (batches whose
+	// Persisted watermark arrived during the run).
+	PersistedLatency client.LatencySummary `json:"persistedLatency"`
+	// Nacks counts nacks by reason.
+	Nacks map[string]uint64 `json:"nacks,omitempty"`
+	// StaleNacks counts nacks of pipelined batches behind a refused one.
+	StaleNacks uint64 `json:"staleNacks,omitempty"`
+	// Retried counts retransmissions.
+	Retried uint64 `json:"retried"`
+	// Duplicates counts batches the server already had.
+	Duplicates uint64 `json:"duplicates"`
+	// Reconnects counts reconnections.
+	Reconnects uint64 `json:"reconnects"`
+	// Errors counts errors (given-up batches, failed clients).
+	Errors int `json:"errors"`
+	// ErrorMessages holds the first few errors.
+	ErrorMessages []string `json:"errorMessages,omitempty"`
+}
+
+// String formats the summary as one human-readable line.
+func (s *Summary) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: %d sources, %d entries in %.2fs: %.0f entries/s, %.2f MB/s (sending window %.2fs: %.0f entries/s, %.2f MB/s), ack p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms",
+		s.Mode, s.Sources, s.Entries, s.Seconds, s.EntriesPerSec, s.MBPerSec, s.SendSeconds, s.WindowEntriesPerSec, s.WindowMBPerSec,
+		s.AckLatency.P50Ms, s.AckLatency.P90Ms, s.AckLatency.P99Ms, s.AckLatency.MaxMs)
+	if s.PersistedLatency.Count > 0 {
+		fmt.Fprintf(&b, ", persisted p50 %.0fms p99 %.0fms", s.PersistedLatency.P50Ms, s.PersistedLatency.P99Ms)
+	}
+	if len(s.Nacks) > 0 {
+		fmt.Fprintf(&b, ", nacks %v", s.Nacks)
+	}
+	if s.Retried > 0 {
+		fmt.Fprintf(&b, ", retried %d", s.Retried)
+	}
+	if s.Errors > 0 {
+		fmt.Fprintf(&b, ", %d errors", s.Errors)
+	}
+	return b.String()
+}
+
+func (c *Config) normalize() error {
+	if c.Addr == "" {
+		return errors.New("bench: no server address")
+	}
+	if c.Sources <= 0 {
+		c.Sources = 1
+	}
+	if c.BatchSize <= 0 {
+		c.BatchSize = workload.W1BatchSize
+	}
+	if c.MaxPending <= 0 {
+		c.MaxPending = 8
+	}
+	if c.ProgressInterval <= 0 {
+		c.ProgressInterval = time.Second
+	}
+	if c.Duration <= 0 && c.Entries <= 0 {
+		return errors.New("bench: set a duration or a number of entries")
+	}
+	if c.SourcePrefix == "" {
+		c.SourcePrefix = fmt.Sprintf("bench-%d", time.Now().UnixMilli())
+	}
+	return nil
+}
+
+// batchesPerSource returns how many batches each source sends (0: unbounded).
+func (c *Config) batchesPerSource() int64 {
+	if c.Entries <= 0 {
+		return 0
+	}
+	per := c.Entries / int64(c.Sources)
+	return max(1, (per+int64(c.BatchSize)-1)/int64(c.BatchSize))
+}
+
+// errorList collects errors, keeping the first few messages.
+type errorList struct {
+	mu   sync.Mutex
+	n    int
+	msgs []string
+}
+
+func (e *errorList) add(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.n++
+	if len(e.msgs) < 10 {
+		e.msgs = append(e.msgs, err.Error())
+	}
+}
+
+// Run drives cfg.Sources clients with W1 batches (source i numbers its own
+// entries 1, 2, 3...) until cfg.Duration has passed or cfg.Entries are sent,
+// waits for the acks, closes the clients and returns the summary. It returns
+// an error only when the run could not be made (no server, bad config);
+// failures during the run are counted in the summary.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	var (
+		entries, batches, bytes atomic.Uint64
+		errs                    errorList
+	)
+	opts := append([]client.Option{
+		client.OnAck(func(a client.Ack) {
+			entries.Add(uint64(a.Entries))
+			batches.Add(1)
+			bytes.Add(uint64(a.Bytes))
+		}),
+		client.OnError(errs.add),
+		client.WithMaxBatchEntries(cfg.BatchSize),
+		client.WithMaxPendingBatches(cfg.MaxPending),
+	}, cfg.ClientOptions...)
+	clients := make([]*client.Client, cfg.Sources)
+	for i := range clients {
+		c, err := client.Dial(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i), opts...)
+		if err != nil {
+			for _, c := range clients[:i] {
+				_ = c.Close(context.Background())
+			}
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		clients[i] = c
+	}
+
+	sendCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	stopProgress := startProgress(cfg, start, clients, &entries, &bytes)
+	limit := cfg.batchesPerSource()
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for k := int64(0); limit == 0 || k < limit; k++ {
+				if sendCtx.Err() != nil {
+					return
+				}
+				batch := workload.Entries(k*int64(cfg.BatchSize), int64(cfg.BatchSize))
+				for {
+					err := c.SendMany(sendCtx, batch)
+					if err == nil {
+						break
+					}
+					if sendCtx.Err() != nil {
+						return
+					}
+					if !errors.Is(err, client.ErrCircuitOpen) {
+						errs.add(err)
+						return
+					}
+					time.Sleep(100 * time.Millisecond) // nothing was accepted: retry the batch
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	sendSecs := time.Since(start).Seconds()
+	winEntries, winBytes := entries.Load(), bytes.Load()
+	// Drain: wait for every ack (bounded by ctx).
+	var cwg sync.WaitGroup
+	for _, c := range clients {
+		cwg.Add(1)
+		go func() {
+			defer cwg.Done()
+			if err := c.Close(ctx); err != nil {
+				addUnreported(&errs, err)
+			}
+		}()
+	}
+	cwg.Wait()
+	elapsed := time.Since(start)
+	stopProgress()
+
+	s := &Summary{
+		Mode:       "client",
+		Sources:    cfg.Sources,
+		BatchSize:  cfg.BatchSize,
+		MaxPending: cfg.MaxPending,
+		Seconds:    elapsed.Seconds(),
+		Entries:    entries.Load(),
+		Batches:    batches.Load(),
+		Bytes:      bytes.Load(),
+	}
+	var ackH, persH client.Histogram
+	for _, c := range clients {
+		st := c.Stats()
+		a, p := c.LatencyHistograms()
+		ackH.Merge(&a)
+		persH.Merge(&p)
+		s.SentEntries += st.EntriesSent
+		s.Retried += st.BatchesRetried
+		s.Duplicates += st.Duplicates
+		s.Reconnects += st.Reconnects
+		s.StaleNacks += st.StaleNacks
+		for k, v := range st.Nacks {
+			if s.Nacks == nil {
+				s.Nacks = map[string]uint64{}
+			}
+			s.Nacks[k] += v
+		}
+	}
+	s.AckLatency = ackH.Summary()
+	s.PersistedLatency = persH.Summary()
+	s.window(sendSecs, winEntries, winBytes)
+	s.finish(&errs)
+	return s, nil
+}
+
+func (s *Summary) window(secs float64, entries, bytes uint64) {
+	s.SendSeconds = secs
+	if secs > 0 {
+		s.WindowEntriesPerSec = float64(entries) / secs
+		s.WindowMBPerSec = float64(bytes) / 1e6 / secs
+	}
+}
+
+func (s *Summary) finish(errs *errorList) {
+	if s.Seconds > 0 {
+		s.EntriesPerSec = float64(s.Entries) / s.Seconds
+		s.MBPerSec = float64(s.Bytes) / 1e6 / s.Seconds
+	}
+	errs.mu.Lock()
+	s.Errors, s.ErrorMessages = errs.n, errs.msgs
+	errs.mu.Unlock()
+}
+
+// startProgress prints a progress line every interval until the returned
+// function is called.
+func startProgress(cfg Config, start time.Time, clients []*client.Client, entries, bytes *atomic.Uint64) func() {
+	if cfg.Progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(cfg.ProgressInterval)
+		defer t.Stop()
+		var lastE, lastB uint64
+		last := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				e, b := entries.Load(), bytes.Load()
+				dt := now.Sub(last).Seconds()
+				pending, nacks := 0, uint64(0)
+				var acks uint64
+				for _, c := range clients {
+					st := c.Stats()
+					pending += st.PendingBatches
+					acks += st.BatchesAcked
+					for _, v := range st.Nacks {
+						nacks += v
+					}
+				}
+				fmt.Fprintf(cfg.Progress, "%6.1fs  %10.0f entries/s  %7.2f MB/s  acked %d entries (%d batches)  pending %d  nacks %d\n",
+					now.Sub(start).Seconds(), float64(e-lastE)/dt, float64(b-lastB)/1e6/dt, e, acks, pending, nacks)
+				lastE, lastB, last = e, b, now
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// addUnreported adds the parts of a Close error that OnError did not already
+// report (given-up batches and the client's failure are reported there).
+func addUnreported(errs *errorList, err error) {
+	list := []error{err}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	}
+	for _, e := range list {
+		var be *client.BatchError
+		if errors.As(e, &be) || errors.Is(e, client.ErrFailed) {
+			continue
+		}
+		errs.add(e)
+	}
+}

@@ -1,0 +1,315 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/client"
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+)
+
+// RawStream is the transport baseline: for duration, each of sources plain
+// gRPC streams (one connection each) sends W1 binary_batch frames numbered
+// 1, 2, 3... after Connected.last_sequence, as fast as gRPC flow control
+// allows, without waiting for acks, retrying or batching. After the duration
+// it half-closes the streams and waits for the server's answers. Entries and
+// Bytes count batches acknowledged OK/BUFFERED/FALLBACK; SentEntries counts
+// what was sent. Nacks are counted but never acted on.
+func RawStream(ctx context.Context, addr string, sources int, duration time.Duration) (*Summary, error) {
+	return RawStreamConfig(ctx, Config{Addr: addr, Sources: sources, Duration: duration})
+}
+
+// RawStreamConfig is RawStream with a full Config (Entries, BatchSize,
+// SourcePrefix and Progress are honoured; ClientOptions are ignored).
+func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	cfg.SourcePrefix += "-raw"
+	rs := make([]*rawSource, cfg.Sources)
+	for i := range rs {
+		r, err := openRaw(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		if err != nil {
+			for _, r := range rs[:i] {
+				r.abort()
+			}
+			return nil, fmt.Errorf("bench: raw stream: %w", err)
+		}
+		rs[i] = r
+	}
+	sendCtx := ctx
+	if cfg.Duration > 0 {
+		var cancel context.CancelFunc
+		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		defer cancel()
+	}
+	start := time.Now()
+	limit := cfg.batchesPerSource()
+	var errs errorList
+	var wg sync.WaitGroup
+	for _, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.send(sendCtx, cfg.BatchSize, limit); err != nil {
+				errs.add(err)
+			}
+		}()
+	}
+	var stopProgress func()
+	if cfg.Progress != nil {
+		stopProgress = rawProgress(cfg, start, rs)
+	}
+	wg.Wait()
+	sendSecs := time.Since(start).Seconds()
+	var winEntries, winBytes uint64
+	for _, r := range rs {
+		r.mu.Lock()
+		winEntries += r.ackedEntries
+		winBytes += r.ackedBytes
+		r.mu.Unlock()
+	}
+	var end time.Time
+	for _, r := range rs {
+		if err := r.finish(ctx); err != nil {
+			errs.add(err)
+		}
+		if r.lastAck.After(end) {
+			end = r.lastAck
+		}
+	}
+	if stopProgress != nil {
+		stopProgress()
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	s := &Summary{Mode: "raw", Sources: cfg.Sources, BatchSize: cfg.BatchSize, Seconds: end.Sub(start).Seconds()}
+	var ackH client.Histogram
+	for _, r := range rs {
+		r.mu.Lock()
+		s.Entries += r.ackedEntries
+		s.Batches += r.ackedBatches
+		s.Bytes += r.ackedBytes
+		s.SentEntries += r.sentEntries
+		s.Duplicates += r.dups
+		for k, v := range r.nacks {
+			if s.Nacks == nil {
+				s.Nacks = map[string]uint64{}
+			}
+			s.Nacks[k] += v
+		}
+		ackH.Merge(&r.hist)
+		r.mu.Unlock()
+	}
+	s.AckLatency = ackH.Summary()
+	s.window(sendSecs, winEntries, winBytes)
+	s.finish(&errs)
+	return s, nil
+}
+
+type rawSent struct {
+	at      time.Time
+	size    int
+	entries int
+}
+
+// rawSource is one raw stream.
+type rawSource struct {
+	conn   *grpc.ClientConn
+	stream grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
+	cancel context.CancelFunc
+	src    []byte
+	first  uint64 // first batch number sent
+	done   chan struct{}
+
+	mu           sync.Mutex
+	sent         []rawSent // by batch number - first
+	sentEntries  uint64
+	ackedEntries uint64
+	ackedBatches uint64
+	ackedBytes   uint64
+	dups         uint64
+	nacks        map[string]uint64
+	hist         client.Histogram
+	lastAck      time.Time
+	recvErr      error
+}
+
+func openRaw(ctx context.Context, addr, src string) (*rawSource, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r := &rawSource{conn: conn, cancel: cancel, src: []byte(src), done: make(chan struct{}), nacks: map[string]uint64{}}
+	r.stream, err = lakehousev1.NewCDCServiceClient(conn).Stream(sctx)
+	if err != nil {
+		r.abort()
+		return nil, err
+	}
+	err = r.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
+		SourceId: src, ProtocolVersion: 1, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
+		Capabilities: &lakehousev1.Capabilities{BinaryProtocol: true, Batching: true, MaxBatchSize: workload.W1BatchSize, MaxMessageSize: 4 << 20},
+	}}})
+	if err != nil {
+		r.abort()
+		return nil, err
+	}
+	resp, err := r.stream.Recv()
+	if err != nil || resp.GetConnected() == nil {
+		r.abort()
+		return nil, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
+	}
+	r.first = resp.GetConnected().GetLastSequence() + 1
+	go r.read()
+	return r, nil
+}
+
+func (r *rawSource) abort() {
+	r.cancel()
+	_ = r.conn.Close()
+}
+
+func (r *rawSource) read() {
+	defer close(r.done)
+	for {
+		resp, err := r.stream.Recv()
+		now := time.Now()
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				r.mu.Lock()
+				r.recvErr = err
+				r.mu.Unlock()
+			}
+			return
+		}
+		r.mu.Lock()
+		switch k := resp.GetKind().(type) {
+		case *lakehousev1.StreamResponse_Ack:
+			i := int(k.Ack.GetSequenceNumber() - r.first)
+			if k.Ack.GetStatus() == lakehousev1.AckStatus_ACK_STATUS_DUPLICATE {
+				r.dups++
+			} else if i >= 0 && i < len(r.sent) {
+				s := r.sent[i]
+				r.ackedBatches++
+				r.ackedEntries += uint64(s.entries)
+				r.ackedBytes += uint64(s.size)
+				r.hist.Record(now.Sub(s.at))
+				r.lastAck = now
+			}
+		case *lakehousev1.StreamResponse_Nack:
+			r.nacks[client.NackReasonName(k.Nack.GetReason())]++
+		}
+		r.mu.Unlock()
+	}
+}
+
+func (r *rawSource) send(ctx context.Context, batchSize int, limit int64) error {
+	var buf []byte
+	for k := int64(0); limit == 0 || k < limit; k++ {
+		if ctx.Err() != nil {
+			return nil
+		}
+		entries := workload.Entries(k*int64(batchSize), int64(batchSize))
+		b := codec.Batch{
+			Timestamp: uint64(time.Now().UnixMilli()),
+			Sequence:  r.first + uint64(k),
+			SourceID:  r.src,
+			Entries:   entries,
+		}
+		var err error
+		buf, err = codec.AppendBatch(buf[:0], &b)
+		if err != nil {
+			return err
+		}
+		r.mu.Lock()
+		r.sent = append(r.sent, rawSent{at: time.Now(), size: len(buf), entries: len(entries)})
+		r.sentEntries += uint64(len(entries))
+		r.mu.Unlock()
+		if err := r.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: buf}}); err != nil {
+			return fmt.Errorf("raw send: %w", err)
+		}
+	}
+	return nil
+}
+
+// finish half-closes the stream, waits for the server's answers (bounded by
+// ctx and a minute) and releases the connection.
+func (r *rawSource) finish(ctx context.Context) error {
+	defer r.abort()
+	if err := r.stream.CloseSend(); err != nil {
+		return err
+	}
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	select {
+	case <-r.done:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	r.cancel()
+	<-r.done
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.recvErr != nil && ctx.Err() == nil {
+		return fmt.Errorf("raw stream %s: %w", r.src, r.recvErr)
+	}
+	return nil
+}
+
+func rawProgress(cfg Config, start time.Time, rs []*rawSource) func() {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(cfg.ProgressInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				var e, b uint64
+				for _, r := range rs {
+					r.mu.Lock()
+					e += r.ackedEntries
+					b += r.ackedBytes
+					r.mu.Unlock()
+				}
+				el := now.Sub(start).Seconds()
+				fmt.Fprintf(cfg.Progress, "%6.1fs  raw  %10.0f entries/s  %7.2f MB/s  acked %d entries\n", el, float64(e)/el, float64(b)/1e6/el, e)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
+
+// FlushServer asks the server at addr to commit its buffer now (the unary
+// Flush RPC) and waits for the result, so that consecutive runs start from an
+// empty buffer.
+func FlushServer(ctx context.Context, addr string) (*lakehousev1.FlushResult, error) {
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("bench: flush: %w", err)
+	}
+	defer conn.Close()
+	resp, err := lakehousev1.NewCDCServiceClient(conn).Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})
+	if err != nil {
+		return nil, fmt.Errorf("bench: flush: %w", err)
+	}
+	return resp.GetResult(), nil
+}
