@@ -1,7 +1,6 @@
 package server
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -12,36 +11,55 @@ import (
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 )
 
-// accept runs one batch frame through sequencing, the write-ahead log and the
-// buffer, and returns the ack or nack to send. An error ends the stream (the
-// session was fenced).
-func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamResponse, error) {
+// reply is the answer to one batch: ready now, or once its write-ahead log
+// append is durable. Replies are sent in the order the batches arrived.
+type reply struct {
+	resp    *lakehousev1.StreamResponse // set when the answer is ready
+	pending *pendingBatch               // set when the batch waits for its append
+}
+
+// pendingBatch is an accepted batch whose append is in flight.
+type pendingBatch struct {
+	done  <-chan error
+	bb    *bufBatch
+	lower wal.LSN // registered lower bound of its LSN
+	corr  string
+	seq   uint64 // the batch number the client sent
+	dups  int
+	start time.Time
+}
+
+// accept runs one batch frame through sequencing and starts its write-ahead
+// log append, without waiting for it: while one batch waits for the group
+// commit's fsync, the stream's next batch is already being decoded. complete
+// finishes it. An error ends the stream (the session was fenced).
+func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	src := sess.src
 	if len(frame) > s.cfg.MaxMessageSize {
 		seq, corr := peekIDs(frame)
-		return s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit", len(frame), s.cfg.MaxMessageSize), 0), nil
+		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+			fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit", len(frame), s.cfg.MaxMessageSize), 0)), nil
 	}
 	var b codec.Batch
 	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
 		seq, corr := peekIDs(frame)
-		return s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0), nil
+		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
 	corr := string(b.CorrelationID)
 	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
-		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0), nil
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0)), nil
 	}
 
 	src.mu.Lock()
 	defer src.mu.Unlock()
 	if src.owner != sess {
-		return nil, errFenced
+		return reply{}, errFenced
 	}
 	if s.isDraining() {
-		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0), nil
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0)), nil
 	}
 
 	var seq uint64
@@ -72,81 +90,109 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 			kept = append(kept, b.Entries[i])
 		}
 		if len(b.Entries) > 0 && len(kept) == 0 {
-			return s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(dups)), nil
+			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(dups))), nil
 		}
 		if len(b.Entries) == 0 {
-			return s.ack(b.Sequence, corr, s.okStatus(), 0, 0), nil
+			return ready(s.ack(b.Sequence, corr, s.okStatus(), 0, 0)), nil
 		}
 		if dups > 0 {
 			b.Entries = kept
 			var err error
 			if frame, err = codec.EncodeBatch(&b); err != nil {
-				return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0), nil
+				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
 			if err := codec.DecodeBatchInto(&b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
-				return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0), nil
+				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
 		}
 		seq = src.lastSeq + 1
 	default:
 		switch {
 		case b.Sequence == 0:
-			return s.invalidSequence(&b, src.lastSeq+1), nil
+			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
 		case b.Sequence <= src.lastSeq:
-			return s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries))), nil
+			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries)))), nil
 		case b.Sequence != src.lastSeq+1:
-			return s.invalidSequence(&b, src.lastSeq+1), nil
+			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
 		}
 		seq = b.Sequence
 	}
 
+	if err := s.walFailure(); err != nil {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+			"write-ahead log failed; the server needs a restart", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
+	}
 	size := int64(len(frame))
 	lower, delay, ok := s.reserve(size)
 	if !ok {
 		s.kickFlush()
-		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-			"buffer full: retry after the delay", uint32(delay.Milliseconds())), nil
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+			"buffer full: retry after the delay", uint32(delay.Milliseconds()))), nil
 	}
 	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
-	// Not the stream's context: an append abandoned on cancel may still reach
-	// the log, and then the batch must count as accepted. The log completes
-	// every queued append, even on Close, so this cannot hang.
-	appendStart := time.Now()
-	lsn, err := s.wal.Append(context.Background(), rec.appendTo(make([]byte, 0, rec.size())))
-	s.m.appendSeconds.Observe(time.Since(appendStart).Seconds())
-	if err != nil {
+	start := time.Now()
+	// Enqueued under src.mu, so the log holds a source's batches in order.
+	// The log completes every queued append, even on Close, so complete
+	// cannot hang; and an append once queued counts as accepted.
+	lsn, done := s.wal.AppendAsync(rec.appendTo(make([]byte, 0, rec.size())))
+	if lsn == 0 {
+		err := <-done
 		s.unreserve(size, lower)
 		if errors.Is(err, wal.ErrFull) {
 			s.kickFlush()
-			return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
 		}
 		s.log.Error("write-ahead log append failed", "source", src.id, "seq", b.Sequence, "error", err)
-		return s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds())), nil
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
 	}
-	s.m.bytes.Add(float64(size))
+	// Tentatively accepted: later batches of this stream sequence after it.
+	// If the append fails the log is failed for good (see walFailure), and
+	// nothing after it is acknowledged.
 	last := maxEntrySeq(&b)
 	src.lastSeq = seq
-	if last > src.lastEntry {
-		src.lastEntry = last
-	}
+	src.lastEntry = max(src.lastEntry, last)
 	if src.dedup != nil && sess.mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
 		for i := range b.Entries {
 			src.dedup.add(b.Entries[i].Sequence, nowMs)
 		}
 	}
-	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: lsn, batch: b, size: size, arrivedMs: nowMs, lastEntry: last}
+	src.appending++
+	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), batch: b, size: size, arrivedMs: nowMs, lastEntry: last}
+	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start}}, nil
+}
 
+// complete waits for a pending batch's append and moves the batch into the
+// buffer. It runs whether or not the stream still exists: a batch in the log
+// is accepted.
+func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
+	err := <-p.done
+	s.m.appendSeconds.Observe(time.Since(p.start).Seconds())
+	bb, src := p.bb, p.bb.src
+	if err != nil {
+		s.failWAL(err)
+		s.unreserve(bb.size, p.lower)
+		src.mu.Lock()
+		src.appending--
+		if src.lastSeq >= bb.seq {
+			src.lastSeq = bb.seq - 1
+		}
+		src.settled.Broadcast()
+		src.mu.Unlock()
+		return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))
+	}
+	s.m.bytes.Add(float64(bb.size))
 	s.mu.Lock()
-	s.reserved -= size
-	s.endAppendLocked(lower)
+	s.reserved -= bb.size
+	s.endAppendLocked(p.lower)
 	s.buffer = append(s.buffer, bb)
-	s.bufBytes += size
-	s.bufEntries += len(b.Entries)
+	s.bufBytes += bb.size
+	s.bufEntries += len(bb.batch.Entries)
 	src.batches++
-	src.entries += uint64(len(b.Entries))
-	src.lastSeenMs = nowMs
+	src.entries += uint64(len(bb.batch.Entries))
+	src.lastSeenMs = bb.arrivedMs
 	util := s.utilizationLocked()
 	status := lakehousev1.AckStatus_ACK_STATUS_OK
 	switch {
@@ -158,14 +204,38 @@ func (s *Server) accept(sess *session, frame []byte) (*lakehousev1.StreamRespons
 	trigger := s.bufEntries >= s.cfg.FlushEntries || s.bufBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
 	persisted := src.persistedSeq
 	s.mu.Unlock()
+	src.mu.Lock()
+	src.appending--
+	src.settled.Broadcast()
+	src.mu.Unlock()
 	if trigger {
 		s.kickFlush()
 	}
-	a := s.ack(b.Sequence, corr, status, uint32(len(b.Entries)), uint32(dups))
+	a := s.ack(p.seq, p.corr, status, uint32(len(bb.batch.Entries)), uint32(p.dups))
 	a.GetAck().Details.BufferUtilization = util
 	a.GetAck().Details.PersistedSequence = persisted
-	return a, nil
+	return a
 }
+
+// failWAL records a write-ahead log failure. The log refuses every later
+// append, so the server stops acknowledging until it is restarted and the
+// log is replayed.
+func (s *Server) failWAL(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.walErr == nil {
+		s.walErr = err
+		s.log.Error("write-ahead log failed; refusing batches until restart", "error", err)
+	}
+}
+
+func (s *Server) walFailure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.walErr
+}
+
+func ready(resp *lakehousev1.StreamResponse) reply { return reply{resp: resp} }
 
 // ascending reports whether entry sequences strictly increase.
 func ascending(es []codec.Entry) bool {

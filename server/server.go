@@ -68,6 +68,7 @@ type Server struct {
 	flushID     uint64
 	flushStartT time.Time
 	flushRate   float64 // bytes per ms of the last successful flush, for retry delays
+	walErr      error   // sticky write-ahead log failure
 
 	kick     chan struct{} // a threshold was reached
 	flushReq chan flushRequest
@@ -266,6 +267,7 @@ func (s *Server) sourceLocked(id string) *source {
 	src, ok := s.sources[id]
 	if !ok {
 		src = &source{id: id, mode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH}
+		src.settled.L = &src.mu
 		s.sources[id] = src
 	}
 	return src
@@ -486,5 +488,14 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 		case <-ctx.Done():
 		}
 	}
-	return errors.Join(err, s.wal.Close())
+	// Closing the log completes every queued append, so the sessions'
+	// reply goroutines can finish.
+	err = errors.Join(err, s.wal.Close())
+	for _, sess := range sessions {
+		select {
+		case <-sess.repliesDone:
+		case <-ctx.Done():
+		}
+	}
+	return err
 }

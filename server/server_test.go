@@ -505,3 +505,31 @@ func TestShutdownClosesStreams(t *testing.T) {
 	}
 	assertExactlyOnce(t, in, map[string]int{"drain": 2})
 }
+
+func TestPipelinedBatchesAckedInOrder(t *testing.T) {
+	in := servertest.Start(t, servertest.WithSync())
+	ts := openStream(t, in.Dial(), "pipe", 0)
+	const n = 40
+	go func() {
+		for seq := uint64(1); seq <= n; seq++ {
+			ts.st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: mustEncode(t, smallBatch("pipe", seq, 50))}})
+		}
+	}()
+	for seq := uint64(1); seq <= n; seq++ {
+		a := ts.recv().GetAck()
+		if a == nil || a.SequenceNumber != seq || a.Status != lakehousev1.AckStatus_ACK_STATUS_OK {
+			t.Fatalf("reply %d: %v", seq, a)
+		}
+	}
+	// The stream's next batches join the fsync its previous ones wait for.
+	if w := in.Server.Status().Wal; w.Syncs >= w.Appends {
+		t.Errorf("%d fsyncs for %d appends: no group commit within a stream", w.Syncs, w.Appends)
+	}
+	// A takeover sees every queued batch settled.
+	nu := openStream(t, in.Dial(), "pipe", 0)
+	if nu.conn.LastSequence != n {
+		t.Fatalf("connected.last_sequence = %d, want %d", nu.conn.LastSequence, n)
+	}
+	in.Server.FlushNow(context.Background(), 0)
+	assertExactlyOnce(t, in, map[string]int{"pipe": n * 50})
+}

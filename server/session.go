@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -22,6 +23,7 @@ var (
 	errFenced       = errors.New("server: stream fenced by a newer stream for the same source")
 	errShuttingDown = errors.New("server: shutting down")
 	errClosed       = errors.New("server: closed")
+	errStreamEnded  = errors.New("server: stream ended")
 )
 
 // statusFromErr maps the server's errors to gRPC statuses.
@@ -58,6 +60,11 @@ type session struct {
 	persistedEntry atomic.Uint64
 	flushDone      chan *lakehousev1.FlushResult
 	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
+
+	sendMu      sync.Mutex
+	slots       chan struct{} // one per batch between arrival and reply
+	replies     replyQueue
+	repliesDone chan struct{}
 }
 
 func (sess *session) close(cause error) { sess.cancel(cause) }
@@ -96,13 +103,24 @@ func (s *Server) Stream(st stream) error {
 		persistedSig: make(chan struct{}, 1),
 		flushDone:    make(chan *lakehousev1.FlushResult, 1),
 	}
+	sess.slots = make(chan struct{}, pipelineDepth)
+	sess.replies.cond.L = &sess.replies.mu
+	sess.repliesDone = make(chan struct{})
 	defer close(sess.finished)
 	defer cancel(nil)
 	connected, err := s.attach(sess, conn)
 	if err != nil {
+		close(sess.repliesDone)
 		return statusFromErr(err)
 	}
 	defer s.detach(sess)
+	go sess.runReplies()
+	// Replies still queued are completed (and no longer sent) after the
+	// stream ends; detach runs after that, so a successor sees them settled.
+	defer func() {
+		sess.replies.close()
+		cancel(errStreamEnded)
+	}()
 	if err := st.Send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Connected{Connected: connected}}); err != nil {
 		return err
 	}
@@ -136,6 +154,10 @@ func (s *Server) Stream(st stream) error {
 		case err := <-recvErr:
 			if !errors.Is(err, io.EOF) {
 				return err
+			}
+			// Answer every batch before ending the stream.
+			if err := sess.drainReplies(); err != nil {
+				return statusFromErr(err)
 			}
 			if sess.pendingFlushes == 0 {
 				return nil
@@ -180,7 +202,119 @@ func (s *Server) Stream(st stream) error {
 	}
 }
 
-func (sess *session) send(r *lakehousev1.StreamResponse) error { return sess.stream.Send(r) }
+// send sends one response; the session goroutine and the reply goroutine
+// both send, and a gRPC stream allows one sender at a time.
+func (sess *session) send(r *lakehousev1.StreamResponse) error {
+	sess.sendMu.Lock()
+	defer sess.sendMu.Unlock()
+	return sess.stream.Send(r)
+}
+
+// pipelineDepth bounds the batches of one stream between arrival and ack:
+// enough for a stream's next batches to join the group commit its previous
+// ones wait for.
+const pipelineDepth = 16
+
+// batch accepts one batch frame and queues its reply. It waits for room in
+// the pipeline first, so nothing is accepted that the session cannot answer.
+func (sess *session) batch(frame []byte) error {
+	select {
+	case sess.slots <- struct{}{}:
+	case <-sess.ctx.Done():
+		return context.Cause(sess.ctx)
+	}
+	r, err := sess.srv.accept(sess, frame)
+	if err != nil {
+		<-sess.slots
+		return err
+	}
+	return sess.replies.push(sess, r)
+}
+
+// drainReplies waits until every queued reply has been sent, by taking every
+// slot. No batch can be accepted afterwards.
+func (sess *session) drainReplies() error {
+	for range cap(sess.slots) {
+		select {
+		case sess.slots <- struct{}{}:
+		case <-sess.ctx.Done():
+			return context.Cause(sess.ctx)
+		}
+	}
+	return nil
+}
+
+// replyQueue is an unbounded FIFO of replies (its length is bounded by the
+// session's slots), so queuing never blocks the session goroutine.
+type replyQueue struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	items  []reply
+	closed bool
+}
+
+func (q *replyQueue) push(_ *session, r reply) error {
+	q.mu.Lock()
+	q.items = append(q.items, r)
+	q.mu.Unlock()
+	q.cond.Signal()
+	return nil
+}
+
+func (q *replyQueue) close() {
+	q.mu.Lock()
+	q.closed = true
+	q.mu.Unlock()
+	q.cond.Signal()
+}
+
+// pop returns the next reply, or false once the queue is closed and empty.
+func (q *replyQueue) pop() (reply, bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for len(q.items) == 0 && !q.closed {
+		q.cond.Wait()
+	}
+	if len(q.items) == 0 {
+		return reply{}, false
+	}
+	r := q.items[0]
+	q.items[0] = reply{}
+	q.items = q.items[1:]
+	return r, true
+}
+
+// runReplies completes and sends replies in arrival order. It completes every
+// queued batch even after the stream ended, because a batch whose append was
+// queued is accepted and must reach the buffer, in order.
+func (sess *session) runReplies() {
+	defer close(sess.repliesDone)
+	s := sess.srv
+	dead := false
+	for {
+		r, ok := sess.replies.pop()
+		if !ok {
+			return
+		}
+		resp := r.resp
+		if r.pending != nil {
+			resp = s.complete(r.pending)
+		} else if a := resp.GetAck(); a != nil && s.walFailure() != nil {
+			// A duplicate may have been judged against a batch whose
+			// append then failed: do not vouch for it.
+			resp = s.nack(a.SequenceNumber, a.CorrelationId, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+				"write-ahead log failed; the server needs a restart", uint32(s.cfg.RetryDelay.Milliseconds()))
+		}
+		s.observe(resp)
+		if !dead && sess.ctx.Err() == nil {
+			if err := sess.send(resp); err != nil {
+				dead = true
+				sess.cancel(err)
+			}
+		}
+		<-sess.slots
+	}
+}
 
 func (sess *session) sendPersisted() error {
 	return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
@@ -214,6 +348,15 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 		s.log.Info("stream taken over", "source", src.id)
 	}
 	src.owner = sess
+	// The old stream's queued appends decide the last sequence: wait for
+	// them (the old stream's reply goroutine completes them).
+	for src.appending > 0 {
+		src.settled.Wait()
+	}
+	if err := s.walFailure(); err != nil {
+		src.owner = nil
+		return nil, fmt.Errorf("%w: write-ahead log failed", errShuttingDown)
+	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()
 	}
@@ -254,29 +397,19 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	s := sess.srv
 	switch k := req.GetKind().(type) {
 	case *lakehousev1.StreamRequest_BinaryBatch:
-		resp, err := s.accept(sess, k.BinaryBatch)
-		if err != nil {
-			return err
-		}
-		s.observe(resp)
-		return sess.send(resp)
+		return sess.batch(k.BinaryBatch)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id)
 		if err != nil {
-			return sess.send(nackResp(&lakehousev1.Nack{
+			return sess.replies.push(sess, ready(nackResp(&lakehousev1.Nack{
 				SequenceNumber: k.Batch.GetSequenceNumber(),
 				Reason:         lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 				ErrorMessage:   err.Error(),
 				CorrelationId:  k.Batch.GetCorrelationId(),
 				TimestampMs:    time.Now().UnixMilli(),
-			}))
+			})))
 		}
-		resp, err := s.accept(sess, frame)
-		if err != nil {
-			return err
-		}
-		s.observe(resp)
-		return sess.send(resp)
+		return sess.batch(frame)
 	case *lakehousev1.StreamRequest_Heartbeat:
 		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),

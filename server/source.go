@@ -10,9 +10,11 @@ import (
 // source is the server's state for one source id.
 //
 // mu serialises everything that changes the source's sequencing: accepting a
-// batch holds it from the sequence check through the write-ahead log append,
-// and a takeover holds it while fencing the old stream, so a zombie stream
-// can never write after its successor connected.
+// batch holds it from the sequence check until its write-ahead log append is
+// queued, and a takeover holds it while fencing the old stream and waits
+// (on settled) for the old stream's queued appends, so a zombie stream can
+// never write after its successor connected and the successor learns a
+// durable last sequence.
 type source struct {
 	id string
 
@@ -23,6 +25,8 @@ type source struct {
 	lastSeq   uint64   // highest accepted (durable) batch sequence
 	lastEntry uint64   // highest accepted entry sequence
 	dedup     *dedupWindow
+	appending int       // appends queued in the write-ahead log, not yet durable
+	settled   sync.Cond // signalled (L = &mu) when appending decreases
 
 	// Guarded by Server.mu (updated by the flusher).
 	persistedSeq   uint64
