@@ -2,9 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -257,8 +260,44 @@ func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, fl
 			}
 		}
 	}
+	if sinkKind == "iceberg" {
+		checkReadBackCommands(t, dataDir)
+	}
 	if t.Failed() {
 		t.Logf("server log:\n%s", readLog(t, logPath))
+	}
+}
+
+// checkReadBackCommands runs `lakehouse tables` and `lakehouse scan` on the
+// data directory, as a user would after the server stopped.
+func checkReadBackCommands(t *testing.T, dataDir string) {
+	t.Helper()
+	out, err := exec.Command(lakehouseBin(t), "tables", "--data-dir", dataDir, "--json").Output()
+	if err != nil {
+		t.Fatalf("lakehouse tables: %v", err)
+	}
+	var tables []struct {
+		Name         string `json:"name"`
+		OriginalName string `json:"original_name"`
+		Rows         int64  `json:"rows"`
+	}
+	if err := json.Unmarshal(out, &tables); err != nil {
+		t.Fatalf("lakehouse tables --json: %v\n%s", err, out)
+	}
+	if len(tables) != 8 || tables[0].Rows == 0 {
+		t.Errorf("lakehouse tables: %s", out)
+	}
+	out, err = exec.Command(lakehouseBin(t), "scan", "--data-dir", dataDir, "--table", "users", "--limit", "3", "--json").Output()
+	if err != nil {
+		t.Fatalf("lakehouse scan: %v", err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	var row struct {
+		Op    string `json:"op"`
+		After string `json:"after"`
+	}
+	if len(lines) != 3 || json.Unmarshal([]byte(lines[0]), &row) != nil || row.Op == "" {
+		t.Errorf("lakehouse scan --table users --limit 3 --json:\n%s", out)
 	}
 }
 
