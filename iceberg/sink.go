@@ -475,6 +475,10 @@ func (s *Sink) wrap(tbl *table.Table) *table.Table {
 	return table.New(tbl.Identifier(), tbl.Metadata(), tbl.MetadataLocation(), wrapped, s.cat)
 }
 
+// dictColumnPrefix is iceberg-go's per-column switch for Parquet dictionary
+// encoding (write.parquet.dict-encoding-enabled.column.<name>).
+const dictColumnPrefix = "write.parquet.dict-encoding-enabled.column."
+
 func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original string) (*table.Table, error) {
 	sc := ChangelogSchema()
 	spec, err := changelogSpec(sc)
@@ -490,6 +494,11 @@ func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original
 		table.ParquetCompressionKey:       "zstd",
 		table.WriteTargetFileSizeBytesKey: strconv.FormatInt(s.cfg.TargetFileSizeBytes, 10),
 		table.CommitNumRetriesKey:         strconv.Itoa(s.cfg.CommitRetries),
+	}
+	// Row images and row ids are nearly all distinct: a dictionary for them
+	// costs CPU on every flush and is then abandoned for plain encoding.
+	for _, col := range []string{"before", "after", "row_id"} {
+		props[dictColumnPrefix+col] = "false"
 	}
 	maps.Copy(props, s.cfg.TableProperties)
 	tbl, err := s.cat.CreateTable(ctx, ident, sc,
