@@ -70,11 +70,18 @@ type proc struct {
 // at grpcAddr answers SERVING.
 func startProc(t *testing.T, grpcAddr string, logPath string, args ...string) *proc {
 	t.Helper()
+	return startProcEnv(t, nil, grpcAddr, logPath, args...)
+}
+
+// startProcEnv is startProc with extra environment variables (KEY=VALUE).
+func startProcEnv(t *testing.T, env []string, grpcAddr string, logPath string, args ...string) *proc {
+	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(lakehouseBin(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

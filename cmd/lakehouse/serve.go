@@ -12,7 +12,9 @@ import (
 	"net/http/pprof"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -91,11 +93,41 @@ func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
+		cfg.BeforeTableCommit, err = exitBeforeTableCommit(log)
+		if err != nil {
+			return nil, err
+		}
 		return iceberg.Open(ctx, cfg)
 	case "jsonl":
 		return jsonl.Open(filepath.Join(dataDir, "jsonl"))
 	}
 	return nil, fmt.Errorf("--sink: unknown sink %q (iceberg or jsonl)", f.kind)
+}
+
+// exitFaultEnv names a fault injection for crash tests: when it is set to N,
+// the process exits abruptly (status 3, no flush, no cleanup) just before the
+// N-th Iceberg table commit since start, as if killed between the table
+// commits of one flush.
+const exitFaultEnv = "LAKEHOUSE_TEST_EXIT_BEFORE_TABLE_COMMIT"
+
+func exitBeforeTableCommit(log *slog.Logger) (func(string) error, error) {
+	v := os.Getenv(exitFaultEnv)
+	if v == "" {
+		return nil, nil
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("%s=%q: want a positive number", exitFaultEnv, v)
+	}
+	log.Warn("fault injection on: exiting before an Iceberg table commit", "env", exitFaultEnv, "commit", n)
+	var count atomic.Int64
+	return func(table string) error {
+		if count.Add(1) == int64(n) {
+			log.Warn("fault injection: exiting now", "before_table", table)
+			os.Exit(3)
+		}
+		return nil
+	}, nil
 }
 
 func newLogger(w io.Writer, level string) (*slog.Logger, error) {
