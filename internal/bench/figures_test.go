@@ -22,15 +22,26 @@ import (
 
 // TestFigures produces the W1 figures for 1, 8 and 64 sources, client vs raw
 // stream, against an in-process server with fsync'd acks and the default
-// Iceberg sink (BENCH_SINK=jsonl: the JSON-lines test sink instead), as
+// Iceberg sink (BENCH_SINK=jsonl: the JSON-lines test sink instead;
+// BENCH_SINK=none: ingest only, nothing flushed during the run), as
 // `lakehouse bench` does. It is built only with the figures tag (it pulls in
 // the Iceberg sink); BENCH_SECONDS sets the duration per run, default 5:
 //
 //	go test -tags figures -run TestFigures -v -count=1 ./internal/bench/
 func startFigureServer(t *testing.T) string {
 	t.Helper()
-	if os.Getenv("BENCH_SINK") == "jsonl" {
+	switch os.Getenv("BENCH_SINK") {
+	case "jsonl":
 		return servertest.Start(t, servertest.WithSync(), servertest.WithConfig(quiet)).Addr
+	case "none":
+		// Ingest only: flushing off and a buffer that never fills, so the
+		// raw stream is never refused and measures the transport's ceiling.
+		return servertest.Start(t, servertest.WithSync(), servertest.WithConfig(func(c *server.Config) {
+			quiet(c)
+			c.MaxBufferBytes, c.WALMaxBytes = 16<<30, 16<<30
+			c.FlushInterval, c.FlushAge = time.Hour, time.Hour
+			c.FlushEntries, c.FlushBytes, c.PressureThreshold = 1<<40, 1<<40, 2
+		})).Addr
 	}
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -71,6 +82,9 @@ func TestFigures(t *testing.T) {
 		d := time.Duration(secs) * time.Second
 		flush := func() {
 			t.Helper()
+			if os.Getenv("BENCH_SINK") == "none" {
+				return
+			}
 			if _, err := FlushServer(ctx, addr); err != nil {
 				t.Fatal(err)
 			}
