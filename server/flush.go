@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -124,9 +125,11 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		res.Success = true
 		return res
 	}
-	f := buildFlush(id, reason, start, batches)
-	ctx := context.Background()
-	out, err := s.sink.Commit(ctx, f)
+	f, err := buildFlush(id, reason, start, batches)
+	var out sink.Result
+	if err == nil {
+		out, err = s.sink.Commit(context.Background(), f)
+	}
 	res.DurationMs = time.Since(start).Milliseconds()
 	s.m.flushSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
@@ -248,13 +251,20 @@ func (s *Server) releasePointLocked() wal.LSN {
 	return low - 1
 }
 
-// buildFlush groups the batches' entries by table, in arrival order.
-func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches []*bufBatch) *sink.Flush {
+// buildFlush groups the batches' entries by table, in arrival order. The
+// buffer keeps only frames (decoded entries would cost more memory than the
+// frames and give the garbage collector pointers to scan), so each frame is
+// decoded again here, zero-copy: the rows reference the frames.
+func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches []*bufBatch) (*sink.Flush, error) {
 	f := &sink.Flush{ID: id, Reason: reasonName(reason), Time: at, Watermarks: make(map[string]sink.Watermark)}
 	index := make(map[string]int)
+	var scratch codec.Batch
 	for _, b := range batches {
-		for i := range b.batch.Entries {
-			e := &b.batch.Entries[i]
+		if err := codec.DecodeBatchInto(&scratch, b.frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+			return nil, fmt.Errorf("server: buffered batch %s/%d: %w", b.src.id, b.seq, err)
+		}
+		for i := range scratch.Entries {
+			e := &scratch.Entries[i]
 			ti, ok := index[string(e.Table)]
 			if !ok {
 				ti = len(f.Tables)
@@ -265,7 +275,7 @@ func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches
 		}
 		sink.MergeWatermark(f.Watermarks, b.src.id, sink.Watermark{BatchSeq: b.seq, EntrySeq: b.lastEntry})
 	}
-	return f
+	return f, nil
 }
 
 // reasonName is the flush reason as recorded in snapshot summaries.

@@ -159,7 +159,8 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 		}
 	}
 	src.appending++
-	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), batch: b, size: size, arrivedMs: nowMs, lastEntry: last}
+	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), frame: frame, entries: len(b.Entries),
+		size: size, arrivedMs: nowMs, lastEntry: last}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start}}, nil
 }
 
@@ -189,9 +190,9 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	s.endAppendLocked(p.lower)
 	s.buffer = append(s.buffer, bb)
 	s.bufBytes += bb.size
-	s.bufEntries += len(bb.batch.Entries)
+	s.bufEntries += bb.entries
 	src.batches++
-	src.entries += uint64(len(bb.batch.Entries))
+	src.entries += uint64(bb.entries)
 	src.lastSeenMs = bb.arrivedMs
 	util := s.utilizationLocked()
 	status := lakehousev1.AckStatus_ACK_STATUS_OK
@@ -211,7 +212,7 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	if trigger {
 		s.kickFlush()
 	}
-	a := s.ack(p.seq, p.corr, status, uint32(len(bb.batch.Entries)), uint32(p.dups))
+	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
 	a.GetAck().Details.BufferUtilization = util
 	a.GetAck().Details.PersistedSequence = persisted
 	return a

@@ -84,7 +84,8 @@ type bufBatch struct {
 	shard     string
 	seq       uint64
 	lsn       wal.LSN
-	batch     codec.Batch // entries reference the frame
+	frame     []byte // the cdc_batch frame; decoded again (zero-copy) at flush time
+	entries   int
 	size      int64
 	arrivedMs int64
 	lastEntry uint64
@@ -198,17 +199,12 @@ func (s *Server) restore(ctx context.Context) error {
 		replayed[id] = ss.LastSeq
 	}
 	n, skipped := 0, 0
+	var scratch codec.Batch
 	err = s.wal.Replay(func(lsn wal.LSN, data []byte) error {
 		rec, err := decodeWALRecord(data)
 		if err != nil {
 			return fmt.Errorf("record %d: %w", lsn, err)
 		}
-		frame := append([]byte(nil), rec.Frame...)
-		bb := &bufBatch{seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs, size: int64(len(frame))}
-		if err := codec.DecodeBatchInto(&bb.batch, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
-			return fmt.Errorf("record %d: %w", lsn, err)
-		}
-		src := s.sourceLocked(rec.SourceID)
 		if rec.Seq <= replayed[rec.SourceID] {
 			// Committed before the crash (the saved state says so) or a
 			// second record of one batch: storing it again would duplicate.
@@ -216,8 +212,13 @@ func (s *Server) restore(ctx context.Context) error {
 			return nil
 		}
 		replayed[rec.SourceID] = rec.Seq
-		bb.src = src
-		bb.lastEntry = maxEntrySeq(&bb.batch)
+		frame := append([]byte(nil), rec.Frame...)
+		if err := codec.DecodeBatchInto(&scratch, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+			return fmt.Errorf("record %d: %w", lsn, err)
+		}
+		src := s.sourceLocked(rec.SourceID)
+		bb := &bufBatch{src: src, seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs,
+			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch)}
 		if rec.ShardName != "" {
 			src.shard = rec.ShardName
 		}
@@ -232,13 +233,13 @@ func (s *Server) restore(ctx context.Context) error {
 			if src.dedup == nil {
 				src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
 			}
-			for i := range bb.batch.Entries {
-				src.dedup.add(bb.batch.Entries[i].Sequence, rec.ArrivalMs)
+			for i := range scratch.Entries {
+				src.dedup.add(scratch.Entries[i].Sequence, rec.ArrivalMs)
 			}
 		}
 		s.buffer = append(s.buffer, bb)
 		s.bufBytes += bb.size
-		s.bufEntries += len(bb.batch.Entries)
+		s.bufEntries += bb.entries
 		n++
 		return nil
 	})
@@ -410,7 +411,7 @@ func (s *Server) bufferStatsLocked() *lakehousev1.BufferStats {
 		Utilization:    s.utilizationLocked(),
 	}
 	for _, b := range s.inflight {
-		bs.EntryCount += uint64(len(b.batch.Entries))
+		bs.EntryCount += uint64(b.entries)
 	}
 	all := [][]*bufBatch{s.inflight, s.buffer}
 	for _, list := range all {
