@@ -10,6 +10,10 @@ import (
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
+// DefaultMaxMessageSize is the default bound on a batch: 16 MiB, the legacy
+// protocol's maximum message.
+const DefaultMaxMessageSize = 16 << 20
+
 // Config configures a Server. Zero fields take the defaults documented on
 // each field, which are those of the original DEFAULT_PARENT_CONFIG (see
 // DESIGN.md) unless said otherwise.
@@ -59,7 +63,8 @@ type Config struct {
 	RecoveryInitialDelay time.Duration
 	RecoveryMaxDelay     time.Duration
 
-	// MaxMessageSize bounds a batch. Default 16 MiB.
+	// MaxMessageSize bounds a batch. Default DefaultMaxMessageSize. The
+	// grpc.Server must accept messages somewhat larger (see MaxRecvMsgSize).
 	MaxMessageSize int
 	// SkipJSONValidation stores before/after without checking they are JSON.
 	// By default invalid JSON is nacked invalid_format.
@@ -116,7 +121,7 @@ func (c *Config) setDefaults() error {
 	defD(&c.RecoveryInitialDelay, time.Second)
 	defD(&c.RecoveryMaxDelay, 60*time.Second)
 	if c.MaxMessageSize <= 0 {
-		c.MaxMessageSize = 16 << 20
+		c.MaxMessageSize = DefaultMaxMessageSize
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -1,0 +1,84 @@
+package integration
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// TestServeAcceptsLargeBatches sends batches far above gRPC's default 4 MiB
+// message limit to `lakehouse serve`: one just under the 16 MiB batch limit
+// is acked, one just over it is nacked invalid_format on a stream that
+// stays usable.
+func TestServeAcceptsLargeBatches(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a real server process")
+	}
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	startProc(t, addr, filepath.Join(dir, "server.log"), "serve", "--data-dir", filepath.Join(dir, "data"),
+		"--grpc-addr", addr, "--http-addr", "", "--sink", "jsonl", "--log-level", "warn")
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, err := lakehousev1.NewCDCServiceClient(cc).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{SourceId: "big"}}})
+	if _, err := st.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	// batch builds a frame of about size bytes from 1 MiB row images.
+	batch := func(seq uint64, size int) []byte {
+		img := []byte(`"` + strings.Repeat("x", 1<<20-2) + `"`)
+		b := &codec.Batch{Sequence: seq, SourceID: []byte("big")}
+		for i := 0; len(b.Entries)*(1<<20) < size; i++ {
+			b.Entries = append(b.Entries, codec.Entry{Sequence: uint64(i + 1), Table: []byte("blobs"), RowID: []byte("r"), After: img})
+		}
+		f, err := codec.EncodeBatch(b)
+		if err != nil {
+			// Over the codec's own 16 MiB limit: write the frame by hand.
+			b.Entries = b.Entries[:len(b.Entries)-1]
+			f, _ = codec.EncodeBatch(b)
+			f = append(f, make([]byte, size-len(f))...)
+		}
+		return f
+	}
+	tests := []struct {
+		name  string
+		frame []byte
+		ok    bool
+	}{
+		{"15 MiB", batch(1, 15<<20), true},
+		{"16.5 MiB", batch(2, 16<<20+1<<19), false},
+	}
+	for _, tc := range tests {
+		if err := st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: tc.frame}}); err != nil {
+			t.Fatalf("%s: send: %v", tc.name, err)
+		}
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if tc.ok && r.GetAck().GetStatus() != lakehousev1.AckStatus_ACK_STATUS_OK {
+			t.Errorf("%s: got %v, want an ok ack", tc.name, r)
+		}
+		if !tc.ok && r.GetNack().GetReason() != lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT {
+			t.Errorf("%s: got %v, want an invalid_format nack", tc.name, r)
+		}
+	}
+}
