@@ -44,20 +44,8 @@ type TableInfo struct {
 
 // Tables lists the CDC tables of the namespace, sorted by name.
 func (s *Sink) Tables(ctx context.Context) ([]TableInfo, error) {
-	idents, err := s.listTables(ctx)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]TableInfo, 0, len(idents))
-	for _, ident := range idents {
-		tbl, err := s.cat.LoadTable(ctx, ident)
-		if err != nil {
-			return nil, fmt.Errorf("iceberg: load table %s: %w", strings.Join(ident, "."), err)
-		}
-		wm, err := watermarksFromProps(tbl.Properties())
-		if err != nil {
-			return nil, fmt.Errorf("iceberg: table %s: %w", strings.Join(ident, "."), err)
-		}
+	out := []TableInfo{}
+	err := s.eachTable(ctx, func(ident table.Identifier, tbl *table.Table, wm map[string]sink.Watermark) error {
 		info := TableInfo{
 			Name:         catalog.TableNameFromIdent(ident),
 			OriginalName: tbl.Properties()[PropOriginalName],
@@ -70,6 +58,10 @@ func (s *Sink) Tables(ctx context.Context) ([]TableInfo, error) {
 			info.Files, _ = strconv.ParseInt(snap.Summary.Properties["total-data-files"], 10, 64)
 		}
 		out = append(out, info)
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -512,26 +512,41 @@ func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original
 	return tbl, nil
 }
 
-// Watermarks implements sink.Sink: per source, the highest watermark stored
-// in any table of the namespace.
-func (s *Sink) Watermarks(ctx context.Context) (map[string]sink.Watermark, error) {
-	out := make(map[string]sink.Watermark)
+// eachTable loads every table of the namespace and calls fn with its stored
+// watermarks.
+func (s *Sink) eachTable(ctx context.Context, fn func(table.Identifier, *table.Table, map[string]sink.Watermark) error) error {
 	idents, err := s.listTables(ctx)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, ident := range idents {
 		tbl, err := s.cat.LoadTable(ctx, ident)
 		if err != nil {
-			return nil, fmt.Errorf("iceberg: load table %s: %w", strings.Join(ident, "."), err)
+			return fmt.Errorf("iceberg: load table %s: %w", strings.Join(ident, "."), err)
 		}
 		wm, err := watermarksFromProps(tbl.Properties())
 		if err != nil {
-			return nil, fmt.Errorf("iceberg: table %s: %w", strings.Join(ident, "."), err)
+			return fmt.Errorf("iceberg: table %s: %w", strings.Join(ident, "."), err)
 		}
+		if err := fn(ident, tbl, wm); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Watermarks implements sink.Sink: per source, the highest watermark stored
+// in any table of the namespace.
+func (s *Sink) Watermarks(ctx context.Context) (map[string]sink.Watermark, error) {
+	out := make(map[string]sink.Watermark)
+	err := s.eachTable(ctx, func(_ table.Identifier, _ *table.Table, wm map[string]sink.Watermark) error {
 		for src, w := range wm {
 			sink.MergeWatermark(out, src, w)
 		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -278,23 +279,14 @@ func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches
 	return f, nil
 }
 
-// reasonName is the flush reason as recorded in snapshot summaries.
+// reasonName is the flush reason as recorded in snapshot summaries: the
+// legacy name, for example "time_threshold".
 func reasonName(r lakehousev1.FlushReason) string {
-	switch r {
-	case lakehousev1.FlushReason_FLUSH_REASON_MANUAL:
-		return "manual"
-	case lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN:
-		return "shutdown"
-	case lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL:
-		return "buffer_full"
-	case lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD:
-		return "time_threshold"
-	case lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED:
-		return "scheduled"
-	case lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE:
-		return "memory_pressure"
-	case lakehousev1.FlushReason_FLUSH_REASON_RECOVERY:
-		return "recovery"
-	}
-	return fmt.Sprintf("reason_%d", r)
+	return enumName(r.String(), "FLUSH_REASON_")
+}
+
+// enumName turns a protobuf enum value name into its legacy lower-case name
+// ("ACK_STATUS_OK" with prefix "ACK_STATUS_" is "ok").
+func enumName(name, prefix string) string {
+	return strings.ToLower(strings.TrimPrefix(name, prefix))
 }

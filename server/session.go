@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -481,12 +480,12 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
 // observe counts a batch's outcome.
 func (s *Server) observe(r *lakehousev1.StreamResponse) {
 	if a := r.GetAck(); a != nil {
-		s.m.batches.WithLabelValues(strings.ToLower(strings.TrimPrefix(a.Status.String(), "ACK_STATUS_"))).Inc()
+		s.m.batches.WithLabelValues(enumName(a.Status.String(), "ACK_STATUS_")).Inc()
 		if d := a.GetDetails(); d != nil && a.Status != lakehousev1.AckStatus_ACK_STATUS_DUPLICATE {
 			s.m.entries.Add(float64(d.EntriesAccepted))
 		}
 	} else if n := r.GetNack(); n != nil {
-		s.m.batches.WithLabelValues("nack_" + strings.ToLower(strings.TrimPrefix(n.Reason.String(), "NACK_REASON_"))).Inc()
+		s.m.batches.WithLabelValues("nack_" + enumName(n.Reason.String(), "NACK_REASON_")).Inc()
 	}
 }
 

@@ -4,27 +4,20 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
 
-// stateName returns the legacy ParentState name.
+// stateName returns the legacy ParentState name ("idle", "receiving", ...):
+// the enum's names are the legacy ones with a prefix.
 func stateName(s lakehousev1.ParentState) string {
-	switch s {
-	case lakehousev1.ParentState_PARENT_STATE_IDLE:
+	if s == lakehousev1.ParentState_PARENT_STATE_UNSPECIFIED {
 		return "idle"
-	case lakehousev1.ParentState_PARENT_STATE_RECEIVING:
-		return "receiving"
-	case lakehousev1.ParentState_PARENT_STATE_FLUSHING:
-		return "flushing"
-	case lakehousev1.ParentState_PARENT_STATE_RECOVERING:
-		return "recovering"
-	case lakehousev1.ParentState_PARENT_STATE_ERROR:
-		return "error"
 	}
-	return "idle"
+	return strings.ToLower(strings.TrimPrefix(s.String(), "PARENT_STATE_"))
 }
 
 func bufferStatus(b *lakehousev1.BufferStats) codec.BufferStatus {
@@ -51,15 +44,12 @@ func statusMessage(s *lakehousev1.ServerStatus) codec.StatusMessage {
 	}
 }
 
-// flushReason maps a legacy flush_request reason.
+// flushReason maps a legacy flush_request reason (manual, shutdown,
+// buffer_full, time_threshold) to the enum of the same name; anything else
+// is a manual flush.
 func flushReason(r string) lakehousev1.FlushReason {
-	switch r {
-	case "shutdown":
-		return lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN
-	case "buffer_full":
-		return lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL
-	case "time_threshold":
-		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD
+	if v, ok := lakehousev1.FlushReason_value["FLUSH_REASON_"+strings.ToUpper(r)]; ok && v != 0 {
+		return lakehousev1.FlushReason(v)
 	}
 	return lakehousev1.FlushReason_FLUSH_REASON_MANUAL
 }
