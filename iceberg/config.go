@@ -125,6 +125,10 @@ type Config struct {
 	// rewrites the rows. Default 3.
 	CommitAttempts int
 
+	// Maintenance configures the online table maintenance (see
+	// MaintenanceConfig).
+	Maintenance MaintenanceConfig
+
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -163,6 +167,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	var err error
+	if cfg.Maintenance, err = cfg.Maintenance.withDefaults(); err != nil {
+		return cfg, err
 	}
 	needDir := cfg.Warehouse == "" && cfg.CatalogType != CatalogREST ||
 		cfg.CatalogType == CatalogSQL && cfg.CatalogURI == ""

@@ -39,7 +39,6 @@ import (
 	"sync"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
 	icebergio "github.com/apache/iceberg-go/io"
@@ -58,11 +57,22 @@ type Sink struct {
 	log    *slog.Logger
 	schema *arrow.Schema
 
-	mu     sync.Mutex // serialises Commit
+	mu     sync.Mutex // serialises Stage, CommitStaged and Commit
 	closed bool
+
+	// commitMu serialises catalog commits of ingest and maintenance, so
+	// that they never conflict with each other inside one process.
+	commitMu sync.Mutex
+
+	stagedMu sync.Mutex
+	// staged holds the paths of data files written by Stage and not yet
+	// committed: orphan cleanup must never remove them.
+	staged map[string]struct{}
+
+	maint maintState // last maintenance per table, and its counters
 }
 
-var _ sink.Sink = (*Sink)(nil)
+var _ sink.Stager = (*Sink)(nil)
 
 // Open opens the catalog described by cfg and makes sure the namespace
 // exists.
@@ -85,7 +95,9 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		ns:     catalog.ToIdentifier(cfg.Namespace),
 		log:    cfg.Logger.With("component", "iceberg-sink"),
 		schema: asc,
+		staged: make(map[string]struct{}),
 	}
+	s.maint.init()
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err
@@ -140,302 +152,6 @@ func (s *Sink) Catalog() catalog.Catalog { return s.cat }
 // already sanitised name).
 func (s *Sink) Identifier(name string) table.Identifier {
 	return append(slices.Clone(s.ns), sink.SanitizeName(name))
-}
-
-// Commit implements sink.Sink: for each table of f, in order, it skips the
-// rows already covered by the table's stored watermarks, appends the rest as
-// one snapshot and stores the merged watermarks in the same commit. It stops
-// at the first table that fails; tables committed before stay committed and
-// are recognised by their watermarks when f is retried.
-//
-// Preparing a table (loading it, filtering, sorting and building its Arrow
-// record) overlaps with the commit of the table before it.
-func (s *Sink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var res sink.Result
-	if s.closed {
-		return res, errors.New("iceberg: sink is closed")
-	}
-	if len(f.Tables) == 0 {
-		return res, nil
-	}
-
-	pctx, cancel := context.WithCancel(ctx)
-	prepCh := make(chan *prepared, 1)
-	go func() {
-		defer close(prepCh)
-		for i := range f.Tables {
-			p := s.prepare(pctx, f, &f.Tables[i])
-			select {
-			case prepCh <- p:
-			case <-pctx.Done():
-				p.release()
-				return
-			}
-		}
-	}()
-	// On return, stop the preparer and wait for it: the flush's byte slices
-	// must not be touched after Commit returns.
-	defer func() {
-		cancel()
-		for p := range prepCh {
-			p.release()
-		}
-	}()
-
-	for i := range f.Tables {
-		t := &f.Tables[i]
-		p, ok := <-prepCh
-		if !ok {
-			return res, fmt.Errorf("iceberg: commit: %w", context.Cause(ctx))
-		}
-		tr, err := s.commitTable(ctx, f, t, p)
-		res.RowsSkipped += tr.skipped
-		if err != nil {
-			return res, fmt.Errorf("iceberg: commit table %q (flush %d): %w", t.Name, f.ID, err)
-		}
-		if tr.written > 0 {
-			res.RowsWritten += tr.written
-			res.BytesWritten += tr.bytes
-			res.Paths = append(res.Paths, tr.paths...)
-			res.Tables++
-		}
-	}
-	return res, nil
-}
-
-type tableResult struct {
-	written, skipped, bytes int64
-	paths                   []string
-}
-
-// prepared is a table made ready for its commit against a loaded state.
-type prepared struct {
-	tbl     *table.Table
-	skipped int64
-	rows    int64
-	rec     arrow.RecordBatch // nil when every row was already committed
-	props   iceberg.Properties
-	summary iceberg.Properties
-	err     error
-}
-
-func (p *prepared) release() {
-	if p != nil && p.rec != nil {
-		p.rec.Release()
-		p.rec = nil
-	}
-}
-
-// commitTable commits one prepared table, retrying conflicts that
-// iceberg-go's own replay did not resolve: each retry reloads the table, so
-// the watermark check runs against the latest committed state.
-func (s *Sink) commitTable(ctx context.Context, f *sink.Flush, t *sink.Table, p *prepared) (tableResult, error) {
-	var lastErr error
-	for attempt := 1; attempt <= s.cfg.CommitAttempts; attempt++ {
-		if p == nil {
-			p = s.prepare(ctx, f, t)
-		}
-		tr, err := s.commitPrepared(ctx, f, t, p)
-		p.release()
-		p = nil
-		if err == nil {
-			return tr, nil
-		}
-		if !errors.Is(err, table.ErrCommitFailed) || ctx.Err() != nil {
-			return tr, err
-		}
-		lastErr = err
-		s.log.Warn("iceberg commit conflict, reloading and retrying", "table", t.Name, "flush", f.ID, "attempt", attempt, "err", err)
-	}
-	return tableResult{}, fmt.Errorf("after %d attempts: %w", s.cfg.CommitAttempts, lastErr)
-}
-
-// prepare loads (or creates) the table, drops the rows its watermarks
-// already cover, and builds the Arrow record and properties of the commit.
-func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepared {
-	p := &prepared{}
-	p.tbl, p.err = s.loadOrCreate(ctx, sink.SanitizeName(t.Name), t.Name)
-	if p.err != nil {
-		return p
-	}
-	have, err := watermarksFromProps(p.tbl.Properties())
-	if err != nil {
-		p.err = err
-		return p
-	}
-	rows := make([]*sink.Row, 0, len(t.Rows))
-	fromRows := make(map[string]sink.Watermark)
-	for i := range t.Rows {
-		r := &t.Rows[i]
-		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
-			p.skipped++
-			continue
-		}
-		rows = append(rows, r)
-		sink.MergeWatermark(fromRows, r.SourceID, sink.Watermark{BatchSeq: r.BatchSeq, EntrySeq: r.Sequence})
-	}
-	p.rows = int64(len(rows))
-	if len(rows) == 0 {
-		return p
-	}
-
-	// The watermarks stored with this commit: the flush's, plus any source
-	// of the rows the flush did not list, merged with the table's.
-	flushWM := maps.Clone(f.Watermarks)
-	if flushWM == nil {
-		flushWM = make(map[string]sink.Watermark)
-	}
-	for src, w := range fromRows {
-		sink.MergeWatermark(flushWM, src, w)
-	}
-	p.props = make(iceberg.Properties, len(flushWM))
-	for src, w := range flushWM {
-		merged := w
-		if old, ok := have[src]; ok {
-			m := map[string]sink.Watermark{src: old}
-			sink.MergeWatermark(m, src, w)
-			merged = m[src]
-			if merged == old {
-				continue
-			}
-		}
-		p.props[PropWatermarkPrefix+src] = encodeWatermark(merged)
-	}
-	wmJSON, err := json.Marshal(toJSONWatermarks(flushWM))
-	if err != nil {
-		p.err = fmt.Errorf("encode watermarks: %w", err)
-		return p
-	}
-	p.summary = iceberg.Properties{
-		SummaryFlushID:    strconv.FormatUint(f.ID, 10),
-		SummaryTrigger:    f.Reason,
-		SummaryRows:       strconv.Itoa(len(rows)),
-		SummarySkipped:    strconv.FormatInt(p.skipped, 10),
-		SummaryWatermarks: string(wmJSON),
-	}
-	sortRows(rows)
-	p.rec, p.err = buildRecord(s.schema, rows, f.Time.UnixMicro())
-	return p
-}
-
-// commitPrepared writes the prepared record's data files and commits them
-// with the watermark properties in one transaction.
-func (s *Sink) commitPrepared(ctx context.Context, f *sink.Flush, t *sink.Table, p *prepared) (tableResult, error) {
-	tr := tableResult{skipped: p.skipped}
-	if p.err != nil {
-		return tr, p.err
-	}
-	if p.rec == nil {
-		s.log.Debug("iceberg table already holds the flush", "table", t.Name, "flush", f.ID, "skipped", p.skipped)
-		return tr, nil
-	}
-	if s.cfg.BeforeTableCommit != nil {
-		if err := s.cfg.BeforeTableCommit(t.Name); err != nil {
-			return tr, fmt.Errorf("before commit hook: %w", err)
-		}
-	}
-	rdr, err := array.NewRecordReader(s.schema, []arrow.RecordBatch{p.rec})
-	if err != nil {
-		return tr, fmt.Errorf("record reader: %w", err)
-	}
-	defer rdr.Release()
-
-	txn := p.tbl.NewTransaction()
-	if err := txn.Append(ctx, rdr, p.summary); err != nil {
-		return tr, fmt.Errorf("write data files: %w", err)
-	}
-	if err := verifyStaged(txn, f.ID, p.rows); err != nil {
-		return tr, err
-	}
-	if len(p.props) > 0 {
-		if err := txn.SetProperties(p.props); err != nil {
-			return tr, fmt.Errorf("set watermark properties: %w", err)
-		}
-	}
-	committed, err := txn.Commit(ctx)
-	if err != nil {
-		return tr, fmt.Errorf("catalog commit: %w", err)
-	}
-	tr.written = p.rows
-	tr.paths, tr.bytes, err = s.addedFiles(ctx, committed)
-	if err != nil {
-		// The commit succeeded; only the report is incomplete.
-		s.log.Warn("iceberg commit succeeded but its data files could not be listed", "table", committed.Identifier(), "err", err)
-	}
-	s.log.Debug("iceberg table committed", "table", committed.Identifier(), "flush", f.ID,
-		"rows", tr.written, "skipped", tr.skipped, "files", len(tr.paths), "bytes", tr.bytes)
-	return tr, nil
-}
-
-// ErrIncompleteWrite reports that iceberg-go staged an append holding fewer
-// rows than were handed to it. iceberg-go v0.7.0 can lose a data file write
-// error (a rolling writer that fails early removes itself before its error is
-// collected) and stage an append without the file; the sink checks every
-// staged append and refuses to commit such a one.
-var ErrIncompleteWrite = errors.New("iceberg: staged append is missing rows (a data file write failed)")
-
-// verifyStaged checks that the transaction's staged snapshot is this flush's
-// append with every row.
-func verifyStaged(txn *table.Transaction, flushID uint64, rows int64) error {
-	staged, err := txn.StagedTable()
-	if err != nil {
-		return fmt.Errorf("staged table: %w", err)
-	}
-	snap := staged.CurrentSnapshot()
-	if snap == nil || snap.Summary == nil {
-		return fmt.Errorf("%w: no staged snapshot", ErrIncompleteWrite)
-	}
-	sum := snap.Summary.Properties
-	if sum[SummaryFlushID] != strconv.FormatUint(flushID, 10) {
-		return fmt.Errorf("%w: staged snapshot is not flush %d's", ErrIncompleteWrite, flushID)
-	}
-	if got := sum["added-records"]; got != strconv.FormatInt(rows, 10) {
-		if got == "" {
-			got = "0"
-		}
-		return fmt.Errorf("%w: %s of %d rows staged", ErrIncompleteWrite, got, rows)
-	}
-	return nil
-}
-
-// addedFiles lists the data files added by tbl's current snapshot.
-func (s *Sink) addedFiles(ctx context.Context, tbl *table.Table) ([]string, int64, error) {
-	snap := tbl.CurrentSnapshot()
-	if snap == nil {
-		return nil, 0, errors.New("no current snapshot")
-	}
-	fs, err := tbl.FS(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	mans, err := snap.Manifests(fs)
-	if err != nil {
-		return nil, 0, err
-	}
-	var (
-		paths []string
-		bytes int64
-	)
-	for _, m := range mans {
-		if m.ManifestContent() != iceberg.ManifestContentData || m.SnapshotID() != snap.SnapshotID || m.AddedDataFiles() == 0 {
-			continue
-		}
-		entries, err := m.FetchEntries(fs, true)
-		if err != nil {
-			return paths, bytes, err
-		}
-		for _, e := range entries {
-			if e.Status() != iceberg.EntryStatusADDED {
-				continue
-			}
-			df := e.DataFile()
-			paths = append(paths, df.FilePath())
-			bytes += df.FileSizeBytes()
-		}
-	}
-	return paths, bytes, nil
 }
 
 // loadOrCreate loads the table, creating it (and checking it is ours) as
@@ -500,6 +216,7 @@ func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original
 	for _, col := range []string{"before", "after", "row_id"} {
 		props[dictColumnPrefix+col] = "false"
 	}
+	maps.Copy(props, s.managedProps())
 	maps.Copy(props, s.cfg.TableProperties)
 	tbl, err := s.cat.CreateTable(ctx, ident, sc,
 		catalog.WithPartitionSpec(&spec),

@@ -29,8 +29,20 @@ type Config struct {
 	FlushBytes int64
 	// FlushAge flushes when the oldest buffered batch is this old. Default 60 s.
 	FlushAge time.Duration
-	// FlushInterval flushes this often whatever the buffer holds. Default 30 s.
+	// FlushInterval is the commit interval: every interval, what is
+	// buffered and staged is committed, so a table gets at most one snapshot
+	// per interval however fast data arrives (manual and shutdown flushes
+	// excepted). It sets freshness. Default 30 s; 1 s works.
+	//
+	// FlushEntries, FlushBytes, FlushAge and memory pressure write the
+	// buffer as data files early (staging), freeing memory, when the sink
+	// can stage (the Iceberg sink can); with a sink that cannot, they
+	// commit as well.
 	FlushInterval time.Duration
+	// CommitTimeout bounds each staging and each commit. A store or catalog
+	// that stalls fails the flush after it; the data stays in the
+	// write-ahead log and the recovery loop retries. Default 2 min.
+	CommitTimeout time.Duration
 	// MaxBufferBytes bounds the in-memory buffer; beyond it batches are nacked
 	// buffer_full (nothing is evicted). Default 128 MiB.
 	MaxBufferBytes int64
@@ -105,6 +117,7 @@ func (c *Config) setDefaults() error {
 	def(&c.FlushBytes, 32<<20)
 	defD(&c.FlushAge, 60*time.Second)
 	defD(&c.FlushInterval, 30*time.Second)
+	defD(&c.CommitTimeout, 2*time.Minute)
 	def(&c.MaxBufferBytes, 128<<20)
 	defF(&c.BufferedThreshold, 0.8)
 	defF(&c.PressureThreshold, 0.9)

@@ -16,8 +16,14 @@ import (
 // recovery timers.
 const housekeepingInterval = 250 * time.Millisecond
 
-// runFlusher is the only goroutine that commits to the sink, so flushes never
-// overlap; ingest continues while it runs.
+// runFlusher is the only goroutine that stages to and commits to the sink, so
+// neither ever overlaps; ingest continues while it runs.
+//
+// Two kinds of work: staging writes what is buffered as data files, freeing
+// memory, whenever a threshold is reached; a flush stages what is left and
+// commits everything staged, once per commit interval (FlushInterval), on
+// request, on shutdown and on the recovery schedule. Each table thus gets at
+// most one snapshot per interval however fast data arrives.
 func (s *Server) runFlusher() {
 	defer close(s.done)
 	interval := time.NewTicker(s.cfg.FlushInterval)
@@ -28,22 +34,22 @@ func (s *Server) runFlusher() {
 	s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
 	s.mu.Unlock()
 	for {
-		var reason lakehousev1.FlushReason
-		var reply chan *lakehousev1.FlushResult
+		var (
+			reason lakehousev1.FlushReason
+			reply  chan *lakehousev1.FlushResult
+			commit bool
+		)
 		select {
 		case <-s.stop:
 			return
 		case req := <-s.flushReq:
-			reason, reply = req.reason, req.reply
+			reason, reply, commit = req.reason, req.reply, true
 		case <-interval.C:
-			s.mu.Lock()
-			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
-			s.mu.Unlock()
-			reason = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED
+			reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
 		case <-s.kick:
 			reason = s.thresholdReason()
 		case now := <-house.C:
-			reason = s.dueReason(now)
+			reason, commit = s.dueReason(now)
 		}
 		if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
 			continue
@@ -51,7 +57,18 @@ func (s *Server) runFlusher() {
 		if reply == nil && s.inBackoff() {
 			continue // the recovery schedule decides when to try again
 		}
-		res := s.flushOnce(reason)
+		var res *lakehousev1.FlushResult
+		if commit || s.stager == nil {
+			res = s.flushOnce(reason)
+			// The next scheduled commit is a full interval after this one,
+			// whatever triggered it.
+			interval.Reset(s.cfg.FlushInterval)
+			s.mu.Lock()
+			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
+			s.mu.Unlock()
+		} else {
+			res = s.stageOnce(reason)
+		}
 		if reply != nil {
 			reply <- res
 		}
@@ -73,23 +90,21 @@ func (s *Server) thresholdReason() lakehousev1.FlushReason {
 	return lakehousev1.FlushReason_FLUSH_REASON_BUFFER_FULL
 }
 
-// dueReason reports a flush due by age or by the recovery schedule.
-func (s *Server) dueReason(now time.Time) lakehousev1.FlushReason {
+// dueReason reports a commit due by the recovery schedule, or staging due
+// by the age of the oldest buffered batch.
+func (s *Server) dueReason(now time.Time) (reason lakehousev1.FlushReason, commit bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.buffer) == 0 {
-		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
-	}
 	if s.recovery.active {
-		if !now.Before(s.recovery.nextRetry) {
-			return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY
+		if (len(s.buffer) > 0 || len(s.staged) > 0) && !now.Before(s.recovery.nextRetry) {
+			return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY, true
 		}
-		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
 	}
-	if now.UnixMilli()-s.buffer[0].arrivedMs >= s.cfg.FlushAge.Milliseconds() {
-		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD
+	if len(s.buffer) > 0 && now.UnixMilli()-s.buffer[0].arrivedMs >= s.cfg.FlushAge.Milliseconds() {
+		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD, false
 	}
-	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
 }
 
 func (s *Server) inBackoff() bool {
@@ -98,64 +113,214 @@ func (s *Server) inBackoff() bool {
 	return s.recovery.active && time.Now().Before(s.recovery.nextRetry)
 }
 
-// flushOnce commits everything buffered. On failure the batches go back to
-// the front of the buffer (they are still in the write-ahead log) and the
-// recovery schedule is advanced.
-func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
-	start := time.Now()
+// takeBuffer moves the buffer to the in-flight list.
+func (s *Server) takeBuffer(start time.Time) (batches []*bufBatch, entries int, id uint64) {
 	s.mu.Lock()
-	batches := s.buffer
+	defer s.mu.Unlock()
+	batches = s.buffer
 	s.buffer = nil
 	s.inflight = batches
 	s.inflBytes = s.bufBytes
-	entries := s.bufEntries
+	entries = s.bufEntries
 	s.bufBytes, s.bufEntries = 0, 0
+	s.flushing = true
+	s.flushStartT = start
+	s.flushID++
+	return batches, entries, s.flushID
+}
+
+// putBackLocked returns failed in-flight batches to the front of the buffer
+// (they are still in the write-ahead log) and schedules a retry.
+func (s *Server) putBackLocked(batches []*bufBatch, entries int, err error) time.Duration {
+	s.buffer = append(batches, s.buffer...)
+	s.bufBytes += s.inflBytes
+	s.bufEntries += entries
+	s.inflight, s.inflBytes = nil, 0
+	s.flushing = false
+	return s.advanceRecoveryLocked(err)
+}
+
+// sinkContext bounds one sink call (see Config.CommitTimeout).
+func (s *Server) sinkContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.flushCtx, s.cfg.CommitTimeout)
+}
+
+// stageOnce writes everything buffered as data files through the Stager and
+// moves the batches to the staged list, freeing their memory. On failure the
+// batches go back to the buffer and the recovery schedule advances.
+func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+	start := time.Now()
+	batches, entries, id := s.takeBuffer(start)
+	res := &lakehousev1.FlushResult{Reason: reason}
+	if len(batches) == 0 {
+		s.endFlush()
+		res.Success = true
+		return res
+	}
+	f, err := buildFlush(id, reason, start, batches)
+	var st sink.Staged
+	if err == nil {
+		ctx, cancel := s.sinkContext()
+		st, err = s.stager.Stage(ctx, f)
+		cancel()
+	}
+	res.DurationMs = time.Since(start).Milliseconds()
+	s.m.stageSeconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		s.m.stages.WithLabelValues("failure").Inc()
+		s.mu.Lock()
+		delay := s.putBackLocked(batches, entries, err)
+		s.mu.Unlock()
+		s.log.Warn("staging failed; data stays in the write-ahead log", "reason", reason, "batches", len(batches),
+			"error", err, "retry_in", delay)
+		res.Error = err.Error()
+		res.UsedFallback = true
+		return res
+	}
+	s.m.stages.WithLabelValues("success").Inc()
+	for _, b := range batches {
+		b.frame = nil // the data files hold the rows now; the log keeps the frame
+	}
+	s.mu.Lock()
+	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
+		s.flushRate = float64(s.inflBytes) / ms
+	}
+	s.staged = append(s.staged, batches...)
+	s.stagedSets = append(s.stagedSets, st)
+	s.stagedBytes += st.StagedBytes()
+	s.inflight, s.inflBytes = nil, 0
+	s.flushing = false
+	s.mu.Unlock()
+	res.Success = true
+	res.BatchesFlushed = uint64(len(batches))
+	res.EntriesFlushed = uint64(entries)
+	res.BytesWritten = uint64(st.StagedBytes())
+	s.log.Debug("staged", "reason", reason, "batches", len(batches), "entries", entries,
+		"rows", st.StagedRows(), "bytes", st.StagedBytes(), "duration_ms", res.DurationMs)
+	return res
+}
+
+func (s *Server) endFlush() {
+	s.mu.Lock()
+	s.flushing = false
+	s.inflBytes = 0
+	s.inflight = nil
+	s.mu.Unlock()
+}
+
+// flushOnce commits everything buffered and staged. With a Stager it stages
+// the buffer first, then commits every staged flush in one commit per table;
+// with a plain Sink it commits the buffer. On failure nothing is lost: the
+// batches stay in the write-ahead log (and staged, or back in the buffer) and
+// the recovery schedule advances.
+func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+	if s.stager == nil {
+		return s.commitBuffer(reason)
+	}
+	start := time.Now()
+	s.mu.Lock()
+	buffered := len(s.buffer) > 0
+	s.mu.Unlock()
+	if buffered {
+		if res := s.stageOnce(reason); !res.Success {
+			s.m.flushes.WithLabelValues("failure").Inc()
+			s.mu.Lock()
+			s.lastFlush, s.lastFlushT = res, time.Now()
+			s.mu.Unlock()
+			return res
+		}
+	}
+	s.mu.Lock()
+	batches, sets := s.staged, s.stagedSets
 	s.flushing = true
 	s.flushStartT = start
 	s.flushID++
 	id := s.flushID
 	s.mu.Unlock()
-
 	res := &lakehousev1.FlushResult{Reason: reason}
 	if len(batches) == 0 {
-		s.mu.Lock()
-		s.flushing = false
-		s.inflBytes = 0
-		s.inflight = nil
-		s.mu.Unlock()
+		s.endFlush()
+		res.Success = true
+		return res
+	}
+	entries := 0
+	for _, b := range batches {
+		entries += b.entries
+	}
+	ctx, cancel := s.sinkContext()
+	cstart := time.Now()
+	out, err := s.stager.CommitStaged(ctx, sets, sink.CommitInfo{ID: id, Reason: reasonName(reason)})
+	cancel()
+	s.m.commitSeconds.Observe(time.Since(cstart).Seconds())
+	if err != nil {
+		return s.flushFailed(reason, start, res, len(batches), err, func() {})
+	}
+	s.mu.Lock()
+	s.staged, s.stagedSets, s.stagedBytes = nil, nil, 0
+	s.mu.Unlock()
+	return s.committed(reason, start, res, batches, entries, out)
+}
+
+// commitBuffer is a flush through a sink that cannot stage: the buffer is
+// committed in one call.
+func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+	start := time.Now()
+	batches, entries, id := s.takeBuffer(start)
+	res := &lakehousev1.FlushResult{Reason: reason}
+	if len(batches) == 0 {
+		s.endFlush()
 		res.Success = true
 		return res
 	}
 	f, err := buildFlush(id, reason, start, batches)
 	var out sink.Result
 	if err == nil {
-		out, err = s.sink.Commit(context.Background(), f)
+		ctx, cancel := s.sinkContext()
+		out, err = s.sink.Commit(ctx, f)
+		cancel()
 	}
+	if err != nil {
+		return s.flushFailed(reason, start, res, len(batches), err, func() {
+			s.putBackLocked(batches, entries, err)
+		})
+	}
+	s.mu.Lock()
+	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
+		s.flushRate = float64(s.inflBytes) / ms
+	}
+	s.mu.Unlock()
+	return s.committed(reason, start, res, batches, entries, out)
+}
+
+// flushFailed records a failed flush; restore puts the batches back where
+// a retry finds them.
+func (s *Server) flushFailed(reason lakehousev1.FlushReason, start time.Time, res *lakehousev1.FlushResult, n int, err error, restore func()) *lakehousev1.FlushResult {
 	res.DurationMs = time.Since(start).Milliseconds()
 	s.m.flushSeconds.Observe(time.Since(start).Seconds())
-	if err != nil {
-		s.m.flushes.WithLabelValues("failure").Inc()
-	} else {
-		s.m.flushes.WithLabelValues("success").Inc()
-		s.m.flushedRows.Add(float64(entries))
-	}
-	if err != nil {
-		s.mu.Lock()
-		s.buffer = append(batches, s.buffer...)
-		s.bufBytes += s.inflBytes
-		s.bufEntries += entries
-		s.inflight, s.inflBytes = nil, 0
-		s.flushing = false
-		delay := s.advanceRecoveryLocked(err)
-		s.lastFlush, s.lastFlushT = res, time.Now()
-		s.mu.Unlock()
-		s.log.Warn("flush failed; data stays in the write-ahead log", "reason", reason, "batches", len(batches),
-			"error", err, "retry_in", delay)
-		res.Error = err.Error()
-		res.UsedFallback = true
-		return res
-	}
+	s.m.flushes.WithLabelValues("failure").Inc()
+	s.mu.Lock()
+	restore()
+	s.inflight, s.inflBytes = nil, 0
+	s.flushing = false
+	delay := s.advanceRecoveryLocked(err)
+	s.lastFlush, s.lastFlushT = res, time.Now()
+	s.mu.Unlock()
+	s.log.Warn("flush failed; data stays in the write-ahead log", "reason", reason, "batches", n,
+		"error", err, "retry_in", delay)
+	res.Error = err.Error()
+	res.UsedFallback = true
+	return res
+}
 
+// committed completes a successful flush of batches: persisted watermarks,
+// the saved sequencing state, the write-ahead log's release, and the
+// persisted messages to the streams.
+func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res *lakehousev1.FlushResult,
+	batches []*bufBatch, entries int, out sink.Result) *lakehousev1.FlushResult {
+	res.DurationMs = time.Since(start).Milliseconds()
+	s.m.flushSeconds.Observe(time.Since(start).Seconds())
+	s.m.flushes.WithLabelValues("success").Inc()
+	s.m.flushedRows.Add(float64(entries))
 	res.Success = true
 	res.BatchesFlushed = uint64(len(batches))
 	res.EntriesFlushed = uint64(entries)
@@ -170,9 +335,6 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		marks[b.src] = m
 	}
 	s.mu.Lock()
-	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
-		s.flushRate = float64(s.inflBytes) / ms
-	}
 	s.inflight, s.inflBytes = nil, 0
 	s.flushing = false
 	if s.recovery.active {
@@ -244,6 +406,9 @@ func (s *Server) releasePointLocked() wal.LSN {
 		low = min(low, b.lsn)
 	}
 	for _, b := range s.inflight {
+		low = min(low, b.lsn)
+	}
+	for _, b := range s.staged {
 		low = min(low, b.lsn)
 	}
 	for l := range s.appending {

@@ -13,6 +13,9 @@ type metrics struct {
 	flushes       *prometheus.CounterVec // by result: success, failure
 	flushSeconds  prometheus.Histogram
 	flushedRows   prometheus.Counter
+	stages        *prometheus.CounterVec // by result: success, failure
+	stageSeconds  prometheus.Histogram
+	commitSeconds prometheus.Histogram
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -31,11 +34,22 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
 		}),
 		flushes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "lakehouse_flushes_total", Help: "Flushes to the sink, by result (success, failure).",
+			Name: "lakehouse_flushes_total", Help: "Flushes (commits of everything buffered and staged), by result (success, failure).",
 		}, []string{"result"}),
 		flushSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name: "lakehouse_flush_seconds", Help: "Duration of flushes to the sink.",
+			Name: "lakehouse_flush_seconds", Help: "Duration of flushes: staging what is buffered, then committing.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+		stages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "lakehouse_stages_total", Help: "Buffer contents written as data files ahead of their commit, by result (success, failure).",
+		}, []string{"result"}),
+		stageSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lakehouse_stage_seconds", Help: "Duration of writing buffered batches as data files.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 14),
+		}),
+		commitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "lakehouse_commit_seconds", Help: "Duration of committing staged data files to every table of a flush (catalog and metadata work only).",
+			Buckets: prometheus.ExponentialBuckets(0.002, 1.5, 24),
 		}),
 		flushedRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_flushed_entries_total", Help: "Entries committed to the sink.",
@@ -48,6 +62,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows,
+		m.stages, m.stageSeconds, m.commitSeconds,
+		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return float64(s.stagedBytes)
+		}),
 		gauge("lakehouse_buffer_bytes", "Bytes buffered in memory (including a running flush).", func() float64 {
 			s.mu.Lock()
 			defer s.mu.Unlock()

@@ -45,17 +45,24 @@ type Server struct {
 	log    *slog.Logger
 	wal    *wal.Log
 	sink   sink.Sink
+	stager sink.Stager // the sink, when it can stage; nil otherwise
 	health *health.Server
 	decode codec.DecodeOptions
 	m      *metrics
 
-	mu          sync.Mutex
-	sources     map[string]*source
-	buffer      []*bufBatch // accepted, durable, not yet handed to the sink
-	bufBytes    int64
-	bufEntries  int
-	inflight    []*bufBatch // being committed by the flusher
-	inflBytes   int64
+	mu         sync.Mutex
+	sources    map[string]*source
+	buffer     []*bufBatch // accepted, durable, not yet handed to the sink
+	bufBytes   int64
+	bufEntries int
+	inflight   []*bufBatch // being staged or committed by the flusher
+	inflBytes  int64
+	// staged are batches whose data files the sink has written (their
+	// frames dropped) and that wait for the next commit; stagedSets are
+	// the sink's handles for them. Only the flusher changes them.
+	staged      []*bufBatch
+	stagedSets  []sink.Staged
+	stagedBytes int64
 	reserved    int64           // bytes of batches being appended to the log
 	appending   map[wal.LSN]int // lower bounds of LSNs of appends in progress
 	sessions    map[*session]struct{}
@@ -67,15 +74,19 @@ type Server struct {
 	nextFlushT  time.Time
 	flushID     uint64
 	flushStartT time.Time
-	flushRate   float64 // bytes per ms of the last successful flush, for retry delays
+	flushRate   float64 // bytes per ms of the last successful stage or flush, for retry delays
 	walErr      error   // sticky write-ahead log failure
 
-	kick     chan struct{} // a threshold was reached
-	flushReq chan flushRequest
-	stop     chan struct{}
-	done     chan struct{}
-	closeMu  sync.Mutex
-	closed   bool
+	kick chan struct{} // a threshold was reached
+	// flushCtx bounds every sink call; stopServer cancels it once the
+	// drain's deadline has passed, so a hung store cannot block shutdown.
+	flushCtx    context.Context
+	cancelFlush context.CancelFunc
+	flushReq    chan flushRequest
+	stop        chan struct{}
+	done        chan struct{}
+	closeMu     sync.Mutex
+	closed      bool
 }
 
 // bufBatch is one accepted batch held in memory until committed.
@@ -137,8 +148,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		stop:      make(chan struct{}),
 		done:      make(chan struct{}),
 	}
+	s.stager, _ = cfg.Sink.(sink.Stager)
+	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())
 	s.m = newMetrics(cfg.Metrics, s)
 	if err := s.restore(ctx); err != nil {
+		s.cancelFlush()
 		l.Close()
 		return nil, err
 	}
@@ -353,7 +367,7 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 		},
 	}
 	if s.recovery.active {
-		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight))
+		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight) + len(s.staged))
 	}
 	ids := make([]string, 0, len(s.sources))
 	for id := range s.sources {
@@ -471,6 +485,9 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 			s.log.Warn("final flush failed; data stays in the write-ahead log", "error", res.GetError())
 		}
 	}
+	// A flush still running now (the drain's deadline passed, or Close) is
+	// abandoned: its data stays in the write-ahead log.
+	s.cancelFlush()
 	close(s.stop)
 	<-s.done
 

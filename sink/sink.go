@@ -85,3 +85,45 @@ func MergeWatermark(dst map[string]Watermark, source string, w Watermark) {
 	}
 	dst[source] = cur
 }
+
+// Stager is a Sink that writes a flush's rows ahead of their commit, so that
+// memory is freed as soon as the data files are written while commits follow
+// a cadence of their own: a server stages whenever its buffer needs room and
+// commits the staged flushes of every table together once per commit
+// interval, giving each table at most one snapshot per interval however fast
+// data arrives.
+//
+// Staged data is invisible to readers until CommitStaged. What was staged and
+// never committed (a crash, a discarded stage) is left as orphan files for
+// the sink's maintenance to remove; the server's write-ahead log keeps every
+// batch until its commit, so a restart stages it again.
+type Stager interface {
+	Sink
+	// Stage writes the rows of f that the tables' watermarks do not already
+	// cover. The flush's byte slices are not referenced after it returns.
+	Stage(ctx context.Context, f *Flush) (Staged, error)
+	// CommitStaged makes the staged flushes visible: for each table, one
+	// atomic commit of all their rows with the watermarks of the sources
+	// that wrote rows to it. It is idempotent: a staged flush whose rows the
+	// table's watermarks already cover (a commit whose outcome was lost) is
+	// not committed again. On error the Staged values stay valid and the
+	// call may be retried with them; tables committed before the error are
+	// recognised by their watermarks.
+	CommitStaged(ctx context.Context, staged []Staged, c CommitInfo) (Result, error)
+}
+
+// Staged is a flush written by a Stager and not yet committed.
+type Staged interface {
+	// StagedRows is the number of rows written (rows the watermarks already
+	// covered are not counted).
+	StagedRows() int64
+	// StagedBytes is the size of the data written.
+	StagedBytes() int64
+}
+
+// CommitInfo describes one commit of staged flushes, for the snapshot
+// summaries.
+type CommitInfo struct {
+	ID     uint64 // the server's commit counter
+	Reason string // the trigger, for example "scheduled"
+}

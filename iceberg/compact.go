@@ -1,0 +1,392 @@
+package iceberg
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"iter"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+	"github.com/apache/iceberg-go/table/compaction"
+)
+
+// Compaction reads the files of a group as sorted runs (every data file the
+// sink writes is sorted by source and entry sequence) and merges them, so the
+// output keeps the table's sort order. iceberg-go's own group executor
+// concatenates its inputs, which would leave each output file a sequence of
+// sorted runs. Memory is bounded by the number of inputs times
+// compactBatchRows, whatever the group's size.
+const (
+	compactBatchRows = 4096
+	// compactMaxInputs bounds how many files one group merges at once.
+	compactMaxInputs = 64
+)
+
+// compactionTiers are the planner configurations tried in order; a run
+// rewrites the groups of the first tier that has any. Tier one merges small
+// files into files of about twice the small size, tier two merges those into
+// files near the table's target size.
+func (s *Sink) compactionTiers(target int64) []compaction.Config {
+	m := s.cfg.Maintenance
+	tier := func(min, tgt int64) compaction.Config {
+		c := compaction.DefaultConfig()
+		c.TargetFileSizeBytes = tgt
+		c.MinFileSizeBytes = min
+		c.MaxFileSizeBytes = tgt * 9 / 5
+		c.MinInputFiles = uint(m.CompactMinFiles)
+		return c
+	}
+	var tiers []compaction.Config
+	small := m.CompactSmallFileBytes
+	if 2*small < target*3/4 {
+		tiers = append(tiers, tier(small, 2*small))
+	}
+	return append(tiers, tier(target*3/4, target))
+}
+
+// compactResult reports one compaction of a table.
+type compactResult struct {
+	groups       int
+	filesRemoved int
+	filesAdded   int
+	bytesBefore  int64
+	bytesAfter   int64
+}
+
+// compactTable plans and runs one compaction of tbl. The groups are
+// rewritten without holding the commit lock; the commit takes it and
+// applies the rewrite to the latest table state. Should the commit fail
+// (another process removed an input meanwhile), the new files are orphans
+// for cleanup and nothing is visible.
+func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, error) {
+	var res compactResult
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		return res, err
+	}
+	if tbl.CurrentSnapshot() == nil {
+		return res, nil
+	}
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil {
+		return res, fmt.Errorf("plan files: %w", err)
+	}
+	target := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
+	var plan compaction.Plan
+	for _, tier := range s.compactionTiers(target) {
+		if plan, err = tier.PlanCompaction(tasks); err != nil {
+			return res, fmt.Errorf("plan compaction: %w", err)
+		}
+		if len(plan.Groups) > 0 {
+			break
+		}
+	}
+	if len(plan.Groups) == 0 {
+		return res, nil
+	}
+	var results []table.CompactionGroupResult
+	cleanup := func() {
+		for _, gr := range results {
+			s.removeFiles(ctx, tbl, gr.NewDataFiles)
+		}
+	}
+	for _, g := range plan.Groups {
+		for len(g.Tasks) > 1 {
+			n := min(len(g.Tasks), compactMaxInputs)
+			gr, err := s.mergeGroup(ctx, tbl, g.Tasks[:n])
+			if err != nil {
+				cleanup()
+				return res, err
+			}
+			results = append(results, gr)
+			g.Tasks = g.Tasks[n:]
+		}
+	}
+	if err := s.commitRewrite(ctx, name, results); err != nil {
+		cleanup()
+		return res, err
+	}
+	for _, gr := range results {
+		res.groups++
+		res.filesRemoved += len(gr.OldDataFiles)
+		res.filesAdded += len(gr.NewDataFiles)
+		res.bytesBefore += gr.BytesBefore
+		res.bytesAfter += gr.BytesAfter
+	}
+	return res, nil
+}
+
+// commitRewrite replaces the groups' old files with their new ones in one
+// snapshot on the latest table state, under the commit lock.
+func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.CompactionGroupResult) error {
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		return err
+	}
+	txn := tbl.NewTransaction()
+	rw := txn.NewRewrite(iceberg.Properties{"lakehouse.maintenance": "compaction"})
+	for _, gr := range results {
+		rw.ApplyResult(gr)
+	}
+	if err := rw.Commit(ctx); err != nil {
+		return fmt.Errorf("stage rewrite: %w", err)
+	}
+	if _, err := txn.Commit(ctx); err != nil {
+		return fmt.Errorf("commit rewrite: %w", err)
+	}
+	return nil
+}
+
+// mergeGroup merges sorted input files into new sorted files near the
+// target size and checks that not a row was added or lost.
+func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask) (table.CompactionGroupResult, error) {
+	gr := table.CompactionGroupResult{}
+	seen := make(map[string]bool)
+	var wantRows int64
+	for _, t := range tasks {
+		if t.Start != 0 || len(t.DeleteFiles)+len(t.EqualityDeleteFiles)+len(t.DeletionVectorFiles) > 0 {
+			return gr, fmt.Errorf("compaction: %s is split or has deletes; changelog tables have neither", t.File.FilePath())
+		}
+		if seen[t.File.FilePath()] {
+			continue
+		}
+		seen[t.File.FilePath()] = true
+		gr.OldDataFiles = append(gr.OldDataFiles, t.File)
+		gr.BytesBefore += t.File.FileSizeBytes()
+		wantRows += t.File.Count()
+	}
+	m, err := newMerger(ctx, tbl, tasks)
+	if err != nil {
+		return gr, err
+	}
+	defer m.close()
+	var gotRows int64
+	for df, err := range table.WriteRecords(ctx, tbl, m.schema, m.batches(), table.WithClusteredWrite()) {
+		if err != nil {
+			s.removeFiles(ctx, tbl, gr.NewDataFiles)
+			return gr, fmt.Errorf("compaction: write: %w", err)
+		}
+		gr.NewDataFiles = append(gr.NewDataFiles, df)
+		gr.BytesAfter += df.FileSizeBytes()
+		gotRows += df.Count()
+	}
+	if m.err != nil || gotRows != wantRows {
+		s.removeFiles(ctx, tbl, gr.NewDataFiles)
+		return gr, errors.Join(m.err, fmt.Errorf("compaction: %d rows written for %d read: not committed", gotRows, wantRows))
+	}
+	return gr, nil
+}
+
+// removeFiles deletes files written by an abandoned rewrite; what fails here
+// is left for orphan cleanup.
+func (s *Sink) removeFiles(ctx context.Context, tbl *table.Table, files []iceberg.DataFile) {
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return
+	}
+	for _, df := range files {
+		if err := fs.Remove(df.FilePath()); err != nil {
+			s.log.Debug("could not remove an abandoned compaction file", "path", df.FilePath(), "err", err)
+		}
+	}
+}
+
+// merger is a k-way merge of sorted Arrow streams by (source_id, entry_seq).
+type merger struct {
+	schema   *arrow.Schema
+	srcCol   int
+	seqCol   int
+	inputs   []*mergeInput
+	h        mergeHeap
+	err      error
+	stops    []func()
+	building *array.RecordBuilder
+}
+
+type mergeInput struct {
+	next func() (arrow.RecordBatch, error, bool)
+	rec  arrow.RecordBatch
+	row  int
+	src  *array.String
+	seq  *array.Int64
+}
+
+func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask) (*merger, error) {
+	m := &merger{}
+	for _, t := range tasks {
+		sc, it, err := tbl.Scan(table.WithMaxConcurrency(1), table.WithArrowBatchSize(compactBatchRows)).
+			ReadTasks(ctx, []table.FileScanTask{t})
+		if err != nil {
+			m.close()
+			return nil, fmt.Errorf("compaction: read %s: %w", t.File.FilePath(), err)
+		}
+		if m.schema == nil {
+			m.schema = sc
+			m.srcCol = fieldIndex(sc, "source_id")
+			m.seqCol = fieldIndex(sc, "entry_seq")
+			if m.srcCol < 0 || m.seqCol < 0 {
+				m.close()
+				return nil, errors.New("compaction: the table has no source_id or entry_seq column")
+			}
+		} else if !m.schema.Equal(sc) {
+			m.close()
+			return nil, errors.New("compaction: input files read with different schemas")
+		}
+		next, stop := iter.Pull2(it)
+		m.stops = append(m.stops, stop)
+		m.inputs = append(m.inputs, &mergeInput{next: next})
+	}
+	for _, in := range m.inputs {
+		if err := m.advanceBatch(in); err != nil {
+			m.close()
+			return nil, err
+		}
+		if in.rec != nil {
+			m.h.items = append(m.h.items, in)
+		}
+	}
+	heap.Init(&m.h)
+	return m, nil
+}
+
+func fieldIndex(sc *arrow.Schema, name string) int {
+	if idx := sc.FieldIndices(name); len(idx) == 1 {
+		return idx[0]
+	}
+	return -1
+}
+
+// advanceBatch moves in to its next non-empty batch, or to its end.
+func (m *merger) advanceBatch(in *mergeInput) error {
+	if in.rec != nil {
+		in.rec.Release()
+		in.rec = nil
+	}
+	for {
+		rec, err, ok := in.next()
+		if !ok {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("compaction: read: %w", err)
+		}
+		if rec.NumRows() == 0 {
+			rec.Release()
+			continue
+		}
+		src, ok1 := rec.Column(m.srcCol).(*array.String)
+		seq, ok2 := rec.Column(m.seqCol).(*array.Int64)
+		if !ok1 || !ok2 {
+			rec.Release()
+			return fmt.Errorf("compaction: unexpected column types %s, %s", rec.Column(m.srcCol).DataType(), rec.Column(m.seqCol).DataType())
+		}
+		in.rec, in.row, in.src, in.seq = rec, 0, src, seq
+		return nil
+	}
+}
+
+// batches yields merged record batches of at most compactBatchRows rows.
+func (m *merger) batches() iter.Seq2[arrow.RecordBatch, error] {
+	return func(yield func(arrow.RecordBatch, error) bool) {
+		b := array.NewRecordBuilder(memory.DefaultAllocator, m.schema)
+		defer b.Release()
+		n := 0
+		flush := func() bool {
+			if n == 0 {
+				return true
+			}
+			n = 0
+			return yield(b.NewRecordBatch(), nil)
+		}
+		for m.h.Len() > 0 {
+			in := m.h.items[0]
+			for c := 0; c < int(m.schema.NumFields()); c++ {
+				if err := appendValue(b.Field(c), in.rec.Column(c), in.row); err != nil {
+					m.err = err
+					yield(nil, err)
+					return
+				}
+			}
+			n++
+			in.row++
+			if in.row == int(in.rec.NumRows()) {
+				if err := m.advanceBatch(in); err != nil {
+					m.err = err
+					yield(nil, err)
+					return
+				}
+			}
+			if in.rec == nil {
+				heap.Pop(&m.h)
+			} else {
+				heap.Fix(&m.h, 0)
+			}
+			if n == compactBatchRows && !flush() {
+				return
+			}
+		}
+		flush()
+	}
+}
+
+func (m *merger) close() {
+	for _, in := range m.inputs {
+		if in.rec != nil {
+			in.rec.Release()
+			in.rec = nil
+		}
+	}
+	for _, stop := range m.stops {
+		stop()
+	}
+}
+
+// appendValue copies row i of src to b, for the column types of the
+// changelog schema as iceberg-go reads them.
+func appendValue(b array.Builder, src arrow.Array, i int) error {
+	if src.IsNull(i) {
+		b.AppendNull()
+		return nil
+	}
+	switch a := src.(type) {
+	case *array.String:
+		b.(*array.StringBuilder).Append(a.Value(i))
+	case *array.LargeString:
+		b.(*array.LargeStringBuilder).Append(a.Value(i))
+	case *array.Int64:
+		b.(*array.Int64Builder).Append(a.Value(i))
+	case *array.Int32:
+		b.(*array.Int32Builder).Append(a.Value(i))
+	case *array.Timestamp:
+		b.(*array.TimestampBuilder).Append(a.Value(i))
+	default:
+		return fmt.Errorf("compaction: unsupported column type %s", src.DataType())
+	}
+	return nil
+}
+
+type mergeHeap struct{ items []*mergeInput }
+
+func (h *mergeHeap) Len() int { return len(h.items) }
+func (h *mergeHeap) Less(i, j int) bool {
+	a, b := h.items[i], h.items[j]
+	sa, sb := a.src.Value(a.row), b.src.Value(b.row)
+	if sa != sb {
+		return sa < sb
+	}
+	return a.seq.Value(a.row) < b.seq.Value(b.row)
+}
+func (h *mergeHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *mergeHeap) Push(x any)    { h.items = append(h.items, x.(*mergeInput)) }
+func (h *mergeHeap) Pop() any {
+	x := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return x
+}

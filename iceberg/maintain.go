@@ -1,0 +1,337 @@
+package iceberg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/iceberg-go/catalog"
+	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// TableHealth is one table's size and its last maintenance.
+type TableHealth struct {
+	Name          string    `json:"name"` // the Iceberg table name (sanitised)
+	Snapshots     int       `json:"snapshots"`
+	DataFiles     int64     `json:"data_files"`
+	Manifests     int       `json:"manifests"`
+	MetadataBytes int64     `json:"metadata_bytes"` // current metadata file, manifest list and manifests
+	LastRun       time.Time `json:"last_run"`
+	LastDuration  time.Duration
+	// What the last run did.
+	ExpiredSnapshots int    `json:"expired_snapshots"`
+	FilesCompacted   int    `json:"files_compacted"` // data files replaced by compaction
+	FilesWritten     int    `json:"files_written"`   // data files compaction wrote
+	OrphansRemoved   int    `json:"orphans_removed"`
+	LastError        string `json:"last_error,omitempty"`
+	lastOrphanRun    time.Time
+}
+
+// MaintenanceTotals are counters over the sink's life.
+type MaintenanceTotals struct {
+	Runs, Failures         int64
+	ExpiryRuns             int64
+	SnapshotsExpired       int64
+	CompactionRuns         int64
+	FilesRewritten         int64 // input files replaced by compaction
+	BytesRewritten         int64 // bytes of those input files
+	FilesWrittenCompaction int64
+	OrphanRuns             int64
+	OrphansRemoved         int64
+}
+
+// maintState holds the results of maintenance, for status and metrics.
+type maintState struct {
+	mu     sync.Mutex
+	tables map[string]*TableHealth
+	totals MaintenanceTotals
+}
+
+func (m *maintState) init() { m.tables = make(map[string]*TableHealth) }
+
+// Health returns the last known health of every table maintained so far,
+// sorted by name.
+func (s *Sink) Health() []TableHealth {
+	s.maint.mu.Lock()
+	defer s.maint.mu.Unlock()
+	out := make([]TableHealth, 0, len(s.maint.tables))
+	for _, h := range s.maint.tables {
+		out = append(out, *h)
+	}
+	slices.SortFunc(out, func(a, b TableHealth) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// MaintenanceTotals returns the maintenance counters.
+func (s *Sink) MaintenanceTotals() MaintenanceTotals {
+	s.maint.mu.Lock()
+	defer s.maint.mu.Unlock()
+	return s.maint.totals
+}
+
+// MaintainOptions choose the jobs of one maintenance pass.
+type MaintainOptions struct {
+	// Orphans forces orphan cleanup in this pass; otherwise it runs when
+	// its interval has passed for the table.
+	Orphans bool
+}
+
+// RunMaintenance runs maintenance passes every Maintenance.Interval until ctx
+// ends. It is what `lakehouse serve` runs in the background.
+func (s *Sink) RunMaintenance(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Maintenance.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := s.Maintain(ctx, MaintainOptions{}); err != nil && ctx.Err() == nil {
+			s.log.Warn("table maintenance failed", "err", err)
+		}
+	}
+}
+
+// Maintain runs one maintenance pass over every table of the namespace:
+// snapshot expiry, compaction and, when due, orphan cleanup. A failing table
+// does not stop the others; the errors are joined.
+func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
+	idents, err := s.listTables(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ident := range idents {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err := s.MaintainTable(ctx, catalog.TableNameFromIdent(ident), opts); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// MaintainTable runs one maintenance pass over one table (original or
+// sanitised name). Every job keeps the table's rows exactly as they are.
+func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOptions) error {
+	cfg := s.cfg.Maintenance
+	start := time.Now()
+	h := s.healthOf(name)
+	var (
+		run  TableHealth
+		errs []error
+	)
+	if n, err := s.expireSnapshots(ctx, name); err != nil {
+		errs = append(errs, fmt.Errorf("expire snapshots: %w", err))
+	} else {
+		run.ExpiredSnapshots = n
+	}
+	if !cfg.CompactDisabled {
+		cr, err := s.compactTable(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("compaction: %w", err))
+		}
+		run.FilesCompacted, run.FilesWritten = cr.filesRemoved, cr.filesAdded
+		s.count(func(t *MaintenanceTotals) {
+			if cr.groups > 0 {
+				t.CompactionRuns++
+			}
+			t.FilesRewritten += int64(cr.filesRemoved)
+			t.BytesRewritten += cr.bytesBefore
+			t.FilesWrittenCompaction += int64(cr.filesAdded)
+		})
+	}
+	orphansDue := !cfg.OrphanDisabled && (opts.Orphans || time.Since(h.lastOrphanRun) >= cfg.OrphanInterval)
+	if orphansDue {
+		n, err := s.removeOrphans(ctx, name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("orphan cleanup: %w", err))
+		}
+		run.OrphansRemoved = n
+	}
+	health, herr := s.measure(ctx, name)
+	if herr != nil {
+		errs = append(errs, fmt.Errorf("measure: %w", herr))
+	}
+	err := errors.Join(errs...)
+
+	s.maint.mu.Lock()
+	cur := s.maint.tables[h.Name]
+	if herr == nil {
+		cur.Snapshots, cur.DataFiles, cur.Manifests, cur.MetadataBytes = health.Snapshots, health.DataFiles, health.Manifests, health.MetadataBytes
+	}
+	cur.LastRun, cur.LastDuration = start, time.Since(start)
+	cur.ExpiredSnapshots, cur.FilesCompacted, cur.FilesWritten, cur.OrphansRemoved = run.ExpiredSnapshots, run.FilesCompacted, run.FilesWritten, run.OrphansRemoved
+	cur.LastError = ""
+	if err != nil {
+		cur.LastError = err.Error()
+	}
+	if orphansDue {
+		cur.lastOrphanRun = start
+	}
+	s.maint.totals.Runs++
+	if err != nil {
+		s.maint.totals.Failures++
+	}
+	s.maint.mu.Unlock()
+
+	if run.ExpiredSnapshots+run.FilesCompacted+run.OrphansRemoved > 0 || err != nil {
+		level := s.log.Info
+		if err != nil {
+			level = s.log.Warn
+		}
+		level("table maintenance", "table", h.Name, "expired_snapshots", run.ExpiredSnapshots,
+			"files_compacted", run.FilesCompacted, "files_written", run.FilesWritten,
+			"orphans_removed", run.OrphansRemoved, "snapshots", health.Snapshots, "data_files", health.DataFiles,
+			"manifests", health.Manifests, "metadata_bytes", health.MetadataBytes,
+			"duration_ms", time.Since(start).Milliseconds(), "err", err)
+	}
+	if err != nil {
+		return fmt.Errorf("iceberg: maintain table %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+func (s *Sink) healthOf(name string) TableHealth {
+	san := sink.SanitizeName(name) // idempotent on sanitised names
+	s.maint.mu.Lock()
+	defer s.maint.mu.Unlock()
+	h, ok := s.maint.tables[san]
+	if !ok {
+		h = &TableHealth{Name: san}
+		s.maint.tables[san] = h
+	}
+	return *h
+}
+
+func (s *Sink) count(f func(*MaintenanceTotals)) {
+	s.maint.mu.Lock()
+	defer s.maint.mu.Unlock()
+	f(&s.maint.totals)
+}
+
+// expireSnapshots expires the table's snapshots older than the retention,
+// keeping at least MinSnapshots, and deletes the files only they referenced.
+// The commit lock keeps it from racing an ingest commit of this process.
+func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
+	cfg := s.cfg.Maintenance
+	s.commitMu.Lock()
+	defer s.commitMu.Unlock()
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	snaps := tbl.Metadata().Snapshots()
+	if len(snaps) <= cfg.MinSnapshots {
+		return 0, nil
+	}
+	cutoff := time.Now().Add(-cfg.SnapshotRetention).UnixMilli()
+	old := 0
+	for _, sn := range snaps {
+		if sn.TimestampMs < cutoff {
+			old++
+		}
+	}
+	if old == 0 {
+		return 0, nil
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.ExpireSnapshots(table.WithOlderThan(cfg.SnapshotRetention), table.WithRetainLast(cfg.MinSnapshots)); err != nil {
+		return 0, err
+	}
+	after, err := txn.Commit(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := len(snaps) - len(after.Metadata().Snapshots())
+	s.count(func(t *MaintenanceTotals) { t.ExpiryRuns++; t.SnapshotsExpired += int64(n) })
+	return n, nil
+}
+
+// removeOrphans deletes files under the table's location that no snapshot
+// or metadata file references, once they are older than OrphanAge, and
+// never a file staged by this sink for a commit to come.
+func (s *Sink) removeOrphans(ctx context.Context, name string) (int, error) {
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		return 0, err
+	}
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return 0, err
+	}
+	removed := 0
+	res, err := tbl.DeleteOrphanFiles(ctx,
+		table.WithFilesOlderThan(s.cfg.Maintenance.OrphanAge),
+		table.WithDeleteFunc(func(path string) error {
+			if s.isStaged(path) {
+				return nil
+			}
+			if err := fs.Remove(path); err != nil {
+				return err
+			}
+			removed++
+			return nil
+		}))
+	if err != nil {
+		return removed, err
+	}
+	if skipped := len(res.OrphanFiles) - removed; skipped > 0 {
+		s.log.Debug("orphan cleanup kept staged files", "table", name, "kept", skipped)
+	}
+	s.count(func(t *MaintenanceTotals) { t.OrphanRuns++; t.OrphansRemoved += int64(removed) })
+	return removed, nil
+}
+
+// measure reads a table's size: snapshots, live data files, manifests of the
+// current snapshot, and the bytes of the metadata a commit reads and
+// rewrites.
+func (s *Sink) measure(ctx context.Context, name string) (TableHealth, error) {
+	var h TableHealth
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		return h, err
+	}
+	h.Snapshots = len(tbl.Metadata().Snapshots())
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return h, err
+	}
+	if f, err := fs.Open(tbl.MetadataLocation()); err == nil {
+		if st, err := f.Stat(); err == nil {
+			h.MetadataBytes += st.Size()
+		}
+		f.Close()
+	}
+	snap := tbl.CurrentSnapshot()
+	if snap == nil {
+		return h, nil
+	}
+	if snap.Summary != nil {
+		h.DataFiles, _ = strconv.ParseInt(snap.Summary.Properties["total-data-files"], 10, 64)
+	}
+	if f, err := fs.Open(snap.ManifestList); err == nil {
+		if st, err := f.Stat(); err == nil {
+			h.MetadataBytes += st.Size()
+		}
+		f.Close()
+	}
+	mans, err := snap.Manifests(fs)
+	if err != nil {
+		return h, err
+	}
+	h.Manifests = len(mans)
+	for _, m := range mans {
+		h.MetadataBytes += m.Length()
+	}
+	return h, nil
+}

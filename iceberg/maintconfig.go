@@ -1,0 +1,158 @@
+package iceberg
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// Defaults of MaintenanceConfig.
+const (
+	// DefaultMaintenanceInterval is how often each table is checked.
+	DefaultMaintenanceInterval = time.Minute
+	// DefaultSnapshotRetention: snapshots older than this are expired...
+	DefaultSnapshotRetention = time.Hour
+	// DefaultMinSnapshots: ...but at least this many of the newest are kept.
+	DefaultMinSnapshots = 10
+	// DefaultMetadataVersions is how many previous metadata files a table
+	// keeps (write.metadata.previous-versions-max); older ones are deleted
+	// after each commit.
+	DefaultMetadataVersions = 10
+	// DefaultManifestMergeCount: a commit merges the table's manifests when
+	// the snapshot has at least this many
+	// (commit.manifest.min-count-to-merge).
+	DefaultManifestMergeCount = 16
+	// DefaultCompactMinFiles: a partition is compacted once it has this many
+	// small files.
+	DefaultCompactMinFiles = 8
+	// DefaultCompactSmallFileBytes: data files below this size are small.
+	// Compaction merges small files into files of about twice this size,
+	// and merges those (and any file below 3/4 of the table's target size)
+	// into files near the target size once DefaultCompactMinFiles of them
+	// gather: two tiers, so that a byte is rewritten about twice, not once
+	// per commit.
+	DefaultCompactSmallFileBytes = 8 << 20
+	// DefaultOrphanAge: files under a table's location that no snapshot
+	// references are removed once they are this old. It must exceed the
+	// longest time a commit can take from writing its first file, including
+	// outages the recovery loop rides out, and the time another process may
+	// keep staged files.
+	DefaultOrphanAge = 24 * time.Hour
+	// DefaultOrphanInterval is how often orphan cleanup runs per table. It
+	// lists the whole table location, so it runs less often than the rest.
+	DefaultOrphanInterval = time.Hour
+)
+
+// MaintenanceConfig configures the online maintenance that keeps a table's
+// commit cost independent of its age: manifest merging on commit, snapshot
+// expiry, metadata file cleanup, small-file compaction and orphan cleanup.
+// Zero fields take the defaults above.
+type MaintenanceConfig struct {
+	// Disabled turns the background maintenance loop off. Manifest merging
+	// and metadata cleanup are table properties and still apply on commit.
+	Disabled bool
+	// Interval is how often each table is checked for expiry and
+	// compaction.
+	Interval time.Duration
+	// SnapshotRetention and MinSnapshots: snapshots older than
+	// SnapshotRetention are expired, keeping at least the newest
+	// MinSnapshots. Files only expired snapshots referenced are deleted.
+	SnapshotRetention time.Duration
+	MinSnapshots      int
+	// MetadataVersions is the number of previous metadata files kept.
+	MetadataVersions int
+	// ManifestMergeCount is the manifest count at which a commit merges
+	// manifests.
+	ManifestMergeCount int
+	// CompactMinFiles and CompactSmallFileBytes drive compaction (see
+	// DefaultCompactSmallFileBytes). CompactDisabled turns it off.
+	CompactMinFiles       int
+	CompactSmallFileBytes int64
+	CompactDisabled       bool
+	// OrphanAge and OrphanInterval drive orphan cleanup (see
+	// DefaultOrphanAge). OrphanDisabled turns it off.
+	OrphanAge      time.Duration
+	OrphanInterval time.Duration
+	OrphanDisabled bool
+}
+
+func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
+	setD := func(v *time.Duration, d time.Duration) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setI := func(v *int, d int) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	setD(&m.Interval, DefaultMaintenanceInterval)
+	setD(&m.SnapshotRetention, DefaultSnapshotRetention)
+	setI(&m.MinSnapshots, DefaultMinSnapshots)
+	setI(&m.MetadataVersions, DefaultMetadataVersions)
+	setI(&m.ManifestMergeCount, DefaultManifestMergeCount)
+	setI(&m.CompactMinFiles, DefaultCompactMinFiles)
+	if m.CompactSmallFileBytes == 0 {
+		m.CompactSmallFileBytes = DefaultCompactSmallFileBytes
+	}
+	setD(&m.OrphanAge, DefaultOrphanAge)
+	setD(&m.OrphanInterval, DefaultOrphanInterval)
+	switch {
+	case m.Interval < 0:
+		return m, fmt.Errorf("iceberg: maintenance interval %v must be positive", m.Interval)
+	case m.SnapshotRetention < 0:
+		return m, fmt.Errorf("iceberg: snapshot retention %v must be positive", m.SnapshotRetention)
+	case m.MinSnapshots < 1:
+		return m, fmt.Errorf("iceberg: snapshots to keep (%d) must be at least 1", m.MinSnapshots)
+	case m.MetadataVersions < 1:
+		return m, fmt.Errorf("iceberg: metadata versions to keep (%d) must be at least 1", m.MetadataVersions)
+	case m.ManifestMergeCount < 2:
+		return m, fmt.Errorf("iceberg: manifest merge count (%d) must be at least 2", m.ManifestMergeCount)
+	case m.CompactMinFiles < 2:
+		return m, fmt.Errorf("iceberg: compaction minimum files (%d) must be at least 2", m.CompactMinFiles)
+	case m.CompactSmallFileBytes < 1:
+		return m, fmt.Errorf("iceberg: compaction small-file size (%d) must be positive", m.CompactSmallFileBytes)
+	case m.OrphanAge < time.Minute:
+		// A younger file may belong to a commit in progress.
+		return m, fmt.Errorf("iceberg: orphan age %v is below the 1 minute minimum", m.OrphanAge)
+	case m.OrphanInterval < 0:
+		return m, fmt.Errorf("iceberg: orphan cleanup interval %v must be positive", m.OrphanInterval)
+	}
+	return m, nil
+}
+
+// managedProps are the table properties through which iceberg-go itself
+// keeps manifests and metadata files bounded on every commit. Properties the
+// user set in Config.TableProperties win.
+func (s *Sink) managedProps() iceberg.Properties {
+	m := s.cfg.Maintenance
+	p := iceberg.Properties{
+		table.ManifestMergeEnabledKey:             "true",
+		table.ManifestMinMergeCountKey:            strconv.Itoa(m.ManifestMergeCount),
+		table.MetadataDeleteAfterCommitEnabledKey: "true",
+		table.MetadataPreviousVersionsMaxKey:      strconv.Itoa(m.MetadataVersions),
+	}
+	for k := range p {
+		if v, ok := s.cfg.TableProperties[k]; ok {
+			p[k] = v
+		}
+	}
+	return p
+}
+
+// missingManagedProps returns the managed properties a table lacks or holds
+// with another value (a table created before maintenance existed, or a
+// changed setting): they are set with the next commit.
+func (s *Sink) missingManagedProps(have iceberg.Properties) iceberg.Properties {
+	out := iceberg.Properties{}
+	for k, v := range s.managedProps() {
+		if have[k] != v {
+			out[k] = v
+		}
+	}
+	return out
+}

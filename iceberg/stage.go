@@ -1,0 +1,251 @@
+package iceberg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"sort"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// staged is a flush whose data files are written and not yet committed. It
+// implements sink.Staged.
+type staged struct {
+	id      uint64
+	tables  []*stagedTable
+	rows    int64
+	bytes   int64
+	skipped int64 // rows the watermarks already covered when staged
+}
+
+func (st *staged) StagedRows() int64  { return st.rows }
+func (st *staged) StagedBytes() int64 { return st.bytes }
+
+// stagedTable is the part of a staged flush that goes to one table.
+type stagedTable struct {
+	name  string // the CDC table name as sent
+	files []iceberg.DataFile
+	rows  int64
+	bytes int64
+	// spans holds, per source with rows in the files, the range of batch
+	// sequences those rows came from: CommitStaged compares it with the
+	// table's watermarks to tell a committed stage from a new one.
+	spans map[string]span
+}
+
+type span struct {
+	minBatch, maxBatch uint64
+	maxEntry           uint64
+}
+
+func (sp *span) add(batch, entry uint64) {
+	if sp.minBatch == 0 || batch < sp.minBatch {
+		sp.minBatch = batch
+	}
+	sp.maxBatch = max(sp.maxBatch, batch)
+	sp.maxEntry = max(sp.maxEntry, entry)
+}
+
+// ErrIncompleteWrite reports that iceberg-go wrote fewer rows than were
+// handed to it. iceberg-go v0.7.0 can lose a data file write error (a rolling
+// writer that fails early removes itself before its error is collected); the
+// sink counts the rows of every file written and refuses to stage or commit
+// such a write.
+var ErrIncompleteWrite = errors.New("iceberg: data files are missing rows (a data file write failed)")
+
+// Stage implements sink.Stager: for each table of f it drops the rows the
+// table's watermarks already cover, sorts the rest by (source, entry
+// sequence) and writes them as data files that no snapshot references yet.
+// Building a table's Arrow record overlaps with writing the table before it.
+func (s *Sink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stageLocked(ctx, f)
+}
+
+func (s *Sink) stageLocked(ctx context.Context, f *sink.Flush) (*staged, error) {
+	if s.closed {
+		return nil, errors.New("iceberg: sink is closed")
+	}
+	st := &staged{id: f.ID}
+	if len(f.Tables) == 0 {
+		return st, nil
+	}
+	pctx, cancel := context.WithCancel(ctx)
+	prepCh := make(chan *prepared, 1)
+	go func() {
+		defer close(prepCh)
+		for i := range f.Tables {
+			p := s.prepare(pctx, f, &f.Tables[i])
+			select {
+			case prepCh <- p:
+			case <-pctx.Done():
+				p.release()
+				return
+			}
+		}
+	}()
+	// On return, stop the preparer and wait for it: the flush's byte slices
+	// must not be touched after Stage returns.
+	defer func() {
+		cancel()
+		for p := range prepCh {
+			p.release()
+		}
+	}()
+	for i := range f.Tables {
+		t := &f.Tables[i]
+		p, ok := <-prepCh
+		if !ok {
+			return nil, fmt.Errorf("iceberg: stage: %w", context.Cause(ctx))
+		}
+		stt, err := s.writePrepared(ctx, t, p)
+		st.skipped += p.skipped
+		p.release()
+		if err != nil {
+			s.forgetStaged(st)
+			return nil, fmt.Errorf("iceberg: stage table %q (flush %d): %w", t.Name, f.ID, err)
+		}
+		if stt != nil {
+			st.tables = append(st.tables, stt)
+			st.rows += stt.rows
+			st.bytes += stt.bytes
+		}
+	}
+	return st, nil
+}
+
+// prepared is a table's rows made ready for writing.
+type prepared struct {
+	tbl     *table.Table
+	rows    int64
+	skipped int64
+	spans   map[string]span
+	rec     arrow.RecordBatch // nil when every row was already committed
+	err     error
+}
+
+func (p *prepared) release() {
+	if p != nil && p.rec != nil {
+		p.rec.Release()
+		p.rec = nil
+	}
+}
+
+// prepare loads (or creates) the table, drops the rows its watermarks
+// already cover, and builds the sorted Arrow record of the rest.
+func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepared {
+	p := &prepared{}
+	p.tbl, p.err = s.loadOrCreate(ctx, sink.SanitizeName(t.Name), t.Name)
+	if p.err != nil {
+		return p
+	}
+	have, err := watermarksFromProps(p.tbl.Properties())
+	if err != nil {
+		p.err = err
+		return p
+	}
+	rows := make([]*sink.Row, 0, len(t.Rows))
+	p.spans = make(map[string]span)
+	for i := range t.Rows {
+		r := &t.Rows[i]
+		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
+			p.skipped++
+			continue
+		}
+		rows = append(rows, r)
+		sp := p.spans[r.SourceID]
+		sp.add(r.BatchSeq, r.Sequence)
+		p.spans[r.SourceID] = sp
+	}
+	p.rows = int64(len(rows))
+	if len(rows) == 0 {
+		return p
+	}
+	sortRows(rows)
+	p.rec, p.err = buildRecord(s.schema, rows, f.Time.UnixMicro())
+	return p
+}
+
+// writePrepared writes a prepared table's record as data files and records
+// them as staged. It returns nil when there was nothing to write.
+func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*stagedTable, error) {
+	if p.err != nil {
+		return nil, p.err
+	}
+	if p.rec == nil {
+		return nil, nil
+	}
+	rec := p.rec
+	p.rec = nil // WriteRecords releases it
+	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
+	stt := &stagedTable{name: t.Name, spans: p.spans}
+	var werr error
+	for df, err := range table.WriteRecords(ctx, p.tbl, s.schema, records) {
+		if err != nil {
+			werr = errors.Join(werr, err)
+			continue
+		}
+		stt.files = append(stt.files, df)
+		stt.rows += df.Count()
+		stt.bytes += df.FileSizeBytes()
+	}
+	s.markStaged(stt.files)
+	if werr == nil && stt.rows != p.rows {
+		werr = fmt.Errorf("%w: %d of %d rows written", ErrIncompleteWrite, stt.rows, p.rows)
+	}
+	if werr != nil {
+		s.unmarkStaged(stt.files) // orphans now, for cleanup
+		return nil, fmt.Errorf("write data files: %w", werr)
+	}
+	// Files in a stable order, for the manifests and the tests.
+	sort.Slice(stt.files, func(i, j int) bool { return stt.files[i].FilePath() < stt.files[j].FilePath() })
+	return stt, nil
+}
+
+func (s *Sink) markStaged(files []iceberg.DataFile) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	for _, df := range files {
+		s.staged[pathKey(df.FilePath())] = struct{}{}
+	}
+}
+
+func (s *Sink) unmarkStaged(files []iceberg.DataFile) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	for _, df := range files {
+		delete(s.staged, pathKey(df.FilePath()))
+	}
+}
+
+// forgetStaged drops a staged flush that will not be committed; its files
+// become orphans.
+func (s *Sink) forgetStaged(st *staged) {
+	for _, t := range st.tables {
+		s.unmarkStaged(t.files)
+	}
+}
+
+// isStaged reports whether path is a staged, uncommitted data file.
+func (s *Sink) isStaged(path string) bool {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	_, ok := s.staged[pathKey(path)]
+	return ok
+}
+
+// pathKey is a file location without its scheme, so that "file:///a/b",
+// "file:/a/b" and "/a/b" (orphan cleanup hands out either) compare equal.
+func pathKey(p string) string {
+	if u, err := url.Parse(p); err == nil && u.Scheme != "" {
+		return u.Host + u.Path
+	}
+	return p
+}
