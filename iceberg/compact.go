@@ -107,6 +107,12 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 			g.Tasks = g.Tasks[n:]
 		}
 	}
+	if hook := s.cfg.BeforeRewriteCommit; hook != nil {
+		if err := hook(name); err != nil {
+			cleanup()
+			return res, fmt.Errorf("before rewrite commit hook: %w", err)
+		}
+	}
 	if err := s.commitRewrite(ctx, name, results); err != nil {
 		cleanup()
 		return res, err

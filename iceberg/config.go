@@ -140,6 +140,10 @@ type Config struct {
 	// before each table's rows are written and committed; an error it
 	// returns fails the Commit at that table (fault injection in tests).
 	BeforeTableCommit func(table string) error
+	// BeforeRewriteCommit, when set, is called with the table name after a
+	// compaction has written its files and before it commits them; an
+	// error abandons the compaction (fault injection in tests).
+	BeforeRewriteCommit func(table string) error
 }
 
 // withDefaults returns cfg with every default filled in.

@@ -16,24 +16,6 @@ import (
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// TableHealth is one table's size and its last maintenance.
-type TableHealth struct {
-	Name          string    `json:"name"` // the Iceberg table name (sanitised)
-	Snapshots     int       `json:"snapshots"`
-	DataFiles     int64     `json:"data_files"`
-	Manifests     int       `json:"manifests"`
-	MetadataBytes int64     `json:"metadata_bytes"` // current metadata file, manifest list and manifests
-	LastRun       time.Time `json:"last_run"`
-	LastDuration  time.Duration
-	// What the last run did.
-	ExpiredSnapshots int    `json:"expired_snapshots"`
-	FilesCompacted   int    `json:"files_compacted"` // data files replaced by compaction
-	FilesWritten     int    `json:"files_written"`   // data files compaction wrote
-	OrphansRemoved   int    `json:"orphans_removed"`
-	LastError        string `json:"last_error,omitempty"`
-	lastOrphanRun    time.Time
-}
-
 // MaintenanceTotals are counters over the sink's life.
 type MaintenanceTotals struct {
 	Runs, Failures         int64
@@ -50,22 +32,27 @@ type MaintenanceTotals struct {
 // maintState holds the results of maintenance, for status and metrics.
 type maintState struct {
 	mu     sync.Mutex
-	tables map[string]*TableHealth
+	tables map[string]*tableState
 	totals MaintenanceTotals
 }
 
-func (m *maintState) init() { m.tables = make(map[string]*TableHealth) }
+type tableState struct {
+	sink.TableHealth
+	lastOrphanRun time.Time
+}
+
+func (m *maintState) init() { m.tables = make(map[string]*tableState) }
 
 // Health returns the last known health of every table maintained so far,
 // sorted by name.
-func (s *Sink) Health() []TableHealth {
+func (s *Sink) Health() []sink.TableHealth {
 	s.maint.mu.Lock()
 	defer s.maint.mu.Unlock()
-	out := make([]TableHealth, 0, len(s.maint.tables))
+	out := make([]sink.TableHealth, 0, len(s.maint.tables))
 	for _, h := range s.maint.tables {
-		out = append(out, *h)
+		out = append(out, h.TableHealth)
 	}
-	slices.SortFunc(out, func(a, b TableHealth) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b sink.TableHealth) int { return strings.Compare(a.Name, b.Name) })
 	return out
 }
 
@@ -127,7 +114,7 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	start := time.Now()
 	h := s.healthOf(name)
 	var (
-		run  TableHealth
+		run  sink.TableHealth
 		errs []error
 	)
 	if n, err := s.expireSnapshots(ctx, name); err != nil {
@@ -201,13 +188,13 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	return nil
 }
 
-func (s *Sink) healthOf(name string) TableHealth {
+func (s *Sink) healthOf(name string) tableState {
 	san := sink.SanitizeName(name) // idempotent on sanitised names
 	s.maint.mu.Lock()
 	defer s.maint.mu.Unlock()
 	h, ok := s.maint.tables[san]
 	if !ok {
-		h = &TableHealth{Name: san}
+		h = &tableState{TableHealth: sink.TableHealth{Name: san}}
 		s.maint.tables[san] = h
 	}
 	return *h
@@ -295,8 +282,8 @@ func (s *Sink) removeOrphans(ctx context.Context, name string) (int, error) {
 // measure reads a table's size: snapshots, live data files, manifests of the
 // current snapshot, and the bytes of the metadata a commit reads and
 // rewrites.
-func (s *Sink) measure(ctx context.Context, name string) (TableHealth, error) {
-	var h TableHealth
+func (s *Sink) measure(ctx context.Context, name string) (sink.TableHealth, error) {
+	var h sink.TableHealth
 	tbl, err := s.LoadTable(ctx, name)
 	if err != nil {
 		return h, err

@@ -37,7 +37,7 @@ func maintain(t *testing.T, s *Sink, opts MaintainOptions) {
 	}
 }
 
-func healthOf(t *testing.T, s *Sink, name string) TableHealth {
+func healthOf(t *testing.T, s *Sink, name string) sink.TableHealth {
 	t.Helper()
 	h, err := s.measure(context.Background(), name)
 	if err != nil {

@@ -49,11 +49,10 @@ const (
 // MaintenanceConfig configures the online maintenance that keeps a table's
 // commit cost independent of its age: manifest merging on commit, snapshot
 // expiry, metadata file cleanup, small-file compaction and orphan cleanup.
-// Zero fields take the defaults above.
+// Zero fields take the defaults above. The background loop is
+// Sink.RunMaintenance; without it, manifest merging and metadata cleanup
+// still apply on every commit (they are table properties).
 type MaintenanceConfig struct {
-	// Disabled turns the background maintenance loop off. Manifest merging
-	// and metadata cleanup are table properties and still apply on commit.
-	Disabled bool
 	// Interval is how often each table is checked for expiry and
 	// compaction.
 	Interval time.Duration
@@ -116,9 +115,10 @@ func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
 		return m, fmt.Errorf("iceberg: compaction minimum files (%d) must be at least 2", m.CompactMinFiles)
 	case m.CompactSmallFileBytes < 1:
 		return m, fmt.Errorf("iceberg: compaction small-file size (%d) must be positive", m.CompactSmallFileBytes)
-	case m.OrphanAge < time.Minute:
-		// A younger file may belong to a commit in progress.
-		return m, fmt.Errorf("iceberg: orphan age %v is below the 1 minute minimum", m.OrphanAge)
+	case m.OrphanAge < time.Second:
+		// A younger file may belong to a commit in progress (in practice
+		// keep it well above the longest commit, outages included).
+		return m, fmt.Errorf("iceberg: orphan age %v is below the 1 s minimum", m.OrphanAge)
 	case m.OrphanInterval < 0:
 		return m, fmt.Errorf("iceberg: orphan cleanup interval %v must be positive", m.OrphanInterval)
 	}

@@ -72,7 +72,10 @@ type Sink struct {
 	maint maintState // last maintenance per table, and its counters
 }
 
-var _ sink.Stager = (*Sink)(nil)
+var (
+	_ sink.Stager         = (*Sink)(nil)
+	_ sink.HealthReporter = (*Sink)(nil)
+)
 
 // Open opens the catalog described by cfg and makes sure the namespace
 // exists.

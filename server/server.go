@@ -369,6 +369,10 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 	if s.recovery.active {
 		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight) + len(s.staged))
 	}
+	st.Staged = &lakehousev1.StagedStats{BatchCount: uint64(len(s.staged)), Bytes: uint64(s.stagedBytes)}
+	for _, b := range s.staged {
+		st.Staged.EntryCount += uint64(b.entries)
+	}
 	ids := make([]string, 0, len(s.sources))
 	for id := range s.sources {
 		ids = append(ids, id)
@@ -387,6 +391,7 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 		})
 	}
 	s.mu.Unlock()
+	st.Tables = s.tableStatus()
 	// Lock order is source then server, so source fields are read after
 	// releasing s.mu.
 	for i, src := range srcs {
@@ -403,6 +408,32 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 		}
 	}
 	return st
+}
+
+// tableStatus reports the sink's tables, when it maintains them.
+func (s *Server) tableStatus() []*lakehousev1.TableStatus {
+	hr, ok := s.sink.(sink.HealthReporter)
+	if !ok {
+		return nil
+	}
+	var out []*lakehousev1.TableStatus
+	for _, h := range hr.Health() {
+		out = append(out, &lakehousev1.TableStatus{
+			Name:                      h.Name,
+			Snapshots:                 uint32(h.Snapshots),
+			DataFiles:                 uint64(h.DataFiles),
+			Manifests:                 uint32(h.Manifests),
+			MetadataBytes:             uint64(h.MetadataBytes),
+			LastMaintenanceTimeMs:     unixMs(h.LastRun),
+			LastMaintenanceDurationMs: h.LastDuration.Milliseconds(),
+			ExpiredSnapshots:          uint32(h.ExpiredSnapshots),
+			FilesCompacted:            uint32(h.FilesCompacted),
+			FilesWritten:              uint32(h.FilesWritten),
+			OrphansRemoved:            uint32(h.OrphansRemoved),
+			LastError:                 h.LastError,
+		})
+	}
+	return out
 }
 
 func (s *Server) stateLocked() lakehousev1.ParentState {

@@ -127,3 +127,25 @@ type CommitInfo struct {
 	ID     uint64 // the server's commit counter
 	Reason string // the trigger, for example "scheduled"
 }
+
+// TableHealth is a table's size and its last maintenance pass.
+type TableHealth struct {
+	Name          string // the table name in the sink (sanitised)
+	Snapshots     int
+	DataFiles     int64
+	Manifests     int
+	MetadataBytes int64 // current metadata file, manifest list and manifests
+
+	LastRun          time.Time // zero: no maintenance yet
+	LastDuration     time.Duration
+	ExpiredSnapshots int    // snapshots the last pass expired
+	FilesCompacted   int    // data files compaction replaced
+	FilesWritten     int    // data files compaction wrote
+	OrphansRemoved   int    // unreferenced files removed
+	LastError        string // "" when the last pass succeeded
+}
+
+// HealthReporter is a Sink that maintains its tables and reports on them.
+type HealthReporter interface {
+	Health() []TableHealth
+}

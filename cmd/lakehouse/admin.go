@@ -84,11 +84,12 @@ func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// openForRead opens the Iceberg sink of a data directory for scan and tables.
-func openForRead(ctx context.Context, name string, args []string, stderr io.Writer, extra func(*flag.FlagSet)) (*iceberg.Sink, *flag.FlagSet, error) {
+// openForRead opens the Iceberg sink of a data directory for scan, tables
+// and maintain; maint, when set, is the maintenance configuration.
+func openForRead(ctx context.Context, name string, args []string, stderr io.Writer, extra func(*flag.FlagSet), maint *maintFlags) (*iceberg.Sink, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	var sf sinkFlags
+	sf := sinkFlags{maint: maint}
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
 	sf.register(fs)
 	if extra != nil {
@@ -113,7 +114,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
 		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}
@@ -157,7 +158,7 @@ func runTables(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	var asJSON bool
 	s, _, err := openForRead(ctx, "tables", args, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
-	})
+	}, nil)
 	if err != nil {
 		return err
 	}

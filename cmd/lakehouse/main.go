@@ -8,6 +8,7 @@
 //	lakehouse bench     load a server with workload W1
 //	lakehouse scan      print rows of an Iceberg table
 //	lakehouse tables    list Iceberg tables
+//	lakehouse maintain  run one table maintenance pass (expiry, compaction, orphan cleanup)
 //
 // Every flag can also be set through the environment: --data-dir is
 // LAKEHOUSE_DATA_DIR, --grpc-addr is LAKEHOUSE_GRPC_ADDR, and so on; a flag
@@ -34,14 +35,15 @@ type command struct {
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":  {"run the aggregator with its embedded defaults", runServe},
-		"bridge": {"run the WebSocket bridge alone in front of a remote server", runBridge},
-		"status": {"print a server's status as JSON", runStatus},
-		"flush":  {"ask a server to flush now", runFlush},
-		"send":   {"stream JSON-lines entries from stdin or a file", runSend},
-		"bench":  {"load a server with workload W1 and report throughput and latency", runBenchCmd},
-		"scan":   {"print rows of an Iceberg table", runScan},
-		"tables": {"list Iceberg tables with row and snapshot counts", runTables},
+		"serve":    {"run the aggregator with its embedded defaults", runServe},
+		"bridge":   {"run the WebSocket bridge alone in front of a remote server", runBridge},
+		"status":   {"print a server's status as JSON", runStatus},
+		"flush":    {"ask a server to flush now", runFlush},
+		"send":     {"stream JSON-lines entries from stdin or a file", runSend},
+		"bench":    {"load a server with workload W1 and report throughput and latency", runBenchCmd},
+		"scan":     {"print rows of an Iceberg table", runScan},
+		"tables":   {"list Iceberg tables with row and snapshot counts", runTables},
+		"maintain": {"run one table maintenance pass: expire snapshots, compact, remove orphans", runMaintain},
 	}
 }
 

@@ -48,6 +48,7 @@ type sinkFlags struct {
 	namespace  string
 	fileSize   int64
 	props      string
+	maint      *maintFlags // serve and maintain only
 }
 
 func (f *sinkFlags) register(fs *flag.FlagSet) {
@@ -73,7 +74,12 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 			props[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
+	var mc iceberg.MaintenanceConfig
+	if f.maint != nil {
+		mc = f.maint.cfg
+	}
 	return iceberg.Config{
+		Maintenance:         mc,
 		DataDir:             dataDir,
 		CatalogType:         f.catalog,
 		CatalogURI:          f.catalogURI,
@@ -94,7 +100,11 @@ func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
-		cfg.BeforeTableCommit, err = exitBeforeTableCommit(log)
+		cfg.BeforeTableCommit, err = exitBefore(log, exitFaultEnv, "Iceberg table commit")
+		if err != nil {
+			return nil, err
+		}
+		cfg.BeforeRewriteCommit, err = exitBefore(log, exitCompactionFaultEnv, "compaction commit")
 		if err != nil {
 			return nil, err
 		}
@@ -111,20 +121,26 @@ func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) 
 // commits of one flush.
 const exitFaultEnv = "LAKEHOUSE_TEST_EXIT_BEFORE_TABLE_COMMIT"
 
-func exitBeforeTableCommit(log *slog.Logger) (func(string) error, error) {
-	v := os.Getenv(exitFaultEnv)
+// exitCompactionFaultEnv is the same for the N-th compaction commit: the
+// process exits after the compaction wrote its files, before it commits them.
+const exitCompactionFaultEnv = "LAKEHOUSE_TEST_EXIT_BEFORE_COMPACTION_COMMIT"
+
+// exitBefore returns the hook of the fault injection named by env, or nil
+// when env is not set.
+func exitBefore(log *slog.Logger, env, what string) (func(string) error, error) {
+	v := os.Getenv(env)
 	if v == "" {
 		return nil, nil
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 1 {
-		return nil, fmt.Errorf("%s=%q: want a positive number", exitFaultEnv, v)
+		return nil, fmt.Errorf("%s=%q: want a positive number", env, v)
 	}
-	log.Warn("fault injection on: exiting before an Iceberg table commit", "env", exitFaultEnv, "commit", n)
+	log.Warn("fault injection on: exiting before a "+what, "env", env, "n", n)
 	var count atomic.Int64
 	return func(table string) error {
 		if count.Add(1) == int64(n) {
-			log.Warn("fault injection: exiting now", "before_table", table)
+			log.Warn("fault injection: exiting now", "before", what, "table", table)
 			os.Exit(3)
 		}
 		return nil
@@ -152,10 +168,14 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		pprofOn  = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	)
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
-	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "flush when the buffer holds this many entries")
-	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "flush when the buffer holds this many bytes")
-	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "flush when the oldest buffered batch is this old")
-	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "flush at least this often")
+	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
+	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes")
+	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", 2*time.Minute, "bound on each staging and commit; a stalled store fails the flush and the recovery loop retries")
+	noMaint := fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
+	sf.maint = &maintFlags{}
+	sf.maint.register(fs)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	sf.register(fs)
@@ -179,6 +199,16 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	defer sk.Close()
 	cfg.Sink = sk
+	if isk, ok := sk.(*iceberg.Sink); ok {
+		reg.MustRegister(isk.Collector())
+		if !*noMaint {
+			mctx, stopMaint := context.WithCancel(context.Background())
+			maintDone := make(chan struct{})
+			go func() { defer close(maintDone); isk.RunMaintenance(mctx) }()
+			// Runs before the sink is closed (defers run last first).
+			defer func() { stopMaint(); <-maintDone }()
+		}
+	}
 	srv, err := server.New(ctx, cfg)
 	if err != nil {
 		return err

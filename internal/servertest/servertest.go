@@ -123,6 +123,20 @@ func (in *Instance) Stop() {
 	in.Server = nil
 }
 
+// ShutdownWithin shuts the server down gracefully with a deadline and
+// returns Shutdown's error.
+func (in *Instance) ShutdownWithin(d time.Duration) error {
+	if in.Server == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	err := in.Server.Shutdown(ctx)
+	in.gs.Stop()
+	in.Server = nil
+	return err
+}
+
 // Crash stops the server without flushing: buffered batches stay in the
 // write-ahead log, as after kill -9 (without a torn tail).
 func (in *Instance) Crash() {

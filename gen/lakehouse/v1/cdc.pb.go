@@ -2320,7 +2320,12 @@ type ServerStatus struct {
 	// When the next scheduled flush runs, ms since the Unix epoch.
 	NextFlushTimeMs int64 `protobuf:"varint,9,opt,name=next_flush_time_ms,json=nextFlushTimeMs,proto3" json:"next_flush_time_ms,omitempty"`
 	// Server time, ms since the Unix epoch.
-	ServerTimeMs  int64 `protobuf:"varint,10,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	ServerTimeMs int64 `protobuf:"varint,10,opt,name=server_time_ms,json=serverTimeMs,proto3" json:"server_time_ms,omitempty"`
+	// Data files written ahead of the next commit (staged), not yet visible.
+	Staged *StagedStats `protobuf:"bytes,11,opt,name=staged,proto3" json:"staged,omitempty"`
+	// Health and last maintenance of each table the sink maintains, sorted
+	// by name (empty for sinks without table maintenance).
+	Tables        []*TableStatus `protobuf:"bytes,12,rep,name=tables,proto3" json:"tables,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2423,6 +2428,229 @@ func (x *ServerStatus) GetServerTimeMs() int64 {
 		return x.ServerTimeMs
 	}
 	return 0
+}
+
+func (x *ServerStatus) GetStaged() *StagedStats {
+	if x != nil {
+		return x.Staged
+	}
+	return nil
+}
+
+func (x *ServerStatus) GetTables() []*TableStatus {
+	if x != nil {
+		return x.Tables
+	}
+	return nil
+}
+
+// Batches whose data files are written and wait for the next commit.
+type StagedStats struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Batches staged.
+	BatchCount uint64 `protobuf:"varint,1,opt,name=batch_count,json=batchCount,proto3" json:"batch_count,omitempty"`
+	// Entries in those batches.
+	EntryCount uint64 `protobuf:"varint,2,opt,name=entry_count,json=entryCount,proto3" json:"entry_count,omitempty"`
+	// Bytes of the data files written for them.
+	Bytes         uint64 `protobuf:"varint,3,opt,name=bytes,proto3" json:"bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *StagedStats) Reset() {
+	*x = StagedStats{}
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *StagedStats) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*StagedStats) ProtoMessage() {}
+
+func (x *StagedStats) ProtoReflect() protoreflect.Message {
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use StagedStats.ProtoReflect.Descriptor instead.
+func (*StagedStats) Descriptor() ([]byte, []int) {
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *StagedStats) GetBatchCount() uint64 {
+	if x != nil {
+		return x.BatchCount
+	}
+	return 0
+}
+
+func (x *StagedStats) GetEntryCount() uint64 {
+	if x != nil {
+		return x.EntryCount
+	}
+	return 0
+}
+
+func (x *StagedStats) GetBytes() uint64 {
+	if x != nil {
+		return x.Bytes
+	}
+	return 0
+}
+
+// A table's size and its last maintenance pass.
+type TableStatus struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The Iceberg table name (sanitised).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Snapshots kept in the table's metadata.
+	Snapshots uint32 `protobuf:"varint,2,opt,name=snapshots,proto3" json:"snapshots,omitempty"`
+	// Data files of the current snapshot.
+	DataFiles uint64 `protobuf:"varint,3,opt,name=data_files,json=dataFiles,proto3" json:"data_files,omitempty"`
+	// Manifests of the current snapshot.
+	Manifests uint32 `protobuf:"varint,4,opt,name=manifests,proto3" json:"manifests,omitempty"`
+	// Bytes of the current metadata file, manifest list and manifests.
+	MetadataBytes uint64 `protobuf:"varint,5,opt,name=metadata_bytes,json=metadataBytes,proto3" json:"metadata_bytes,omitempty"`
+	// When the last maintenance pass started, ms since the Unix epoch (0: none yet).
+	LastMaintenanceTimeMs int64 `protobuf:"varint,6,opt,name=last_maintenance_time_ms,json=lastMaintenanceTimeMs,proto3" json:"last_maintenance_time_ms,omitempty"`
+	// How long it took.
+	LastMaintenanceDurationMs int64 `protobuf:"varint,7,opt,name=last_maintenance_duration_ms,json=lastMaintenanceDurationMs,proto3" json:"last_maintenance_duration_ms,omitempty"`
+	// Snapshots it expired.
+	ExpiredSnapshots uint32 `protobuf:"varint,8,opt,name=expired_snapshots,json=expiredSnapshots,proto3" json:"expired_snapshots,omitempty"`
+	// Data files compaction replaced.
+	FilesCompacted uint32 `protobuf:"varint,9,opt,name=files_compacted,json=filesCompacted,proto3" json:"files_compacted,omitempty"`
+	// Data files compaction wrote.
+	FilesWritten uint32 `protobuf:"varint,10,opt,name=files_written,json=filesWritten,proto3" json:"files_written,omitempty"`
+	// Unreferenced files it removed.
+	OrphansRemoved uint32 `protobuf:"varint,11,opt,name=orphans_removed,json=orphansRemoved,proto3" json:"orphans_removed,omitempty"`
+	// Its error, if it failed ("" otherwise).
+	LastError     string `protobuf:"bytes,12,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TableStatus) Reset() {
+	*x = TableStatus{}
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TableStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TableStatus) ProtoMessage() {}
+
+func (x *TableStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
+func (*TableStatus) Descriptor() ([]byte, []int) {
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *TableStatus) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *TableStatus) GetSnapshots() uint32 {
+	if x != nil {
+		return x.Snapshots
+	}
+	return 0
+}
+
+func (x *TableStatus) GetDataFiles() uint64 {
+	if x != nil {
+		return x.DataFiles
+	}
+	return 0
+}
+
+func (x *TableStatus) GetManifests() uint32 {
+	if x != nil {
+		return x.Manifests
+	}
+	return 0
+}
+
+func (x *TableStatus) GetMetadataBytes() uint64 {
+	if x != nil {
+		return x.MetadataBytes
+	}
+	return 0
+}
+
+func (x *TableStatus) GetLastMaintenanceTimeMs() int64 {
+	if x != nil {
+		return x.LastMaintenanceTimeMs
+	}
+	return 0
+}
+
+func (x *TableStatus) GetLastMaintenanceDurationMs() int64 {
+	if x != nil {
+		return x.LastMaintenanceDurationMs
+	}
+	return 0
+}
+
+func (x *TableStatus) GetExpiredSnapshots() uint32 {
+	if x != nil {
+		return x.ExpiredSnapshots
+	}
+	return 0
+}
+
+func (x *TableStatus) GetFilesCompacted() uint32 {
+	if x != nil {
+		return x.FilesCompacted
+	}
+	return 0
+}
+
+func (x *TableStatus) GetFilesWritten() uint32 {
+	if x != nil {
+		return x.FilesWritten
+	}
+	return 0
+}
+
+func (x *TableStatus) GetOrphansRemoved() uint32 {
+	if x != nil {
+		return x.OrphansRemoved
+	}
+	return 0
+}
+
+func (x *TableStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
 }
 
 var File_lakehouse_v1_cdc_proto protoreflect.FileDescriptor
@@ -2566,7 +2794,7 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x10entries_received\x18\b \x01(\x04R\x0fentriesReceived\x12)\n" +
 	"\x11last_seen_time_ms\x18\t \x01(\x03R\x0elastSeenTimeMs\x12?\n" +
 	"\rsequence_mode\x18\n" +
-	" \x01(\x0e2\x1a.lakehouse.v1.SequenceModeR\fsequenceMode\"\xf3\x03\n" +
+	" \x01(\x0e2\x1a.lakehouse.v1.SequenceModeR\fsequenceMode\"\xd9\x04\n" +
 	"\fServerStatus\x12/\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x19.lakehouse.v1.ParentStateR\x05state\x121\n" +
 	"\x06buffer\x18\x02 \x01(\v2\x19.lakehouse.v1.BufferStatsR\x06buffer\x12+\n" +
@@ -2579,7 +2807,31 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x12last_flush_time_ms\x18\b \x01(\x03R\x0flastFlushTimeMs\x12+\n" +
 	"\x12next_flush_time_ms\x18\t \x01(\x03R\x0fnextFlushTimeMs\x12$\n" +
 	"\x0eserver_time_ms\x18\n" +
-	" \x01(\x03R\fserverTimeMs*h\n" +
+	" \x01(\x03R\fserverTimeMs\x121\n" +
+	"\x06staged\x18\v \x01(\v2\x19.lakehouse.v1.StagedStatsR\x06staged\x121\n" +
+	"\x06tables\x18\f \x03(\v2\x19.lakehouse.v1.TableStatusR\x06tables\"e\n" +
+	"\vStagedStats\x12\x1f\n" +
+	"\vbatch_count\x18\x01 \x01(\x04R\n" +
+	"batchCount\x12\x1f\n" +
+	"\ventry_count\x18\x02 \x01(\x04R\n" +
+	"entryCount\x12\x14\n" +
+	"\x05bytes\x18\x03 \x01(\x04R\x05bytes\"\xe0\x03\n" +
+	"\vTableStatus\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
+	"\tsnapshots\x18\x02 \x01(\rR\tsnapshots\x12\x1d\n" +
+	"\n" +
+	"data_files\x18\x03 \x01(\x04R\tdataFiles\x12\x1c\n" +
+	"\tmanifests\x18\x04 \x01(\rR\tmanifests\x12%\n" +
+	"\x0emetadata_bytes\x18\x05 \x01(\x04R\rmetadataBytes\x127\n" +
+	"\x18last_maintenance_time_ms\x18\x06 \x01(\x03R\x15lastMaintenanceTimeMs\x12?\n" +
+	"\x1clast_maintenance_duration_ms\x18\a \x01(\x03R\x19lastMaintenanceDurationMs\x12+\n" +
+	"\x11expired_snapshots\x18\b \x01(\rR\x10expiredSnapshots\x12'\n" +
+	"\x0ffiles_compacted\x18\t \x01(\rR\x0efilesCompacted\x12#\n" +
+	"\rfiles_written\x18\n" +
+	" \x01(\rR\ffilesWritten\x12'\n" +
+	"\x0forphans_removed\x18\v \x01(\rR\x0eorphansRemoved\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\f \x01(\tR\tlastError*h\n" +
 	"\tOperation\x12\x19\n" +
 	"\x15OPERATION_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10OPERATION_INSERT\x10\x01\x12\x14\n" +
@@ -2640,7 +2892,7 @@ func file_lakehouse_v1_cdc_proto_rawDescGZIP() []byte {
 }
 
 var file_lakehouse_v1_cdc_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
-var file_lakehouse_v1_cdc_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_lakehouse_v1_cdc_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(Operation)(0),            // 0: lakehouse.v1.Operation
 	(AckStatus)(0),            // 1: lakehouse.v1.AckStatus
@@ -2671,6 +2923,8 @@ var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(*RecoveryStatus)(nil),    // 26: lakehouse.v1.RecoveryStatus
 	(*SourceStatus)(nil),      // 27: lakehouse.v1.SourceStatus
 	(*ServerStatus)(nil),      // 28: lakehouse.v1.ServerStatus
+	(*StagedStats)(nil),       // 29: lakehouse.v1.StagedStats
+	(*TableStatus)(nil),       // 30: lakehouse.v1.TableStatus
 }
 var file_lakehouse_v1_cdc_proto_depIdxs = []int32{
 	8,  // 0: lakehouse.v1.StreamRequest.connect:type_name -> lakehouse.v1.ConnectRequest
@@ -2702,17 +2956,19 @@ var file_lakehouse_v1_cdc_proto_depIdxs = []int32{
 	25, // 26: lakehouse.v1.ServerStatus.wal:type_name -> lakehouse.v1.WALStats
 	26, // 27: lakehouse.v1.ServerStatus.recovery:type_name -> lakehouse.v1.RecoveryStatus
 	20, // 28: lakehouse.v1.ServerStatus.last_flush:type_name -> lakehouse.v1.FlushResult
-	6,  // 29: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
-	19, // 30: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
-	22, // 31: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
-	7,  // 32: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
-	21, // 33: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
-	23, // 34: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
-	32, // [32:35] is the sub-list for method output_type
-	29, // [29:32] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	29, // 29: lakehouse.v1.ServerStatus.staged:type_name -> lakehouse.v1.StagedStats
+	30, // 30: lakehouse.v1.ServerStatus.tables:type_name -> lakehouse.v1.TableStatus
+	6,  // 31: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
+	19, // 32: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
+	22, // 33: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
+	7,  // 34: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
+	21, // 35: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
+	23, // 36: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
+	34, // [34:37] is the sub-list for method output_type
+	31, // [31:34] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_lakehouse_v1_cdc_proto_init() }
@@ -2741,7 +2997,7 @@ func file_lakehouse_v1_cdc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lakehouse_v1_cdc_proto_rawDesc), len(file_lakehouse_v1_cdc_proto_rawDesc)),
 			NumEnums:      6,
-			NumMessages:   23,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
