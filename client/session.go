@@ -14,6 +14,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/rpcstatus"
 )
 
 type cdcStream = grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
@@ -21,16 +22,11 @@ type cdcStream = grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1
 // errStopped ends a session on Close.
 var errStopped = errors.New("client: stopped")
 
-// permanent reports whether a stream error will not go away by reconnecting.
+// permanent reports whether a stream error will not go away by reconnecting:
+// fencing, or a permanent gRPC status (the list shared with the WebSocket
+// bridge, internal/rpcstatus).
 func permanent(err error) bool {
-	if errors.Is(err, ErrFenced) {
-		return true
-	}
-	switch status.Code(err) {
-	case codes.Unauthenticated, codes.PermissionDenied, codes.Unimplemented, codes.InvalidArgument:
-		return true
-	}
-	return false
+	return errors.Is(err, ErrFenced) || rpcstatus.Permanent(err)
 }
 
 func (c *Client) backoff(n int, base time.Duration) time.Duration {
