@@ -703,7 +703,7 @@ func TestBufferedAckSlowsDown(t *testing.T) {
 		m := 0
 		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {
 			c.mu.Lock()
-			m = max(m, c.inflightLocked())
+			m = max(m, c.q.sent())
 			c.mu.Unlock()
 		}
 		return m

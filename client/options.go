@@ -65,7 +65,6 @@ type config struct {
 	retryMultiplier      float64
 	maxRetryDelay        time.Duration
 	ackTimeout           time.Duration
-	autoReconnect        bool
 	reconnectDelay       time.Duration
 	maxReconnectAttempts int
 	heartbeatInterval    time.Duration
@@ -95,13 +94,30 @@ func defaultConfig() config {
 		retryMultiplier:      DefaultRetryMultiplier,
 		maxRetryDelay:        DefaultMaxRetryDelay,
 		ackTimeout:           DefaultAckTimeout,
-		autoReconnect:        true,
 		reconnectDelay:       DefaultReconnectDelay,
 		maxReconnectAttempts: DefaultMaxReconnectAttempts,
 		heartbeatInterval:    DefaultHeartbeatInterval,
 		maxPending:           DefaultMaxPendingBatches,
 		mode:                 ModeBinary,
 	}
+}
+
+// newConfig applies opts to the defaults.
+func newConfig(opts []Option) (config, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.clock == nil {
+		cfg.clock = SystemClock()
+	}
+	if cfg.breaker.Clock == nil {
+		cfg.breaker.Clock = cfg.clock
+	}
+	return cfg, nil
 }
 
 // Option configures a Client.
@@ -187,7 +203,6 @@ func WithReconnect(delay time.Duration, maxAttempts int) Option {
 		}
 		if maxAttempts >= 0 {
 			c.maxReconnectAttempts = maxAttempts
-			c.autoReconnect = maxAttempts > 0
 		}
 	}
 }
