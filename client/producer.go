@@ -181,7 +181,7 @@ func (c *Client) sealLocked() {
 }
 
 func (c *Client) pushLocked(entries []Entry, nbytes int) *batch {
-	b := c.q.push(entries, nbytes, time.Now())
+	b := c.q.push(entries, nbytes, c.clock.Now())
 	c.broadcastLocked()
 	c.wakeWriter()
 	return b

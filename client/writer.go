@@ -79,7 +79,7 @@ func (c *Client) writeLoop(stream cdcStream, readerDone <-chan struct{}, readerE
 		if item == nil && !nextHB.IsZero() {
 			if !now.Before(nextHB) {
 				req = &lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Heartbeat{Heartbeat: &lakehousev1.Heartbeat{
-					TimestampMs: time.Now().UnixMilli(), PendingEntries: uint64(c.q.entries),
+					TimestampMs: now.UnixMilli(), PendingEntries: uint64(c.q.entries),
 				}}}
 				c.st.heartbeats++
 				nextHB = now.Add(c.cfg.heartbeatInterval)
