@@ -36,6 +36,7 @@ type Client struct {
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
 	runDone  chan struct{}
+	stopCh   chan struct{} // closed when Close has drained: stop reconnecting
 	wake     chan struct{} // wakes the writer
 	sealWake chan struct{} // wakes the sealer
 
@@ -124,6 +125,7 @@ func newClient(conn grpc.ClientConnInterface, sourceID string, cfg config) (*Cli
 		log:      cfg.logger.With("source", sourceID),
 		clock:    cfg.clock,
 		runDone:  make(chan struct{}),
+		stopCh:   make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		sealWake: make(chan struct{}, 1),
 		changed:  make(chan struct{}),
@@ -196,6 +198,7 @@ func (c *Client) Close(ctx context.Context) error {
 
 	c.mu.Lock()
 	c.stopping = true
+	close(c.stopCh)
 	c.mu.Unlock()
 	c.wakeWriter()
 	select {

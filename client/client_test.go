@@ -682,6 +682,27 @@ func TestReconnectAttemptsExhausted(t *testing.T) {
 	}
 }
 
+// TestCloseDoesNotWaitForReconnectDelay: Close of a client waiting to
+// reconnect returns at once, not after the reconnect delay.
+func TestCloseDoesNotWaitForReconnectDelay(t *testing.T) {
+	f := startFake(t)
+	clk := newFakeClock() // stopped: the reconnect delay never ends by itself
+	c := dialTest(t, f.Addr(), "src", WithClock(clk))
+	f.stop()
+	if !waitWall(5*time.Second, func() bool { return c.Stats().State == StateReconnecting }) {
+		t.Fatalf("state %s", c.Stats().State)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("Close took %s", el)
+	}
+}
+
 func TestNoGoroutineLeakAfterClose(t *testing.T) {
 	f := startFake(t)
 	opt := goleak.IgnoreCurrent()

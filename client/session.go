@@ -41,7 +41,8 @@ func (c *Client) backoff(n int, base time.Duration) time.Duration {
 	return min(time.Duration(d), c.cfg.maxRetryDelay)
 }
 
-// sleep waits d on the client's clock; false when the client stops.
+// sleep waits d on the client's clock; false when the client stops (Close
+// does not wait for a reconnect delay).
 func (c *Client) sleep(d time.Duration) bool {
 	if d <= 0 {
 		return c.ctx.Err() == nil
@@ -51,6 +52,8 @@ func (c *Client) sleep(d time.Duration) bool {
 	select {
 	case <-t.C():
 		return true
+	case <-c.stopCh:
+		return false
 	case <-c.ctx.Done():
 		return false
 	}
