@@ -47,6 +47,7 @@ func (c *Client) onAckLocked(a *lakehousev1.Ack, now time.Time) {
 	}
 	c.breaker.Success()
 	c.seqBounces = 0
+	c.pressure = 0
 	// BUFFERED asks to slow down: keep one batch in flight until the server
 	// acks OK again (this avoids BUFFER_FULL and its long retry delay).
 	c.slow = a.GetStatus() == lakehousev1.AckStatus_ACK_STATUS_BUFFERED
@@ -137,13 +138,12 @@ func (c *Client) onNackLocked(n *lakehousev1.Nack, now time.Time) {
 }
 
 // backpressureLocked handles BUFFER_FULL and RATE_LIMITED: they do not count
-// against b's retries, but pause sending for the server's retry delay (or
-// the first retry delay), then resume one batch at a time until an OK ack.
+// against b's retries, but pause sending for the server's retry delay, or
+// for a backoff growing with the backpressure nacks since the last ack if
+// that is longer, and then resume one batch at a time until an OK ack.
 func (c *Client) backpressureLocked(b *batch, nk Nack, now time.Time) {
-	d := nk.RetryDelay
-	if d <= 0 {
-		d = c.backoff(1, c.cfg.retryDelay)
-	}
+	c.pressure++
+	d := max(nk.RetryDelay, c.backoff(c.pressure, c.cfg.retryDelay))
 	c.q.rewind(b)
 	c.resumeAt = maxTime(c.resumeAt, now.Add(d))
 	c.slow = true
@@ -240,4 +240,22 @@ func (c *Client) giveUpAllLocked(cause error, lastReason bool) {
 		}
 		c.giveUpLocked(b, reason, cause, false)
 	}
+}
+
+// expireLocked gives up on the queued batches sealed longer than the
+// delivery timeout ago, and returns when the next queued batch expires (zero:
+// none, or no delivery timeout). It is called only while a stream is up,
+// after Connected, when a queued batch is known not to be the server's.
+func (c *Client) expireLocked(now time.Time) time.Time {
+	d := c.cfg.deliveryTimeout
+	if d <= 0 {
+		return time.Time{}
+	}
+	for _, b := range c.q.expired(now.Add(-d)) {
+		c.giveUpLocked(b, b.lastReason, fmt.Errorf("%w: not acknowledged %s after it was sealed, %d attempts", ErrDeliveryTimeout, d, b.attempts), true)
+	}
+	if b := c.q.nextQueued(); b != nil {
+		return b.sealed.Add(d)
+	}
+	return time.Time{}
 }

@@ -56,6 +56,7 @@ type Client struct {
 	// Flow control (acks.go, writer.go).
 	resumeAt   time.Time // send nothing before
 	seqBounces int       // INVALID_SEQUENCE nacks behind a batch in flight, since the last ack
+	pressure   int       // backpressure nacks without a retry delay, since the last ack
 	slow       bool      // one batch in flight at a time (BUFFERED ack or backpressure nack)
 	sessionErr error     // ends the current session (SHUTTING_DOWN)
 

@@ -58,6 +58,10 @@ const (
 	DefaultHeartbeatInterval = 30 * time.Second
 	// DefaultMaxPendingBatches bounds the batches held until acknowledged.
 	DefaultMaxPendingBatches = 100
+
+	// DefaultDeliveryTimeout is the delivery timeout: 0, none (a batch is
+	// given up on only after its retries or by Close).
+	DefaultDeliveryTimeout time.Duration = 0
 )
 
 // Limits of the options.
@@ -80,6 +84,7 @@ type config struct {
 	retryMultiplier      float64
 	maxRetryDelay        time.Duration
 	ackTimeout           time.Duration
+	deliveryTimeout      time.Duration
 	reconnectDelay       time.Duration
 	maxReconnectAttempts int
 	heartbeatInterval    time.Duration
@@ -109,6 +114,7 @@ func defaultConfig() config {
 		retryMultiplier:      DefaultRetryMultiplier,
 		maxRetryDelay:        DefaultMaxRetryDelay,
 		ackTimeout:           DefaultAckTimeout,
+		deliveryTimeout:      DefaultDeliveryTimeout,
 		reconnectDelay:       DefaultReconnectDelay,
 		maxReconnectAttempts: DefaultMaxReconnectAttempts,
 		heartbeatInterval:    DefaultHeartbeatInterval,
@@ -156,6 +162,7 @@ func (c *config) validate() error {
 		{c.retryMultiplier >= 1 && !math.IsInf(c.retryMultiplier, 0), "WithRetryBackoff (multiplier)", c.retryMultiplier, ">= 1 and finite"},
 		{c.maxRetryDelay >= c.retryDelay, "WithRetryBackoff (maxDelay)", c.maxRetryDelay, fmt.Sprintf(">= the initial delay %s", c.retryDelay)},
 		{c.ackTimeout > 0, "WithAckTimeout", c.ackTimeout, "> 0"},
+		{c.deliveryTimeout >= 0, "WithDeliveryTimeout", c.deliveryTimeout, ">= 0 (0: none)"},
 		{c.maxReconnectAttempts >= 0, "WithReconnect (maxAttempts)", c.maxReconnectAttempts, ">= 0 (0: no reconnection)"},
 		{c.reconnectDelay > 0 || c.maxReconnectAttempts == 0, "WithReconnect (delay)", c.reconnectDelay, "> 0"},
 		{c.heartbeatInterval >= 0, "WithHeartbeatInterval", c.heartbeatInterval, ">= 0 (0: no heartbeats)"},
@@ -198,14 +205,16 @@ func WithBatchTimeout(d time.Duration) Option {
 // WithMaxRetries sets how many times a batch is resent after failures
 // (INTERNAL_ERROR nacks, ack timeouts) before the client gives up on it and
 // reports a *BatchError (default 3; 0 or more). Backpressure nacks
-// (BUFFER_FULL, RATE_LIMITED) and reconnects do not count.
+// (BUFFER_FULL, RATE_LIMITED) and reconnects do not count; bound them with
+// WithDeliveryTimeout.
 func WithMaxRetries(n int) Option {
 	return func(c *config) { c.maxRetries = n }
 }
 
 // WithRetryBackoff sets the delay before the first resend, its multiplier and
 // its cap (default 100 ms, x2, 10 s; initial more than 0, multiplier at least
-// 1, cap at least initial). The cap also bounds reconnect delays.
+// 1, cap at least initial). The cap also bounds reconnect delays and the
+// backoff after backpressure nacks without a retry delay.
 func WithRetryBackoff(initial time.Duration, multiplier float64, maxDelay time.Duration) Option {
 	return func(c *config) {
 		c.retryDelay = initial
@@ -219,6 +228,16 @@ func WithRetryBackoff(initial time.Duration, multiplier float64, maxDelay time.D
 // reconnects and resends (default 30 s; more than 0).
 func WithAckTimeout(d time.Duration) Option {
 	return func(c *config) { c.ackTimeout = d }
+}
+
+// WithDeliveryTimeout bounds the time from sealing a batch to its ack: a
+// batch still waiting to be (re)sent after d is given up on and reported as
+// a *BatchError matching ErrDeliveryTimeout, whatever kept it (backpressure
+// nacks, retries, reconnects). A batch in flight is given up on only after
+// its answer or its ack timeout, so the bound is d plus the ack timeout.
+// Default 0: no delivery timeout.
+func WithDeliveryTimeout(d time.Duration) Option {
+	return func(c *config) { c.deliveryTimeout = d }
 }
 
 // WithReconnect sets the delay before the first reconnect attempt (doubling

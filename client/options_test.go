@@ -21,7 +21,7 @@ func TestDefaults(t *testing.T) {
 	if cfg.maxBatchEntries != 1000 || cfg.maxBatchBytes != 4<<20 || cfg.batchTimeout != time.Second ||
 		cfg.maxRetries != 3 || cfg.retryDelay != 100*time.Millisecond || cfg.retryMultiplier != 2 || cfg.maxRetryDelay != 10*time.Second ||
 		cfg.ackTimeout != 30*time.Second || cfg.reconnectDelay != time.Second || cfg.maxReconnectAttempts != 10 ||
-		cfg.heartbeatInterval != 30*time.Second || cfg.maxPending != 100 || cfg.mode != ModeBinary {
+		cfg.heartbeatInterval != 30*time.Second || cfg.maxPending != 100 || cfg.deliveryTimeout != 0 || cfg.mode != ModeBinary {
 		t.Fatalf("defaults %+v", cfg)
 	}
 	b := NewCircuitBreaker(cfg.breaker)
@@ -47,6 +47,7 @@ func TestOptionsValidated(t *testing.T) {
 		{WithRetryBackoff(time.Millisecond, 0.5, time.Second), "WithRetryBackoff (multiplier)"},
 		{WithRetryBackoff(time.Second, 2, time.Millisecond), "WithRetryBackoff (maxDelay)"},
 		{WithAckTimeout(-time.Second), "WithAckTimeout"},
+		{WithDeliveryTimeout(-time.Second), "WithDeliveryTimeout"},
 		{WithReconnect(time.Second, -1), "WithReconnect (maxAttempts)"},
 		{WithReconnect(0, 3), "WithReconnect (delay)"},
 		{WithHeartbeatInterval(-time.Second), "WithHeartbeatInterval"},
@@ -75,7 +76,7 @@ func TestOptionsValidated(t *testing.T) {
 	}
 	// Edge values that are valid.
 	for _, opt := range []Option{
-		WithMaxRetries(0), WithReconnect(0, 0), WithHeartbeatInterval(0),
+		WithMaxRetries(0), WithReconnect(0, 0), WithHeartbeatInterval(0), WithDeliveryTimeout(0),
 		WithRetryBackoff(time.Second, 1, time.Second), WithMaxBatchBytes(MaxBatchBytesLimit), WithMaxPendingBatches(1),
 		WithClock(nil), WithBreaker(BreakerConfig{}),
 	} {

@@ -51,8 +51,9 @@ type batch struct {
 	id         uint64 // client-wide, in seal order; part of the correlation id
 	seq        uint64 // batch number; 0 until first sent (or after a renumbering)
 	entries    []Entry
-	nbytes     int   // sum of the entries' encoded sizes
-	ts         int64 // ms since the Unix epoch, when sealed (the batch timestamp)
+	nbytes     int       // sum of the entries' encoded sizes
+	ts         int64     // ms since the Unix epoch, when sealed (the batch timestamp)
+	sealed     time.Time // when sealed, for the delivery timeout
 	state      batchState
 	tx         uint64 // current transmission (queue-wide counter), in the correlation id
 	attempts   int    // transmissions
@@ -122,6 +123,7 @@ func (q *queue) push(entries []Entry, nbytes int, now time.Time) *batch {
 		entries: entries,
 		nbytes:  nbytes,
 		ts:      now.UnixMilli(),
+		sealed:  now,
 		done:    make(chan struct{}),
 	}
 	q.nextID++
@@ -368,6 +370,18 @@ func (q *queue) resync(last uint64) resyncResult {
 		q.nextSeq = last + 1
 	}
 	return r
+}
+
+// expired returns the queued batches sealed at or before deadline, oldest
+// first.
+func (q *queue) expired(deadline time.Time) []*batch {
+	var out []*batch
+	for _, b := range q.batches {
+		if b.state == stQueued && !b.sealed.After(deadline) {
+			out = append(out, b)
+		}
+	}
+	return out
 }
 
 // ackedThrough reports whether every batch held with an id up to id is acked.

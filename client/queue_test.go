@@ -247,16 +247,23 @@ func TestQueueAckAndPersist(t *testing.T) {
 	}
 }
 
-func TestQueueCapacity(t *testing.T) {
+func TestQueueCapacityAndExpiry(t *testing.T) {
 	q := newQueue(2, false)
 	q.resync(0)
-	bs := pushN(q, 2)
+	bs := pushN(q, 2) // sealed at t0 and t0+1ms
 	if q.hasRoom() || q.lastID() != 2 || q.entries != 2 {
 		t.Fatal("capacity")
 	}
 	q.transmit(bs[0], t0)
+	if got := q.expired(t0.Add(time.Millisecond)); len(got) != 1 || got[0] != bs[1] {
+		t.Fatalf("expired (sent batches excluded): %v", got)
+	}
+	q.requeueSent()
+	if got := q.expired(t0); len(got) != 1 || got[0] != bs[0] {
+		t.Fatalf("expired: %v", got)
+	}
 	q.ack(bs[0], ackOK)
-	if !q.hasRoom() || q.entries != 1 {
+	if !q.hasRoom() {
 		t.Fatal("no room after an ack")
 	}
 }

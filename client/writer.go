@@ -21,7 +21,7 @@ type sendItem struct {
 }
 
 // writeLoop is the only sender on the stream. Each turn it checks the ack
-// timeout of the oldest batch in flight, then sends
+// timeout of the oldest batch in flight and the delivery timeouts, then sends
 // the next queued batch (unless flow control or the circuit breaker holds
 // it back) or a heartbeat, or waits for the next event.
 func (c *Client) writeLoop(stream cdcStream, readerDone <-chan struct{}, readerErr *error) error {
@@ -58,6 +58,9 @@ func (c *Client) writeLoop(stream cdcStream, readerDone <-chan struct{}, readerE
 				return fmt.Errorf("%w: batch %d after %s", ErrAckTimeout, b.seq, c.cfg.ackTimeout)
 			}
 			wait = min(wait, dl.Sub(now))
+		}
+		if exp := c.expireLocked(now); !exp.IsZero() {
+			wait = min(wait, exp.Sub(now))
 		}
 		if now.Before(c.resumeAt) {
 			wait = min(wait, c.resumeAt.Sub(now))
