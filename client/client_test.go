@@ -284,7 +284,10 @@ func TestPipelinedNacksAreStale(t *testing.T) {
 	if err := c.SendMany(context.Background(), testEntries(0, 50)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Batch 1 is held at the server until all five are on the wire.
+	if !waitWall(5*time.Second, func() bool { return c.Stats().BatchesSent == 5 }) {
+		t.Fatalf("stats %+v", c.Stats())
+	}
 	close(release)
 	if err := closeTest(t, c); err != nil {
 		t.Fatal(err)
