@@ -68,7 +68,11 @@ func dialTest(t testing.TB, addr, src string, opts ...Option) *Client {
 	if err != nil {
 		t.Fatalf("Dial: %v", err)
 	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+	})
 	return c
 }
 
@@ -135,16 +139,18 @@ func TestSendAndClose(t *testing.T) {
 
 func TestBatchTimeoutSendsPartialBatch(t *testing.T) {
 	f := startFake(t)
+	clk := newFakeClock()
 	var acks atomic.Int32
-	c := dialTest(t, f.Addr(), "src", OnAck(func(Ack) { acks.Add(1) }))
+	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithBatchTimeout(50*time.Millisecond), OnAck(func(Ack) { acks.Add(1) }))
 	if err := c.Send(context.Background(), testEntries(0, 1)[0]); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for acks.Load() == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
+	clk.Advance(49 * time.Millisecond)
+	if waitWall(20*time.Millisecond, func() bool { return c.Stats().BatchesSent > 0 }) {
+		t.Fatal("partial batch sent before the batch timeout")
 	}
-	if acks.Load() != 1 {
+	clk.Advance(time.Millisecond)
+	if !waitWall(5*time.Second, func() bool { return acks.Load() == 1 }) {
 		t.Fatalf("no ack after the batch timeout")
 	}
 	wantRange(t, "entries", f.entrySeqs("src"), 1, 1)
@@ -191,30 +197,35 @@ func TestNacks(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			f := startFake(t)
-			var nackedAt atomic.Int64
+			clk := newFakeClock()
+			var nackedAt, resentAt atomic.Int64 // on the fake clock
 			f.setHook(func(_ string, _ uint64, first uint64, n int) action {
 				// The batch holding entries per+1..2*per, on its first receipt.
 				if first == per+1 && n == 1 {
-					nackedAt.Store(time.Now().UnixNano())
+					nackedAt.Store(clk.Now().UnixNano())
 					return tc.act
+				}
+				if first == per+1 && n == 2 {
+					resentAt.Store(clk.Now().UnixNano())
 				}
 				return action{}
 			})
 			var mu sync.Mutex
 			var reported []error
 			var nacks []Nack
-			c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(per),
+			c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(per), WithClock(clk), WithAckTimeout(time.Minute),
 				OnError(func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }),
 				OnNack(func(n Nack) { mu.Lock(); nacks = append(nacks, n); mu.Unlock() }))
-			start := time.Now()
+			stop := drive(clk, 5*time.Millisecond)
 			if err := c.SendMany(context.Background(), testEntries(0, per*batches)); err != nil {
 				t.Fatal(err)
 			}
 			err := closeTest(t, c)
+			stop()
 			if tc.minDelay > 0 {
-				// The batch after the nacked one must not have arrived before the delay.
-				if el := time.Since(start); el < tc.minDelay {
-					t.Fatalf("finished after %s, before the retry delay %s", el, tc.minDelay)
+				// The nacked batch must not be resent before the delay.
+				if d := time.Duration(resentAt.Load() - nackedAt.Load()); d < tc.minDelay {
+					t.Fatalf("resent %s after the nack, before the retry delay %s", d, tc.minDelay)
 				}
 			}
 			st := c.Stats()
@@ -273,7 +284,10 @@ func TestPipelinedNacksAreStale(t *testing.T) {
 	if err := c.SendMany(context.Background(), testEntries(0, 50)); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// Batch 1 is held at the server until all five are on the wire.
+	if !waitWall(5*time.Second, func() bool { return c.Stats().BatchesSent == 5 }) {
+		t.Fatalf("stats %+v", c.Stats())
+	}
 	close(release)
 	if err := closeTest(t, c); err != nil {
 		t.Fatal(err)
@@ -393,18 +407,29 @@ func TestBackpressureBlocksSend(t *testing.T) {
 
 func TestCloseWaitsForAcks(t *testing.T) {
 	f := startFake(t)
-	f.ackDelay = 100 * time.Millisecond
+	f.hold = make(chan struct{})
+	hold := f.hold
 	var acked atomic.Int32
 	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10), OnAck(func(Ack) { acked.Add(1) }))
 	if err := c.SendMany(context.Background(), testEntries(0, 35)); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
-	if err := closeTest(t, c); err != nil {
+	closed := make(chan error, 1)
+	go func() { closed <- closeTest(t, c) }()
+	select {
+	case err := <-closed:
+		t.Fatalf("Close returned before the acks: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.mu.Lock()
+	f.hold = nil
+	f.mu.Unlock()
+	close(hold)
+	if err := <-closed; err != nil {
 		t.Fatal(err)
 	}
-	if acked.Load() != 4 || time.Since(start) < 300*time.Millisecond {
-		t.Fatalf("Close returned after %s with %d acks", time.Since(start), acked.Load())
+	if acked.Load() != 4 {
+		t.Fatalf("Close returned with %d acks", acked.Load())
 	}
 	if st := c.Stats(); st.PendingBatches != 0 || st.BatchesAcked != 4 {
 		t.Fatalf("stats %+v", st)
@@ -485,14 +510,41 @@ func TestFlushRPC(t *testing.T) {
 
 func TestHeartbeats(t *testing.T) {
 	f := startFake(t)
-	c := dialTest(t, f.Addr(), "src", WithHeartbeatInterval(20*time.Millisecond))
-	time.Sleep(150 * time.Millisecond)
+	clk := newFakeClock()
+	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithHeartbeatInterval(20*time.Millisecond))
+	heartbeats := func() int { _, hb, _ := f.counts(); return hb }
+	advanceUntil(t, clk, 20*time.Millisecond, func() bool { return heartbeats() >= 3 })
+	if !waitWall(5*time.Second, func() bool { return c.Stats().Pongs >= 3 }) {
+		t.Fatalf("stats %+v", c.Stats())
+	}
 	if err := closeTest(t, c); err != nil {
 		t.Fatal(err)
 	}
-	_, hb, _ := f.counts()
-	if st := c.Stats(); hb < 3 || st.Pongs < 3 {
-		t.Fatalf("%d heartbeats at the server, stats %+v", hb, st)
+}
+
+// TestTimestampsFromClock: batch and heartbeat timestamps come from the
+// injected clock, like every other time reading of the client.
+func TestTimestampsFromClock(t *testing.T) {
+	for _, mode := range []Mode{ModeBinary, ModeStructured} {
+		t.Run(mode.String(), func(t *testing.T) {
+			f := startFake(t)
+			clk := newFakeClock()
+			c := dialTest(t, f.Addr(), "src", WithClock(clk), WithMode(mode), WithHeartbeatInterval(time.Second))
+			sealed := clk.Now().UnixMilli()
+			if _, err := c.SendBatch(context.Background(), testEntries(0, 3)); err != nil {
+				t.Fatal(err)
+			}
+			advanceUntil(t, clk, time.Second, func() bool { _, hb, _ := f.counts(); return hb >= 1 })
+			f.mu.Lock()
+			batchTS, hbTS := f.batchTS, f.hbTS
+			f.mu.Unlock()
+			if len(batchTS) != 1 || batchTS[0] != sealed {
+				t.Fatalf("batch timestamps %v, want [%d]", batchTS, sealed)
+			}
+			if hbTS[0] <= sealed || hbTS[0] > clk.Now().UnixMilli() {
+				t.Fatalf("heartbeat timestamp %d, want in (%d, %d]", hbTS[0], sealed, clk.Now().UnixMilli())
+			}
+		})
 	}
 }
 
@@ -535,7 +587,8 @@ func TestBreakerOpensAndRejectsSend(t *testing.T) {
 	})
 	var changes []string
 	var mu sync.Mutex
-	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10), WithMaxRetries(100),
+	clk := newFakeClock()
+	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10), WithMaxRetries(100), WithClock(clk), WithAckTimeout(time.Minute),
 		WithRetryBackoff(time.Millisecond, 1, time.Millisecond),
 		WithBreaker(BreakerConfig{OpenTimeout: 200 * time.Millisecond, OnStateChange: func(from, to BreakerState) {
 			mu.Lock()
@@ -545,21 +598,21 @@ func TestBreakerOpensAndRejectsSend(t *testing.T) {
 	if err := c.SendMany(context.Background(), testEntries(0, 10)); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(2 * time.Second)
-	for c.Breaker().State() != BreakerOpen && time.Now().Before(deadline) {
-		time.Sleep(time.Millisecond)
-	}
+	// The clock stops once the breaker is open: it stays open.
+	advanceUntil(t, clk, time.Millisecond, func() bool { return c.Breaker().State() == BreakerOpen })
 	err := c.Send(context.Background(), testEntries(10, 1)[0])
 	if !errors.Is(err, ErrCircuitOpen) {
 		t.Fatalf("Send with the breaker open: %v", err)
 	}
 	failing.Store(false)
+	stop := drive(clk, 5*time.Millisecond)
 	if _, err := c.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if err := closeTest(t, c); err != nil {
 		t.Fatal(err)
 	}
+	stop()
 	wantRange(t, "entries", f.entrySeqs("src"), 1, 10)
 	st := c.Stats().Breaker
 	mu.Lock()
@@ -632,6 +685,27 @@ func TestReconnectAttemptsExhausted(t *testing.T) {
 	}
 }
 
+// TestCloseDoesNotWaitForReconnectDelay: Close of a client waiting to
+// reconnect returns at once, not after the reconnect delay.
+func TestCloseDoesNotWaitForReconnectDelay(t *testing.T) {
+	f := startFake(t)
+	clk := newFakeClock() // stopped: the reconnect delay never ends by itself
+	c := dialTest(t, f.Addr(), "src", WithClock(clk))
+	f.stop()
+	if !waitWall(5*time.Second, func() bool { return c.Stats().State == StateReconnecting }) {
+		t.Fatalf("state %s", c.Stats().State)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if el := time.Since(start); el > 2*time.Second {
+		t.Fatalf("Close took %s", el)
+	}
+}
+
 func TestNoGoroutineLeakAfterClose(t *testing.T) {
 	f := startFake(t)
 	opt := goleak.IgnoreCurrent()
@@ -651,11 +725,14 @@ func TestNoGoroutineLeakAfterClose(t *testing.T) {
 func TestAckTimeoutsExhaustRetries(t *testing.T) {
 	f := startFake(t)
 	f.setHook(func(_ string, _ uint64, first uint64, _ int) action { return action{ignore: first == 11} })
-	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10), WithMaxRetries(2), WithAckTimeout(100*time.Millisecond))
+	clk := newFakeClock()
+	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10), WithMaxRetries(2), WithAckTimeout(100*time.Millisecond), WithClock(clk))
 	if err := c.SendMany(context.Background(), testEntries(0, 30)); err != nil {
 		t.Fatal(err)
 	}
+	stop := drive(clk, time.Millisecond)
 	err := closeTest(t, c)
+	stop()
 	var be *BatchError
 	if !errors.As(err, &be) || !errors.Is(err, ErrAckTimeout) || be.Entries[0].Sequence != 11 || be.Attempts != 3 {
 		t.Fatalf("Close: %v", err)
@@ -703,7 +780,7 @@ func TestBufferedAckSlowsDown(t *testing.T) {
 		m := 0
 		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(time.Millisecond) {
 			c.mu.Lock()
-			m = max(m, c.inflightLocked())
+			m = max(m, c.q.sent())
 			c.mu.Unlock()
 		}
 		return m

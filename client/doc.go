@@ -13,11 +13,17 @@
 // half-open) stops the client from hammering a failing server.
 //
 // Nothing is dropped silently: a batch the client gives up on (retries
-// exhausted, INVALID_FORMAT, reconnect attempts exhausted, Close before its
-// ack) is reported as a *BatchError carrying its entries, through the OnError
-// callback and from Flush or Close.
+// exhausted, INVALID_FORMAT, delivery timeout, reconnect attempts exhausted,
+// Close before its ack) is reported as a *BatchError carrying its entries,
+// through the OnError callback and from Flush or Close.
+//
+// Options are checked: a value out of range makes Dial and New fail with an
+// error matching ErrInvalidOption that names the option.
 //
 // # Sequencing, resend and resume
+//
+// One queue owns the sealed batches: their states (queued, sent, acked,
+// persisted, failed) and their numbering.
 //
 // A batch gets its number when it is first put on the stream (the first
 // number of a client is Connected.last_sequence+1) and keeps it for every
@@ -31,7 +37,9 @@
 // queued again and resent in order. The nacks the server sends for the later
 // batches (INVALID_SEQUENCE, naming N) are recognised as answers to
 // superseded transmissions and ignored. BUFFER_FULL and RATE_LIMITED pause
-// sending for the nack's retry_delay_ms (they do not count as failures);
+// sending for the nack's retry_delay_ms, or for a backoff growing with the
+// backpressure nacks since the last ack if that is longer (they do not count
+// as failures; WithDeliveryTimeout bounds how long a batch may wait);
 // INTERNAL_ERROR and ack timeouts count against the batch's retries (3 by
 // default, backoff 100 ms x2 up to 10 s) and against the circuit breaker;
 // INVALID_FORMAT gives up at once; SHUTTING_DOWN reconnects. When the client

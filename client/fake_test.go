@@ -51,6 +51,7 @@ type fakeServer struct {
 	gen        map[string]int
 	streams    map[string]*fakeStream
 	hook       func(src string, seq uint64, firstEntry uint64, n int) action
+	refuse     error // when set, Stream ends with it after the connect
 	ackDelay   time.Duration
 	ackStatus  lakehousev1.AckStatus // status of acks (default OK)
 	hold       chan struct{}         // when set, acks wait until it is closed
@@ -58,6 +59,8 @@ type fakeServer struct {
 	heartbeats int
 	flushes    int
 	structured int
+	batchTS    []int64 // timestamp_ms of every batch received
+	hbTS       []int64 // timestamp_ms of every heartbeat received
 }
 
 type fakeStream struct {
@@ -228,6 +231,10 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 	fs := &fakeStream{stream: stream}
 	f.mu.Lock()
 	f.connects++
+	if err := f.refuse; err != nil {
+		f.mu.Unlock()
+		return err
+	}
 	f.gen[src]++
 	gen := f.gen[src]
 	f.streams[src] = fs
@@ -263,6 +270,7 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 		case *lakehousev1.StreamRequest_Heartbeat:
 			f.mu.Lock()
 			f.heartbeats++
+			f.hbTS = append(f.hbTS, k.Heartbeat.GetTimestampMs())
 			f.mu.Unlock()
 			if err := fs.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{TimestampMs: k.Heartbeat.GetTimestampMs()}}}); err != nil {
 				return err
@@ -275,6 +283,9 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 				}
 				continue
 			}
+			f.mu.Lock()
+			f.batchTS = append(f.batchTS, int64(b.Timestamp))
+			f.mu.Unlock()
 			if err := f.process(fs, src, b.Sequence, string(b.CorrelationID), b.Entries); err != nil {
 				return err
 			}
@@ -293,6 +304,7 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 			}
 			f.mu.Lock()
 			f.structured++
+			f.batchTS = append(f.batchTS, pb.GetTimestampMs())
 			f.mu.Unlock()
 			if err := f.process(fs, src, pb.GetSequenceNumber(), pb.GetCorrelationId(), es); err != nil {
 				return err

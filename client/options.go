@@ -1,10 +1,14 @@
 package client
 
 import (
+	"fmt"
 	"log/slog"
+	"math"
 	"time"
 
 	"google.golang.org/grpc"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
 )
 
 // Mode selects how batches travel on the stream.
@@ -54,6 +58,21 @@ const (
 	DefaultHeartbeatInterval = 30 * time.Second
 	// DefaultMaxPendingBatches bounds the batches held until acknowledged.
 	DefaultMaxPendingBatches = 100
+
+	// DefaultDeliveryTimeout is the delivery timeout: 0, none (a batch is
+	// given up on only after its retries or by Close).
+	DefaultDeliveryTimeout time.Duration = 0
+)
+
+// Limits of the options.
+const (
+	// MaxBatchBytesLimit is the largest WithMaxBatchBytes: the protocol's
+	// 16 MiB message limit less room for the frame header, the source id and
+	// the correlation id.
+	MaxBatchBytesLimit = codec.MaxMessageSize - 128<<10
+	// maxBatchEntriesLimit is the largest WithMaxBatchEntries (the
+	// capability field is 32 bits).
+	maxBatchEntriesLimit = math.MaxUint32
 )
 
 type config struct {
@@ -65,7 +84,7 @@ type config struct {
 	retryMultiplier      float64
 	maxRetryDelay        time.Duration
 	ackTimeout           time.Duration
-	autoReconnect        bool
+	deliveryTimeout      time.Duration
 	reconnectDelay       time.Duration
 	maxReconnectAttempts int
 	heartbeatInterval    time.Duration
@@ -95,7 +114,7 @@ func defaultConfig() config {
 		retryMultiplier:      DefaultRetryMultiplier,
 		maxRetryDelay:        DefaultMaxRetryDelay,
 		ackTimeout:           DefaultAckTimeout,
-		autoReconnect:        true,
+		deliveryTimeout:      DefaultDeliveryTimeout,
 		reconnectDelay:       DefaultReconnectDelay,
 		maxReconnectAttempts: DefaultMaxReconnectAttempts,
 		heartbeatInterval:    DefaultHeartbeatInterval,
@@ -104,108 +123,145 @@ func defaultConfig() config {
 	}
 }
 
-// Option configures a Client.
+// newConfig applies opts to the defaults and validates the result.
+func newConfig(opts []Option) (config, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return config{}, err
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.clock == nil {
+		cfg.clock = SystemClock()
+	}
+	if cfg.breaker.Clock == nil {
+		cfg.breaker.Clock = cfg.clock
+	}
+	return cfg, nil
+}
+
+// validate returns an error naming the first option whose value is out of
+// range.
+func (c *config) validate() error {
+	type check struct {
+		ok     bool
+		option string
+		value  any
+		want   string
+	}
+	for _, k := range []check{
+		{c.maxBatchEntries >= 1 && c.maxBatchEntries <= maxBatchEntriesLimit, "WithMaxBatchEntries", c.maxBatchEntries, fmt.Sprintf("1 to %d", maxBatchEntriesLimit)},
+		{c.maxBatchBytes >= 1 && c.maxBatchBytes <= MaxBatchBytesLimit, "WithMaxBatchBytes", c.maxBatchBytes, fmt.Sprintf("1 to %d", MaxBatchBytesLimit)},
+		{c.batchTimeout > 0, "WithBatchTimeout", c.batchTimeout, "> 0"},
+		{c.maxRetries >= 0, "WithMaxRetries", c.maxRetries, ">= 0"},
+		{c.retryDelay > 0, "WithRetryBackoff (initial)", c.retryDelay, "> 0"},
+		{c.retryMultiplier >= 1 && !math.IsInf(c.retryMultiplier, 0), "WithRetryBackoff (multiplier)", c.retryMultiplier, ">= 1 and finite"},
+		{c.maxRetryDelay >= c.retryDelay, "WithRetryBackoff (maxDelay)", c.maxRetryDelay, fmt.Sprintf(">= the initial delay %s", c.retryDelay)},
+		{c.ackTimeout > 0, "WithAckTimeout", c.ackTimeout, "> 0"},
+		{c.deliveryTimeout >= 0, "WithDeliveryTimeout", c.deliveryTimeout, ">= 0 (0: none)"},
+		{c.maxReconnectAttempts >= 0, "WithReconnect (maxAttempts)", c.maxReconnectAttempts, ">= 0 (0: no reconnection)"},
+		{c.reconnectDelay > 0 || c.maxReconnectAttempts == 0, "WithReconnect (delay)", c.reconnectDelay, "> 0"},
+		{c.heartbeatInterval >= 0, "WithHeartbeatInterval", c.heartbeatInterval, ">= 0 (0: no heartbeats)"},
+		{c.maxPending >= 1, "WithMaxPendingBatches", c.maxPending, ">= 1"},
+		{c.mode == ModeBinary || c.mode == ModeStructured, "WithMode", int(c.mode), "ModeBinary or ModeStructured"},
+		{c.breaker.FailureThreshold >= 0, "WithBreaker (FailureThreshold)", c.breaker.FailureThreshold, ">= 0 (0: default 5)"},
+		{c.breaker.OpenTimeout >= 0, "WithBreaker (OpenTimeout)", c.breaker.OpenTimeout, ">= 0 (0: default 1s)"},
+		{c.breaker.MaxOpenTimeout >= 0, "WithBreaker (MaxOpenTimeout)", c.breaker.MaxOpenTimeout, ">= 0 (0: default 30s)"},
+		{len(c.shardName) <= 0xFFFF, "WithShardName", fmt.Sprintf("%d bytes", len(c.shardName)), "at most 65535 bytes"},
+	} {
+		if !k.ok {
+			return fmt.Errorf("%w: %s: %v is out of range (want %s)", ErrInvalidOption, k.option, k.value, k.want)
+		}
+	}
+	return nil
+}
+
+// Option configures a Client. Values out of range make Dial and New fail
+// with an error matching ErrInvalidOption that names the option.
 type Option func(*config)
 
 // WithMaxBatchEntries sets the number of entries that completes a batch
-// (default 1,000).
+// (default 1,000; at least 1).
 func WithMaxBatchEntries(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxBatchEntries = n
-		}
-	}
+	return func(c *config) { c.maxBatchEntries = n }
 }
 
 // WithMaxBatchBytes sets the encoded size that completes a batch (default
-// 4 MiB).
+// 4 MiB; 1 to MaxBatchBytesLimit).
 func WithMaxBatchBytes(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxBatchBytes = n
-		}
-	}
+	return func(c *config) { c.maxBatchBytes = n }
 }
 
 // WithBatchTimeout sets how long a started batch waits for more entries
-// before it is sent (default 1 s).
+// before it is sent (default 1 s; more than 0).
 func WithBatchTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.batchTimeout = d
-		}
-	}
+	return func(c *config) { c.batchTimeout = d }
 }
 
 // WithMaxRetries sets how many times a batch is resent after failures
 // (INTERNAL_ERROR nacks, ack timeouts) before the client gives up on it and
-// reports a *BatchError (default 3). Backpressure nacks (BUFFER_FULL,
-// RATE_LIMITED) and reconnects do not count.
+// reports a *BatchError (default 3; 0 or more). Backpressure nacks
+// (BUFFER_FULL, RATE_LIMITED) and reconnects do not count; bound them with
+// WithDeliveryTimeout.
 func WithMaxRetries(n int) Option {
-	return func(c *config) {
-		if n >= 0 {
-			c.maxRetries = n
-		}
-	}
+	return func(c *config) { c.maxRetries = n }
 }
 
 // WithRetryBackoff sets the delay before the first resend, its multiplier and
-// its cap (default 100 ms, x2, 10 s). The cap also bounds reconnect delays.
+// its cap (default 100 ms, x2, 10 s; initial more than 0, multiplier at least
+// 1, cap at least initial). The cap also bounds reconnect delays and the
+// backoff after backpressure nacks without a retry delay.
 func WithRetryBackoff(initial time.Duration, multiplier float64, maxDelay time.Duration) Option {
 	return func(c *config) {
-		if initial > 0 {
-			c.retryDelay = initial
-		}
-		if multiplier >= 1 {
-			c.retryMultiplier = multiplier
-		}
-		if maxDelay > 0 {
-			c.maxRetryDelay = maxDelay
-		}
+		c.retryDelay = initial
+		c.retryMultiplier = multiplier
+		c.maxRetryDelay = maxDelay
 	}
 }
 
 // WithAckTimeout sets how long the client waits for the ack of a batch (and
 // for Connected after connecting) before it treats the stream as broken,
-// reconnects and resends (default 30 s).
+// reconnects and resends (default 30 s; more than 0).
 func WithAckTimeout(d time.Duration) Option {
-	return func(c *config) {
-		if d > 0 {
-			c.ackTimeout = d
-		}
-	}
+	return func(c *config) { c.ackTimeout = d }
+}
+
+// WithDeliveryTimeout bounds the time from sealing a batch to its ack: a
+// batch still waiting to be (re)sent after d is given up on and reported as
+// a *BatchError matching ErrDeliveryTimeout, whatever kept it (backpressure
+// nacks, retries, reconnects). A batch in flight is given up on only after
+// its answer or its ack timeout, so the bound is d plus the ack timeout.
+// Default 0: no delivery timeout.
+func WithDeliveryTimeout(d time.Duration) Option {
+	return func(c *config) { c.deliveryTimeout = d }
 }
 
 // WithReconnect sets the delay before the first reconnect attempt (doubling
 // up to the retry cap) and the number of consecutive failed attempts after
 // which the client fails (default 1 s, 10 attempts). maxAttempts 0 disables
-// automatic reconnection: the first stream failure is then final.
+// automatic reconnection: the first stream failure is then final (and delay
+// is not used).
 func WithReconnect(delay time.Duration, maxAttempts int) Option {
 	return func(c *config) {
-		if delay > 0 {
-			c.reconnectDelay = delay
-		}
-		if maxAttempts >= 0 {
-			c.maxReconnectAttempts = maxAttempts
-			c.autoReconnect = maxAttempts > 0
-		}
+		c.reconnectDelay = delay
+		c.maxReconnectAttempts = maxAttempts
 	}
 }
 
-// WithHeartbeatInterval sets the heartbeat interval (default 30 s; 0 or less
+// WithHeartbeatInterval sets the heartbeat interval (default 30 s; 0
 // disables heartbeats).
 func WithHeartbeatInterval(d time.Duration) Option {
 	return func(c *config) { c.heartbeatInterval = d }
 }
 
 // WithMaxPendingBatches bounds the batches held until acknowledged (default
-// 100); Send blocks while the bound is reached.
+// 100; at least 1); Send blocks while the bound is reached.
 func WithMaxPendingBatches(n int) Option {
-	return func(c *config) {
-		if n > 0 {
-			c.maxPending = n
-		}
-	}
+	return func(c *config) { c.maxPending = n }
 }
 
 // WithShardName sets the shard name sent on connect and stored with every row.
@@ -230,14 +286,15 @@ func WithLogger(l *slog.Logger) Option {
 	return func(c *config) { c.logger = l }
 }
 
-// WithClock sets the clock used by timers and the circuit breaker (default
-// SystemClock()).
+// WithClock sets the clock of every time reading and timer of the client and
+// its circuit breaker, batch timestamps and heartbeat timestamps included
+// (default SystemClock(); nil means the default).
 func WithClock(clk Clock) Option {
 	return func(c *config) { c.clock = clk }
 }
 
 // WithBreaker configures the circuit breaker (its Clock defaults to the
-// client's clock).
+// client's clock; zero fields take the defaults, negative ones are invalid).
 func WithBreaker(cfg BreakerConfig) Option {
 	return func(c *config) { c.breaker = cfg }
 }

@@ -29,6 +29,11 @@ var (
 	ErrAckTimeout = errors.New("client: ack timeout")
 	// ErrShuttingDown: the server is draining.
 	ErrShuttingDown = errors.New("client: server shutting down")
+	// ErrDeliveryTimeout: a batch was not acknowledged within the delivery
+	// timeout (WithDeliveryTimeout).
+	ErrDeliveryTimeout = errors.New("client: delivery timeout")
+	// ErrInvalidOption: an option's value is out of range (Dial and New).
+	ErrInvalidOption = errors.New("client: invalid option")
 )
 
 // BatchError reports a batch the client gave up on, with its entries, so the

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/rpcstatus"
 )
 
 // closeGrace is how long a gracefully closed stream may take to end before it
@@ -303,15 +304,10 @@ func (c *conn) dropUpstream() {
 	}
 }
 
-// fatalUpstream reports whether the server refused the stream for good: the
-// WebSocket is closed rather than told to retry.
-func fatalUpstream(err error) bool {
-	switch status.Code(err) {
-	case codes.Aborted, codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
-		return true
-	}
-	return false
-}
+// fatalUpstream reports whether the server refused the stream for good (a
+// permanent status code, the list shared with the Go client): the WebSocket
+// is closed rather than told to retry.
+func fatalUpstream(err error) bool { return rpcstatus.Permanent(err) }
 
 func ackStatus(s lakehousev1.AckStatus) codec.AckStatus {
 	switch s {
