@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
@@ -246,7 +248,11 @@ func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
 		}
-		return &ownedDBCatalog{Catalog: cat, db: db}, nil
+		oc := &ownedDBCatalog{Catalog: cat, db: db}
+		if dialect == string(sqlcat.SQLite) {
+			oc.writeMu = new(sync.Mutex)
+		}
+		return oc, nil
 	case CatalogREST:
 		if cfg.CatalogURI == "" {
 			return nil, errors.New("iceberg: the rest catalog needs Config.CatalogURI")
@@ -304,9 +310,51 @@ func sqliteDSN(path string) string {
 
 // ownedDBCatalog is a SQL catalog whose database handle the sink opened and
 // must close.
+//
+// On SQLite, catalog writes are serialised inside the process and retried
+// when the database is busy: a write transaction that started from an older
+// snapshot of the WAL-mode database fails at once with SQLITE_BUSY_SNAPSHOT
+// (517), which busy_timeout does not cover, so two writers of one process
+// (an ingest commit creating a table while maintenance commits another)
+// could fail a flush. Another process (lakehouse maintain) can still make a
+// write busy; those are retried, which is safe because a failed catalog
+// write changed nothing.
 type ownedDBCatalog struct {
 	*sqlcat.Catalog
-	db *sql.DB
+	db      *sql.DB
+	writeMu *sync.Mutex // nil unless SQLite
+}
+
+// sqliteBusyRetries bounds the retries of a busy SQLite catalog write.
+const sqliteBusyRetries = 8
+
+// write runs one catalog write under the SQLite rules above.
+func (c *ownedDBCatalog) write(ctx context.Context, f func() error) error {
+	if c.writeMu == nil {
+		return f()
+	}
+	c.writeMu.Lock()
+	defer c.writeMu.Unlock()
+	delay := 10 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil || attempt == sqliteBusyRetries || !isSQLiteBusy(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, time.Second)
+	}
+}
+
+// isSQLiteBusy reports SQLITE_BUSY (5) and its extended codes such as
+// SQLITE_BUSY_SNAPSHOT (517), from modernc.org/sqlite's error text.
+func isSQLiteBusy(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "database is locked") || strings.Contains(msg, "SQLITE_BUSY")
 }
 
 // CommitTable commits through the SQL catalog. iceberg-go's SQL catalog
@@ -316,11 +364,33 @@ type ownedDBCatalog struct {
 // iceberg-go's optimistic-commit retry replays the commit. Nothing was
 // written to the catalog when a requirement fails, so the retry is safe.
 func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier, reqs []table.Requirement, updates []table.Update) (table.Metadata, string, error) {
-	meta, loc, err := c.Catalog.CommitTable(ctx, ident, reqs, updates)
+	var (
+		meta table.Metadata
+		loc  string
+	)
+	err := c.write(ctx, func() (err error) {
+		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
+		return err
+	})
 	if err != nil && !errors.Is(err, table.ErrCommitFailed) && strings.Contains(err.Error(), "requirement failed") {
 		err = fmt.Errorf("%w: %w", table.ErrCommitFailed, err)
 	}
 	return meta, loc, err
+}
+
+// CreateTable creates a table under the SQLite write rules.
+func (c *ownedDBCatalog) CreateTable(ctx context.Context, ident table.Identifier, sc *iceberg.Schema, opts ...catalog.CreateTableOpt) (*table.Table, error) {
+	var tbl *table.Table
+	err := c.write(ctx, func() (err error) {
+		tbl, err = c.Catalog.CreateTable(ctx, ident, sc, opts...)
+		return err
+	})
+	return tbl, err
+}
+
+// CreateNamespace creates a namespace under the SQLite write rules.
+func (c *ownedDBCatalog) CreateNamespace(ctx context.Context, ns table.Identifier, props iceberg.Properties) error {
+	return c.write(ctx, func() error { return c.Catalog.CreateNamespace(ctx, ns, props) })
 }
 
 // Close closes the catalog and its database handle.
