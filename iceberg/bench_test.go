@@ -2,6 +2,8 @@ package iceberg
 
 import (
 	"context"
+	"fmt"
+	"strconv"
 	"testing"
 	"time"
 
@@ -164,4 +166,48 @@ func BenchmarkBuildRecord(b *testing.B) {
 		rec.Release()
 	}
 	b.ReportMetric(float64(len(rows))*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+}
+
+// BenchmarkCommitSourceWatermarks measures the commit of one small staged
+// flush to a table that holds the watermarks of N sources (one table
+// property each): what a table costs to commit once many sources have
+// written to it. Compare sources=8 with sources=10000.
+func BenchmarkCommitSourceWatermarks(b *testing.B) {
+	for _, n := range []int{8, 10_000} {
+		b.Run(strconv.Itoa(n)+"-sources", func(b *testing.B) {
+			ctx := context.Background()
+			s := openTestSink(b, b.TempDir(), func(c *Config) { c.Logger = quietLogger() })
+			// One row per source into "users": n watermark properties.
+			f := &sink.Flush{ID: 1, Reason: "bench", Time: time.Now(), Watermarks: map[string]sink.Watermark{}}
+			tb := sink.Table{Name: "users"}
+			e := workload.Entries(0, 1)[0]
+			for i := 0; i < n; i++ {
+				tb.Rows = append(tb.Rows, sink.Row{SourceID: fmt.Sprintf("source-%05d", i), BatchSeq: 1, Entry: e})
+			}
+			f.Tables = []sink.Table{tb}
+			if _, err := s.Commit(ctx, f); err != nil {
+				b.Fatal(err)
+			}
+			entries := workload.Entries(0, 800)
+			var users []codec.Entry
+			for _, e := range entries {
+				if string(e.Table) == "users" {
+					users = append(users, e)
+				}
+			}
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				fl := benchFlush(uint64(i+2), users, uint64(i+2))
+				st, err := s.Stage(ctx, fl)
+				if err != nil {
+					b.Fatal(err)
+				}
+				b.StartTimer()
+				if _, err := s.CommitStaged(ctx, []sink.Staged{st}, sink.CommitInfo{ID: uint64(i + 2), Reason: "bench"}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
