@@ -1,24 +1,32 @@
-// Package iceberg is the production sink: it commits each flush's tables to
-// Apache Iceberg tables (Parquet with zstd) through github.com/apache/iceberg-go,
-// one append snapshot per table per flush, with the flush's per-source
-// watermarks stored as table properties in the same commit, so that retries,
-// partial multi-table flushes and restarts never write a row twice.
+// Package iceberg is the production sink: it commits the server's flushes to
+// Apache Iceberg tables (Parquet with zstd) through github.com/apache/iceberg-go
+// and keeps those tables healthy while they grow.
 //
-// Watermarks: every committed table holds, per source, a table property
+// Staging and commits (stage.go, commit.go): Stage writes a flush's rows as
+// sorted data files that no snapshot references; CommitStaged adds the staged
+// files of each table in one snapshot, with the watermarks of the sources
+// that wrote rows to it, so a server that stages when memory needs room and
+// commits once per interval gives each table one snapshot per interval.
+//
+// Watermarks: a table holds, per source that wrote to it, a table property
 // "lakehouse.watermark.<source id>" = {"batch_seq":N,"entry_seq":M}, set in
-// the same transaction as the append (table properties survive snapshot
-// expiry). Before writing, the sink reloads the table and skips rows whose
-// batch sequence is at or below the stored watermark of their source.
-// Sink.Watermarks is the maximum over the namespace's tables. The append's
-// snapshot summary also records the flush id, trigger, row counts and the
-// flush's watermarks (lakehouse.* keys).
+// the same transaction as the rows (table properties survive snapshot
+// expiry). Rows at or below their source's watermark are not staged, and a
+// staged part the watermarks already cover is not committed again.
+// Sink.Watermarks is the maximum over the namespace's tables. Each snapshot
+// summary also records the commit id, trigger, row counts and watermarks.
 //
-// Failures: a failed table commit leaves no snapshot referencing its data
-// files (orphan files may remain for a maintenance job). Commit conflicts are
-// replayed by iceberg-go (commit.retry.num-retries) and then retried by the
-// sink after a reload. Every staged append is checked to hold all its rows
-// before it is committed, because iceberg-go v0.7.0 can drop a data-file
-// write error and stage an append without the file (ErrIncompleteWrite).
+// Maintenance (maintain.go, compact.go): manifest merging and metadata-file
+// cleanup are table properties applied on every commit; Maintain expires
+// snapshots, compacts small files with a sorted merge, and removes orphan
+// files. Maintenance and ingest commits share one lock, so they never
+// conflict inside one process.
+//
+// Failures: a failed commit leaves no snapshot referencing its files (they
+// become orphans for cleanup). Commit conflicts are replayed by iceberg-go
+// (commit.retry.num-retries) and then retried by the sink after a reload.
+// Every write is checked to hold all its rows, because iceberg-go v0.7.0 can
+// drop a data-file write error (ErrIncompleteWrite).
 //
 // Catalogs: iceberg-go's SQL catalog on SQLite (default, in the data
 // directory) or PostgreSQL, the REST catalog and Glue. Storage: any FileIO
@@ -47,9 +55,10 @@ import (
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// Sink commits flushes to Iceberg tables. It implements sink.Sink. Commits
-// of one Sink are serialised; several Sinks (or processes) may share a
-// catalog as long as each source is written by one of them at a time.
+// Sink commits flushes to Iceberg tables. It implements sink.Stager and
+// sink.HealthReporter. Stages and commits of one Sink are serialised;
+// several Sinks (or processes) may share a catalog as long as each source is
+// written by one of them at a time.
 type Sink struct {
 	cfg    Config
 	cat    catalog.Catalog

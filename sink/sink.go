@@ -43,7 +43,8 @@ type Flush struct {
 	Time   time.Time // the flush time, stored as ingest time
 	Tables []Table
 	// Watermarks holds, per source, the highest batch of this flush. A sink
-	// stores them with every table it commits, atomically with the rows.
+	// stores, with every table it commits and atomically with the rows, the
+	// watermarks of the sources that wrote rows to that table.
 	Watermarks map[string]Watermark
 }
 
