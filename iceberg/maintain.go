@@ -207,8 +207,9 @@ func (s *Sink) count(f func(*MaintenanceTotals)) {
 }
 
 // expireSnapshots expires the table's snapshots older than the retention,
-// keeping at least MinSnapshots, and deletes the files only they referenced.
-// The commit lock keeps it from racing an ingest commit of this process.
+// keeping at least MinSnapshots and at most MaxSnapshots, and deletes the
+// files only they referenced. The commit lock keeps it from racing an ingest
+// commit of this process.
 func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 	cfg := s.cfg.Maintenance
 	s.commitMu.Lock()
@@ -221,7 +222,21 @@ func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 	if len(snaps) <= cfg.MinSnapshots {
 		return 0, nil
 	}
-	cutoff := time.Now().Add(-cfg.SnapshotRetention).UnixMilli()
+	now := time.Now()
+	olderThan := cfg.SnapshotRetention
+	if len(snaps) > cfg.MaxSnapshots {
+		// Expire all but the newest MaxSnapshots: the age of the oldest
+		// snapshot to keep, less a second of slack (iceberg-go measures
+		// ages from its own, later, clock reading).
+		ts := make([]int64, len(snaps))
+		for i, sn := range snaps {
+			ts[i] = sn.TimestampMs
+		}
+		slices.Sort(ts)
+		keepFrom := time.UnixMilli(ts[len(ts)-cfg.MaxSnapshots])
+		olderThan = min(olderThan, max(now.Sub(keepFrom)-time.Second, 0))
+	}
+	cutoff := now.Add(-olderThan).UnixMilli()
 	old := 0
 	for _, sn := range snaps {
 		if sn.TimestampMs < cutoff {
@@ -232,7 +247,7 @@ func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 		return 0, nil
 	}
 	txn := tbl.NewTransaction()
-	if err := txn.ExpireSnapshots(table.WithOlderThan(cfg.SnapshotRetention), table.WithRetainLast(cfg.MinSnapshots)); err != nil {
+	if err := txn.ExpireSnapshots(table.WithOlderThan(olderThan), table.WithRetainLast(cfg.MinSnapshots)); err != nil {
 		return 0, err
 	}
 	after, err := txn.Commit(ctx)

@@ -426,3 +426,27 @@ func TestManagedPropertiesOnOldTables(t *testing.T) {
 		t.Errorf("%s = %q after a commit by a sink with defaults", table.ManifestMergeEnabledKey, got)
 	}
 }
+
+// TestSnapshotCountCap: young snapshots beyond MaxSnapshots are expired
+// (a 1 s commit interval must not keep an hour of snapshots).
+func TestSnapshotCountCap(t *testing.T) {
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Maintenance.MinSnapshots = 2
+		c.Maintenance.MaxSnapshots = 4
+		c.Maintenance.CompactDisabled = true
+	})
+	var fs []*sink.Flush
+	for i := 1; i <= 8; i++ {
+		f := w1Flush(uint64(i), oneSource, uint64(i), 1, 16)
+		mustCommit(t, s, f)
+		fs = append(fs, f)
+		time.Sleep(1100 * time.Millisecond / 4) // distinct timestamps
+	}
+	time.Sleep(1100 * time.Millisecond)
+	maintain(t, s, MaintainOptions{})
+	h := healthOf(t, s, "users")
+	if h.Snapshots < 2 || h.Snapshots > 4 {
+		t.Errorf("users keeps %d snapshots, want 2..4 (cap 4, retention 1 h)", h.Snapshots)
+	}
+	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+}

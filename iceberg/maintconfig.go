@@ -17,6 +17,10 @@ const (
 	DefaultSnapshotRetention = time.Hour
 	// DefaultMinSnapshots: ...but at least this many of the newest are kept.
 	DefaultMinSnapshots = 10
+	// DefaultMaxSnapshots: and never more than this many, whatever their
+	// age, so that a short commit interval (1 s) does not grow every
+	// commit's metadata with an hour of snapshots.
+	DefaultMaxSnapshots = 500
 	// DefaultMetadataVersions is how many previous metadata files a table
 	// keeps (write.metadata.previous-versions-max); older ones are deleted
 	// after each commit.
@@ -59,8 +63,10 @@ type MaintenanceConfig struct {
 	// SnapshotRetention and MinSnapshots: snapshots older than
 	// SnapshotRetention are expired, keeping at least the newest
 	// MinSnapshots. Files only expired snapshots referenced are deleted.
+	// MaxSnapshots caps the snapshots kept, younger ones included.
 	SnapshotRetention time.Duration
 	MinSnapshots      int
+	MaxSnapshots      int
 	// MetadataVersions is the number of previous metadata files kept.
 	MetadataVersions int
 	// ManifestMergeCount is the manifest count at which a commit merges
@@ -92,6 +98,7 @@ func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
 	setD(&m.Interval, DefaultMaintenanceInterval)
 	setD(&m.SnapshotRetention, DefaultSnapshotRetention)
 	setI(&m.MinSnapshots, DefaultMinSnapshots)
+	setI(&m.MaxSnapshots, DefaultMaxSnapshots)
 	setI(&m.MetadataVersions, DefaultMetadataVersions)
 	setI(&m.ManifestMergeCount, DefaultManifestMergeCount)
 	setI(&m.CompactMinFiles, DefaultCompactMinFiles)
@@ -107,6 +114,8 @@ func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
 		return m, fmt.Errorf("iceberg: snapshot retention %v must be positive", m.SnapshotRetention)
 	case m.MinSnapshots < 1:
 		return m, fmt.Errorf("iceberg: snapshots to keep (%d) must be at least 1", m.MinSnapshots)
+	case m.MaxSnapshots < m.MinSnapshots:
+		return m, fmt.Errorf("iceberg: snapshots to keep at most (%d) is below the snapshots to keep at least (%d)", m.MaxSnapshots, m.MinSnapshots)
 	case m.MetadataVersions < 1:
 		return m, fmt.Errorf("iceberg: metadata versions to keep (%d) must be at least 1", m.MetadataVersions)
 	case m.ManifestMergeCount < 2:

@@ -1,18 +1,15 @@
 package integration
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +89,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 	time.Sleep(time.Second) // a few more maintenance passes over the final state
 	stopReader()
 	<-readerDone
-	metrics := scrape(t, httpAddr)
+	metrics := scrapeMetrics(t, httpAddr)
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
@@ -268,30 +265,6 @@ func checkNoUnreferencedDataFiles(t *testing.T, dataDir string) {
 			t.Errorf("table %s: no data files on disk", info.Name)
 		}
 	}
-}
-
-// scrape reads the server's Prometheus metrics (name with labels -> value).
-func scrape(t *testing.T, httpAddr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	out := make(map[string]float64)
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, "#") || !strings.HasPrefix(line, "lakehouse_") {
-			continue
-		}
-		i := strings.LastIndexByte(line, ' ')
-		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-			out[line[:i]] = v
-		}
-	}
-	return out
 }
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
