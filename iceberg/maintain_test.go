@@ -2,6 +2,7 @@ package iceberg
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -96,6 +97,85 @@ func checkSortedFile(t *testing.T, path string) int64 {
 	return int64(n)
 }
 
+// parquetKeys reads every live data file of every table with parquet-go, an
+// independent reader (iceberg-go only lists the files), as a multiset of
+// (table, source, entry sequence, row id, after).
+func parquetKeys(t *testing.T, s *Sink) map[string]int {
+	t.Helper()
+	infos, err := s.Tables(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := make(map[string]int)
+	for _, info := range infos {
+		for _, path := range liveFiles(t, s, info.Name) {
+			fh, err := os.Open(localPath(path))
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, _ := fh.Stat()
+			pf, err := parquet.OpenFile(fh, st.Size())
+			if err != nil {
+				t.Fatalf("parquet-go cannot open %s: %v", path, err)
+			}
+			rows := make([]parquet.Row, pf.NumRows())
+			n := readRows(t, pf, rows)
+			src, seq := columnIndex(pf, "source_id"), columnIndex(pf, "entry_seq")
+			rid, after := columnIndex(pf, "row_id"), columnIndex(pf, "after")
+			for _, r := range rows[:n] {
+				a := "<null>"
+				if !r[after].IsNull() {
+					a = r[after].String()
+				}
+				out[fmt.Sprintf("%s|%s|%d|%s|%s", info.OriginalName, r[src].String(), r[seq].Int64(), r[rid].String(), a)]++
+			}
+			fh.Close()
+		}
+	}
+	return out
+}
+
+// flushParquetKeys is parquetKeys' multiset of what flushes hold.
+func flushParquetKeys(flushes ...*sink.Flush) map[string]int {
+	out := make(map[string]int)
+	for _, f := range flushes {
+		for _, tb := range f.Tables {
+			for _, r := range tb.Rows {
+				a := "<null>"
+				if r.After != nil {
+					a = string(r.After)
+				}
+				out[fmt.Sprintf("%s|%s|%d|%s|%s", tb.Name, r.SourceID, r.Sequence, r.RowID, a)]++
+			}
+		}
+	}
+	return out
+}
+
+func sameMultiset(t *testing.T, what string, want, got map[string]int) {
+	t.Helper()
+	bad := 0
+	for k, n := range want {
+		if got[k] != n {
+			bad++
+			if bad <= 5 {
+				t.Errorf("%s: %s: want %d, got %d", what, k, n, got[k])
+			}
+		}
+	}
+	for k, n := range got {
+		if _, ok := want[k]; !ok {
+			bad++
+			if bad <= 5 {
+				t.Errorf("%s: unexpected %s (%d)", what, k, n)
+			}
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d keys differ", what, bad)
+	}
+}
+
 func TestManifestsStayFew(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.ManifestMergeCount = 4 })
 	fs := commitN(t, s, 30)
@@ -104,6 +184,7 @@ func TestManifestsStayFew(t *testing.T) {
 		t.Errorf("users has %d manifests after 30 commits; merging at 4 should keep at most 4", h.Manifests)
 	}
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+	sameMultiset(t, "parquet-go read after manifest merges", flushParquetKeys(fs...), parquetKeys(t, s))
 }
 
 func TestMetadataFilesBounded(t *testing.T) {
@@ -159,6 +240,7 @@ func TestSnapshotExpiry(t *testing.T) {
 			t.Errorf("resent flush after expiry: %+v", res)
 		}
 		diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+		sameMultiset(t, "parquet-go read after expiry", flushParquetKeys(fs...), parquetKeys(t, s))
 	})
 	t.Run("young snapshots are kept", func(t *testing.T) {
 		s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.MinSnapshots = 2 })
@@ -177,7 +259,13 @@ func TestCompaction(t *testing.T) {
 		c.Maintenance.SnapshotRetention = time.Millisecond
 		c.Maintenance.MinSnapshots = 1
 	})
-	fs := commitN(t, s, 12)
+	// Three sources, so the merge interleaves them.
+	var fs []*sink.Flush
+	for i := 1; i <= 12; i++ {
+		f := w1Flush(uint64(i), testSources, uint64(i), 1, 16)
+		mustCommit(t, s, f)
+		fs = append(fs, f)
+	}
 	want := flushKeys(fs...)
 	smallFiles := liveFiles(t, s, "users")
 	if len(smallFiles) != 12 {
@@ -208,6 +296,7 @@ func TestCompaction(t *testing.T) {
 		t.Errorf("totals %+v", tot)
 	}
 	diffKeys(t, want, scanKeys(t, s))
+	sameMultiset(t, "parquet-go read after compaction", flushParquetKeys(fs...), parquetKeys(t, s))
 	if rows == 0 {
 		t.Error("no rows in the compacted file")
 	}
@@ -315,6 +404,7 @@ func TestOrphanCleanup(t *testing.T) {
 		t.Fatal(err)
 	}
 	diffKeys(t, flushKeys(append(fs, f4)...), scanKeys(t, s))
+	sameMultiset(t, "parquet-go read after orphan cleanup", flushParquetKeys(append(fs, f4)...), parquetKeys(t, s))
 }
 
 func mapLocal(ps []string) []string {
