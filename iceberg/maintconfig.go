@@ -20,7 +20,7 @@ const (
 	// DefaultMaxSnapshots: and never more than this many, whatever their
 	// age, so that a short commit interval (1 s) does not grow every
 	// commit's metadata with an hour of snapshots.
-	DefaultMaxSnapshots = 500
+	DefaultMaxSnapshots = 200
 	// DefaultMetadataVersions is how many previous metadata files a table
 	// keeps (write.metadata.previous-versions-max); older ones are deleted
 	// after each commit.
