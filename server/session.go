@@ -18,28 +18,6 @@ import (
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
 
-var (
-	errFenced       = errors.New("server: stream fenced by a newer stream for the same source")
-	errShuttingDown = errors.New("server: shutting down")
-	errClosed       = errors.New("server: closed")
-	errStreamEnded  = errors.New("server: stream ended")
-)
-
-// statusFromErr maps the server's errors to gRPC statuses.
-func statusFromErr(err error) error {
-	switch {
-	case errors.Is(err, errFenced):
-		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, errShuttingDown), errors.Is(err, errClosed):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
-}
-
 type stream = grpc.BidiStreamingServer[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
 
 // session is one live Stream of one source.
