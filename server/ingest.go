@@ -12,10 +12,12 @@ import (
 )
 
 // reply is the answer to one batch: ready now, or once its write-ahead log
-// append is durable. Replies are sent in the order the batches arrived.
+// append is durable; or a stream flush, started once every reply before it
+// is sent. Replies are handled in the order the requests arrived.
 type reply struct {
 	resp    *lakehousev1.StreamResponse // set when the answer is ready
 	pending *pendingBatch               // set when the batch waits for its append
+	flush   *lakehousev1.FlushReason    // set for a stream flush
 }
 
 // pendingBatch is an accepted batch whose append is in flight.

@@ -195,17 +195,36 @@ const pipelineDepth = 16
 // batch accepts one batch frame and queues its reply. It waits for room in
 // the pipeline first, so nothing is accepted that the session cannot answer.
 func (sess *session) batch(frame []byte) error {
-	select {
-	case sess.slots <- struct{}{}:
-	case <-sess.ctx.Done():
-		return context.Cause(sess.ctx)
+	if err := sess.takeSlot(); err != nil {
+		return err
 	}
 	r, err := sess.srv.accept(sess, frame)
 	if err != nil {
 		<-sess.slots
 		return err
 	}
-	return sess.replies.push(sess, r)
+	sess.replies.push(r)
+	return nil
+}
+
+// queue queues a reply that needs no append (a nack decided before accept, or
+// a flush barrier). It takes a slot like a batch, because runReplies frees
+// one slot per reply.
+func (sess *session) queue(r reply) error {
+	if err := sess.takeSlot(); err != nil {
+		return err
+	}
+	sess.replies.push(r)
+	return nil
+}
+
+func (sess *session) takeSlot() error {
+	select {
+	case sess.slots <- struct{}{}:
+		return nil
+	case <-sess.ctx.Done():
+		return context.Cause(sess.ctx)
+	}
 }
 
 // drainReplies waits until every queued reply has been sent, by taking every
@@ -230,12 +249,11 @@ type replyQueue struct {
 	closed bool
 }
 
-func (q *replyQueue) push(_ *session, r reply) error {
+func (q *replyQueue) push(r reply) {
 	q.mu.Lock()
 	q.items = append(q.items, r)
 	q.mu.Unlock()
 	q.cond.Signal()
-	return nil
 }
 
 func (q *replyQueue) close() {
@@ -273,6 +291,13 @@ func (sess *session) runReplies() {
 		if !ok {
 			return
 		}
+		if r.flush != nil {
+			// Every batch received before the flush is in the buffer and
+			// its ack sent: the flush covers them.
+			sess.startFlush(*r.flush)
+			<-sess.slots
+			continue
+		}
 		resp := r.resp
 		if r.pending != nil {
 			resp = s.complete(r.pending)
@@ -291,6 +316,21 @@ func (sess *session) runReplies() {
 		}
 		<-sess.slots
 	}
+}
+
+// startFlush runs a stream's flush without holding up the replies behind it;
+// the session goroutine sends its status.
+func (sess *session) startFlush(reason lakehousev1.FlushReason) {
+	go func() {
+		res, err := sess.srv.FlushNow(sess.ctx, reason)
+		if err != nil {
+			res = &lakehousev1.FlushResult{Error: err.Error(), Reason: reason}
+		}
+		select {
+		case sess.flushDone <- res:
+		case <-sess.ctx.Done():
+		}
+	}()
 }
 
 func (sess *session) sendPersisted() error {
@@ -371,14 +411,13 @@ func (s *Server) detach(sess *session) {
 
 // handle processes one request. An error ends the stream.
 func (sess *session) handle(req *lakehousev1.StreamRequest) error {
-	s := sess.srv
 	switch k := req.GetKind().(type) {
 	case *lakehousev1.StreamRequest_BinaryBatch:
 		return sess.batch(k.BinaryBatch)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id)
 		if err != nil {
-			return sess.replies.push(sess, ready(nackResp(&lakehousev1.Nack{
+			return sess.queue(ready(nackResp(&lakehousev1.Nack{
 				SequenceNumber: k.Batch.GetSequenceNumber(),
 				Reason:         lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 				ErrorMessage:   err.Error(),
@@ -392,19 +431,12 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	case *lakehousev1.StreamRequest_Flush:
+		// A barrier: it waits in the reply queue behind the batches
+		// received before it, so it covers them and its status follows
+		// their acks.
 		reason := k.Flush.GetReason()
 		sess.pendingFlushes++
-		go func() {
-			res, err := s.FlushNow(sess.ctx, reason)
-			if err != nil {
-				res = &lakehousev1.FlushResult{Error: err.Error(), Reason: reason}
-			}
-			select {
-			case sess.flushDone <- res:
-			case <-sess.ctx.Done():
-			}
-		}()
-		return nil
+		return sess.queue(reply{flush: &reason})
 	case *lakehousev1.StreamRequest_Connect:
 		return status.Error(codes.FailedPrecondition, "connect may only be the first message of a stream")
 	default:
