@@ -29,6 +29,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/dirlock"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -43,6 +44,7 @@ type Server struct {
 
 	cfg    Config
 	log    *slog.Logger
+	lock   *dirlock.Lock // held on DataDir until the server stops
 	wal    *wal.Log
 	sink   sink.Sink
 	health *health.Server
@@ -112,6 +114,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
+	// Before anything reads the log: a second server on the directory would
+	// replay and commit the first one's batches.
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	l, err := wal.Open(wal.Options{
 		Dir:          filepath.Join(cfg.DataDir, "wal"),
 		SegmentBytes: cfg.WALSegmentBytes,
@@ -120,10 +128,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server: open write-ahead log: %w", err)
+		return nil, errors.Join(fmt.Errorf("server: open write-ahead log: %w", err), lock.Release())
 	}
 	s := &Server{
 		cfg:       cfg,
+		lock:      lock,
 		log:       cfg.Logger,
 		wal:       l,
 		sink:      cfg.Sink,
@@ -139,8 +148,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.m = newMetrics(cfg.Metrics, s)
 	if err := s.restore(ctx); err != nil {
-		l.Close()
-		return nil, err
+		return nil, errors.Join(err, l.Close(), lock.Release())
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -498,5 +506,6 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 		case <-ctx.Done():
 		}
 	}
-	return err
+	// Released last: the sequencing state and the log are closed by now.
+	return errors.Join(err, s.lock.Release())
 }
