@@ -42,7 +42,7 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	if len(frame) > s.cfg.MaxMessageSize {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit", len(frame), s.cfg.MaxMessageSize), 0)), nil
+			s.tooLarge(len(frame)), 0)), nil
 	}
 	var b codec.Batch
 	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
@@ -140,6 +140,11 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	if lsn == 0 {
 		err := <-done
 		s.unreserve(size, lower)
+		if errors.Is(err, wal.ErrTooLarge) {
+			// Cannot happen for a frame within the limit (record.go
+			// checks the sizes at build time); never retry it if it does.
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
+		}
 		if errors.Is(err, wal.ErrFull) {
 			s.kickFlush()
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
@@ -332,6 +337,11 @@ func (s *Server) nack(seq uint64, corr string, reason lakehousev1.NackReason, ms
 		CorrelationId:  corr,
 		TimestampMs:    time.Now().UnixMilli(),
 	})
+}
+
+// tooLarge is the nack message for a batch of size bytes over the limit.
+func (s *Server) tooLarge(size int) string {
+	return fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit (Connected.max_message_size)", size, s.cfg.MaxMessageSize)
 }
 
 func (s *Server) invalidSequence(b *codec.Batch, expected uint64) *lakehousev1.StreamResponse {

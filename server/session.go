@@ -70,6 +70,9 @@ func (s *Server) Stream(st stream) error {
 	if conn.GetSourceId() == "" || len(conn.GetSourceId()) > 0xFFFF || !utf8.ValidString(conn.GetSourceId()) {
 		return status.Error(codes.InvalidArgument, "connect.source_id must be non-empty UTF-8 of at most 65535 bytes")
 	}
+	if len(conn.GetShardName()) > 0xFFFF || !utf8.ValidString(conn.GetShardName()) {
+		return status.Error(codes.InvalidArgument, "connect.shard_name must be UTF-8 of at most 65535 bytes")
+	}
 	if v := conn.GetProtocolVersion(); v > 1 {
 		return status.Errorf(codes.InvalidArgument, "protocol version %d is not supported (1 is)", v)
 	}
@@ -416,6 +419,10 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 		return sess.batch(k.BinaryBatch)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id)
+		var tooLarge *frameTooLarge
+		if errors.As(err, &tooLarge) {
+			err = errors.New(sess.srv.tooLarge(tooLarge.size))
+		}
 		if err != nil {
 			return sess.queue(ready(nackResp(&lakehousev1.Nack{
 				SequenceNumber: k.Batch.GetSequenceNumber(),
@@ -442,6 +449,14 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	default:
 		return status.Error(codes.InvalidArgument, "empty stream request")
 	}
+}
+
+// frameTooLarge reports a structured batch whose frame would exceed the
+// protocol's maximum.
+type frameTooLarge struct{ size int }
+
+func (e *frameTooLarge) Error() string {
+	return fmt.Sprintf("batch frame of %d bytes is too large", e.size)
 }
 
 // encodeStructured turns a structured batch into a codec frame, so both kinds
@@ -483,6 +498,9 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
 		if e.GetAfter() != "" {
 			cb.Entries[i].After = []byte(e.GetAfter())
 		}
+	}
+	if size := cb.EncodedSize(); size > codec.MaxMessageSize {
+		return nil, &frameTooLarge{size: size}
 	}
 	return codec.EncodeBatch(&cb)
 }

@@ -44,7 +44,7 @@ func startInProcess(ctx context.Context) (addr string, stop func(), err error) {
 		os.RemoveAll(dir)
 		return "", nil, err
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(17 << 20))
+	gs := grpc.NewServer(srv.GRPCOptions()...)
 	srv.Register(gs)
 	go gs.Serve(lis)
 	return lis.Addr().String(), func() {

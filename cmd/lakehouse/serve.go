@@ -188,16 +188,12 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		srv.Close()
 		return err
 	}
-	gs := grpc.NewServer(
-		// A batch of the maximum size plus the protobuf envelope and 1 MiB
-		// to spare, so a slightly oversized batch gets the server's clear
-		// nack rather than a transport error that ends the stream.
-		grpc.MaxRecvMsgSize(max(cfg.MaxMessageSize, server.DefaultMaxMessageSize)+1<<20),
+	gs := grpc.NewServer(append(srv.GRPCOptions(),
 		// Ping idle connections so a source whose host vanished (no FIN)
 		// is noticed and its stream released; let clients ping every 10 s.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
+	)...)
 	srv.Register(gs)
 	serveErr := make(chan error, 2)
 	go func() { serveErr <- gs.Serve(lis) }()
