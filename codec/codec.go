@@ -71,7 +71,10 @@ const (
 	knownFlags               = FlagCompressed | FlagHasCorrelation | FlagIsRetry
 )
 
-// Op is the operation of a CDC entry, with its wire code.
+// Op is the operation of a CDC entry, with its wire code. The codes are 0, 1,
+// 2; the proto enum lakehouse.v1.Operation numbers the same operations 1, 2,
+// 3 (0 is its "unspecified"): convert with the protomap package, never by
+// adding one.
 type Op uint8
 
 // Operations and their wire codes.

@@ -47,7 +47,10 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 		img := []byte(`"` + strings.Repeat("x", 1<<20-2) + `"`)
 		b := &codec.Batch{Sequence: seq, SourceID: []byte("big")}
 		for i := 0; len(b.Entries)*(1<<20) < size; i++ {
-			b.Entries = append(b.Entries, codec.Entry{Sequence: uint64(i + 1), Table: []byte("blobs"), RowID: []byte("r"), After: img})
+			// Entry sequences of batch seq start at seq*1000: they
+			// increase across the batches of a source.
+			b.Entries = append(b.Entries, codec.Entry{Sequence: seq*1000 + uint64(i+1), Timestamp: 1764547200000,
+				Table: []byte("blobs"), RowID: []byte("r"), After: img})
 		}
 		f, err := codec.EncodeBatch(b)
 		if err != nil {
@@ -67,7 +70,7 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 		}
 		b = b.Clone()
 		pad := size - len(f) - 29 - len("blobs") - len("r") - 2
-		b.Entries = append(b.Entries, codec.Entry{Sequence: uint64(len(b.Entries) + 1), Table: []byte("blobs"), RowID: []byte("r"),
+		b.Entries = append(b.Entries, codec.Entry{Sequence: b.LastEntrySequence() + 1, Timestamp: 1764547200000, Table: []byte("blobs"), RowID: []byte("r"),
 			After: []byte(`"` + strings.Repeat("y", pad) + `"`)})
 		if f, err = codec.EncodeBatch(b); err != nil || len(f) != size {
 			t.Fatalf("exact frame: %d bytes, %v", len(f), err)
@@ -79,7 +82,7 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 		pb := &lakehousev1.Batch{SequenceNumber: seq}
 		img := `"` + strings.Repeat("z", 1<<20) + `"`
 		for i := 0; i*(1<<20) < size; i++ {
-			pb.Entries = append(pb.Entries, &lakehousev1.Entry{Sequence: uint64(i + 1), TimestampMs: 1764547200000,
+			pb.Entries = append(pb.Entries, &lakehousev1.Entry{Sequence: seq*1000 + uint64(i+1), TimestampMs: 1764547200000,
 				Operation: lakehousev1.Operation_OPERATION_INSERT, Table: "blobs", RowId: "r", After: img})
 		}
 		return &lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Batch{Batch: pb}}

@@ -54,6 +54,9 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0)), nil
 	}
+	if err := validateEntries(b.Entries, sess.mode); err != nil {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
+	}
 
 	src.mu.Lock()
 	defer src.mu.Unlock()
@@ -116,6 +119,9 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries)))), nil
 		case b.Sequence != src.lastSeq+1:
 			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
+		}
+		if err := checkAfterLast(b.Entries, src.lastEntry); err != nil {
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 		}
 		seq = b.Sequence
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -418,7 +419,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	case *lakehousev1.StreamRequest_BinaryBatch:
 		return sess.batch(k.BinaryBatch)
 	case *lakehousev1.StreamRequest_Batch:
-		frame, err := encodeStructured(k.Batch, sess.src.id)
+		frame, err := encodeStructured(k.Batch, sess.src.id, sess.srv.decode.ValidateJSON)
 		var tooLarge *frameTooLarge
 		if errors.As(err, &tooLarge) {
 			err = errors.New(sess.srv.tooLarge(tooLarge.size))
@@ -460,8 +461,11 @@ func (e *frameTooLarge) Error() string {
 }
 
 // encodeStructured turns a structured batch into a codec frame, so both kinds
-// of batch take one path (and the write-ahead log holds one format).
-func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
+// of batch take one path (and the write-ahead log holds one format). It checks
+// the row images' JSON itself when validateJSON is set, so that the error
+// names the field as the client sent it rather than an offset in a frame the
+// client never saw.
+func encodeStructured(b *lakehousev1.Batch, sourceID string, validateJSON bool) ([]byte, error) {
 	cb := codec.Batch{
 		Timestamp:     uint64(b.GetTimestampMs()),
 		Sequence:      b.GetSequenceNumber(),
@@ -494,9 +498,15 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
 		}
 		if e.GetBefore() != "" {
 			cb.Entries[i].Before = []byte(e.GetBefore())
+			if validateJSON && !json.Valid(cb.Entries[i].Before) {
+				return nil, fmt.Errorf("entries[%d].before is not valid JSON text", i)
+			}
 		}
 		if e.GetAfter() != "" {
 			cb.Entries[i].After = []byte(e.GetAfter())
+			if validateJSON && !json.Valid(cb.Entries[i].After) {
+				return nil, fmt.Errorf("entries[%d].after is not valid JSON text", i)
+			}
 		}
 	}
 	if size := cb.EncodedSize(); size > codec.MaxMessageSize {
