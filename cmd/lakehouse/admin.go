@@ -90,7 +90,7 @@ func openForRead(ctx context.Context, name string, args []string, stderr io.Writ
 	fs.SetOutput(stderr)
 	var sf sinkFlags
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
-	sf.register(fs)
+	sf.registerCatalog(fs)
 	if extra != nil {
 		extra(fs)
 	}
@@ -99,6 +99,9 @@ func openForRead(ctx context.Context, name string, args []string, stderr io.Writ
 	}
 	cfg, err := sf.icebergConfig(*dataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
+		return nil, nil, err
+	}
+	if err := sf.requireCatalog(*dataDir); err != nil {
 		return nil, nil, err
 	}
 	s, err := iceberg.Open(ctx, cfg)

@@ -50,19 +50,30 @@ type sinkFlags struct {
 	props      string
 }
 
+// register adds the flags of serve: where flushes go and how they are written,
+// and the catalog flags.
 func (f *sinkFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kind, "sink", "iceberg", "where flushes go: iceberg, or jsonl (JSON-lines files under <data-dir>/jsonl, for debugging)")
+	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
+	f.registerCatalog(fs)
+}
+
+// registerCatalog adds the flags that locate the catalog and the warehouse,
+// the only ones readers (scan, tables) need.
+func (f *sinkFlags) registerCatalog(fs *flag.FlagSet) {
 	fs.StringVar(&f.catalog, "catalog", "sql", "Iceberg catalog: sql (SQLite in the data dir by default, or PostgreSQL via --catalog-uri), rest or glue")
 	fs.StringVar(&f.catalogURI, "catalog-uri", "", "catalog URI: a postgres:// DSN or SQLite path for sql, the endpoint for rest")
 	fs.StringVar(&f.credential, "catalog-credential", "", "REST catalog credential (client_id:client_secret)")
 	fs.StringVar(&f.token, "catalog-token", "", "REST catalog bearer token")
 	fs.StringVar(&f.warehouse, "warehouse", "", "warehouse URL: file://, mem://, s3://, gs://, azblob:// (default file://<data-dir>/warehouse)")
 	fs.StringVar(&f.namespace, "namespace", "cdc", "Iceberg namespace of the CDC tables")
-	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
 	fs.StringVar(&f.props, "catalog-props", "", "extra catalog and storage properties, comma-separated key=value (e.g. s3.endpoint=http://127.0.0.1:9000,s3.region=us-east-1)")
 }
 
 func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Config, error) {
+	if err := f.checkCatalog(); err != nil {
+		return iceberg.Config{}, err
+	}
 	props := map[string]string{}
 	if f.props != "" {
 		for _, kv := range strings.Split(f.props, ",") {
