@@ -56,6 +56,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		defer stop()
 		*addr = a
 		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
+	} else if err := checkReachable(ctx, *addr); err != nil {
+		return err
 	}
 	cfg := bench.Config{
 		Addr:       *addr,

@@ -82,6 +82,9 @@ func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			printf("ack seq=%d status=%s entries=%d latency=%s\n", a.Sequence, a.Status, a.Entries, a.Latency.Round(time.Microsecond))
 		}))
 	}
+	if err := checkReachable(ctx, *addr); err != nil {
+		return err
+	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	c, err := client.Dial(dctx, *addr, *source, opts...)
 	cancel()
