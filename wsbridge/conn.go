@@ -32,11 +32,16 @@ type conn struct {
 	source, shard                     string
 	sourceFromHeader, shardFromHeader bool
 
+	connectedAt time.Time // when the WebSocket was accepted; set before run
+
 	mu         sync.Mutex
 	up         *upstream       // nil when no stream is open
 	inflight   []inflightBatch // batches sent on up, awaiting ack or nack
 	lastActive time.Time       // last batch sent upstream or answered
 	idleTimer  *time.Timer     // closes up after UpstreamIdleTimeout; created lazily
+	// The child's own batch numbers, for GET /status: the server numbers a
+	// legacy child's batches itself, so only the bridge knows these.
+	lastReceived, lastAcked uint64
 
 	flushing atomic.Bool // a flush_request is being served
 	closing  atomic.Bool // the WebSocket is being closed by the bridge
@@ -326,6 +331,7 @@ func (c *conn) forward(frame []byte, seq uint64, corr []byte, frameSrc string) e
 		}
 		c.inflight = append(c.inflight, inflightBatch{seq: seq, corr: string(corr)})
 		c.lastActive = time.Now()
+		c.lastReceived = seq
 		c.mu.Unlock()
 		if err := up.send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: frame}}); err != nil {
 			// The receiver sees the stream's real error and nacks the batch.

@@ -98,14 +98,33 @@ type ChildStatusJSON struct {
 	SequenceMode      string `json:"sequenceMode"`
 }
 
+// ChildStateJSON is one connected child in GET /status under the original
+// parent's name and fields (childStates), for monitoring written against it.
+// Sequences are the child's own batch numbers where the child is connected
+// through this bridge, else the server's; times are ms since the Unix epoch
+// (0: unknown).
+type ChildStateJSON struct {
+	ID                   string `json:"id"`
+	ChildShardName       string `json:"childShardName"`
+	LastReceivedSequence uint64 `json:"lastReceivedSequence"`
+	LastAckedSequence    uint64 `json:"lastAckedSequence"`
+	ConnectedAt          int64  `json:"connectedAt"`
+	LastActivityAt       int64  `json:"lastActivityAt"`
+	BatchesReceived      uint64 `json:"batchesReceived"`
+	EntriesReceived      uint64 `json:"entriesReceived"`
+}
+
 // StatusJSON is the JSON body of GET /status: the original parent's status
-// (state, buffer, connected children, per-child state, whether fallback
-// storage, here the write-ahead log, holds data waiting for storage), plus
-// the write-ahead log, recovery loop and bridge details.
+// (state, buffer, connectedChildren, childStates, fallbackHasData: whether
+// fallback storage, here the write-ahead log, holds data waiting for
+// storage), and beside it this service's own view: every source (children,
+// hasFallbackData), the write-ahead log, the recovery loop and the bridge.
 type StatusJSON struct {
 	State             string             `json:"state"`
 	Buffer            codec.BufferStatus `json:"buffer"`
 	ConnectedChildren int                `json:"connectedChildren"`
+	ChildStates       []ChildStateJSON   `json:"childStates"`
+	FallbackHasData   bool               `json:"fallbackHasData"`
 	Children          []ChildStatusJSON  `json:"children"`
 	HasFallbackData   bool               `json:"hasFallbackData"`
 	LastFlushTime     int64              `json:"lastFlushTime,omitempty"`
@@ -157,6 +176,8 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 		ServerTime:        s.GetServerTimeMs(),
 	}
 	out.HasFallbackData = out.Recovery.Active || out.Recovery.PendingBatches > 0
+	out.FallbackHasData = out.HasFallbackData
+	out.ChildStates = b.childStates(s.GetSources())
 	if lf := s.GetLastFlush(); lf != nil {
 		j := flushResultJSON(lf)
 		out.LastFlush = &j
@@ -178,6 +199,70 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 			LastSeen:          src.GetLastSeenTimeMs(),
 			SequenceMode:      mode,
 		})
+	}
+	return out
+}
+
+// localChild is what the bridge knows of a child connected through it.
+type localChild struct {
+	shard                   string
+	lastReceived, lastAcked uint64
+	connectedAt, lastActive time.Time
+}
+
+// localChildren returns, per source, the newest connection's view.
+func (b *Bridge) localChildren() map[string]localChild {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	out := make(map[string]localChild, len(conns))
+	for _, c := range conns {
+		c.mu.Lock()
+		lc := localChild{shard: c.shard, lastReceived: c.lastReceived, lastAcked: c.lastAcked,
+			connectedAt: c.connectedAt, lastActive: c.lastActive}
+		source := c.source
+		c.mu.Unlock()
+		if source == "" {
+			continue
+		}
+		if old, ok := out[source]; !ok || lc.connectedAt.After(old.connectedAt) {
+			out[source] = lc
+		}
+	}
+	return out
+}
+
+// childStates lists the connected sources as the original parent did.
+func (b *Bridge) childStates(srcs []*lakehousev1.SourceStatus) []ChildStateJSON {
+	local := b.localChildren()
+	out := make([]ChildStateJSON, 0, len(srcs))
+	for _, src := range srcs {
+		if !src.GetConnected() {
+			continue
+		}
+		cs := ChildStateJSON{
+			ID:                   src.GetSourceId(),
+			ChildShardName:       src.GetShardName(),
+			LastReceivedSequence: src.GetLastSequence(),
+			LastAckedSequence:    src.GetLastSequence(),
+			LastActivityAt:       src.GetLastSeenTimeMs(),
+			BatchesReceived:      src.GetBatchesReceived(),
+			EntriesReceived:      src.GetEntriesReceived(),
+		}
+		if lc, ok := local[cs.ID]; ok {
+			if lc.shard != "" {
+				cs.ChildShardName = lc.shard
+			}
+			cs.LastReceivedSequence, cs.LastAckedSequence = lc.lastReceived, lc.lastAcked
+			cs.ConnectedAt = lc.connectedAt.UnixMilli()
+			if !lc.lastActive.IsZero() {
+				cs.LastActivityAt = max(cs.LastActivityAt, lc.lastActive.UnixMilli())
+			}
+		}
+		out = append(out, cs)
 	}
 	return out
 }

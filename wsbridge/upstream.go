@@ -163,6 +163,7 @@ func (c *conn) receive(up *upstream) {
 			a := k.Ack
 			seq, corr, ok := c.complete(up, a.GetSequenceNumber(), a.GetCorrelationId())
 			if ok {
+				c.noteAcked(seq)
 				_ = c.sendAck(seq, corr, ackStatus(a.GetStatus()))
 			}
 		case *lakehousev1.StreamResponse_Nack:
@@ -178,6 +179,13 @@ func (c *conn) receive(up *upstream) {
 			c.b.log.Debug("upstream message ignored", "source", up.source, "kind", fmt.Sprintf("%T", k))
 		}
 	}
+}
+
+// noteAcked records the child's batch number of the latest ack.
+func (c *conn) noteAcked(seq uint64) {
+	c.mu.Lock()
+	c.lastAcked = seq
+	c.mu.Unlock()
 }
 
 // complete removes the in-flight batch an ack or nack answers and returns
