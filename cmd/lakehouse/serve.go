@@ -152,7 +152,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	var (
 		cfg      server.Config
 		sf       sinkFlags
