@@ -17,6 +17,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 type stream = grpc.BidiStreamingServer[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
@@ -478,16 +479,9 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string, validateJSON bool) 
 		cb.SourceID = []byte(sourceID)
 	}
 	for i, e := range b.GetEntries() {
-		var op codec.Op
-		switch e.GetOperation() {
-		case lakehousev1.Operation_OPERATION_INSERT:
-			op = codec.OpInsert
-		case lakehousev1.Operation_OPERATION_UPDATE:
-			op = codec.OpUpdate
-		case lakehousev1.Operation_OPERATION_DELETE:
-			op = codec.OpDelete
-		default:
-			return nil, fmt.Errorf("%w: entries[%d].operation %v", codec.ErrUnknownOperation, i, e.GetOperation())
+		op, ok := protomap.Op(e.GetOperation())
+		if !ok {
+			return nil, fmt.Errorf("entries[%d].operation %v is not INSERT, UPDATE or DELETE", i, e.GetOperation())
 		}
 		cb.Entries[i] = codec.Entry{
 			Sequence:  e.GetSequence(),
@@ -518,12 +512,12 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string, validateJSON bool) 
 // observe counts a batch's outcome.
 func (s *Server) observe(r *lakehousev1.StreamResponse) {
 	if a := r.GetAck(); a != nil {
-		s.m.batches.WithLabelValues(enumName(a.Status.String(), "ACK_STATUS_")).Inc()
+		s.m.batches.WithLabelValues(protomap.AckStatusName(a.Status)).Inc()
 		if d := a.GetDetails(); d != nil && a.Status != lakehousev1.AckStatus_ACK_STATUS_DUPLICATE {
 			s.m.entries.Add(float64(d.EntriesAccepted))
 		}
 	} else if n := r.GetNack(); n != nil {
-		s.m.batches.WithLabelValues("nack_" + enumName(n.Reason.String(), "NACK_REASON_")).Inc()
+		s.m.batches.WithLabelValues("nack_" + protomap.NackReasonName(n.Reason)).Inc()
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // conn is one legacy child's WebSocket. Its only long-lived goroutine is run,
@@ -356,7 +357,7 @@ func (c *conn) startFlush(reason string) {
 		defer c.flushing.Store(false)
 		ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, c.auth), c.b.cfg.RPCTimeout)
 		defer cancel()
-		res, err := c.b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: flushReason(reason)})
+		res, err := c.b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: protomap.FlushReason(reason)})
 		if err != nil {
 			c.b.log.Warn("flush_request failed", "source", source, "err", err)
 			return

@@ -4,21 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
-
-// stateName returns the legacy ParentState name ("idle", "receiving", ...):
-// the enum's names are the legacy ones with a prefix.
-func stateName(s lakehousev1.ParentState) string {
-	if s == lakehousev1.ParentState_PARENT_STATE_UNSPECIFIED {
-		return "idle"
-	}
-	return strings.ToLower(strings.TrimPrefix(s.String(), "PARENT_STATE_"))
-}
 
 func bufferStatus(b *lakehousev1.BufferStats) codec.BufferStatus {
 	return codec.BufferStatus{
@@ -36,22 +27,12 @@ func statusMessage(s *lakehousev1.ServerStatus) codec.StatusMessage {
 	return codec.StatusMessage{
 		Type:              codec.JSONStatus,
 		Timestamp:         time.Now().UnixMilli(),
-		State:             stateName(s.GetState()),
+		State:             protomap.ParentStateName(s.GetState()),
 		Buffer:            bufferStatus(s.GetBuffer()),
 		ConnectedChildren: int(s.GetConnectedSources()),
 		LastFlushTime:     s.GetLastFlushTimeMs(),
 		NextFlushTime:     s.GetNextFlushTimeMs(),
 	}
-}
-
-// flushReason maps a legacy flush_request reason (manual, shutdown,
-// buffer_full, time_threshold) to the enum of the same name; anything else
-// is a manual flush.
-func flushReason(r string) lakehousev1.FlushReason {
-	if v, ok := lakehousev1.FlushReason_value["FLUSH_REASON_"+strings.ToUpper(r)]; ok && v != 0 {
-		return lakehousev1.FlushReason(v)
-	}
-	return lakehousev1.FlushReason_FLUSH_REASON_MANUAL
 }
 
 // FlushResultJSON is the JSON body of POST /flush: the original parent's
@@ -154,7 +135,7 @@ type RecoveryStatusJSON struct {
 
 func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 	out := StatusJSON{
-		State:             stateName(s.GetState()),
+		State:             protomap.ParentStateName(s.GetState()),
 		Buffer:            bufferStatus(s.GetBuffer()),
 		ConnectedChildren: int(s.GetConnectedSources()),
 		Children:          make([]ChildStatusJSON, 0, len(s.GetSources())),
@@ -183,10 +164,6 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 		out.LastFlush = &j
 	}
 	for _, src := range s.GetSources() {
-		mode := "batch"
-		if src.GetSequenceMode() == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
-			mode = "entry"
-		}
 		out.Children = append(out.Children, ChildStatusJSON{
 			SourceDoID:        src.GetSourceId(),
 			SourceShardName:   src.GetShardName(),
@@ -197,7 +174,7 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 			BatchesReceived:   src.GetBatchesReceived(),
 			EntriesReceived:   src.GetEntriesReceived(),
 			LastSeen:          src.GetLastSeenTimeMs(),
-			SequenceMode:      mode,
+			SequenceMode:      protomap.SequenceModeName(src.GetSequenceMode()),
 		})
 	}
 	return out

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
-	"strings"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // sendFields maps every accepted input field name (legacy camelCase, proto
@@ -76,7 +76,7 @@ func parseSendLine(line []byte) (codec.Entry, error) {
 		return codec.Entry{}, fmt.Errorf("field %q: %d is not a time (ms since the Unix epoch)", given["timestamp"], ts)
 	}
 	e.Timestamp = uint64(ts)
-	o, err := codec.ParseOp(strings.TrimPrefix(op, "OPERATION_"))
+	o, err := protomap.ParseOperation(op)
 	if err != nil {
 		return codec.Entry{}, fmt.Errorf("field \"operation\": %q is not INSERT, UPDATE or DELETE", op)
 	}
