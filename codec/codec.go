@@ -17,6 +17,10 @@ const MaxMessageSize = 16 << 20
 // HeaderSize is the size of the common header of every binary frame.
 const HeaderSize = 24
 
+// BatchHeaderSize is the size of a cdc_batch frame's fixed header, before
+// the source id: what PeekBatchHeader needs.
+const BatchHeaderSize = batchFixedSize
+
 // batchFixedSize is the size of a cdc_batch frame before the source id.
 const batchFixedSize = 40
 

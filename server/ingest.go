@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -357,20 +356,10 @@ func (s *Server) invalidSequence(b *codec.Batch, expected uint64) *lakehousev1.S
 	return r
 }
 
-// peekIDs reads the sequence number and correlation id of a frame that failed
-// to decode, where the frame is intact enough to hold them.
+// peekIDs reads the sequence number and correlation id of a frame that is
+// refused before decoding (oversized, undecodable), where the frame is intact
+// enough to hold them, so the nack reaches the right batch.
 func peekIDs(frame []byte) (uint64, string) {
-	if len(frame) < codec.HeaderSize || !codec.IsBinary(frame) {
-		return 0, ""
-	}
-	seq := binary.LittleEndian.Uint64(frame[16:])
-	if len(frame) < 40 || codec.Flags(frame[4])&codec.FlagHasCorrelation == 0 {
-		return seq, ""
-	}
-	srcLen := int(binary.LittleEndian.Uint16(frame[24:]))
-	corrLen := int(binary.LittleEndian.Uint16(frame[34:]))
-	if 40+srcLen+corrLen > len(frame) {
-		return seq, ""
-	}
-	return seq, string(frame[40+srcLen : 40+srcLen+corrLen])
+	h, _ := codec.PeekBatchHeader(frame)
+	return h.Sequence, string(h.CorrelationID)
 }

@@ -2,7 +2,6 @@ package wsbridge
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -134,7 +133,7 @@ func (c *conn) readMessage(bp *[]byte, r io.Reader) (msg []byte, tooBig bool, er
 		n, rerr := r.Read(buf[len(buf) : len(buf)+room])
 		buf = buf[:len(buf)+n]
 		*bp = buf
-		if !declared && len(buf) >= 40 {
+		if !declared && len(buf) >= codec.BatchHeaderSize {
 			declared = true
 			if size, ok := declaredBatchSize(buf); ok && size > limit {
 				tooBig = true
@@ -160,48 +159,21 @@ func (c *conn) readMessage(bp *[]byte, r io.Reader) (msg []byte, tooBig bool, er
 
 // declaredBatchSize returns the frame size a cdc_batch header declares.
 func declaredBatchSize(f []byte) (int64, bool) {
-	if len(f) < 40 || !codec.IsBinary(f) || codec.MessageType(f[3]) != codec.TypeCDCBatch {
+	h, err := codec.PeekBatchHeader(f)
+	if err != nil {
 		return 0, false
 	}
-	n := 40 + int64(binary.LittleEndian.Uint16(f[24:])) + int64(binary.LittleEndian.Uint32(f[30:]))
-	if codec.Flags(f[4])&codec.FlagHasCorrelation != 0 {
-		n += int64(binary.LittleEndian.Uint16(f[34:]))
-	}
-	return n, true
+	return h.DeclaredSize(), true
 }
 
 // peekIDs reads, as far as the bytes allow, the sequence number and the
 // correlation id of a binary frame that may be invalid or cut short.
 func peekIDs(f []byte) (seq uint64, corr []byte) {
-	if !codec.IsBinary(f) || len(f) < codec.HeaderSize {
+	if !codec.IsBinary(f) {
 		return 0, nil
 	}
-	seq = binary.LittleEndian.Uint64(f[16:])
-	if len(f) < 40 || codec.MessageType(f[3]) != codec.TypeCDCBatch || codec.Flags(f[4])&codec.FlagHasCorrelation == 0 {
-		return seq, nil
-	}
-	s := int(binary.LittleEndian.Uint16(f[24:]))
-	cl := int(binary.LittleEndian.Uint16(f[34:]))
-	if cl == 0 || 40+s+cl > len(f) {
-		return seq, nil
-	}
-	corr = f[40+s : 40+s+cl]
-	if !utf8.Valid(corr) {
-		return seq, nil
-	}
-	return seq, corr
-}
-
-// frameSource reads the sourceDoId of a cdc_batch frame, "" if unreadable.
-func frameSource(f []byte) string {
-	if len(f) < 40 {
-		return ""
-	}
-	s := int(binary.LittleEndian.Uint16(f[24:]))
-	if 40+s > len(f) || !utf8.Valid(f[40:40+s]) {
-		return ""
-	}
-	return string(f[40 : 40+s])
+	h, _ := codec.PeekBatchHeader(f)
+	return h.Sequence, h.CorrelationID
 }
 
 // handleBinary forwards a binary cdc_batch frame untouched.
@@ -216,8 +188,8 @@ func (c *conn) handleBinary(frame []byte) error {
 		return c.sendNack(seq, corr, codec.NackInvalidFormat, false, 0,
 			fmt.Sprintf("unexpected binary message type %s: only cdc_batch is accepted", h.Type))
 	}
-	seq, corr := peekIDs(frame)
-	return c.forward(frame, seq, corr, frameSource(frame))
+	bh, _ := codec.PeekBatchHeader(frame)
+	return c.forward(frame, bh.Sequence, bh.CorrelationID, string(bh.SourceID))
 }
 
 // handleJSON answers a JSON text message.
