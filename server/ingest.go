@@ -48,6 +48,9 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
+	if !b.ChecksumOK {
+		s.m.checksumMismatches.Inc()
+	}
 	corr := string(b.CorrelationID)
 	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,

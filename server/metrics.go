@@ -13,10 +13,17 @@ type metrics struct {
 	flushes       *prometheus.CounterVec // by result: success, failure
 	flushSeconds  prometheus.Histogram
 	flushedRows   prometheus.Counter
+	// Batches whose CRC-32 does not match. Legacy children reuse their
+	// encode buffer and send stale checksums (legacy-protocol.md), so a
+	// mismatch is counted, not refused.
+	checksumMismatches prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m := &metrics{
+		checksumMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_batch_checksum_mismatches_total", Help: "Batches whose CRC-32 did not match (accepted: legacy children send stale checksums).",
+		}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lakehouse_batches_total", Help: "Batches received, by result (ok, buffered, fallback, duplicate, nack_<reason>).",
 		}, []string{"result"}),
@@ -47,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows,
+	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
 		gauge("lakehouse_buffer_bytes", "Bytes buffered in memory (including a running flush).", func() float64 {
 			s.mu.Lock()
 			defer s.mu.Unlock()
