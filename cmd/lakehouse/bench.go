@@ -26,7 +26,7 @@ type benchComparison struct {
 // both) and prints throughput and latency. With no --addr it calls
 // startServer to run a server in-process (nil: --addr is required).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
-	startServer func(ctx context.Context) (addr string, stop func(), err error)) error {
+	startServer func(ctx context.Context) (addr string, stop func() error, err error)) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", "", "server gRPC address (empty: start a server in-process)")
@@ -54,7 +54,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if err != nil {
 			return fmt.Errorf("starting a server: %w", err)
 		}
-		defer stop()
+		defer func() {
+			if serr := stop(); serr != nil {
+				err = errors.Join(err, fmt.Errorf("stopping the in-process server: %w", serr))
+			}
+		}()
 		*addr = a
 		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
 	} else if err := checkReachable(ctx, *addr); err != nil {
