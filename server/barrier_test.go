@@ -1,8 +1,15 @@
 package server_test
 
 import (
+	"bytes"
+	"encoding/binary"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
+
+	"google.golang.org/protobuf/proto"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
@@ -54,5 +61,81 @@ func TestStreamFlushIsABarrier(t *testing.T) {
 				break
 			}
 		}
+	}
+}
+
+// TestStreamFlushBarrierOneWrite writes connect, a batch and a flush as one
+// HTTP/2 request body, sent at once and half-closed, as grpcurl does with
+// its input: the flush's status must still follow the batch's ack and
+// persisted watermark, and cover the batch.
+func TestStreamFlushBarrierOneWrite(t *testing.T) {
+	in := servertest.Start(t, servertest.WithSync())
+	var body bytes.Buffer
+	for _, req := range []*lakehousev1.StreamRequest{
+		{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{SourceId: "one-write"}}},
+		{Kind: &lakehousev1.StreamRequest_Batch{Batch: &lakehousev1.Batch{SequenceNumber: 1, Entries: []*lakehousev1.Entry{
+			{Sequence: 1, TimestampMs: 1764547200001, Operation: lakehousev1.Operation_OPERATION_INSERT, Table: "users", RowId: "u1", After: `{"id":"u1"}`},
+			{Sequence: 2, TimestampMs: 1764547200002, Operation: lakehousev1.Operation_OPERATION_DELETE, Table: "users", RowId: "u1", Before: `{"id":"u1"}`},
+		}}}},
+		{Kind: &lakehousev1.StreamRequest_Flush{Flush: &lakehousev1.FlushRequest{}}},
+	} {
+		msg, err := proto.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var prefix [5]byte // gRPC message framing: not compressed, u32 length
+		binary.BigEndian.PutUint32(prefix[1:], uint32(len(msg)))
+		body.Write(prefix[:])
+		body.Write(msg)
+	}
+	var protocols http.Protocols
+	protocols.SetUnencryptedHTTP2(true)
+	tr := &http.Transport{Protocols: &protocols}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, "http://"+in.Addr+"/lakehouse.v1.CDCService/Stream", &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/grpc")
+	req.Header.Set("TE", "trailers")
+	resp, err := tr.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var kinds []string
+	for {
+		var prefix [5]byte
+		if _, err := io.ReadFull(resp.Body, prefix[:]); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatalf("read: %v (so far %v)", err, kinds)
+		}
+		msg := make([]byte, binary.BigEndian.Uint32(prefix[1:]))
+		if _, err := io.ReadFull(resp.Body, msg); err != nil {
+			t.Fatal(err)
+		}
+		var r lakehousev1.StreamResponse
+		if err := proto.Unmarshal(msg, &r); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case r.GetConnected() != nil:
+			kinds = append(kinds, "connected")
+		case r.GetAck() != nil:
+			kinds = append(kinds, "ack:"+r.GetAck().GetStatus().String())
+		case r.GetPersisted() != nil:
+			kinds = append(kinds, fmt.Sprintf("persisted:%d", r.GetPersisted().GetSequenceNumber()))
+		case r.GetStatus() != nil:
+			kinds = append(kinds, fmt.Sprintf("status:%d", r.GetStatus().GetLastFlush().GetEntriesFlushed()))
+		default:
+			kinds = append(kinds, fmt.Sprint(&r))
+		}
+	}
+	if st := resp.Trailer.Get("Grpc-Status"); st != "0" {
+		t.Fatalf("stream ended with grpc-status %q (%s); responses %v", st, resp.Trailer.Get("Grpc-Message"), kinds)
+	}
+	if got, want := strings.Join(kinds, " "), "connected ack:ACK_STATUS_OK persisted:1 status:2"; got != want {
+		t.Fatalf("responses %q, want %q", got, want)
 	}
 }
