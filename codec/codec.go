@@ -207,7 +207,9 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	msg := fmt.Sprintf("%v: %s at offset %d", e.Err, e.Field, e.Offset)
+	// The field first: "entries[3].after" tells the sender what to fix;
+	// the byte offset only helps whoever looks at the raw frame.
+	msg := fmt.Sprintf("%v: %s (byte %d)", e.Err, e.Field, e.Offset)
 	if e.Detail != "" {
 		msg += " (" + e.Detail + ")"
 	}

@@ -104,6 +104,7 @@ func TestInputRulesLegacy(t *testing.T) {
 	}{
 		{e(4, codec.OpInsert, ""), "entries[0].table"},
 		{codec.Entry{Sequence: 5, Timestamp: 0, Table: []byte("t")}, "entries[0].timestamp_ms"},
+		{codec.Entry{Sequence: 6, Timestamp: ts0, Table: []byte("t"), After: []byte("{bad")}, "invalid JSON: entries[0].after"},
 	}
 	for i, b := range bad {
 		r := ts.sendFrame(&codec.Batch{Sequence: uint64(2 + i), SourceID: []byte("legacy-rules"), Entries: []codec.Entry{b.entry}})
