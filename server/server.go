@@ -159,17 +159,19 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// maxRecvMsgSize is the gRPC receive limit: twice the largest batch, so that
-// batches up to twice too large reach accept and get a clean invalid_format
-// nack on a stream that stays up. A larger message ends its stream with
-// RESOURCE_EXHAUSTED, because gRPC cannot skip a message it refused to read;
-// the limit also bounds what one message makes the server allocate.
-const maxRecvMsgSize = 2 * codec.MaxMessageSize
+// MaxGRPCMessageSize is the server's gRPC receive limit: twice the largest
+// batch, so that batches up to twice too large reach accept and get a clean
+// invalid_format nack on a stream that stays up. A larger message ends its
+// stream with RESOURCE_EXHAUSTED, because gRPC cannot skip a message it
+// refused to read; the limit also bounds what one message makes the server
+// allocate. Clients that forward batches (the bridge) use it as their send
+// limit, so the server, not their transport, judges a batch's size.
+const MaxGRPCMessageSize = 2 * codec.MaxMessageSize
 
 // GRPCOptions returns the options the grpc.Server that hosts s must have
 // (its message size limit). Add transport options such as keepalive to them.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(maxRecvMsgSize)}
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxGRPCMessageSize)}
 }
 
 // Register registers the CDC service, the standard health service and server
