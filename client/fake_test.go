@@ -15,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // action is what the fake server does with one received batch.
@@ -293,7 +294,7 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 			pb := k.Batch
 			es := make([]codec.Entry, len(pb.GetEntries()))
 			for i, e := range pb.GetEntries() {
-				es[i] = codec.Entry{Sequence: e.GetSequence(), Timestamp: uint64(e.GetTimestampMs()), Op: codec.Op(e.GetOperation() - 1),
+				es[i] = codec.Entry{Sequence: e.GetSequence(), Timestamp: uint64(e.GetTimestampMs()), Op: fakeOp(e.GetOperation()),
 					Table: []byte(e.GetTable()), RowID: []byte(e.GetRowId())}
 				if e.GetBefore() != "" {
 					es[i].Before = []byte(e.GetBefore())
@@ -383,4 +384,10 @@ func (f *fakeServer) process(fs *fakeStream, src string, seq uint64, corr string
 		<-hold
 	}
 	return fs.send(ack(seq, corr, st))
+}
+
+// fakeOp maps a proto operation to the codec's, as the server does.
+func fakeOp(o lakehousev1.Operation) codec.Op {
+	op, _ := protomap.Op(o)
+	return op
 }

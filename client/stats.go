@@ -2,10 +2,10 @@ package client
 
 import (
 	"maps"
-	"strings"
 	"time"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // stats are the client's counters and latency digests (guarded by the
@@ -166,6 +166,4 @@ func (c *Client) LatencyHistograms() (ack, persisted Histogram) {
 
 // NackReasonName returns the short lower-case name of a nack reason
 // ("buffer_full", "invalid_sequence", ...).
-func NackReasonName(r lakehousev1.NackReason) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "NACK_REASON_"))
-}
+func NackReasonName(r lakehousev1.NackReason) string { return protomap.NackReasonName(r) }

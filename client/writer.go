@@ -7,6 +7,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // sendItem is a transmission, copied out of the queue so that it can be
@@ -182,7 +183,7 @@ func (c *Client) encode(item *sendItem, buf, corr []byte) (*lakehousev1.StreamRe
 			pb.Entries[i] = &lakehousev1.Entry{
 				Sequence:    e.Sequence,
 				TimestampMs: int64(e.Timestamp),
-				Operation:   lakehousev1.Operation(e.Op + 1),
+				Operation:   protomap.Operation(e.Op),
 				Table:       string(e.Table),
 				RowId:       string(e.RowID),
 				Before:      string(e.Before),

@@ -17,6 +17,10 @@ const MaxMessageSize = 16 << 20
 // HeaderSize is the size of the common header of every binary frame.
 const HeaderSize = 24
 
+// BatchHeaderSize is the size of a cdc_batch frame's fixed header, before
+// the source id: what PeekBatchHeader needs.
+const BatchHeaderSize = batchFixedSize
+
 // batchFixedSize is the size of a cdc_batch frame before the source id.
 const batchFixedSize = 40
 
@@ -71,7 +75,10 @@ const (
 	knownFlags               = FlagCompressed | FlagHasCorrelation | FlagIsRetry
 )
 
-// Op is the operation of a CDC entry, with its wire code.
+// Op is the operation of a CDC entry, with its wire code. The codes are 0, 1,
+// 2; the proto enum lakehouse.v1.Operation numbers the same operations 1, 2,
+// 3 (0 is its "unspecified"): convert with the protomap package, never by
+// adding one.
 type Op uint8
 
 // Operations and their wire codes.
@@ -200,7 +207,9 @@ type DecodeError struct {
 }
 
 func (e *DecodeError) Error() string {
-	msg := fmt.Sprintf("%v: %s at offset %d", e.Err, e.Field, e.Offset)
+	// The field first: "entries[3].after" tells the sender what to fix;
+	// the byte offset only helps whoever looks at the raw frame.
+	msg := fmt.Sprintf("%v: %s (byte %d)", e.Err, e.Field, e.Offset)
 	if e.Detail != "" {
 		msg += " (" + e.Detail + ")"
 	}

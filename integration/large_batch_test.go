@@ -47,7 +47,10 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 		img := []byte(`"` + strings.Repeat("x", 1<<20-2) + `"`)
 		b := &codec.Batch{Sequence: seq, SourceID: []byte("big")}
 		for i := 0; len(b.Entries)*(1<<20) < size; i++ {
-			b.Entries = append(b.Entries, codec.Entry{Sequence: uint64(i + 1), Table: []byte("blobs"), RowID: []byte("r"), After: img})
+			// Entry sequences of batch seq start at seq*1000: they
+			// increase across the batches of a source.
+			b.Entries = append(b.Entries, codec.Entry{Sequence: seq*1000 + uint64(i+1), Timestamp: 1764547200000,
+				Table: []byte("blobs"), RowID: []byte("r"), After: img})
 		}
 		f, err := codec.EncodeBatch(b)
 		if err != nil {
@@ -58,16 +61,50 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 		}
 		return f
 	}
+	// exact builds a frame of exactly size bytes.
+	exact := func(seq uint64, size int) []byte {
+		f := batch(seq, size-(1<<20))
+		b, err := codec.DecodeBatch(f, codec.DecodeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b = b.Clone()
+		pad := size - len(f) - 29 - len("blobs") - len("r") - 2
+		b.Entries = append(b.Entries, codec.Entry{Sequence: b.LastEntrySequence() + 1, Timestamp: 1764547200000, Table: []byte("blobs"), RowID: []byte("r"),
+			After: []byte(`"` + strings.Repeat("y", pad) + `"`)})
+		if f, err = codec.EncodeBatch(b); err != nil || len(f) != size {
+			t.Fatalf("exact frame: %d bytes, %v", len(f), err)
+		}
+		return f
+	}
+	// structured is a structured batch of about size bytes.
+	structured := func(seq uint64, size int) *lakehousev1.StreamRequest {
+		pb := &lakehousev1.Batch{SequenceNumber: seq}
+		img := `"` + strings.Repeat("z", 1<<20) + `"`
+		for i := 0; i*(1<<20) < size; i++ {
+			pb.Entries = append(pb.Entries, &lakehousev1.Entry{Sequence: seq*1000 + uint64(i+1), TimestampMs: 1764547200000,
+				Operation: lakehousev1.Operation_OPERATION_INSERT, Table: "blobs", RowId: "r", After: img})
+		}
+		return &lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Batch{Batch: pb}}
+	}
+	binary := func(f []byte) *lakehousev1.StreamRequest {
+		return &lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: f}}
+	}
 	tests := []struct {
-		name  string
-		frame []byte
-		ok    bool
+		name string
+		req  *lakehousev1.StreamRequest
+		ok   bool
 	}{
-		{"15 MiB", batch(1, 15<<20), true},
-		{"16.5 MiB", batch(2, 16<<20+1<<19), false},
+		{"15 MiB", binary(batch(1, 15<<20)), true},
+		{"16.5 MiB", binary(batch(2, 16<<20+1<<19)), false},
+		// The largest frame the protocol allows fits in the write-ahead log.
+		{"exactly 16 MiB", binary(exact(2, codec.MaxMessageSize)), true},
+		// Above the old 17 MiB receive limit, which ended the stream.
+		{"24 MiB structured", structured(3, 24<<20), false},
+		{"after the oversized ones", binary(batch(3, 1<<20)), true},
 	}
 	for _, tc := range tests {
-		if err := st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: tc.frame}}); err != nil {
+		if err := st.Send(tc.req); err != nil {
 			t.Fatalf("%s: send: %v", tc.name, err)
 		}
 		r, err := st.Recv()

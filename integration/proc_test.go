@@ -159,3 +159,13 @@ func readLog(t *testing.T, path string) string {
 	}
 	return strings.TrimSpace(s)
 }
+
+// alive reports whether the process is still running.
+func (p *proc) alive() bool {
+	select {
+	case <-p.done:
+		return false
+	default:
+		return true
+	}
+}

@@ -2,17 +2,19 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// DefaultMaxMessageSize is the default bound on a batch: 16 MiB, the legacy
-// protocol's maximum message.
-const DefaultMaxMessageSize = 16 << 20
+// DefaultMaxMessageSize is the default bound on a batch frame: 16 MiB, the
+// legacy protocol's maximum message, and also the most it may be set to.
+const DefaultMaxMessageSize = codec.MaxMessageSize
 
 // Config configures a Server. Zero fields take the defaults documented on
 // each field, which are those of the original DEFAULT_PARENT_CONFIG (see
@@ -75,8 +77,11 @@ type Config struct {
 	RecoveryInitialDelay time.Duration
 	RecoveryMaxDelay     time.Duration
 
-	// MaxMessageSize bounds a batch. Default DefaultMaxMessageSize. The
-	// grpc.Server must accept messages somewhat larger (see MaxRecvMsgSize).
+	// MaxMessageSize bounds a batch frame (a structured batch counts as the
+	// frame it encodes to); larger batches are nacked invalid_format.
+	// Default and maximum DefaultMaxMessageSize. Create the grpc.Server with
+	// Server.GRPCOptions, so that oversized batches reach the server and
+	// get that nack instead of ending the stream.
 	MaxMessageSize int
 	// SkipJSONValidation stores before/after without checking they are JSON.
 	// By default invalid JSON is nacked invalid_format.
@@ -135,6 +140,9 @@ func (c *Config) setDefaults() error {
 	defD(&c.RecoveryMaxDelay, 60*time.Second)
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.MaxMessageSize > DefaultMaxMessageSize {
+		return fmt.Errorf("server: Config.MaxMessageSize %d exceeds the protocol's maximum of %d bytes", c.MaxMessageSize, DefaultMaxMessageSize)
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -12,10 +11,12 @@ import (
 )
 
 // reply is the answer to one batch: ready now, or once its write-ahead log
-// append is durable. Replies are sent in the order the batches arrived.
+// append is durable; or a stream flush, started once every reply before it
+// is sent. Replies are handled in the order the requests arrived.
 type reply struct {
 	resp    *lakehousev1.StreamResponse // set when the answer is ready
 	pending *pendingBatch               // set when the batch waits for its append
+	flush   *lakehousev1.FlushReason    // set for a stream flush
 }
 
 // pendingBatch is an accepted batch whose append is in flight.
@@ -40,17 +41,23 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	if len(frame) > s.cfg.MaxMessageSize {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit", len(frame), s.cfg.MaxMessageSize), 0)), nil
+			s.tooLarge(len(frame)), 0)), nil
 	}
 	var b codec.Batch
 	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
+	if !b.ChecksumOK {
+		s.m.checksumMismatches.Inc()
+	}
 	corr := string(b.CorrelationID)
 	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0)), nil
+	}
+	if err := validateEntries(b.Entries, sess.mode); err != nil {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
 
 	src.mu.Lock()
@@ -115,6 +122,9 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 		case b.Sequence != src.lastSeq+1:
 			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
 		}
+		if err := checkAfterLast(b.Entries, src.lastEntry); err != nil {
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
+		}
 		seq = b.Sequence
 	}
 
@@ -138,6 +148,11 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	if lsn == 0 {
 		err := <-done
 		s.unreserve(size, lower)
+		if errors.Is(err, wal.ErrTooLarge) {
+			// Cannot happen for a frame within the limit (record.go
+			// checks the sizes at build time); never retry it if it does.
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
+		}
 		if errors.Is(err, wal.ErrFull) {
 			s.kickFlush()
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
@@ -332,6 +347,11 @@ func (s *Server) nack(seq uint64, corr string, reason lakehousev1.NackReason, ms
 	})
 }
 
+// tooLarge is the nack message for a batch of size bytes over the limit.
+func (s *Server) tooLarge(size int) string {
+	return fmt.Sprintf("batch of %d bytes exceeds the %d-byte limit (Connected.max_message_size)", size, s.cfg.MaxMessageSize)
+}
+
 func (s *Server) invalidSequence(b *codec.Batch, expected uint64) *lakehousev1.StreamResponse {
 	r := s.nack(b.Sequence, string(b.CorrelationID), lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE,
 		fmt.Sprintf("batch %d out of sequence: expected %d", b.Sequence, expected), 0)
@@ -339,20 +359,10 @@ func (s *Server) invalidSequence(b *codec.Batch, expected uint64) *lakehousev1.S
 	return r
 }
 
-// peekIDs reads the sequence number and correlation id of a frame that failed
-// to decode, where the frame is intact enough to hold them.
+// peekIDs reads the sequence number and correlation id of a frame that is
+// refused before decoding (oversized, undecodable), where the frame is intact
+// enough to hold them, so the nack reaches the right batch.
 func peekIDs(frame []byte) (uint64, string) {
-	if len(frame) < codec.HeaderSize || !codec.IsBinary(frame) {
-		return 0, ""
-	}
-	seq := binary.LittleEndian.Uint64(frame[16:])
-	if len(frame) < 40 || codec.Flags(frame[4])&codec.FlagHasCorrelation == 0 {
-		return seq, ""
-	}
-	srcLen := int(binary.LittleEndian.Uint16(frame[24:]))
-	corrLen := int(binary.LittleEndian.Uint16(frame[34:]))
-	if 40+srcLen+corrLen > len(frame) {
-		return seq, ""
-	}
-	return seq, string(frame[40+srcLen : 40+srcLen+corrLen])
+	h, _ := codec.PeekBatchHeader(frame)
+	return h.Sequence, string(h.CorrelationID)
 }

@@ -16,10 +16,17 @@ type metrics struct {
 	stages        *prometheus.CounterVec // by result: success, failure
 	stageSeconds  prometheus.Histogram
 	commitSeconds prometheus.Histogram
+	// Batches whose CRC-32 does not match. Legacy children reuse their
+	// encode buffer and send stale checksums (legacy-protocol.md), so a
+	// mismatch is counted, not refused.
+	checksumMismatches prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	m := &metrics{
+		checksumMismatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_batch_checksum_mismatches_total", Help: "Batches whose CRC-32 did not match (accepted: legacy children send stale checksums).",
+		}),
 		batches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "lakehouse_batches_total", Help: "Batches received, by result (ok, buffered, fallback, duplicate, nack_<reason>).",
 		}, []string{"result"}),
@@ -61,7 +68,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	gauge := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
-	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows,
+	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
 		m.stages, m.stageSeconds, m.commitSeconds,
 		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
 			s.mu.Lock()

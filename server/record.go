@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server/wal"
 )
 
 // walRecord is what the server writes to the write-ahead log for each
@@ -25,6 +27,15 @@ type walRecord struct {
 }
 
 const walRecordVersion = 1
+
+// maxRecordOverhead is the most a record adds to its frame: version, mode,
+// two length-prefixed strings of at most 65535 bytes, two u64.
+const maxRecordOverhead = 2 + 2 + 0xFFFF + 2 + 0xFFFF + 16
+
+// Every frame the protocol allows must fit in a log record: otherwise a
+// batch near the limit would pass accept and fail in the log. (This constant
+// overflows, and the build fails, if it does not fit.)
+const _ uint = wal.MaxRecordBytes - (codec.MaxMessageSize + maxRecordOverhead)
 
 func (r *walRecord) appendTo(dst []byte) []byte {
 	dst = append(dst, walRecordVersion, byte(r.Mode))

@@ -29,6 +29,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/dirlock"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -43,6 +44,7 @@ type Server struct {
 
 	cfg    Config
 	log    *slog.Logger
+	lock   *dirlock.Lock // held on DataDir until the server stops
 	wal    *wal.Log
 	sink   sink.Sink
 	stager sink.Stager // the sink, when it can stage; nil otherwise
@@ -123,6 +125,12 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("server: data dir: %w", err)
 	}
+	// Before anything reads the log: a second server on the directory would
+	// replay and commit the first one's batches.
+	lock, err := dirlock.Acquire(cfg.DataDir)
+	if err != nil {
+		return nil, fmt.Errorf("server: %w", err)
+	}
 	l, err := wal.Open(wal.Options{
 		Dir:          filepath.Join(cfg.DataDir, "wal"),
 		SegmentBytes: cfg.WALSegmentBytes,
@@ -131,10 +139,11 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		Logger:       cfg.Logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("server: open write-ahead log: %w", err)
+		return nil, errors.Join(fmt.Errorf("server: open write-ahead log: %w", err), lock.Release())
 	}
 	s := &Server{
 		cfg:       cfg,
+		lock:      lock,
 		log:       cfg.Logger,
 		wal:       l,
 		sink:      cfg.Sink,
@@ -153,8 +162,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.m = newMetrics(cfg.Metrics, s)
 	if err := s.restore(ctx); err != nil {
 		s.cancelFlush()
-		l.Close()
-		return nil, err
+		return nil, errors.Join(err, l.Close(), lock.Release())
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -163,6 +171,21 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.kickFlush()
 	}
 	return s, nil
+}
+
+// MaxGRPCMessageSize is the server's gRPC receive limit: twice the largest
+// batch, so that batches up to twice too large reach accept and get a clean
+// invalid_format nack on a stream that stays up. A larger message ends its
+// stream with RESOURCE_EXHAUSTED, because gRPC cannot skip a message it
+// refused to read; the limit also bounds what one message makes the server
+// allocate. Clients that forward batches (the bridge) use it as their send
+// limit, so the server, not their transport, judges a batch's size.
+const MaxGRPCMessageSize = 2 * codec.MaxMessageSize
+
+// GRPCOptions returns the options the grpc.Server that hosts s must have
+// (its message size limit). Add transport options such as keepalive to them.
+func (s *Server) GRPCOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxGRPCMessageSize)}
 }
 
 // Register registers the CDC service, the standard health service and server
@@ -546,5 +569,6 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 		case <-ctx.Done():
 		}
 	}
-	return err
+	// Released last: the sequencing state and the log are closed by now.
+	return errors.Join(err, s.lock.Release())
 }

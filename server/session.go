@@ -14,31 +14,9 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
-
-var (
-	errFenced       = errors.New("server: stream fenced by a newer stream for the same source")
-	errShuttingDown = errors.New("server: shutting down")
-	errClosed       = errors.New("server: closed")
-	errStreamEnded  = errors.New("server: stream ended")
-)
-
-// statusFromErr maps the server's errors to gRPC statuses.
-func statusFromErr(err error) error {
-	switch {
-	case errors.Is(err, errFenced):
-		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, errShuttingDown), errors.Is(err, errClosed):
-		return status.Error(codes.Unavailable, err.Error())
-	case errors.Is(err, context.Canceled):
-		return status.Error(codes.Canceled, err.Error())
-	case errors.Is(err, context.DeadlineExceeded):
-		return status.Error(codes.DeadlineExceeded, err.Error())
-	}
-	return status.Error(codes.Internal, err.Error())
-}
 
 type stream = grpc.BidiStreamingServer[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
 
@@ -91,6 +69,9 @@ func (s *Server) Stream(st stream) error {
 	}
 	if conn.GetSourceId() == "" || len(conn.GetSourceId()) > 0xFFFF || !utf8.ValidString(conn.GetSourceId()) {
 		return status.Error(codes.InvalidArgument, "connect.source_id must be non-empty UTF-8 of at most 65535 bytes")
+	}
+	if len(conn.GetShardName()) > 0xFFFF || !utf8.ValidString(conn.GetShardName()) {
+		return status.Error(codes.InvalidArgument, "connect.shard_name must be UTF-8 of at most 65535 bytes")
 	}
 	if v := conn.GetProtocolVersion(); v > 1 {
 		return status.Errorf(codes.InvalidArgument, "protocol version %d is not supported (1 is)", v)
@@ -217,17 +198,36 @@ const pipelineDepth = 16
 // batch accepts one batch frame and queues its reply. It waits for room in
 // the pipeline first, so nothing is accepted that the session cannot answer.
 func (sess *session) batch(frame []byte) error {
-	select {
-	case sess.slots <- struct{}{}:
-	case <-sess.ctx.Done():
-		return context.Cause(sess.ctx)
+	if err := sess.takeSlot(); err != nil {
+		return err
 	}
 	r, err := sess.srv.accept(sess, frame)
 	if err != nil {
 		<-sess.slots
 		return err
 	}
-	return sess.replies.push(sess, r)
+	sess.replies.push(r)
+	return nil
+}
+
+// queue queues a reply that needs no append (a nack decided before accept, or
+// a flush barrier). It takes a slot like a batch, because runReplies frees
+// one slot per reply.
+func (sess *session) queue(r reply) error {
+	if err := sess.takeSlot(); err != nil {
+		return err
+	}
+	sess.replies.push(r)
+	return nil
+}
+
+func (sess *session) takeSlot() error {
+	select {
+	case sess.slots <- struct{}{}:
+		return nil
+	case <-sess.ctx.Done():
+		return context.Cause(sess.ctx)
+	}
 }
 
 // drainReplies waits until every queued reply has been sent, by taking every
@@ -252,12 +252,11 @@ type replyQueue struct {
 	closed bool
 }
 
-func (q *replyQueue) push(_ *session, r reply) error {
+func (q *replyQueue) push(r reply) {
 	q.mu.Lock()
 	q.items = append(q.items, r)
 	q.mu.Unlock()
 	q.cond.Signal()
-	return nil
 }
 
 func (q *replyQueue) close() {
@@ -295,6 +294,13 @@ func (sess *session) runReplies() {
 		if !ok {
 			return
 		}
+		if r.flush != nil {
+			// Every batch received before the flush is in the buffer and
+			// its ack sent: the flush covers them.
+			sess.startFlush(*r.flush)
+			<-sess.slots
+			continue
+		}
 		resp := r.resp
 		if r.pending != nil {
 			resp = s.complete(r.pending)
@@ -313,6 +319,21 @@ func (sess *session) runReplies() {
 		}
 		<-sess.slots
 	}
+}
+
+// startFlush runs a stream's flush without holding up the replies behind it;
+// the session goroutine sends its status.
+func (sess *session) startFlush(reason lakehousev1.FlushReason) {
+	go func() {
+		res, err := sess.srv.FlushNow(sess.ctx, reason)
+		if err != nil {
+			res = &lakehousev1.FlushResult{Error: err.Error(), Reason: reason}
+		}
+		select {
+		case sess.flushDone <- res:
+		case <-sess.ctx.Done():
+		}
+	}()
 }
 
 func (sess *session) sendPersisted() error {
@@ -393,14 +414,17 @@ func (s *Server) detach(sess *session) {
 
 // handle processes one request. An error ends the stream.
 func (sess *session) handle(req *lakehousev1.StreamRequest) error {
-	s := sess.srv
 	switch k := req.GetKind().(type) {
 	case *lakehousev1.StreamRequest_BinaryBatch:
 		return sess.batch(k.BinaryBatch)
 	case *lakehousev1.StreamRequest_Batch:
-		frame, err := encodeStructured(k.Batch, sess.src.id)
+		frame, err := encodeStructured(k.Batch, sess.src.id, sess.srv.decode.ValidateJSON)
+		var tooLarge *frameTooLarge
+		if errors.As(err, &tooLarge) {
+			err = errors.New(sess.srv.tooLarge(tooLarge.size))
+		}
 		if err != nil {
-			return sess.replies.push(sess, ready(nackResp(&lakehousev1.Nack{
+			return sess.queue(ready(nackResp(&lakehousev1.Nack{
 				SequenceNumber: k.Batch.GetSequenceNumber(),
 				Reason:         lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 				ErrorMessage:   err.Error(),
@@ -414,19 +438,12 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	case *lakehousev1.StreamRequest_Flush:
+		// A barrier: it waits in the reply queue behind the batches
+		// received before it, so it covers them and its status follows
+		// their acks.
 		reason := k.Flush.GetReason()
 		sess.pendingFlushes++
-		go func() {
-			res, err := s.FlushNow(sess.ctx, reason)
-			if err != nil {
-				res = &lakehousev1.FlushResult{Error: err.Error(), Reason: reason}
-			}
-			select {
-			case sess.flushDone <- res:
-			case <-sess.ctx.Done():
-			}
-		}()
-		return nil
+		return sess.queue(reply{flush: &reason})
 	case *lakehousev1.StreamRequest_Connect:
 		return status.Error(codes.FailedPrecondition, "connect may only be the first message of a stream")
 	default:
@@ -434,58 +451,15 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	}
 }
 
-// encodeStructured turns a structured batch into a codec frame, so both kinds
-// of batch take one path (and the write-ahead log holds one format).
-func encodeStructured(b *lakehousev1.Batch, sourceID string) ([]byte, error) {
-	cb := codec.Batch{
-		Timestamp:     uint64(b.GetTimestampMs()),
-		Sequence:      b.GetSequenceNumber(),
-		Retry:         b.GetIsRetry(),
-		SourceID:      []byte(b.GetSourceId()),
-		CorrelationID: []byte(b.GetCorrelationId()),
-		Entries:       make([]codec.Entry, len(b.GetEntries())),
-	}
-	if len(cb.SourceID) == 0 {
-		cb.SourceID = []byte(sourceID)
-	}
-	for i, e := range b.GetEntries() {
-		var op codec.Op
-		switch e.GetOperation() {
-		case lakehousev1.Operation_OPERATION_INSERT:
-			op = codec.OpInsert
-		case lakehousev1.Operation_OPERATION_UPDATE:
-			op = codec.OpUpdate
-		case lakehousev1.Operation_OPERATION_DELETE:
-			op = codec.OpDelete
-		default:
-			return nil, fmt.Errorf("%w: entries[%d].operation %v", codec.ErrUnknownOperation, i, e.GetOperation())
-		}
-		cb.Entries[i] = codec.Entry{
-			Sequence:  e.GetSequence(),
-			Timestamp: uint64(e.GetTimestampMs()),
-			Op:        op,
-			Table:     []byte(e.GetTable()),
-			RowID:     []byte(e.GetRowId()),
-		}
-		if e.GetBefore() != "" {
-			cb.Entries[i].Before = []byte(e.GetBefore())
-		}
-		if e.GetAfter() != "" {
-			cb.Entries[i].After = []byte(e.GetAfter())
-		}
-	}
-	return codec.EncodeBatch(&cb)
-}
-
 // observe counts a batch's outcome.
 func (s *Server) observe(r *lakehousev1.StreamResponse) {
 	if a := r.GetAck(); a != nil {
-		s.m.batches.WithLabelValues(enumName(a.Status.String(), "ACK_STATUS_")).Inc()
+		s.m.batches.WithLabelValues(protomap.AckStatusName(a.Status)).Inc()
 		if d := a.GetDetails(); d != nil && a.Status != lakehousev1.AckStatus_ACK_STATUS_DUPLICATE {
 			s.m.entries.Add(float64(d.EntriesAccepted))
 		}
 	} else if n := r.GetNack(); n != nil {
-		s.m.batches.WithLabelValues("nack_" + enumName(n.Reason.String(), "NACK_REASON_")).Inc()
+		s.m.batches.WithLabelValues("nack_" + protomap.NackReasonName(n.Reason)).Inc()
 	}
 }
 

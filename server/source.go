@@ -95,5 +95,3 @@ func (w *dedupWindow) evictOne() {
 func (w *dedupWindow) items() []dedupItem {
 	return append([]dedupItem(nil), w.order[w.head:]...)
 }
-
-func (w *dedupWindow) len() int { return len(w.order) - w.head }

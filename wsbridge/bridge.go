@@ -347,11 +347,12 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{
-		b:      b,
-		source: r.Header.Get("X-Client-ID"),
-		shard:  r.Header.Get("X-Shard-Name"),
-		auth:   r.Header.Get("Authorization"),
-		remote: r.RemoteAddr,
+		b:           b,
+		connectedAt: time.Now(),
+		source:      r.Header.Get("X-Client-ID"),
+		shard:       r.Header.Get("X-Shard-Name"),
+		auth:        r.Header.Get("Authorization"),
+		remote:      r.RemoteAddr,
 	}
 	c.sourceFromHeader = c.source != ""
 	c.shardFromHeader = c.shard != ""

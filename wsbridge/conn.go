@@ -2,7 +2,6 @@ package wsbridge
 
 import (
 	"context"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
 // conn is one legacy child's WebSocket. Its only long-lived goroutine is run,
@@ -32,11 +32,16 @@ type conn struct {
 	source, shard                     string
 	sourceFromHeader, shardFromHeader bool
 
+	connectedAt time.Time // when the WebSocket was accepted; set before run
+
 	mu         sync.Mutex
 	up         *upstream       // nil when no stream is open
 	inflight   []inflightBatch // batches sent on up, awaiting ack or nack
 	lastActive time.Time       // last batch sent upstream or answered
 	idleTimer  *time.Timer     // closes up after UpstreamIdleTimeout; created lazily
+	// The child's own batch numbers, for GET /status: the server numbers a
+	// legacy child's batches itself, so only the bridge knows these.
+	lastReceived, lastAcked uint64
 
 	flushing atomic.Bool // a flush_request is being served
 	closing  atomic.Bool // the WebSocket is being closed by the bridge
@@ -128,7 +133,7 @@ func (c *conn) readMessage(bp *[]byte, r io.Reader) (msg []byte, tooBig bool, er
 		n, rerr := r.Read(buf[len(buf) : len(buf)+room])
 		buf = buf[:len(buf)+n]
 		*bp = buf
-		if !declared && len(buf) >= 40 {
+		if !declared && len(buf) >= codec.BatchHeaderSize {
 			declared = true
 			if size, ok := declaredBatchSize(buf); ok && size > limit {
 				tooBig = true
@@ -154,48 +159,21 @@ func (c *conn) readMessage(bp *[]byte, r io.Reader) (msg []byte, tooBig bool, er
 
 // declaredBatchSize returns the frame size a cdc_batch header declares.
 func declaredBatchSize(f []byte) (int64, bool) {
-	if len(f) < 40 || !codec.IsBinary(f) || codec.MessageType(f[3]) != codec.TypeCDCBatch {
+	h, err := codec.PeekBatchHeader(f)
+	if err != nil {
 		return 0, false
 	}
-	n := 40 + int64(binary.LittleEndian.Uint16(f[24:])) + int64(binary.LittleEndian.Uint32(f[30:]))
-	if codec.Flags(f[4])&codec.FlagHasCorrelation != 0 {
-		n += int64(binary.LittleEndian.Uint16(f[34:]))
-	}
-	return n, true
+	return h.DeclaredSize(), true
 }
 
 // peekIDs reads, as far as the bytes allow, the sequence number and the
 // correlation id of a binary frame that may be invalid or cut short.
 func peekIDs(f []byte) (seq uint64, corr []byte) {
-	if !codec.IsBinary(f) || len(f) < codec.HeaderSize {
+	if !codec.IsBinary(f) {
 		return 0, nil
 	}
-	seq = binary.LittleEndian.Uint64(f[16:])
-	if len(f) < 40 || codec.MessageType(f[3]) != codec.TypeCDCBatch || codec.Flags(f[4])&codec.FlagHasCorrelation == 0 {
-		return seq, nil
-	}
-	s := int(binary.LittleEndian.Uint16(f[24:]))
-	cl := int(binary.LittleEndian.Uint16(f[34:]))
-	if cl == 0 || 40+s+cl > len(f) {
-		return seq, nil
-	}
-	corr = f[40+s : 40+s+cl]
-	if !utf8.Valid(corr) {
-		return seq, nil
-	}
-	return seq, corr
-}
-
-// frameSource reads the sourceDoId of a cdc_batch frame, "" if unreadable.
-func frameSource(f []byte) string {
-	if len(f) < 40 {
-		return ""
-	}
-	s := int(binary.LittleEndian.Uint16(f[24:]))
-	if 40+s > len(f) || !utf8.Valid(f[40:40+s]) {
-		return ""
-	}
-	return string(f[40 : 40+s])
+	h, _ := codec.PeekBatchHeader(f)
+	return h.Sequence, h.CorrelationID
 }
 
 // handleBinary forwards a binary cdc_batch frame untouched.
@@ -210,8 +188,8 @@ func (c *conn) handleBinary(frame []byte) error {
 		return c.sendNack(seq, corr, codec.NackInvalidFormat, false, 0,
 			fmt.Sprintf("unexpected binary message type %s: only cdc_batch is accepted", h.Type))
 	}
-	seq, corr := peekIDs(frame)
-	return c.forward(frame, seq, corr, frameSource(frame))
+	bh, _ := codec.PeekBatchHeader(frame)
+	return c.forward(frame, bh.Sequence, bh.CorrelationID, string(bh.SourceID))
 }
 
 // handleJSON answers a JSON text message.
@@ -326,6 +304,7 @@ func (c *conn) forward(frame []byte, seq uint64, corr []byte, frameSrc string) e
 		}
 		c.inflight = append(c.inflight, inflightBatch{seq: seq, corr: string(corr)})
 		c.lastActive = time.Now()
+		c.lastReceived = seq
 		c.mu.Unlock()
 		if err := up.send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: frame}}); err != nil {
 			// The receiver sees the stream's real error and nacks the batch.
@@ -350,7 +329,7 @@ func (c *conn) startFlush(reason string) {
 		defer c.flushing.Store(false)
 		ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, c.auth), c.b.cfg.RPCTimeout)
 		defer cancel()
-		res, err := c.b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: flushReason(reason)})
+		res, err := c.b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: protomap.FlushReason(reason)})
 		if err != nil {
 			c.b.log.Warn("flush_request failed", "source", source, "err", err)
 			return

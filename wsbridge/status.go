@@ -4,21 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
-
-// stateName returns the legacy ParentState name ("idle", "receiving", ...):
-// the enum's names are the legacy ones with a prefix.
-func stateName(s lakehousev1.ParentState) string {
-	if s == lakehousev1.ParentState_PARENT_STATE_UNSPECIFIED {
-		return "idle"
-	}
-	return strings.ToLower(strings.TrimPrefix(s.String(), "PARENT_STATE_"))
-}
 
 func bufferStatus(b *lakehousev1.BufferStats) codec.BufferStatus {
 	return codec.BufferStatus{
@@ -36,22 +27,12 @@ func statusMessage(s *lakehousev1.ServerStatus) codec.StatusMessage {
 	return codec.StatusMessage{
 		Type:              codec.JSONStatus,
 		Timestamp:         time.Now().UnixMilli(),
-		State:             stateName(s.GetState()),
+		State:             protomap.ParentStateName(s.GetState()),
 		Buffer:            bufferStatus(s.GetBuffer()),
 		ConnectedChildren: int(s.GetConnectedSources()),
 		LastFlushTime:     s.GetLastFlushTimeMs(),
 		NextFlushTime:     s.GetNextFlushTimeMs(),
 	}
-}
-
-// flushReason maps a legacy flush_request reason (manual, shutdown,
-// buffer_full, time_threshold) to the enum of the same name; anything else
-// is a manual flush.
-func flushReason(r string) lakehousev1.FlushReason {
-	if v, ok := lakehousev1.FlushReason_value["FLUSH_REASON_"+strings.ToUpper(r)]; ok && v != 0 {
-		return lakehousev1.FlushReason(v)
-	}
-	return lakehousev1.FlushReason_FLUSH_REASON_MANUAL
 }
 
 // FlushResultJSON is the JSON body of POST /flush: the original parent's
@@ -98,14 +79,33 @@ type ChildStatusJSON struct {
 	SequenceMode      string `json:"sequenceMode"`
 }
 
+// ChildStateJSON is one connected child in GET /status under the original
+// parent's name and fields (childStates), for monitoring written against it.
+// Sequences are the child's own batch numbers where the child is connected
+// through this bridge, else the server's; times are ms since the Unix epoch
+// (0: unknown).
+type ChildStateJSON struct {
+	ID                   string `json:"id"`
+	ChildShardName       string `json:"childShardName"`
+	LastReceivedSequence uint64 `json:"lastReceivedSequence"`
+	LastAckedSequence    uint64 `json:"lastAckedSequence"`
+	ConnectedAt          int64  `json:"connectedAt"`
+	LastActivityAt       int64  `json:"lastActivityAt"`
+	BatchesReceived      uint64 `json:"batchesReceived"`
+	EntriesReceived      uint64 `json:"entriesReceived"`
+}
+
 // StatusJSON is the JSON body of GET /status: the original parent's status
-// (state, buffer, connected children, per-child state, whether fallback
-// storage, here the write-ahead log, holds data waiting for storage), plus
-// the write-ahead log, recovery loop and bridge details.
+// (state, buffer, connectedChildren, childStates, fallbackHasData: whether
+// fallback storage, here the write-ahead log, holds data waiting for
+// storage), and beside it this service's own view: every source (children,
+// hasFallbackData), the write-ahead log, the recovery loop and the bridge.
 type StatusJSON struct {
 	State             string             `json:"state"`
 	Buffer            codec.BufferStatus `json:"buffer"`
 	ConnectedChildren int                `json:"connectedChildren"`
+	ChildStates       []ChildStateJSON   `json:"childStates"`
+	FallbackHasData   bool               `json:"fallbackHasData"`
 	Children          []ChildStatusJSON  `json:"children"`
 	HasFallbackData   bool               `json:"hasFallbackData"`
 	LastFlushTime     int64              `json:"lastFlushTime,omitempty"`
@@ -135,7 +135,7 @@ type RecoveryStatusJSON struct {
 
 func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 	out := StatusJSON{
-		State:             stateName(s.GetState()),
+		State:             protomap.ParentStateName(s.GetState()),
 		Buffer:            bufferStatus(s.GetBuffer()),
 		ConnectedChildren: int(s.GetConnectedSources()),
 		Children:          make([]ChildStatusJSON, 0, len(s.GetSources())),
@@ -157,15 +157,13 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 		ServerTime:        s.GetServerTimeMs(),
 	}
 	out.HasFallbackData = out.Recovery.Active || out.Recovery.PendingBatches > 0
+	out.FallbackHasData = out.HasFallbackData
+	out.ChildStates = b.childStates(s.GetSources())
 	if lf := s.GetLastFlush(); lf != nil {
 		j := flushResultJSON(lf)
 		out.LastFlush = &j
 	}
 	for _, src := range s.GetSources() {
-		mode := "batch"
-		if src.GetSequenceMode() == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
-			mode = "entry"
-		}
 		out.Children = append(out.Children, ChildStatusJSON{
 			SourceDoID:        src.GetSourceId(),
 			SourceShardName:   src.GetShardName(),
@@ -176,8 +174,72 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 			BatchesReceived:   src.GetBatchesReceived(),
 			EntriesReceived:   src.GetEntriesReceived(),
 			LastSeen:          src.GetLastSeenTimeMs(),
-			SequenceMode:      mode,
+			SequenceMode:      protomap.SequenceModeName(src.GetSequenceMode()),
 		})
+	}
+	return out
+}
+
+// localChild is what the bridge knows of a child connected through it.
+type localChild struct {
+	shard                   string
+	lastReceived, lastAcked uint64
+	connectedAt, lastActive time.Time
+}
+
+// localChildren returns, per source, the newest connection's view.
+func (b *Bridge) localChildren() map[string]localChild {
+	b.mu.Lock()
+	conns := make([]*conn, 0, len(b.conns))
+	for c := range b.conns {
+		conns = append(conns, c)
+	}
+	b.mu.Unlock()
+	out := make(map[string]localChild, len(conns))
+	for _, c := range conns {
+		c.mu.Lock()
+		lc := localChild{shard: c.shard, lastReceived: c.lastReceived, lastAcked: c.lastAcked,
+			connectedAt: c.connectedAt, lastActive: c.lastActive}
+		source := c.source
+		c.mu.Unlock()
+		if source == "" {
+			continue
+		}
+		if old, ok := out[source]; !ok || lc.connectedAt.After(old.connectedAt) {
+			out[source] = lc
+		}
+	}
+	return out
+}
+
+// childStates lists the connected sources as the original parent did.
+func (b *Bridge) childStates(srcs []*lakehousev1.SourceStatus) []ChildStateJSON {
+	local := b.localChildren()
+	out := make([]ChildStateJSON, 0, len(srcs))
+	for _, src := range srcs {
+		if !src.GetConnected() {
+			continue
+		}
+		cs := ChildStateJSON{
+			ID:                   src.GetSourceId(),
+			ChildShardName:       src.GetShardName(),
+			LastReceivedSequence: src.GetLastSequence(),
+			LastAckedSequence:    src.GetLastSequence(),
+			LastActivityAt:       src.GetLastSeenTimeMs(),
+			BatchesReceived:      src.GetBatchesReceived(),
+			EntriesReceived:      src.GetEntriesReceived(),
+		}
+		if lc, ok := local[cs.ID]; ok {
+			if lc.shard != "" {
+				cs.ChildShardName = lc.shard
+			}
+			cs.LastReceivedSequence, cs.LastAckedSequence = lc.lastReceived, lc.lastAcked
+			cs.ConnectedAt = lc.connectedAt.UnixMilli()
+			if !lc.lastActive.IsZero() {
+				cs.LastActivityAt = max(cs.LastActivityAt, lc.lastActive.UnixMilli())
+			}
+		}
+		out = append(out, cs)
 	}
 	return out
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 	"github.com/dot-do/lakehouse-rpc/internal/rpcstatus"
 )
 
@@ -164,13 +165,14 @@ func (c *conn) receive(up *upstream) {
 			a := k.Ack
 			seq, corr, ok := c.complete(up, a.GetSequenceNumber(), a.GetCorrelationId())
 			if ok {
-				_ = c.sendAck(seq, corr, ackStatus(a.GetStatus()))
+				c.noteAcked(seq)
+				_ = c.sendAck(seq, corr, protomap.AckStatus(a.GetStatus()))
 			}
 		case *lakehousev1.StreamResponse_Nack:
 			n := k.Nack
 			seq, corr, ok := c.complete(up, n.GetSequenceNumber(), n.GetCorrelationId())
 			if ok {
-				_ = c.sendNack(seq, corr, nackReason(n.GetReason()), n.GetShouldRetry(), n.GetRetryDelayMs(), n.GetErrorMessage())
+				_ = c.sendNack(seq, corr, protomap.NackReason(n.GetReason()), n.GetShouldRetry(), n.GetRetryDelayMs(), n.GetErrorMessage())
 			}
 		case *lakehousev1.StreamResponse_Persisted:
 			c.b.log.Debug("persisted watermark (not forwarded to legacy child)", "source", up.source,
@@ -179,6 +181,13 @@ func (c *conn) receive(up *upstream) {
 			c.b.log.Debug("upstream message ignored", "source", up.source, "kind", fmt.Sprintf("%T", k))
 		}
 	}
+}
+
+// noteAcked records the child's batch number of the latest ack.
+func (c *conn) noteAcked(seq uint64) {
+	c.mu.Lock()
+	c.lastAcked = seq
+	c.mu.Unlock()
 }
 
 // complete removes the in-flight batch an ack or nack answers and returns
@@ -308,36 +317,6 @@ func (c *conn) dropUpstream() {
 // permanent status code, the list shared with the Go client): the WebSocket
 // is closed rather than told to retry.
 func fatalUpstream(err error) bool { return rpcstatus.Permanent(err) }
-
-func ackStatus(s lakehousev1.AckStatus) codec.AckStatus {
-	switch s {
-	case lakehousev1.AckStatus_ACK_STATUS_BUFFERED:
-		return codec.AckBuffered
-	case lakehousev1.AckStatus_ACK_STATUS_PERSISTED:
-		return codec.AckPersisted
-	case lakehousev1.AckStatus_ACK_STATUS_DUPLICATE:
-		return codec.AckDuplicate
-	case lakehousev1.AckStatus_ACK_STATUS_FALLBACK:
-		return codec.AckFallback
-	}
-	return codec.AckOK
-}
-
-func nackReason(r lakehousev1.NackReason) codec.NackReason {
-	switch r {
-	case lakehousev1.NackReason_NACK_REASON_BUFFER_FULL:
-		return codec.NackBufferFull
-	case lakehousev1.NackReason_NACK_REASON_RATE_LIMITED:
-		return codec.NackRateLimited
-	case lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE:
-		return codec.NackInvalidSequence
-	case lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT:
-		return codec.NackInvalidFormat
-	case lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN:
-		return codec.NackShuttingDown
-	}
-	return codec.NackInternalError
-}
 
 // upstreamFailed logs a failure to open a stream: at warn level the first
 // time in an outage, at debug level after that (an outage would otherwise log

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/iceberg"
@@ -26,11 +28,24 @@ func dialAdmin(addr string) (*grpc.ClientConn, lakehousev1.CDCServiceClient, err
 	return cc, lakehousev1.NewCDCServiceClient(cc), nil
 }
 
-var protoJSON = protojson.MarshalOptions{Multiline: true, EmitUnpopulated: false}
+// stableJSON renders m as JSON indented by two spaces. protojson varies its
+// whitespace on purpose (so nobody depends on it); re-indenting makes the
+// output the same on every run, for diffs and scripts.
+func stableJSON(m proto.Message) ([]byte, error) {
+	raw, err := protojson.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if err := json.Indent(&out, raw, "", "  "); err != nil {
+		return nil, err
+	}
+	return out.Bytes(), nil
+}
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -46,7 +61,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	out, err := protoJSON.Marshal(r.GetStatus())
+	out, err := stableJSON(r.GetStatus())
 	if err != nil {
 		return err
 	}
@@ -56,7 +71,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 
 func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flush", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the flush")
 	if err := parseFlags(fs, args); err != nil {
@@ -73,7 +88,7 @@ func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
-	out, err := protoJSON.Marshal(r.GetResult())
+	out, err := stableJSON(r.GetResult())
 	if err != nil {
 		return err
 	}
@@ -86,12 +101,12 @@ func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // openForRead opens the Iceberg sink of a data directory for scan, tables
 // and maintain; maint, when set, is the maintenance configuration.
-func openForRead(ctx context.Context, name string, args []string, stderr io.Writer, extra func(*flag.FlagSet), maint *maintFlags) (*iceberg.Sink, *flag.FlagSet, error) {
+func openForRead(ctx context.Context, name string, args []string, stdout, stderr io.Writer, extra func(*flag.FlagSet), maint *maintFlags) (*iceberg.Sink, *flag.FlagSet, error) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	sf := sinkFlags{maint: maint}
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
-	sf.register(fs)
+	sf.registerCatalog(fs)
 	if extra != nil {
 		extra(fs)
 	}
@@ -102,6 +117,9 @@ func openForRead(ctx context.Context, name string, args []string, stderr io.Writ
 	if err != nil {
 		return nil, nil, err
 	}
+	if err := sf.requireCatalog(*dataDir); err != nil {
+		return nil, nil, err
+	}
 	s, err := iceberg.Open(ctx, cfg)
 	return s, fs, err
 }
@@ -110,7 +128,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var table string
 	var asJSON bool
 	var limit int
-	s, _, err := openForRead(ctx, "scan", args, stderr, func(fs *flag.FlagSet) {
+	s, _, err := openForRead(ctx, "scan", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
 		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
@@ -156,7 +174,7 @@ func clip(s *string) string {
 
 func runTables(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var asJSON bool
-	s, _, err := openForRead(ctx, "tables", args, stderr, func(fs *flag.FlagSet) {
+	s, _, err := openForRead(ctx, "tables", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 	}, nil)
 	if err != nil {

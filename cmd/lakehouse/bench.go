@@ -26,9 +26,9 @@ type benchComparison struct {
 // both) and prints throughput and latency. With no --addr it calls
 // startServer to run a server in-process (nil: --addr is required).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
-	startServer func(ctx context.Context) (addr string, stop func(), err error)) error {
+	startServer func(ctx context.Context) (addr string, stop func() error, err error)) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	addr := fs.String("addr", "", "server gRPC address (empty: start a server in-process)")
 	sources := fs.Int("sources", 1, "concurrent sources, one client (or raw stream) each")
 	duration := fs.Duration("duration", 10*time.Second, "how long to send (0: until --entries are sent)")
@@ -39,6 +39,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	raw := fs.Bool("raw", false, "measure the raw gRPC stream baseline instead of the client")
 	compare := fs.Bool("compare", false, "run the client, then the raw baseline, and print both with their ratio")
 	progress := fs.Duration("progress", time.Second, "progress line interval on stderr (0: none)")
+	tablePrefix := fs.String("table-prefix", "bench_", "prefix of the W1 table names, keeping benchmark rows out of real tables (empty: none)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -53,17 +54,24 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if err != nil {
 			return fmt.Errorf("starting a server: %w", err)
 		}
-		defer stop()
+		defer func() {
+			if serr := stop(); serr != nil {
+				err = errors.Join(err, fmt.Errorf("stopping the in-process server: %w", serr))
+			}
+		}()
 		*addr = a
 		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
+	} else if err := checkReachable(ctx, *addr); err != nil {
+		return err
 	}
 	cfg := bench.Config{
-		Addr:       *addr,
-		Sources:    *sources,
-		Duration:   *duration,
-		Entries:    *entries,
-		BatchSize:  *batch,
-		MaxPending: *pending,
+		Addr:        *addr,
+		Sources:     *sources,
+		Duration:    *duration,
+		Entries:     *entries,
+		BatchSize:   *batch,
+		MaxPending:  *pending,
+		TablePrefix: *tablePrefix,
 	}
 	if *progress > 0 {
 		cfg.Progress, cfg.ProgressInterval = stderr, *progress

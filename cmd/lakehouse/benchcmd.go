@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os"
-
-	"google.golang.org/grpc"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/server"
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // runBenchCmd runs `lakehouse bench`; without --addr it benchmarks a server
@@ -20,37 +19,24 @@ func runBenchCmd(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	return runBench(ctx, args, stdout, stderr, startInProcess)
 }
 
-func startInProcess(ctx context.Context) (addr string, stop func(), err error) {
+func startInProcess(ctx context.Context) (addr string, stop func() error, err error) {
 	dir, err := os.MkdirTemp("", "lakehouse-bench-")
 	if err != nil {
 		return "", nil, err
 	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dir, Logger: log})
+	log := slog.New(slog.DiscardHandler)
+	a, err := startApp(ctx, appConfig{
+		Server: server.Config{DataDir: dir, Logger: log},
+		OpenSink: func(ctx context.Context) (sink.Sink, error) {
+			return iceberg.Open(ctx, iceberg.Config{DataDir: dir, Logger: log})
+		},
+		GRPCAddr: "127.0.0.1:0",
+		Logger:   log,
+	})
 	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
+		return "", nil, errors.Join(err, os.RemoveAll(dir))
 	}
-	srv, err := server.New(ctx, server.Config{DataDir: dir, Sink: sk, Logger: log})
-	if err != nil {
-		sk.Close()
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		srv.Close()
-		sk.Close()
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(17 << 20))
-	srv.Register(gs)
-	go gs.Serve(lis)
-	return lis.Addr().String(), func() {
-		srv.Shutdown(context.Background())
-		gs.Stop()
-		sk.Close()
-		os.RemoveAll(dir)
+	return a.grpcAddr(), func() error {
+		return errors.Join(a.stop(context.WithoutCancel(ctx)), os.RemoveAll(dir))
 	}, nil
 }

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
 
@@ -24,7 +25,7 @@ import (
 // legacy children connect to --http-addr, their batches go to --upstream.
 func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("bridge", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	var (
 		upstream    = fs.String("upstream", "", "gRPC address of the lakehouse server, HOST:PORT (required)")
 		httpAddr    = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
@@ -40,10 +41,6 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		upTLS       = fs.Bool("upstream-tls", false, "connect to the upstream with TLS (system roots unless --upstream-ca)")
 		upCA        = fs.String("upstream-ca", "", "CA certificate file (PEM) to verify the upstream with; implies --upstream-tls")
 	)
-	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: lakehouse bridge --upstream HOST:PORT [flags]\n\nServe legacy WebSocket children in front of a remote lakehouse server.\n\nflags:")
-		fs.PrintDefaults()
-	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -51,8 +48,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
 	if *upstream == "" {
-		fs.Usage()
-		return errors.New("--upstream is required")
+		return errors.New("--upstream is required (the lakehouse server's gRPC address, HOST:PORT)")
 	}
 	if _, _, err := net.SplitHostPort(*upstream); err != nil {
 		return fmt.Errorf("--upstream %q: %w", *upstream, err)
@@ -76,7 +72,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// Several connections: one HTTP/2 connection would carry every
 	// child's stream through one reader goroutine at each end.
 	cc, err := connpool.Dial(*upstream, upstreamConns, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
 	if err != nil {
 		return fmt.Errorf("upstream %s: %w", *upstream, err)
 	}

@@ -24,26 +24,27 @@ import (
 	"os"
 	"os/signal"
 	"sort"
-	"strings"
 	"syscall"
 )
 
 type command struct {
 	summary string
 	run     func(ctx context.Context, args []string, stdout, stderr io.Writer) error
+	doc     string // more help text, printed by -h between the summary and the flags
 }
 
 func commands() map[string]command {
 	return map[string]command{
-		"serve":    {"run the aggregator with its embedded defaults", runServe},
-		"bridge":   {"run the WebSocket bridge alone in front of a remote server", runBridge},
-		"status":   {"print a server's status as JSON", runStatus},
-		"flush":    {"ask a server to flush now", runFlush},
-		"send":     {"stream JSON-lines entries from stdin or a file", runSend},
-		"bench":    {"load a server with workload W1 and report throughput and latency", runBenchCmd},
-		"scan":     {"print rows of an Iceberg table", runScan},
-		"tables":   {"list Iceberg tables with row and snapshot counts", runTables},
-		"maintain": {"run one table maintenance pass: expire snapshots, compact, remove orphans", runMaintain},
+		"serve":    {"run the aggregator with its embedded defaults", runServe, ""},
+		"bridge":   {"run the WebSocket bridge alone in front of a remote server", runBridge, ""},
+		"status":   {"print a server's status as JSON", runStatus, ""},
+		"flush":    {"ask a server to flush now", runFlush, ""},
+		"send":     {"stream JSON-lines entries from stdin or a file", runSend, sendInputDoc},
+		"bench":    {"load a server with workload W1 and report throughput and latency", runBenchCmd, ""},
+		"scan":     {"print rows of an Iceberg table", runScan, ""},
+		"tables":   {"list Iceberg tables with row and snapshot counts", runTables, ""},
+		"maintain": {"run one table maintenance pass: expire snapshots, compact, remove orphans", runMaintain, ""},
+		"version":  {"print the version", runVersion, ""},
 	}
 }
 
@@ -58,15 +59,16 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, cmds[n].summary)
 	}
-	fmt.Fprintln(w, "\nRun 'lakehouse <command> -h' for a command's flags. Every flag can be set as LAKEHOUSE_<FLAG> in the environment.")
+	fmt.Fprintln(w, "\nRun 'lakehouse <command> -h' for a command's flags. Every flag can also be set in the environment:\n--data-dir as LAKEHOUSE_DATA_DIR, and so on; the command line wins.")
 }
 
 func main() {
-	if len(os.Args) < 2 || os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+	if len(os.Args) < 2 {
 		usage(os.Stderr)
-		if len(os.Args) < 2 {
-			os.Exit(2)
-		}
+		os.Exit(2)
+	}
+	if os.Args[1] == "-h" || os.Args[1] == "--help" || os.Args[1] == "help" {
+		usage(os.Stdout) // asked for: to stdout, so that it pipes into less
 		return
 	}
 	cmd, ok := commands()[os.Args[1]]
@@ -84,22 +86,4 @@ func main() {
 		fmt.Fprintf(os.Stderr, "lakehouse %s: %v\n", os.Args[1], err)
 		os.Exit(1)
 	}
-}
-
-// parseFlags applies LAKEHOUSE_* environment variables as defaults, then the
-// command line.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	var envErr error
-	fs.VisitAll(func(f *flag.Flag) {
-		name := "LAKEHOUSE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
-			if err := f.Value.Set(v); err != nil && envErr == nil {
-				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
-			}
-		}
-	})
-	if envErr != nil {
-		return envErr
-	}
-	return fs.Parse(args)
 }

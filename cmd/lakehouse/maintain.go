@@ -42,7 +42,7 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		asJSON  bool
 		orphans bool
 	)
-	s, _, err := openForRead(ctx, "maintain", args, stderr, func(fs *flag.FlagSet) {
+	s, _, err := openForRead(ctx, "maintain", args, stdout, stderr, func(fs *flag.FlagSet) {
 		mf.register(fs)
 		fs.BoolVar(&asJSON, "json", false, "print JSON")
 		fs.BoolVar(&orphans, "orphans", true, "include orphan cleanup in this pass")

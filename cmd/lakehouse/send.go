@@ -16,6 +16,26 @@ import (
 	"github.com/dot-do/lakehouse-rpc/codec"
 )
 
+// sendInputDoc documents send's input; printed by send -h.
+const sendInputDoc = `
+Input: one JSON object per line (blank lines are skipped), one CDC entry each.
+Field names are the legacy protocol's camelCase or the proto's snake_case /
+JSON names:
+
+  sequence                      entry sequence, > 0, increasing        required
+  timestamp | timestamp_ms | timestampMs
+                                ms since the Unix epoch                 required
+  operation                     INSERT, UPDATE or DELETE (OPERATION_*)  required
+  table                         CDC table name                          required
+  rowId | row_id                the row's id                            required
+  before                        the old row, any JSON value (UPDATE, DELETE)
+  after                         the new row, any JSON value (INSERT, UPDATE)
+
+before/after are stored as the JSON text given. Unknown fields, missing
+required fields and malformed lines stop send with the line number.
+Example:
+  {"sequence":1,"timestamp":1764547200001,"operation":"INSERT","table":"users","rowId":"u1","after":{"id":"u1"}}`
+
 // runSend implements `lakehouse send`: it streams JSON-lines WAL entries
 // ({"sequence":..,"timestamp":..,"operation":"INSERT","table":..,"rowId":..,
 // "before":{..},"after":{..}}) from --file or stdin to the server as source
@@ -27,7 +47,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 
 func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
 	source := fs.String("source", "", "source id (required)")
 	shard := fs.String("shard", "", "shard name stored with every row")
@@ -82,6 +102,9 @@ func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			printf("ack seq=%d status=%s entries=%d latency=%s\n", a.Sequence, a.Status, a.Entries, a.Latency.Round(time.Microsecond))
 		}))
 	}
+	if err := checkReachable(ctx, *addr); err != nil {
+		return err
+	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	c, err := client.Dial(dctx, *addr, *source, opts...)
 	cancel()
@@ -109,7 +132,7 @@ func sendLines(ctx context.Context, c *client.Client, in io.Reader) error {
 		if len(b) == 0 {
 			continue
 		}
-		e, err := client.ParseJSONEntry(b)
+		e, err := parseSendLine(b)
 		if err != nil {
 			return fmt.Errorf("line %d: %w", line, err)
 		}

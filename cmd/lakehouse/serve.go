@@ -7,9 +7,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -19,22 +16,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
-	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
-	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
-
-// upstreamConns is how many gRPC connections the WebSocket bridge spreads its
-// children's streams over.
-const upstreamConns = 4
 
 // sinkFlags are the flags that choose and configure the sink, shared by
 // serve, scan and tables.
@@ -51,19 +40,30 @@ type sinkFlags struct {
 	maint      *maintFlags // serve and maintain only
 }
 
+// register adds the flags of serve: where flushes go and how they are written,
+// and the catalog flags.
 func (f *sinkFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kind, "sink", "iceberg", "where flushes go: iceberg, or jsonl (JSON-lines files under <data-dir>/jsonl, for debugging)")
+	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
+	f.registerCatalog(fs)
+}
+
+// registerCatalog adds the flags that locate the catalog and the warehouse,
+// the only ones readers (scan, tables) need.
+func (f *sinkFlags) registerCatalog(fs *flag.FlagSet) {
 	fs.StringVar(&f.catalog, "catalog", "sql", "Iceberg catalog: sql (SQLite in the data dir by default, or PostgreSQL via --catalog-uri), rest or glue")
 	fs.StringVar(&f.catalogURI, "catalog-uri", "", "catalog URI: a postgres:// DSN or SQLite path for sql, the endpoint for rest")
 	fs.StringVar(&f.credential, "catalog-credential", "", "REST catalog credential (client_id:client_secret)")
 	fs.StringVar(&f.token, "catalog-token", "", "REST catalog bearer token")
 	fs.StringVar(&f.warehouse, "warehouse", "", "warehouse URL: file://, mem://, s3://, gs://, azblob:// (default file://<data-dir>/warehouse)")
 	fs.StringVar(&f.namespace, "namespace", "cdc", "Iceberg namespace of the CDC tables")
-	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
 	fs.StringVar(&f.props, "catalog-props", "", "extra catalog and storage properties, comma-separated key=value (e.g. s3.endpoint=http://127.0.0.1:9000,s3.region=us-east-1)")
 }
 
 func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Config, error) {
+	if err := f.checkCatalog(); err != nil {
+		return iceberg.Config{}, err
+	}
 	props := map[string]string{}
 	if f.props != "" {
 		for _, kv := range strings.Split(f.props, ",") {
@@ -157,7 +157,7 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout)
 	var (
 		cfg      server.Config
 		sf       sinkFlags
@@ -186,6 +186,9 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err != nil {
 		return err
 	}
+	if err := sf.checkCatalog(); err != nil {
+		return err
+	}
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -193,103 +196,40 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
-	sk, err := sf.open(ctx, cfg.DataDir, log)
-	if err != nil {
-		return fmt.Errorf("open sink: %w", err)
-	}
-	defer sk.Close()
-	cfg.Sink = sk
-	if isk, ok := sk.(*iceberg.Sink); ok {
-		reg.MustRegister(isk.Collector())
-		if !*noMaint {
-			mctx, stopMaint := context.WithCancel(context.Background())
-			maintDone := make(chan struct{})
-			go func() { defer close(maintDone); isk.RunMaintenance(mctx) }()
-			// Runs before the sink is closed (defers run last first).
-			defer func() { stopMaint(); <-maintDone }()
-		}
-	}
-	srv, err := server.New(ctx, cfg)
+	a, err := startApp(ctx, appConfig{
+		Server:   cfg,
+		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
+		GRPCAddr: *grpcAddr,
+		GRPCOptions: []grpc.ServerOption{
+			// Ping idle connections so a source whose host vanished (no
+			// FIN) is noticed and its stream released; let clients ping
+			// every 10 s.
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		},
+		HTTPAddr: *httpAddr,
+		Metrics:  reg,
+		PProf:    *pprofOn,
+		Logger:   log,
+		Maintain: !*noMaint,
+	})
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", *grpcAddr)
-	if err != nil {
-		srv.Close()
-		return err
+	if h := a.httpAddr(); h != "" {
+		log.Info("http listening", "addr", h, "endpoints", "WebSocket bridge, /health, /status, /flush, /metrics")
 	}
-	gs := grpc.NewServer(
-		// A batch of the maximum size plus the protobuf envelope and 1 MiB
-		// to spare, so a slightly oversized batch gets the server's clear
-		// nack rather than a transport error that ends the stream.
-		grpc.MaxRecvMsgSize(max(cfg.MaxMessageSize, server.DefaultMaxMessageSize)+1<<20),
-		// Ping idle connections so a source whose host vanished (no FIN)
-		// is noticed and its stream released; let clients ping every 10 s.
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
-	srv.Register(gs)
-	serveErr := make(chan error, 2)
-	go func() { serveErr <- gs.Serve(lis) }()
+	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind)
 
-	var hs *http.Server
-	var bridge *wsbridge.Bridge
-	if *httpAddr != "" {
-		// The bridge talks to this server through its own gRPC port: one
-		// code path for the in-process and the standalone bridge.
-		cc, err := connpool.Dial(lis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
-			grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(32<<20), grpc.MaxCallSendMsgSize(32<<20)))
-		if err != nil {
-			return err
-		}
-		defer cc.Close()
-		bridge = wsbridge.New(wsbridge.Config{Upstream: cc, Logger: log})
-		hl, err := net.Listen("tcp", *httpAddr)
-		if err != nil {
-			gs.Stop()
-			srv.Close()
-			return err
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/", bridge.Handler())
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		if *pprofOn {
-			mux.HandleFunc("/debug/pprof/", pprof.Index)
-			mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-			mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-			mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-		}
-		hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go func() {
-			if err := hs.Serve(hl); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				serveErr <- err
-			}
-		}()
-		log.Info("http listening", "addr", hl.Addr().String(), "endpoints", "WebSocket bridge, /health, /status, /flush, /metrics")
-	}
-	log.Info("lakehouse serving", "grpc", lis.Addr().String(), "data_dir", cfg.DataDir, "sink", sf.kind)
-
-	select {
-	case <-ctx.Done():
+	runErr := a.wait(ctx)
+	if runErr != nil {
+		log.Error("stopping", "error", runErr)
+	} else {
 		log.Info("shutting down: flushing and closing streams")
-	case err := <-serveErr:
-		log.Error("listener failed", "error", err)
 	}
-	sctx, cancel := context.WithTimeout(context.Background(), *drain)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
 	defer cancel()
-	if hs != nil {
-		bridge.Shutdown(sctx) // tells legacy children "going away"
-		hs.Shutdown(sctx)
-	}
-	err = srv.Shutdown(sctx)
-	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
-	select {
-	case <-stopped:
-	case <-sctx.Done():
-		gs.Stop()
-	}
-	if err != nil {
+	if err := errors.Join(runErr, a.stop(sctx)); err != nil {
 		return err
 	}
 	log.Info("stopped")

@@ -48,6 +48,10 @@ type Config struct {
 	SourcePrefix string
 	// ClientOptions are added to every client's options.
 	ClientOptions []client.Option
+	// TablePrefix prefixes the W1 table names ("bench_users"...), so that a
+	// run against a real data directory keeps its rows out of real tables.
+	// Empty: the plain W1 names.
+	TablePrefix string
 }
 
 // Summary is the result of a run. Its JSON form is one object.
@@ -231,6 +235,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 					return
 				}
 				batch := workload.Entries(k*int64(cfg.BatchSize), int64(cfg.BatchSize))
+				workload.PrefixTables(batch, cfg.TablePrefix)
 				for {
 					err := c.SendMany(sendCtx, batch)
 					if err == nil {

@@ -58,7 +58,7 @@ func startFigureServer(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(17 << 20))
+	gs := grpc.NewServer(srv.GRPCOptions()...)
 	srv.Register(gs)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(func() {

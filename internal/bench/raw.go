@@ -44,6 +44,7 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 			return nil, fmt.Errorf("bench: raw stream: %w", err)
 		}
+		r.tablePrefix = cfg.TablePrefix
 		rs[i] = r
 	}
 	sendCtx := ctx
@@ -131,6 +132,8 @@ type rawSource struct {
 	src    []byte
 	first  uint64 // first batch number sent
 	done   chan struct{}
+
+	tablePrefix string // Config.TablePrefix
 
 	mu           sync.Mutex
 	sent         []rawSent // by batch number - first
@@ -221,6 +224,7 @@ func (r *rawSource) send(ctx context.Context, batchSize int, limit int64) error 
 			return nil
 		}
 		entries := workload.Entries(k*int64(batchSize), int64(batchSize))
+		workload.PrefixTables(entries, r.tablePrefix)
 		b := codec.Batch{
 			Timestamp: uint64(time.Now().UnixMilli()),
 			Sequence:  r.first + uint64(k),

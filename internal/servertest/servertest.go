@@ -103,7 +103,7 @@ func (in *Instance) start(addr string) {
 		srv.Close()
 		in.t.Fatalf("servertest: listen: %v", err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(17 << 20))
+	gs := grpc.NewServer(srv.GRPCOptions()...)
 	srv.Register(gs)
 	go gs.Serve(lis)
 	in.Addr, in.Server, in.gs, in.cfg = lis.Addr().String(), srv, gs, cfg

@@ -65,6 +65,21 @@ func Entry(i int64) codec.Entry {
 	return e
 }
 
+// PrefixTables renames the tables of W1 entries to prefix+name, all entries
+// of one table sharing one slice. An empty prefix changes nothing.
+func PrefixTables(es []codec.Entry, prefix string) {
+	if prefix == "" {
+		return
+	}
+	var names [len(w1Tables)][]byte
+	for i, t := range w1Tables {
+		names[i] = []byte(prefix + t)
+	}
+	for i := range es {
+		es[i].Table = names[(es[i].Sequence-1)%uint64(len(w1Tables))]
+	}
+}
+
 // Entries returns W1 entries [start, start+n).
 func Entries(start, n int64) []codec.Entry {
 	out := make([]codec.Entry, n)

@@ -2,8 +2,10 @@
 // commit.
 //
 // The CDC aggregation server appends every accepted batch (an opaque []byte,
-// typically ~200 KB, at most MaxRecordBytes) to the log and acknowledges the
-// client only once Append has returned, i.e. once the record is fsync'd.
+// typically ~200 KB, at most MaxRecordBytes) to the log with AppendAsync, so
+// that a stream's next batches are decoded while earlier ones wait for the
+// group commit, and acknowledges each batch only once its channel reports the
+// record fsync'd. Append is the blocking form of the same operation.
 // When the data a record holds has been committed to Iceberg the server
 // calls Release, and whole segments that contain only released records are
 // deleted. After a restart, Replay hands back every record that has not been

@@ -14,10 +14,12 @@ import (
 // record, across segments and across restarts; 0 means "no record".
 type LSN uint64
 
-// MaxRecordBytes is the largest payload Append accepts. Readers reject any
-// length field above it before allocating, so a corrupt length can never
+// MaxRecordBytes is the largest payload Append accepts: a 16 MiB batch frame
+// (the protocol's maximum message) plus 256 KiB for what the server wraps
+// around it (source id and shard name, up to 64 KiB each). Readers reject
+// any length field above it before allocating, so a corrupt length can never
 // trigger a huge allocation.
-const MaxRecordBytes = 16 << 20
+const MaxRecordBytes = 16<<20 + 256<<10
 
 const (
 	defaultSegmentBytes = 64 << 20

@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/connpool"
+	"github.com/dot-do/lakehouse-rpc/server"
+	"github.com/dot-do/lakehouse-rpc/sink"
+	"github.com/dot-do/lakehouse-rpc/wsbridge"
+)
+
+// appConfig describes one aggregator process: `serve`, or the server `bench`
+// runs in-process.
+type appConfig struct {
+	// Server configures the aggregator; its Sink is set by start.
+	Server server.Config
+	// OpenSink opens the sink; the app closes it.
+	OpenSink func(ctx context.Context) (sink.Sink, error)
+	// GRPCAddr is the gRPC listen address ("127.0.0.1:0": any port).
+	GRPCAddr string
+	// GRPCOptions are added to the server's own (transport options).
+	GRPCOptions []grpc.ServerOption
+	// HTTPAddr, when set, serves the WebSocket bridge, /health, /status,
+	// /flush, and /metrics when Metrics is set.
+	HTTPAddr string
+	// Metrics is exposed at /metrics.
+	Metrics *prometheus.Registry
+	// PProf adds /debug/pprof/ to the HTTP endpoints.
+	PProf bool
+	// Logger logs the app's life cycle.
+	Logger *slog.Logger
+	// Maintain runs table maintenance in the background when the sink
+	// maintains tables (the Iceberg sink).
+	Maintain bool
+}
+
+// app is a running aggregator. startApp builds its parts in order; stop takes
+// down whichever exist, in the reverse order of their dependencies, and
+// reports every error. A start that fails part way calls the same stop, so
+// every exit path cleans up the same way.
+type app struct {
+	log      *slog.Logger
+	sink     sink.Sink
+	srv      *server.Server
+	gs       *grpc.Server
+	grpcLis  net.Listener
+	upstream *connpool.Pool // the bridge's connections to gs
+	bridge   *wsbridge.Bridge
+	httpLis  net.Listener
+	hs       *http.Server
+	failed   chan error // a listener's Serve failed
+
+	stopMaint context.CancelFunc // nil unless maintenance runs
+	maintDone chan struct{}
+}
+
+// upstreamConns is how many gRPC connections the WebSocket bridge spreads its
+// children's streams over.
+const upstreamConns = 4
+
+// startApp starts an aggregator. On error nothing is left running.
+func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
+	a := &app{log: cfg.Logger, failed: make(chan error, 2)}
+	if a.log == nil {
+		a.log = slog.New(slog.DiscardHandler)
+	}
+	defer func() {
+		if err != nil {
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			err = errors.Join(err, a.stop(sctx))
+		}
+	}()
+	if a.sink, err = cfg.OpenSink(ctx); err != nil {
+		return nil, fmt.Errorf("open sink: %w", err)
+	}
+	cfg.Server.Sink = a.sink
+	if isk, ok := a.sink.(*iceberg.Sink); ok {
+		if cfg.Metrics != nil {
+			cfg.Metrics.MustRegister(isk.Collector())
+		}
+		if cfg.Maintain {
+			var mctx context.Context
+			mctx, a.stopMaint = context.WithCancel(context.WithoutCancel(ctx))
+			a.maintDone = make(chan struct{})
+			go func() { defer close(a.maintDone); isk.RunMaintenance(mctx) }()
+		}
+	}
+	if a.srv, err = server.New(ctx, cfg.Server); err != nil {
+		return nil, err
+	}
+	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
+		return nil, fmt.Errorf("gRPC listen: %w", err)
+	}
+	a.gs = grpc.NewServer(append(a.srv.GRPCOptions(), cfg.GRPCOptions...)...)
+	a.srv.Register(a.gs)
+	go func() { a.failed <- a.gs.Serve(a.grpcLis) }()
+	if cfg.HTTPAddr == "" {
+		return a, nil
+	}
+	// The bridge talks to this server through its own gRPC port: one code
+	// path for the in-process and the standalone bridge.
+	a.upstream, err = connpool.Dial(a.grpcLis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
+	if err != nil {
+		return nil, fmt.Errorf("bridge upstream: %w", err)
+	}
+	a.bridge = wsbridge.New(wsbridge.Config{Upstream: a.upstream, Logger: a.log})
+	if a.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
+		return nil, fmt.Errorf("HTTP listen: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/", a.bridge.Handler())
+	if cfg.Metrics != nil {
+		mux.Handle("/metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
+	}
+	if cfg.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
+	a.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := a.hs.Serve(a.httpLis); !errors.Is(err, http.ErrServerClosed) {
+			a.failed <- err
+		}
+	}()
+	return a, nil
+}
+
+// grpcAddr and httpAddr are the listen addresses ("" when not listening).
+func (a *app) grpcAddr() string { return addrOf(a.grpcLis) }
+func (a *app) httpAddr() string { return addrOf(a.httpLis) }
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// wait returns when ctx ends (nil) or a listener fails (its error).
+func (a *app) wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-a.failed:
+		return fmt.Errorf("listener failed: %w", err)
+	}
+}
+
+// stop drains and closes everything that was started, within ctx: legacy
+// children are told "going away", the server flushes and closes its
+// streams, gRPC stops (forcibly once ctx ends), then the bridge's upstream
+// connections and the sink close. Parts not started are skipped.
+func (a *app) stop(ctx context.Context) error {
+	var errs []error
+	note := func(what string, err error) {
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", what, err))
+		}
+	}
+	if a.bridge != nil {
+		note("bridge shutdown", a.bridge.Shutdown(ctx))
+	}
+	if a.hs != nil {
+		note("HTTP shutdown", a.hs.Shutdown(ctx))
+	} else if a.httpLis != nil {
+		note("HTTP listener", a.httpLis.Close())
+	}
+	if a.srv != nil {
+		note("server shutdown", a.srv.Shutdown(ctx))
+	}
+	if a.gs != nil {
+		stopped := make(chan struct{})
+		go func() { a.gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-ctx.Done():
+			a.gs.Stop()
+			<-stopped
+			note("gRPC stop", fmt.Errorf("connections still open after the shutdown timeout were closed: %w", ctx.Err()))
+		}
+	} else if a.grpcLis != nil {
+		note("gRPC listener", a.grpcLis.Close())
+	}
+	if a.upstream != nil {
+		note("bridge upstream", a.upstream.Close())
+	}
+	if a.stopMaint != nil {
+		a.stopMaint()
+		<-a.maintDone
+	}
+	if a.sink != nil {
+		note("sink close", a.sink.Close())
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,29 @@
+package main
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+
+	"github.com/dot-do/lakehouse-rpc/internal/servertest"
+)
+
+// TestBenchTablesPrefixed runs bench against a server: its rows go to
+// bench_* tables by default, never into the W1 names real data may use.
+func TestBenchTablesPrefixed(t *testing.T) {
+	in := servertest.Start(t)
+	var out, errb bytes.Buffer
+	if err := runBench(t.Context(), []string{"--addr", in.Addr, "--entries", "2000", "--progress", "0"}, &out, &errb, nil); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	in.Stop()
+	recs := in.Records()
+	if len(recs) != 2000 {
+		t.Fatalf("%d rows committed, want 2000", len(recs))
+	}
+	for _, r := range recs {
+		if !strings.HasPrefix(r.Table, "bench_") {
+			t.Fatalf("bench wrote to table %q", r.Table)
+		}
+	}
+}
