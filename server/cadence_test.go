@@ -24,7 +24,8 @@ type stagingSink struct {
 	stages   []time.Time
 	commits  []time.Time
 	failing  bool
-	hang     bool // CommitStaged blocks until its context ends
+	hang     bool          // CommitStaged blocks until its context ends
+	delay    time.Duration // each Stage takes this long, like writing files
 	attempts int
 }
 
@@ -42,7 +43,9 @@ func (k *keptFlush) StagedBytes() int64 { return k.StagedRows() }
 func (s *stagingSink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, error) {
 	s.mu.Lock()
 	s.stages = append(s.stages, time.Now())
+	delay := s.delay
 	s.mu.Unlock()
+	time.Sleep(delay)
 	cp := *f
 	cp.Tables = make([]sink.Table, len(f.Tables))
 	for i, t := range f.Tables {
@@ -110,6 +113,7 @@ func TestCommitCadence(t *testing.T) {
 		c.FlushInterval = interval
 		c.FlushEntries = 5
 	})
+	ss.set(func(s *stagingSink) { s.delay = 40 * time.Millisecond })
 	ts := openStream(t, in.Dial(), "cadence", 0)
 	start := time.Now()
 	var seq uint64

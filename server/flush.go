@@ -39,6 +39,10 @@ func (s *Server) runFlusher() {
 			reply  chan *lakehousev1.FlushResult
 			commit bool
 		)
+		// A due commit goes before more staging: under a steady load a
+		// threshold is reached again while each stage runs, and a random
+		// choice among ready cases would delay commits (and freshness) by
+		// several stages.
 		select {
 		case <-s.stop:
 			return
@@ -46,10 +50,19 @@ func (s *Server) runFlusher() {
 			reason, reply, commit = req.reason, req.reply, true
 		case <-interval.C:
 			reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
-		case <-s.kick:
-			reason = s.thresholdReason()
-		case now := <-house.C:
-			reason, commit = s.dueReason(now)
+		default:
+			select {
+			case <-s.stop:
+				return
+			case req := <-s.flushReq:
+				reason, reply, commit = req.reason, req.reply, true
+			case <-interval.C:
+				reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
+			case <-s.kick:
+				reason = s.thresholdReason()
+			case now := <-house.C:
+				reason, commit = s.dueReason(now)
+			}
 		}
 		if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
 			continue
