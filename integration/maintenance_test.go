@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net/http"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -90,6 +91,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 	stopReader()
 	<-readerDone
 	metrics := scrapeMetrics(t, httpAddr)
+	checkStatusTables(t, httpAddr)
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
@@ -263,6 +265,37 @@ func checkNoUnreferencedDataFiles(t *testing.T, dataDir string) {
 		})
 		if onDisk == 0 {
 			t.Errorf("table %s: no data files on disk", info.Name)
+		}
+	}
+}
+
+// checkStatusTables reads GET /status, as monitoring would, and checks that
+// every table reports its health and a last maintenance pass.
+func checkStatusTables(t *testing.T, httpAddr string) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Tables []struct {
+			Name                string `json:"name"`
+			Snapshots           int    `json:"snapshots"`
+			DataFiles           int    `json:"dataFiles"`
+			MetadataBytes       int64  `json:"metadataBytes"`
+			LastMaintenanceTime int64  `json:"lastMaintenanceTime"`
+		} `json:"tables"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		t.Fatalf("GET /status: %v", err)
+	}
+	if len(st.Tables) != 8 {
+		t.Fatalf("GET /status lists %d tables, want the 8 of W1: %+v", len(st.Tables), st.Tables)
+	}
+	for _, tb := range st.Tables {
+		if tb.Snapshots == 0 || tb.DataFiles == 0 || tb.MetadataBytes == 0 || tb.LastMaintenanceTime == 0 {
+			t.Errorf("GET /status table %+v: want its health and last maintenance", tb)
 		}
 	}
 }

@@ -115,6 +115,33 @@ type StatusJSON struct {
 	Recovery          RecoveryStatusJSON `json:"recovery"`
 	BridgeConnections int                `json:"bridgeConnections"`
 	ServerTime        int64              `json:"serverTime"`
+	Staged            StagedStatusJSON   `json:"staged"`
+	Tables            []TableStatusJSON  `json:"tables"`
+}
+
+// StagedStatusJSON describes data files written and waiting for the next
+// commit in GET /status.
+type StagedStatusJSON struct {
+	BatchCount uint64 `json:"batchCount"`
+	EntryCount uint64 `json:"entryCount"`
+	Bytes      uint64 `json:"bytes"`
+}
+
+// TableStatusJSON describes one table's health and last maintenance in GET
+// /status.
+type TableStatusJSON struct {
+	Name                    string `json:"name"`
+	Snapshots               uint32 `json:"snapshots"`
+	DataFiles               uint64 `json:"dataFiles"`
+	Manifests               uint32 `json:"manifests"`
+	MetadataBytes           uint64 `json:"metadataBytes"`
+	LastMaintenanceTime     int64  `json:"lastMaintenanceTime,omitempty"`
+	LastMaintenanceDuration int64  `json:"lastMaintenanceDurationMs"`
+	ExpiredSnapshots        uint32 `json:"expiredSnapshots"`
+	FilesCompacted          uint32 `json:"filesCompacted"`
+	FilesWritten            uint32 `json:"filesWritten"`
+	OrphansRemoved          uint32 `json:"orphansRemoved"`
+	LastError               string `json:"lastError,omitempty"`
 }
 
 // WALStatusJSON describes the server's write-ahead log in GET /status.
@@ -154,6 +181,12 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 			PendingBatches: s.GetRecovery().GetPendingBatches(),
 		},
 		BridgeConnections: b.Connections(),
+		Staged: StagedStatusJSON{
+			BatchCount: s.GetStaged().GetBatchCount(),
+			EntryCount: s.GetStaged().GetEntryCount(),
+			Bytes:      s.GetStaged().GetBytes(),
+		},
+		Tables: make([]TableStatusJSON, 0, len(s.GetTables())),
 		ServerTime:        s.GetServerTimeMs(),
 	}
 	out.HasFallbackData = out.Recovery.Active || out.Recovery.PendingBatches > 0
@@ -162,6 +195,22 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 	if lf := s.GetLastFlush(); lf != nil {
 		j := flushResultJSON(lf)
 		out.LastFlush = &j
+	}
+	for _, t := range s.GetTables() {
+		out.Tables = append(out.Tables, TableStatusJSON{
+			Name:                    t.GetName(),
+			Snapshots:               t.GetSnapshots(),
+			DataFiles:               t.GetDataFiles(),
+			Manifests:               t.GetManifests(),
+			MetadataBytes:           t.GetMetadataBytes(),
+			LastMaintenanceTime:     t.GetLastMaintenanceTimeMs(),
+			LastMaintenanceDuration: t.GetLastMaintenanceDurationMs(),
+			ExpiredSnapshots:        t.GetExpiredSnapshots(),
+			FilesCompacted:          t.GetFilesCompacted(),
+			FilesWritten:            t.GetFilesWritten(),
+			OrphansRemoved:          t.GetOrphansRemoved(),
+			LastError:               t.GetLastError(),
+		})
 	}
 	for _, src := range s.GetSources() {
 		out.Children = append(out.Children, ChildStatusJSON{
