@@ -186,8 +186,8 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 			EntryCount: s.GetStaged().GetEntryCount(),
 			Bytes:      s.GetStaged().GetBytes(),
 		},
-		Tables: make([]TableStatusJSON, 0, len(s.GetTables())),
-		ServerTime:        s.GetServerTimeMs(),
+		Tables:     make([]TableStatusJSON, 0, len(s.GetTables())),
+		ServerTime: s.GetServerTimeMs(),
 	}
 	out.HasFallbackData = out.Recovery.Active || out.Recovery.PendingBatches > 0
 	out.FallbackHasData = out.HasFallbackData
