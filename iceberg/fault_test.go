@@ -240,17 +240,7 @@ func TestParquetIndependentReader(t *testing.T) {
 			}
 		}
 		// Rows are sorted by (source_id, entry_seq) within the file.
-		rows := make([]parquet.Row, pf.NumRows())
-		n := readRows(t, pf, rows)
-		srcCol, seqCol := columnIndex(pf, "source_id"), columnIndex(pf, "entry_seq")
-		for i := 1; i < n; i++ {
-			a, b := rows[i-1], rows[i]
-			as, bs := a[srcCol].String(), b[srcCol].String()
-			if as > bs || as == bs && a[seqCol].Int64() >= b[seqCol].Int64() {
-				t.Errorf("%s: rows %d and %d out of order: (%s,%d) (%s,%d)", p, i-1, i, as, a[seqCol].Int64(), bs, b[seqCol].Int64())
-				break
-			}
-		}
+		checkSortedFile(t, p)
 		total += pf.NumRows()
 		fh.Close()
 	}

@@ -126,10 +126,10 @@ func (s *Server) inBackoff() bool {
 	return s.recovery.active && time.Now().Before(s.recovery.nextRetry)
 }
 
-// takeBuffer moves the buffer to the in-flight list.
-func (s *Server) takeBuffer(start time.Time) (batches []*bufBatch, entries int, id uint64) {
+// takeFlush moves the buffer to the in-flight list and builds its flush.
+// With an empty buffer it returns no batches and leaves nothing in flight.
+func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	batches = s.buffer
 	s.buffer = nil
 	s.inflight = batches
@@ -139,7 +139,14 @@ func (s *Server) takeBuffer(start time.Time) (batches []*bufBatch, entries int, 
 	s.flushing = true
 	s.flushStartT = start
 	s.flushID++
-	return batches, entries, s.flushID
+	id := s.flushID
+	s.mu.Unlock()
+	if len(batches) == 0 {
+		s.endFlush()
+		return nil, 0, nil, nil
+	}
+	f, err = buildFlush(id, reason, start, batches)
+	return batches, entries, f, err
 }
 
 // putBackLocked returns failed in-flight batches to the front of the buffer
@@ -163,14 +170,12 @@ func (s *Server) sinkContext() (context.Context, context.CancelFunc) {
 // batches go back to the buffer and the recovery schedule advances.
 func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
 	start := time.Now()
-	batches, entries, id := s.takeBuffer(start)
 	res := &lakehousev1.FlushResult{Reason: reason}
+	batches, entries, f, err := s.takeFlush(reason, start)
 	if len(batches) == 0 {
-		s.endFlush()
 		res.Success = true
 		return res
 	}
-	f, err := buildFlush(id, reason, start, batches)
 	var st sink.Staged
 	if err == nil {
 		ctx, cancel := s.sinkContext()
@@ -278,14 +283,12 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 // committed in one call.
 func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
 	start := time.Now()
-	batches, entries, id := s.takeBuffer(start)
 	res := &lakehousev1.FlushResult{Reason: reason}
+	batches, entries, f, err := s.takeFlush(reason, start)
 	if len(batches) == 0 {
-		s.endFlush()
 		res.Success = true
 		return res
 	}
-	f, err := buildFlush(id, reason, start, batches)
 	var out sink.Result
 	if err == nil {
 		ctx, cancel := s.sinkContext()
