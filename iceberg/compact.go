@@ -175,6 +175,9 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 	defer m.close()
 	var gotRows int64
 	for df, err := range table.WriteRecords(ctx, tbl, m.schema, m.batches(), table.WithClusteredWrite()) {
+		if err == nil {
+			df, err = claimSorted(tbl.Metadata(), df) // the merge keeps the order
+		}
 		if err != nil {
 			s.removeFiles(ctx, tbl, gr.NewDataFiles)
 			return gr, fmt.Errorf("compaction: write: %w", err)

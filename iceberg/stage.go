@@ -188,6 +188,9 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	stt := &stagedTable{name: t.Name, spans: p.spans}
 	var werr error
 	for df, err := range table.WriteRecords(ctx, p.tbl, s.schema, records) {
+		if err == nil {
+			df, err = claimSorted(p.tbl.Metadata(), df)
+		}
 		if err != nil {
 			werr = errors.Join(werr, err)
 			continue

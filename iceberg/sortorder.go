@@ -1,0 +1,59 @@
+package iceberg
+
+import (
+	"fmt"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// claimSorted returns df with the table's default sort order id, for data
+// files the sink wrote sorted (every staged file and every compaction
+// output): readers and planners may then rely on the order. iceberg-go
+// v0.7.0's WriteRecords sorts each batch but never claims an order in the
+// manifest entry, so the entry is rebuilt with every statistic of df.
+func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, error) {
+	order := meta.DefaultSortOrder()
+	if order == table.UnsortedSortOrderID {
+		return df, nil
+	}
+	spec := meta.PartitionSpecByID(int(df.SpecID()))
+	if spec == nil {
+		return nil, fmt.Errorf("data file %s: no partition spec %d", df.FilePath(), df.SpecID())
+	}
+	// The Avro logical types of the partition values, as iceberg-go's own
+	// writer records them.
+	logical := make(map[int]string)
+	for _, field := range spec.Fields() {
+		src, ok := meta.CurrentSchema().FindFieldByID(field.SourceID())
+		if !ok {
+			continue
+		}
+		switch field.Transform.ResultType(src.Type).(type) {
+		case iceberg.DateType:
+			logical[field.FieldID] = "date"
+		case iceberg.TimestampType, iceberg.TimestampTzType:
+			logical[field.FieldID] = "timestamp-micros"
+		}
+	}
+	b, err := iceberg.NewDataFileBuilder(*spec, df.ContentType(), df.FilePath(), df.FileFormat(),
+		df.Partition(), logical, nil, df.Count(), df.FileSizeBytes())
+	if err != nil {
+		return nil, fmt.Errorf("data file %s: %w", df.FilePath(), err)
+	}
+	b.ColumnSizes(df.ColumnSizes()).
+		ValueCounts(df.ValueCounts()).
+		NullValueCounts(df.NullValueCounts()).
+		NaNValueCounts(df.NaNValueCounts()).
+		LowerBoundValues(df.LowerBoundValues()).
+		UpperBoundValues(df.UpperBoundValues()).
+		SplitOffsets(df.SplitOffsets()).
+		SortOrderID(order)
+	if d := df.DistinctValueCounts(); len(d) > 0 {
+		b.DistinctValueCounts(d)
+	}
+	if k := df.KeyMetadata(); len(k) > 0 {
+		b.KeyMetadata(k)
+	}
+	return b.Build(), nil
+}
