@@ -29,6 +29,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
+	"github.com/dot-do/lakehouse-rpc/statuspage"
 	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
 
@@ -156,13 +157,19 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 }
 
 func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, stdout, stderr, nil)
+}
+
+// serve runs `lakehouse serve` with args; ready, when set, is called with the
+// gRPC and HTTP addresses (HTTP "" when off) once both listen.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(grpcAddr, httpAddr string)) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	var (
 		cfg      server.Config
 		sf       sinkFlags
 		grpcAddr = fs.String("grpc-addr", "127.0.0.1:50051", "gRPC listen address")
-		httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket bridge for legacy children, /health, /status, /flush (empty: off)")
+		httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
 		level    = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		drain    = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
 		pprofOn  = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
@@ -234,6 +241,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 	var hs *http.Server
 	var bridge *wsbridge.Bridge
+	var httpListen string
 	if *httpAddr != "" {
 		// The bridge talks to this server through its own gRPC port: one
 		// code path for the in-process and the standalone bridge.
@@ -250,8 +258,15 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			srv.Close()
 			return err
 		}
+		// The status page samples the server's own status and /metrics.
+		hist := statuspage.NewHistory(statuspage.HistoryConfig{Status: srv.Status, Gatherer: reg, Commits: srv.RecentCommits})
+		hctx, stopHist := context.WithCancel(context.Background())
+		defer stopHist()
+		go hist.Run(hctx)
 		mux := http.NewServeMux()
-		mux.Handle("/", bridge.Handler())
+		// A plain GET of / is the status page; WebSocket upgrades on any
+		// path, and /health, /status, /flush, reach the bridge as before.
+		mux.Handle("/", statuspage.Handler(hist, bridge.Handler()))
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 		if *pprofOn {
 			mux.HandleFunc("/debug/pprof/", pprof.Index)
@@ -265,7 +280,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 				serveErr <- err
 			}
 		}()
-		log.Info("http listening", "addr", hl.Addr().String(), "endpoints", "WebSocket bridge, /health, /status, /flush, /metrics")
+		httpListen = hl.Addr().String()
+		log.Info("http listening", "addr", httpListen, "endpoints", "status page /, WebSocket bridge, /health, /status, /flush, /metrics")
+	}
+	if ready != nil {
+		ready(lis.Addr().String(), httpListen)
 	}
 	log.Info("lakehouse serving", "grpc", lis.Addr().String(), "data_dir", cfg.DataDir, "sink", sf.kind)
 
