@@ -75,7 +75,11 @@
     ctx.clearRect(0, 0, w, h);
     var style = getComputedStyle(document.body);
     var fg = style.color, line = "rgba(128,128,128,0.25)";
-    var t0 = now - state.windowMs;
+    // The x axis spans the data held, at least 2 minutes and at most the
+    // window (15 minutes), so that a young server's charts are readable.
+    var span = state.windowMs;
+    if (state.samples.length) span = Math.min(state.windowMs, Math.max(120000, now - state.samples[0].t));
+    var t0 = now - span;
     if (opts.stacked) {
       // Each series is drawn on top of the ones before it.
       var base = {};
@@ -97,7 +101,7 @@
     ymax = Math.ceil(ymax / step) * step;
     var left = 44, right = 6, top = 6, bottom = 18;
     var pw = w - left - right, ph = h - top - bottom;
-    function x(t) { return left + (t - t0) / state.windowMs * pw; }
+    function x(t) { return left + (t - t0) / span * pw; }
     function y(v) { return top + ph - v / ymax * ph; }
     ctx.font = "10px system-ui, sans-serif";
     ctx.fillStyle = fg;
@@ -114,8 +118,10 @@
     }
     ctx.textAlign = "center";
     ctx.textBaseline = "top";
-    [15, 10, 5, 0].forEach(function (m) {
-      ctx.fillText(m ? "-" + m + "m" : "now", Math.min(Math.max(x(now - m * 60000), left + 10), w - right - 12), top + ph + 4);
+    [1, 2 / 3, 1 / 3, 0].forEach(function (f) {
+      var sec = Math.round(span * f / 1000);
+      var label = !sec ? "now" : sec % 60 ? "-" + sec + "s" : "-" + sec / 60 + "m";
+      ctx.fillText(label, Math.min(Math.max(x(now - span * f), left + 10), w - right - 12), top + ph + 4);
     });
     var drawn = 0;
     series.forEach(function (s) {
