@@ -13,7 +13,9 @@
 //
 // Every flag can also be set through the environment: --data-dir is
 // LAKEHOUSE_DATA_DIR, --grpc-addr is LAKEHOUSE_GRPC_ADDR, and so on; a flag
-// given on the command line wins.
+// given on the command line wins. serve also reads a YAML file
+// (--config lakehouse.yaml, keys are its flag names): flags > environment >
+// file > defaults.
 package main
 
 import (
@@ -88,12 +90,25 @@ func main() {
 	}
 }
 
-// parseFlags applies LAKEHOUSE_* environment variables as defaults, then the
+// parseFlags sets fs's flags from, in increasing precedence: their defaults,
+// the configuration file (when fs has a --config flag and it or
+// LAKEHOUSE_CONFIG names one), LAKEHOUSE_* environment variables, and the
 // command line.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if fs.Lookup(configFlag) != nil {
+		path, err := configPath(args)
+		if err != nil {
+			return err
+		}
+		if path != "" {
+			if err := applyConfigFile(fs, path); err != nil {
+				return err
+			}
+		}
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
-		name := "LAKEHOUSE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		name := envName(f.Name)
 		if v, ok := os.LookupEnv(name); ok {
 			if err := f.Value.Set(v); err != nil && envErr == nil {
 				envErr = fmt.Errorf("%s=%q: %w", name, v, err)
@@ -104,4 +119,10 @@ func parseFlags(fs *flag.FlagSet, args []string) error {
 		return envErr
 	}
 	return fs.Parse(args)
+}
+
+// envName is the environment variable of a flag: --data-dir is
+// LAKEHOUSE_DATA_DIR.
+func envName(flagName string) string {
+	return "LAKEHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
