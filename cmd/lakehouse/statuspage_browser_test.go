@@ -89,9 +89,13 @@ func (w *testWriter) stop() {
 // bench runs against the server, and checks that the charts drew points, the
 // sources table lists the bench's sources with nonzero rates, and the page
 // logged no errors. It saves a screenshot ($LAKEHOUSE_SCREENSHOT, or a
-// temporary file; the path is in the log).
+// temporary file; the path is in the log). Without Chromium it skips, unless
+// LAKEHOUSE_REQUIRE_CHROMIUM is set (CI), when it fails.
 func TestStatusPageInBrowser(t *testing.T) {
 	chrome := chromiumPath()
+	if chrome == "" && os.Getenv("LAKEHOUSE_REQUIRE_CHROMIUM") != "" {
+		t.Fatal("LAKEHOUSE_REQUIRE_CHROMIUM is set but no Chromium was found (install Debian's chromium package, or set LAKEHOUSE_CHROMIUM)")
+	}
 	if chrome == "" {
 		t.Skip("no Chromium found (install Debian's chromium package, or set LAKEHOUSE_CHROMIUM to a Chrome/Chromium binary): skipping the browser test")
 	}
