@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -75,6 +76,8 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			res.BytesWritten += tr.bytes
 			res.Paths = append(res.Paths, tr.paths...)
 			res.Tables++
+			res.Commits = append(res.Commits, sink.TableCommit{Table: sink.SanitizeName(name), SnapshotID: tr.snapshotID,
+				Rows: tr.written, Duration: tr.duration})
 		}
 	}
 	return res, nil
@@ -83,6 +86,8 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 type tableResult struct {
 	written, skipped, bytes int64
 	paths                   []string
+	snapshotID              int64
+	duration                time.Duration
 }
 
 // commitTable commits the staged parts of one table, retrying conflicts
@@ -106,6 +111,7 @@ func (s *Sink) commitTable(ctx context.Context, name string, parts []*stagedTabl
 
 func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) (tableResult, error) {
 	var tr tableResult
+	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
 	// at most one of them and never conflicts with it.
 	s.commitMu.Lock()
@@ -191,6 +197,10 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	for _, df := range files {
 		tr.paths = append(tr.paths, df.FilePath())
 	}
+	if snap := committed.CurrentSnapshot(); snap != nil {
+		tr.snapshotID = snap.SnapshotID
+	}
+	tr.duration = time.Since(start)
 	s.log.Debug("iceberg table committed", "table", committed.Identifier(), "commit", c.ID,
 		"rows", tr.written, "skipped", tr.skipped, "files", len(files), "bytes", tr.bytes)
 	return tr, nil

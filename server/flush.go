@@ -363,6 +363,7 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 		marks[src] = mark{src.persistedSeq, src.persistedEntry}
 	}
 	s.lastFlush, s.lastFlushT = res, time.Now()
+	s.recordCommitsLocked(s.lastFlushT, reasonName(reason), time.Since(start), out)
 	release := s.releasePointLocked()
 	st := s.stateLocked()
 	s.mu.Unlock()

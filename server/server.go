@@ -76,8 +76,9 @@ type Server struct {
 	nextFlushT  time.Time
 	flushID     uint64
 	flushStartT time.Time
-	flushRate   float64 // bytes per ms of the last successful stage or flush, for retry delays
-	walErr      error   // sticky write-ahead log failure
+	flushRate   float64        // bytes per ms of the last successful stage or flush, for retry delays
+	walErr      error          // sticky write-ahead log failure
+	commits     []CommitRecord // recent table commits, oldest first
 
 	kick chan struct{} // a threshold was reached
 	// flushCtx bounds every sink call; stopServer cancels it once the

@@ -55,6 +55,17 @@ type Result struct {
 	BytesWritten int64    // bytes of data files written
 	Paths        []string // data files written
 	Tables       int      // tables committed by this call
+	// Commits describes each table commit of this call, in order, for
+	// sinks that commit per table (nil otherwise).
+	Commits []TableCommit
+}
+
+// TableCommit is one table's commit within a Result.
+type TableCommit struct {
+	Table      string        // the table name in the sink (sanitised)
+	SnapshotID int64         // the snapshot it created (0: unknown)
+	Rows       int64         // rows it made visible
+	Duration   time.Duration // how long the commit took (catalog and metadata work)
 }
 
 // Sink is where flushed entries go.

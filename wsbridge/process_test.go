@@ -67,7 +67,7 @@ func TestProcessBridgeKill9(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	serve = startServe()
 	waitTCP(t, grpcAddr)
-	st := child.WaitIdle(60 * time.Second)
+	st := waitIdle(t, child, 60*time.Second)
 	if st.Failed != 0 {
 		t.Fatalf("child stats %+v", st)
 	}

@@ -141,7 +141,7 @@ func TestRealServerLegacyChildren(t *testing.T) {
 		}
 	}
 	for _, k := range kids {
-		st := k.WaitIdle(30 * time.Second)
+		st := waitIdle(t, k, 30*time.Second)
 		if st.Failed != 0 || st.TimedOut < 2 || st.Resent < 2 || st.Duplicates < 2 {
 			t.Fatalf("%s: stats %+v", k.Source, st)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
+	"github.com/dot-do/lakehouse-rpc/statuspage"
 	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
 
@@ -45,6 +46,9 @@ type appConfig struct {
 	// Maintain runs table maintenance in the background when the sink
 	// maintains tables (the Iceberg sink).
 	Maintain bool
+	// StatusPage serves the live status page at / (plain GET) on HTTPAddr,
+	// from a 15-minute history of the server's status and Metrics.
+	StatusPage bool
 }
 
 // app is a running aggregator. startApp builds its parts in order; stop takes
@@ -65,6 +69,8 @@ type app struct {
 
 	stopMaint context.CancelFunc // nil unless maintenance runs
 	maintDone chan struct{}
+	stopHist  context.CancelFunc // nil unless the status page runs
+	histDone  chan struct{}
 }
 
 // upstreamConns is how many gRPC connections the WebSocket bridge spreads its
@@ -123,7 +129,22 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 		return nil, fmt.Errorf("HTTP listen: %w", err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/", a.bridge.Handler())
+	if cfg.StatusPage {
+		// A plain GET of / is the status page; WebSocket upgrades on any
+		// path, and /health, /status, /flush, reach the bridge as before.
+		hc := statuspage.HistoryConfig{Status: a.srv.Status, Commits: a.srv.RecentCommits}
+		if cfg.Metrics != nil {
+			hc.Gatherer = cfg.Metrics
+		}
+		hist := statuspage.NewHistory(hc)
+		var hctx context.Context
+		hctx, a.stopHist = context.WithCancel(context.WithoutCancel(ctx))
+		a.histDone = make(chan struct{})
+		go func() { defer close(a.histDone); hist.Run(hctx) }()
+		mux.Handle("/", statuspage.Handler(hist, a.bridge.Handler()))
+	} else {
+		mux.Handle("/", a.bridge.Handler())
+	}
 	if cfg.Metrics != nil {
 		mux.Handle("/metrics", promhttp.HandlerFor(cfg.Metrics, promhttp.HandlerOpts{}))
 	}
@@ -200,6 +221,10 @@ func (a *app) stop(ctx context.Context) error {
 	}
 	if a.upstream != nil {
 		note("bridge upstream", a.upstream.Close())
+	}
+	if a.stopHist != nil {
+		a.stopHist()
+		<-a.histDone
 	}
 	if a.stopMaint != nil {
 		a.stopMaint()

@@ -16,11 +16,24 @@ func envName(flagName string) string {
 	return "LAKEHOUSE_" + strings.ToUpper(strings.ReplaceAll(flagName, "-", "_"))
 }
 
-// parseFlags applies LAKEHOUSE_* environment variables as defaults, then the
+// parseFlags sets fs's flags from, in increasing precedence: their defaults,
+// the configuration file (when fs has a --config flag and it or
+// LAKEHOUSE_CONFIG names one), LAKEHOUSE_* environment variables, and the
 // command line. The flag set's output is where -h prints the command's help
 // (stdout, so that it pipes into a pager); parse errors are returned, not
 // printed, and main reports them on stderr.
 func parseFlags(fs *flag.FlagSet, args []string) error {
+	if fs.Lookup(configFlag) != nil {
+		path, err := configPath(args)
+		if err != nil {
+			return err
+		}
+		if path != "" {
+			if err := applyConfigFile(fs, path); err != nil {
+				return err
+			}
+		}
+	}
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		name := envName(f.Name)

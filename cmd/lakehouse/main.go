@@ -9,10 +9,13 @@
 //	lakehouse scan      print rows of an Iceberg table
 //	lakehouse tables    list Iceberg tables
 //	lakehouse maintain  run one table maintenance pass (expiry, compaction, orphan cleanup)
+//	lakehouse demo      a first look: a server, native and legacy sources, the tables
 //
 // Every flag can also be set through the environment: --data-dir is
 // LAKEHOUSE_DATA_DIR, --grpc-addr is LAKEHOUSE_GRPC_ADDR, and so on; a flag
-// given on the command line wins.
+// given on the command line wins. serve also reads a YAML file
+// (--config lakehouse.yaml, keys are its flag names): flags > environment >
+// file > defaults.
 package main
 
 import (
@@ -44,6 +47,7 @@ func commands() map[string]command {
 		"scan":     {"print rows of an Iceberg table", runScan, ""},
 		"tables":   {"list Iceberg tables with row and snapshot counts", runTables, ""},
 		"maintain": {"run one table maintenance pass: expire snapshots, compact, remove orphans", runMaintain, ""},
+		"demo":     {"a first look: an in-process server, W1 from native and legacy sources, the tables and how to read them", runDemo, ""},
 		"version":  {"print the version", runVersion, ""},
 	}
 }

@@ -155,34 +155,59 @@ func newLogger(w io.Writer, level string) (*slog.Logger, error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
-func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+// serveOptions are the values of serve's flags.
+type serveOptions struct {
+	cfg      server.Config
+	sf       sinkFlags
+	grpcAddr *string
+	httpAddr *string
+	level    *string
+	drain    *time.Duration
+	pprofOn  *bool
+	noMaint  *bool
+}
+
+// serveFlagSet defines every flag of serve (the configuration reference in
+// docs/configuration.md and lakehouse.example.yaml are generated from it).
+func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stdout)
-	var (
-		cfg      server.Config
-		sf       sinkFlags
-		grpcAddr = fs.String("grpc-addr", "127.0.0.1:50051", "gRPC listen address")
-		httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket bridge for legacy children, /health, /status, /flush (empty: off)")
-		level    = fs.String("log-level", "info", "log level: debug, info, warn, error")
-		drain    = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
-		pprofOn  = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
-	)
+	fs.SetOutput(out)
+	o := &serveOptions{}
+	cfg, sf := &o.cfg, &o.sf
+	fs.String(configFlag, "", "YAML configuration file whose keys are these flags' names; flags and LAKEHOUSE_* variables override it")
+	o.grpcAddr = fs.String("grpc-addr", "127.0.0.1:50051", "gRPC listen address")
+	o.httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
+	o.level = fs.String("log-level", "info", "log level: debug, info, warn, error")
+	o.drain = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
+	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
 	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes")
 	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", 2*time.Minute, "bound on each staging and commit; a stalled store fails the flush and the recovery loop retries")
-	noMaint := fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
+	o.noMaint = fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
 	sf.maint = &maintFlags{}
 	sf.maint.register(fs)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	sf.register(fs)
+	return fs, o
+}
+
+func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	return serve(ctx, args, stdout, stderr, nil)
+}
+
+// serve runs `lakehouse serve` with args; ready, when set, is called with the
+// gRPC and HTTP addresses (HTTP "" when off) once both listen.
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready func(grpcAddr, httpAddr string)) error {
+	fs, o := serveFlagSet(stdout)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	log, err := newLogger(stderr, *level)
+	cfg, sf := o.cfg, o.sf
+	log, err := newLogger(stderr, *o.level)
 	if err != nil {
 		return err
 	}
@@ -199,7 +224,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	a, err := startApp(ctx, appConfig{
 		Server:   cfg,
 		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
-		GRPCAddr: *grpcAddr,
+		GRPCAddr: *o.grpcAddr,
 		GRPCOptions: []grpc.ServerOption{
 			// Ping idle connections so a source whose host vanished (no
 			// FIN) is noticed and its stream released; let clients ping
@@ -207,17 +232,21 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
 			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 		},
-		HTTPAddr: *httpAddr,
-		Metrics:  reg,
-		PProf:    *pprofOn,
-		Logger:   log,
-		Maintain: !*noMaint,
+		HTTPAddr:   *o.httpAddr,
+		Metrics:    reg,
+		PProf:      *o.pprofOn,
+		Logger:     log,
+		Maintain:   !*o.noMaint,
+		StatusPage: true,
 	})
 	if err != nil {
 		return err
 	}
 	if h := a.httpAddr(); h != "" {
-		log.Info("http listening", "addr", h, "endpoints", "WebSocket bridge, /health, /status, /flush, /metrics")
+		log.Info("http listening", "addr", h, "endpoints", "status page /, WebSocket bridge, /health, /status, /flush, /metrics")
+	}
+	if ready != nil {
+		ready(a.grpcAddr(), a.httpAddr())
 	}
 	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind)
 
@@ -227,7 +256,7 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	} else {
 		log.Info("shutting down: flushing and closing streams")
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *drain)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), *o.drain)
 	defer cancel()
 	if err := errors.Join(runErr, a.stop(sctx)); err != nil {
 		return err
