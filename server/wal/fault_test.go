@@ -452,3 +452,65 @@ func TestReleaseAndCloseWhileFailed(t *testing.T) {
 	l = openLog(t, Options{Dir: dir, Logger: quietLogger()})
 	checkEntries(t, replayAll(t, l), want)
 }
+
+// TestRecoverFailsAppendsQueuedBeforeTheFailure: appends queued behind a
+// failing write carry LSNs that Recover hands out again, so they must fail
+// whether the writer or Recover gets to them first. Repeated, because which
+// one does is a race.
+func TestRecoverFailsAppendsQueuedBeforeTheFailure(t *testing.T) {
+	for i := range 10 {
+		dir, fs := t.TempDir(), newFaultFS()
+		opts := faultOpts(dir, fs)
+		// In odd rounds the writer waits after the failed commit until
+		// Recover has run, so Recover finds the queued appends; in even
+		// rounds the writer fails them first.
+		recovered := make(chan struct{})
+		var once sync.Once
+		if i%2 == 1 {
+			opts.afterCommit = func(err error) {
+				if err != nil {
+					once.Do(func() { <-recovered })
+				}
+			}
+		}
+		l := openLog(t, opts)
+		want := appendN(t, l, 0, 3, varSize)
+		hold, holding := make(chan struct{}), make(chan struct{})
+		fs.set(func(fs *faultFS) {
+			fs.onWrite = func(string, int64, []byte) (int, error) {
+				close(holding)
+				<-hold
+				return 0, errIO
+			}
+		})
+		_, d0 := l.AppendAsync(payload(100, 300))
+		<-holding
+		var queued []<-chan error
+		for j := range 3 {
+			_, d := l.AppendAsync(payload(101+j, 300))
+			queued = append(queued, d)
+		}
+		// fs.mu is held by the blocked write: clear the hook once it returns.
+		close(hold)
+		if err := <-d0; !errors.Is(err, ErrFailed) {
+			t.Fatalf("round %d: failing append: %v", i, err)
+		}
+		fs.set(func(fs *faultFS) { fs.onWrite = nil })
+		if err := l.Recover(); err != nil {
+			t.Fatalf("round %d: Recover: %v", i, err)
+		}
+		close(recovered)
+		for _, d := range queued {
+			if err := <-d; !errors.Is(err, ErrFailed) {
+				t.Fatalf("round %d: append queued before the failure: %v, want ErrFailed", i, err)
+			}
+		}
+		more := appendN(t, l, 200, 2, varSize)
+		if more[0].lsn != want[len(want)-1].lsn+1 {
+			t.Fatalf("round %d: LSN after recovery %d", i, more[0].lsn)
+		}
+		want = append(want, more...)
+		l = reopenAfterCrash(t, l, fs, opts, want)
+		_ = l.Close()
+	}
+}

@@ -144,6 +144,15 @@ func (l *Log) Recover() error {
 		l.mu.Unlock()
 		return fail(ErrClosed)
 	}
+	// Appends still queued were enqueued before the failure (the log
+	// refuses appends while failed) and carry LSNs that are handed out
+	// again now: fail them here, before the writer can take them.
+	stale := l.queue
+	l.queue = nil
+	failErr := l.failErr
+	for _, r := range stale {
+		l.reserved -= int64(len(*r.frame))
+	}
 	l.segments = append(l.segments, seg)
 	l.active, l.activeSeg, l.activeOff, l.activeLst = f, seg, 0, 0
 	l.nextLSN = durable + 1
@@ -151,6 +160,11 @@ func (l *Log) Recover() error {
 	l.failedAt = time.Time{}
 	l.recoveries++
 	l.mu.Unlock()
+	for _, r := range stale {
+		r.done <- fmt.Errorf("%w (refusing appends until it recovers): %w", ErrFailed, failErr)
+		l.putFrame(r.frame)
+		r.frame = nil
+	}
 	l.logger.Info("wal: recovered; accepting appends again", "last_durable_lsn", durable, "segment", seg.path)
 	return nil
 }

@@ -54,6 +54,9 @@ type Options struct {
 	// fs opens segment files for writing; nil means the operating system.
 	// Tests set it to inject faults.
 	fs fileSystem
+	// afterCommit, when set (by tests), runs in the writer after each
+	// group commit, before it takes the next batch.
+	afterCommit func(err error)
 }
 
 var (

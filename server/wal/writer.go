@@ -42,7 +42,10 @@ func (l *Log) run() {
 			<-l.wake
 			continue
 		}
-		l.commit(batch, failed)
+		err := l.commit(batch, failed)
+		if l.opts.afterCommit != nil {
+			l.opts.afterCommit(err)
+		}
 		clear(batch) // drop references to completed requests
 	}
 }
@@ -50,7 +53,7 @@ func (l *Log) run() {
 // commit makes batch durable and completes its requests. If the log had
 // failed when the batch was taken (failed != nil), it writes nothing and
 // fails every request.
-func (l *Log) commit(batch []*request, failed error) {
+func (l *Log) commit(batch []*request, failed error) error {
 	var total int64
 	var payload uint64
 	for _, r := range batch {
@@ -93,6 +96,7 @@ func (l *Log) commit(batch []*request, failed error) {
 		l.putFrame(r.frame)
 		r.frame = nil
 	}
+	return err
 }
 
 // writeBatch writes every frame of batch, rolling segments as needed, and
