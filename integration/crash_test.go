@@ -36,11 +36,19 @@ type resumingSource struct {
 	acked   map[uint64]bool // entry sequences acked ok/buffered/fallback/duplicate
 	nextSeq uint64          // next batch number to create
 	pending map[uint64][]byte
+	nacks   map[lakehousev1.NackReason]int // nacks received, by reason
+	noDelay int                            // retryable nacks without a retry delay
 }
+
+// nackError ends a session on a nack; run reconnects after its retry delay.
+type nackError struct{ n *lakehousev1.Nack }
+
+func (e nackError) Error() string { return fmt.Sprintf("nack %v", e.n) }
 
 func newResumingSource(id, addr string, batchSize, window int) *resumingSource {
 	return &resumingSource{id: id, addr: addr, batchSize: batchSize, window: window,
-		acked: make(map[uint64]bool), nextSeq: 1, pending: make(map[uint64][]byte)}
+		acked: make(map[uint64]bool), nextSeq: 1, pending: make(map[uint64][]byte),
+		nacks: make(map[lakehousev1.NackReason]int)}
 }
 
 func (s *resumingSource) frame(seq uint64) []byte {
@@ -71,10 +79,15 @@ func (s *resumingSource) run(ctx context.Context, maxBatches uint64) error {
 		if done {
 			return nil
 		}
-		_ = err // the server was killed; reconnect
+		// The server was killed, or refused a batch: reconnect (after the
+		// retry delay the nack asked for).
+		wait := 30 * time.Millisecond
+		if ne, ok := err.(nackError); ok && ne.n.GetRetryDelayMs() > 0 {
+			wait = time.Duration(ne.n.GetRetryDelayMs()) * time.Millisecond
+		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(30 * time.Millisecond):
+		case <-time.After(wait):
 		}
 	}
 	return nil
@@ -124,7 +137,13 @@ func (s *resumingSource) session(ctx context.Context, c lakehousev1.CDCServiceCl
 				s.mu.Unlock()
 				<-sem
 			} else if n := r.GetNack(); n != nil {
-				recvErr <- fmt.Errorf("nack %v", n)
+				s.mu.Lock()
+				s.nacks[n.Reason]++
+				if n.ShouldRetry && n.RetryDelayMs == 0 && n.Reason != lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE {
+					s.noDelay++
+				}
+				s.mu.Unlock()
+				recvErr <- nackError{n}
 				return
 			}
 		}

@@ -61,6 +61,13 @@ type Config struct {
 	// WALSegmentBytes is the size at which the log rolls to a new segment.
 	// Default 64 MiB.
 	WALSegmentBytes int64
+	// WALRecoveryDelay and WALRecoveryMaxDelay pace the recovery of the
+	// write-ahead log after a write or fsync failure (a full disk): the
+	// first probe runs at once, the next after WALRecoveryDelay, doubling up
+	// to WALRecoveryMaxDelay, until the disk takes a write and an fsync
+	// again. Defaults 100 ms and 2 s.
+	WALRecoveryDelay    time.Duration
+	WALRecoveryMaxDelay time.Duration
 	// NoSync skips fsync in the write-ahead log. For tests only: acks then
 	// do not survive a machine crash.
 	NoSync bool
@@ -129,6 +136,8 @@ func (c *Config) setDefaults() error {
 	defD(&c.RetryDelay, 5*time.Second)
 	def(&c.WALMaxBytes, 1<<30)
 	def(&c.WALSegmentBytes, 64<<20)
+	defD(&c.WALRecoveryDelay, 100*time.Millisecond)
+	defD(&c.WALRecoveryMaxDelay, 2*time.Second)
 	defD(&c.DedupWindow, 5*time.Minute)
 	if c.DedupEntries <= 0 {
 		c.DedupEntries = 10000

@@ -17,6 +17,11 @@ type reply struct {
 	resp    *lakehousev1.StreamResponse // set when the answer is ready
 	pending *pendingBatch               // set when the batch waits for its append
 	flush   *lakehousev1.FlushReason    // set for a stream flush
+	// walGen is the count of write-ahead log failures when the batch was
+	// judged. A ready ack (a duplicate) may rest on an earlier batch whose
+	// append was still pending; if a failure happened since, it is not
+	// sent (see runReplies).
+	walGen uint64
 }
 
 // pendingBatch is an accepted batch whose append is in flight.
@@ -28,13 +33,18 @@ type pendingBatch struct {
 	seq   uint64 // the batch number the client sent
 	dups  int
 	start time.Time
+	// What the sequencing was before the batch, to roll it back if the
+	// append fails: the previous highest entry sequence and, for entry
+	// mode, the entry sequences added to the dedup window.
+	prevLastEntry uint64
+	added         []uint64
 }
 
 // accept runs one batch frame through sequencing and starts its write-ahead
 // log append, without waiting for it: while one batch waits for the group
 // commit's fsync, the stream's next batch is already being decoded. complete
 // finishes it. An error ends the stream (the session was fenced).
-func (s *Server) accept(sess *session, frame []byte) (reply, error) {
+func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	src := sess.src
@@ -68,9 +78,25 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 	if s.isDraining() {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0)), nil
 	}
+	// Held until the append is enqueued: the log's recovery cannot happen
+	// between this check and the enqueue (an append enqueued before it
+	// fails, one after it is judged after it).
+	s.walGate.RLock()
+	defer s.walGate.RUnlock()
+	gen, down, delay := s.walCheck()
+	defer func() { r.walGen = gen }()
+	if down || (src.appending > 0 && src.appendGen != gen) {
+		// The log failed: refuse (retryably) until it has recovered and
+		// this source's appends queued before the failure have settled
+		// (their failures roll its sequencing back).
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+			"write-ahead log failed (disk full or I/O error) and is recovering: retry after the delay",
+			uint32(delay.Milliseconds()))), nil
+	}
 
 	var seq uint64
 	dups := 0
+	var added []uint64
 	switch sess.mode {
 	case lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
 		src.dedup.expire(nowMs)
@@ -128,10 +154,6 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 		seq = b.Sequence
 	}
 
-	if err := s.walFailure(); err != nil {
-		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-			"write-ahead log failed; the server needs a restart", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
-	}
 	size := int64(len(frame))
 	lower, delay, ok := s.reserve(size)
 	if !ok {
@@ -158,25 +180,41 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
 				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
 		}
+		if errors.Is(err, wal.ErrFailed) {
+			s.failWAL(err)
+			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+				"write-ahead log failed (disk full or I/O error) and is recovering: retry after the delay",
+				uint32(s.walRetryDelay().Milliseconds()))), nil
+		}
 		s.log.Error("write-ahead log append failed", "source", src.id, "seq", b.Sequence, "error", err)
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
 			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
 	}
 	// Tentatively accepted: later batches of this stream sequence after it.
-	// If the append fails the log is failed for good (see walFailure), and
-	// nothing after it is acknowledged.
+	// If the append fails, every append queued after it fails too (the log
+	// refuses everything until it recovers), complete rolls the sequencing
+	// back, and the source accepts nothing meanwhile (appendGen).
 	last := maxEntrySeq(&b)
+	prevLastEntry := src.lastEntry
 	src.lastSeq = seq
 	src.lastEntry = max(src.lastEntry, last)
 	if src.dedup != nil && sess.mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
+		added = make([]uint64, 0, len(b.Entries))
 		for i := range b.Entries {
+			if !src.dedup.has(b.Entries[i].Sequence) {
+				added = append(added, b.Entries[i].Sequence)
+			}
 			src.dedup.add(b.Entries[i].Sequence, nowMs)
 		}
+	}
+	if src.appending == 0 {
+		src.appendGen = gen
 	}
 	src.appending++
 	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), frame: frame, entries: len(b.Entries),
 		size: size, arrivedMs: nowMs, lastEntry: last}
-	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start}}, nil
+	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
+		prevLastEntry: prevLastEntry, added: added}}, nil
 }
 
 // complete waits for a pending batch's append and moves the batch into the
@@ -187,17 +225,35 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	s.m.appendSeconds.Observe(time.Since(p.start).Seconds())
 	bb, src := p.bb, p.bb.src
 	if err != nil {
-		s.failWAL(err)
-		s.unreserve(bb.size, p.lower)
+		// Not durable, never acknowledged: roll the source's sequencing
+		// back so that the resent batch is accepted, not judged a
+		// duplicate. Every later append of the source failed too (the log
+		// refuses appends from the failure until it recovers), and they
+		// complete after this one, so taking the minimum restores the
+		// state before the first failed batch.
+		if errors.Is(err, wal.ErrFailed) {
+			s.failWAL(err)
+		}
 		src.mu.Lock()
-		src.appending--
 		if src.lastSeq >= bb.seq {
 			src.lastSeq = bb.seq - 1
 		}
+		src.lastEntry = min(src.lastEntry, p.prevLastEntry)
+		if src.dedup != nil {
+			src.dedup.remove(p.added)
+		}
+		src.appending--
 		src.settled.Broadcast()
 		src.mu.Unlock()
-		return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-			"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))
+		s.unreserve(bb.size, p.lower)
+		if !errors.Is(err, wal.ErrFailed) {
+			s.log.Error("write-ahead log append failed", "source", src.id, "seq", p.seq, "error", err)
+			return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
+				"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))
+		}
+		return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+			"write-ahead log failed (disk full or I/O error) and is recovering: retry after the delay",
+			uint32(s.walRetryDelay().Milliseconds()))
 	}
 	s.m.bytes.Add(float64(bb.size))
 	s.mu.Lock()
@@ -233,22 +289,88 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	return a
 }
 
-// failWAL records a write-ahead log failure. The log refuses every later
-// append, so the server stops acknowledging until it is restarted and the
-// log is replayed.
+// failWAL records a write-ahead log failure (an append error wrapping
+// wal.ErrFailed) and starts its recovery. From now on batches are nacked
+// buffer_full with a retry delay until the log has recovered; buffered
+// batches keep being committed meanwhile.
 func (s *Server) failWAL(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.walErr == nil {
-		s.walErr = err
-		s.log.Error("write-ahead log failed; refusing batches until restart", "error", err)
+	if s.wf.down || s.draining {
+		return // already recovering; or stopping, and the next start recovers
+	}
+	s.wf = walFault{down: true, gen: s.wf.gen + 1, since: time.Now()}
+	s.log.Error("write-ahead log failed; refusing batches (buffer_full) while it recovers", "error", err)
+	s.bg.Add(1)
+	go s.recoverWAL()
+}
+
+// recoverWAL retries the log's recovery with backoff until it succeeds (the
+// fault is gone) or the server stops. Recovery cuts the log back to the
+// last acknowledged batch, starts a new segment and probes it with a write
+// and an fsync (wal.Log.Recover).
+func (s *Server) recoverWAL() {
+	defer s.bg.Done()
+	delay := s.cfg.WALRecoveryDelay
+	for attempt := 1; ; attempt++ {
+		s.walGate.Lock()
+		err := s.wal.Recover()
+		if err == nil {
+			s.mu.Lock()
+			down := time.Since(s.wf.since)
+			s.wf.down, s.wf.attempts, s.wf.nextProbe = false, 0, time.Time{}
+			s.mu.Unlock()
+			s.walGate.Unlock()
+			s.log.Info("write-ahead log recovered; accepting batches again", "attempts", attempt, "down_for", down.Round(time.Millisecond))
+			return
+		}
+		s.mu.Lock()
+		s.wf.attempts = attempt
+		s.wf.nextProbe = time.Now().Add(delay)
+		s.mu.Unlock()
+		s.walGate.Unlock()
+		if errors.Is(err, wal.ErrClosed) {
+			return
+		}
+		s.log.Warn("write-ahead log still failing; retrying", "attempt", attempt, "retry_in", delay, "error", err)
+		select {
+		case <-s.stop:
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, s.cfg.WALRecoveryMaxDelay)
 	}
 }
 
-func (s *Server) walFailure() error {
+// walCheck reports the log's failure count, whether it is down, and the
+// retry delay to suggest while it is.
+func (s *Server) walCheck() (gen uint64, down bool, delay time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.walErr
+	return s.wf.gen, s.wf.down, s.walRetryDelayLocked()
+}
+
+func (s *Server) walGeneration() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.wf.gen
+}
+
+func (s *Server) walRetryDelay() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.walRetryDelayLocked()
+}
+
+// walRetryDelayLocked suggests when a batch refused because of a log
+// failure may be accepted: at the next recovery probe, never sooner than
+// minRetryDelay nor later than RetryDelay.
+func (s *Server) walRetryDelayLocked() time.Duration {
+	d := minRetryDelay
+	if s.wf.down && !s.wf.nextProbe.IsZero() {
+		d = time.Until(s.wf.nextProbe)
+	}
+	return min(max(d, minRetryDelay), s.cfg.RetryDelay)
 }
 
 func ready(resp *lakehousev1.StreamResponse) reply { return reply{resp: resp} }

@@ -105,6 +105,18 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			func() float64 { return float64(s.wal.Stats().Syncs) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakehouse_wal_appends_total", Help: "Records appended to the write-ahead log."},
 			func() float64 { return float64(s.wal.Stats().Appends) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakehouse_wal_failures_total", Help: "Write or fsync failures of the write-ahead log (each refuses batches until it recovers)."},
+			func() float64 { return float64(s.wal.Stats().Failures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "lakehouse_wal_recoveries_total", Help: "Recoveries of the write-ahead log after a failure, without a restart."},
+			func() float64 { return float64(s.wal.Stats().Recoveries) }),
+		gauge("lakehouse_wal_failed", "1 while the write-ahead log is stopped by a write or fsync failure and recovering (batches nacked buffer_full).", func() float64 {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.wf.down {
+				return 1
+			}
+			return 0
+		}),
 	)
 	return m
 }

@@ -76,9 +76,15 @@ type Server struct {
 	nextFlushT  time.Time
 	flushID     uint64
 	flushStartT time.Time
-	flushRate   float64        // bytes per ms of the last successful stage or flush, for retry delays
-	walErr      error          // sticky write-ahead log failure
+	flushRate   float64 // bytes per ms of the last successful stage or flush, for retry delays
+	wf          walFault
 	commits     []CommitRecord // recent table commits, oldest first
+
+	// walGate is held shared by accept from its write-ahead log check to
+	// the batch's enqueue, and exclusively by the log's recovery, so that
+	// no batch judged before a failure is enqueued after the recovery.
+	walGate sync.RWMutex
+	bg      sync.WaitGroup // the write-ahead log recovery goroutine
 
 	kick chan struct{} // a threshold was reached
 	// flushCtx bounds every sink call; stopServer cancels it once the
@@ -103,6 +109,15 @@ type bufBatch struct {
 	size      int64
 	arrivedMs int64
 	lastEntry uint64
+}
+
+// walFault is the state of a write-ahead log failure and its recovery.
+type walFault struct {
+	down      bool      // the log failed; batches are refused until it recovers
+	gen       uint64    // failures seen; a reply judged before one is not trusted after it
+	since     time.Time // when the current failure was seen
+	attempts  int       // failed recovery probes of the current failure
+	nextProbe time.Time
 }
 
 type recoveryState struct {
@@ -382,6 +397,10 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 			CapBytes:     uint64(s.cfg.WALMaxBytes),
 			Syncs:        ws.Syncs,
 			Appends:      ws.Appends,
+			State:        lakehousev1.WALState_WAL_STATE_OK,
+			Failures:     ws.Failures,
+			Recoveries:   ws.Recoveries,
+			LastError:    ws.LastError,
 		},
 		Recovery: &lakehousev1.RecoveryStatus{
 			Active:          s.recovery.active,
@@ -392,6 +411,12 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 	}
 	if s.recovery.active {
 		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight) + len(s.staged))
+	}
+	if s.wf.down {
+		st.Wal.State = lakehousev1.WALState_WAL_STATE_FAILED
+		st.Wal.FailedSinceMs = unixMs(s.wf.since)
+		st.Wal.RecoveryAttempts = uint32(s.wf.attempts)
+		st.Wal.NextProbeTimeMs = unixMs(s.wf.nextProbe)
 	}
 	st.Staged = &lakehousev1.StagedStats{BatchCount: uint64(len(s.staged)), Bytes: uint64(s.stagedBytes)}
 	for _, b := range s.staged {
@@ -462,7 +487,7 @@ func (s *Server) tableStatus() []*lakehousev1.TableStatus {
 
 func (s *Server) stateLocked() lakehousev1.ParentState {
 	switch {
-	case s.recovery.active:
+	case s.recovery.active, s.wf.down:
 		return lakehousev1.ParentState_PARENT_STATE_RECOVERING
 	case s.flushing:
 		return lakehousev1.ParentState_PARENT_STATE_FLUSHING
@@ -545,6 +570,7 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	s.cancelFlush()
 	close(s.stop)
 	<-s.done
+	s.bg.Wait() // a write-ahead log recovery in progress gives up
 
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))

@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"sync"
 	"sync/atomic"
@@ -304,11 +303,12 @@ func (sess *session) runReplies() {
 		resp := r.resp
 		if r.pending != nil {
 			resp = s.complete(r.pending)
-		} else if a := resp.GetAck(); a != nil && s.walFailure() != nil {
+		} else if a := resp.GetAck(); a != nil && s.walGeneration() != r.walGen {
 			// A duplicate may have been judged against a batch whose
-			// append then failed: do not vouch for it.
-			resp = s.nack(a.SequenceNumber, a.CorrelationId, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-				"write-ahead log failed; the server needs a restart", uint32(s.cfg.RetryDelay.Milliseconds()))
+			// append then failed (the log failed since): do not vouch for
+			// it; the resend is judged again.
+			resp = s.nack(a.SequenceNumber, a.CorrelationId, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
+				"write-ahead log failed (disk full or I/O error): retry after the delay", uint32(s.walRetryDelay().Milliseconds()))
 		}
 		s.observe(resp)
 		if !dead && sess.ctx.Err() == nil {
@@ -372,10 +372,6 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	// them (the old stream's reply goroutine completes them).
 	for src.appending > 0 {
 		src.settled.Wait()
-	}
-	if err := s.walFailure(); err != nil {
-		src.owner = nil
-		return nil, fmt.Errorf("%w: write-ahead log failed", errShuttingDown)
 	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()

@@ -27,6 +27,11 @@ type source struct {
 	dedup     *dedupWindow
 	appending int       // appends queued in the write-ahead log, not yet durable
 	settled   sync.Cond // signalled (L = &mu) when appending decreases
+	// appendGen is the server's write-ahead log failure count (walFault.gen)
+	// when appending last rose from 0. While appends queued before a failure
+	// are pending, the source's sequencing may still be rolled back, so it
+	// accepts nothing until they settle.
+	appendGen uint64
 
 	// Guarded by Server.mu (updated by the flusher).
 	persistedSeq   uint64
@@ -90,6 +95,29 @@ func (w *dedupWindow) evictOne() {
 		w.order = append([]dedupItem(nil), w.order[w.head:]...)
 		w.head = 0
 	}
+}
+
+// remove forgets seqs, entries of a batch whose append failed, so that the
+// batch is accepted again when it is resent. Failures are rare; this is
+// linear in the window.
+func (w *dedupWindow) remove(seqs []uint64) {
+	if len(seqs) == 0 {
+		return
+	}
+	drop := make(map[uint64]struct{}, len(seqs))
+	for _, q := range seqs {
+		if _, ok := w.seen[q]; ok {
+			drop[q] = struct{}{}
+			delete(w.seen, q)
+		}
+	}
+	kept := w.order[:w.head]
+	for _, it := range w.order[w.head:] {
+		if _, ok := drop[it.Seq]; !ok {
+			kept = append(kept, it)
+		}
+	}
+	w.order = kept
 }
 
 func (w *dedupWindow) items() []dedupItem {

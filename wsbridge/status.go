@@ -149,6 +149,16 @@ type WALStatusJSON struct {
 	SizeBytes    uint64 `json:"sizeBytes"`
 	SegmentCount uint32 `json:"segmentCount"`
 	CapBytes     uint64 `json:"capBytes"`
+	// State is "ok", or "failed" while a write or fsync failure (a full
+	// disk) stops the log and it recovers by itself (batches are nacked
+	// buffer_full meanwhile).
+	State            string `json:"state"`
+	Failures         uint64 `json:"failures"`
+	Recoveries       uint64 `json:"recoveries"`
+	LastError        string `json:"lastError,omitempty"`
+	FailedSince      int64  `json:"failedSince,omitempty"`
+	RecoveryAttempts uint32 `json:"recoveryAttempts,omitempty"`
+	NextProbeTime    int64  `json:"nextProbeTime,omitempty"`
 }
 
 // RecoveryStatusJSON describes the storage recovery loop in GET /status.
@@ -169,9 +179,16 @@ func (b *Bridge) statusJSON(s *lakehousev1.ServerStatus) StatusJSON {
 		LastFlushTime:     s.GetLastFlushTimeMs(),
 		NextFlushTime:     s.GetNextFlushTimeMs(),
 		WAL: WALStatusJSON{
-			SizeBytes:    s.GetWal().GetSizeBytes(),
-			SegmentCount: s.GetWal().GetSegmentCount(),
-			CapBytes:     s.GetWal().GetCapBytes(),
+			SizeBytes:        s.GetWal().GetSizeBytes(),
+			SegmentCount:     s.GetWal().GetSegmentCount(),
+			CapBytes:         s.GetWal().GetCapBytes(),
+			State:            walStateName(s.GetWal().GetState()),
+			Failures:         s.GetWal().GetFailures(),
+			Recoveries:       s.GetWal().GetRecoveries(),
+			LastError:        s.GetWal().GetLastError(),
+			FailedSince:      s.GetWal().GetFailedSinceMs(),
+			RecoveryAttempts: s.GetWal().GetRecoveryAttempts(),
+			NextProbeTime:    s.GetWal().GetNextProbeTimeMs(),
 		},
 		Recovery: RecoveryStatusJSON{
 			Active:         s.GetRecovery().GetActive(),
@@ -329,4 +346,12 @@ func (b *Bridge) serveFlush(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSONResponse(w, http.StatusOK, flushResultJSON(resp.GetResult()))
+}
+
+// walStateName is the /status name of a write-ahead log state.
+func walStateName(s lakehousev1.WALState) string {
+	if s == lakehousev1.WALState_WAL_STATE_FAILED {
+		return "failed"
+	}
+	return "ok"
 }

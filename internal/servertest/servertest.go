@@ -66,6 +66,16 @@ func Start(t testing.TB, opts ...Option) *Instance {
 	return in
 }
 
+// StartIn is Start with the data directory at dataDir (for example on a
+// small filesystem a test fills); the sink stays in t.TempDir().
+func StartIn(t testing.TB, dataDir string, opts ...Option) *Instance {
+	t.Helper()
+	in := &Instance{t: t, DataDir: dataDir, SinkDir: filepath.Join(t.TempDir(), "sink"), opts: opts}
+	in.start("127.0.0.1:0")
+	t.Cleanup(func() { in.Stop() })
+	return in
+}
+
 // WrapSink makes later (re)starts hand the server wrap(sink) instead of the
 // JSON-lines sink, for fault injection. Call Restart to apply it.
 func (in *Instance) WrapSink(wrap func(sink.Sink) sink.Sink) { in.wrap = wrap }

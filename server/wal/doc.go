@@ -50,6 +50,24 @@
 // acknowledged, and Open fails with a *CorruptError wrapping ErrCorrupt rather
 // than silently dropping data.
 //
+// # Write and fsync failures
+//
+// A failed write or fsync (EIO, ENOSPC, ...) fails every append of the group
+// commit with an error wrapping ErrFailed, and the log refuses appends (the
+// same error) until Recover succeeds; nothing of the failed group commit was
+// acknowledged. Release, Replay, Stats and Close keep working meanwhile.
+// Recover cuts the log back to the last acknowledged record, starts a new
+// segment and proves it writable with a write+fsync probe; while the fault
+// lasts it fails and may be retried (with backoff: the server does).
+//
+// Because of "fsyncgate" (after a failed fsync Linux may drop the dirty pages
+// and let a later fsync succeed without them, and reads come from the page
+// cache), Recover treats every record not covered by a successful fsync as not
+// durable and cuts it off; it neither re-reads those bytes nor fsyncs the
+// failed file again to save them. See Recover for the details and the reason.
+// Stats reports the failure (Err, FailedAt), and counts Failures and
+// Recoveries.
+//
 // Caveat: a crash in the middle of a multi-page group-commit write can in
 // principle persist a later page but not an earlier one. That batch was never
 // acknowledged, yet it is reported as corruption because it is

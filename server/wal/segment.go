@@ -176,6 +176,12 @@ func (l *Log) recover() error {
 	l.released = released
 	l.nextLSN = next
 	l.lastDurable = next - 1
+	for i := len(segs) - 1; i >= 0; i-- {
+		if segs[i].last != 0 {
+			l.ackedSeg, l.ackedOff = segs[i], segs[i].size
+			break
+		}
+	}
 	if err := l.deleteSegments(victims); err != nil {
 		l.logger.Warn("wal: deleting released segments failed", "err", err)
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"time"
 )
 
 // LSN is a log sequence number. LSNs start at 1 and increase by one per
@@ -49,6 +50,13 @@ type Options struct {
 	NoSync bool
 	// Logger receives warnings (torn tails) and errors. Default slog.Default().
 	Logger *slog.Logger
+
+	// fs opens segment files for writing; nil means the operating system.
+	// Tests set it to inject faults.
+	fs fileSystem
+	// afterCommit, when set (by tests), runs in the writer after each
+	// group commit, before it takes the next batch.
+	afterCommit func(err error)
 }
 
 var (
@@ -63,6 +71,12 @@ var (
 	ErrCorrupt = errors.New("wal: corrupt log")
 	// ErrTooLarge is returned by Append for records above MaxRecordBytes.
 	ErrTooLarge = errors.New("wal: record too large")
+	// ErrFailed is wrapped (together with the I/O error that caused it) by
+	// the error of every append that a write or fsync failure made fail,
+	// and of every append refused afterwards until Recover succeeds. Such
+	// a record was never acknowledged: the caller may send it again once
+	// the log has recovered.
+	ErrFailed = errors.New("wal: log failed")
 )
 
 // CorruptError reports where corruption was found. errors.Is(err,
@@ -92,6 +106,12 @@ type Stats struct {
 	LastLSN     LSN    // newest durable record; 0 if none
 	ReleasedLSN LSN    // highest released LSN
 	MaxBytes    int64  // configured cap
+
+	Err        error     // the write or fsync failure the log is stopped by; nil while it accepts appends
+	FailedAt   time.Time // when Err happened; zero while healthy
+	Failures   uint64    // write or fsync failures since Open (each stops the log until Recover)
+	Recoveries uint64    // successful Recover calls since Open
+	LastError  string    // the most recent failure, kept after recovery; "" if none
 }
 
 // segment describes one segment file. first is fixed; size and last are
@@ -126,7 +146,11 @@ type Log struct {
 
 	mu          sync.Mutex
 	closed      bool
-	failErr     error // sticky write/fsync failure; the log accepts nothing after it
+	failErr     error     // write/fsync failure; the log accepts nothing until Recover clears it
+	failedAt    time.Time // when failErr was set
+	failures    uint64
+	recoveries  uint64
+	lastErr     string
 	queue       []*request
 	nextLSN     LSN
 	lastDurable LSN
@@ -137,10 +161,17 @@ type Log struct {
 	appends     uint64
 	syncs       uint64
 	bytes       uint64
+	// ackedSeg and ackedOff locate the end of record lastDurable: the
+	// segment holding it and the offset just after it. Everything beyond
+	// was never acknowledged; Recover cuts the log there. ackedSeg is nil
+	// when no record was ever written.
+	ackedSeg *segment
+	ackedOff int64
 
-	// Writer-goroutine state (touched only by the writer, and by Close
+	// Writer-goroutine state (touched only by the writer; by Recover while
+	// failErr is set, when the writer does not touch files; and by Close
 	// after the writer has exited).
-	active    *os.File
+	active    segmentFile
 	activeSeg *segment
 	activeOff int64 // bytes written to active (may exceed activeSeg.size until published)
 	activeLst LSN   // last LSN written to active
@@ -171,6 +202,9 @@ func Open(opts Options) (*Log, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.fs == nil {
+		opts.fs = osFS{}
+	}
 	if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("wal: create dir: %w", err)
 	}
@@ -187,7 +221,7 @@ func Open(opts Options) (*Log, error) {
 		// Reuse the last segment for appending: it may be partly filled, or
 		// even empty if we crashed right after creating it.
 		s := l.segments[n-1]
-		f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
+		f, err := l.opts.fs.OpenFile(s.path, os.O_WRONLY, 0)
 		if err != nil {
 			return nil, fmt.Errorf("wal: open active segment: %w", err)
 		}
@@ -210,7 +244,9 @@ func Open(opts Options) (*Log, error) {
 //
 // Append returns ErrFull without writing when the record would exceed
 // Options.MaxBytes, ErrTooLarge above MaxRecordBytes, ErrClosed after Close,
-// and the sticky I/O error after a failed write or fsync.
+// and an error wrapping ErrFailed and the I/O error when a write or fsync
+// failed: then the record is not durable, and the log refuses every append
+// until Recover succeeds.
 func (l *Log) Append(ctx context.Context, rec []byte) (LSN, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
@@ -274,7 +310,7 @@ func (l *Log) enqueue(rec []byte) (*request, error) {
 		l.putFrame(fp)
 		return nil, ErrClosed
 	case l.failErr != nil:
-		err := l.failErr
+		err := fmt.Errorf("%w (refusing appends until it recovers): %w", ErrFailed, l.failErr)
 		l.mu.Unlock()
 		l.putFrame(fp)
 		return nil, err
@@ -399,6 +435,11 @@ func (l *Log) Stats() Stats {
 		LastLSN:     l.lastDurable,
 		ReleasedLSN: l.released,
 		MaxBytes:    l.opts.MaxBytes,
+		Err:         l.failErr,
+		FailedAt:    l.failedAt,
+		Failures:    l.failures,
+		Recoveries:  l.recoveries,
+		LastError:   l.lastErr,
 	}
 	for _, s := range l.segments {
 		if s.last != 0 {

@@ -861,7 +861,7 @@ func TestCorruptMarker(t *testing.T) {
 	}
 }
 
-func TestWriteFailureIsSticky(t *testing.T) {
+func TestWriteFailureStopsUntilRecover(t *testing.T) {
 	dir := t.TempDir()
 	l := openLog(t, Options{Dir: dir})
 	want := appendN(t, l, 0, 1, varSize)
@@ -872,11 +872,14 @@ func TestWriteFailureIsSticky(t *testing.T) {
 	}
 	_, err1 := l.Append(context.Background(), []byte("a"))
 	_, err2 := l.Append(context.Background(), []byte("b"))
-	if err1 == nil || err2 == nil || err1.Error() != err2.Error() {
-		t.Fatalf("errors after failed write: %v, %v; want the same sticky error", err1, err2)
+	if !errors.Is(err1, ErrFailed) || !errors.Is(err2, ErrFailed) {
+		t.Fatalf("errors after failed write: %v, %v; want ErrFailed", err1, err2)
 	}
 	if errors.Is(err1, ErrFull) || errors.Is(err1, ErrClosed) {
 		t.Fatalf("unexpected error kind: %v", err1)
+	}
+	if st := l.Stats(); st.Err == nil || st.Failures != 1 {
+		t.Fatalf("stats after failure: %+v", st)
 	}
 	_ = l.Close() // reports the already-closed file
 	l = openLog(t, Options{Dir: dir})

@@ -3,6 +3,7 @@ package wal
 import (
 	"fmt"
 	"os"
+	"time"
 )
 
 const (
@@ -27,6 +28,10 @@ func (l *Log) run() {
 		// Swap buffers: the drained batch slice becomes the next queue.
 		batch, l.queue = l.queue, batch[:0]
 		closed := l.closed
+		// Read with the batch, under the same lock: a batch taken while
+		// the log is failed is failed, even if Recover succeeds meanwhile
+		// (its LSNs are handed out again after the recovery).
+		failed := l.failErr
 		l.mu.Unlock()
 		if len(batch) == 0 {
 			if closed {
@@ -37,13 +42,18 @@ func (l *Log) run() {
 			<-l.wake
 			continue
 		}
-		l.commit(batch)
+		err := l.commit(batch, failed)
+		if l.opts.afterCommit != nil {
+			l.opts.afterCommit(err)
+		}
 		clear(batch) // drop references to completed requests
 	}
 }
 
-// commit makes batch durable and completes its requests.
-func (l *Log) commit(batch []*request) {
+// commit makes batch durable and completes its requests. If the log had
+// failed when the batch was taken (failed != nil), it writes nothing and
+// fails every request.
+func (l *Log) commit(batch []*request, failed error) error {
 	var total int64
 	var payload uint64
 	for _, r := range batch {
@@ -51,26 +61,33 @@ func (l *Log) commit(batch []*request) {
 		payload += uint64(len(*r.frame) - headerSize)
 	}
 	var published int64
-	// failErr is only ever written by this goroutine, so reading it without
-	// the lock is race-free.
-	err := l.failErr
-	if err == nil {
-		err = l.writeBatch(batch, &published)
+	var err, werr error
+	if failed != nil {
+		err = fmt.Errorf("%w (refusing appends until it recovers): %w", ErrFailed, failed)
+	} else if werr = l.writeBatch(batch, &published); werr != nil {
+		err = fmt.Errorf("%w: %w", ErrFailed, werr)
 	}
 
 	l.mu.Lock()
 	l.reserved -= total - published
-	if err == nil {
+	switch {
+	case err == nil:
 		l.lastDurable = batch[len(batch)-1].lsn
+		l.ackedSeg, l.ackedOff = l.activeSeg, l.activeOff
 		l.appends += uint64(len(batch))
 		l.bytes += payload
-	} else if l.failErr == nil {
-		// A failed write or fsync leaves the file in an unknown state (after
-		// a failed fsync the kernel may have dropped the dirty pages), so the
-		// log refuses everything from now on; reopening recovers what is on
-		// disk.
-		l.failErr = err
-		l.logger.Error("wal write failed; log is now read-only until reopened", "err", err)
+	case werr != nil:
+		// A failed write or fsync leaves the file in an unknown state:
+		// after a failed fsync the kernel may have dropped the dirty pages
+		// and a later fsync may report success without writing them
+		// ("fsyncgate"). So nothing of this batch is acknowledged, and the
+		// log refuses every append until Recover has cut the log back to
+		// the last acknowledged record and proved a fresh segment writable.
+		l.failErr = werr
+		l.failedAt = time.Now()
+		l.failures++
+		l.lastErr = werr.Error()
+		l.logger.Error("wal: write or fsync failed; refusing appends until the log recovers", "err", werr)
 	}
 	l.mu.Unlock()
 
@@ -79,6 +96,7 @@ func (l *Log) commit(batch []*request) {
 		l.putFrame(r.frame)
 		r.frame = nil
 	}
+	return err
 }
 
 // writeBatch writes every frame of batch, rolling segments as needed, and
@@ -195,7 +213,7 @@ func (l *Log) roll(first LSN, published *int64) error {
 		l.active = nil
 	}
 	path := l.segmentPath(first)
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	f, err := l.opts.fs.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return fmt.Errorf("wal: create segment: %w", err)
 	}

@@ -185,7 +185,9 @@ type NackReason int32
 const (
 	// Never sent.
 	NackReason_NACK_REASON_UNSPECIFIED NackReason = 0
-	// The memory buffer or the write-ahead log cap is reached; retry after retry_delay_ms.
+	// The memory buffer or the write-ahead log cap is reached, or the write-ahead
+	// log failed (a full disk, an I/O error) and is recovering (WAL_STATE_FAILED);
+	// retry after retry_delay_ms.
 	NackReason_NACK_REASON_BUFFER_FULL NackReason = 1
 	// The source sends faster than its limit; retry after retry_delay_ms.
 	NackReason_NACK_REASON_RATE_LIMITED NackReason = 2
@@ -333,7 +335,8 @@ const (
 	ParentState_PARENT_STATE_RECEIVING ParentState = 2
 	// A flush is running (ingest continues meanwhile).
 	ParentState_PARENT_STATE_FLUSHING ParentState = 3
-	// Storage failed; the recovery loop is retrying the commit.
+	// Storage failed and the recovery loop is retrying the commit, or the
+	// write-ahead log failed and is recovering (ServerStatus.wal.state says which).
 	ParentState_PARENT_STATE_RECOVERING ParentState = 4
 	// The server cannot accept data.
 	ParentState_PARENT_STATE_ERROR ParentState = 5
@@ -439,6 +442,63 @@ func (x SequenceMode) Number() protoreflect.EnumNumber {
 // Deprecated: Use SequenceMode.Descriptor instead.
 func (SequenceMode) EnumDescriptor() ([]byte, []int) {
 	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{5}
+}
+
+// WALState is the state of the write-ahead log.
+type WALState int32
+
+const (
+	// Never sent.
+	WALState_WAL_STATE_UNSPECIFIED WALState = 0
+	// The log accepts appends.
+	WALState_WAL_STATE_OK WALState = 1
+	// A write or fsync failed. Batches are nacked NACK_REASON_BUFFER_FULL with a
+	// retry delay (nothing acknowledged is lost: batches that were never acked are
+	// simply resent), and the server retries with backoff: cut the log back to
+	// the last acknowledged batch, start a new segment, probe it with a write and
+	// fsync, then accept again. Committing buffered batches continues meanwhile.
+	WALState_WAL_STATE_FAILED WALState = 2
+)
+
+// Enum value maps for WALState.
+var (
+	WALState_name = map[int32]string{
+		0: "WAL_STATE_UNSPECIFIED",
+		1: "WAL_STATE_OK",
+		2: "WAL_STATE_FAILED",
+	}
+	WALState_value = map[string]int32{
+		"WAL_STATE_UNSPECIFIED": 0,
+		"WAL_STATE_OK":          1,
+		"WAL_STATE_FAILED":      2,
+	}
+)
+
+func (x WALState) Enum() *WALState {
+	p := new(WALState)
+	*p = x
+	return p
+}
+
+func (x WALState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (WALState) Descriptor() protoreflect.EnumDescriptor {
+	return file_lakehouse_v1_cdc_proto_enumTypes[6].Descriptor()
+}
+
+func (WALState) Type() protoreflect.EnumType {
+	return &file_lakehouse_v1_cdc_proto_enumTypes[6]
+}
+
+func (x WALState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use WALState.Descriptor instead.
+func (WALState) EnumDescriptor() ([]byte, []int) {
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{6}
 }
 
 // StreamRequest is one message from a source to the server.
@@ -2044,9 +2104,25 @@ type WALStats struct {
 	// fsync calls since start.
 	Syncs uint64 `protobuf:"varint,4,opt,name=syncs,proto3" json:"syncs,omitempty"`
 	// Records appended since start.
-	Appends       uint64 `protobuf:"varint,5,opt,name=appends,proto3" json:"appends,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Appends uint64 `protobuf:"varint,5,opt,name=appends,proto3" json:"appends,omitempty"`
+	// Whether the log accepts appends, or a write or fsync failure (a full
+	// disk, an I/O error) stopped it and it is recovering by itself.
+	State WALState `protobuf:"varint,6,opt,name=state,proto3,enum=lakehouse.v1.WALState" json:"state,omitempty"`
+	// Write or fsync failures since start; each stopped the log until it recovered.
+	Failures uint64 `protobuf:"varint,7,opt,name=failures,proto3" json:"failures,omitempty"`
+	// Recoveries since start: the log was cut back to the last acknowledged batch,
+	// a new segment passed a write and fsync probe, and appends resumed.
+	Recoveries uint64 `protobuf:"varint,8,opt,name=recoveries,proto3" json:"recoveries,omitempty"`
+	// The most recent failure (kept after the recovery); empty if none.
+	LastError string `protobuf:"bytes,9,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	// While WAL_STATE_FAILED: when the failure happened (Unix ms); else 0.
+	FailedSinceMs int64 `protobuf:"varint,10,opt,name=failed_since_ms,json=failedSinceMs,proto3" json:"failed_since_ms,omitempty"`
+	// While WAL_STATE_FAILED: recovery probes that failed so far.
+	RecoveryAttempts uint32 `protobuf:"varint,11,opt,name=recovery_attempts,json=recoveryAttempts,proto3" json:"recovery_attempts,omitempty"`
+	// While WAL_STATE_FAILED: when the next recovery probe runs (Unix ms), if known.
+	NextProbeTimeMs int64 `protobuf:"varint,12,opt,name=next_probe_time_ms,json=nextProbeTimeMs,proto3" json:"next_probe_time_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *WALStats) Reset() {
@@ -2110,6 +2186,55 @@ func (x *WALStats) GetSyncs() uint64 {
 func (x *WALStats) GetAppends() uint64 {
 	if x != nil {
 		return x.Appends
+	}
+	return 0
+}
+
+func (x *WALStats) GetState() WALState {
+	if x != nil {
+		return x.State
+	}
+	return WALState_WAL_STATE_UNSPECIFIED
+}
+
+func (x *WALStats) GetFailures() uint64 {
+	if x != nil {
+		return x.Failures
+	}
+	return 0
+}
+
+func (x *WALStats) GetRecoveries() uint64 {
+	if x != nil {
+		return x.Recoveries
+	}
+	return 0
+}
+
+func (x *WALStats) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *WALStats) GetFailedSinceMs() int64 {
+	if x != nil {
+		return x.FailedSinceMs
+	}
+	return 0
+}
+
+func (x *WALStats) GetRecoveryAttempts() uint32 {
+	if x != nil {
+		return x.RecoveryAttempts
+	}
+	return 0
+}
+
+func (x *WALStats) GetNextProbeTimeMs() int64 {
+	if x != nil {
+		return x.NextProbeTimeMs
 	}
 	return 0
 }
@@ -2792,14 +2917,25 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x10total_size_bytes\x18\x03 \x01(\x04R\x0etotalSizeBytes\x12 \n" +
 	"\vutilization\x18\x04 \x01(\x01R\vutilization\x12/\n" +
 	"\x14oldest_batch_time_ms\x18\x05 \x01(\x03R\x11oldestBatchTimeMs\x12/\n" +
-	"\x14newest_batch_time_ms\x18\x06 \x01(\x03R\x11newestBatchTimeMs\"\x9b\x01\n" +
+	"\x14newest_batch_time_ms\x18\x06 \x01(\x03R\x11newestBatchTimeMs\"\xa6\x03\n" +
 	"\bWALStats\x12\x1d\n" +
 	"\n" +
 	"size_bytes\x18\x01 \x01(\x04R\tsizeBytes\x12#\n" +
 	"\rsegment_count\x18\x02 \x01(\rR\fsegmentCount\x12\x1b\n" +
 	"\tcap_bytes\x18\x03 \x01(\x04R\bcapBytes\x12\x14\n" +
 	"\x05syncs\x18\x04 \x01(\x04R\x05syncs\x12\x18\n" +
-	"\aappends\x18\x05 \x01(\x04R\aappends\"\xb7\x01\n" +
+	"\aappends\x18\x05 \x01(\x04R\aappends\x12,\n" +
+	"\x05state\x18\x06 \x01(\x0e2\x16.lakehouse.v1.WALStateR\x05state\x12\x1a\n" +
+	"\bfailures\x18\a \x01(\x04R\bfailures\x12\x1e\n" +
+	"\n" +
+	"recoveries\x18\b \x01(\x04R\n" +
+	"recoveries\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\t \x01(\tR\tlastError\x12&\n" +
+	"\x0ffailed_since_ms\x18\n" +
+	" \x01(\x03R\rfailedSinceMs\x12+\n" +
+	"\x11recovery_attempts\x18\v \x01(\rR\x10recoveryAttempts\x12+\n" +
+	"\x12next_probe_time_ms\x18\f \x01(\x03R\x0fnextProbeTimeMs\"\xb7\x01\n" +
 	"\x0eRecoveryStatus\x12\x16\n" +
 	"\x06active\x18\x01 \x01(\bR\x06active\x12\x18\n" +
 	"\aattempt\x18\x02 \x01(\rR\aattempt\x12\x1d\n" +
@@ -2897,7 +3033,11 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\fSequenceMode\x12\x1d\n" +
 	"\x19SEQUENCE_MODE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13SEQUENCE_MODE_BATCH\x10\x01\x12\x17\n" +
-	"\x13SEQUENCE_MODE_ENTRY\x10\x022\xe5\x01\n" +
+	"\x13SEQUENCE_MODE_ENTRY\x10\x02*M\n" +
+	"\bWALState\x12\x19\n" +
+	"\x15WAL_STATE_UNSPECIFIED\x10\x00\x12\x10\n" +
+	"\fWAL_STATE_OK\x10\x01\x12\x14\n" +
+	"\x10WAL_STATE_FAILED\x10\x022\xe5\x01\n" +
 	"\n" +
 	"CDCService\x12G\n" +
 	"\x06Stream\x12\x1b.lakehouse.v1.StreamRequest\x1a\x1c.lakehouse.v1.StreamResponse(\x010\x01\x12@\n" +
@@ -2916,7 +3056,7 @@ func file_lakehouse_v1_cdc_proto_rawDescGZIP() []byte {
 	return file_lakehouse_v1_cdc_proto_rawDescData
 }
 
-var file_lakehouse_v1_cdc_proto_enumTypes = make([]protoimpl.EnumInfo, 6)
+var file_lakehouse_v1_cdc_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
 var file_lakehouse_v1_cdc_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(Operation)(0),            // 0: lakehouse.v1.Operation
@@ -2925,75 +3065,77 @@ var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(FlushReason)(0),          // 3: lakehouse.v1.FlushReason
 	(ParentState)(0),          // 4: lakehouse.v1.ParentState
 	(SequenceMode)(0),         // 5: lakehouse.v1.SequenceMode
-	(*StreamRequest)(nil),     // 6: lakehouse.v1.StreamRequest
-	(*StreamResponse)(nil),    // 7: lakehouse.v1.StreamResponse
-	(*ConnectRequest)(nil),    // 8: lakehouse.v1.ConnectRequest
-	(*Capabilities)(nil),      // 9: lakehouse.v1.Capabilities
-	(*Connected)(nil),         // 10: lakehouse.v1.Connected
-	(*Entry)(nil),             // 11: lakehouse.v1.Entry
-	(*Batch)(nil),             // 12: lakehouse.v1.Batch
-	(*Heartbeat)(nil),         // 13: lakehouse.v1.Heartbeat
-	(*Pong)(nil),              // 14: lakehouse.v1.Pong
-	(*AckDetails)(nil),        // 15: lakehouse.v1.AckDetails
-	(*Ack)(nil),               // 16: lakehouse.v1.Ack
-	(*Nack)(nil),              // 17: lakehouse.v1.Nack
-	(*Persisted)(nil),         // 18: lakehouse.v1.Persisted
-	(*FlushRequest)(nil),      // 19: lakehouse.v1.FlushRequest
-	(*FlushResult)(nil),       // 20: lakehouse.v1.FlushResult
-	(*FlushResponse)(nil),     // 21: lakehouse.v1.FlushResponse
-	(*GetStatusRequest)(nil),  // 22: lakehouse.v1.GetStatusRequest
-	(*GetStatusResponse)(nil), // 23: lakehouse.v1.GetStatusResponse
-	(*BufferStats)(nil),       // 24: lakehouse.v1.BufferStats
-	(*WALStats)(nil),          // 25: lakehouse.v1.WALStats
-	(*RecoveryStatus)(nil),    // 26: lakehouse.v1.RecoveryStatus
-	(*SourceStatus)(nil),      // 27: lakehouse.v1.SourceStatus
-	(*ServerStatus)(nil),      // 28: lakehouse.v1.ServerStatus
-	(*StagedStats)(nil),       // 29: lakehouse.v1.StagedStats
-	(*TableStatus)(nil),       // 30: lakehouse.v1.TableStatus
+	(WALState)(0),             // 6: lakehouse.v1.WALState
+	(*StreamRequest)(nil),     // 7: lakehouse.v1.StreamRequest
+	(*StreamResponse)(nil),    // 8: lakehouse.v1.StreamResponse
+	(*ConnectRequest)(nil),    // 9: lakehouse.v1.ConnectRequest
+	(*Capabilities)(nil),      // 10: lakehouse.v1.Capabilities
+	(*Connected)(nil),         // 11: lakehouse.v1.Connected
+	(*Entry)(nil),             // 12: lakehouse.v1.Entry
+	(*Batch)(nil),             // 13: lakehouse.v1.Batch
+	(*Heartbeat)(nil),         // 14: lakehouse.v1.Heartbeat
+	(*Pong)(nil),              // 15: lakehouse.v1.Pong
+	(*AckDetails)(nil),        // 16: lakehouse.v1.AckDetails
+	(*Ack)(nil),               // 17: lakehouse.v1.Ack
+	(*Nack)(nil),              // 18: lakehouse.v1.Nack
+	(*Persisted)(nil),         // 19: lakehouse.v1.Persisted
+	(*FlushRequest)(nil),      // 20: lakehouse.v1.FlushRequest
+	(*FlushResult)(nil),       // 21: lakehouse.v1.FlushResult
+	(*FlushResponse)(nil),     // 22: lakehouse.v1.FlushResponse
+	(*GetStatusRequest)(nil),  // 23: lakehouse.v1.GetStatusRequest
+	(*GetStatusResponse)(nil), // 24: lakehouse.v1.GetStatusResponse
+	(*BufferStats)(nil),       // 25: lakehouse.v1.BufferStats
+	(*WALStats)(nil),          // 26: lakehouse.v1.WALStats
+	(*RecoveryStatus)(nil),    // 27: lakehouse.v1.RecoveryStatus
+	(*SourceStatus)(nil),      // 28: lakehouse.v1.SourceStatus
+	(*ServerStatus)(nil),      // 29: lakehouse.v1.ServerStatus
+	(*StagedStats)(nil),       // 30: lakehouse.v1.StagedStats
+	(*TableStatus)(nil),       // 31: lakehouse.v1.TableStatus
 }
 var file_lakehouse_v1_cdc_proto_depIdxs = []int32{
-	8,  // 0: lakehouse.v1.StreamRequest.connect:type_name -> lakehouse.v1.ConnectRequest
-	12, // 1: lakehouse.v1.StreamRequest.batch:type_name -> lakehouse.v1.Batch
-	13, // 2: lakehouse.v1.StreamRequest.heartbeat:type_name -> lakehouse.v1.Heartbeat
-	19, // 3: lakehouse.v1.StreamRequest.flush:type_name -> lakehouse.v1.FlushRequest
-	10, // 4: lakehouse.v1.StreamResponse.connected:type_name -> lakehouse.v1.Connected
-	16, // 5: lakehouse.v1.StreamResponse.ack:type_name -> lakehouse.v1.Ack
-	17, // 6: lakehouse.v1.StreamResponse.nack:type_name -> lakehouse.v1.Nack
-	28, // 7: lakehouse.v1.StreamResponse.status:type_name -> lakehouse.v1.ServerStatus
-	14, // 8: lakehouse.v1.StreamResponse.pong:type_name -> lakehouse.v1.Pong
-	18, // 9: lakehouse.v1.StreamResponse.persisted:type_name -> lakehouse.v1.Persisted
-	9,  // 10: lakehouse.v1.ConnectRequest.capabilities:type_name -> lakehouse.v1.Capabilities
+	9,  // 0: lakehouse.v1.StreamRequest.connect:type_name -> lakehouse.v1.ConnectRequest
+	13, // 1: lakehouse.v1.StreamRequest.batch:type_name -> lakehouse.v1.Batch
+	14, // 2: lakehouse.v1.StreamRequest.heartbeat:type_name -> lakehouse.v1.Heartbeat
+	20, // 3: lakehouse.v1.StreamRequest.flush:type_name -> lakehouse.v1.FlushRequest
+	11, // 4: lakehouse.v1.StreamResponse.connected:type_name -> lakehouse.v1.Connected
+	17, // 5: lakehouse.v1.StreamResponse.ack:type_name -> lakehouse.v1.Ack
+	18, // 6: lakehouse.v1.StreamResponse.nack:type_name -> lakehouse.v1.Nack
+	29, // 7: lakehouse.v1.StreamResponse.status:type_name -> lakehouse.v1.ServerStatus
+	15, // 8: lakehouse.v1.StreamResponse.pong:type_name -> lakehouse.v1.Pong
+	19, // 9: lakehouse.v1.StreamResponse.persisted:type_name -> lakehouse.v1.Persisted
+	10, // 10: lakehouse.v1.ConnectRequest.capabilities:type_name -> lakehouse.v1.Capabilities
 	5,  // 11: lakehouse.v1.ConnectRequest.sequence_mode:type_name -> lakehouse.v1.SequenceMode
 	5,  // 12: lakehouse.v1.Connected.sequence_mode:type_name -> lakehouse.v1.SequenceMode
 	0,  // 13: lakehouse.v1.Entry.operation:type_name -> lakehouse.v1.Operation
-	11, // 14: lakehouse.v1.Batch.entries:type_name -> lakehouse.v1.Entry
+	12, // 14: lakehouse.v1.Batch.entries:type_name -> lakehouse.v1.Entry
 	1,  // 15: lakehouse.v1.Ack.status:type_name -> lakehouse.v1.AckStatus
-	15, // 16: lakehouse.v1.Ack.details:type_name -> lakehouse.v1.AckDetails
+	16, // 16: lakehouse.v1.Ack.details:type_name -> lakehouse.v1.AckDetails
 	2,  // 17: lakehouse.v1.Nack.reason:type_name -> lakehouse.v1.NackReason
 	3,  // 18: lakehouse.v1.FlushRequest.reason:type_name -> lakehouse.v1.FlushReason
 	3,  // 19: lakehouse.v1.FlushResult.reason:type_name -> lakehouse.v1.FlushReason
-	20, // 20: lakehouse.v1.FlushResponse.result:type_name -> lakehouse.v1.FlushResult
-	28, // 21: lakehouse.v1.GetStatusResponse.status:type_name -> lakehouse.v1.ServerStatus
-	5,  // 22: lakehouse.v1.SourceStatus.sequence_mode:type_name -> lakehouse.v1.SequenceMode
-	4,  // 23: lakehouse.v1.ServerStatus.state:type_name -> lakehouse.v1.ParentState
-	24, // 24: lakehouse.v1.ServerStatus.buffer:type_name -> lakehouse.v1.BufferStats
-	27, // 25: lakehouse.v1.ServerStatus.sources:type_name -> lakehouse.v1.SourceStatus
-	25, // 26: lakehouse.v1.ServerStatus.wal:type_name -> lakehouse.v1.WALStats
-	26, // 27: lakehouse.v1.ServerStatus.recovery:type_name -> lakehouse.v1.RecoveryStatus
-	20, // 28: lakehouse.v1.ServerStatus.last_flush:type_name -> lakehouse.v1.FlushResult
-	29, // 29: lakehouse.v1.ServerStatus.staged:type_name -> lakehouse.v1.StagedStats
-	30, // 30: lakehouse.v1.ServerStatus.tables:type_name -> lakehouse.v1.TableStatus
-	6,  // 31: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
-	19, // 32: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
-	22, // 33: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
-	7,  // 34: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
-	21, // 35: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
-	23, // 36: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
-	34, // [34:37] is the sub-list for method output_type
-	31, // [31:34] is the sub-list for method input_type
-	31, // [31:31] is the sub-list for extension type_name
-	31, // [31:31] is the sub-list for extension extendee
-	0,  // [0:31] is the sub-list for field type_name
+	21, // 20: lakehouse.v1.FlushResponse.result:type_name -> lakehouse.v1.FlushResult
+	29, // 21: lakehouse.v1.GetStatusResponse.status:type_name -> lakehouse.v1.ServerStatus
+	6,  // 22: lakehouse.v1.WALStats.state:type_name -> lakehouse.v1.WALState
+	5,  // 23: lakehouse.v1.SourceStatus.sequence_mode:type_name -> lakehouse.v1.SequenceMode
+	4,  // 24: lakehouse.v1.ServerStatus.state:type_name -> lakehouse.v1.ParentState
+	25, // 25: lakehouse.v1.ServerStatus.buffer:type_name -> lakehouse.v1.BufferStats
+	28, // 26: lakehouse.v1.ServerStatus.sources:type_name -> lakehouse.v1.SourceStatus
+	26, // 27: lakehouse.v1.ServerStatus.wal:type_name -> lakehouse.v1.WALStats
+	27, // 28: lakehouse.v1.ServerStatus.recovery:type_name -> lakehouse.v1.RecoveryStatus
+	21, // 29: lakehouse.v1.ServerStatus.last_flush:type_name -> lakehouse.v1.FlushResult
+	30, // 30: lakehouse.v1.ServerStatus.staged:type_name -> lakehouse.v1.StagedStats
+	31, // 31: lakehouse.v1.ServerStatus.tables:type_name -> lakehouse.v1.TableStatus
+	7,  // 32: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
+	20, // 33: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
+	23, // 34: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
+	8,  // 35: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
+	22, // 36: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
+	24, // 37: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
+	35, // [35:38] is the sub-list for method output_type
+	32, // [32:35] is the sub-list for method input_type
+	32, // [32:32] is the sub-list for extension type_name
+	32, // [32:32] is the sub-list for extension extendee
+	0,  // [0:32] is the sub-list for field type_name
 }
 
 func init() { file_lakehouse_v1_cdc_proto_init() }
@@ -3021,7 +3163,7 @@ func file_lakehouse_v1_cdc_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lakehouse_v1_cdc_proto_rawDesc), len(file_lakehouse_v1_cdc_proto_rawDesc)),
-			NumEnums:      6,
+			NumEnums:      7,
 			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   1,
