@@ -234,51 +234,21 @@ func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, fl
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srcs := make([]*resumingSource, sources)
-	var wg sync.WaitGroup
-	for i := range srcs {
-		srcs[i] = newResumingSource(fmt.Sprintf("crash-src-%d", i), addr, batchSize, 4)
-		wg.Add(1)
-		go func(s *resumingSource) {
-			defer wg.Done()
-			s.run(ctx, maxBatches)
-		}(srcs[i])
-	}
+	srcs, wait := streamSources(ctx, "crash-src", addr, sources, batchSize, maxBatches)
 	for k := 0; k < kills; k++ {
 		time.Sleep(time.Duration(150+rng.IntN(600)) * time.Millisecond)
 		p.kill()
 		t.Logf("kill %d: acked so far %d entries", k+1, ackedCount(srcs))
 		p = startProc(t, addr, logPath, args...)
 	}
-	wg.Wait()
+	wait()
 	if ctx.Err() != nil {
 		t.Fatalf("sources did not finish: %v\n%s", ctx.Err(), readLog(t, logPath))
 	}
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
-	counts := make(map[string]map[uint64]int)
-	for _, r := range readSink(t, sinkKind, dataDir) {
-		if counts[r.source] == nil {
-			counts[r.source] = make(map[uint64]int)
-		}
-		counts[r.source][r.entry]++
-	}
-	for _, s := range srcs {
-		if len(s.acked) != int(maxBatches)*batchSize {
-			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), int(maxBatches)*batchSize)
-		}
-		for q := range s.acked {
-			if c := counts[s.id][q]; c != 1 {
-				t.Errorf("%s entry %d stored %d times", s.id, q, c)
-			}
-		}
-		for q, c := range counts[s.id] {
-			if c != 1 {
-				t.Errorf("%s entry %d stored %d times", s.id, q, c)
-			}
-		}
-	}
+	checkExactlyOnce(t, srcs, readSink(t, sinkKind, dataDir), int(maxBatches)*batchSize)
 	if sinkKind == "iceberg" {
 		checkReadBackCommands(t, dataDir)
 	}
@@ -373,4 +343,49 @@ func ackedCount(srcs []*resumingSource) int {
 		s.mu.Unlock()
 	}
 	return n
+}
+
+// streamSources starts n resuming sources, named prefix-0, prefix-1..., each
+// streaming maxBatches batches of batchSize W1 entries to addr until done or
+// ctx ends; wait blocks until every one has returned.
+func streamSources(ctx context.Context, prefix, addr string, n, batchSize int, maxBatches uint64) (srcs []*resumingSource, wait func()) {
+	srcs = make([]*resumingSource, n)
+	var wg sync.WaitGroup
+	for i := range srcs {
+		srcs[i] = newResumingSource(fmt.Sprintf("%s-%d", prefix, i), addr, batchSize, 4)
+		wg.Add(1)
+		go func(s *resumingSource) {
+			defer wg.Done()
+			s.run(ctx, maxBatches)
+		}(srcs[i])
+	}
+	return srcs, wg.Wait
+}
+
+// checkExactlyOnce checks that every source acked all its entries and that
+// the stored rows are exactly those, each once.
+func checkExactlyOnce(t *testing.T, srcs []*resumingSource, stored []storedEntry, wantPerSource int) {
+	t.Helper()
+	counts := make(map[string]map[uint64]int)
+	for _, r := range stored {
+		if counts[r.source] == nil {
+			counts[r.source] = make(map[uint64]int)
+		}
+		counts[r.source][r.entry]++
+	}
+	for _, s := range srcs {
+		if len(s.acked) != wantPerSource {
+			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), wantPerSource)
+		}
+		for q := range s.acked {
+			if c := counts[s.id][q]; c != 1 {
+				t.Errorf("%s entry %d stored %d times", s.id, q, c)
+			}
+		}
+		for q, c := range counts[s.id] {
+			if c != 1 || !s.acked[q] {
+				t.Errorf("%s entry %d stored %d times (acked: %v)", s.id, q, c, s.acked[q])
+			}
+		}
+	}
 }

@@ -5,11 +5,9 @@ package integration
 import (
 	"context"
 	"errors"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -126,16 +124,7 @@ func diskFull(t *testing.T, warehouseElsewhere bool) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srcs := make([]*resumingSource, sources)
-	var wg sync.WaitGroup
-	for i := range srcs {
-		srcs[i] = newResumingSource(fmt.Sprintf("full-src-%d", i), addr, batchSize, 4)
-		wg.Add(1)
-		go func(s *resumingSource) {
-			defer wg.Done()
-			s.run(ctx, maxBatches)
-		}(srcs[i])
-	}
+	srcs, wait := streamSources(ctx, "full-src", addr, sources, batchSize, maxBatches)
 
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
@@ -202,7 +191,7 @@ func diskFull(t *testing.T, warehouseElsewhere bool) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("accepting again %v after the disk was freed", recoveredIn.Round(time.Millisecond))
-	wg.Wait()
+	wait()
 	if ctx.Err() != nil {
 		t.Fatalf("sources did not finish: %v\n%s", ctx.Err(), readLog(t, logPath))
 	}
@@ -280,28 +269,7 @@ func diskFull(t *testing.T, warehouseElsewhere bool) {
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
-	counts := make(map[string]map[uint64]int)
-	for _, r := range readIceberg(t, dataDir, warehouse) {
-		if counts[r.source] == nil {
-			counts[r.source] = make(map[uint64]int)
-		}
-		counts[r.source][r.entry]++
-	}
-	for _, s := range srcs {
-		if len(s.acked) != maxBatches*batchSize {
-			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), maxBatches*batchSize)
-		}
-		for q := range s.acked {
-			if c := counts[s.id][q]; c != 1 {
-				t.Errorf("%s entry %d stored %d times", s.id, q, c)
-			}
-		}
-		for q, c := range counts[s.id] {
-			if c != 1 {
-				t.Errorf("%s entry %d stored %d times", s.id, q, c)
-			}
-		}
-	}
+	checkExactlyOnce(t, srcs, readIceberg(t, dataDir, warehouse), maxBatches*batchSize)
 	if t.Failed() {
 		t.Logf("server log:\n%s", readLog(t, logPath))
 	}

@@ -3,7 +3,6 @@ package integration
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -53,16 +51,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srcs := make([]*resumingSource, sources)
-	var wg sync.WaitGroup
-	for i := range srcs {
-		srcs[i] = newResumingSource(fmt.Sprintf("maint-src-%d", i), addr, batchSize, 4)
-		wg.Add(1)
-		go func(s *resumingSource) {
-			defer wg.Done()
-			s.run(ctx, maxBatches)
-		}(srcs[i])
-	}
+	srcs, wait := streamSources(ctx, "maint-src", addr, sources, batchSize, maxBatches)
 	rctx, stopReader := context.WithCancel(ctx)
 	var reads, readErrs atomic.Int64
 	readerDone := make(chan struct{})
@@ -83,7 +72,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 	t.Logf("server exited in a compaction after %d acked entries; restarting", ackedCount(srcs))
 	p = startProc(t, addr, logPath, args...)
 
-	wg.Wait()
+	wait()
 	if ctx.Err() != nil {
 		t.Fatalf("sources did not finish: %v\n%s", ctx.Err(), readLog(t, logPath))
 	}
@@ -110,26 +99,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 		t.Errorf("%v flushes failed while maintenance ran", f)
 	}
 
-	counts := make(map[string]map[uint64]int)
-	for _, r := range readSink(t, "iceberg", dataDir) {
-		if counts[r.source] == nil {
-			counts[r.source] = make(map[uint64]int)
-		}
-		counts[r.source][r.entry]++
-	}
-	for _, s := range srcs {
-		if len(s.acked) != maxBatches*batchSize {
-			t.Errorf("%s: %d entries acked, want %d", s.id, len(s.acked), maxBatches*batchSize)
-		}
-		for q := range s.acked {
-			if c := counts[s.id][q]; c != 1 {
-				t.Errorf("%s entry %d stored %d times", s.id, q, c)
-			}
-		}
-		if len(counts[s.id]) != len(s.acked) {
-			t.Errorf("%s: %d entries stored, %d acked", s.id, len(counts[s.id]), len(s.acked))
-		}
-	}
+	checkExactlyOnce(t, srcs, readSink(t, "iceberg", dataDir), maxBatches*batchSize)
 
 	// The dead compaction left files no snapshot references; a one-shot
 	// maintenance pass with a short orphan age removes them.
