@@ -33,8 +33,9 @@ type pendingBatch struct {
 // accept runs one batch frame through sequencing and starts its write-ahead
 // log append, without waiting for it: while one batch waits for the group
 // commit's fsync, the stream's next batch is already being decoded. complete
-// finishes it. An error ends the stream (the session was fenced).
-func (s *Server) accept(sess *session, frame []byte) (reply, error) {
+// finishes it. An error ends the stream (the session was fenced). opts are
+// s.decode for a client's frame, s.decodeEncoded for one the server encoded.
+func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (reply, error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	src := sess.src
@@ -44,11 +45,11 @@ func (s *Server) accept(sess *session, frame []byte) (reply, error) {
 			s.tooLarge(len(frame)), 0)), nil
 	}
 	var b codec.Batch
-	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
+	if err := codec.DecodeBatchInto(&b, frame, opts); err != nil {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
-	if !b.ChecksumOK {
+	if !b.ChecksumOK && !opts.SkipChecksum {
 		s.m.checksumMismatches.Inc()
 	}
 	corr := string(b.CorrelationID)

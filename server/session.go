@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
@@ -197,11 +198,11 @@ const pipelineDepth = 16
 
 // batch accepts one batch frame and queues its reply. It waits for room in
 // the pipeline first, so nothing is accepted that the session cannot answer.
-func (sess *session) batch(frame []byte) error {
+func (sess *session) batch(frame []byte, opts codec.DecodeOptions) error {
 	if err := sess.takeSlot(); err != nil {
 		return err
 	}
-	r, err := sess.srv.accept(sess, frame)
+	r, err := sess.srv.accept(sess, frame, opts)
 	if err != nil {
 		<-sess.slots
 		return err
@@ -416,7 +417,7 @@ func (s *Server) detach(sess *session) {
 func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	switch k := req.GetKind().(type) {
 	case *lakehousev1.StreamRequest_BinaryBatch:
-		return sess.batch(k.BinaryBatch)
+		return sess.batch(k.BinaryBatch, sess.srv.decode)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id, sess.srv.decode.ValidateJSON)
 		var tooLarge *frameTooLarge
@@ -432,7 +433,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 				TimestampMs:    time.Now().UnixMilli(),
 			})))
 		}
-		return sess.batch(frame)
+		return sess.batch(frame, sess.srv.decodeEncoded)
 	case *lakehousev1.StreamRequest_Heartbeat:
 		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
