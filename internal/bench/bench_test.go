@@ -11,6 +11,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
 	"github.com/dot-do/lakehouse-rpc/server"
 )
@@ -81,6 +82,28 @@ func TestConfigErrors(t *testing.T) {
 	for i, cfg := range cases {
 		if _, err := Run(context.Background(), cfg); err == nil {
 			t.Errorf("case %d: no error", i)
+		}
+	}
+}
+
+func TestFramePool(t *testing.T) {
+	p, err := NewFramePool("src", 100, "bench_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []int64{0, 1, framePoolSize, 3*framePoolSize + 5} {
+		f := p.Frame(k, 7+uint64(k), 1000)
+		b, err := codec.DecodeBatch(f, codec.DecodeOptions{StrictChecksum: true, ValidateUTF8: true, ValidateJSON: true})
+		if err != nil {
+			t.Fatalf("frame %d: %v", k, err)
+		}
+		if b.Sequence != 7+uint64(k) || len(b.Entries) != 100 || string(b.SourceID) != "src" {
+			t.Fatalf("frame %d: batch %d, %d entries, source %q", k, b.Sequence, len(b.Entries), b.SourceID)
+		}
+		for i, e := range b.Entries {
+			if want := 1000 + uint64(k)*100 + uint64(i) + 1; e.Sequence != want || !strings.HasPrefix(string(e.Table), "bench_") {
+				t.Fatalf("frame %d entry %d: sequence %d (want %d), table %s", k, i, e.Sequence, want, e.Table)
+			}
 		}
 	}
 }
