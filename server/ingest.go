@@ -44,8 +44,8 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 			s.tooLarge(len(frame)), 0)), nil
 	}
-	var b codec.Batch
-	if err := codec.DecodeBatchInto(&b, frame, opts); err != nil {
+	b := &sess.decoded
+	if err := codec.DecodeBatchInto(b, frame, opts); err != nil {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
@@ -75,7 +75,8 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	switch sess.mode {
 	case lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
 		src.dedup.expire(nowMs)
-		kept := make([]codec.Entry, 0, len(b.Entries))
+		// kept is made at the first duplicate only: most batches have none.
+		var kept []codec.Entry
 		// Entries of a batch normally ascend, so a repeat inside the batch
 		// is only possible (and only checked with a map) when they do not.
 		var inBatch map[uint64]struct{}
@@ -84,20 +85,23 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		}
 		for i := range b.Entries {
 			q := b.Entries[i].Sequence
-			if src.dedup.has(q) {
-				dups++
-				continue
-			}
-			if inBatch != nil {
-				if _, dup := inBatch[q]; dup {
-					dups++
-					continue
+			dup := src.dedup.has(q)
+			if !dup && inBatch != nil {
+				if _, dup = inBatch[q]; !dup {
+					inBatch[q] = struct{}{}
 				}
-				inBatch[q] = struct{}{}
 			}
-			kept = append(kept, b.Entries[i])
+			switch {
+			case dup && kept == nil:
+				kept = append(make([]codec.Entry, 0, len(b.Entries)), b.Entries[:i]...)
+				fallthrough
+			case dup:
+				dups++
+			case kept != nil:
+				kept = append(kept, b.Entries[i])
+			}
 		}
-		if len(b.Entries) > 0 && len(kept) == 0 {
+		if len(b.Entries) > 0 && dups == len(b.Entries) {
 			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(dups))), nil
 		}
 		if len(b.Entries) == 0 {
@@ -106,10 +110,10 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		if dups > 0 {
 			b.Entries = kept
 			var err error
-			if frame, err = codec.EncodeBatch(&b); err != nil {
+			if frame, err = codec.EncodeBatch(b); err != nil {
 				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
-			if err := codec.DecodeBatchInto(&b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+			if err := codec.DecodeBatchInto(b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
 				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
 		}
@@ -117,11 +121,11 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	default:
 		switch {
 		case b.Sequence == 0:
-			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
+			return ready(s.invalidSequence(b, src.lastSeq+1)), nil
 		case b.Sequence <= src.lastSeq:
 			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries)))), nil
 		case b.Sequence != src.lastSeq+1:
-			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
+			return ready(s.invalidSequence(b, src.lastSeq+1)), nil
 		}
 		if err := checkAfterLast(b.Entries, src.lastEntry); err != nil {
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
@@ -166,7 +170,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	// Tentatively accepted: later batches of this stream sequence after it.
 	// If the append fails the log is failed for good (see walFailure), and
 	// nothing after it is acknowledged.
-	last := maxEntrySeq(&b)
+	last := maxEntrySeq(b)
 	src.lastSeq = seq
 	src.lastEntry = max(src.lastEntry, last)
 	if src.dedup != nil && sess.mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {

@@ -38,6 +38,10 @@ type session struct {
 	persistedEntry atomic.Uint64
 	flushDone      chan *lakehousev1.FlushResult
 	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
+	// decoded is accept's decoding scratch, reused so that a batch's entries
+	// are not allocated (and cleared) anew; only the session goroutine
+	// touches it, and nothing keeps it after accept.
+	decoded codec.Batch
 
 	sendMu      sync.Mutex
 	slots       chan struct{} // one per batch between arrival and reply
