@@ -238,6 +238,11 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 				f.mu.Unlock()
 				return f.finish(ctx)
 			}
+			if f.sendingDone && time.Since(f.sendEnd) > drainLimit {
+				n := next - f.acked
+				f.mu.Unlock()
+				return fmt.Errorf("frames %s: %d batches not acknowledged %v after the sending window", f.id, n, drainLimit)
+			}
 			if ctx.Err() != nil {
 				f.mu.Unlock()
 				return nil
@@ -290,11 +295,18 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 	}
 }
 
+// drainLimit bounds the wait for the answers after the sending window.
+const drainLimit = 2 * time.Minute
+
 // waitLocked waits for an answer, at most until stop while the sending
-// window lasts.
+// window lasts, and until the drain limit after it.
 func (f *frameSource) waitLocked(stop time.Time) {
-	if !f.sendingDone && !stop.IsZero() {
-		t := time.AfterFunc(time.Until(stop), func() {
+	until := stop
+	if f.sendingDone {
+		until = f.sendEnd.Add(drainLimit + time.Millisecond)
+	}
+	if !until.IsZero() {
+		t := time.AfterFunc(time.Until(until), func() {
 			f.mu.Lock()
 			f.changed.Broadcast()
 			f.mu.Unlock()
@@ -374,6 +386,11 @@ func (f *frameSource) answerLocked(now time.Time, dup bool, nack *lakehousev1.Na
 		}
 		f.epoch++
 		f.rewind = sf.k
+		if e := nack.GetExpectedSequence(); nack.GetReason() == lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE && e >= f.first {
+			if kk := int64(e - f.first); kk >= f.acked && kk < sf.k {
+				f.rewind = kk // the server lacks an earlier batch
+			}
+		}
 		f.resume = now.Add(time.Duration(nack.GetRetryDelayMs()) * time.Millisecond)
 		return
 	}
