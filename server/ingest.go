@@ -34,7 +34,8 @@ type pendingBatch struct {
 // log append, without waiting for it: while one batch waits for the group
 // commit's fsync, the stream's next batch is already being decoded. complete
 // finishes it. An error ends the stream (the session was fenced). opts are
-// s.decode for a client's frame, s.decodeEncoded for one the server encoded.
+// s.decode for a client's frame; for one the server encoded from a structured
+// batch, without the JSON check and the checksum.
 func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (reply, error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()

@@ -50,11 +50,7 @@ type Server struct {
 	stager sink.Stager // the sink, when it can stage; nil otherwise
 	health *health.Server
 	decode codec.DecodeOptions
-	// decodeEncoded decodes the frames the server encodes itself from
-	// structured batches: their JSON is checked while encoding, and their
-	// checksum is right.
-	decodeEncoded codec.DecodeOptions
-	m             *metrics
+	m      *metrics
 
 	mu         sync.Mutex
 	sources    map[string]*source
@@ -146,22 +142,20 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Join(fmt.Errorf("server: open write-ahead log: %w", err), lock.Release())
 	}
 	s := &Server{
-		cfg:    cfg,
-		lock:   lock,
-		log:    cfg.Logger,
-		wal:    l,
-		sink:   cfg.Sink,
-		health: health.NewServer(),
-		decode: codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
-		// The JSON of a structured batch is checked while encoding it.
-		decodeEncoded: codec.DecodeOptions{ValidateUTF8: true, SkipChecksum: true},
-		sources:       make(map[string]*source),
-		appending:     make(map[wal.LSN]int),
-		sessions:      make(map[*session]struct{}),
-		kick:          make(chan struct{}, 1),
-		flushReq:      make(chan flushRequest),
-		stop:          make(chan struct{}),
-		done:          make(chan struct{}),
+		cfg:       cfg,
+		lock:      lock,
+		log:       cfg.Logger,
+		wal:       l,
+		sink:      cfg.Sink,
+		health:    health.NewServer(),
+		decode:    codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
+		sources:   make(map[string]*source),
+		appending: make(map[wal.LSN]int),
+		sessions:  make(map[*session]struct{}),
+		kick:      make(chan struct{}, 1),
+		flushReq:  make(chan flushRequest),
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
 	}
 	s.stager, _ = cfg.Sink.(sink.Stager)
 	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())

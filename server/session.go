@@ -437,7 +437,10 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 				TimestampMs:    time.Now().UnixMilli(),
 			})))
 		}
-		return sess.batch(frame, sess.srv.decodeEncoded)
+		// Its JSON was checked while encoding it, and its checksum is right.
+		opts := sess.srv.decode
+		opts.ValidateJSON, opts.SkipChecksum = false, true
+		return sess.batch(frame, opts)
 	case *lakehousev1.StreamRequest_Heartbeat:
 		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
