@@ -1,5 +1,5 @@
 # Convenience targets; each is one plain command you can also run by hand.
-.PHONY: build gen lint test test-short bench fuzz serve
+.PHONY: build gen lint test test-short bench fuzz fuzz-json serve
 
 build:
 	go build -o lakehouse ./cmd/lakehouse
@@ -22,6 +22,9 @@ bench:
 
 fuzz:
 	go test -run='^$$' -fuzz=FuzzDecodeBatch -fuzztime=60s ./codec
+
+fuzz-json:
+	go test -run='^$$' -fuzz=FuzzValidJSON -fuzztime=60s ./codec
 
 serve:
 	go run ./cmd/lakehouse serve

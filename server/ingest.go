@@ -43,8 +43,10 @@ type pendingBatch struct {
 // accept runs one batch frame through sequencing and starts its write-ahead
 // log append, without waiting for it: while one batch waits for the group
 // commit's fsync, the stream's next batch is already being decoded. complete
-// finishes it. An error ends the stream (the session was fenced).
-func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
+// finishes it. An error ends the stream (the session was fenced). opts are
+// s.decode for a client's frame; for one the server encoded from a structured
+// batch, without the JSON check and the checksum.
+func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (r reply, err error) {
 	now := time.Now()
 	nowMs := now.UnixMilli()
 	src := sess.src
@@ -53,12 +55,12 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 			s.tooLarge(len(frame)), 0)), nil
 	}
-	var b codec.Batch
-	if err := codec.DecodeBatchInto(&b, frame, s.decode); err != nil {
+	b := &sess.decoded
+	if err := codec.DecodeBatchInto(b, frame, opts); err != nil {
 		seq, corr := peekIDs(frame)
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
 	}
-	if !b.ChecksumOK {
+	if !b.ChecksumOK && !opts.SkipChecksum {
 		s.m.checksumMismatches.Inc()
 	}
 	corr := string(b.CorrelationID)
@@ -100,7 +102,8 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 	switch sess.mode {
 	case lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
 		src.dedup.expire(nowMs)
-		kept := make([]codec.Entry, 0, len(b.Entries))
+		// kept is made at the first duplicate only: most batches have none.
+		var kept []codec.Entry
 		// Entries of a batch normally ascend, so a repeat inside the batch
 		// is only possible (and only checked with a map) when they do not.
 		var inBatch map[uint64]struct{}
@@ -109,20 +112,23 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 		}
 		for i := range b.Entries {
 			q := b.Entries[i].Sequence
-			if src.dedup.has(q) {
-				dups++
-				continue
-			}
-			if inBatch != nil {
-				if _, dup := inBatch[q]; dup {
-					dups++
-					continue
+			dup := src.dedup.has(q)
+			if !dup && inBatch != nil {
+				if _, dup = inBatch[q]; !dup {
+					inBatch[q] = struct{}{}
 				}
-				inBatch[q] = struct{}{}
 			}
-			kept = append(kept, b.Entries[i])
+			switch {
+			case dup && kept == nil:
+				kept = append(make([]codec.Entry, 0, len(b.Entries)), b.Entries[:i]...)
+				fallthrough
+			case dup:
+				dups++
+			case kept != nil:
+				kept = append(kept, b.Entries[i])
+			}
 		}
-		if len(b.Entries) > 0 && len(kept) == 0 {
+		if len(b.Entries) > 0 && dups == len(b.Entries) {
 			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(dups))), nil
 		}
 		if len(b.Entries) == 0 {
@@ -131,10 +137,10 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 		if dups > 0 {
 			b.Entries = kept
 			var err error
-			if frame, err = codec.EncodeBatch(&b); err != nil {
+			if frame, err = codec.EncodeBatch(b); err != nil {
 				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
-			if err := codec.DecodeBatchInto(&b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+			if err := codec.DecodeBatchInto(b, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
 				return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, err.Error(), 0)), nil
 			}
 		}
@@ -142,11 +148,11 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 	default:
 		switch {
 		case b.Sequence == 0:
-			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
+			return ready(s.invalidSequence(b, src.lastSeq+1)), nil
 		case b.Sequence <= src.lastSeq:
 			return ready(s.ack(b.Sequence, corr, lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, 0, uint32(len(b.Entries)))), nil
 		case b.Sequence != src.lastSeq+1:
-			return ready(s.invalidSequence(&b, src.lastSeq+1)), nil
+			return ready(s.invalidSequence(b, src.lastSeq+1)), nil
 		}
 		if err := checkAfterLast(b.Entries, src.lastEntry); err != nil {
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
@@ -194,7 +200,7 @@ func (s *Server) accept(sess *session, frame []byte) (r reply, err error) {
 	// If the append fails, every append queued after it fails too (the log
 	// refuses everything until it recovers), complete rolls the sequencing
 	// back, and the source accepts nothing meanwhile (appendGen).
-	last := maxEntrySeq(&b)
+	last := maxEntrySeq(b)
 	prevLastEntry := src.lastEntry
 	src.lastSeq = seq
 	src.lastEntry = max(src.lastEntry, last)

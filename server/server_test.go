@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"testing"
 	"time"
 
@@ -532,4 +533,30 @@ func TestPipelinedBatchesAckedInOrder(t *testing.T) {
 	}
 	in.Server.FlushNow(context.Background(), 0)
 	assertExactlyOnce(t, in, map[string]int{"pipe": n * 50})
+}
+
+// TestEntryModeDedupInside: duplicates inside a batch, after new entries and
+// among them, are dropped; the entries around them are stored once each.
+func TestEntryModeDedupInside(t *testing.T) {
+	in := servertest.Start(t)
+	ts := openStream(t, in.Dial(), "legacy", lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY)
+	if a := ts.sendFrame(smallBatch("legacy", 1, 2)).GetAck(); a == nil || a.Status != lakehousev1.AckStatus_ACK_STATUS_OK {
+		t.Fatalf("got %v", a)
+	}
+	b := smallBatch("legacy", 2, 1)
+	// Entries 3 and 4 are new; 1 is in the window; 4 again repeats inside the batch.
+	b.Entries = []codec.Entry{workload.Entry(2), workload.Entry(0), workload.Entry(3), workload.Entry(3)}
+	a := ts.sendFrame(b).GetAck()
+	if a == nil || a.Status != lakehousev1.AckStatus_ACK_STATUS_OK || a.Details.EntriesAccepted != 2 || a.Details.EntriesDuplicate != 2 {
+		t.Fatalf("got %v", a)
+	}
+	in.Stop()
+	var seqs []uint64
+	for _, r := range in.Records() {
+		seqs = append(seqs, r.EntrySeq)
+	}
+	slices.Sort(seqs)
+	if !slices.Equal(seqs, []uint64{1, 2, 3, 4}) {
+		t.Fatalf("stored entry sequences %v", seqs)
+	}
 }

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
@@ -36,6 +37,10 @@ type session struct {
 	persistedEntry atomic.Uint64
 	flushDone      chan *lakehousev1.FlushResult
 	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
+	// decoded is accept's decoding scratch, reused so that a batch's entries
+	// are not allocated (and cleared) anew; only the session goroutine
+	// touches it, and nothing keeps it after accept.
+	decoded codec.Batch
 
 	sendMu      sync.Mutex
 	slots       chan struct{} // one per batch between arrival and reply
@@ -196,11 +201,11 @@ const pipelineDepth = 16
 
 // batch accepts one batch frame and queues its reply. It waits for room in
 // the pipeline first, so nothing is accepted that the session cannot answer.
-func (sess *session) batch(frame []byte) error {
+func (sess *session) batch(frame []byte, opts codec.DecodeOptions) error {
 	if err := sess.takeSlot(); err != nil {
 		return err
 	}
-	r, err := sess.srv.accept(sess, frame)
+	r, err := sess.srv.accept(sess, frame, opts)
 	if err != nil {
 		<-sess.slots
 		return err
@@ -412,7 +417,7 @@ func (s *Server) detach(sess *session) {
 func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 	switch k := req.GetKind().(type) {
 	case *lakehousev1.StreamRequest_BinaryBatch:
-		return sess.batch(k.BinaryBatch)
+		return sess.batch(k.BinaryBatch, sess.srv.decode)
 	case *lakehousev1.StreamRequest_Batch:
 		frame, err := encodeStructured(k.Batch, sess.src.id, sess.srv.decode.ValidateJSON)
 		var tooLarge *frameTooLarge
@@ -428,7 +433,10 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 				TimestampMs:    time.Now().UnixMilli(),
 			})))
 		}
-		return sess.batch(frame)
+		// Its JSON was checked while encoding it, and its checksum is right.
+		opts := sess.srv.decode
+		opts.ValidateJSON, opts.SkipChecksum = false, true
+		return sess.batch(frame, opts)
 	case *lakehousev1.StreamRequest_Heartbeat:
 		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),

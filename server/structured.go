@@ -1,7 +1,6 @@
 package server
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -48,13 +47,13 @@ func encodeStructured(b *lakehousev1.Batch, sourceID string, validateJSON bool) 
 		}
 		if e.GetBefore() != "" {
 			cb.Entries[i].Before = []byte(e.GetBefore())
-			if validateJSON && !json.Valid(cb.Entries[i].Before) {
+			if validateJSON && !codec.ValidJSON(cb.Entries[i].Before) {
 				return nil, fmt.Errorf("entries[%d].before is not valid JSON text", i)
 			}
 		}
 		if e.GetAfter() != "" {
 			cb.Entries[i].After = []byte(e.GetAfter())
-			if validateJSON && !json.Valid(cb.Entries[i].After) {
+			if validateJSON && !codec.ValidJSON(cb.Entries[i].After) {
 				return nil, fmt.Errorf("entries[%d].after is not valid JSON text", i)
 			}
 		}

@@ -23,7 +23,8 @@ type benchComparison struct {
 
 // runBench implements `lakehouse bench`: it loads a server with workload W1
 // through the Go client (or, with --raw, plain gRPC streams; with --compare,
-// both) and prints throughput and latency. With no --addr it calls
+// both; with --frames or --rate, pooled pre-encoded frames) and prints
+// throughput, latency and CPU per million entries. With no --addr it calls
 // startServer to run a server in-process (nil: --addr is required).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	startServer func(ctx context.Context) (addr string, stop func() error, err error)) (err error) {
@@ -40,12 +41,28 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	compare := fs.Bool("compare", false, "run the client, then the raw baseline, and print both with their ratio")
 	progress := fs.Duration("progress", time.Second, "progress line interval on stderr (0: none)")
 	tablePrefix := fs.String("table-prefix", "bench_", "prefix of the W1 table names, keeping benchmark rows out of real tables (empty: none)")
+	frames := fs.Bool("frames", false, "send pre-encoded W1 frames (a pool per source, sequence numbers and checksum patched per batch) "+
+		"over plain streams, at most --pending unanswered batches per source: a load generator that costs next to nothing")
+	rate := fs.Float64("rate", 0, "open loop: offer this many entries/s in all (pre-encoded frames, as --frames), latency measured "+
+		"from each batch's scheduled send time (0: closed loop)")
+	metricsAddr := fs.String("metrics-addr", "", "the server's HTTP address (its --http-addr), to read process_cpu_seconds_total "+
+		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *duration <= 0 && *entries <= 0 {
 		return errors.New("set --duration or --entries")
 	}
+	if *rate < 0 {
+		return errors.New("--rate must not be negative")
+	}
+	if *rate > 0 {
+		*frames = true
+	}
+	if *frames && (*raw || *compare) {
+		return errors.New("--frames and --rate go with neither --raw nor --compare")
+	}
+	probe := bench.CPUProbe{MetricsAddr: *metricsAddr, InProcess: *addr == ""}
 	if *addr == "" {
 		if startServer == nil {
 			return errors.New("--addr is required")
@@ -72,6 +89,36 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		BatchSize:   *batch,
 		MaxPending:  *pending,
 		TablePrefix: *tablePrefix,
+		Rate:        *rate,
+	}
+	// measured runs one load with the CPU probe around it. When the server's
+	// CPU is read, the server first commits what it buffered before (not
+	// this run's cost) and at the end what the run left buffered (this
+	// run's Parquet and commit cost).
+	measured := func(run func(context.Context, bench.Config) (*bench.Summary, error)) (*bench.Summary, error) {
+		serverCPU := probe.MetricsAddr != "" || probe.InProcess
+		if serverCPU {
+			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+				return nil, err
+			}
+		}
+		cpu, err := probe.Start(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s, err := run(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if serverCPU {
+			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+				return nil, err
+			}
+		}
+		if s.CPU, err = cpu.Stop(ctx, s.Entries); err != nil {
+			return nil, err
+		}
+		return s, nil
 	}
 	if *progress > 0 {
 		cfg.Progress, cfg.ProgressInterval = stderr, *progress
@@ -79,7 +126,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	var out any
 	switch {
 	case *compare:
-		cs, err := bench.Run(ctx, cfg)
+		cs, err := measured(bench.Run)
 		if err != nil {
 			return err
 		}
@@ -87,7 +134,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
 			return err
 		}
-		rs, err := bench.RawStreamConfig(ctx, cfg)
+		rs, err := measured(bench.RawStreamConfig)
 		if err != nil {
 			return err
 		}
@@ -103,13 +150,19 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		}
 		out = cmp
 	case *raw:
-		rs, err := bench.RawStreamConfig(ctx, cfg)
+		rs, err := measured(bench.RawStreamConfig)
 		if err != nil {
 			return err
 		}
 		out = rs
+	case *frames:
+		fs, err := measured(bench.Frames)
+		if err != nil {
+			return err
+		}
+		out = fs
 	default:
-		cs, err := bench.Run(ctx, cfg)
+		cs, err := measured(bench.Run)
 		if err != nil {
 			return err
 		}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"strings"
 	"testing"
 
+	"github.com/dot-do/lakehouse-rpc/internal/bench"
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
 )
 
@@ -25,5 +27,25 @@ func TestBenchTablesPrefixed(t *testing.T) {
 		if !strings.HasPrefix(r.Table, "bench_") {
 			t.Fatalf("bench wrote to table %q", r.Table)
 		}
+	}
+}
+
+// TestBenchRateJSON runs an open-loop bench and reads its JSON summary.
+func TestBenchRateJSON(t *testing.T) {
+	in := servertest.Start(t)
+	var out, errb bytes.Buffer
+	if err := runBench(t.Context(), []string{"--addr", in.Addr, "--rate", "20000", "--duration", "500ms", "--sources", "2",
+		"--progress", "0", "--json"}, &out, &errb, nil); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	var s bench.Summary
+	if err := json.Unmarshal(out.Bytes(), &s); err != nil {
+		t.Fatalf("%v: %s", err, out.String())
+	}
+	if s.Mode != "frames" || s.TargetEntriesPerSec != 20000 || s.Entries == 0 || s.CPU == nil || s.CPU.GeneratorSeconds <= 0 {
+		t.Fatalf("summary %s", out.String())
+	}
+	if err := runBench(t.Context(), []string{"--addr", in.Addr, "--rate", "-1"}, &out, &errb, nil); err == nil {
+		t.Fatal("negative rate accepted")
 	}
 }

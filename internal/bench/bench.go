@@ -52,12 +52,18 @@ type Config struct {
 	// run against a real data directory keeps its rows out of real tables.
 	// Empty: the plain W1 names.
 	TablePrefix string
+	// Rate, for Frames: entries/s offered by all sources together in an
+	// open loop. Zero: a closed loop of MaxPending batches per source.
+	Rate float64
 }
 
 // Summary is the result of a run. Its JSON form is one object.
 type Summary struct {
-	// Mode is "client" or "raw".
+	// Mode is "client", "raw" or "frames".
 	Mode string `json:"mode"`
+	// TargetEntriesPerSec is the open loop's offered rate (frames with a
+	// rate), 0 for a closed loop.
+	TargetEntriesPerSec float64 `json:"targetEntriesPerSec,omitempty"`
 	// Sources is the number of concurrent sources.
 	Sources int `json:"sources"`
 	// BatchSize is the number of entries per batch.
@@ -89,7 +95,8 @@ type Summary struct {
 	// SentEntries counts entries handed to the stream (raw mode: sent
 	// whatever the answer; client mode: first transmissions).
 	SentEntries uint64 `json:"sentEntries"`
-	// AckLatency digests send-to-ack latencies.
+	// AckLatency digests send-to-ack latencies (in an open loop, from each
+	// batch's scheduled send time).
 	AckLatency client.LatencySummary `json:"ackLatency"`
 	// PersistedLatency digests send-to-persisted latencies (batches whose
 	// Persisted watermark arrived during the run).
@@ -108,16 +115,21 @@ type Summary struct {
 	Errors int `json:"errors"`
 	// ErrorMessages holds the first few errors.
 	ErrorMessages []string `json:"errorMessages,omitempty"`
+	// CPU is the CPU time the run cost, when measured (see CPUProbe).
+	CPU *CPUReport `json:"cpu,omitempty"`
 }
 
 // String formats the summary as one human-readable line.
 func (s *Summary) String() string {
 	var b strings.Builder
+	if s.TargetEntriesPerSec > 0 {
+		fmt.Fprintf(&b, "open loop at %.0f entries/s, ", s.TargetEntriesPerSec)
+	}
 	fmt.Fprintf(&b, "%s: %d sources, %d entries in %.2fs: %.0f entries/s, %.2f MB/s (sending window %.2fs: %.0f entries/s, %.2f MB/s), ack p50 %.2fms p90 %.2fms p99 %.2fms max %.2fms",
 		s.Mode, s.Sources, s.Entries, s.Seconds, s.EntriesPerSec, s.MBPerSec, s.SendSeconds, s.WindowEntriesPerSec, s.WindowMBPerSec,
 		s.AckLatency.P50Ms, s.AckLatency.P90Ms, s.AckLatency.P99Ms, s.AckLatency.MaxMs)
 	if s.PersistedLatency.Count > 0 {
-		fmt.Fprintf(&b, ", persisted p50 %.0fms p99 %.0fms", s.PersistedLatency.P50Ms, s.PersistedLatency.P99Ms)
+		fmt.Fprintf(&b, ", persisted p50 %.0fms p99 %.0fms max %.0fms", s.PersistedLatency.P50Ms, s.PersistedLatency.P99Ms, s.PersistedLatency.MaxMs)
 	}
 	if len(s.Nacks) > 0 {
 		fmt.Fprintf(&b, ", nacks %v", s.Nacks)
@@ -127,6 +139,10 @@ func (s *Summary) String() string {
 	}
 	if s.Errors > 0 {
 		fmt.Fprintf(&b, ", %d errors", s.Errors)
+	}
+	if s.CPU != nil {
+		b.WriteString("; ")
+		b.WriteString(s.CPU.String())
 	}
 	return b.String()
 }

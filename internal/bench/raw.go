@@ -12,14 +12,13 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dot-do/lakehouse-rpc/client"
-	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // RawStream is the transport baseline: for duration, each of sources plain
 // gRPC streams (one connection each) sends W1 binary_batch frames numbered
-// 1, 2, 3... after Connected.last_sequence, as fast as gRPC flow control
+// 1, 2, 3... after Connected.last_sequence (pre-encoded, see FramePool), as fast as gRPC flow control
 // allows, without waiting for acks, retrying or batching. After the duration
 // it half-closes the streams and waits for the server's answers. Entries and
 // Bytes count batches acknowledged OK/BUFFERED/FALLBACK; SentEntries counts
@@ -131,7 +130,10 @@ type rawSource struct {
 	cancel context.CancelFunc
 	src    []byte
 	first  uint64 // first batch number sent
-	done   chan struct{}
+	// firstEntry is Connected.last_entry_sequence: entries are numbered
+	// after it.
+	firstEntry uint64
+	done       chan struct{}
 
 	tablePrefix string // Config.TablePrefix
 
@@ -174,6 +176,7 @@ func openRaw(ctx context.Context, addr, src string) (*rawSource, error) {
 		return nil, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
 	}
 	r.first = resp.GetConnected().GetLastSequence() + 1
+	r.firstEntry = resp.GetConnected().GetLastEntrySequence()
 	go r.read()
 	return r, nil
 }
@@ -217,28 +220,20 @@ func (r *rawSource) read() {
 	}
 }
 
+// send sends pooled W1 frames (FramePool), patched for each batch.
 func (r *rawSource) send(ctx context.Context, batchSize int, limit int64) error {
-	var buf []byte
+	pool, err := NewFramePool(string(r.src), batchSize, r.tablePrefix)
+	if err != nil {
+		return err
+	}
 	for k := int64(0); limit == 0 || k < limit; k++ {
 		if ctx.Err() != nil {
 			return nil
 		}
-		entries := workload.Entries(k*int64(batchSize), int64(batchSize))
-		workload.PrefixTables(entries, r.tablePrefix)
-		b := codec.Batch{
-			Timestamp: uint64(time.Now().UnixMilli()),
-			Sequence:  r.first + uint64(k),
-			SourceID:  r.src,
-			Entries:   entries,
-		}
-		var err error
-		buf, err = codec.AppendBatch(buf[:0], &b)
-		if err != nil {
-			return err
-		}
+		buf := pool.Frame(k, r.first+uint64(k), r.firstEntry)
 		r.mu.Lock()
-		r.sent = append(r.sent, rawSent{at: time.Now(), size: len(buf), entries: len(entries)})
-		r.sentEntries += uint64(len(entries))
+		r.sent = append(r.sent, rawSent{at: time.Now(), size: len(buf), entries: batchSize})
+		r.sentEntries += uint64(batchSize)
 		r.mu.Unlock()
 		if err := r.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: buf}}); err != nil {
 			return fmt.Errorf("raw send: %w", err)

@@ -1,0 +1,452 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/client"
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+)
+
+// Frames drives cfg.Sources gRPC streams with pooled W1 frames (FramePool):
+// the cheap load generator, which behaves as a child that encodes on its own
+// machine would appear to the server.
+//
+// With cfg.Rate zero it is a closed loop: each source keeps up to
+// cfg.MaxPending batches unanswered. With cfg.Rate N it is an open loop:
+// batch k of a source is due at a fixed time, so that the sources together
+// offer N entries/s whatever the server does, and latencies are measured
+// from that scheduled time, so a stall of the server or of the sender is
+// not hidden. A refused batch (buffer_full and other retryable nacks) is sent
+// again after the server's retry delay with the batches after it, keeping
+// its scheduled time. Acks and persisted watermarks are recorded per batch.
+func Frames(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	if cfg.Rate < 0 {
+		return nil, errors.New("bench: negative rate")
+	}
+	cfg.SourcePrefix += "-frames"
+	fs := make([]*frameSource, cfg.Sources)
+	for i := range fs {
+		f, err := openFrames(ctx, cfg, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		if err != nil {
+			for _, f := range fs[:i] {
+				f.abort()
+			}
+			return nil, fmt.Errorf("bench: %w", err)
+		}
+		fs[i] = f
+	}
+	start := time.Now()
+	// interval is one source's time between batches in an open loop;
+	// sources are spread over it.
+	var interval time.Duration
+	if cfg.Rate > 0 {
+		interval = time.Duration(float64(time.Second) * float64(cfg.BatchSize) * float64(cfg.Sources) / cfg.Rate)
+	}
+	limit := cfg.batchesPerSource()
+	var stop time.Time
+	if cfg.Duration > 0 {
+		stop = start.Add(cfg.Duration)
+	}
+	var errs errorList
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		f.start = start.Add(interval * time.Duration(i) / time.Duration(cfg.Sources))
+		f.interval = interval
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := f.run(ctx, stop, limit, cfg.MaxPending); err != nil {
+				errs.add(err)
+			}
+		}()
+	}
+	stopProgress := framesProgress(cfg, start, fs)
+	wg.Wait()
+	stopProgress()
+
+	s := &Summary{Mode: "frames", Sources: cfg.Sources, BatchSize: cfg.BatchSize, TargetEntriesPerSec: cfg.Rate}
+	if cfg.Rate == 0 {
+		s.MaxPending = cfg.MaxPending
+	}
+	var ackH, persH client.Histogram
+	var end, sendEnd time.Time
+	var winEntries, winBytes uint64
+	for _, f := range fs {
+		f.mu.Lock()
+		s.Entries += f.ackedEntries
+		s.Batches += f.ackedBatches
+		s.Bytes += f.ackedBytes
+		s.SentEntries += f.sentEntries
+		s.Retried += f.resent
+		s.Duplicates += f.dups
+		for k, v := range f.nacks {
+			if s.Nacks == nil {
+				s.Nacks = map[string]uint64{}
+			}
+			s.Nacks[k] += v
+		}
+		ackH.Merge(&f.ackH)
+		persH.Merge(&f.persH)
+		winEntries += f.winEntries
+		winBytes += f.winBytes
+		if f.lastAck.After(end) {
+			end = f.lastAck
+		}
+		if f.sendEnd.After(sendEnd) {
+			sendEnd = f.sendEnd
+		}
+		f.mu.Unlock()
+	}
+	if end.IsZero() {
+		end = time.Now()
+	}
+	if sendEnd.IsZero() {
+		sendEnd = end
+	}
+	s.Seconds = end.Sub(start).Seconds()
+	s.AckLatency = ackH.Summary()
+	s.PersistedLatency = persH.Summary()
+	s.window(sendEnd.Sub(start).Seconds(), winEntries, winBytes)
+	s.finish(&errs)
+	return s, nil
+}
+
+// sentFrame is a batch sent and not yet answered. The server answers every
+// batch of a stream once, in order, so answers pop the queue's front.
+type sentFrame struct {
+	k     int64
+	epoch int
+}
+
+// frameSource is one stream of Frames.
+type frameSource struct {
+	conn       *grpc.ClientConn
+	stream     grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
+	cancel     context.CancelFunc
+	pool       *FramePool
+	id         string
+	first      uint64 // batch number of batch 0
+	firstEntry uint64 // Connected.last_entry_sequence
+	start      time.Time
+	interval   time.Duration // open loop: between scheduled sends; 0: closed loop
+	readDone   chan struct{}
+
+	mu       sync.Mutex
+	changed  *sync.Cond // an answer arrived, or the reader ended
+	inFlight []sentFrame
+	sched    []time.Time // by k: scheduled (open loop) or first send time
+	epoch    int         // raised by each rewind; answers to older sends are stale
+	rewind   int64       // batch to send again from, -1 for none
+	resume   time.Time   // not before (the server's retry delay)
+	acked    int64       // batches 0..acked-1 are acknowledged
+	persist  int64       // batches 0..persist-1 are persisted
+	readErr  error
+
+	sendingDone              bool // the sending window is over
+	sendEnd                  time.Time
+	sentEntries, resent      uint64
+	ackedEntries, ackedBytes uint64
+	ackedBatches, dups       uint64
+	winEntries, winBytes     uint64 // acknowledged by the end of the sending window
+	nacks                    map[string]uint64
+	ackH, persH              client.Histogram
+	lastAck                  time.Time
+	frameSize                int
+}
+
+func openFrames(ctx context.Context, cfg Config, id string) (*frameSource, error) {
+	pool, err := NewFramePool(id, cfg.BatchSize, cfg.TablePrefix)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	f := &frameSource{conn: conn, cancel: cancel, pool: pool, id: id, readDone: make(chan struct{}),
+		rewind: -1, nacks: map[string]uint64{}, frameSize: len(pool.frames[0])}
+	f.changed = sync.NewCond(&f.mu)
+	f.stream, err = lakehousev1.NewCDCServiceClient(conn).Stream(sctx)
+	if err != nil {
+		f.abort()
+		return nil, err
+	}
+	err = f.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
+		SourceId: id, ProtocolVersion: 1, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
+		Capabilities: &lakehousev1.Capabilities{BinaryProtocol: true, Batching: true, MaxBatchSize: workload.W1BatchSize, MaxMessageSize: 4 << 20},
+	}}})
+	if err != nil {
+		f.abort()
+		return nil, err
+	}
+	resp, err := f.stream.Recv()
+	if err != nil || resp.GetConnected() == nil {
+		f.abort()
+		return nil, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
+	}
+	f.first = resp.GetConnected().GetLastSequence() + 1
+	f.firstEntry = resp.GetConnected().GetLastEntrySequence()
+	go f.read()
+	return f, nil
+}
+
+func (f *frameSource) abort() {
+	f.cancel()
+	_ = f.conn.Close()
+}
+
+// run sends until stop (or limit batches), then sends again what the server
+// refused until every batch is acknowledged, then half-closes the stream and
+// waits for the last answers (persisted watermarks included, for at most a
+// minute).
+func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxPending int) error {
+	defer f.abort()
+	var k, next int64 // k: batch to send; next: first batch never sent
+	for {
+		f.mu.Lock()
+		for {
+			if f.readErr != nil {
+				err := f.readErr
+				f.mu.Unlock()
+				return fmt.Errorf("frames %s: %w", f.id, err)
+			}
+			if f.rewind >= 0 {
+				k, f.rewind = f.rewind, -1
+			}
+			if !f.sendingDone && ((!stop.IsZero() && !time.Now().Before(stop)) || (limit > 0 && next >= limit) || ctx.Err() != nil) {
+				f.sendingDone, f.sendEnd = true, time.Now()
+				f.winEntries, f.winBytes = f.ackedEntries, f.ackedBytes
+			}
+			if k < next || !f.sendingDone {
+				if f.interval > 0 || len(f.inFlight) < maxPending {
+					break // something to send
+				}
+			} else if len(f.inFlight) == 0 && f.acked >= next {
+				f.mu.Unlock()
+				return f.finish(ctx)
+			}
+			if f.sendingDone && time.Since(f.sendEnd) > drainLimit {
+				n := next - f.acked
+				f.mu.Unlock()
+				return fmt.Errorf("frames %s: %d batches not acknowledged %v after the sending window", f.id, n, drainLimit)
+			}
+			if ctx.Err() != nil {
+				f.mu.Unlock()
+				return nil
+			}
+			f.waitLocked(stop)
+		}
+		due := time.Now()
+		if k == next && f.interval > 0 {
+			due = f.start.Add(time.Duration(k) * f.interval)
+			if !stop.IsZero() && !due.Before(stop) {
+				f.sendingDone, f.sendEnd = true, time.Now()
+				f.winEntries, f.winBytes = f.ackedEntries, f.ackedBytes
+				f.mu.Unlock()
+				continue
+			}
+		}
+		resume := f.resume
+		f.mu.Unlock()
+		if wait := time.Until(later(due, resume)); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		f.mu.Lock()
+		if f.rewind >= 0 { // refused meanwhile: start over from there
+			f.mu.Unlock()
+			continue
+		}
+		if k == next {
+			// Latency counts from the scheduled time in an open loop, from
+			// the first send in a closed one; a batch sent again keeps it.
+			if f.interval == 0 {
+				due = time.Now()
+			}
+			f.sched = append(f.sched, due)
+			f.sentEntries += uint64(f.pool.Entries())
+			next++
+		} else {
+			f.resent++
+		}
+		f.inFlight = append(f.inFlight, sentFrame{k: k, epoch: f.epoch})
+		f.mu.Unlock()
+		frame := f.pool.Frame(k, f.first+uint64(k), f.firstEntry)
+		if err := f.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: frame}}); err != nil {
+			return fmt.Errorf("frames %s: send: %w", f.id, err)
+		}
+		k++
+	}
+}
+
+// drainLimit bounds the wait for the answers after the sending window.
+const drainLimit = 2 * time.Minute
+
+// waitLocked waits for an answer, at most until stop while the sending
+// window lasts, and until the drain limit after it.
+func (f *frameSource) waitLocked(stop time.Time) {
+	until := stop
+	if f.sendingDone {
+		until = f.sendEnd.Add(drainLimit + time.Millisecond)
+	}
+	if !until.IsZero() {
+		t := time.AfterFunc(time.Until(until), func() {
+			f.mu.Lock()
+			f.changed.Broadcast()
+			f.mu.Unlock()
+		})
+		defer t.Stop()
+	}
+	f.changed.Wait()
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+// finish half-closes the stream and waits for the reader (the last persisted
+// watermarks), at most a minute.
+func (f *frameSource) finish(ctx context.Context) error {
+	if err := f.stream.CloseSend(); err != nil {
+		return err
+	}
+	t := time.NewTimer(time.Minute)
+	defer t.Stop()
+	select {
+	case <-f.readDone:
+	case <-ctx.Done():
+	case <-t.C:
+	}
+	return nil
+}
+
+func (f *frameSource) read() {
+	defer close(f.readDone)
+	for {
+		resp, err := f.stream.Recv()
+		now := time.Now()
+		f.mu.Lock()
+		if err != nil {
+			if !errors.Is(err, io.EOF) && len(f.inFlight) > 0 {
+				f.readErr = err
+			}
+			f.changed.Broadcast()
+			f.mu.Unlock()
+			return
+		}
+		switch m := resp.GetKind().(type) {
+		case *lakehousev1.StreamResponse_Ack:
+			f.answerLocked(now, m.Ack.GetStatus() == lakehousev1.AckStatus_ACK_STATUS_DUPLICATE, nil)
+		case *lakehousev1.StreamResponse_Nack:
+			f.answerLocked(now, false, m.Nack)
+		case *lakehousev1.StreamResponse_Persisted:
+			for w := int64(m.Persisted.GetSequenceNumber() - f.first); f.persist <= w && f.persist < f.acked; f.persist++ {
+				f.persH.Record(now.Sub(f.sched[f.persist]))
+			}
+		}
+		f.changed.Broadcast()
+		f.mu.Unlock()
+	}
+}
+
+// answerLocked handles the answer to the oldest batch in flight.
+func (f *frameSource) answerLocked(now time.Time, dup bool, nack *lakehousev1.Nack) {
+	if len(f.inFlight) == 0 {
+		return
+	}
+	sf := f.inFlight[0]
+	f.inFlight = f.inFlight[1:]
+	if nack != nil {
+		f.nacks[client.NackReasonName(nack.GetReason())]++
+		if sf.epoch != f.epoch || sf.k < f.acked {
+			return // behind a refused batch: sent again with it
+		}
+		if !nack.GetShouldRetry() {
+			f.readErr = fmt.Errorf("batch %d refused: %s: %s", f.first+uint64(sf.k), client.NackReasonName(nack.GetReason()), nack.GetErrorMessage())
+			return
+		}
+		f.epoch++
+		f.rewind = sf.k
+		if e := nack.GetExpectedSequence(); nack.GetReason() == lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE && e >= f.first {
+			if kk := int64(e - f.first); kk >= f.acked && kk < sf.k {
+				f.rewind = kk // the server lacks an earlier batch
+			}
+		}
+		f.resume = now.Add(time.Duration(nack.GetRetryDelayMs()) * time.Millisecond)
+		return
+	}
+	if sf.k != f.acked {
+		return // an answer to a batch sent twice
+	}
+	f.acked++
+	if dup {
+		f.dups++
+	}
+	f.ackedBatches++
+	f.ackedEntries += uint64(f.pool.Entries())
+	f.ackedBytes += uint64(f.frameSize)
+	f.ackH.Record(now.Sub(f.sched[sf.k]))
+	f.lastAck = now
+}
+
+func framesProgress(cfg Config, start time.Time, fs []*frameSource) func() {
+	if cfg.Progress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(cfg.ProgressInterval)
+		defer t.Stop()
+		var lastE, lastB uint64
+		last := start
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				var e, b, nacks uint64
+				inFlight := 0
+				for _, f := range fs {
+					f.mu.Lock()
+					e += f.ackedEntries
+					b += f.ackedBytes
+					inFlight += len(f.inFlight)
+					for _, v := range f.nacks {
+						nacks += v
+					}
+					f.mu.Unlock()
+				}
+				dt := now.Sub(last).Seconds()
+				fmt.Fprintf(cfg.Progress, "%6.1fs  frames  %10.0f entries/s  %7.2f MB/s  acked %d entries  in flight %d  nacks %d\n",
+					now.Sub(start).Seconds(), float64(e-lastE)/dt, float64(b-lastB)/1e6/dt, e, inFlight, nacks)
+				lastE, lastB, last = e, b, now
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		wg.Wait()
+	}
+}
