@@ -440,20 +440,38 @@ func (s *Server) releasePointLocked() wal.LSN {
 // decoded again here, zero-copy: the rows reference the frames.
 func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches []*bufBatch) (*sink.Flush, error) {
 	f := &sink.Flush{ID: id, Reason: reasonName(reason), Time: at, Watermarks: make(map[string]sink.Watermark)}
-	index := make(map[string]int)
+	opts := codec.DecodeOptions{SkipChecksum: true}
 	var scratch codec.Batch
+	// A first pass counts each table's rows, so that every table's rows are
+	// allocated once at their final size: growing them by appending would
+	// copy (and zero) the rows several times over, about 150 B each.
+	index := make(map[string]int)
+	var counts []int
 	for _, b := range batches {
-		if err := codec.DecodeBatchInto(&scratch, b.frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
+		if err := codec.DecodeBatchInto(&scratch, b.frame, opts); err != nil {
+			return nil, fmt.Errorf("server: buffered batch %s/%d: %w", b.src.id, b.seq, err)
+		}
+		for i := range scratch.Entries {
+			ti, ok := index[string(scratch.Entries[i].Table)]
+			if !ok {
+				ti = len(counts)
+				index[string(scratch.Entries[i].Table)] = ti
+				counts = append(counts, 0)
+				f.Tables = append(f.Tables, sink.Table{Name: string(scratch.Entries[i].Table)})
+			}
+			counts[ti]++
+		}
+	}
+	for ti := range f.Tables {
+		f.Tables[ti].Rows = make([]sink.Row, 0, counts[ti])
+	}
+	for _, b := range batches {
+		if err := codec.DecodeBatchInto(&scratch, b.frame, opts); err != nil {
 			return nil, fmt.Errorf("server: buffered batch %s/%d: %w", b.src.id, b.seq, err)
 		}
 		for i := range scratch.Entries {
 			e := &scratch.Entries[i]
-			ti, ok := index[string(e.Table)]
-			if !ok {
-				ti = len(f.Tables)
-				index[string(e.Table)] = ti
-				f.Tables = append(f.Tables, sink.Table{Name: string(e.Table)})
-			}
+			ti := index[string(e.Table)]
 			f.Tables[ti].Rows = append(f.Tables[ti].Rows, sink.Row{SourceID: b.src.id, ShardName: b.shard, BatchSeq: b.seq, Entry: *e})
 		}
 		sink.MergeWatermark(f.Watermarks, b.src.id, sink.Watermark{BatchSeq: b.seq, EntrySeq: b.lastEntry})
