@@ -8,12 +8,9 @@ import (
 	"sync"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dot-do/lakehouse-rpc/client"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
-	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // Frames drives cfg.Sources gRPC streams with pooled W1 frames (FramePool):
@@ -132,16 +129,12 @@ type sentFrame struct {
 
 // frameSource is one stream of Frames.
 type frameSource struct {
-	conn       *grpc.ClientConn
-	stream     grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
-	cancel     context.CancelFunc
-	pool       *FramePool
-	id         string
-	first      uint64 // batch number of batch 0
-	firstEntry uint64 // Connected.last_entry_sequence
-	start      time.Time
-	interval   time.Duration // open loop: between scheduled sends; 0: closed loop
-	readDone   chan struct{}
+	benchStream // first is the batch number of batch 0
+	pool        *FramePool
+	id          string
+	start       time.Time
+	interval    time.Duration // open loop: between scheduled sends; 0: closed loop
+	readDone    chan struct{}
 
 	mu       sync.Mutex
 	changed  *sync.Cond // an answer arrived, or the reader ended
@@ -171,41 +164,15 @@ func openFrames(ctx context.Context, cfg Config, id string) (*frameSource, error
 	if err != nil {
 		return nil, err
 	}
-	conn, err := grpc.NewClient(cfg.Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	bs, err := dialStream(ctx, cfg.Addr, id)
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	f := &frameSource{conn: conn, cancel: cancel, pool: pool, id: id, readDone: make(chan struct{}),
+	f := &frameSource{benchStream: bs, pool: pool, id: id, readDone: make(chan struct{}),
 		rewind: -1, nacks: map[string]uint64{}, frameSize: len(pool.frames[0])}
 	f.changed = sync.NewCond(&f.mu)
-	f.stream, err = lakehousev1.NewCDCServiceClient(conn).Stream(sctx)
-	if err != nil {
-		f.abort()
-		return nil, err
-	}
-	err = f.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
-		SourceId: id, ProtocolVersion: 1, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
-		Capabilities: &lakehousev1.Capabilities{BinaryProtocol: true, Batching: true, MaxBatchSize: workload.W1BatchSize, MaxMessageSize: 4 << 20},
-	}}})
-	if err != nil {
-		f.abort()
-		return nil, err
-	}
-	resp, err := f.stream.Recv()
-	if err != nil || resp.GetConnected() == nil {
-		f.abort()
-		return nil, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
-	}
-	f.first = resp.GetConnected().GetLastSequence() + 1
-	f.firstEntry = resp.GetConnected().GetLastEntrySequence()
 	go f.read()
 	return f, nil
-}
-
-func (f *frameSource) abort() {
-	f.cancel()
-	_ = f.conn.Close()
 }
 
 // run sends until stop (or limit batches), then sends again what the server

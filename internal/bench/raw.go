@@ -125,15 +125,9 @@ type rawSent struct {
 
 // rawSource is one raw stream.
 type rawSource struct {
-	conn   *grpc.ClientConn
-	stream grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
-	cancel context.CancelFunc
-	src    []byte
-	first  uint64 // first batch number sent
-	// firstEntry is Connected.last_entry_sequence: entries are numbered
-	// after it.
-	firstEntry uint64
-	done       chan struct{}
+	benchStream
+	src  []byte
+	done chan struct{}
 
 	tablePrefix string // Config.TablePrefix
 
@@ -151,39 +145,63 @@ type rawSource struct {
 }
 
 func openRaw(ctx context.Context, addr, src string) (*rawSource, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	bs, err := dialStream(ctx, addr, src)
 	if err != nil {
 		return nil, err
 	}
-	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
-	r := &rawSource{conn: conn, cancel: cancel, src: []byte(src), done: make(chan struct{}), nacks: map[string]uint64{}}
-	r.stream, err = lakehousev1.NewCDCServiceClient(conn).Stream(sctx)
-	if err != nil {
-		r.abort()
-		return nil, err
-	}
-	err = r.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
-		SourceId: src, ProtocolVersion: 1, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
-		Capabilities: &lakehousev1.Capabilities{BinaryProtocol: true, Batching: true, MaxBatchSize: workload.W1BatchSize, MaxMessageSize: 4 << 20},
-	}}})
-	if err != nil {
-		r.abort()
-		return nil, err
-	}
-	resp, err := r.stream.Recv()
-	if err != nil || resp.GetConnected() == nil {
-		r.abort()
-		return nil, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
-	}
-	r.first = resp.GetConnected().GetLastSequence() + 1
-	r.firstEntry = resp.GetConnected().GetLastEntrySequence()
+	r := &rawSource{benchStream: bs, src: []byte(src), done: make(chan struct{}), nacks: map[string]uint64{}}
 	go r.read()
 	return r, nil
 }
 
-func (r *rawSource) abort() {
-	r.cancel()
-	_ = r.conn.Close()
+// benchStream is one source's native stream, connected: what the raw
+// baseline and the frame generator share.
+type benchStream struct {
+	conn   *grpc.ClientConn
+	stream grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse]
+	cancel context.CancelFunc
+	first  uint64 // the first batch number to send: Connected.last_sequence + 1
+	// firstEntry is Connected.last_entry_sequence: entries are numbered
+	// after it.
+	firstEntry uint64
+}
+
+// dialStream opens a stream for source id at addr and connects it in batch
+// mode with the binary protocol.
+func dialStream(ctx context.Context, addr, id string) (benchStream, error) {
+	var bs benchStream
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return bs, err
+	}
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	bs.conn, bs.cancel = conn, cancel
+	bs.stream, err = lakehousev1.NewCDCServiceClient(conn).Stream(sctx)
+	if err != nil {
+		bs.abort()
+		return bs, err
+	}
+	err = bs.stream.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
+		SourceId: id, ProtocolVersion: 1, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
+		Capabilities: &lakehousev1.Capabilities{BinaryProtocol: true, Batching: true, MaxBatchSize: workload.W1BatchSize, MaxMessageSize: 4 << 20},
+	}}})
+	if err != nil {
+		bs.abort()
+		return bs, err
+	}
+	resp, err := bs.stream.Recv()
+	if err != nil || resp.GetConnected() == nil {
+		bs.abort()
+		return bs, fmt.Errorf("waiting for connected: %v (%w)", resp, err)
+	}
+	bs.first = resp.GetConnected().GetLastSequence() + 1
+	bs.firstEntry = resp.GetConnected().GetLastEntrySequence()
+	return bs, nil
+}
+
+func (bs *benchStream) abort() {
+	bs.cancel()
+	_ = bs.conn.Close()
 }
 
 func (r *rawSource) read() {
