@@ -239,7 +239,18 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		defer cancel()
 	}
 	start := time.Now()
-	stopProgress := startProgress(cfg, start, clients, &entries, &bytes)
+	stopProgress := startProgress(cfg, start, "", func() progressSample {
+		p := progressSample{entries: entries.Load(), bytes: bytes.Load()}
+		for _, c := range clients {
+			st := c.Stats()
+			p.pending += st.PendingBatches
+			p.batches += st.BatchesAcked
+			for _, v := range st.Nacks {
+				p.nacks += v
+			}
+		}
+		return p
+	})
 	limit := cfg.batchesPerSource()
 	var wg sync.WaitGroup
 	for _, c := range clients {
@@ -340,9 +351,17 @@ func (s *Summary) finish(errs *errorList) {
 	errs.mu.Unlock()
 }
 
-// startProgress prints a progress line every interval until the returned
-// function is called.
-func startProgress(cfg Config, start time.Time, clients []*client.Client, entries, bytes *atomic.Uint64) func() {
+// progressSample is what a progress line reports, cumulative since start.
+type progressSample struct {
+	entries, bytes uint64 // acknowledged
+	batches        uint64 // acknowledged
+	pending        int    // sent or queued, not yet acknowledged
+	nacks          uint64
+}
+
+// startProgress prints a progress line every interval, from what sample
+// returns, until the returned function is called.
+func startProgress(cfg Config, start time.Time, label string, sample func() progressSample) func() {
 	if cfg.Progress == nil {
 		return func() {}
 	}
@@ -353,28 +372,19 @@ func startProgress(cfg Config, start time.Time, clients []*client.Client, entrie
 		defer wg.Done()
 		t := time.NewTicker(cfg.ProgressInterval)
 		defer t.Stop()
-		var lastE, lastB uint64
+		var prev progressSample
 		last := start
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-t.C:
-				e, b := entries.Load(), bytes.Load()
+				p := sample()
 				dt := now.Sub(last).Seconds()
-				pending, nacks := 0, uint64(0)
-				var acks uint64
-				for _, c := range clients {
-					st := c.Stats()
-					pending += st.PendingBatches
-					acks += st.BatchesAcked
-					for _, v := range st.Nacks {
-						nacks += v
-					}
-				}
-				fmt.Fprintf(cfg.Progress, "%6.1fs  %10.0f entries/s  %7.2f MB/s  acked %d entries (%d batches)  pending %d  nacks %d\n",
-					now.Sub(start).Seconds(), float64(e-lastE)/dt, float64(b-lastB)/1e6/dt, e, acks, pending, nacks)
-				lastE, lastB, last = e, b, now
+				fmt.Fprintf(cfg.Progress, "%6.1fs  %s%10.0f entries/s  %7.2f MB/s  acked %d entries (%d batches)  pending %d  nacks %d\n",
+					now.Sub(start).Seconds(), label, float64(p.entries-prev.entries)/dt, float64(p.bytes-prev.bytes)/1e6/dt,
+					p.entries, p.batches, p.pending, p.nacks)
+				prev, last = p, now
 			}
 		}
 	}()

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-
 	"github.com/dot-do/lakehouse-rpc/client"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
@@ -69,7 +68,7 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 		}()
 	}
-	stopProgress := framesProgress(cfg, start, fs)
+	stopProgress := startProgress(cfg, start, "frames ", framesProgress(fs))
 	wg.Wait()
 	stopProgress()
 
@@ -375,45 +374,21 @@ func (f *frameSource) answerLocked(now time.Time, dup bool, nack *lakehousev1.Na
 	f.lastAck = now
 }
 
-func framesProgress(cfg Config, start time.Time, fs []*frameSource) func() {
-	if cfg.Progress == nil {
-		return func() {}
-	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		t := time.NewTicker(cfg.ProgressInterval)
-		defer t.Stop()
-		var lastE, lastB uint64
-		last := start
-		for {
-			select {
-			case <-done:
-				return
-			case now := <-t.C:
-				var e, b, nacks uint64
-				inFlight := 0
-				for _, f := range fs {
-					f.mu.Lock()
-					e += f.ackedEntries
-					b += f.ackedBytes
-					inFlight += len(f.inFlight)
-					for _, v := range f.nacks {
-						nacks += v
-					}
-					f.mu.Unlock()
-				}
-				dt := now.Sub(last).Seconds()
-				fmt.Fprintf(cfg.Progress, "%6.1fs  frames  %10.0f entries/s  %7.2f MB/s  acked %d entries  in flight %d  nacks %d\n",
-					now.Sub(start).Seconds(), float64(e-lastE)/dt, float64(b-lastB)/1e6/dt, e, inFlight, nacks)
-				lastE, lastB, last = e, b, now
+// framesProgress samples the frame sources for startProgress.
+func framesProgress(fs []*frameSource) func() progressSample {
+	return func() progressSample {
+		var p progressSample
+		for _, f := range fs {
+			f.mu.Lock()
+			p.entries += f.ackedEntries
+			p.bytes += f.ackedBytes
+			p.batches += f.ackedBatches
+			p.pending += len(f.inFlight)
+			for _, v := range f.nacks {
+				p.nacks += v
 			}
+			f.mu.Unlock()
 		}
-	}()
-	return func() {
-		close(done)
-		wg.Wait()
+		return p
 	}
 }
