@@ -149,15 +149,14 @@ func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time) (bat
 	return batches, entries, f, err
 }
 
-// putBackLocked returns failed in-flight batches to the front of the buffer
-// (they are still in the write-ahead log) and schedules a retry.
-func (s *Server) putBackLocked(batches []*bufBatch, entries int, err error) time.Duration {
+// putBackLocked returns failed in-flight batches to the front of the buffer;
+// they are still in the write-ahead log. The caller schedules the retry.
+func (s *Server) putBackLocked(batches []*bufBatch, entries int) {
 	s.buffer = append(batches, s.buffer...)
 	s.bufBytes += s.inflBytes
 	s.bufEntries += entries
 	s.inflight, s.inflBytes = nil, 0
 	s.flushing = false
-	return s.advanceRecoveryLocked(err)
 }
 
 // sinkContext bounds one sink call (see Config.CommitTimeout).
@@ -187,7 +186,8 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	if err != nil {
 		s.m.stages.WithLabelValues("failure").Inc()
 		s.mu.Lock()
-		delay := s.putBackLocked(batches, entries, err)
+		s.putBackLocked(batches, entries)
+		delay := s.advanceRecoveryLocked(err)
 		s.mu.Unlock()
 		s.log.Warn("staging failed; data stays in the write-ahead log", "reason", reason, "batches", len(batches),
 			"error", err, "retry_in", delay)
@@ -297,7 +297,7 @@ func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.Flush
 	}
 	if err != nil {
 		return s.flushFailed(reason, start, res, len(batches), err, func() {
-			s.putBackLocked(batches, entries, err)
+			s.putBackLocked(batches, entries)
 		})
 	}
 	s.mu.Lock()

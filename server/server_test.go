@@ -458,6 +458,10 @@ func TestStorageFailureFallbackAndRecovery(t *testing.T) {
 	if st.State != lakehousev1.ParentState_PARENT_STATE_RECOVERING || !st.Recovery.Active || st.Recovery.PendingBatches != 2 {
 		t.Fatalf("status during failure: %v %v", st.State, st.Recovery)
 	}
+	// One failed flush is one recovery attempt (its delay doubles once).
+	if st.Recovery.Attempt != 1 {
+		t.Errorf("one failed flush counted as %d recovery attempts", st.Recovery.Attempt)
+	}
 	fs.failing <- false
 	deadline := time.Now().Add(10 * time.Second)
 	for in.Server.Status().Recovery.Active {
