@@ -309,28 +309,7 @@ func readSink(t *testing.T, kind, dataDir string) []storedEntry {
 			out = append(out, storedEntry{r.SourceID, r.EntrySeq})
 		}
 	case "iceberg":
-		ctx := context.Background()
-		sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer sk.Close()
-		tables, err := sk.Tables(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(tables) != 8 {
-			t.Errorf("%d Iceberg tables, want the 8 of W1", len(tables))
-		}
-		for _, tb := range tables {
-			recs, err := sk.Scan(ctx, tb.Name, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, r := range recs {
-				out = append(out, storedEntry{r.SourceID, r.EntrySeq})
-			}
-		}
+		out = readIceberg(t, dataDir, "")
 	}
 	return out
 }
@@ -388,4 +367,34 @@ func checkExactlyOnce(t *testing.T, srcs []*resumingSource, stored []storedEntry
 			}
 		}
 	}
+}
+
+// readIceberg returns (source, entry sequence) of every row in the Iceberg
+// tables of the data directory's SQLite catalog.
+func readIceberg(t *testing.T, dataDir, warehouse string) []storedEntry {
+	t.Helper()
+	ctx := context.Background()
+	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Close()
+	tables, err := sk.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) != 8 {
+		t.Errorf("%d Iceberg tables, want the 8 of W1", len(tables))
+	}
+	var out []storedEntry
+	for _, tb := range tables {
+		recs, err := sk.Scan(ctx, tb.Name, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			out = append(out, storedEntry{r.SourceID, r.EntrySeq})
+		}
+	}
+	return out
 }

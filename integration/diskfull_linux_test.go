@@ -16,7 +16,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
-	"github.com/dot-do/lakehouse-rpc/iceberg"
 )
 
 // mountTmpfs mounts a tmpfs of the given size on a new directory and
@@ -280,34 +279,4 @@ func readLogFull(t *testing.T, path string) string {
 	t.Helper()
 	b, _ := os.ReadFile(path)
 	return string(b)
-}
-
-// readIceberg returns (source, entry sequence) of every row in the Iceberg
-// tables of the data directory's SQLite catalog.
-func readIceberg(t *testing.T, dataDir, warehouse string) []storedEntry {
-	t.Helper()
-	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sk.Close()
-	tables, err := sk.Tables(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(tables) != 8 {
-		t.Errorf("%d Iceberg tables, want the 8 of W1", len(tables))
-	}
-	var out []storedEntry
-	for _, tb := range tables {
-		recs, err := sk.Scan(ctx, tb.Name, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, r := range recs {
-			out = append(out, storedEntry{r.SourceID, r.EntrySeq})
-		}
-	}
-	return out
 }

@@ -7,11 +7,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"math"
-	"net/http"
 	"net/url"
 	"os"
 	"os/exec"
@@ -174,27 +172,6 @@ func soakLoadAvg() string {
 		return strings.Join(f[:3], " ")
 	}
 	return "?"
-}
-
-// scrapeMetrics reads the server's Prometheus text exposition into a map from
-// series (name with labels, as printed) to value.
-func scrapeMetrics(t *testing.T, httpAddr string) map[string]float64 {
-	t.Helper()
-	resp, err := http.Get("http://" + httpAddr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	m := map[string]float64{}
-	for _, line := range strings.Split(string(body), "\n") {
-		if i := strings.LastIndexByte(line, ' '); i > 0 && line[0] != '#' {
-			if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
-				m[line[:i]] = v
-			}
-		}
-	}
-	return m
 }
 
 // commitMetric picks lakehouse_commit_seconds if the server has it, else
