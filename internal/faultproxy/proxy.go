@@ -169,6 +169,9 @@ func (p *Proxy) pump(l *link, src, dst net.Conn, up bool) {
 			}
 		}
 		if err != nil {
+			// A stalled link delivers no FIN either: the other side must
+			// find out by itself (keepalives), as with a real blackhole.
+			p.gate(l, time.Now(), 0)
 			return
 		}
 	}

@@ -274,3 +274,27 @@ func TestStartRejectsBadTarget(t *testing.T) {
 		t.Fatal("Start accepted a target without a port")
 	}
 }
+
+func TestStallHoldsTheClose(t *testing.T) {
+	s := newSink(t)
+	p := start(t, s)
+	c := dial(t, p)
+	if err := roundTrip(c, []byte("x"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Stall()
+	// The target ends the connection during the stall (it sees our
+	// half-close and closes): that must not reach the client before Resume.
+	for _, l := range p.links() {
+		_ = l.server.(*net.TCPConn).CloseWrite()
+	}
+	_ = c.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read during a stall after the far end closed: %v, want a timeout", err)
+	}
+	p.Resume()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Fatalf("read after Resume: %v, want EOF", err)
+	}
+}
