@@ -10,6 +10,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
@@ -77,7 +78,13 @@ func Dial(ctx context.Context, addr, sourceID string, opts ...Option) (*Client, 
 	if err != nil {
 		return nil, err
 	}
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, cfg.dialOptions...)
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if cfg.keepaliveTime > 0 {
+		dopts = append(dopts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, PermitWithoutStream: true,
+		}))
+	}
+	dopts = append(dopts, cfg.dialOptions...)
 	conn, err := grpc.NewClient(addr, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)

@@ -59,6 +59,19 @@ const (
 	// DefaultMaxPendingBatches bounds the batches held until acknowledged.
 	DefaultMaxPendingBatches = 100
 
+	// DefaultKeepaliveTime is how long the connection may be silent before
+	// the client pings the server: above the server's keepalive
+	// enforcement minimum (10 s in lakehouse serve), so the server never
+	// sees it as abusive.
+	DefaultKeepaliveTime = 30 * time.Second
+	// DefaultKeepaliveTimeout is how long a keepalive ping may go
+	// unanswered before the connection is closed as half-open (its streams
+	// fail and the client reconnects on a new connection).
+	DefaultKeepaliveTimeout = 10 * time.Second
+	// MinKeepaliveTime is the shortest keepalive time: gRPC's minimum
+	// client ping interval and lakehouse serve's enforcement minimum.
+	MinKeepaliveTime = 10 * time.Second
+
 	// DefaultDeliveryTimeout is the delivery timeout: 0, none (a batch is
 	// given up on only after its retries or by Close).
 	DefaultDeliveryTimeout time.Duration = 0
@@ -96,6 +109,8 @@ type config struct {
 	clock                Clock
 	breaker              BreakerConfig
 	dialOptions          []grpc.DialOption
+	keepaliveTime        time.Duration
+	keepaliveTimeout     time.Duration
 
 	onStateChange func(StateChange)
 	onAck         func(Ack)
@@ -120,6 +135,8 @@ func defaultConfig() config {
 		heartbeatInterval:    DefaultHeartbeatInterval,
 		maxPending:           DefaultMaxPendingBatches,
 		mode:                 ModeBinary,
+		keepaliveTime:        DefaultKeepaliveTime,
+		keepaliveTimeout:     DefaultKeepaliveTimeout,
 	}
 }
 
@@ -171,6 +188,8 @@ func (c *config) validate() error {
 		{c.breaker.FailureThreshold >= 0, "WithBreaker (FailureThreshold)", c.breaker.FailureThreshold, ">= 0 (0: default 5)"},
 		{c.breaker.OpenTimeout >= 0, "WithBreaker (OpenTimeout)", c.breaker.OpenTimeout, ">= 0 (0: default 1s)"},
 		{c.breaker.MaxOpenTimeout >= 0, "WithBreaker (MaxOpenTimeout)", c.breaker.MaxOpenTimeout, ">= 0 (0: default 30s)"},
+		{c.keepaliveTime == 0 || c.keepaliveTime >= MinKeepaliveTime, "WithKeepalive (time)", c.keepaliveTime, fmt.Sprintf("0 (off) or >= %s", MinKeepaliveTime)},
+		{c.keepaliveTimeout > 0 || c.keepaliveTime == 0, "WithKeepalive (timeout)", c.keepaliveTimeout, "> 0"},
 		{len(c.shardName) <= 0xFFFF, "WithShardName", fmt.Sprintf("%d bytes", len(c.shardName)), "at most 65535 bytes"},
 	} {
 		if !k.ok {
@@ -303,6 +322,19 @@ func WithBreaker(cfg BreakerConfig) Option {
 // transport credentials, as the server listens on loopback by default).
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *config) { c.dialOptions = append(c.dialOptions, opts...) }
+}
+
+// WithKeepalive sets the keepalive of the connection Dial makes: after
+// time without anything received the client pings the server, and closes
+// the connection when the ping is not answered within timeout, so a
+// half-open connection (a stalled link, a paused or vanished server) is
+// replaced rather than waited on forever: its streams fail, and the client
+// reconnects and resends. Default 30 s and 10 s; time 0 turns keepalives
+// off, otherwise it must be at least MinKeepaliveTime (gRPC raises shorter
+// ones, and lakehouse serve treats more frequent pings as abuse); timeout
+// more than 0. Connections given to New keep their own settings.
+func WithKeepalive(time, timeout time.Duration) Option {
+	return func(c *config) { c.keepaliveTime, c.keepaliveTimeout = time, timeout }
 }
 
 // OnStateChange sets a callback run after every connection state change.

@@ -21,7 +21,8 @@ func TestDefaults(t *testing.T) {
 	if cfg.maxBatchEntries != 1000 || cfg.maxBatchBytes != 4<<20 || cfg.batchTimeout != time.Second ||
 		cfg.maxRetries != 3 || cfg.retryDelay != 100*time.Millisecond || cfg.retryMultiplier != 2 || cfg.maxRetryDelay != 10*time.Second ||
 		cfg.ackTimeout != 30*time.Second || cfg.reconnectDelay != time.Second || cfg.maxReconnectAttempts != 10 ||
-		cfg.heartbeatInterval != 30*time.Second || cfg.maxPending != 100 || cfg.deliveryTimeout != 0 || cfg.mode != ModeBinary {
+		cfg.heartbeatInterval != 30*time.Second || cfg.maxPending != 100 || cfg.deliveryTimeout != 0 || cfg.mode != ModeBinary ||
+		cfg.keepaliveTime != 30*time.Second || cfg.keepaliveTimeout != 10*time.Second {
 		t.Fatalf("defaults %+v", cfg)
 	}
 	b := NewCircuitBreaker(cfg.breaker)
@@ -56,6 +57,9 @@ func TestOptionsValidated(t *testing.T) {
 		{WithBreaker(BreakerConfig{FailureThreshold: -1}), "WithBreaker (FailureThreshold)"},
 		{WithBreaker(BreakerConfig{OpenTimeout: -1}), "WithBreaker (OpenTimeout)"},
 		{WithShardName(strings.Repeat("x", 1<<16)), "WithShardName"},
+		{WithKeepalive(5*time.Second, time.Second), "WithKeepalive (time)"},
+		{WithKeepalive(-time.Second, time.Second), "WithKeepalive (time)"},
+		{WithKeepalive(MinKeepaliveTime, 0), "WithKeepalive (timeout)"},
 	}
 	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/dot-do/lakehouse-rpc/client"
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -165,6 +166,35 @@ type serveOptions struct {
 	drain    *time.Duration
 	pprofOn  *bool
 	noMaint  *bool
+	kaTime   *time.Duration
+	kaTO     *time.Duration
+}
+
+// Server keepalive defaults: the server pings a connection silent this long
+// and closes it when the ping is not answered within the timeout, so a
+// source whose host vanished or whose link stalled (no FIN) is noticed and
+// its stream released.
+const (
+	defaultGRPCKeepaliveTime    = 30 * time.Second
+	defaultGRPCKeepaliveTimeout = 10 * time.Second
+	// minGRPCKeepaliveTime is gRPC's floor for a server's ping interval.
+	minGRPCKeepaliveTime = time.Second
+)
+
+// keepaliveOptions returns the server's keepalive parameters and its
+// enforcement policy: clients may ping as often as the Go client's
+// shortest keepalive (client.MinKeepaliveTime), even without streams.
+func (o *serveOptions) keepaliveOptions() ([]grpc.ServerOption, error) {
+	if *o.kaTime < minGRPCKeepaliveTime {
+		return nil, fmt.Errorf("--grpc-keepalive-time %v: want at least %v", *o.kaTime, minGRPCKeepaliveTime)
+	}
+	if *o.kaTO <= 0 {
+		return nil, fmt.Errorf("--grpc-keepalive-timeout %v: want more than 0", *o.kaTO)
+	}
+	return []grpc.ServerOption{
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: *o.kaTime, Timeout: *o.kaTO}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.MinKeepaliveTime, PermitWithoutStream: true}),
+	}, nil
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -179,6 +209,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
 	o.level = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	o.drain = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
+	o.kaTime = fs.Duration("grpc-keepalive-time", defaultGRPCKeepaliveTime, "ping a gRPC connection that was silent this long (at least 1s)")
+	o.kaTO = fs.Duration("grpc-keepalive-timeout", defaultGRPCKeepaliveTimeout, "close a gRPC connection whose keepalive ping is not answered within this time (a half-open connection)")
 	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
@@ -214,6 +246,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := sf.checkCatalog(); err != nil {
 		return err
 	}
+	kaOpts, err := o.keepaliveOptions()
+	if err != nil {
+		return err
+	}
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -225,13 +261,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		Server:   cfg,
 		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
 		GRPCAddr: *o.grpcAddr,
-		GRPCOptions: []grpc.ServerOption{
-			// Ping idle connections so a source whose host vanished (no
-			// FIN) is noticed and its stream released; let clients ping
-			// every 10 s.
-			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		},
+		GRPCOptions: kaOpts,
 		HTTPAddr:   *o.httpAddr,
 		Metrics:    reg,
 		PProf:      *o.pprofOn,
