@@ -50,6 +50,10 @@ const (
 	DefaultRPCTimeout = 2 * time.Minute
 	// DefaultRetryDelay is the retryDelayMs of nacks for upstream failures.
 	DefaultRetryDelay = time.Second
+	// DefaultPingInterval is how often the bridge pings each child.
+	DefaultPingInterval = 30 * time.Second
+	// DefaultPingTimeout is how long a ping may go unanswered.
+	DefaultPingTimeout = 10 * time.Second
 	// DefaultReadBufferSize is a connection's socket read buffer.
 	DefaultReadBufferSize = 512
 	// DefaultWriteBufferSize is a connection's socket write buffer.
@@ -91,6 +95,12 @@ type Config struct {
 	// OriginPatterns authorises cross-origin browser upgrades (see
 	// websocket.AcceptOptions). Legacy children send no Origin header.
 	OriginPatterns []string
+	// PingInterval is how often each child is sent a WebSocket ping (default
+	// 30 s; negative: never); PingTimeout is how long its pong may take
+	// (default 10 s) before the connection is closed as half-open (see
+	// ping.go).
+	PingInterval time.Duration
+	PingTimeout  time.Duration
 	// ReadBufferSize and WriteBufferSize size each connection's socket
 	// buffers (default 512 bytes each: frames larger than the buffer are read
 	// and written directly, so small buffers cost little speed and save memory
@@ -121,6 +131,12 @@ func (c *Config) setDefaults() {
 	if c.RetryDelay <= 0 {
 		c.RetryDelay = DefaultRetryDelay
 	}
+	if c.PingInterval == 0 {
+		c.PingInterval = DefaultPingInterval
+	}
+	if c.PingTimeout <= 0 {
+		c.PingTimeout = DefaultPingTimeout
+	}
 	if c.ReadBufferSize <= 0 {
 		c.ReadBufferSize = DefaultReadBufferSize
 	}
@@ -146,7 +162,8 @@ type Bridge struct {
 
 	bufs sync.Pool // *[]byte read buffers
 
-	upstreamDown atomic.Bool // an outage is in progress (for logging)
+	upstreamDown atomic.Bool  // an outage is in progress (for logging)
+	pingTimeouts atomic.Int64 // children closed for not answering a ping
 
 	statusMu sync.Mutex // single-flights GetStatus for connect replies
 	statusAt time.Time
@@ -375,6 +392,7 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	b.conns[c] = struct{}{}
 	b.wg.Add(1)
 	b.mu.Unlock()
+	c.armPing()
 	go func() {
 		defer b.wg.Done()
 		c.run()

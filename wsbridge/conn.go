@@ -45,6 +45,12 @@ type conn struct {
 
 	flushing atomic.Bool // a flush_request is being served
 	closing  atomic.Bool // the WebSocket is being closed by the bridge
+
+	// Keepalive (ping.go).
+	pingTimer *time.Timer   // guarded by mu
+	ended     atomic.Bool   // run has returned
+	busy      atomic.Bool   // the reader is handling a message, not reading
+	handled   atomic.Uint64 // messages handled, for pings that overlap one
 }
 
 // inflightBatch identifies a batch sent upstream, to answer it if the stream
@@ -59,6 +65,7 @@ func (c *conn) run() {
 	log := c.b.log
 	log.Debug("legacy child connected", "remote", c.remote, "source", c.source)
 	defer func() {
+		c.stopPing()
 		c.dropUpstream()
 		_ = c.ws.CloseNow()
 		log.Debug("legacy child disconnected", "remote", c.remote, "source", c.source)
@@ -80,7 +87,10 @@ func (c *conn) run() {
 			}
 			return
 		}
+		c.busy.Store(true)
+		c.handled.Add(1)
 		err = c.handle(typ, r)
+		c.busy.Store(false)
 		if cancel != nil {
 			cancel()
 		}

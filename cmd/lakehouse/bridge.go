@@ -12,6 +12,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/dot-do/lakehouse-rpc/client"
 
 	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"google.golang.org/grpc/credentials"
@@ -40,6 +43,10 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		tlsKey      = fs.String("tls-key", "", "private key file of --tls-cert (PEM)")
 		upTLS       = fs.Bool("upstream-tls", false, "connect to the upstream with TLS (system roots unless --upstream-ca)")
 		upCA        = fs.String("upstream-ca", "", "CA certificate file (PEM) to verify the upstream with; implies --upstream-tls")
+		upKATime    = fs.Duration("upstream-keepalive-time", client.DefaultKeepaliveTime, "ping the upstream connection after this long without anything received (0: off; else at least 10s)")
+		upKATO      = fs.Duration("upstream-keepalive-timeout", client.DefaultKeepaliveTimeout, "replace the upstream connection when a keepalive ping is not answered within this time (a stalled link)")
+		pingEvery   = fs.Duration("ping-interval", wsbridge.DefaultPingInterval, "send each legacy child a WebSocket ping this often (negative: never)")
+		pingTO      = fs.Duration("ping-timeout", wsbridge.DefaultPingTimeout, "close a child's connection when its pong takes longer than this")
 	)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -52,6 +59,15 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if _, _, err := net.SplitHostPort(*upstream); err != nil {
 		return fmt.Errorf("--upstream %q: %w", *upstream, err)
+	}
+	if *upKATime != 0 && *upKATime < client.MinKeepaliveTime {
+		return fmt.Errorf("--upstream-keepalive-time %v: want 0 (off) or at least %v", *upKATime, client.MinKeepaliveTime)
+	}
+	if *upKATO <= 0 {
+		return fmt.Errorf("--upstream-keepalive-timeout %v: want more than 0", *upKATO)
+	}
+	if *pingEvery == 0 || *pingTO <= 0 {
+		return fmt.Errorf("--ping-interval %v / --ping-timeout %v: want a non-zero interval (negative: never) and a timeout more than 0", *pingEvery, *pingTO)
 	}
 	if (*tlsCert == "") != (*tlsKey == "") {
 		return errors.New("--tls-cert and --tls-key go together")
@@ -71,8 +87,14 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// Several connections: one HTTP/2 connection would carry every
 	// child's stream through one reader goroutine at each end.
-	cc, err := connpool.Dial(*upstream, upstreamConns, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize))}
+	if *upKATime > 0 {
+		// A stalled upstream link (no FIN) fails its streams: their
+		// batches are nacked with retry and the next ones reconnect.
+		dopts = append(dopts, grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: *upKATime, Timeout: *upKATO, PermitWithoutStream: true}))
+	}
+	cc, err := connpool.Dial(*upstream, upstreamConns, dopts...)
 	if err != nil {
 		return fmt.Errorf("upstream %s: %w", *upstream, err)
 	}
@@ -85,6 +107,8 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		IdleTimeout:         *idle,
 		UpstreamIdleTimeout: *upIdle,
 		MaxConnections:      *maxConns,
+		PingInterval:        *pingEvery,
+		PingTimeout:         *pingTO,
 	}
 	if *originAllow != "" {
 		cfg.OriginPatterns = []string{*originAllow}
