@@ -51,6 +51,7 @@ type Proxy struct {
 type link struct {
 	client, server net.Conn
 	cut            atomic.Int64 // client->server bytes left before the cut; -1: none
+	blackholed     atomic.Bool  // forwards nothing, ever (Blackhole)
 	once           sync.Once
 	done           chan struct{} // closed when the link is closed
 }
@@ -184,6 +185,10 @@ func (p *Proxy) gate(l *link, readAt time.Time, n int) bool {
 		p.mu.Lock()
 		resume, lat, bw := p.resume, p.latency, p.bandwidth
 		p.mu.Unlock()
+		if l.blackholed.Load() {
+			<-l.done
+			return false
+		}
 		if resume != nil {
 			select {
 			case <-resume:
@@ -231,6 +236,17 @@ func (p *Proxy) Stall() {
 	defer p.mu.Unlock()
 	if p.resume == nil {
 		p.resume = make(chan struct{})
+	}
+}
+
+// Blackhole makes every current connection forward nothing more, in either
+// direction, and never close by itself (not even when an end closes): a
+// half-open connection, as left by a NAT that forgot it or a peer that
+// vanished. New connections are forwarded normally; only keepalives or
+// timeouts at the ends free the old ones.
+func (p *Proxy) Blackhole() {
+	for _, l := range p.links() {
+		l.blackholed.Store(true)
 	}
 }
 

@@ -298,3 +298,23 @@ func TestStallHoldsTheClose(t *testing.T) {
 		t.Fatalf("read after Resume: %v, want EOF", err)
 	}
 }
+
+func TestBlackholeHoldsCurrentConnectionsOnly(t *testing.T) {
+	s := newSink(t)
+	p := start(t, s)
+	c := dial(t, p)
+	if err := roundTrip(c, []byte("x"), 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p.Blackhole()
+	if err := roundTrip(c, []byte("y"), 300*time.Millisecond); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("round trip on a blackholed connection: %v, want a timeout", err)
+	}
+	c2 := dial(t, p)
+	if err := roundTrip(c2, []byte("new"), 5*time.Second); err != nil {
+		t.Fatalf("new connection after Blackhole: %v", err)
+	}
+	if st := p.Stats(); st.Open != 2 {
+		t.Errorf("stats %+v: the blackholed connection must stay open", st)
+	}
+}

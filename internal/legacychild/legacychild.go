@@ -63,8 +63,9 @@ type Child struct {
 	status  *codec.StatusMessage
 	changed chan struct{} // poked on every state change
 
-	stop chan struct{}
-	wg   sync.WaitGroup
+	stop     chan struct{}
+	readDone chan struct{} // closed when the socket's reader ends
+	wg       sync.WaitGroup
 }
 
 // pending is a batch sent and not yet answered.
@@ -103,6 +104,7 @@ func (c *Child) Start(ctx context.Context, url string) error {
 	c.stats.AckedEntries = make(map[uint64]int)
 	c.changed = make(chan struct{}, 1)
 	c.stop = make(chan struct{})
+	c.readDone = make(chan struct{})
 	c.nextBatch, c.nextEntry = 1, 1
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -214,8 +216,13 @@ func (c *Child) sendBatch(p *pending, retry bool) {
 	c.write(websocket.MessageBinary, c.encBuf)
 }
 
+// Disconnected is closed when the child's WebSocket has ended (the
+// simulator does not reconnect).
+func (c *Child) Disconnected() <-chan struct{} { return c.readDone }
+
 func (c *Child) readLoop() {
 	defer c.wg.Done()
+	defer close(c.readDone)
 	for {
 		typ, p, err := c.ws.Read(context.Background())
 		if err != nil {
