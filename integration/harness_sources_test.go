@@ -1,0 +1,277 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/client"
+	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/legacychild"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+)
+
+// loadConfig sizes the W1 load of one round of a fault scenario.
+type loadConfig struct {
+	prefix     string // source ids are prefix-n-0..., prefix-l-0...
+	native     int    // Go-client sources
+	legacy     int    // legacy children through the bridge
+	batchSize  int
+	batches    int
+	window     int           // batches in flight per source
+	ackTimeout time.Duration // clients' and children's ack timeout
+}
+
+// load is the W1 traffic of one round: Go clients and legacy children each
+// sending batches of consecutive W1 entries until all are acknowledged.
+type load struct {
+	cfg    loadConfig
+	native []*nativeSource
+	legacy []*legacySource
+	wg     sync.WaitGroup
+}
+
+// nativeSource is one Go client sending consecutive W1 entries, a batch of
+// batchSize at a time, up to window batches unacknowledged. The client acks
+// its batches in order, so the acknowledged entries are always a prefix:
+// entries 1..acked.
+type nativeSource struct {
+	id     string
+	cl     *client.Client
+	next   atomic.Int64 // batches handed to the client
+	acked  atomic.Int64 // entries acknowledged (a prefix)
+	mu     sync.Mutex
+	err    error
+	gaveUp error // the first batch the client gave up on
+}
+
+// legacySource is one legacy child (simulator) sending W1 batches.
+type legacySource struct {
+	id    string
+	child *legacychild.Child
+	sent  atomic.Int64 // entries handed to the child
+	err   error
+}
+
+// clientOptions are the Go clients' options in the harness: short ack
+// timeout and keepalive, reconnecting and retrying for as long as it takes.
+func clientOptions(cfg loadConfig) []client.Option {
+	return []client.Option{
+		client.WithKeepalive(harnessClientKeepalive, harnessClientKATimeout),
+		client.WithAckTimeout(cfg.ackTimeout),
+		client.WithReconnect(100*time.Millisecond, 1_000_000),
+		client.WithMaxRetries(1_000_000),
+		client.WithRetryBackoff(50*time.Millisecond, 2, time.Second),
+		client.WithBreaker(client.BreakerConfig{OpenTimeout: 100 * time.Millisecond, MaxOpenTimeout: time.Second}),
+		client.WithMaxBatchEntries(cfg.batchSize),
+		client.WithMaxPendingBatches(cfg.window),
+	}
+}
+
+// startLoad starts the sources; native ones dial nativeAddr, legacy ones
+// connect to bridgeURL. Done waits for them.
+func startLoad(ctx context.Context, cfg loadConfig, nativeAddr, bridgeURL string) (*load, error) {
+	l := &load{cfg: cfg}
+	for i := range cfg.native {
+		id := fmt.Sprintf("%s-n-%d", cfg.prefix, i)
+		s := &nativeSource{id: id}
+		opts := append(clientOptions(cfg),
+			client.OnAck(func(a client.Ack) { s.acked.Add(int64(a.Entries)) }),
+			client.OnError(func(err error) {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				if s.gaveUp == nil && errors.Is(err, client.ErrGaveUp) {
+					s.gaveUp = err
+				}
+			}))
+		cl, err := client.Dial(ctx, nativeAddr, id, opts...)
+		if err != nil {
+			l.close()
+			return nil, fmt.Errorf("dial %s: %w", id, err)
+		}
+		s.cl = cl
+		l.native = append(l.native, s)
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); s.run(ctx, cfg) }()
+	}
+	for i := range cfg.legacy {
+		id := fmt.Sprintf("%s-l-%d", cfg.prefix, i)
+		ch := &legacychild.Child{Source: id, AckTimeout: cfg.ackTimeout, MaxRetries: 1_000_000, Heartbeat: time.Second,
+			Entries: func(first uint64, n int) []codec.Entry { return workload.Entries(int64(first-1), int64(n)) }}
+		if err := ch.Start(ctx, bridgeURL); err != nil {
+			l.close()
+			return nil, fmt.Errorf("legacy child %s: %w", id, err)
+		}
+		s := &legacySource{id: id, child: ch}
+		l.legacy = append(l.legacy, s)
+		l.wg.Add(1)
+		go func() { defer l.wg.Done(); s.run(ctx, cfg) }()
+	}
+	return l, nil
+}
+
+func (s *nativeSource) run(ctx context.Context, cfg loadConfig) {
+	total := int64(cfg.batches * cfg.batchSize)
+	for i := range int64(cfg.batches) {
+		// A full batch is sealed at once; SendMany blocks while window
+		// batches are unacknowledged.
+		if err := s.cl.SendMany(ctx, workload.Entries(i*int64(cfg.batchSize), int64(cfg.batchSize))); err != nil {
+			s.fail(err)
+			return
+		}
+		s.next.Add(1)
+	}
+	for s.acked.Load() < total {
+		s.mu.Lock()
+		gaveUp := s.gaveUp
+		s.mu.Unlock()
+		if gaveUp != nil {
+			s.fail(gaveUp)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+func (s *nativeSource) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.err == nil {
+		s.err = err
+	}
+}
+
+func (s *legacySource) run(ctx context.Context, cfg loadConfig) {
+	for i := 0; i < cfg.batches; i++ {
+		for s.child.Pending() >= cfg.window {
+			select {
+			case <-ctx.Done():
+				return
+			case <-s.child.Disconnected():
+				s.err = errors.New("the bridge closed the legacy child's WebSocket (the simulator does not reconnect)")
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		s.child.SendEntries(cfg.batchSize)
+		s.sent.Add(int64(cfg.batchSize))
+	}
+}
+
+// wait waits for every source to finish its batches, then for the legacy
+// children's last acks; it returns the first failure.
+func (l *load) wait(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { l.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err := fmt.Errorf("sources did not finish: %w\n%s", ctx.Err(), l.state())
+		l.close() // ends SendBatch calls
+		<-done
+		return err
+	}
+	var errs []error
+	for _, s := range l.native {
+		if s.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.id, s.err))
+		}
+	}
+	for _, s := range l.legacy {
+		if s.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s.id, s.err))
+			continue
+		}
+		d := time.Until(deadlineOr(ctx, 5*time.Minute))
+		if _, err := s.child.WaitIdle(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		errs = append(errs, errors.New(l.state()))
+	}
+	return errors.Join(errs...)
+}
+
+// state describes every source, for failures.
+func (l *load) state() string {
+	var b strings.Builder
+	for _, s := range l.native {
+		st := s.cl.Stats()
+		s.mu.Lock()
+		gaveUp := s.gaveUp
+		s.mu.Unlock()
+		fmt.Fprintf(&b, "%s: %d batches sent, %d entries acked (first given up: %v); client %+v\n",
+			s.id, s.next.Load(), s.acked.Load(), gaveUp, st)
+	}
+	for _, s := range l.legacy {
+		st := s.child.Stats()
+		st.AckedEntries = nil
+		fmt.Fprintf(&b, "%s: %d entries sent, %d pending batches; child %+v\n", s.id, s.sent.Load(), s.child.Pending(), st)
+	}
+	return b.String()
+}
+
+func deadlineOr(ctx context.Context, d time.Duration) time.Time {
+	if dl, ok := ctx.Deadline(); ok {
+		return dl
+	}
+	return time.Now().Add(d)
+}
+
+// close closes the clients and children.
+func (l *load) close() {
+	for _, s := range l.native {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_ = s.cl.Close(ctx)
+		cancel()
+	}
+	for _, s := range l.legacy {
+		s.child.Close()
+	}
+}
+
+// progress is the number of entries acknowledged so far.
+func (l *load) progress() int64 {
+	var n int64
+	for _, s := range l.native {
+		n += s.acked.Load()
+	}
+	for _, s := range l.legacy {
+		n += int64(s.child.Stats().Acked) // batches: enough to see progress
+	}
+	return n
+}
+
+// waitProgress waits until more is acknowledged than at the call, or the
+// sources are done; it returns how long that took.
+func (l *load) waitProgress(ctx context.Context, since time.Time) time.Duration {
+	base := l.progress()
+	for ctx.Err() == nil && l.progress() == base && !l.finished() {
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(since)
+}
+
+// finished reports whether every source has sent all its batches.
+func (l *load) finished() bool {
+	for _, s := range l.native {
+		if s.acked.Load() < int64(l.cfg.batches*l.cfg.batchSize) {
+			return false
+		}
+	}
+	for _, s := range l.legacy {
+		if s.sent.Load() < int64(l.cfg.batches*l.cfg.batchSize) || s.child.Pending() > 0 {
+			return false
+		}
+	}
+	return true
+}
