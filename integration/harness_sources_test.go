@@ -275,3 +275,12 @@ func (l *load) finished() bool {
 	}
 	return true
 }
+
+// reconnects is the number of streams the Go clients reopened.
+func (l *load) reconnects() uint64 {
+	var n uint64
+	for _, s := range l.native {
+		n += s.cl.Stats().Reconnects
+	}
+	return n
+}
