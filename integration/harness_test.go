@@ -180,6 +180,17 @@ func (c *cluster) pause(d time.Duration) {
 	}
 }
 
+// pauseThenKill stops the server with SIGSTOP for d, then kills it (kill
+// -9 of a stopped process) and starts it again.
+func (c *cluster) pauseThenKill(d time.Duration) {
+	c.t.Helper()
+	if err := c.srv.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		c.t.Fatalf("SIGSTOP: %v", err)
+	}
+	time.Sleep(d)
+	c.kill9()
+}
+
 // api returns a CDCService client of the server (direct, not proxied).
 func (c *cluster) api() (lakehousev1.CDCServiceClient, func()) {
 	c.t.Helper()
