@@ -81,7 +81,7 @@ func TestFaultMatrixLong(t *testing.T) {
 			results[kind] = res
 			order = append(order, kind)
 		}
-		l := fr.round(sc, res, "r"+strconv.Itoa(round)+"-"+kind, 50)
+		l := fr.round(sc, res, "r"+strconv.Itoa(round)+"-"+kind, 40, 25)
 		loads[kind] = append(loads[kind], l)
 		time.Sleep(fr.between(0, 2*time.Second))
 	}

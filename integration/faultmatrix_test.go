@@ -216,7 +216,7 @@ func TestFaultMatrix(t *testing.T) {
 			defer cancel()
 			fr := &faultRun{t: t, ctx: ctx, c: c, rng: rand.New(rand.NewPCG(seed, 0)), disk: disk}
 			res := &scenarioResult{name: sc.name}
-			l := fr.round(sc, res, "q-"+sc.name, 100)
+			l := fr.round(sc, res, "q-"+sc.name, 60, 50)
 			finish(t, c, []*scenarioResult{res}, [][]*load{{l}})
 			results = append(results, res)
 		})
@@ -226,16 +226,17 @@ func TestFaultMatrix(t *testing.T) {
 
 // round streams one load, injects one episode of sc during it and waits for
 // the load to finish; it adds the recovery time to res.
-func (fr *faultRun) round(sc faultScenario, res *scenarioResult, prefix string, batches int) *load {
+func (fr *faultRun) round(sc faultScenario, res *scenarioResult, prefix string, batches, batchSize int) *load {
 	fr.t.Helper()
-	l, err := startLoad(fr.ctx, loadConfig{prefix: prefix, native: 2, legacy: 2, batchSize: 50, batches: batches,
-		window: 4, ackTimeout: 3 * time.Second}, fr.c.native.Addr(), fr.c.bridgeURL)
+	// Paced at 10 batches a second per source, so that the fault lands in
+	// the middle of the stream, after a random lead.
+	l, err := startLoad(fr.ctx, loadConfig{prefix: prefix, native: 2, legacy: 2, batchSize: batchSize, batches: batches,
+		window: 4, rate: 10, ackTimeout: 3 * time.Second}, fr.c.native.Addr(), fr.c.bridgeURL)
 	if err != nil {
 		fr.t.Fatalf("%s: %v\n%s", prefix, err, readLog(fr.t, fr.c.logPath))
 	}
-	for l.progress() < 500 && !l.finished() && fr.ctx.Err() == nil {
-		time.Sleep(10 * time.Millisecond)
-	}
+	lead := time.Duration(batches) * 100 * time.Millisecond / 4 // a quarter of the round
+	time.Sleep(fr.between(lead/2, lead))
 	fr.load = l
 	what, n := sc.inject(fr)
 	res.faults += n

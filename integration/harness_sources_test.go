@@ -23,6 +23,7 @@ type loadConfig struct {
 	batchSize  int
 	batches    int
 	window     int           // batches in flight per source
+	rate       float64       // batches per second per source (0: as fast as acks allow)
 	ackTimeout time.Duration // clients' and children's ack timeout
 }
 
@@ -116,7 +117,11 @@ func startLoad(ctx context.Context, cfg loadConfig, nativeAddr, bridgeURL string
 
 func (s *nativeSource) run(ctx context.Context, cfg loadConfig) {
 	total := int64(cfg.batches * cfg.batchSize)
+	start := time.Now()
 	for i := range int64(cfg.batches) {
+		if !pace(ctx, start, int(i), cfg.rate) {
+			return
+		}
 		// A full batch is sealed at once; SendMany blocks while window
 		// batches are unacknowledged.
 		if err := s.cl.SendMany(ctx, workload.Entries(i*int64(cfg.batchSize), int64(cfg.batchSize))); err != nil {
@@ -150,7 +155,11 @@ func (s *nativeSource) fail(err error) {
 }
 
 func (s *legacySource) run(ctx context.Context, cfg loadConfig) {
+	start := time.Now()
 	for i := 0; i < cfg.batches; i++ {
+		if !pace(ctx, start, i, cfg.rate) {
+			return
+		}
 		for s.child.Pending() >= cfg.window {
 			select {
 			case <-ctx.Done():
@@ -163,6 +172,24 @@ func (s *legacySource) run(ctx context.Context, cfg loadConfig) {
 		}
 		s.child.SendEntries(cfg.batchSize)
 		s.sent.Add(int64(cfg.batchSize))
+	}
+}
+
+// pace waits until batch i is due at rate batches per second from start;
+// false when ctx ends first.
+func pace(ctx context.Context, start time.Time, i int, rate float64) bool {
+	if rate <= 0 {
+		return ctx.Err() == nil
+	}
+	d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second))))
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(d):
+		return true
 	}
 }
 
