@@ -258,16 +258,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	a, err := startApp(ctx, appConfig{
-		Server:   cfg,
-		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
-		GRPCAddr: *o.grpcAddr,
+		Server:      cfg,
+		OpenSink:    func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
+		GRPCAddr:    *o.grpcAddr,
 		GRPCOptions: kaOpts,
-		HTTPAddr:   *o.httpAddr,
-		Metrics:    reg,
-		PProf:      *o.pprofOn,
-		Logger:     log,
-		Maintain:   !*o.noMaint,
-		StatusPage: true,
+		HTTPAddr:    *o.httpAddr,
+		Metrics:     reg,
+		PProf:       *o.pprofOn,
+		Logger:      log,
+		Maintain:    !*o.noMaint,
+		StatusPage:  true,
 	})
 	if err != nil {
 		return err
