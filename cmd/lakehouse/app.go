@@ -120,7 +120,7 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 	// The bridge talks to this server through its own gRPC port: one code
 	// path for the in-process and the standalone bridge.
 	a.upstream, err = connpool.Dial(a.grpcLis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
+		server.GRPCCallLimits())
 	if err != nil {
 		return nil, fmt.Errorf("bridge upstream: %w", err)
 	}

@@ -72,7 +72,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	// Several connections: one HTTP/2 connection would carry every
 	// child's stream through one reader goroutine at each end.
 	cc, err := connpool.Dial(*upstream, upstreamConns, grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
+		server.GRPCCallLimits())
 	if err != nil {
 		return fmt.Errorf("upstream %s: %w", *upstream, err)
 	}
