@@ -145,7 +145,7 @@ type Bridge struct {
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	closed bool
-	caps   connCaps // upgrades admitted, by remote address (caps.go)
+	caps   connCaps       // upgrades admitted, by remote address (caps.go)
 	wg     sync.WaitGroup // connection, receiver and flush goroutines
 
 	bufs sync.Pool // *[]byte read buffers

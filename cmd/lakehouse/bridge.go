@@ -31,6 +31,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		httpAddr    = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
 		level       = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		maxConns    = fs.Int("max-connections", 0, "cap on concurrent WebSocket connections (0: no cap)")
+		maxPerAddr  = fs.Int(maxWSConnsPerAddrKey, maxWSConnsPerAddrDefault, "cap on concurrent WebSocket connections from one IP address; more get HTTP 503 (0: no cap)")
 		upIdle      = fs.Duration("upstream-idle-timeout", wsbridge.DefaultUpstreamIdleTimeout, "close a connection's upstream stream after this long without batches (it reopens on the next batch)")
 		idle        = fs.Duration("idle-timeout", 0, "close a WebSocket that sends nothing, not even heartbeats, for this long (0: never)")
 		maxMsg      = fs.Int64("max-message-size", wsbridge.DefaultMaxMessageSize, "largest WebSocket message accepted, in bytes")
@@ -41,8 +42,16 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		upTLS       = fs.Bool("upstream-tls", false, "connect to the upstream with TLS (system roots unless --upstream-ca)")
 		upCA        = fs.String("upstream-ca", "", "CA certificate file (PEM) to verify the upstream with; implies --upstream-tls")
 	)
+	var timeouts httpTimeouts
+	timeouts.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := timeouts.validate(); err != nil {
+		return err
+	}
+	if *maxConns < 0 || *maxPerAddr < 0 {
+		return fmt.Errorf("--max-connections %d, --%s %d: want 0 (no cap) or more", *maxConns, maxWSConnsPerAddrKey, *maxPerAddr)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -79,12 +88,13 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cc.Close()
 
 	cfg := wsbridge.Config{
-		Upstream:            cc,
-		Logger:              log,
-		MaxMessageSize:      *maxMsg,
-		IdleTimeout:         *idle,
-		UpstreamIdleTimeout: *upIdle,
-		MaxConnections:      *maxConns,
+		Upstream:              cc,
+		Logger:                log,
+		MaxMessageSize:        *maxMsg,
+		IdleTimeout:           *idle,
+		UpstreamIdleTimeout:   *upIdle,
+		MaxConnections:        *maxConns,
+		MaxConnectionsPerAddr: *maxPerAddr,
 	}
 	if *originAllow != "" {
 		cfg.OriginPatterns = []string{*originAllow}
@@ -95,7 +105,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_ = bridge.Close()
 		return fmt.Errorf("listen %s: %w", *httpAddr, err)
 	}
-	hs := &http.Server{Handler: bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := timeouts.server(bridge.Handler())
 	serveErr := make(chan error, 1)
 	scheme := "http"
 	go func() {

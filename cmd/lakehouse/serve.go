@@ -16,8 +16,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/server"
@@ -165,6 +163,7 @@ type serveOptions struct {
 	drain    *time.Duration
 	pprofOn  *bool
 	noMaint  *bool
+	lim      limitFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -191,6 +190,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	sf.maint.register(fs)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
+	o.lim.register(fs)
 	sf.register(fs)
 	return fs, o
 }
@@ -214,6 +214,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := sf.checkCatalog(); err != nil {
 		return err
 	}
+	if err := o.lim.validate(); err != nil {
+		return err
+	}
+	// No per-token stream key until tokens exist: only the total cap.
+	o.lim.applyServer(&cfg, nil)
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -222,22 +227,17 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	a, err := startApp(ctx, appConfig{
-		Server:   cfg,
-		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
-		GRPCAddr: *o.grpcAddr,
-		GRPCOptions: []grpc.ServerOption{
-			// Ping idle connections so a source whose host vanished (no
-			// FIN) is noticed and its stream released; let clients ping
-			// every 10 s.
-			grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-		},
-		HTTPAddr:   *o.httpAddr,
-		Metrics:    reg,
-		PProf:      *o.pprofOn,
-		Logger:     log,
-		Maintain:   !*o.noMaint,
-		StatusPage: true,
+		Server:      cfg,
+		OpenSink:    func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
+		GRPCAddr:    *o.grpcAddr,
+		GRPCOptions: o.lim.grpcOptions(),
+		Limits:      &o.lim,
+		HTTPAddr:    *o.httpAddr,
+		Metrics:     reg,
+		PProf:       *o.pprofOn,
+		Logger:      log,
+		Maintain:    !*o.noMaint,
+		StatusPage:  true,
 	})
 	if err != nil {
 		return err
