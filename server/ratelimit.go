@@ -117,6 +117,17 @@ func (r *sourceRates) admit(id string, n, size int, now time.Time) time.Duration
 		sr.useHolds(n, size, now)
 		return 0
 	}
+	if sr.available(needE, needB, now) {
+		// The common case, without allocating reservations.
+		if sr.entries != nil {
+			sr.entries.AllowN(now, needE)
+		}
+		if sr.bytes != nil {
+			sr.bytes.AllowN(now, needB)
+		}
+		sr.useHolds(min(n, heldE), min(size, heldB), now)
+		return 0
+	}
 	res, delay := reserve(sr.entries, needE, now)
 	resB, delayB := reserve(sr.bytes, needB, now)
 	res = append(res, resB...)
@@ -150,6 +161,15 @@ func (r *sourceRates) refund(id string, n, size int, now time.Time) {
 	if sr := r.sources[id]; sr != nil && len(sr.holds) < maxHolds {
 		sr.holds = append(sr.holds, hold{at: now, expires: now.Add(holdGrace), entries: n, bytes: size})
 	}
+}
+
+// available reports whether both buckets hold e entries and b bytes now
+// (only the source's admit uses them, under sourceRates.mu).
+func (sr *sourceRate) available(e, b int, now time.Time) bool {
+	ok := func(l *rate.Limiter, n int) bool {
+		return l == nil || n == 0 || (n <= l.Burst() && l.TokensAt(now) >= float64(n))
+	}
+	return ok(sr.entries, e) && ok(sr.bytes, b)
 }
 
 // useHolds takes e entries and b bytes out of the matured holds.

@@ -111,3 +111,24 @@ func TestSourceRatesRefund(t *testing.T) {
 		t.Fatal(d)
 	}
 }
+
+// BenchmarkSourceRatesAdmit is the cost of the rate check per batch, with a
+// limit that never triggers and with none (nil: the check is a nil test).
+func BenchmarkSourceRatesAdmit(b *testing.B) {
+	now := time.Unix(1_700_000_000, 0)
+	for _, bc := range []struct {
+		name string
+		r    *sourceRates
+	}{
+		{"off", newSourceRates(Limits{})},
+		{"high", newSourceRates(Limits{SourceRateEntries: 1e12, SourceRateBytes: 1e15})},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			for i := 0; b.Loop(); i++ {
+				if d := bc.r.admit("source-3", 1000, 210_000, now.Add(time.Duration(i)*time.Millisecond)); d != 0 {
+					b.Fatal(d)
+				}
+			}
+		})
+	}
+}
