@@ -187,6 +187,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	if lsn == 0 {
 		err := <-done
 		s.unreserve(size, lower)
+		s.rates.refund(src.id, len(b.Entries), len(frame), now)
 		if errors.Is(err, wal.ErrTooLarge) {
 			// Cannot happen for a frame within the limit (record.go
 			// checks the sizes at build time); never retry it if it does.
