@@ -60,16 +60,16 @@ const (
 	DefaultMaxPendingBatches = 100
 
 	// DefaultKeepaliveTime is how long the connection may be silent before
-	// the client pings the server: above the server's keepalive
-	// enforcement minimum (10 s in lakehouse serve), so the server never
-	// sees it as abusive.
+	// the client pings the server: above lakehouse serve's default
+	// keepalive enforcement minimum (--grpc-keepalive-min-time, 10 s), so
+	// the server never sees the pings as abuse.
 	DefaultKeepaliveTime = 30 * time.Second
 	// DefaultKeepaliveTimeout is how long a keepalive ping may go
 	// unanswered before the connection is closed as half-open (its streams
 	// fail and the client reconnects on a new connection).
 	DefaultKeepaliveTimeout = 10 * time.Second
 	// MinKeepaliveTime is the shortest keepalive time: gRPC's minimum
-	// client ping interval and lakehouse serve's enforcement minimum.
+	// client ping interval (shorter ones are raised to it).
 	MinKeepaliveTime = 10 * time.Second
 
 	// DefaultDeliveryTimeout is the delivery timeout: 0, none (a batch is
@@ -331,7 +331,8 @@ func WithDialOptions(opts ...grpc.DialOption) Option {
 // replaced rather than waited on forever: its streams fail, and the client
 // reconnects and resends. Default 30 s and 10 s; time 0 turns keepalives
 // off, otherwise it must be at least MinKeepaliveTime (gRPC raises shorter
-// ones, and lakehouse serve treats more frequent pings as abuse); timeout
+// ones) and should not be below the server's enforcement minimum (lakehouse
+// serve --grpc-keepalive-min-time, 10 s by default); timeout
 // more than 0. Connections given to New keep their own settings.
 func WithKeepalive(time, timeout time.Duration) Option {
 	return func(c *config) { c.keepaliveTime, c.keepaliveTimeout = time, timeout }

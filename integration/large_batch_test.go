@@ -12,6 +12,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server"
 )
 
 // TestServeAcceptsLargeBatches sends batches far above gRPC's default 4 MiB
@@ -27,7 +28,7 @@ func TestServeAcceptsLargeBatches(t *testing.T) {
 	startProc(t, addr, filepath.Join(dir, "server.log"), "serve", "--data-dir", filepath.Join(dir, "data"),
 		"--grpc-addr", addr, "--http-addr", "", "--sink", "jsonl", "--log-level", "warn")
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32<<20)))
+		server.GRPCCallLimits())
 	if err != nil {
 		t.Fatal(err)
 	}

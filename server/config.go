@@ -94,6 +94,9 @@ type Config struct {
 	// By default invalid JSON is nacked invalid_format.
 	SkipJSONValidation bool
 
+	// Limits bound what clients can make the server do (limits.go).
+	Limits Limits
+
 	// Logger receives structured logs. Default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, receives the server's Prometheus metrics
@@ -152,6 +155,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxMessageSize > DefaultMaxMessageSize {
 		return fmt.Errorf("server: Config.MaxMessageSize %d exceeds the protocol's maximum of %d bytes", c.MaxMessageSize, DefaultMaxMessageSize)
+	}
+	if err := c.Limits.setDefaults(); err != nil {
+		return err
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -55,6 +55,11 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		return ready(s.nack(seq, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
 			s.tooLarge(len(frame)), 0)), nil
 	}
+	if h, err := codec.PeekBatchHeader(frame); err == nil && int64(h.EntryCount) > int64(s.cfg.Limits.MaxBatchEntries) {
+		// Refused before decoding allocates its entries (limits.go).
+		return ready(s.nack(h.Sequence, string(h.CorrelationID), lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
+			s.cfg.Limits.tooManyEntries(h.EntryCount), 0)), nil
+	}
 	b := &sess.decoded
 	if err := codec.DecodeBatchInto(b, frame, opts); err != nil {
 		seq, corr := peekIDs(frame)
@@ -161,8 +166,14 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	}
 
 	size := int64(len(frame))
+	// Source rate limit (ratelimit.go): charged once the batch is known to
+	// be new, refused before anything is sequenced or stored.
+	if d := s.rates.admit(src.id, len(b.Entries), len(frame), now); d > 0 {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, s.rates.rateLimitedMsg(), delayMs(d))), nil
+	}
 	lower, delay, ok := s.reserve(size)
 	if !ok {
+		s.rates.refund(src.id, len(b.Entries), len(frame), now)
 		s.kickFlush()
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
 			"buffer full: retry after the delay", uint32(delay.Milliseconds()))), nil
@@ -176,6 +187,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	if lsn == 0 {
 		err := <-done
 		s.unreserve(size, lower)
+		s.rates.refund(src.id, len(b.Entries), len(frame), now)
 		if errors.Is(err, wal.ErrTooLarge) {
 			// Cannot happen for a frame within the limit (record.go
 			// checks the sizes at build time); never retry it if it does.

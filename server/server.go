@@ -96,6 +96,11 @@ type Server struct {
 	done        chan struct{}
 	closeMu     sync.Mutex
 	closed      bool
+
+	// Limits (limits.go, ratelimit.go, manualflush.go).
+	rates   *sourceRates // nil: no rate limit
+	streams *streamCaps
+	manual  *flushGate
 }
 
 // bufBatch is one accepted batch held in memory until committed.
@@ -176,6 +181,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.stager, _ = cfg.Sink.(sink.Stager)
 	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())
 	s.m = newMetrics(cfg.Metrics, s)
+	s.rates, s.streams = newSourceRates(cfg.Limits), newStreamCaps(cfg.Limits, cfg.Metrics)
+	s.manual = newFlushGate(cfg.Limits.MinManualFlushInterval, s.stop, s.flushDirect)
 	if err := s.restore(ctx); err != nil {
 		s.cancelFlush()
 		return nil, errors.Join(err, l.Close(), lock.Release())
@@ -187,21 +194,6 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.kickFlush()
 	}
 	return s, nil
-}
-
-// MaxGRPCMessageSize is the server's gRPC receive limit: twice the largest
-// batch, so that batches up to twice too large reach accept and get a clean
-// invalid_format nack on a stream that stays up. A larger message ends its
-// stream with RESOURCE_EXHAUSTED, because gRPC cannot skip a message it
-// refused to read; the limit also bounds what one message makes the server
-// allocate. Clients that forward batches (the bridge) use it as their send
-// limit, so the server, not their transport, judges a batch's size.
-const MaxGRPCMessageSize = 2 * codec.MaxMessageSize
-
-// GRPCOptions returns the options the grpc.Server that hosts s must have
-// (its message size limit). Add transport options such as keepalive to them.
-func (s *Server) GRPCOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.MaxRecvMsgSize(MaxGRPCMessageSize)}
 }
 
 // Register registers the CDC service, the standard health service and server
@@ -352,11 +344,17 @@ func (s *Server) Flush(ctx context.Context, req *lakehousev1.FlushRequest) (*lak
 // FlushNow flushes the buffer and waits for the result. A flush that fails
 // leaves the data in the write-ahead log and returns a result with
 // UsedFallback set, not an error; errors are for a server that is closed or a
-// context that ended.
+// context that ended. Flushes requested by clients go through here and are
+// spaced by Limits.MinManualFlushInterval (manualflush.go).
 func (s *Server) FlushNow(ctx context.Context, reason lakehousev1.FlushReason) (*lakehousev1.FlushResult, error) {
 	if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
 		reason = lakehousev1.FlushReason_FLUSH_REASON_MANUAL
 	}
+	return s.manual.flush(ctx, reason)
+}
+
+// flushDirect asks the flusher for a flush now and waits for its result.
+func (s *Server) flushDirect(ctx context.Context, reason lakehousev1.FlushReason) (*lakehousev1.FlushResult, error) {
 	req := flushRequest{reason: reason, reply: make(chan *lakehousev1.FlushResult, 1)}
 	select {
 	case s.flushReq <- req:
@@ -560,7 +558,7 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	var err error
 	if flush {
 		var res *lakehousev1.FlushResult
-		res, err = s.FlushNow(ctx, lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN)
+		res, err = s.flushDirect(ctx, lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN)
 		if err == nil && !res.GetSuccess() {
 			s.log.Warn("final flush failed; data stays in the write-ahead log", "error", res.GetError())
 		}

@@ -92,6 +92,9 @@ type Config struct {
 	// MaxConnections caps concurrent WebSocket connections; 0 means no cap.
 	// Upgrades beyond the cap get 503.
 	MaxConnections int
+	// MaxConnectionsPerAddr caps concurrent WebSocket connections from one
+	// remote IP address; 0 means no cap. Upgrades beyond it get 503.
+	MaxConnectionsPerAddr int
 	// OriginPatterns authorises cross-origin browser upgrades (see
 	// websocket.AcceptOptions). Legacy children send no Origin header.
 	OriginPatterns []string
@@ -158,6 +161,7 @@ type Bridge struct {
 	mu     sync.Mutex
 	conns  map[*conn]struct{}
 	closed bool
+	caps   connCaps       // upgrades admitted, by remote address (caps.go)
 	wg     sync.WaitGroup // connection, receiver and flush goroutines
 
 	bufs sync.Pool // *[]byte read buffers
@@ -352,17 +356,13 @@ func isUpgrade(r *http.Request) bool {
 // serveWS upgrades the request and hands the socket to its own goroutine, so
 // that net/http's per-request state is released while the connection idles.
 func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
-	b.mu.Lock()
-	closed, full := b.closed, b.cfg.MaxConnections > 0 && len(b.conns) >= b.cfg.MaxConnections
-	b.mu.Unlock()
-	if closed {
-		http.Error(w, "bridge shutting down", http.StatusServiceUnavailable)
+	release, refusal := b.admit(r)
+	if refusal != "" {
+		w.Header().Set("Retry-After", "5")
+		http.Error(w, refusal, http.StatusServiceUnavailable)
 		return
 	}
-	if full {
-		http.Error(w, "too many connections", http.StatusServiceUnavailable)
-		return
-	}
+	defer func() { release() }() // until the connection's goroutine owns it
 	c := &conn{
 		b:           b,
 		connectedAt: time.Now(),
@@ -393,8 +393,11 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	b.wg.Add(1)
 	b.mu.Unlock()
 	c.armPing()
+	done := release
+	release = func() {}
 	go func() {
 		defer b.wg.Done()
+		defer done()
 		c.run()
 		b.mu.Lock()
 		delete(b.conns, c)

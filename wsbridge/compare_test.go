@@ -54,7 +54,7 @@ func BenchmarkLegacyVsNativeW1(b *testing.B) {
 			var env *testEnv
 			if path == "legacy" {
 				cc, err := connpool.Dial(in.Addr, 4, grpc.WithTransportCredentials(insecure.NewCredentials()),
-					grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32<<20)))
+					server.GRPCCallLimits())
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server"
 )
 
 // fakeServer is a small in-test CDCService: it acks every decodable
@@ -290,7 +291,7 @@ func startFake(tb testing.TB, f *fakeServer) *grpc.ClientConn {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	gs := grpc.NewServer(grpc.MaxRecvMsgSize(32 << 20))
+	gs := grpc.NewServer(grpc.MaxRecvMsgSize(server.MaxGRPCMessageSize))
 	lakehousev1.RegisterCDCServiceServer(gs, f)
 	served := make(chan struct{})
 	go func() {

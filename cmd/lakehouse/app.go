@@ -49,6 +49,10 @@ type appConfig struct {
 	// StatusPage serves the live status page at / (plain GET) on HTTPAddr,
 	// from a 15-minute history of the server's status and Metrics.
 	StatusPage bool
+	// Limits are serve's limit flags for the bridge and the HTTP server;
+	// nil: the flags' defaults for the HTTP timeouts, no WebSocket caps.
+	// (Server limits are in Server.)
+	Limits *limitFlags
 }
 
 // app is a running aggregator. startApp builds its parts in order; stop takes
@@ -120,11 +124,17 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 	// The bridge talks to this server through its own gRPC port: one code
 	// path for the in-process and the standalone bridge.
 	a.upstream, err = connpool.Dial(a.grpcLis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize)))
+		server.GRPCCallLimits())
 	if err != nil {
 		return nil, fmt.Errorf("bridge upstream: %w", err)
 	}
-	a.bridge = wsbridge.New(wsbridge.Config{Upstream: a.upstream, Logger: a.log})
+	bcfg := wsbridge.Config{Upstream: a.upstream, Logger: a.log, MaxMessageSize: int64(cfg.Server.MaxMessageSize)}
+	timeouts := defaultHTTPTimeouts()
+	if cfg.Limits != nil {
+		cfg.Limits.applyBridge(&bcfg)
+		timeouts = cfg.Limits.http
+	}
+	a.bridge = wsbridge.New(bcfg)
 	if a.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listen: %w", err)
 	}
@@ -154,7 +164,7 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	a.hs = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	a.hs = timeouts.server(mux)
 	go func() {
 		if err := a.hs.Serve(a.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			a.failed <- err

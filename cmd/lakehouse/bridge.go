@@ -34,6 +34,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		httpAddr    = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
 		level       = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		maxConns    = fs.Int("max-connections", 0, "cap on concurrent WebSocket connections (0: no cap)")
+		maxPerAddr  = fs.Int(maxWSConnsPerAddrKey, maxWSConnsPerAddrDefault, "cap on concurrent WebSocket connections from one IP address; more get HTTP 503 (0: no cap)")
 		upIdle      = fs.Duration("upstream-idle-timeout", wsbridge.DefaultUpstreamIdleTimeout, "close a connection's upstream stream after this long without batches (it reopens on the next batch)")
 		idle        = fs.Duration("idle-timeout", 0, "close a WebSocket that sends nothing, not even heartbeats, for this long (0: never)")
 		maxMsg      = fs.Int64("max-message-size", wsbridge.DefaultMaxMessageSize, "largest WebSocket message accepted, in bytes")
@@ -48,8 +49,16 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		pingEvery   = fs.Duration("ping-interval", wsbridge.DefaultPingInterval, "send each legacy child a WebSocket ping this often (negative: never)")
 		pingTO      = fs.Duration("ping-timeout", wsbridge.DefaultPingTimeout, "close a child's connection when its pong takes longer than this")
 	)
+	var timeouts httpTimeouts
+	timeouts.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if err := timeouts.validate(); err != nil {
+		return err
+	}
+	if *maxConns < 0 || *maxPerAddr < 0 {
+		return fmt.Errorf("--max-connections %d, --%s %d: want 0 (no cap) or more", *maxConns, maxWSConnsPerAddrKey, *maxPerAddr)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
@@ -87,8 +96,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// Several connections: one HTTP/2 connection would carry every
 	// child's stream through one reader goroutine at each end.
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(server.MaxGRPCMessageSize), grpc.MaxCallSendMsgSize(server.MaxGRPCMessageSize))}
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds), server.GRPCCallLimits()}
 	if *upKATime > 0 {
 		// A stalled upstream link (no FIN) fails its streams: their
 		// batches are nacked with retry and the next ones reconnect.
@@ -101,14 +109,15 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	defer cc.Close()
 
 	cfg := wsbridge.Config{
-		Upstream:            cc,
-		Logger:              log,
-		MaxMessageSize:      *maxMsg,
-		IdleTimeout:         *idle,
-		UpstreamIdleTimeout: *upIdle,
-		MaxConnections:      *maxConns,
-		PingInterval:        *pingEvery,
-		PingTimeout:         *pingTO,
+		Upstream:              cc,
+		Logger:                log,
+		MaxMessageSize:        *maxMsg,
+		IdleTimeout:           *idle,
+		UpstreamIdleTimeout:   *upIdle,
+		MaxConnections:        *maxConns,
+		MaxConnectionsPerAddr: *maxPerAddr,
+		PingInterval:          *pingEvery,
+		PingTimeout:           *pingTO,
 	}
 	if *originAllow != "" {
 		cfg.OriginPatterns = []string{*originAllow}
@@ -119,7 +128,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		_ = bridge.Close()
 		return fmt.Errorf("listen %s: %w", *httpAddr, err)
 	}
-	hs := &http.Server{Handler: bridge.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	hs := timeouts.server(bridge.Handler())
 	serveErr := make(chan error, 1)
 	scheme := "http"
 	go func() {

@@ -18,6 +18,7 @@ func TestGeneratedConfigDocs(t *testing.T) {
 	for path, want := range map[string]string{
 		"../../docs/configuration.md":  configReference(),
 		"../../lakehouse.example.yaml": exampleConfig(),
+		"../../docs/limits.md":         limitsReference(),
 	} {
 		if os.Getenv("LAKEHOUSE_UPDATE_DOCS") != "" {
 			if err := os.WriteFile(path, []byte(want), 0o644); err != nil {

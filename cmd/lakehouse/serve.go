@@ -16,10 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/keepalive"
 
-	"github.com/dot-do/lakehouse-rpc/client"
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -166,35 +163,7 @@ type serveOptions struct {
 	drain    *time.Duration
 	pprofOn  *bool
 	noMaint  *bool
-	kaTime   *time.Duration
-	kaTO     *time.Duration
-}
-
-// Server keepalive defaults: the server pings a connection silent this long
-// and closes it when the ping is not answered within the timeout, so a
-// source whose host vanished or whose link stalled (no FIN) is noticed and
-// its stream released.
-const (
-	defaultGRPCKeepaliveTime    = 30 * time.Second
-	defaultGRPCKeepaliveTimeout = 10 * time.Second
-	// minGRPCKeepaliveTime is gRPC's floor for a server's ping interval.
-	minGRPCKeepaliveTime = time.Second
-)
-
-// keepaliveOptions returns the server's keepalive parameters and its
-// enforcement policy: clients may ping as often as the Go client's
-// shortest keepalive (client.MinKeepaliveTime), even without streams.
-func (o *serveOptions) keepaliveOptions() ([]grpc.ServerOption, error) {
-	if *o.kaTime < minGRPCKeepaliveTime {
-		return nil, fmt.Errorf("--grpc-keepalive-time %v: want at least %v", *o.kaTime, minGRPCKeepaliveTime)
-	}
-	if *o.kaTO <= 0 {
-		return nil, fmt.Errorf("--grpc-keepalive-timeout %v: want more than 0", *o.kaTO)
-	}
-	return []grpc.ServerOption{
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: *o.kaTime, Timeout: *o.kaTO}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: client.MinKeepaliveTime, PermitWithoutStream: true}),
-	}, nil
+	lim      limitFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -209,8 +178,6 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
 	o.level = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	o.drain = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
-	o.kaTime = fs.Duration("grpc-keepalive-time", defaultGRPCKeepaliveTime, "ping a gRPC connection that was silent this long (at least 1s)")
-	o.kaTO = fs.Duration("grpc-keepalive-timeout", defaultGRPCKeepaliveTimeout, "close a gRPC connection whose keepalive ping is not answered within this time (a half-open connection)")
 	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
@@ -223,6 +190,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	sf.maint.register(fs)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
+	o.lim.register(fs)
 	sf.register(fs)
 	return fs, o
 }
@@ -246,10 +214,11 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := sf.checkCatalog(); err != nil {
 		return err
 	}
-	kaOpts, err := o.keepaliveOptions()
-	if err != nil {
+	if err := o.lim.validate(); err != nil {
 		return err
 	}
+	// No per-token stream key until tokens exist: only the total cap.
+	o.lim.applyServer(&cfg, nil)
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -261,7 +230,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		Server:      cfg,
 		OpenSink:    func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
 		GRPCAddr:    *o.grpcAddr,
-		GRPCOptions: kaOpts,
+		GRPCOptions: o.lim.grpcOptions(),
+		Limits:      &o.lim,
 		HTTPAddr:    *o.httpAddr,
 		Metrics:     reg,
 		PProf:       *o.pprofOn,

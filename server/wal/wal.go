@@ -9,18 +9,20 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
 )
 
 // LSN is a log sequence number. LSNs start at 1 and increase by one per
 // record, across segments and across restarts; 0 means "no record".
 type LSN uint64
 
-// MaxRecordBytes is the largest payload Append accepts: a 16 MiB batch frame
-// (the protocol's maximum message) plus 256 KiB for what the server wraps
-// around it (source id and shard name, up to 64 KiB each). Readers reject
-// any length field above it before allocating, so a corrupt length can never
-// trigger a huge allocation.
-const MaxRecordBytes = 16<<20 + 256<<10
+// MaxRecordBytes is the largest payload Append accepts: a batch frame of the
+// protocol's maximum size (codec.MaxMessageSize) plus 256 KiB for what the
+// server wraps around it (source id and shard name, up to 64 KiB each).
+// Readers reject any length field above it before allocating, so a corrupt
+// length can never trigger a huge allocation.
+const MaxRecordBytes = codec.MaxMessageSize + 256<<10
 
 const (
 	defaultSegmentBytes = 64 << 20
