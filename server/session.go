@@ -368,6 +368,19 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 
 	src.mu.Lock()
 	defer src.mu.Unlock()
+	// A stream its client has already abandoned must not fence the
+	// client's live one: after a pause (SIGSTOP, a long GC) the server
+	// reads connects that were buffered in its sockets, including those of
+	// streams the client gave up on and replaced meanwhile; the newest
+	// stream may then be attached first. Their contexts are cancelled (the
+	// client reset the stream or closed the connection), so they are
+	// refused here rather than taking the source over.
+	if err := sess.ctx.Err(); err != nil {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+		return nil, status.FromContextError(err).Err()
+	}
 	if old := src.owner; old != nil {
 		old.close(errFenced)
 		s.log.Info("stream taken over", "source", src.id)
