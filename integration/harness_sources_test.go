@@ -278,11 +278,43 @@ func (l *load) progress() int64 {
 	return n
 }
 
-// waitProgress waits until more is acknowledged than at the call, or the
-// sources are done; it returns how long that took.
+// perSource is each source's progress: entries acknowledged (native) or
+// batches acknowledged (legacy), -1 for a source that is done.
+func (l *load) perSource() []int64 {
+	total := int64(l.cfg.batches * l.cfg.batchSize)
+	var out []int64
+	for _, s := range l.native {
+		n := s.acked.Load()
+		if n >= total {
+			n = -1
+		}
+		out = append(out, n)
+	}
+	for _, s := range l.legacy {
+		n := int64(s.child.Stats().Acked)
+		if s.sent.Load() >= total && s.child.Pending() == 0 {
+			n = -1
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// waitProgress waits until every source that is not done has had something
+// more acknowledged than at the call (or is done), and returns how long
+// that took from since: the time to recover from a fault that ended then.
 func (l *load) waitProgress(ctx context.Context, since time.Time) time.Duration {
-	base := l.progress()
-	for ctx.Err() == nil && l.progress() == base && !l.finished() {
+	base := l.perSource()
+	for ctx.Err() == nil {
+		now, all := l.perSource(), true
+		for i, n := range now {
+			if n != -1 && n == base[i] {
+				all = false
+			}
+		}
+		if all {
+			break
+		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(since)
