@@ -175,7 +175,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	lsn, done := s.wal.AppendAsync(rec.appendTo(make([]byte, 0, rec.size())))
 	if lsn == 0 {
 		err := <-done
-		s.unreserve(size, lower)
+		s.buf.unreserve(size, lower)
 		if errors.Is(err, wal.ErrTooLarge) {
 			// Cannot happen for a frame within the limit (record.go
 			// checks the sizes at build time); never retry it if it does.
@@ -251,7 +251,7 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 		src.appending--
 		src.settled.Broadcast()
 		src.mu.Unlock()
-		s.unreserve(bb.size, p.lower)
+		s.buf.unreserve(bb.size, p.lower)
 		if !errors.Is(err, wal.ErrFailed) {
 			s.log.Error("write-ahead log append failed", "source", src.id, "seq", p.seq, "error", err)
 			return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
@@ -262,16 +262,12 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 			uint32(s.walRetryDelay().Milliseconds()))
 	}
 	s.m.bytes.Add(float64(bb.size))
+	bs := s.buf.add(bb, p.lower)
+	util := bs.utilization
 	s.mu.Lock()
-	s.reserved -= bb.size
-	s.endAppendLocked(p.lower)
-	s.buffer = append(s.buffer, bb)
-	s.bufBytes += bb.size
-	s.bufEntries += bb.entries
 	src.batches++
 	src.entries += uint64(bb.entries)
 	src.lastSeenMs = bb.arrivedMs
-	util := s.utilizationLocked()
 	status := lakehousev1.AckStatus_ACK_STATUS_OK
 	switch {
 	case s.recovery.active:
@@ -279,7 +275,7 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	case util > s.cfg.BufferedThreshold:
 		status = lakehousev1.AckStatus_ACK_STATUS_BUFFERED
 	}
-	trigger := s.bufEntries >= s.cfg.FlushEntries || s.bufBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
+	trigger := bs.queuedEntries >= s.cfg.FlushEntries || bs.queuedBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
 	persisted := src.persistedSeq
 	s.mu.Unlock()
 	src.mu.Lock()
@@ -408,19 +404,15 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 }
 
 // reserve claims size bytes of the memory budget for a batch about to be
-// appended, and registers a lower bound of its LSN so that the log is never
-// released past a batch not yet in the buffer.
-// When the budget is exhausted it returns the retry delay to suggest.
+// appended (see buffer.reserve). When the budget is exhausted it returns the
+// retry delay to suggest.
 func (s *Server) reserve(size int64) (wal.LSN, time.Duration, bool) {
+	if lower, ok := s.buf.reserve(size); ok {
+		return lower, 0, true
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.bufBytes+s.inflBytes+s.reserved+size > s.cfg.MaxBufferBytes {
-		return 0, s.retryDelayLocked(), false
-	}
-	s.reserved += size
-	lower := wal.LSN(s.wal.Stats().LastLSN + 1)
-	s.appending[lower]++
-	return lower, 0, true
+	return 0, s.retryDelayLocked(), false
 }
 
 // retryDelayLocked suggests when a refused batch may find room: when the
@@ -431,26 +423,13 @@ func (s *Server) retryDelayLocked() time.Duration {
 	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
 		return s.cfg.RetryDelay
 	}
-	expected := time.Duration(float64(s.inflBytes) / s.flushRate * float64(time.Millisecond))
+	expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
 	left := time.Until(s.flushStartT.Add(expected))
 	return min(max(left, minRetryDelay), s.cfg.RetryDelay)
 }
 
 // minRetryDelay keeps refused clients from spinning.
 const minRetryDelay = 100 * time.Millisecond
-
-func (s *Server) unreserve(size int64, lower wal.LSN) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reserved -= size
-	s.endAppendLocked(lower)
-}
-
-func (s *Server) endAppendLocked(lower wal.LSN) {
-	if s.appending[lower]--; s.appending[lower] <= 0 {
-		delete(s.appending, lower)
-	}
-}
 
 func (s *Server) ack(seq uint64, corr string, st lakehousev1.AckStatus, accepted, dups uint32) *lakehousev1.StreamResponse {
 	return ackResp(&lakehousev1.Ack{

@@ -71,19 +71,13 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
 		m.stages, m.stageSeconds, m.commitSeconds,
 		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return float64(s.stagedBytes)
+			return float64(s.buf.stats(false).stagedBytes)
 		}),
 		gauge("lakehouse_buffer_bytes", "Bytes buffered in memory (including a running flush).", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return float64(s.bufBytes + s.inflBytes)
+			return float64(s.buf.stats(false).memBytes())
 		}),
 		gauge("lakehouse_buffer_utilization_ratio", "Share of the memory buffer in use.", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.utilizationLocked()
+			return s.buf.stats(false).utilization
 		}),
 		gauge("lakehouse_wal_bytes", "Bytes of the write-ahead log on disk.", func() float64 {
 			return float64(s.wal.Stats().SizeBytes)
