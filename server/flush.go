@@ -1,13 +1,17 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -79,12 +83,25 @@ func (s *Server) runFlusher() {
 			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
 			s.mu.Unlock()
 		} else {
-			res = s.stageOnce(reason)
+			res = s.stageOnce(reason, math.MaxInt)
+			// One flush's size was staged: if a threshold still holds (a
+			// backlog, read back from the log), stage the next one, after
+			// a commit that is due.
+			if res.Success && s.thresholdReached(s.buf.stats(false)) {
+				s.kickFlush()
+			}
 		}
 		if reply != nil {
 			reply <- res
 		}
 	}
+}
+
+// thresholdReached reports whether what is queued calls for staging (or,
+// with a plain sink, a commit).
+func (s *Server) thresholdReached(bs bufferStats) bool {
+	return bs.queuedEntries >= s.cfg.FlushEntries || bs.queuedBytes >= s.cfg.FlushBytes ||
+		bs.utilization >= s.cfg.PressureThreshold
 }
 
 // thresholdReason says which threshold a kick reached, if any still holds.
@@ -144,17 +161,61 @@ func (s *Server) endFlush() {
 	s.mu.Unlock()
 }
 
-// takeFlush moves the buffer to the in-flight list and builds its flush.
+// takeFlush moves at most maxBatches of the oldest queued batches, and at
+// most one flush's size (FlushBytes), to the in-flight list, reads back the
+// frames of those held only in the write-ahead log, and builds their flush.
 // With an empty buffer it returns no batches and leaves nothing in flight.
-func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
+func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time, maxBatches int) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
 	id := s.beginFlush(start)
-	batches, entries = s.buf.take()
+	batches, entries = s.buf.take(maxBatches)
 	if len(batches) == 0 {
 		s.endFlush()
 		return nil, 0, nil, nil
 	}
-	f, err = buildFlush(id, reason, start, batches)
+	if err = s.readBack(batches); err == nil {
+		f, err = buildFlush(id, reason, start, batches)
+	}
 	return batches, entries, f, err
+}
+
+// readBack reads the frames of the batches held only in the write-ahead log
+// back from it, one run of consecutive records at a time. The frames share
+// the read's memory, which is freed with them once the batches are staged or
+// committed.
+func (s *Server) readBack(batches []*bufBatch) error {
+	var missing []*bufBatch
+	for _, b := range batches {
+		if b.frame == nil {
+			missing = append(missing, b)
+		}
+	}
+	slices.SortFunc(missing, func(a, b *bufBatch) int { return cmp.Compare(a.lsn, b.lsn) })
+	for i := 0; i < len(missing); {
+		j := i + 1
+		for j < len(missing) && missing[j].lsn == missing[j-1].lsn+1 {
+			j++
+		}
+		run, k := missing[i:j], 0
+		err := s.wal.ReadRange(run[0].lsn, run[len(run)-1].lsn, func(lsn wal.LSN, data []byte) error {
+			b := run[k]
+			k++
+			rec, err := decodeWALRecord(data)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", lsn, err)
+			}
+			if rec.SourceID != b.src.id || rec.Seq != b.seq {
+				return fmt.Errorf("record %d holds batch %s/%d, want %s/%d", lsn, rec.SourceID, rec.Seq, b.src.id, b.seq)
+			}
+			b.frame = rec.Frame
+			s.m.readBack.Add(float64(len(rec.Frame)))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("server: read buffered batches back from the write-ahead log: %w", err)
+		}
+		i = j
+	}
+	return nil
 }
 
 // sinkContext bounds one sink call (see Config.CommitTimeout).
@@ -172,13 +233,14 @@ func (s *Server) noteFlushRate(bytes int64, start time.Time) {
 	}
 }
 
-// stageOnce writes everything buffered as data files through the Stager and
-// moves the batches to the staged list, freeing their memory. On failure the
-// batches go back to the buffer and the recovery schedule advances.
-func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+// stageOnce writes the oldest buffered batches (at most maxBatches, and one
+// flush's size) as data files through the Stager and moves them to the staged
+// list, freeing their memory. On failure the batches go back to the buffer
+// and the recovery schedule advances.
+func (s *Server) stageOnce(reason lakehousev1.FlushReason, maxBatches int) *lakehousev1.FlushResult {
 	start := time.Now()
 	res := &lakehousev1.FlushResult{Reason: reason}
-	batches, entries, f, err := s.takeFlush(reason, start)
+	batches, entries, f, err := s.takeFlush(reason, start, maxBatches)
 	if len(batches) == 0 {
 		res.Success = true
 		return res
@@ -227,14 +289,21 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		return s.commitBuffer(reason)
 	}
 	start := time.Now()
-	if s.buf.stats(false).queuedBatches > 0 {
-		if res := s.stageOnce(reason); !res.Success {
+	// Everything queued now, one flush's size at a time; not what arrives
+	// meanwhile, or a steady load would keep the commit from ever starting.
+	for n := s.buf.stats(false).queuedBatches; n > 0; {
+		res := s.stageOnce(reason, n)
+		if !res.Success {
 			s.m.flushes.WithLabelValues("failure").Inc()
 			s.mu.Lock()
 			s.lastFlush, s.lastFlushT = res, time.Now()
 			s.mu.Unlock()
 			return res
 		}
+		if res.BatchesFlushed == 0 {
+			break
+		}
+		n -= int(res.BatchesFlushed)
 	}
 	id := s.beginFlush(start)
 	batches, sets, entries := s.buf.stagedSnapshot()
@@ -256,12 +325,35 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	return s.committed(reason, start, res, batches, entries, out)
 }
 
-// commitBuffer is a flush through a sink that cannot stage: the buffer is
-// committed in one call.
+// commitBuffer is a flush through a sink that cannot stage: what is queued
+// now is committed one flush's size (FlushBytes) per call.
 func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
 	start := time.Now()
+	total := &lakehousev1.FlushResult{Reason: reason, Success: true}
+	for n := s.buf.stats(false).queuedBatches; n > 0; {
+		res := s.commitChunk(reason, n)
+		if !res.Success || n == int(res.BatchesFlushed) && total.BatchesFlushed == 0 {
+			return res
+		}
+		total.BatchesFlushed += res.BatchesFlushed
+		total.EntriesFlushed += res.EntriesFlushed
+		total.BytesWritten += res.BytesWritten
+		total.Paths = append(total.Paths, res.Paths...)
+		if res.BatchesFlushed == 0 {
+			break
+		}
+		n -= int(res.BatchesFlushed)
+	}
+	total.DurationMs = time.Since(start).Milliseconds()
+	return total
+}
+
+// commitChunk commits the oldest buffered batches, at most maxBatches and
+// one flush's size, through a plain sink.
+func (s *Server) commitChunk(reason lakehousev1.FlushReason, maxBatches int) *lakehousev1.FlushResult {
+	start := time.Now()
 	res := &lakehousev1.FlushResult{Reason: reason}
-	batches, entries, f, err := s.takeFlush(reason, start)
+	batches, entries, f, err := s.takeFlush(reason, start, maxBatches)
 	if len(batches) == 0 {
 		res.Success = true
 		return res

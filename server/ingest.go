@@ -161,12 +161,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	}
 
 	size := int64(len(frame))
-	lower, delay, ok := s.reserve(size)
-	if !ok {
-		s.kickFlush()
-		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-			"buffer full: retry after the delay", uint32(delay.Milliseconds()))), nil
-	}
+	lower := s.buf.reserve(size)
 	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
 	start := time.Now()
 	// Enqueued under src.mu, so the log holds a source's batches in order.
@@ -184,7 +179,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		if errors.Is(err, wal.ErrFull) {
 			s.kickFlush()
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
+				"write-ahead log full: retry after the delay", uint32(s.retryDelay().Milliseconds()))), nil
 		}
 		if errors.Is(err, wal.ErrFailed) {
 			s.failWAL(err)
@@ -275,7 +270,7 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	case util > s.cfg.BufferedThreshold:
 		status = lakehousev1.AckStatus_ACK_STATUS_BUFFERED
 	}
-	trigger := bs.queuedEntries >= s.cfg.FlushEntries || bs.queuedBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
+	trigger := s.thresholdReached(bs)
 	persisted := src.persistedSeq
 	s.mu.Unlock()
 	src.mu.Lock()
@@ -403,23 +398,13 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 	return lakehousev1.AckStatus_ACK_STATUS_OK
 }
 
-// reserve claims size bytes of the memory budget for a batch about to be
-// appended (see buffer.reserve). When the budget is exhausted it returns the
-// retry delay to suggest.
-func (s *Server) reserve(size int64) (wal.LSN, time.Duration, bool) {
-	if lower, ok := s.buf.reserve(size); ok {
-		return lower, 0, true
-	}
+// retryDelay suggests when a batch refused because the log is full may find
+// room: when the running flush is expected to end (from the last flush's
+// rate), never more than RetryDelay, never less than minRetryDelay. Without a
+// running flush or a rate to go by, RetryDelay.
+func (s *Server) retryDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return 0, s.retryDelayLocked(), false
-}
-
-// retryDelayLocked suggests when a refused batch may find room: when the
-// running flush is expected to end (from the last flush's rate), never more
-// than RetryDelay, never less than minRetryDelay. Without a running flush or
-// a rate to go by, RetryDelay.
-func (s *Server) retryDelayLocked() time.Duration {
 	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
 		return s.cfg.RetryDelay
 	}

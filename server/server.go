@@ -7,7 +7,8 @@
 // Guarantees: an ok/buffered/fallback ack means the batch is fsync'd in the
 // write-ahead log and survives kill -9; batches are committed to the sink
 // exactly once per source, resolved from watermarks committed atomically with
-// the data; nothing accepted is evicted: when memory or the log is full,
+// the data; nothing accepted is evicted: batches beyond the memory budget are
+// held only in the log (read back at flush), and when the log is full,
 // batches are refused with buffer_full and a retry delay.
 package server
 
@@ -133,7 +134,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
 	}
-	s.buf = newBuffer(cfg.MaxBufferBytes, func() wal.LSN { return wal.LSN(l.Stats().LastLSN) })
+	s.buf = newBuffer(cfg.MaxBufferBytes, cfg.FlushBytes, func() wal.LSN { return wal.LSN(l.Stats().LastLSN) })
 	s.stager, _ = cfg.Sink.(sink.Stager)
 	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())
 	s.m = newMetrics(cfg.Metrics, s)
@@ -226,7 +227,9 @@ func (s *Server) restore(ctx context.Context) error {
 			return nil
 		}
 		replayed[rec.SourceID] = rec.Seq
-		frame := append([]byte(nil), rec.Frame...)
+		// The frame is the replay's buffer: restore copies it if it stays
+		// in memory.
+		frame := rec.Frame
 		if err := codec.DecodeBatchInto(&scratch, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
 			return fmt.Errorf("record %d: %w", lsn, err)
 		}
