@@ -218,10 +218,13 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		prevLastEntry: prevLastEntry, added: added}}, nil
 }
 
-// complete waits for a pending batch's append and moves the batch into the
-// buffer. It runs whether or not the stream still exists: a batch in the log
-// is accepted.
-func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
+// complete waits for a pending batch's append and returns its answer, and
+// whether the batch is durable. The caller sends the answer, then calls
+// enqueue for a durable batch, whether or not the send succeeded (a batch in
+// the log is accepted): a batch joins the buffer only once its ack is out, so
+// no flush covers it before, and a persisted watermark never overtakes the
+// ack of a batch it covers.
+func (s *Server) complete(p *pendingBatch) (*lakehousev1.StreamResponse, bool) {
 	err := <-p.done
 	s.m.appendSeconds.Observe(time.Since(p.start).Seconds())
 	bb, src := p.bb, p.bb.src
@@ -250,19 +253,15 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 		if !errors.Is(err, wal.ErrFailed) {
 			s.log.Error("write-ahead log append failed", "source", src.id, "seq", p.seq, "error", err)
 			return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-				"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))
+				"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds())), false
 		}
 		return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
 			"write-ahead log failed (disk full or I/O error) and is recovering: retry after the delay",
-			uint32(s.walRetryDelay().Milliseconds()))
+			uint32(s.walRetryDelay().Milliseconds())), false
 	}
 	s.m.bytes.Add(float64(bb.size))
-	bs := s.buf.add(bb, p.lower)
-	util := bs.utilization
+	util := s.buf.stats(false).utilization // the batch counts already (reserved)
 	s.mu.Lock()
-	src.batches++
-	src.entries += uint64(bb.entries)
-	src.lastSeenMs = bb.arrivedMs
 	status := lakehousev1.AckStatus_ACK_STATUS_OK
 	switch {
 	case s.recovery.active:
@@ -270,20 +269,31 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	case util > s.cfg.BufferedThreshold:
 		status = lakehousev1.AckStatus_ACK_STATUS_BUFFERED
 	}
-	trigger := s.thresholdReached(bs)
 	persisted := src.persistedSeq
+	s.mu.Unlock()
+	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
+	a.GetAck().Details.BufferUtilization = util
+	a.GetAck().Details.PersistedSequence = persisted
+	return a, true
+}
+
+// enqueue moves a durable batch, whose ack is sent (or its stream gone),
+// into the buffer, and settles its append for the source.
+func (s *Server) enqueue(p *pendingBatch) {
+	bb, src := p.bb, p.bb.src
+	bs := s.buf.add(bb, p.lower)
+	s.mu.Lock()
+	src.batches++
+	src.entries += uint64(bb.entries)
+	src.lastSeenMs = bb.arrivedMs
 	s.mu.Unlock()
 	src.mu.Lock()
 	src.appending--
 	src.settled.Broadcast()
 	src.mu.Unlock()
-	if trigger {
+	if s.thresholdReached(bs) {
 		s.kickFlush()
 	}
-	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
-	a.GetAck().Details.BufferUtilization = util
-	a.GetAck().Details.PersistedSequence = persisted
-	return a
 }
 
 // failWAL records a write-ahead log failure (an append error wrapping
