@@ -182,7 +182,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
-	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes")
+	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes; also the most one flush takes (and reads back from the write-ahead log)")
 	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", 2*time.Minute, "bound on each staging and commit; a stalled store fails the flush and the recovery loop retries")
