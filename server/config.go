@@ -27,7 +27,10 @@ type Config struct {
 
 	// FlushEntries flushes when the buffer holds this many entries. Default 10,000.
 	FlushEntries int
-	// FlushBytes flushes when the buffer holds this many bytes. Default 32 MiB.
+	// FlushBytes flushes when the buffer holds this many bytes. It is also
+	// the most one stage or commit takes from the buffer (one batch at
+	// least), which bounds what a flush reads back from the write-ahead log.
+	// Default 32 MiB.
 	FlushBytes int64
 	// FlushAge flushes when the oldest buffered batch is this old. Default 60 s.
 	FlushAge time.Duration
@@ -45,8 +48,10 @@ type Config struct {
 	// that stalls fails the flush after it; the data stays in the
 	// write-ahead log and the recovery loop retries. Default 2 min.
 	CommitTimeout time.Duration
-	// MaxBufferBytes bounds the in-memory buffer; beyond it batches are nacked
-	// buffer_full (nothing is evicted). Default 128 MiB.
+	// MaxBufferBytes bounds the frames the buffer holds in memory; batches
+	// beyond it are held only in the write-ahead log, and read back from it
+	// at flush (WALMaxBytes is what refuses batches). Memory stays within
+	// it plus one flush (FlushBytes). Default 128 MiB.
 	MaxBufferBytes int64
 	// BufferedThreshold: acks say "buffered" above this utilization. Default 0.8.
 	BufferedThreshold float64

@@ -51,13 +51,24 @@ type session struct {
 func (sess *session) close(cause error) { sess.cancel(cause) }
 
 // notifyPersisted tells the session its source's batches up to seq are
-// committed. It never blocks; successive watermarks coalesce.
+// committed. It never blocks; successive watermarks coalesce, and a watermark
+// lower than one already given (a late notification) changes nothing.
 func (sess *session) notifyPersisted(seq, entry uint64) {
-	sess.persistedSeq.Store(seq)
-	sess.persistedEntry.Store(entry)
+	storeMax(&sess.persistedSeq, seq)
+	storeMax(&sess.persistedEntry, entry)
 	select {
 	case sess.persistedSig <- struct{}{}:
 	default:
+	}
+}
+
+// storeMax raises v to x unless it already holds more.
+func storeMax(v *atomic.Uint64, x uint64) {
+	for {
+		old := v.Load()
+		if old >= x || v.CompareAndSwap(old, x) {
+			return
+		}
 	}
 }
 
@@ -305,9 +316,9 @@ func (sess *session) runReplies() {
 			<-sess.slots
 			continue
 		}
-		resp := r.resp
+		resp, durable := r.resp, false
 		if r.pending != nil {
-			resp = s.complete(r.pending)
+			resp, durable = s.complete(r.pending)
 		} else if a := resp.GetAck(); a != nil && s.walGeneration() != r.walGen {
 			// A duplicate may have been judged against a batch whose
 			// append then failed (the log failed since): do not vouch for
@@ -321,6 +332,9 @@ func (sess *session) runReplies() {
 				dead = true
 				sess.cancel(err)
 			}
+		}
+		if durable {
+			s.enqueue(r.pending) // after its ack: see complete
 		}
 		<-sess.slots
 	}
@@ -363,7 +377,6 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	src := s.sourceLocked(conn.GetSourceId())
 	s.sessions[sess] = struct{}{}
 	src.lastSeenMs = time.Now().UnixMilli()
-	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
 	s.mu.Unlock()
 
 	src.mu.Lock()
@@ -386,6 +399,14 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 		src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
 	}
 	sess.src, sess.mode = src, mode
+	// Read now that sess owns the source and its predecessor's appends have
+	// settled (the wait above lets flushes run): a commit that raised the
+	// watermark before this read is seen here, and one after it finds sess
+	// as the owner and notifies it. Read at the start, a commit in between
+	// would be lost, and sess told an older watermark.
+	s.mu.Lock()
+	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
+	s.mu.Unlock()
 	if persisted > 0 {
 		sess.notifyPersisted(persisted, persistedEntry)
 	}
