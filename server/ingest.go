@@ -230,11 +230,12 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 }
 
 // complete waits for a pending batch's append and returns its answer, and
-// whether the batch is durable. The caller sends the answer, then calls
-// enqueue for a durable batch, whether or not the send succeeded (a batch in
-// the log is accepted): a batch joins the buffer only once its ack is out, so
-// no flush covers it before, and a persisted watermark never overtakes the
-// ack of a batch it covers.
+// whether the batch is durable. The caller enqueues a durable batch before
+// sending the answer, whether or not the send then succeeds (a batch in the
+// log is accepted), so a flush requested after the ack covers it. A flush may
+// thus commit a batch whose ack is not out yet; the session caps its
+// persisted messages at the last ack sent (session.acked), so a persisted
+// watermark never overtakes the ack of a batch it covers.
 func (s *Server) complete(p *pendingBatch) (*lakehousev1.StreamResponse, bool) {
 	err := <-p.done
 	s.m.appendSeconds.Observe(time.Since(p.start).Seconds())

@@ -35,8 +35,17 @@ type session struct {
 	persistedSig   chan struct{}
 	persistedSeq   atomic.Uint64
 	persistedEntry atomic.Uint64
-	flushDone      chan *lakehousev1.FlushResult
-	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
+	// The last batch whose ack was sent (or, at attach, every earlier
+	// stream's batches). A persisted message never goes beyond it: a flush
+	// may commit a durable batch before its ack is out, and clients count a
+	// batch persisted only once acked.
+	ackedSeq   atomic.Uint64
+	ackedEntry atomic.Uint64
+	// What the last persisted message said; only the session goroutine
+	// touches them.
+	sentSeq, sentEntry uint64
+	flushDone          chan *lakehousev1.FlushResult
+	pendingFlushes     int // stream flushes not yet answered; only the session goroutine touches it
 	// decoded is accept's decoding scratch, reused so that a batch's entries
 	// are not allocated (and cleared) anew; only the session goroutine
 	// touches it, and nothing keeps it after accept.
@@ -318,7 +327,11 @@ func (sess *session) runReplies() {
 		}
 		resp, durable := r.resp, false
 		if r.pending != nil {
-			resp, durable = s.complete(r.pending)
+			if resp, durable = s.complete(r.pending); durable {
+				// In the buffer before its ack is sent, so a flush that
+				// the client requests once acked covers it.
+				s.enqueue(r.pending)
+			}
 		} else if a := resp.GetAck(); a != nil && s.walGeneration() != r.walGen {
 			// A duplicate may have been judged against a batch whose
 			// append then failed (the log failed since): do not vouch for
@@ -334,7 +347,7 @@ func (sess *session) runReplies() {
 			}
 		}
 		if durable {
-			s.enqueue(r.pending) // after its ack: see complete
+			sess.acked(r.pending.bb)
 		}
 		<-sess.slots
 	}
@@ -355,10 +368,32 @@ func (sess *session) startFlush(reason lakehousev1.FlushReason) {
 	}()
 }
 
+// acked records that bb's ack was sent, and wakes the session if a persisted
+// watermark was waiting for it.
+func (sess *session) acked(bb *bufBatch) {
+	prevSeq, prevEntry := sess.ackedSeq.Load(), sess.ackedEntry.Load()
+	storeMax(&sess.ackedSeq, bb.seq)
+	storeMax(&sess.ackedEntry, bb.lastEntry)
+	if sess.persistedSeq.Load() > prevSeq || sess.persistedEntry.Load() > prevEntry {
+		select {
+		case sess.persistedSig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sendPersisted sends the persisted watermark, capped at the last acked
+// batch, unless it says nothing new.
 func (sess *session) sendPersisted() error {
+	seq := min(sess.persistedSeq.Load(), sess.ackedSeq.Load())
+	entry := min(sess.persistedEntry.Load(), sess.ackedEntry.Load())
+	if seq <= sess.sentSeq && entry <= sess.sentEntry {
+		return nil
+	}
+	sess.sentSeq, sess.sentEntry = max(seq, sess.sentSeq), max(entry, sess.sentEntry)
 	return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
-		SequenceNumber: sess.persistedSeq.Load(),
-		EntrySequence:  sess.persistedEntry.Load(),
+		SequenceNumber: sess.sentSeq,
+		EntrySequence:  sess.sentEntry,
 		TimestampMs:    time.Now().UnixMilli(),
 	}}})
 }
@@ -407,6 +442,9 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	s.mu.Lock()
 	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
 	s.mu.Unlock()
+	// Every batch before this stream was answered by an earlier one.
+	sess.ackedSeq.Store(src.lastSeq)
+	sess.ackedEntry.Store(src.lastEntry)
 	if persisted > 0 {
 		sess.notifyPersisted(persisted, persistedEntry)
 	}
