@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -165,6 +166,7 @@ type serveOptions struct {
 	drain    *time.Duration
 	pprofOn  *bool
 	noMaint  *bool
+	sec      securityFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -192,6 +194,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	sf.register(fs)
+	o.sec.register(fs)
 	return fs, o
 }
 
@@ -221,6 +224,16 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
 	}
+	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
+	if err != nil {
+		return err
+	}
+	stopWatch := sec.watch(ctx, log)
+	defer stopWatch()
+	var appTLS func() *tls.Config
+	if sec.tls != nil {
+		appTLS = sec.serverTLS
+	}
 	a, err := startApp(ctx, appConfig{
 		Server:   cfg,
 		OpenSink: func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, cfg.DataDir, log) },
@@ -238,6 +251,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		Logger:     log,
 		Maintain:   !*o.noMaint,
 		StatusPage: true,
+		TLS:        appTLS,
+		Auth:       sec.tokens,
 	})
 	if err != nil {
 		return err
@@ -248,7 +263,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if ready != nil {
 		ready(a.grpcAddr(), a.httpAddr())
 	}
-	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind)
+	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind,
+		"tls", sec.tls != nil, "tokens", sec.tokens != nil)
 
 	runErr := a.wait(ctx)
 	if runErr != nil {
