@@ -7,10 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -43,6 +45,38 @@ type secEnv struct {
 	clientTLS  *tls.Config // nil: plaintext
 	secrets    map[string]string
 	cc         *grpc.ClientConn
+	logs       *syncBuffer // every log of the app, at debug level
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// checkNoSecretsLogged fails if any secret appears in the app's logs.
+func (e *secEnv) checkNoSecretsLogged() {
+	e.t.Helper()
+	logs := e.logs.String()
+	for name, s := range e.secrets {
+		if strings.Contains(logs, s) {
+			e.t.Errorf("the secret of %s was logged", name)
+		}
+	}
+	if !strings.Contains(logs, "level=") {
+		e.t.Error("no logs captured")
+	}
 }
 
 // The token file of the tests: each writer may write its sources only.
@@ -98,12 +132,16 @@ func startSecure(t *testing.T, tlsOn bool, clientAuth string) *secEnv {
 	e.tokensFile = filepath.Join(e.dir, "tokens.yaml")
 	writeTokenFile(t, e.tokensFile, e.secrets, "")
 	reg := prometheus.NewRegistry()
+	e.logs = &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
-	if e.store, err = auth.Open(e.tokensFile, nil, reg); err != nil {
+	if e.store, err = auth.Open(e.tokensFile, log, reg); err != nil {
 		t.Fatal(err)
 	}
 	cfg := testAppConfig(e.dir, "127.0.0.1:0")
 	cfg.Metrics = reg
+	cfg.Logger = log
+	cfg.Server.Logger = log
 	cfg.Auth = e.store
 	cfg.StatusPage = true
 	cfg.PProf = true

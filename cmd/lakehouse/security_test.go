@@ -96,6 +96,7 @@ func TestTokensGRPC(t *testing.T) {
 		if want := int(seq-1) * 5; rows["victim"] != want || rows["a-1"] != 0 || len(rows) != 1 {
 			t.Fatalf("stored rows %v, want victim: %d only", rows, want)
 		}
+		e.checkNoSecretsLogged()
 	})
 }
 
@@ -152,6 +153,7 @@ func TestTokensWebSocket(t *testing.T) {
 		if want := int(seq-1) * 5; rows["victim-ws"] != want || len(rows) != 1 {
 			t.Fatalf("stored rows %v, want victim-ws: %d only", rows, want)
 		}
+		e.checkNoSecretsLogged()
 	})
 }
 
@@ -204,6 +206,7 @@ func TestRevokedTokenClosesStreams(t *testing.T) {
 	if r := sendBatch(t, keep, "a-1", 1, 0); r.GetAck() == nil {
 		t.Fatalf("a stream of another token after the reload: %v", r)
 	}
+	e.checkNoSecretsLogged()
 }
 
 // TestAdminEndpointsNeedAdminToken: /status, /flush, /metrics, /debug/pprof,
