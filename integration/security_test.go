@@ -265,4 +265,3 @@ func childBatch(t *testing.T, httpAddr, source, token string) error {
 		t.Logf("%s: nack %+v", source, n)
 	}
 }
-
