@@ -13,9 +13,11 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/dot-do/lakehouse-rpc/client"
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/tlsconfig"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 func forBothTransports(t *testing.T, f func(t *testing.T, e *secEnv)) {
@@ -292,4 +294,30 @@ func TestTLSClientCertificates(t *testing.T) {
 		t.Fatalf("HTTPS /health: %v %v", resp, err)
 	}
 	resp.Body.Close()
+}
+
+// TestGoClientTLSAndToken: the Go client streams over mTLS with WithTLS and
+// WithToken; with a token of other sources Dial fails with PermissionDenied
+// instead of retrying.
+func TestGoClientTLSAndToken(t *testing.T) {
+	e := startSecure(t, true, tlsconfig.ClientAuthRequire)
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	c, err := client.Dial(ctx, e.a.grpcAddr(), "victim", client.WithTLS(e.clientTLS), client.WithToken(e.secrets["victim-writer"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.SendBatch(ctx, workload.Entries(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Dial(ctx, e.a.grpcAddr(), "victim", client.WithTLS(e.clientTLS), client.WithToken(e.secrets["a-writer"]))
+	if status.Code(err) != codes.PermissionDenied || ctx.Err() != nil {
+		t.Fatalf("token of other sources: %v, want PermissionDenied at once", err)
+	}
+	if rows := e.flushAndRows(); rows["victim"] != 10 {
+		t.Fatalf("rows %v", rows)
+	}
 }
