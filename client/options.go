@@ -96,6 +96,7 @@ type config struct {
 	clock                Clock
 	breaker              BreakerConfig
 	dialOptions          []grpc.DialOption
+	token                string
 
 	onStateChange func(StateChange)
 	onAck         func(Ack)
@@ -130,6 +131,9 @@ func newConfig(opts []Option) (config, error) {
 		o(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
+		return config{}, err
+	}
+	if err := validateToken(cfg.token); err != nil {
 		return config{}, err
 	}
 	if cfg.logger == nil {

@@ -71,7 +71,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	corr := string(b.CorrelationID)
 	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0)), nil
+			fmt.Sprintf("sourceDoId %q (batch.source_id) does not match the stream's source %q: a batch is always written under its stream's source", b.SourceID, src.id), 0)), nil
 	}
 	if err := validateEntries(b.Entries, sess.mode); err != nil {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil

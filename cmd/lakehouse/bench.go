@@ -47,7 +47,17 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		"from each batch's scheduled send time (0: closed loop)")
 	metricsAddr := fs.String("metrics-addr", "", "the server's HTTP address (its --http-addr), to read process_cpu_seconds_total "+
 		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
+	var cf connFlags
+	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dopts, err := cf.dialOptions()
+	if err != nil {
+		return err
+	}
+	secOpts, err := cf.clientOptions()
+	if err != nil {
 		return err
 	}
 	if *duration <= 0 && *entries <= 0 {
@@ -78,7 +88,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		}()
 		*addr = a
 		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
-	} else if err := checkReachable(ctx, *addr); err != nil {
+	} else if err := checkReachable(ctx, *addr, dopts...); err != nil {
 		return err
 	}
 	cfg := bench.Config{
@@ -90,6 +100,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		MaxPending:  *pending,
 		TablePrefix: *tablePrefix,
 		Rate:        *rate,
+		// TLS and token, from the connection flags.
+		DialOptions:   dopts,
+		ClientOptions: secOpts,
 	}
 	// measured runs one load with the CPU probe around it. When the server's
 	// CPU is read, the server first commits what it buffered before (not
@@ -98,7 +111,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	measured := func(run func(context.Context, bench.Config) (*bench.Summary, error)) (*bench.Summary, error) {
 		serverCPU := probe.MetricsAddr != "" || probe.InProcess
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+			if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
 				return nil, err
 			}
 		}
@@ -111,7 +124,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return nil, err
 		}
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+			if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
 				return nil, err
 			}
 		}
@@ -131,7 +144,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return err
 		}
 		// Start the baseline from an empty server buffer.
-		if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+		if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
 			return err
 		}
 		rs, err := measured(bench.RawStreamConfig)

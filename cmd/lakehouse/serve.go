@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/auth"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
@@ -164,6 +166,7 @@ type serveOptions struct {
 	pprofOn  *bool
 	noMaint  *bool
 	lim      limitFlags
+	sec      securityFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -192,6 +195,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	o.lim.register(fs)
 	sf.register(fs)
+	o.sec.register(fs)
 	return fs, o
 }
 
@@ -218,13 +222,28 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	// No per-token stream key until tokens exist: only the total cap.
-	o.lim.applyServer(&cfg, nil)
+	o.lim.applyServer(&cfg, func(ctx context.Context) string {
+		// Streams count per token (--max-streams-per-token); without
+		// tokens every stream counts under "".
+		p, _ := auth.FromContext(ctx)
+		return p.Name
+	})
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = reg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
+	}
+	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
+	if err != nil {
+		return err
+	}
+	stopWatch := sec.watch(ctx, log)
+	defer stopWatch()
+	var appTLS func() *tls.Config
+	if sec.tls != nil {
+		appTLS = sec.serverTLS
 	}
 	a, err := startApp(ctx, appConfig{
 		Server:      cfg,
@@ -238,6 +257,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		Logger:      log,
 		Maintain:    !*o.noMaint,
 		StatusPage:  true,
+		TLS:         appTLS,
+		Auth:        sec.tokens,
 	})
 	if err != nil {
 		return err
@@ -248,7 +269,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if ready != nil {
 		ready(a.grpcAddr(), a.httpAddr())
 	}
-	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind)
+	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind,
+		"tls", sec.tls != nil, "tokens", sec.tokens != nil)
 
 	runErr := a.wait(ctx)
 	if runErr != nil {

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dot-do/lakehouse-rpc/client"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
@@ -48,6 +50,9 @@ type Config struct {
 	SourcePrefix string
 	// ClientOptions are added to every client's options.
 	ClientOptions []client.Option
+	// DialOptions are added to the plain gRPC connections of the raw and
+	// frames modes (TLS, token); clients take theirs from ClientOptions.
+	DialOptions []grpc.DialOption
 	// TablePrefix prefixes the W1 table names ("bench_users"...), so that a
 	// run against a real data directory keeps its rows out of real tables.
 	// Empty: the plain W1 names.

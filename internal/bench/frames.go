@@ -163,7 +163,7 @@ func openFrames(ctx context.Context, cfg Config, id string) (*frameSource, error
 	if err != nil {
 		return nil, err
 	}
-	bs, err := dialStream(ctx, cfg.Addr, id)
+	bs, err := dialStream(ctx, cfg.Addr, id, cfg.DialOptions)
 	if err != nil {
 		return nil, err
 	}

@@ -36,7 +36,7 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	cfg.SourcePrefix += "-raw"
 	rs := make([]*rawSource, cfg.Sources)
 	for i := range rs {
-		r, err := openRaw(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		r, err := openRaw(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i), cfg.DialOptions)
 		if err != nil {
 			for _, r := range rs[:i] {
 				r.abort()
@@ -144,8 +144,8 @@ type rawSource struct {
 	recvErr      error
 }
 
-func openRaw(ctx context.Context, addr, src string) (*rawSource, error) {
-	bs, err := dialStream(ctx, addr, src)
+func openRaw(ctx context.Context, addr, src string, dopts []grpc.DialOption) (*rawSource, error) {
+	bs, err := dialStream(ctx, addr, src, dopts)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +168,9 @@ type benchStream struct {
 
 // dialStream opens a stream for source id at addr and connects it in batch
 // mode with the binary protocol.
-func dialStream(ctx context.Context, addr, id string) (benchStream, error) {
+func dialStream(ctx context.Context, addr, id string, dopts []grpc.DialOption) (benchStream, error) {
 	var bs benchStream
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		return bs, err
 	}
@@ -318,8 +318,8 @@ func rawProgress(cfg Config, start time.Time, rs []*rawSource) func() {
 // FlushServer asks the server at addr to commit its buffer now (the unary
 // Flush RPC) and waits for the result, so that consecutive runs start from an
 // empty buffer.
-func FlushServer(ctx context.Context, addr string) (*lakehousev1.FlushResult, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func FlushServer(ctx context.Context, addr string, dopts ...grpc.DialOption) (*lakehousev1.FlushResult, error) {
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("bench: flush: %w", err)
 	}
