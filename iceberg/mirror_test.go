@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
+	iceberg "github.com/apache/iceberg-go"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 
@@ -420,4 +421,144 @@ func TestMirrorCompactionBounded(t *testing.T) {
 		t.Errorf("%d delete files after maintenance", n)
 	}
 	checkMirror(t, readMirror(t, tbl), model)
+}
+
+func oneRowFlush(id uint64, tableName, key, after string) *sink.Flush {
+	e := codec.Entry{Sequence: id, Timestamp: 1_700_000_000_000 + id, Op: codec.OpInsert, Table: []byte(tableName),
+		RowID: []byte(key), After: []byte(after)}
+	return &sink.Flush{ID: id, Time: time.Now(), Tables: []sink.Table{{Name: tableName, Rows: []sink.Row{{SourceID: "src", BatchSeq: id, Entry: e}}}}}
+}
+
+func fieldIDs(tbl *table.Table) map[string]int {
+	out := map[string]int{}
+	for _, f := range tbl.Schema().Fields() {
+		out[f.Name] = f.ID
+	}
+	return out
+}
+
+// TestMirrorSchemaEvolution: new keys become new (nested) columns with
+// stable field ids, a value that does not fit its column sends the whole
+// row to _extra, int and float columns widen, and old snapshots stay
+// readable.
+func TestMirrorSchemaEvolution(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), mirrorOn)
+	mustCommit(t, s, oneRowFlush(1, "t", "k1", `{"a":1,"s":{"x":1}}`))
+	tbl, _ := s.LoadMirrorTable(ctx, "t")
+	snap1 := tbl.CurrentSnapshot().SnapshotID
+	ids1 := fieldIDs(tbl)
+
+	mustCommit(t, s, oneRowFlush(2, "t", "k2", `{"a":2,"b":"x","s":{"x":2,"y":"z"}}`))
+	mustCommit(t, s, oneRowFlush(3, "t", "k3", `{"a":"not a number","b":"y"}`))
+	mustCommit(t, s, oneRowFlush(4, "t", "k4", `{"_op":"hack","c":true}`))
+	mustCommit(t, s, oneRowFlush(5, "t", "k5", `{"a":1.5,"d":[],"e":null}`))
+	tbl, _ = s.LoadMirrorTable(ctx, "t")
+	ids := fieldIDs(tbl)
+	for name, id := range ids1 {
+		if ids[name] != id {
+			t.Errorf("field %q: id %d became %d", name, id, ids[name])
+		}
+	}
+	for _, name := range []string{"b", "c"} {
+		if ids[name] == 0 {
+			t.Errorf("no column %q: %v", name, ids)
+		}
+	}
+	if _, ok := ids["d"]; ok {
+		t.Errorf("an empty array created column d")
+	}
+	st, ok := tbl.Schema().FindFieldByName("s.y")
+	if !ok || st.Type.String() != "string" {
+		t.Errorf("nested field s.y: %v %v", st, ok)
+	}
+	got := readMirror(t, tbl)
+	want := map[string]map[string]any{
+		"k1": {"a": float64(1), "s": map[string]any{"x": float64(1), "y": nil}},
+		"k2": {"a": float64(2), "b": "x", "s": map[string]any{"x": float64(2), "y": "z"}},
+		"k3": {"b": "y"},
+		"k4": {"c": true},
+		"k5": {},
+	}
+	for k, w := range want {
+		if !reflect.DeepEqual(got[k].values, w) {
+			t.Errorf("%s: values %v, want %v", k, got[k].values, w)
+		}
+	}
+	for k, extra := range map[string]string{"k3": `{"a":"not a number","b":"y"}`, "k4": `{"_op":"hack","c":true}`, "k5": `{"a":1.5,"d":[],"e":null}`} {
+		if got[k].extra == nil || *got[k].extra != extra {
+			t.Errorf("%s: _extra %v, want %s", k, got[k].extra, extra)
+		}
+	}
+	if got["k1"].extra != nil || got["k2"].extra != nil {
+		t.Errorf("rows that fit have _extra")
+	}
+	if n := s.MirrorTotals().ExtraRows; n != 3 {
+		t.Errorf("extra rows counted: %d, want 3", n)
+	}
+
+	// The first snapshot still reads with the columns it had.
+	old := readMirror(t, tbl, table.WithSnapshotID(snap1))
+	if len(old) != 1 || !reflect.DeepEqual(old["k1"].values, map[string]any{"a": float64(1), "s": map[string]any{"x": float64(1)}}) {
+		t.Errorf("snapshot 1 reads %+v", old)
+	}
+}
+
+// TestMirrorWidening: int and float columns (from a pinned or older
+// schema) are widened to long and double when a value needs it; a long
+// column takes integers into a double column.
+func TestMirrorWidening(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), mirrorOn)
+	// Create the mirror with narrow columns, as a pinned schema would.
+	tbl, err := s.loadOrCreateMirror(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := tbl.NewTransaction()
+	u := txn.UpdateSchema(true, false)
+	u.AddColumn([]string{"i"}, iceberg.PrimitiveTypes.Int32, "", false, nil)
+	u.AddColumn([]string{"f"}, iceberg.PrimitiveTypes.Float32, "", false, nil)
+	u.AddColumn([]string{"d"}, iceberg.PrimitiveTypes.Float64, "", false, nil)
+	if err := u.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustCommit(t, s, oneRowFlush(1, "w", "k1", `{"i":7,"f":0.5,"d":3}`))
+	tbl, _ = s.LoadMirrorTable(ctx, "w")
+	if f, _ := tbl.Schema().FindFieldByName("i"); f.Type.String() != "int" {
+		t.Fatalf("i widened early: %s", f.Type)
+	}
+	ids := fieldIDs(tbl)
+	mustCommit(t, s, oneRowFlush(2, "w", "k2", `{"i":5000000000,"f":0.1,"d":4}`))
+	tbl, _ = s.LoadMirrorTable(ctx, "w")
+	for name, typ := range map[string]string{"i": "long", "f": "double", "d": "double"} {
+		f, _ := tbl.Schema().FindFieldByName(name)
+		if f.Type.String() != typ || f.ID != ids[name] {
+			t.Errorf("%s: %s (id %d), want %s (id %d)", name, f.Type, f.ID, typ, ids[name])
+		}
+	}
+	got := readMirror(t, tbl)
+	if !reflect.DeepEqual(got["k2"].values, map[string]any{"i": float64(5000000000), "f": 0.1, "d": float64(4)}) || got["k2"].extra != nil {
+		t.Errorf("k2: %+v", got["k2"])
+	}
+	if !reflect.DeepEqual(got["k1"].values, map[string]any{"i": float64(7), "f": 0.5, "d": float64(3)}) {
+		t.Errorf("k1 after widening: %+v", got["k1"])
+	}
+}
+
+// TestMirrorNestedAsJSON: with nested inference off, objects and arrays
+// are JSON text columns.
+func TestMirrorNestedAsJSON(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true; c.MirrorNestedAsJSON = true })
+	mustCommit(t, s, oneRowFlush(1, "t", "k1", `{"s":{"x":1},"l":[1,"a"],"n":2}`))
+	tbl, _ := s.LoadMirrorTable(ctx, "t")
+	got := readMirror(t, tbl)
+	want := map[string]any{"s": `{"x":1}`, "l": `[1,"a"]`, "n": float64(2)}
+	if !reflect.DeepEqual(got["k1"].values, want) || got["k1"].extra != nil {
+		t.Errorf("k1: %+v, want %v", got["k1"], want)
+	}
 }
