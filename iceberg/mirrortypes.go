@@ -139,13 +139,9 @@ func newSchemaPlan(sc *iceberg.Schema, nestedAsJSON bool) *schemaPlan {
 
 func nodeOf(t iceberg.Type, inList bool) *planNode {
 	n := &planNode{typ: t, inList: inList}
-	if l, ok := t.(*iceberg.ListType); ok {
-		// Elements are read through the list; nothing is added inside.
-		_ = l
-		return n
-	}
-	switch x := t.(type) {
-	case *iceberg.StructType:
+	// A list's elements get no planned children: nothing is added inside
+	// a list (a misfit there goes to _extra).
+	if x, ok := t.(*iceberg.StructType); ok {
 		n.fields = make(map[string]*planNode)
 		for _, f := range x.FieldList {
 			n.fields[f.Name] = nodeOf(f.Type, inList)
