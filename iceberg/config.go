@@ -131,6 +131,24 @@ type Config struct {
 	// MaintenanceConfig).
 	Maintenance MaintenanceConfig
 
+	// Mirror keeps, beside each changelog table, a mirror table holding
+	// the current state of the CDC table (see mirror.go and
+	// docs/mirror.md). Off in the zero Config; `lakehouse serve` turns it
+	// on by default.
+	Mirror bool
+	// MirrorNamespace is the namespace of the mirror tables. Default: the
+	// CDC namespace + DefaultMirrorNamespaceSuffix ("cdc_current").
+	MirrorNamespace string
+	// MirrorNestedAsJSON stores nested JSON objects and arrays of mirror
+	// rows as JSON text columns instead of inferring struct and list
+	// columns.
+	MirrorNestedAsJSON bool
+	// MirrorCompactDeleteFiles is the number of delete files of a mirror
+	// table at which the commit that reaches it compacts the table,
+	// applying and dropping its equality deletes. Default
+	// DefaultMirrorCompactDeleteFiles; negative turns it off.
+	MirrorCompactDeleteFiles int
+
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -175,6 +193,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	var err error
+	if err = cfg.mirrorDefaults(); err != nil {
+		return cfg, err
+	}
 	if cfg.Maintenance, err = cfg.Maintenance.withDefaults(); err != nil {
 		return cfg, err
 	}

@@ -145,6 +145,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		}
 		run.OrphansRemoved = n
 	}
+	if s.cfg.Mirror {
+		errs = append(errs, s.maintainMirror(ctx, name, orphansDue)...)
+	}
 	health, herr := s.measure(ctx, name)
 	if herr != nil {
 		errs = append(errs, fmt.Errorf("measure: %w", herr))
@@ -211,10 +214,15 @@ func (s *Sink) count(f func(*MaintenanceTotals)) {
 // files only they referenced. The commit lock keeps it from racing an ingest
 // commit of this process.
 func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
+	return s.expireSnapshotsOf(ctx, func() (*table.Table, error) { return s.LoadTable(ctx, name) })
+}
+
+// expireSnapshotsOf is expireSnapshots for the table load returns.
+func (s *Sink) expireSnapshotsOf(ctx context.Context, load func() (*table.Table, error)) (int, error) {
 	cfg := s.cfg.Maintenance
 	s.commitMu.Lock()
 	defer s.commitMu.Unlock()
-	tbl, err := s.LoadTable(ctx, name)
+	tbl, err := load()
 	if err != nil {
 		return 0, err
 	}
@@ -263,7 +271,12 @@ func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 // or metadata file references, once they are older than OrphanAge, and
 // never a file staged by this sink for a commit to come.
 func (s *Sink) removeOrphans(ctx context.Context, name string) (int, error) {
-	tbl, err := s.LoadTable(ctx, name)
+	return s.removeOrphansOf(ctx, name, func() (*table.Table, error) { return s.LoadTable(ctx, name) })
+}
+
+// removeOrphansOf is removeOrphans for the table load returns.
+func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*table.Table, error)) (int, error) {
+	tbl, err := load()
 	if err != nil {
 		return 0, err
 	}

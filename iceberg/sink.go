@@ -79,6 +79,8 @@ type Sink struct {
 	staged map[string]struct{}
 
 	maint maintState // last maintenance per table, and its counters
+
+	mirror mirrorState // mirror tables' indexes and counters
 }
 
 var (
@@ -110,9 +112,16 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		staged: make(map[string]struct{}),
 	}
 	s.maint.init()
+	s.mirror.indexes = make(map[string]*mirrorIndex)
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err
+	}
+	if cfg.Mirror {
+		if err := s.ensureMirrorNamespace(ctx); err != nil {
+			_ = s.closeCatalog()
+			return nil, err
+		}
 	}
 	s.log.Info("iceberg sink open", "catalog", cfg.CatalogType, "warehouse", cfg.Warehouse, "namespace", cfg.Namespace)
 	return s, nil

@@ -121,6 +121,10 @@ func openForRead(ctx context.Context, name string, args []string, stdout, stderr
 	sf := sinkFlags{maint: maint}
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
 	sf.registerCatalog(fs)
+	if maint != nil { // maintain: mirror tables are maintained too
+		sf.mirror = &mirrorFlags{}
+		sf.mirror.register(fs, false)
+	}
 	if extra != nil {
 		extra(fs)
 	}

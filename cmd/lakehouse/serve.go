@@ -37,7 +37,8 @@ type sinkFlags struct {
 	namespace  string
 	fileSize   int64
 	props      string
-	maint      *maintFlags // serve and maintain only
+	maint      *maintFlags  // serve and maintain only
+	mirror     *mirrorFlags // serve and maintain only
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -78,7 +79,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 	if f.maint != nil {
 		mc = f.maint.cfg
 	}
-	return iceberg.Config{
+	cfg := iceberg.Config{
 		Maintenance:         mc,
 		DataDir:             dataDir,
 		CatalogType:         f.catalog,
@@ -90,7 +91,11 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		TargetFileSizeBytes: f.fileSize,
 		Properties:          props,
 		Logger:              log,
-	}, nil
+	}
+	if f.mirror != nil {
+		f.mirror.apply(&cfg)
+	}
+	return cfg, nil
 }
 
 func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) (sink.Sink, error) {
@@ -191,6 +196,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.noMaint = fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
 	sf.maint = &maintFlags{}
 	sf.maint.register(fs)
+	sf.mirror = &mirrorFlags{}
+	sf.mirror.register(fs, true)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are held only in the write-ahead log and read back at flush")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	o.lim.register(fs)
