@@ -103,11 +103,11 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{
-		cfg:    cfg,
-		cat:    cat,
-		ns:     catalog.ToIdentifier(cfg.Namespace),
-		log:    cfg.Logger.With("component", "iceberg-sink"),
-		schema: asc,
+		cfg:        cfg,
+		cat:        cat,
+		ns:         catalog.ToIdentifier(cfg.Namespace),
+		log:        cfg.Logger.With("component", "iceberg-sink"),
+		schema:     asc,
 		staged:     make(map[string]struct{}),
 		commitLock: make(chan struct{}, 1),
 	}
