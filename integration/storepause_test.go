@@ -3,7 +3,11 @@
 package integration
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -206,6 +210,9 @@ func pausedStore(t *testing.T, maintenance bool) {
 	if err := p.stop(time.Minute); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
+	if !maintenance {
+		startWithStalledStore(t, s3, args, commitTimeout+slack+10*time.Second)
+	}
 	stored := readIcebergConfig(t, iceberg.Config{DataDir: dataDir, Warehouse: warehouse, Properties: s3.Props()})
 	checkExactlyOnce(t, srcs, stored, total*batchSize)
 	if t.Failed() {
@@ -225,4 +232,36 @@ func runSources(ctx context.Context, srcs []*resumingSource, maxBatches uint64) 
 		}()
 	}
 	return wg.Wait
+}
+
+// startWithStalledStore starts `lakehouse serve` with the store paused: the
+// start-up reads the tables' watermarks, which must fail within the bound
+// (the commit timeout, plus process start) with an error and a non-zero exit
+// rather than hang. A supervisor then restarts it.
+func startWithStalledStore(t *testing.T, s3 *s3Proc, args []string, limit time.Duration) {
+	t.Helper()
+	s3.Pause(t)
+	defer s3.Resume(t)
+	cmd := exec.Command(lakehouseBin(t), args...)
+	cmd.Env = append(os.Environ(), s3.Env()...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		t.Logf("start with the store paused: %v after %v", err, time.Since(start).Round(time.Millisecond))
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || !strings.Contains(out.String(), "watermarks") {
+			t.Errorf("start with the store paused: %v, want a failure reading the watermarks\n%s", err, out.String())
+		}
+	case <-time.After(limit):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Errorf("start with the store paused still running after %v\n%s", limit, out.String())
+	}
 }
