@@ -13,6 +13,8 @@ import (
 
 	"github.com/johannesboyne/gofakes3"
 	"github.com/johannesboyne/gofakes3/backend/s3mem"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // stallingS3 is an S3-compatible server on loopback that can stop answering:
@@ -20,7 +22,8 @@ import (
 // client gives up, as with a paused or wedged object store.
 type stallingS3 struct {
 	srv     *httptest.Server
-	stalled atomic.Bool
+	stalled atomic.Bool // every request stalls
+	writes  atomic.Bool // PUT and POST requests stall
 	waiting atomic.Int64 // requests left unanswered so far
 	release chan struct{}
 	once    sync.Once
@@ -35,7 +38,7 @@ func newStallingS3(t *testing.T, bucket string) *stallingS3 {
 	faker := gofakes3.New(backend).Server()
 	st := &stallingS3{release: make(chan struct{})}
 	st.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if st.stalled.Load() {
+		if st.stalled.Load() || (st.writes.Load() && (r.Method == http.MethodPut || r.Method == http.MethodPost)) {
 			st.waiting.Add(1)
 			select {
 			case <-r.Context().Done(): // the client gave up
@@ -92,15 +95,31 @@ func TestStalledStoreFailsWithinDeadlines(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Warehouse = "s3://lake/warehouse"
 		c.Properties = st.props()
-		c.Maintenance.Timeout = 300 * time.Millisecond
-		c.Maintenance.CompactMinFiles = 2
+		c.Maintenance.Timeout = 2 * time.Second
 	})
 	mustCommit(t, s, w1Flush(1, testSources[:1], 1, 2, 16))
 	mustCommit(t, s, w1Flush(2, testSources[:1], 3, 2, 16))
 
+	// Staged while the store answers, committed while its writes stall:
+	// the commit reads the table, then hangs writing manifests, and must
+	// honour its deadline there too.
+	staged, err := s.Stage(context.Background(), w1Flush(3, testSources[:1], 5, 1, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.writes.Store(true)
+	took := within(t, 10*time.Second, "commit of staged files on a stalled store", func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+		defer cancel()
+		_, err = s.CommitStaged(ctx, []sink.Staged{staged}, sink.CommitInfo{ID: 3, Reason: "test"})
+	})
+	t.Logf("commit of staged files on a stalled store: %v after %v", err, took.Round(time.Millisecond))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("commit of staged files on a stalled store: %v, want a deadline error", err)
+	}
+	st.writes.Store(false)
 	st.stalled.Store(true)
-	var err error
-	took := within(t, 10*time.Second, "commit on a stalled store", func() {
+	took = within(t, 10*time.Second, "commit on a stalled store", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		defer cancel()
 		_, err = s.Commit(ctx, w1Flush(3, testSources[:1], 5, 1, 16))
@@ -110,7 +129,7 @@ func TestStalledStoreFailsWithinDeadlines(t *testing.T) {
 		t.Errorf("commit on a stalled store: %v, want a deadline error", err)
 	}
 
-	took = within(t, 5*time.Second, "maintenance on a stalled store", func() {
+	took = within(t, 10*time.Second, "maintenance on a stalled store", func() {
 		err = s.Maintain(context.Background(), MaintainOptions{Orphans: true})
 	})
 	t.Logf("maintenance on a stalled store: %v after %v", err, took.Round(time.Millisecond))
@@ -134,18 +153,23 @@ func TestStalledStoreFailsWithinDeadlines(t *testing.T) {
 func TestCommitLockHonoursDeadline(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), nil)
 	mustCommit(t, s, w1Flush(1, testSources[:1], 1, 1, 16))
+	staged, err := s.Stage(context.Background(), w1Flush(2, testSources[:1], 2, 1, 16))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := s.lockCommits(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	var err error
 	within(t, 10*time.Second, "commit waiting for a held commit lock", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		defer cancel()
-		_, err = s.Commit(ctx, w1Flush(2, testSources[:1], 2, 1, 16))
+		_, err = s.CommitStaged(ctx, []sink.Staged{staged}, sink.CommitInfo{ID: 2, Reason: "test"})
 	})
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "commit lock") {
 		t.Errorf("commit behind a held lock: %v", err)
 	}
 	s.unlockCommits()
-	mustCommit(t, s, w1Flush(2, testSources[:1], 2, 1, 16))
+	if _, err := s.CommitStaged(context.Background(), []sink.Staged{staged}, sink.CommitInfo{ID: 2, Reason: "test"}); err != nil {
+		t.Fatal(err)
+	}
 }
