@@ -22,8 +22,8 @@ import (
 // client gives up, as with a paused or wedged object store.
 type stallingS3 struct {
 	srv     *httptest.Server
-	stalled atomic.Bool // every request stalls
-	writes  atomic.Bool // PUT and POST requests stall
+	stalled atomic.Bool  // every request stalls
+	writes  atomic.Bool  // PUT and POST requests stall
 	waiting atomic.Int64 // requests left unanswered so far
 	release chan struct{}
 	once    sync.Once
