@@ -89,7 +89,9 @@ func (s *Sink) RunMaintenance(ctx context.Context) {
 
 // Maintain runs one maintenance pass over every table of the namespace:
 // snapshot expiry, compaction and, when due, orphan cleanup. A failing table
-// does not stop the others; the errors are joined.
+// does not stop the others, unless one of its jobs timed out (the store or
+// catalog stalls: the rest of the pass would only time out too); the errors
+// are joined.
 func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.Maintenance.Timeout)
 	idents, err := s.listTables(lctx)
@@ -170,11 +172,12 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	}
 	orphansDue := !cfg.OrphanDisabled && (opts.Orphans || time.Since(h.lastOrphanRun) >= cfg.OrphanInterval)
 	if orphansDue {
-		err = job(func(ctx context.Context) (err error) { n, err = s.removeOrphans(ctx, name); return err })
+		var removed int
+		err = job(func(ctx context.Context) (err error) { removed, err = s.removeOrphans(ctx, name); return err })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("orphan cleanup: %w", err))
 		}
-		run.OrphansRemoved = n
+		run.OrphansRemoved = removed
 	}
 	var (
 		health sink.TableHealth
