@@ -6,10 +6,12 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -311,9 +313,10 @@ func (p *s3Proc) Props() map[string]string {
 
 // CatalogProps is Props as the value of serve's --catalog-props.
 func (p *s3Proc) CatalogProps() string {
+	props := p.Props()
 	var kv []string
-	for k, v := range p.Props() {
-		kv = append(kv, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		kv = append(kv, k+"="+props[k])
 	}
 	return strings.Join(kv, ",")
 }
