@@ -173,3 +173,13 @@ func TestCommitLockHonoursDeadline(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestMaintenanceTimeoutValidated(t *testing.T) {
+	m, err := MaintenanceConfig{}.withDefaults()
+	if err != nil || m.Timeout != DefaultMaintenanceTimeout {
+		t.Fatalf("default: %v %v", m.Timeout, err)
+	}
+	if _, err := (MaintenanceConfig{Timeout: -time.Second}).withDefaults(); err == nil || !strings.Contains(err.Error(), "maintenance timeout") {
+		t.Fatalf("negative timeout: %v", err)
+	}
+}
