@@ -125,8 +125,10 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
 	// at most one of them and never conflicts with it.
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.lockCommits(ctx); err != nil {
+		return tr, err
+	}
+	defer s.unlockCommits()
 	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
 	if err != nil {
 		return tr, err

@@ -40,8 +40,10 @@ type mirrorResult struct {
 func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.lockCommits(ctx); err != nil {
+		return mr, err
+	}
+	defer s.unlockCommits()
 	tbl, err := s.loadOrCreateMirror(ctx, name)
 	if err != nil {
 		return mr, err

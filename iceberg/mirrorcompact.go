@@ -47,8 +47,10 @@ func (s *Sink) maybeCompactMirror(ctx context.Context, name string) {
 // delete files. It holds the commit lock from plan to commit: the rewrite
 // must see every equality delete it drops.
 func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) error {
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.lockCommits(ctx); err != nil {
+		return err
+	}
+	defer s.unlockCommits()
 	tbl, err := s.LoadMirrorTable(ctx, name)
 	if err != nil {
 		return err

@@ -392,8 +392,15 @@ func checkExactlyOnce(t *testing.T, srcs []*resumingSource, stored []storedEntry
 // tables of the data directory's SQLite catalog.
 func readIceberg(t *testing.T, dataDir, warehouse string) []storedEntry {
 	t.Helper()
+	return readIcebergConfig(t, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
+}
+
+// readIcebergConfig is readIceberg for any sink configuration (an s3://
+// warehouse with its properties, for example).
+func readIcebergConfig(t *testing.T, cfg iceberg.Config) []storedEntry {
+	t.Helper()
 	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
+	sk, err := iceberg.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -187,9 +187,11 @@ func (s *Server) restore(ctx context.Context) error {
 			}
 		}
 	}
-	wms, err := s.sink.Watermarks(ctx)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	wms, err := s.sink.Watermarks(wctx)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("server: read sink watermarks: %w", err)
+		return fmt.Errorf("server: read sink watermarks (commit timeout %v): %w", s.cfg.CommitTimeout, err)
 	}
 	for id, w := range wms {
 		src := s.sourceLocked(id)

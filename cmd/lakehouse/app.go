@@ -112,8 +112,18 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 			err = errors.Join(err, a.stop(sctx))
 		}
 	}()
-	if a.sink, err = cfg.OpenSink(ctx); err != nil {
-		return nil, fmt.Errorf("open sink: %w", err)
+	// Opening reads the catalog (and, for some, the store): bounded like
+	// every other sink call, so that a stalled catalog fails the start
+	// with an error instead of hanging it.
+	openTimeout := cfg.Server.CommitTimeout
+	if openTimeout <= 0 {
+		openTimeout = server.DefaultCommitTimeout
+	}
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	a.sink, err = cfg.OpenSink(octx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("open sink (commit timeout %v): %w", openTimeout, err)
 	}
 	cfg.Server.Sink = a.sink
 	if isk, ok := a.sink.(*iceberg.Sink); ok {

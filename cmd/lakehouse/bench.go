@@ -49,8 +49,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
 	var cf connFlags
 	cf.register(fs, "tls")
+	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
+		"once no ack has come for this long; what stays unacknowledged is reported, and the exit status is then non-zero")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if *grace <= 0 {
+		return fmt.Errorf("--grace %v must be positive", *grace)
 	}
 	dopts, err := cf.dialOptions()
 	if err != nil {
@@ -103,6 +108,15 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		// TLS and token, from the connection flags.
 		DialOptions:   dopts,
 		ClientOptions: secOpts,
+		Grace:         *grace,
+	}
+	// flush asks the server to commit, bounded by the grace period: a
+	// server that stopped answering must not hang the run.
+	flush := func() error {
+		fctx, cancel := context.WithTimeout(ctx, *grace)
+		defer cancel()
+		_, err := bench.FlushServer(fctx, cfg.Addr, dopts...)
+		return err
 	}
 	// measured runs one load with the CPU probe around it. When the server's
 	// CPU is read, the server first commits what it buffered before (not
@@ -111,7 +125,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	measured := func(run func(context.Context, bench.Config) (*bench.Summary, error)) (*bench.Summary, error) {
 		serverCPU := probe.MetricsAddr != "" || probe.InProcess
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
+			if err := flush(); err != nil {
 				return nil, err
 			}
 		}
@@ -124,8 +138,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return nil, err
 		}
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
-				return nil, err
+			if err := flush(); err != nil {
+				// The run's figures stand; the CPU figure would include
+				// a flush that did not happen.
+				s.Errors++
+				s.ErrorMessages = append(s.ErrorMessages, fmt.Sprintf("flush after the run: %v", err))
+				return s, nil
 			}
 		}
 		if s.CPU, err = cpu.Stop(ctx, s.Entries); err != nil {
@@ -144,7 +162,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return err
 		}
 		// Start the baseline from an empty server buffer.
-		if _, err := bench.FlushServer(ctx, cfg.Addr, dopts...); err != nil {
+		if err := flush(); err != nil {
 			return err
 		}
 		rs, err := measured(bench.RawStreamConfig)
@@ -159,7 +177,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			fmt.Fprintln(stdout, cs)
 			fmt.Fprintln(stdout, rs)
 			fmt.Fprintf(stdout, "client/raw throughput ratio: %.2f\n", cmp.Ratio)
-			return nil
+			return unackedError(*grace, cs, rs)
 		}
 		out = cmp
 	case *raw:
@@ -183,8 +201,32 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout, out)
 	}
-	fmt.Fprintln(stdout, out)
+	switch o := out.(type) {
+	case *benchComparison:
+		return unackedError(*grace, o.Client, o.Raw)
+	case *bench.Summary:
+		return unackedError(*grace, o)
+	}
 	return nil
+}
+
+// unackedError is the run's failure when entries stayed unacknowledged (the
+// summary, already printed, has the details), so that the exit status says
+// the run did not complete.
+func unackedError(grace time.Duration, runs ...*bench.Summary) error {
+	var batches, entries uint64
+	for _, s := range runs {
+		batches += s.UnackedBatches
+		entries += s.UnackedEntries
+	}
+	if entries == 0 && batches == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: %d entries in %d batches were not acknowledged (--grace %v)", entries, batches, grace)
 }

@@ -49,3 +49,14 @@ func TestBenchRateJSON(t *testing.T) {
 		t.Fatal("negative rate accepted")
 	}
 }
+
+// TestBenchGraceValidated: --grace must be positive.
+func TestBenchGraceValidated(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, g := range []string{"0s", "-1s"} {
+		err := runBench(t.Context(), []string{"--addr", "127.0.0.1:1", "--duration", "1s", "--grace", g}, &out, &errb, nil)
+		if err == nil || !strings.Contains(err.Error(), "--grace") {
+			t.Errorf("--grace %s: %v", g, err)
+		}
+	}
+}

@@ -192,7 +192,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes; also the most one flush takes (and reads back from the write-ahead log)")
 	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
-	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", 2*time.Minute, "bound on each staging and commit; a stalled store fails the flush and the recovery loop retries")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", server.DefaultCommitTimeout, "bound on each staging, commit and start-up read of the catalog and store; a stalled store fails the flush (acks say fallback) and the recovery loop retries")
 	o.noMaint = fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
 	sf.maint = &maintFlags{}
 	sf.maint.register(fs)

@@ -21,6 +21,9 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
+// DefaultGrace is the default of Config.Grace.
+const DefaultGrace = 30 * time.Second
+
 // Config configures a run.
 type Config struct {
 	// Addr is the server's host:port. Required (a caller that wants an
@@ -60,6 +63,13 @@ type Config struct {
 	// Rate, for Frames: entries/s offered by all sources together in an
 	// open loop. Zero: a closed loop of MaxPending batches per source.
 	Rate float64
+	// Grace bounds the waits for acks, so that a run against a server that
+	// stopped answering ends and says so: after the sending window, the
+	// run waits at most Grace for the outstanding acks; and at any time,
+	// once no ack has come for Grace, sending stops. What is then left
+	// unacknowledged is reported in Summary.UnackedBatches and
+	// UnackedEntries. Default DefaultGrace.
+	Grace time.Duration
 }
 
 // Summary is the result of a run. Its JSON form is one object.
@@ -120,6 +130,12 @@ type Summary struct {
 	Errors int `json:"errors"`
 	// ErrorMessages holds the first few errors.
 	ErrorMessages []string `json:"errorMessages,omitempty"`
+	// UnackedBatches and UnackedEntries count what was never acknowledged:
+	// batches given up on (client mode: reported as client.BatchError, for
+	// example after the grace period) or left without any answer (raw and
+	// frames modes).
+	UnackedBatches uint64 `json:"unackedBatches"`
+	UnackedEntries uint64 `json:"unackedEntries"`
 	// CPU is the CPU time the run cost, when measured (see CPUProbe).
 	CPU *CPUReport `json:"cpu,omitempty"`
 }
@@ -145,6 +161,9 @@ func (s *Summary) String() string {
 	if s.Errors > 0 {
 		fmt.Fprintf(&b, ", %d errors", s.Errors)
 	}
+	if s.UnackedEntries > 0 || s.UnackedBatches > 0 {
+		fmt.Fprintf(&b, ", UNACKNOWLEDGED: %d entries in %d batches", s.UnackedEntries, s.UnackedBatches)
+	}
 	if s.CPU != nil {
 		b.WriteString("; ")
 		b.WriteString(s.CPU.String())
@@ -167,6 +186,12 @@ func (c *Config) normalize() error {
 	}
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = time.Second
+	}
+	switch {
+	case c.Grace < 0:
+		return fmt.Errorf("bench: grace %v must be positive", c.Grace)
+	case c.Grace == 0:
+		c.Grace = DefaultGrace
 	}
 	if c.Duration <= 0 && c.Entries <= 0 {
 		return errors.New("bench: set a duration or a number of entries")
@@ -213,15 +238,25 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	var (
 		entries, batches, bytes atomic.Uint64
+		acks                    atomic.Uint64 // acks received: progress, for watchStall
+		unackedB, unackedE      atomic.Uint64
 		errs                    errorList
 	)
 	opts := append([]client.Option{
 		client.OnAck(func(a client.Ack) {
+			acks.Add(1)
 			entries.Add(uint64(a.Entries))
 			batches.Add(1)
 			bytes.Add(uint64(a.Bytes))
 		}),
-		client.OnError(errs.add),
+		client.OnError(func(err error) {
+			var be *client.BatchError
+			if errors.As(err, &be) {
+				unackedB.Add(1)
+				unackedE.Add(uint64(len(be.Entries)))
+			}
+			errs.add(err)
+		}),
 		client.WithMaxBatchEntries(cfg.BatchSize),
 		client.WithMaxPendingBatches(cfg.MaxPending),
 	}, cfg.ClientOptions...)
@@ -237,13 +272,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		clients[i] = c
 	}
 
-	sendCtx := ctx
+	sendCtx, cancelSend := context.WithCancel(ctx)
+	defer cancelSend()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		sendCtx, cancel = context.WithTimeout(sendCtx, cfg.Duration)
 		defer cancel()
 	}
 	start := time.Now()
+	stopWatch := watchStall(cfg.Grace, acks.Load, func() {
+		errs.add(fmt.Errorf("bench: no ack for %v (--grace): sending stopped", cfg.Grace))
+		cancelSend()
+	})
+	defer stopWatch()
 	stopProgress := startProgress(cfg, start, "", func() progressSample {
 		p := progressSample{entries: entries.Load(), bytes: bytes.Load()}
 		for _, c := range clients {
@@ -286,15 +327,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}()
 	}
 	wg.Wait()
+	stopWatch()
 	sendSecs := time.Since(start).Seconds()
 	winEntries, winBytes := entries.Load(), bytes.Load()
-	// Drain: wait for every ack (bounded by ctx).
+	// Drain: wait for every ack, at most the grace period; Close gives up
+	// on what is still pending then (reported to OnError as BatchErrors).
+	drainCtx, cancelDrain := context.WithTimeout(ctx, cfg.Grace)
+	defer cancelDrain()
 	var cwg sync.WaitGroup
 	for _, c := range clients {
 		cwg.Add(1)
 		go func() {
 			defer cwg.Done()
-			if err := c.Close(ctx); err != nil {
+			if err := c.Close(drainCtx); err != nil {
 				addUnreported(&errs, err)
 			}
 		}()
@@ -333,9 +378,42 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	s.AckLatency = ackH.Summary()
 	s.PersistedLatency = persH.Summary()
+	s.UnackedBatches, s.UnackedEntries = unackedB.Load(), unackedE.Load()
 	s.window(sendSecs, winEntries, winBytes)
 	s.finish(&errs)
 	return s, nil
+}
+
+// watchStall calls onStall once progress has not changed for grace, and
+// returns a function that stops watching.
+func watchStall(grace time.Duration, progress func() uint64, onStall func()) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(min(grace/4, time.Second))
+		defer t.Stop()
+		last, since := progress(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if p := progress(); p != last {
+					last, since = p, now
+				} else if now.Sub(since) >= grace {
+					onStall()
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
 }
 
 func (s *Summary) window(secs float64, entries, bytes uint64) {

@@ -69,6 +69,29 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.Progress != nil {
 		stopProgress = rawProgress(cfg, start, rs)
 	}
+	// A stream blocked in Send (a server that stopped reading) sees no
+	// deadline: once no answer has come for the grace period, the streams
+	// get one more before they are cut.
+	var cut *time.Timer
+	stopWatch := watchStall(cfg.Grace, func() uint64 {
+		var n uint64
+		for _, r := range rs {
+			n += r.answered()
+		}
+		return n
+	}, func() {
+		cut = time.AfterFunc(cfg.Grace, func() {
+			for _, r := range rs {
+				r.cancel()
+			}
+		})
+	})
+	defer func() {
+		stopWatch()
+		if cut != nil {
+			cut.Stop()
+		}
+	}()
 	wg.Wait()
 	sendSecs := time.Since(start).Seconds()
 	var winEntries, winBytes uint64
@@ -79,8 +102,9 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 		r.mu.Unlock()
 	}
 	var end time.Time
+	drainEnd := time.Now().Add(cfg.Grace) // one grace period for all the streams
 	for _, r := range rs {
-		if err := r.finish(ctx); err != nil {
+		if err := r.finish(ctx, drainEnd); err != nil {
 			errs.add(err)
 		}
 		if r.lastAck.After(end) {
@@ -109,6 +133,10 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 			s.Nacks[k] += v
 		}
 		ackH.Merge(&r.hist)
+		if sent, ans := uint64(len(r.sent)), r.answeredLocked(); sent > ans {
+			s.UnackedBatches += sent - ans
+			s.UnackedEntries += (sent - ans) * uint64(cfg.BatchSize)
+		}
 		r.mu.Unlock()
 	}
 	s.AckLatency = ackH.Summary()
@@ -260,14 +288,29 @@ func (r *rawSource) send(ctx context.Context, batchSize int, limit int64) error 
 	return nil
 }
 
-// finish half-closes the stream, waits for the server's answers (bounded by
-// ctx and a minute) and releases the connection.
-func (r *rawSource) finish(ctx context.Context) error {
+// answered counts the batches the server answered (ack, duplicate or nack).
+func (r *rawSource) answered() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answeredLocked()
+}
+
+func (r *rawSource) answeredLocked() uint64 {
+	n := r.ackedBatches + r.dups
+	for _, v := range r.nacks {
+		n += v
+	}
+	return n
+}
+
+// finish half-closes the stream, waits for the server's answers (until ctx
+// ends or the deadline) and releases the connection.
+func (r *rawSource) finish(ctx context.Context, deadline time.Time) error {
 	defer r.abort()
 	if err := r.stream.CloseSend(); err != nil {
 		return err
 	}
-	t := time.NewTimer(time.Minute)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-r.done:
