@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/bench"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // benchComparison is the --compare result: the client run, the raw stream
@@ -47,8 +48,23 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		"from each batch's scheduled send time (0: closed loop)")
 	metricsAddr := fs.String("metrics-addr", "", "the server's HTTP address (its --http-addr), to read process_cpu_seconds_total "+
 		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
+	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
+		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
+	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	keysSet := false
+	fs.Visit(func(f *flag.Flag) { keysSet = keysSet || f.Name == "keys" })
+	switch {
+	case *workloadName != bench.WorkloadW1 && *workloadName != bench.WorkloadKeyed:
+		return fmt.Errorf("--workload %q: want %s or %s", *workloadName, bench.WorkloadW1, bench.WorkloadKeyed)
+	case *workloadName == bench.WorkloadW1 && keysSet:
+		return errors.New("--keys goes with --workload keyed")
+	case *keys < 1:
+		return fmt.Errorf("--keys %d: want at least 1", *keys)
+	case *workloadName == bench.WorkloadKeyed && (*raw || *compare):
+		return errors.New("--workload keyed goes with the client and --frames modes, not --raw or --compare")
 	}
 	if *duration <= 0 && *entries <= 0 {
 		return errors.New("set --duration or --entries")
@@ -90,6 +106,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		MaxPending:  *pending,
 		TablePrefix: *tablePrefix,
 		Rate:        *rate,
+		Workload:    *workloadName,
+		Keys:        *keys,
 	}
 	// measured runs one load with the CPU probe around it. When the server's
 	// CPU is read, the server first commits what it buffered before (not

@@ -56,6 +56,8 @@ type KeyedConfig struct {
 	TablePrefix string
 	// NoNewFields and NoTypeChanges switch off schema evolution.
 	NoNewFields, NoTypeChanges bool
+	// NoModel skips keeping Model (a load generator does not need it).
+	NoModel bool
 }
 
 func (c *KeyedConfig) normalize() error {
@@ -204,8 +206,8 @@ func (g *Keyed) Tables() []string {
 	return out
 }
 
-// Model returns the expected mirror state after every batch made so far.
-// It is the generator's own model: do not change it.
+// Model returns the expected mirror state after every batch made so far
+// (empty with NoModel). It is the generator's own model: do not change it.
 func (g *Keyed) Model() *mirrormodel.Model { return g.model }
 
 // Live returns the number of live keys.
@@ -224,7 +226,9 @@ func (g *Keyed) NextFor(src int) KeyedBatch {
 		s.lastSeq++
 		g.change(s, &b.Entries[i])
 	}
-	g.model.CommitBatch(s.id, b.Entries)
+	if !g.cfg.NoModel {
+		g.model.CommitBatch(s.id, b.Entries)
+	}
 	return b
 }
 
