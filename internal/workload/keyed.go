@@ -128,6 +128,8 @@ type keyState struct {
 // of each key). Sources share the key space and their clocks are skewed, so
 // a change can be older than the key's newest one and must lose.
 //
+// Until half the keys are live, updates are made as inserts (warm-up).
+//
 // Every history it makes has one mirror state whichever changes share a
 // commit, as long as changes reach the writer in the order generated
 // (Next's order): an insert of a deleted key is always newer than the delete
@@ -243,6 +245,11 @@ func (g *Keyed) change(s *keyedSource, e *codec.Entry) {
 		op = codec.OpUpdate
 	case r < m.Update+m.Delete:
 		op = codec.OpDelete
+	}
+	if op == codec.OpUpdate && len(g.live) < len(g.keys)/2 {
+		// Warm-up: inserts and deletes balance, so a key space that
+		// starts empty would stay nearly empty; fill half of it first.
+		op = codec.OpInsert
 	}
 	if op != codec.OpInsert && len(g.live) == 0 {
 		op = codec.OpInsert

@@ -120,6 +120,9 @@ func TestKeyedHistory(t *testing.T) {
 	if live != g.Live() {
 		t.Errorf("replay has %d live keys, the generator %d", live, g.Live())
 	}
+	if live < 1000 {
+		t.Errorf("%d of 2000 keys live: the warm-up fills half the key space", live)
+	}
 	t.Logf("ops %v, %d stale, %d live keys", ops, stale, live)
 }
 
