@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/bench"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // benchComparison is the --compare result: the client run, the raw stream
@@ -51,11 +52,26 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cf.register(fs, "tls")
 	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
 		"once no ack has come for this long; what stays unacknowledged is reported, and the exit status is then non-zero")
+	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
+		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
+	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *grace <= 0 {
 		return fmt.Errorf("--grace %v must be positive", *grace)
+	}
+	keysSet := false
+	fs.Visit(func(f *flag.Flag) { keysSet = keysSet || f.Name == "keys" })
+	switch {
+	case *workloadName != bench.WorkloadW1 && *workloadName != bench.WorkloadKeyed:
+		return fmt.Errorf("--workload %q: want %s or %s", *workloadName, bench.WorkloadW1, bench.WorkloadKeyed)
+	case *workloadName == bench.WorkloadW1 && keysSet:
+		return errors.New("--keys goes with --workload keyed")
+	case *keys < 1:
+		return fmt.Errorf("--keys %d: want at least 1", *keys)
+	case *workloadName == bench.WorkloadKeyed && (*raw || *compare):
+		return errors.New("--workload keyed goes with the client and --frames modes, not --raw or --compare")
 	}
 	dopts, err := cf.dialOptions()
 	if err != nil {
@@ -109,6 +125,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		DialOptions:   dopts,
 		ClientOptions: secOpts,
 		Grace:         *grace,
+		Workload:      *workloadName,
+		Keys:          *keys,
 	}
 	// flush asks the server to commit, bounded by the grace period: a
 	// server that stopped answering must not hang the run.

@@ -70,6 +70,12 @@ type Config struct {
 	// unacknowledged is reported in Summary.UnackedBatches and
 	// UnackedEntries. Default DefaultGrace.
 	Grace time.Duration
+	// Workload is WorkloadW1 (default) or WorkloadKeyed (client and
+	// frames modes).
+	Workload string
+	// Keys is the keyed workload's key space; default
+	// workload.DefaultKeyedKeys.
+	Keys int
 }
 
 // Summary is the result of a run. Its JSON form is one object.
@@ -196,6 +202,9 @@ func (c *Config) normalize() error {
 	if c.Duration <= 0 && c.Entries <= 0 {
 		return errors.New("bench: set a duration or a number of entries")
 	}
+	if err := c.normalizeWorkload(); err != nil {
+		return err
+	}
 	if c.SourcePrefix == "" {
 		c.SourcePrefix = fmt.Sprintf("bench-%d", time.Now().UnixMilli())
 	}
@@ -234,6 +243,10 @@ func (e *errorList) add(err error) {
 // failures during the run are counted in the summary.
 func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
+		return nil, err
+	}
+	makeBatch, err := cfg.batchMaker()
+	if err != nil {
 		return nil, err
 	}
 	var (
@@ -299,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	})
 	limit := cfg.batchesPerSource()
 	var wg sync.WaitGroup
-	for _, c := range clients {
+	for src, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -307,8 +320,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				if sendCtx.Err() != nil {
 					return
 				}
-				batch := workload.Entries(k*int64(cfg.BatchSize), int64(cfg.BatchSize))
-				workload.PrefixTables(batch, cfg.TablePrefix)
+				batch := makeBatch(src, k)
 				for {
 					err := c.SendMany(sendCtx, batch)
 					if err == nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/client"
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
 
@@ -32,9 +33,13 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, errors.New("bench: negative rate")
 	}
 	cfg.SourcePrefix += "-frames"
+	makeBatch, err := cfg.batchMaker()
+	if err != nil {
+		return nil, err
+	}
 	fs := make([]*frameSource, cfg.Sources)
 	for i := range fs {
-		f, err := openFrames(ctx, cfg, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		f, err := openFrames(ctx, cfg, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i), func(j int) []codec.Entry { return makeBatch(i, int64(j)) })
 		if err != nil {
 			for _, f := range fs[:i] {
 				f.abort()
@@ -180,8 +185,8 @@ type frameSource struct {
 	frameSize                int
 }
 
-func openFrames(ctx context.Context, cfg Config, id string) (*frameSource, error) {
-	pool, err := NewFramePool(id, cfg.BatchSize, cfg.TablePrefix)
+func openFrames(ctx context.Context, cfg Config, id string, makeBatch func(j int) []codec.Entry) (*frameSource, error) {
+	pool, err := newFramePoolOf(id, makeBatch)
 	if err != nil {
 		return nil, err
 	}

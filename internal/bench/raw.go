@@ -33,6 +33,9 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	if cfg.Workload != WorkloadW1 {
+		return nil, fmt.Errorf("bench: the raw baseline sends workload %s only", WorkloadW1)
+	}
 	cfg.SourcePrefix += "-raw"
 	rs := make([]*rawSource, cfg.Sources)
 	for i := range rs {
