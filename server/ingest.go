@@ -168,8 +168,8 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	size := int64(len(frame))
 	// Source rate limit (ratelimit.go): charged once the batch is known to
 	// be new, refused before anything is sequenced or stored.
-	if d := s.rates.admit(src.id, len(b.Entries), len(frame), now); d > 0 {
-		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, s.rates.rateLimitedMsg(), delayMs(d))), nil
+	if d := s.rates.admit(src.id, sess.rate, len(b.Entries), len(frame), now); d > 0 {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, sess.rate.rateLimitedMsg(), delayMs(d))), nil
 	}
 	lower := s.buf.reserve(size)
 	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}

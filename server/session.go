@@ -29,6 +29,7 @@ type session struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	finished chan struct{}
+	rate     rateLimit // the source's rate limit on this stream (ratelimit.go)
 
 	// Persisted watermarks and flush results reach the session from the
 	// flusher; the session's goroutine is the only one that sends.
@@ -107,6 +108,7 @@ func (s *Server) Stream(st stream) error {
 		persistedSig: make(chan struct{}, 1),
 		flushDone:    make(chan *lakehousev1.FlushResult, 1),
 	}
+	sess.rate = s.rates.streamLimit(ctx, s.cfg.Limits)
 	sess.slots = make(chan struct{}, pipelineDepth)
 	sess.replies.cond.L = &sess.replies.mu
 	sess.repliesDone = make(chan struct{})

@@ -82,11 +82,13 @@ func (e *secEnv) checkNoSecretsLogged() {
 // The token file of the tests: each writer may write its sources only.
 var secTokens = []struct {
 	name, sources, scopes string
+	entriesPerSec         float64
 }{
-	{"victim-writer", "victim,victim-ws", ""},
-	{"a-writer", "a-*", "flush"},
-	{"status-reader", "", "status"},
-	{"ops", "", "admin"},
+	{"victim-writer", "victim,victim-ws", "", 0},
+	{"a-writer", "a-*", "flush", 0},
+	{"status-reader", "", "status", 0},
+	{"ops", "", "admin", 0},
+	{"slow-writer", "slow-*", "", 50},
 }
 
 func writeTokenFile(t *testing.T, path string, secrets map[string]string, skip string) {
@@ -96,7 +98,8 @@ func writeTokenFile(t *testing.T, path string, secrets map[string]string, skip s
 		if tk.name == skip {
 			continue
 		}
-		f.Tokens = append(f.Tokens, auth.Entry{Name: tk.name, Hash: auth.Hash(secrets[tk.name]), Sources: splitList(tk.sources), Scopes: splitList(tk.scopes)})
+		f.Tokens = append(f.Tokens, auth.Entry{Name: tk.name, Hash: auth.Hash(secrets[tk.name]), Sources: splitList(tk.sources), Scopes: splitList(tk.scopes),
+			EntriesPerSec: tk.entriesPerSec})
 	}
 	var b strings.Builder
 	b.WriteString("tokens:\n")
@@ -107,6 +110,9 @@ func writeTokenFile(t *testing.T, path string, secrets map[string]string, skip s
 		}
 		if len(e.Scopes) > 0 {
 			fmt.Fprintf(&b, "    scopes: [%s]\n", strings.Join(e.Scopes, ", "))
+		}
+		if e.EntriesPerSec > 0 {
+			fmt.Fprintf(&b, "    entries_per_sec: %g\n", e.EntriesPerSec)
 		}
 	}
 	if err := os.WriteFile(path+".tmp", []byte(b.String()), 0o600); err != nil {
@@ -143,6 +149,7 @@ func startSecure(t *testing.T, tlsOn bool, clientAuth string) *secEnv {
 	cfg.Logger = log
 	cfg.Server.Logger = log
 	cfg.Auth = e.store
+	tokenLimits(&cfg.Server.Limits) // as serve does with --auth-tokens
 	cfg.StatusPage = true
 	cfg.PProf = true
 	if tlsOn {

@@ -321,3 +321,44 @@ func TestGoClientTLSAndToken(t *testing.T) {
 		t.Fatalf("rows %v", rows)
 	}
 }
+
+// TestTokenRateLimit: a token's own rate limit applies to the sources
+// written under it (rate_limited with a delay, nothing stored for the
+// refused batch), and not to another token's sources.
+func TestTokenRateLimit(t *testing.T) {
+	e := startSecure(t, false, "")
+	slow, err := e.connect(e.cc, e.secrets["slow-writer"], "slow-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast, err := e.connect(e.cc, e.secrets["a-writer"], "a-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 50 entries/s, a second's burst: 10 batches of 5 go, the 11th waits.
+	var limited *lakehousev1.Nack
+	acked := 0
+	for seq := uint64(1); seq <= 11 && limited == nil; seq++ {
+		r := sendBatch(t, slow, "slow-1", seq, int64(seq*5))
+		if n := r.GetNack(); n != nil {
+			if n.GetReason() != lakehousev1.NackReason_NACK_REASON_RATE_LIMITED || n.GetRetryDelayMs() == 0 {
+				t.Fatalf("batch %d: %v, want rate_limited with a delay", seq, n)
+			}
+			limited = n
+			continue
+		}
+		acked++
+	}
+	if limited == nil || acked < 9 {
+		t.Fatalf("acked %d batches of 5 entries under a 50 entries/s token, limited %v", acked, limited)
+	}
+	for seq := uint64(1); seq <= 20; seq++ {
+		if r := sendBatch(t, fast, "a-1", seq, int64(seq*5)); r.GetAck() == nil {
+			t.Fatalf("a token without a rate limit: batch %d got %v", seq, r)
+		}
+	}
+	rows := e.flushAndRows()
+	if rows["slow-1"] != acked*5 || rows["a-1"] != 100 {
+		t.Fatalf("stored rows %v, want slow-1 %d and a-1 100", rows, acked*5)
+	}
+}

@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
-	"github.com/dot-do/lakehouse-rpc/internal/auth"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
@@ -229,12 +228,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		return err
 	}
 	// No per-token stream key until tokens exist: only the total cap.
-	o.lim.applyServer(&cfg, func(ctx context.Context) string {
-		// Streams count per token (--max-streams-per-token); without
-		// tokens every stream counts under "".
-		p, _ := auth.FromContext(ctx)
-		return p.Name
-	})
+	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
