@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/iceberg"
@@ -100,6 +102,37 @@ func runAll(t *testing.T, srcs []*resumingSource, addr string, maxBatches uint64
 	}
 }
 
+// connectedLast connects source id to addr, retrying while another instance
+// holds it, and returns connected.last_sequence.
+func connectedLast(t *testing.T, addr, id string) uint64 {
+	t.Helper()
+	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		st, err := lakehousev1.NewCDCServiceClient(cc).Stream(ctx)
+		if err == nil {
+			err = st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{SourceId: id}}})
+		}
+		var r *lakehousev1.StreamResponse
+		if err == nil {
+			r, err = st.Recv()
+		}
+		cancel()
+		if err == nil {
+			return r.GetConnected().GetLastSequence()
+		}
+		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
+			t.Fatalf("connect %s to %s: %v", id, addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func flushRPC(t *testing.T, addr string) *lakehousev1.FlushResult {
 	t.Helper()
 	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -132,7 +165,11 @@ func TestScaleOutSourceMoves(t *testing.T) {
 		t.Fatalf("flush on a: %+v", r)
 	}
 	// a releases the idle sources' leases within a renewal; b refuses
-	// them (Unavailable) until then and the sources retry.
+	// them (Unavailable) until then and the sources retry. b never saw
+	// the source, yet tells it the committed last sequence.
+	if got := connectedLast(t, addrB, srcs[0].id); got != 20 {
+		t.Errorf("b: connected.last_sequence %d, want 20", got)
+	}
 	runAll(t, srcs, addrB, 40)
 	if r := flushRPC(t, addrB); !r.GetSuccess() {
 		t.Fatalf("flush on b: %+v", r)
