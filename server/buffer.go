@@ -22,6 +22,7 @@ type bufBatch struct {
 	size      int64
 	arrivedMs int64
 	lastEntry uint64
+	epoch     uint64 // the source's lease epoch at accept (lease.go); 0 without coordination
 }
 
 // buffer holds accepted batches from the moment their write-ahead log append

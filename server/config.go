@@ -27,6 +27,11 @@ type Config struct {
 	DataDir string
 	// Sink receives flushed entries. Required. The server does not close it.
 	Sink sink.Sink
+	// Coordinator, when set, runs the server as one of several instances
+	// sharing a catalog (lease.go, docs/scale-out.md): each source is
+	// served under a lease, and every commit is fenced by the leases'
+	// epochs. The server does not close it.
+	Coordinator Coordinator
 
 	// FlushEntries flushes when the buffer holds this many entries. Default 10,000.
 	FlushEntries int

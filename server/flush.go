@@ -3,6 +3,7 @@ package server
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"slices"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -168,6 +171,7 @@ func (s *Server) endFlush() {
 func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time, maxBatches int) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
 	id := s.beginFlush(start)
 	batches, entries = s.buf.take(maxBatches)
+	batches, entries = s.dropStale(batches, entries)
 	if len(batches) == 0 {
 		s.endFlush()
 		return nil, 0, nil, nil
@@ -315,9 +319,12 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	}
 	ctx, cancel := s.sinkContext()
 	cstart := time.Now()
-	out, err := s.stager.CommitStaged(ctx, sets, sink.CommitInfo{ID: id, Reason: reasonName(reason)})
+	out, err := s.stager.CommitStaged(s.withClaims(ctx, batches), sets, sink.CommitInfo{ID: id, Reason: reasonName(reason)})
 	cancel()
 	s.m.commitSeconds.Observe(time.Since(cstart).Seconds())
+	if errors.Is(err, fence.ErrFenced) {
+		s.fenced(err)
+	}
 	if err != nil {
 		return s.flushFailed(reason, start, res, len(batches), err)
 	}
@@ -361,7 +368,7 @@ func (s *Server) commitChunk(reason lakehousev1.FlushReason, maxBatches int) *la
 	var out sink.Result
 	if err == nil {
 		ctx, cancel := s.sinkContext()
-		out, err = s.sink.Commit(ctx, f)
+		out, err = s.sink.Commit(s.withClaims(ctx, batches), f)
 		cancel()
 	}
 	if err != nil {
@@ -405,12 +412,13 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	res.EntriesFlushed = uint64(entries)
 	res.BytesWritten = uint64(out.BytesWritten)
 	res.Paths = out.Paths
-	type mark struct{ seq, entry uint64 }
+	type mark struct{ seq, entry, epoch uint64 }
 	marks := make(map[*source]mark)
 	for _, b := range batches {
 		m := marks[b.src]
 		m.seq = max(m.seq, b.seq)
 		m.entry = max(m.entry, b.lastEntry)
+		m.epoch = max(m.epoch, b.epoch)
 		marks[b.src] = m
 	}
 	release := s.buf.releasePoint()
@@ -423,7 +431,7 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	for src, m := range marks {
 		src.persistedSeq = max(src.persistedSeq, m.seq)
 		src.persistedEntry = max(src.persistedEntry, m.entry)
-		marks[src] = mark{src.persistedSeq, src.persistedEntry}
+		marks[src] = mark{src.persistedSeq, src.persistedEntry, m.epoch}
 	}
 	s.lastFlush, s.lastFlushT = res, time.Now()
 	s.recordCommitsLocked(s.lastFlushT, reasonName(reason), time.Since(start), out)
@@ -439,11 +447,21 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 			s.log.Error("releasing the write-ahead log failed", "lsn", release, "error", err)
 		}
 	}
+	var recorded map[string]bool
+	if s.coord != nil {
+		cm := make([]coord.Mark, 0, len(marks))
+		for src, m := range marks {
+			cm = append(cm, coord.Mark{Source: src.id, Epoch: m.epoch, Seq: m.seq, Entry: m.entry})
+		}
+		ctx, cancel := s.sinkContext()
+		recorded = s.markCommitted(ctx, cm)
+		cancel()
+	}
 	for src, m := range marks {
 		src.mu.Lock()
 		owner := src.owner
 		src.mu.Unlock()
-		if owner != nil {
+		if owner != nil && (s.coord == nil || recorded[src.id]) {
 			owner.notifyPersisted(m.seq, m.entry)
 		}
 	}

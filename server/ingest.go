@@ -82,6 +82,10 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	if src.owner != sess {
 		return reply{}, errFenced
 	}
+	epoch := src.epoch.Load()
+	if s.coord != nil && epoch == 0 {
+		return reply{}, errLeaseLost
+	}
 	if s.isDraining() {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0)), nil
 	}
@@ -172,7 +176,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, sess.rate.rateLimitedMsg(), delayMs(d))), nil
 	}
 	lower := s.buf.reserve(size)
-	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
+	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Epoch: epoch, Frame: frame}
 	start := time.Now()
 	// Enqueued under src.mu, so the log holds a source's batches in order.
 	// The log completes every queued append, even on Close, so complete
@@ -224,7 +228,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	}
 	src.appending++
 	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), frame: frame, entries: len(b.Entries),
-		size: size, arrivedMs: nowMs, lastEntry: last}
+		size: size, arrivedMs: nowMs, lastEntry: last, epoch: epoch}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
 		prevLastEntry: prevLastEntry, added: added}}, nil
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	stageSeconds  prometheus.Histogram
 	commitSeconds prometheus.Histogram
 	readBack      prometheus.Counter // frame bytes read back from the write-ahead log
+	fencedBatches prometheus.Counter // batches dropped because their source moved (lease.go)
 	// Batches whose CRC-32 does not match. Legacy children reuse their
 	// encode buffer and send stale checksums (legacy-protocol.md), so a
 	// mismatch is counted, not refused.
@@ -62,6 +63,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		readBack: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_wal_read_back_bytes_total", Help: "Bytes of buffered batches read back from the write-ahead log at flush (held only there while the memory buffer was full).",
 		}),
+		fencedBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_fenced_batches_total", Help: "Accepted batches dropped uncommitted because their source moved to another instance (multi-instance mode).",
+		}),
 		flushedRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_flushed_entries_total", Help: "Entries committed to the sink.",
 		}),
@@ -73,7 +77,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
-		m.stages, m.stageSeconds, m.commitSeconds, m.readBack,
+		m.stages, m.stageSeconds, m.commitSeconds, m.readBack, m.fencedBatches,
 		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
 			return float64(s.buf.stats(false).stagedBytes)
 		}),

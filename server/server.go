@@ -49,6 +49,7 @@ type Server struct {
 	wal    *wal.Log
 	sink   sink.Sink
 	stager sink.Stager // the sink, when it can stage; nil otherwise
+	coord  Coordinator // nil: a single instance
 	health *health.Server
 	decode codec.DecodeOptions
 	m      *metrics
@@ -129,6 +130,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		wal:      l,
 		sink:     cfg.Sink,
+		coord:    cfg.Coordinator,
 		health:   health.NewServer(),
 		decode:   codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
 		sources:  make(map[string]*source),
@@ -148,6 +150,14 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err := s.restore(ctx); err != nil {
 		s.cancelFlush()
 		return nil, errors.Join(err, l.Close(), lock.Release())
+	}
+	if s.coord != nil {
+		if err := s.reclaimLeases(ctx); err != nil {
+			s.cancelFlush()
+			return nil, errors.Join(err, l.Close(), lock.Release())
+		}
+		s.bg.Add(1)
+		go s.runLeases()
 	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
@@ -229,7 +239,7 @@ func (s *Server) restore(ctx context.Context) error {
 		}
 		src := s.sourceLocked(rec.SourceID)
 		bb := &bufBatch{src: src, seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs,
-			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch)}
+			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch), epoch: rec.Epoch}
 		if rec.ShardName != "" {
 			src.shard = rec.ShardName
 		}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
@@ -415,6 +416,22 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	s.sessions[sess] = struct{}{}
 	src.lastSeenMs = time.Now().UnixMilli()
 	s.mu.Unlock()
+	unregister := func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+	}
+
+	// Multi-instance mode (lease.go): the lease first, outside the
+	// source's lock (a database round trip).
+	var lease coord.Lease
+	if s.coord != nil {
+		var err error
+		if lease, err = s.acquireLease(sess.ctx, src.id); err != nil {
+			unregister()
+			return nil, err
+		}
+	}
 
 	src.mu.Lock()
 	defer src.mu.Unlock()
@@ -427,6 +444,13 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	// them (the old stream's reply goroutine completes them).
 	for src.appending > 0 {
 		src.settled.Wait()
+	}
+	if s.coord != nil {
+		if err := s.adoptLease(sess.ctx, src, lease); err != nil {
+			src.owner = nil
+			unregister()
+			return nil, err
+		}
 	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()

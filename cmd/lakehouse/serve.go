@@ -38,6 +38,8 @@ type sinkFlags struct {
 	props      string
 	maint      *maintFlags  // serve and maintain only
 	mirror     *mirrorFlags // serve and maintain only
+	// fenceIdleTx is the lease TTL in multi-instance mode (coordflags.go).
+	fenceIdleTx time.Duration
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -90,6 +92,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		TargetFileSizeBytes: f.fileSize,
 		Properties:          props,
 		Logger:              log,
+		FenceIdleTxTimeout:  f.fenceIdleTx,
 	}
 	if f.mirror != nil {
 		f.mirror.apply(&cfg)
@@ -171,6 +174,7 @@ type serveOptions struct {
 	noMaint  *bool
 	lim      limitFlags
 	sec      securityFlags
+	coord    coordFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -202,6 +206,7 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.lim.register(fs)
 	sf.register(fs)
 	o.sec.register(fs)
+	o.coord.register(fs)
 	return fs, o
 }
 
@@ -227,6 +232,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := o.lim.validate(); err != nil {
 		return err
 	}
+	if err := o.coord.validate(&sf); err != nil {
+		return err
+	}
 	// No per-token stream key until tokens exist: only the total cap.
 	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
@@ -235,6 +243,15 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	cfg.Metrics = reg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
+	}
+	leases, err := o.coord.open(ctx, &sf, cfg.DataDir, *o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	if leases != nil {
+		defer leases.Close()
+		cfg.Coordinator = leases
+		sf.fenceIdleTx = o.coord.ttl
 	}
 	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
 	if err != nil {
