@@ -129,7 +129,7 @@ func newClient(conn grpc.ClientConnInterface, sourceID string, cfg config) (*Cli
 		cfg:      cfg,
 		sourceID: sourceID,
 		srcBytes: []byte(sourceID),
-		rpc:      lakehousev1.NewCDCServiceClient(conn),
+		rpc:      lakehousev1.NewCDCServiceClient(withTokenConn(conn, cfg.token)),
 		log:      cfg.logger.With("source", sourceID),
 		clock:    cfg.clock,
 		runDone:  make(chan struct{}),

@@ -111,6 +111,7 @@ type config struct {
 	dialOptions          []grpc.DialOption
 	keepaliveTime        time.Duration
 	keepaliveTimeout     time.Duration
+	token                string
 
 	onStateChange func(StateChange)
 	onAck         func(Ack)
@@ -147,6 +148,9 @@ func newConfig(opts []Option) (config, error) {
 		o(&cfg)
 	}
 	if err := cfg.validate(); err != nil {
+		return config{}, err
+	}
+	if err := validateToken(cfg.token); err != nil {
 		return config{}, err
 	}
 	if cfg.logger == nil {

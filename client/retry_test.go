@@ -154,3 +154,44 @@ func TestDeliveryTimeout(t *testing.T) {
 		t.Fatalf("OnError %d times", len(reported))
 	}
 }
+
+// TestInternalErrorBacksOff: a batch nacked INTERNAL_ERROR (retryable, no
+// retry delay) is resent after a backoff that doubles with each failure (10,
+// 20, 40 ms with the test options), not in a tight loop, and delivered once
+// the server takes it.
+func TestInternalErrorBacksOff(t *testing.T) {
+	f := startFake(t)
+	clk := newFakeClock()
+	var mu sync.Mutex
+	var at []time.Time
+	f.setHook(func(_ string, seq uint64, _ uint64, n int) action {
+		if seq != 1 {
+			return action{}
+		}
+		mu.Lock()
+		at = append(at, clk.Now())
+		mu.Unlock()
+		if n <= 3 {
+			return action{nack: lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR}
+		}
+		return action{}
+	})
+	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithAckTimeout(time.Minute), WithMaxRetries(3))
+	stop := drive(clk, time.Millisecond)
+	defer stop()
+	a, err := c.SendBatch(context.Background(), testEntries(0, 10))
+	if err != nil || a.Attempts != 4 {
+		t.Fatalf("SendBatch: %+v %v", a, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(at) != 4 {
+		t.Fatalf("%d transmissions, want 4", len(at))
+	}
+	for i := 1; i < len(at); i++ {
+		want := 10 * time.Millisecond << (i - 1)
+		if d := at[i].Sub(at[i-1]); d < want {
+			t.Fatalf("resend %d after %s, want at least %s", i, d, want)
+		}
+	}
+}

@@ -79,6 +79,17 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			res.Commits = append(res.Commits, sink.TableCommit{Table: sink.SanitizeName(name), SnapshotID: tr.snapshotID,
 				Rows: tr.written, Duration: tr.duration})
 		}
+		if s.cfg.Mirror {
+			mr, err := s.commitMirror(ctx, name, parts, c)
+			if err != nil {
+				return res, fmt.Errorf("iceberg: commit mirror of table %q (commit %d): %w", name, c.ID, err)
+			}
+			if mr.snapshotID != 0 {
+				res.Commits = append(res.Commits, sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(name),
+					SnapshotID: mr.snapshotID, Rows: mr.written + mr.deleted, Duration: mr.duration})
+				s.maybeCompactMirror(ctx, name)
+			}
+		}
 	}
 	return res, nil
 }
@@ -114,8 +125,10 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
 	// at most one of them and never conflicts with it.
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
+	if err := s.lockCommits(ctx); err != nil {
+		return tr, err
+	}
+	defer s.unlockCommits()
 	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
 	if err != nil {
 		return tr, err

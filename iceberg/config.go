@@ -131,6 +131,31 @@ type Config struct {
 	// MaintenanceConfig).
 	Maintenance MaintenanceConfig
 
+	// Mirror keeps, beside each changelog table, a mirror table holding
+	// the current state of the CDC table (see mirror.go and
+	// docs/mirror.md). Off in the zero Config; `lakehouse serve` turns it
+	// on by default.
+	Mirror bool
+	// MirrorNamespace is the namespace of the mirror tables. Default: the
+	// CDC namespace + DefaultMirrorNamespaceSuffix ("cdc_current").
+	MirrorNamespace string
+	// MirrorNestedAsJSON stores nested JSON objects and arrays of mirror
+	// rows as JSON text columns instead of inferring struct and list
+	// columns.
+	MirrorNestedAsJSON bool
+	// MirrorCompactDeleteFiles is the number of delete files of a mirror
+	// table at which the commit that reaches it compacts the table,
+	// applying and dropping its equality deletes. Default
+	// DefaultMirrorCompactDeleteFiles; negative turns it off.
+	MirrorCompactDeleteFiles int
+
+	// FenceIdleTxTimeout, when > 0, makes PostgreSQL end a catalog
+	// transaction idle for that long (idle_in_transaction_session_timeout
+	// on the catalog's connections): a paused instance holding lease rows
+	// in a fenced commit then blocks takeovers for at most that long
+	// (fence.go, docs/scale-out.md). Set it to the lease TTL.
+	FenceIdleTxTimeout time.Duration
+
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
 
@@ -175,6 +200,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.Logger = slog.Default()
 	}
 	var err error
+	if err = cfg.mirrorDefaults(); err != nil {
+		return cfg, err
+	}
 	if cfg.Maintenance, err = cfg.Maintenance.withDefaults(); err != nil {
 		return cfg, err
 	}
@@ -235,7 +263,7 @@ func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
 				return nil, fmt.Errorf("iceberg: warehouse: %w", err)
 			}
 		}
-		db, err := sql.Open(driver, dsn)
+		db, err := openSQL(driver, dsn, cfg.FenceIdleTxTimeout)
 		if err != nil {
 			return nil, fmt.Errorf("iceberg: open %s catalog database: %w", dialect, err)
 		}
@@ -273,6 +301,20 @@ func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
 		return nil, fmt.Errorf("iceberg: open %s catalog: %w", cfg.CatalogType, err)
 	}
 	return cat, nil
+}
+
+// openSQL opens the SQL catalog's database. PostgreSQL through pgx gets the
+// fencing connector (fence.go), which costs nothing unless a commit carries
+// fencing claims.
+func openSQL(driver, dsn string, idleTx time.Duration) (*sql.DB, error) {
+	if driver != "pgx" {
+		return sql.Open(driver, dsn)
+	}
+	c, err := newFencedConnector(dsn, idleTx)
+	if err != nil {
+		return nil, err
+	}
+	return sql.OpenDB(c), nil
 }
 
 // sqlTarget resolves the database/sql driver, bun dialect and DSN of the SQL

@@ -89,9 +89,13 @@ func (s *Sink) RunMaintenance(ctx context.Context) {
 
 // Maintain runs one maintenance pass over every table of the namespace:
 // snapshot expiry, compaction and, when due, orphan cleanup. A failing table
-// does not stop the others; the errors are joined.
+// does not stop the others, unless one of its jobs timed out (the store or
+// catalog stalls: the rest of the pass would only time out too); the errors
+// are joined.
 func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
-	idents, err := s.listTables(ctx)
+	lctx, cancel := context.WithTimeout(ctx, s.cfg.Maintenance.Timeout)
+	idents, err := s.listTables(lctx)
+	cancel()
 	if err != nil {
 		return err
 	}
@@ -102,6 +106,11 @@ func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
 		}
 		if err := s.MaintainTable(ctx, catalog.TableNameFromIdent(ident), opts); err != nil {
 			errs = append(errs, err)
+			var se *stalledError
+			if errors.As(err, &se) {
+				errs = append(errs, fmt.Errorf("iceberg: maintenance pass stopped: the store or catalog did not answer within %v", s.cfg.Maintenance.Timeout))
+				break
+			}
 		}
 	}
 	return errors.Join(errs...)
@@ -109,6 +118,7 @@ func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
 
 // MaintainTable runs one maintenance pass over one table (original or
 // sanitised name). Every job keeps the table's rows exactly as they are.
+// Each job has its own deadline, MaintenanceConfig.Timeout.
 func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOptions) error {
 	cfg := s.cfg.Maintenance
 	start := time.Now()
@@ -117,13 +127,36 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		run  sink.TableHealth
 		errs []error
 	)
-	if n, err := s.expireSnapshots(ctx, name); err != nil {
+	// job runs one job under the maintenance timeout. Once a job timed
+	// out (the store or catalog stalls), the pass's later jobs would only
+	// time out too: they are skipped, and the next pass tries again.
+	stalled := false
+	job := func(f func(ctx context.Context) error) error {
+		if stalled {
+			return errSkippedStalled
+		}
+		jctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+		defer cancel()
+		err := f(jctx)
+		if err != nil && errors.Is(jctx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+			stalled = true
+			err = fmt.Errorf("%w (maintenance timeout %v)", err, cfg.Timeout)
+		}
+		return err
+	}
+	var (
+		n   int
+		err error
+	)
+	err = job(func(ctx context.Context) (err error) { n, err = s.expireSnapshots(ctx, name); return err })
+	if err != nil {
 		errs = append(errs, fmt.Errorf("expire snapshots: %w", err))
 	} else {
 		run.ExpiredSnapshots = n
 	}
 	if !cfg.CompactDisabled {
-		cr, err := s.compactTable(ctx, name)
+		var cr compactResult
+		err = job(func(ctx context.Context) (err error) { cr, err = s.compactTable(ctx, name); return err })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("compaction: %w", err))
 		}
@@ -139,17 +172,28 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	}
 	orphansDue := !cfg.OrphanDisabled && (opts.Orphans || time.Since(h.lastOrphanRun) >= cfg.OrphanInterval)
 	if orphansDue {
-		n, err := s.removeOrphans(ctx, name)
+		var removed int
+		err = job(func(ctx context.Context) (err error) { removed, err = s.removeOrphans(ctx, name); return err })
 		if err != nil {
 			errs = append(errs, fmt.Errorf("orphan cleanup: %w", err))
 		}
-		run.OrphansRemoved = n
+		run.OrphansRemoved = removed
 	}
-	health, herr := s.measure(ctx, name)
+	if s.cfg.Mirror {
+		// One job: its parts share the maintenance timeout.
+		if err := job(func(ctx context.Context) error { return errors.Join(s.maintainMirror(ctx, name, orphansDue)...) }); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	var (
+		health sink.TableHealth
+		herr   error
+	)
+	herr = job(func(ctx context.Context) (err error) { health, err = s.measure(ctx, name); return err })
 	if herr != nil {
 		errs = append(errs, fmt.Errorf("measure: %w", herr))
 	}
-	err := errors.Join(errs...)
+	err = errors.Join(errs...)
 
 	s.maint.mu.Lock()
 	cur := s.maint.tables[h.Name]
@@ -183,10 +227,25 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 			"duration_ms", time.Since(start).Milliseconds(), "err", err)
 	}
 	if err != nil {
-		return fmt.Errorf("iceberg: maintain table %s: %w", h.Name, err)
+		err = fmt.Errorf("iceberg: maintain table %s: %w", h.Name, err)
+		if stalled {
+			return &stalledError{err}
+		}
+		return err
 	}
 	return nil
 }
+
+// errSkippedStalled stands for the jobs of a pass skipped after one timed
+// out.
+var errSkippedStalled = errors.New("skipped: an earlier job of this pass timed out")
+
+// stalledError is a table's maintenance failure in which a job timed out:
+// Maintain skips the pass's other tables.
+type stalledError struct{ err error }
+
+func (e *stalledError) Error() string { return e.err.Error() }
+func (e *stalledError) Unwrap() error { return e.err }
 
 func (s *Sink) healthOf(name string) tableState {
 	san := sink.SanitizeName(name) // idempotent on sanitised names
@@ -211,10 +270,17 @@ func (s *Sink) count(f func(*MaintenanceTotals)) {
 // files only they referenced. The commit lock keeps it from racing an ingest
 // commit of this process.
 func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
+	return s.expireSnapshotsOf(ctx, func() (*table.Table, error) { return s.LoadTable(ctx, name) })
+}
+
+// expireSnapshotsOf is expireSnapshots for the table load returns.
+func (s *Sink) expireSnapshotsOf(ctx context.Context, load func() (*table.Table, error)) (int, error) {
 	cfg := s.cfg.Maintenance
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
-	tbl, err := s.LoadTable(ctx, name)
+	if err := s.lockCommits(ctx); err != nil {
+		return 0, err
+	}
+	defer s.unlockCommits()
+	tbl, err := load()
 	if err != nil {
 		return 0, err
 	}
@@ -263,7 +329,12 @@ func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 // or metadata file references, once they are older than OrphanAge, and
 // never a file staged by this sink for a commit to come.
 func (s *Sink) removeOrphans(ctx context.Context, name string) (int, error) {
-	tbl, err := s.LoadTable(ctx, name)
+	return s.removeOrphansOf(ctx, name, func() (*table.Table, error) { return s.LoadTable(ctx, name) })
+}
+
+// removeOrphansOf is removeOrphans for the table load returns.
+func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*table.Table, error)) (int, error) {
+	tbl, err := load()
 	if err != nil {
 		return 0, err
 	}

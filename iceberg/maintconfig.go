@@ -48,6 +48,11 @@ const (
 	// DefaultOrphanInterval is how often orphan cleanup runs per table. It
 	// lists the whole table location, so it runs less often than the rest.
 	DefaultOrphanInterval = time.Hour
+	// DefaultMaintenanceTimeout bounds each maintenance job of a table
+	// (snapshot expiry, compaction, orphan cleanup, measuring): a store or
+	// catalog that stalls fails the job after it, rather than hanging the
+	// background loop and holding the commit lock for good.
+	DefaultMaintenanceTimeout = 5 * time.Minute
 )
 
 // MaintenanceConfig configures the online maintenance that keeps a table's
@@ -82,6 +87,10 @@ type MaintenanceConfig struct {
 	OrphanAge      time.Duration
 	OrphanInterval time.Duration
 	OrphanDisabled bool
+	// Timeout bounds each maintenance job of a table (see
+	// DefaultMaintenanceTimeout). An ingest commit waiting for the commit
+	// lock a stalled job holds gives up at its own deadline.
+	Timeout time.Duration
 }
 
 func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
@@ -107,6 +116,7 @@ func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
 	}
 	setD(&m.OrphanAge, DefaultOrphanAge)
 	setD(&m.OrphanInterval, DefaultOrphanInterval)
+	setD(&m.Timeout, DefaultMaintenanceTimeout)
 	switch {
 	case m.Interval < 0:
 		return m, fmt.Errorf("iceberg: maintenance interval %v must be positive", m.Interval)
@@ -130,6 +140,8 @@ func (m MaintenanceConfig) withDefaults() (MaintenanceConfig, error) {
 		return m, fmt.Errorf("iceberg: orphan age %v is below the 1 s minimum", m.OrphanAge)
 	case m.OrphanInterval < 0:
 		return m, fmt.Errorf("iceberg: orphan cleanup interval %v must be positive", m.OrphanInterval)
+	case m.Timeout < 0:
+		return m, fmt.Errorf("iceberg: maintenance timeout %v must be positive", m.Timeout)
 	}
 	return m, nil
 }

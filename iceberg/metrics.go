@@ -12,6 +12,8 @@ type maintCollector struct {
 	snapshots, dataFiles, manifests, metaBytes *prometheus.Desc
 
 	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans *prometheus.Desc
+
+	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector of the sink's table health and
@@ -38,12 +40,22 @@ func (s *Sink) Collector() prometheus.Collector {
 		filesWritten:   d("lakehouse_compaction_files_written_total", "Data files written by compaction.", nil),
 		orphanRuns:     d("lakehouse_orphan_runs_total", "Orphan cleanup passes.", nil),
 		orphans:        d("lakehouse_orphan_files_removed_total", "Unreferenced files removed by orphan cleanup.", nil),
+
+		mirrorCommits:     d("lakehouse_mirror_commits_total", "Mirror table snapshots committed.", nil),
+		mirrorRows:        d("lakehouse_mirror_rows_written_total", "Rows written to mirror tables (winning inserts and updates).", nil),
+		mirrorDeletes:     d("lakehouse_mirror_keys_deleted_total", "Keys removed from mirror tables by a winning delete.", nil),
+		mirrorStale:       d("lakehouse_mirror_stale_changes_total", "Changes older than the row a mirror table held, not applied.", nil),
+		mirrorExtra:       d("lakehouse_mirror_extra_rows_total", "Mirror rows with a value that did not fit its typed column, kept whole as JSON in _extra.", nil),
+		mirrorSchema:      d("lakehouse_mirror_schema_updates_total", "Mirror table schema evolutions (columns added or widened).", nil),
+		mirrorCompactions: d("lakehouse_mirror_compactions_total", "Mirror table compactions committed.", nil),
+		mirrorDelRemoved:  d("lakehouse_mirror_delete_files_removed_total", "Delete files dropped by mirror compaction.", nil),
 	}
 }
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
-		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans} {
+		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans,
+		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved} {
 		ch <- d
 	}
 }
@@ -69,4 +81,13 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.filesWritten, t.FilesWrittenCompaction)
 	counter(c.orphanRuns, t.OrphanRuns)
 	counter(c.orphans, t.OrphansRemoved)
+	m := c.s.MirrorTotals()
+	counter(c.mirrorCommits, m.Commits)
+	counter(c.mirrorRows, m.RowsWritten)
+	counter(c.mirrorDeletes, m.KeysDeleted)
+	counter(c.mirrorStale, m.StaleChanges)
+	counter(c.mirrorExtra, m.ExtraRows)
+	counter(c.mirrorSchema, m.SchemaUpdates)
+	counter(c.mirrorCompactions, m.Compactions)
+	counter(c.mirrorDelRemoved, m.DeleteFilesRemoved)
 }

@@ -69,9 +69,10 @@ type Sink struct {
 	mu     sync.Mutex // serialises Stage, CommitStaged and Commit
 	closed bool
 
-	// commitMu serialises catalog commits of ingest and maintenance, so
-	// that they never conflict with each other inside one process.
-	commitMu sync.Mutex
+	// commitLock (a one-slot semaphore, see lockCommits) serialises
+	// catalog commits of ingest and maintenance, so that they never
+	// conflict with each other inside one process.
+	commitLock chan struct{}
 
 	stagedMu sync.Mutex
 	// staged holds the paths of data files written by Stage and not yet
@@ -79,6 +80,8 @@ type Sink struct {
 	staged map[string]struct{}
 
 	maint maintState // last maintenance per table, and its counters
+
+	mirror mirrorState // mirror tables' indexes and counters
 }
 
 var (
@@ -102,21 +105,44 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{
-		cfg:    cfg,
-		cat:    cat,
-		ns:     catalog.ToIdentifier(cfg.Namespace),
-		log:    cfg.Logger.With("component", "iceberg-sink"),
-		schema: asc,
-		staged: make(map[string]struct{}),
+		cfg:        cfg,
+		cat:        cat,
+		ns:         catalog.ToIdentifier(cfg.Namespace),
+		log:        cfg.Logger.With("component", "iceberg-sink"),
+		schema:     asc,
+		staged:     make(map[string]struct{}),
+		commitLock: make(chan struct{}, 1),
 	}
 	s.maint.init()
+	s.mirror.indexes = make(map[string]*mirrorIndex)
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err
 	}
+	if cfg.Mirror {
+		if err := s.ensureMirrorNamespace(ctx); err != nil {
+			_ = s.closeCatalog()
+			return nil, err
+		}
+	}
 	s.log.Info("iceberg sink open", "catalog", cfg.CatalogType, "warehouse", cfg.Warehouse, "namespace", cfg.Namespace)
 	return s, nil
 }
+
+// lockCommits takes the commit lock, or gives up when ctx ends: whoever
+// holds it (a maintenance job on a stalled store, until its own deadline)
+// must not keep an ingest commit past the commit's deadline. Release it with
+// unlockCommits.
+func (s *Sink) lockCommits(ctx context.Context) error {
+	select {
+	case s.commitLock <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for the commit lock: %w", context.Cause(ctx))
+	}
+}
+
+func (s *Sink) unlockCommits() { <-s.commitLock }
 
 func (s *Sink) ensureNamespace(ctx context.Context) error {
 	ok, err := s.cat.CheckNamespaceExists(ctx, s.ns)

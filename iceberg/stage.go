@@ -37,6 +37,8 @@ type stagedTable struct {
 	// sequences those rows came from: CommitStaged compares it with the
 	// table's watermarks to tell a committed stage from a new one.
 	spans map[string]span
+	// mirror is the folded mirror side of the rows (Config.Mirror), or nil.
+	mirror *mirrorPart
 }
 
 type span struct {
@@ -128,6 +130,7 @@ type prepared struct {
 	skipped int64
 	spans   map[string]span
 	rec     arrow.RecordBatch // nil when every row was already committed
+	mirror  *mirrorPart       // nil when the mirror is off or already holds every row
 	err     error
 }
 
@@ -150,6 +153,17 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 	if err != nil {
 		p.err = err
 		return p
+	}
+	if s.cfg.Mirror {
+		// The mirror's own watermarks decide what it still needs: after a
+		// crash between the changelog's commit and the mirror's, the
+		// changelog skips rows the mirror must still apply.
+		mwm, err := s.mirrorWatermarks(ctx, t.Name)
+		if err != nil {
+			p.err = err
+			return p
+		}
+		p.mirror = foldMirror(t, mwm)
 	}
 	rows := make([]*sink.Row, 0, len(t.Rows))
 	p.spans = make(map[string]span)
@@ -180,12 +194,15 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		return nil, p.err
 	}
 	if p.rec == nil {
+		if p.mirror != nil {
+			return &stagedTable{name: t.Name, spans: map[string]span{}, mirror: p.mirror}, nil
+		}
 		return nil, nil
 	}
 	rec := p.rec
 	p.rec = nil // WriteRecords releases it
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
-	stt := &stagedTable{name: t.Name, spans: p.spans}
+	stt := &stagedTable{name: t.Name, spans: p.spans, mirror: p.mirror}
 	var werr error
 	for df, err := range table.WriteRecords(ctx, p.tbl, s.schema, records) {
 		if err == nil {

@@ -38,6 +38,7 @@ type resumingSource struct {
 	pending map[uint64][]byte
 	nacks   map[lakehousev1.NackReason]int // nacks received, by reason
 	noDelay int                            // retryable nacks without a retry delay
+	dopts   []grpc.DialOption              // TLS and token, when the server wants them
 }
 
 // nackError ends a session on a nack; run reconnects after its retry delay.
@@ -69,7 +70,7 @@ func (s *resumingSource) frame(seq uint64) []byte {
 
 // run streams until ctx ends or maxBatches are acked, reconnecting on any error.
 func (s *resumingSource) run(ctx context.Context, maxBatches uint64) error {
-	cc, err := grpc.NewClient(s.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(s.addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, s.dopts...)...)
 	if err != nil {
 		return err
 	}
@@ -205,18 +206,30 @@ func TestCrashSafety(t *testing.T) {
 		batches    uint64
 		kills      int
 		flushEvery string
+		secure     bool // TLS and tokens on
 	}{
 		{sink: "jsonl", batches: 1000, kills: 5, flushEvery: "150ms"},
 		{sink: "iceberg", batches: 300, kills: 3, flushEvery: "300ms"},
+		{sink: "jsonl", batches: 300, kills: 3, flushEvery: "150ms", secure: true},
 	}
 	for _, tc := range tests {
-		t.Run(tc.sink, func(t *testing.T) {
-			crashSafety(t, tc.sink, tc.batches, tc.kills, tc.flushEvery)
+		name := tc.sink
+		if tc.secure {
+			name += "-tls-tokens"
+		}
+		t.Run(name, func(t *testing.T) {
+			var sec *secureServer
+			if tc.secure {
+				sec = newSecureServer(t, "crash-src-*")
+			}
+			crashSafety(t, tc.sink, tc.batches, tc.kills, tc.flushEvery, sec)
 		})
 	}
 }
 
-func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, flushEvery string) {
+// crashSafety runs the crash test; sec, when set, turns TLS and tokens on
+// for the server and its sources.
+func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, flushEvery string, sec *secureServer) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
@@ -230,16 +243,21 @@ func crashSafety(t *testing.T, sinkKind string, maxBatches uint64, kills int, fl
 	logPath := filepath.Join(dir, "server.log")
 	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
 		"--sink", sinkKind, "--flush-interval", flushEvery, "--flush-entries", "3000", "--log-level", "warn"}
-	p := startProc(t, addr, logPath, args...)
+	var dopts []grpc.DialOption
+	if sec != nil {
+		args = append(args, sec.args...)
+		dopts = sec.dopts
+	}
+	p := startProcDial(t, dopts, nil, addr, logPath, args...)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srcs, wait := streamSources(ctx, "crash-src", addr, sources, batchSize, maxBatches)
+	srcs, wait := streamSources(ctx, "crash-src", addr, sources, batchSize, maxBatches, dopts...)
 	for k := 0; k < kills; k++ {
 		time.Sleep(time.Duration(150+rng.IntN(600)) * time.Millisecond)
 		p.kill()
 		t.Logf("kill %d: acked so far %d entries", k+1, ackedCount(srcs))
-		p = startProc(t, addr, logPath, args...)
+		p = startProcDial(t, dopts, nil, addr, logPath, args...)
 	}
 	wait()
 	if ctx.Err() != nil {
@@ -327,11 +345,12 @@ func ackedCount(srcs []*resumingSource) int {
 // streamSources starts n resuming sources, named prefix-0, prefix-1..., each
 // streaming maxBatches batches of batchSize W1 entries to addr until done or
 // ctx ends; wait blocks until every one has returned.
-func streamSources(ctx context.Context, prefix, addr string, n, batchSize int, maxBatches uint64) (srcs []*resumingSource, wait func()) {
+func streamSources(ctx context.Context, prefix, addr string, n, batchSize int, maxBatches uint64, dopts ...grpc.DialOption) (srcs []*resumingSource, wait func()) {
 	srcs = make([]*resumingSource, n)
 	var wg sync.WaitGroup
 	for i := range srcs {
 		srcs[i] = newResumingSource(fmt.Sprintf("%s-%d", prefix, i), addr, batchSize, 4)
+		srcs[i].dopts = dopts
 		wg.Add(1)
 		go func(s *resumingSource) {
 			defer wg.Done()
@@ -373,8 +392,15 @@ func checkExactlyOnce(t *testing.T, srcs []*resumingSource, stored []storedEntry
 // tables of the data directory's SQLite catalog.
 func readIceberg(t *testing.T, dataDir, warehouse string) []storedEntry {
 	t.Helper()
+	return readIcebergConfig(t, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
+}
+
+// readIcebergConfig is readIceberg for any sink configuration (an s3://
+// warehouse with its properties, for example).
+func readIcebergConfig(t *testing.T, cfg iceberg.Config) []storedEntry {
+	t.Helper()
 	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Warehouse: warehouse})
+	sk, err := iceberg.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

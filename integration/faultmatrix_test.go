@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/internal/faultproxy"
 )
 
@@ -263,7 +264,7 @@ func finish(t *testing.T, c *cluster, results []*scenarioResult, loads [][]*load
 		t.Errorf("%v\n%s", err, readLog(t, c.logPath))
 	}
 	c.stop()
-	stored := storedCounts(readIceberg(t, c.dataDir, warehouseArg(c.args)))
+	stored := storedCounts(readIcebergConfig(t, iceberg.Config{DataDir: c.dataDir, Warehouse: warehouseArg(c.args), Properties: c.props}))
 	for i, r := range results {
 		for _, l := range loads[i] {
 			r.add(l, stored)

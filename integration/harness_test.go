@@ -55,6 +55,9 @@ type clusterConfig struct {
 	env []string
 	// noBridge runs no bridge (native children only).
 	noBridge bool
+	// storeProps are the storage properties to read the tables back with
+	// (an s3:// warehouse); nil for local files.
+	storeProps map[string]string
 }
 
 type cluster struct {
@@ -65,6 +68,7 @@ type cluster struct {
 	httpAddr string
 	args     []string
 	env      []string
+	props    map[string]string // storage properties for reading back
 	logPath  string
 	srv      *proc
 	peakKB   atomic.Int64 // the largest VmHWM of any server process, kB
@@ -78,7 +82,7 @@ type cluster struct {
 
 func newCluster(t *testing.T, cfg clusterConfig) *cluster {
 	t.Helper()
-	c := &cluster{t: t, dir: t.TempDir(), env: cfg.env}
+	c := &cluster{t: t, dir: t.TempDir(), env: cfg.env, props: cfg.storeProps}
 	c.dataDir = cfg.dataDir
 	if c.dataDir == "" {
 		c.dataDir = filepath.Join(c.dir, "data")

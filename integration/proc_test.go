@@ -79,6 +79,12 @@ func startProc(t *testing.T, grpcAddr string, logPath string, args ...string) *p
 // startProcEnv is startProc with extra environment variables (KEY=VALUE).
 func startProcEnv(t *testing.T, env []string, grpcAddr string, logPath string, args ...string) *proc {
 	t.Helper()
+	return startProcDial(t, nil, env, grpcAddr, logPath, args...)
+}
+
+// startProcDial is startProcEnv whose health check dials with dopts (TLS).
+func startProcDial(t *testing.T, dopts []grpc.DialOption, env []string, grpcAddr string, logPath string, args ...string) *proc {
+	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -97,14 +103,14 @@ func startProcEnv(t *testing.T, env []string, grpcAddr string, logPath string, a
 	}()
 	t.Cleanup(func() { p.kill() })
 	if grpcAddr != "" {
-		p.waitHealthy(grpcAddr, logPath)
+		p.waitHealthy(grpcAddr, logPath, dopts...)
 	}
 	return p
 }
 
-func (p *proc) waitHealthy(addr, logPath string) {
+func (p *proc) waitHealthy(addr, logPath string, dopts ...grpc.DialOption) {
 	p.t.Helper()
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		p.t.Fatal(err)
 	}

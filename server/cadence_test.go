@@ -24,6 +24,7 @@ type stagingSink struct {
 	stages   []time.Time
 	commits  []time.Time
 	failing  bool
+	down     bool          // a storage outage: Stage fails too
 	hang     bool          // CommitStaged blocks until its context ends
 	delay    time.Duration // each Stage takes this long, like writing files
 	attempts int
@@ -43,9 +44,12 @@ func (k *keptFlush) StagedBytes() int64 { return k.StagedRows() }
 func (s *stagingSink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, error) {
 	s.mu.Lock()
 	s.stages = append(s.stages, time.Now())
-	delay := s.delay
+	delay, down := s.delay, s.down
 	s.mu.Unlock()
 	time.Sleep(delay)
+	if down {
+		return nil, errors.New("injected storage outage")
+	}
 	cp := *f
 	cp.Tables = make([]sink.Table, len(f.Tables))
 	for i, t := range f.Tables {
@@ -62,7 +66,7 @@ func (s *stagingSink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, er
 func (s *stagingSink) CommitStaged(ctx context.Context, staged []sink.Staged, c sink.CommitInfo) (sink.Result, error) {
 	s.mu.Lock()
 	s.attempts++
-	failing, hang := s.failing, s.hang
+	failing, hang := s.failing || s.down, s.hang
 	s.mu.Unlock()
 	if hang {
 		<-ctx.Done()

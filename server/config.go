@@ -12,6 +12,9 @@ import (
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
+// DefaultCommitTimeout is the default of Config.CommitTimeout.
+const DefaultCommitTimeout = 2 * time.Minute
+
 // DefaultMaxMessageSize is the default bound on a batch frame: 16 MiB, the
 // legacy protocol's maximum message, and also the most it may be set to.
 const DefaultMaxMessageSize = codec.MaxMessageSize
@@ -24,10 +27,18 @@ type Config struct {
 	DataDir string
 	// Sink receives flushed entries. Required. The server does not close it.
 	Sink sink.Sink
+	// Coordinator, when set, runs the server as one of several instances
+	// sharing a catalog (lease.go, docs/scale-out.md): each source is
+	// served under a lease, and every commit is fenced by the leases'
+	// epochs. The server does not close it.
+	Coordinator Coordinator
 
 	// FlushEntries flushes when the buffer holds this many entries. Default 10,000.
 	FlushEntries int
-	// FlushBytes flushes when the buffer holds this many bytes. Default 32 MiB.
+	// FlushBytes flushes when the buffer holds this many bytes. It is also
+	// the most one stage or commit takes from the buffer (one batch at
+	// least), which bounds what a flush reads back from the write-ahead log.
+	// Default 32 MiB.
 	FlushBytes int64
 	// FlushAge flushes when the oldest buffered batch is this old. Default 60 s.
 	FlushAge time.Duration
@@ -41,12 +52,16 @@ type Config struct {
 	// can stage (the Iceberg sink can); with a sink that cannot, they
 	// commit as well.
 	FlushInterval time.Duration
-	// CommitTimeout bounds each staging and each commit. A store or catalog
-	// that stalls fails the flush after it; the data stays in the
-	// write-ahead log and the recovery loop retries. Default 2 min.
+	// CommitTimeout bounds each call to the sink: each staging, each
+	// commit, and reading the sink's watermarks at start-up. A store or
+	// catalog that stalls fails the flush after it (acks then say
+	// fallback); the data stays in the write-ahead log and the recovery
+	// loop retries. Default DefaultCommitTimeout (2 min).
 	CommitTimeout time.Duration
-	// MaxBufferBytes bounds the in-memory buffer; beyond it batches are nacked
-	// buffer_full (nothing is evicted). Default 128 MiB.
+	// MaxBufferBytes bounds the frames the buffer holds in memory; batches
+	// beyond it are held only in the write-ahead log, and read back from it
+	// at flush (WALMaxBytes is what refuses batches). Memory stays within
+	// it plus one flush (FlushBytes). Default 128 MiB.
 	MaxBufferBytes int64
 	// BufferedThreshold: acks say "buffered" above this utilization. Default 0.8.
 	BufferedThreshold float64
@@ -111,6 +126,9 @@ func (c *Config) setDefaults() error {
 	if c.Sink == nil {
 		return errors.New("server: Config.Sink is required")
 	}
+	if c.CommitTimeout < 0 {
+		return fmt.Errorf("server: Config.CommitTimeout %v must be positive", c.CommitTimeout)
+	}
 	def := func(v *int64, d int64) {
 		if *v <= 0 {
 			*v = d
@@ -132,7 +150,7 @@ func (c *Config) setDefaults() error {
 	def(&c.FlushBytes, 32<<20)
 	defD(&c.FlushAge, 60*time.Second)
 	defD(&c.FlushInterval, 30*time.Second)
-	defD(&c.CommitTimeout, 2*time.Minute)
+	defD(&c.CommitTimeout, DefaultCommitTimeout)
 	def(&c.MaxBufferBytes, 128<<20)
 	defF(&c.BufferedThreshold, 0.8)
 	defF(&c.PressureThreshold, 0.9)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -13,6 +14,9 @@ var (
 	errShuttingDown = errors.New("server: shutting down")
 	errClosed       = errors.New("server: closed")
 	errStreamEnded  = errors.New("server: stream ended")
+	// errLeaseLost ends a stream whose source's lease another instance
+	// took (lease.go): a fenced stream, retried elsewhere.
+	errLeaseLost = fmt.Errorf("%w: the source's lease was taken by another instance", errFenced)
 )
 
 // statusFromErr maps the server's errors to gRPC statuses. An error that

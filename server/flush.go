@@ -1,13 +1,19 @@
 package server
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -80,7 +86,13 @@ func (s *Server) runFlusher() {
 			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
 			s.mu.Unlock()
 		} else {
-			res = s.stageOnce(reason)
+			res = s.stageOnce(reason, math.MaxInt)
+			// One flush's size was staged: if a threshold still holds (a
+			// backlog, read back from the log), stage the next one, after
+			// a commit that is due.
+			if res.Success && s.thresholdReached(s.buf.stats(false)) {
+				s.kickFlush()
+			}
 		}
 		if reply != nil {
 			reply <- res
@@ -88,14 +100,22 @@ func (s *Server) runFlusher() {
 	}
 }
 
+// thresholdReached reports whether what is queued calls for staging (or,
+// with a plain sink, a commit).
+func (s *Server) thresholdReached(bs bufferStats) bool {
+	return bs.queuedEntries >= s.cfg.FlushEntries || bs.queuedBytes >= s.cfg.FlushBytes ||
+		bs.utilization >= s.cfg.PressureThreshold
+}
+
 // thresholdReason says which threshold a kick reached, if any still holds.
 func (s *Server) thresholdReason() lakehousev1.FlushReason {
+	bs := s.buf.stats(false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch {
-	case len(s.buffer) == 0:
+	case bs.queuedBatches == 0:
 		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
-	case s.utilizationLocked() >= s.cfg.PressureThreshold:
+	case bs.utilization >= s.cfg.PressureThreshold:
 		return lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE
 	case s.recovery.active:
 		return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY
@@ -106,15 +126,16 @@ func (s *Server) thresholdReason() lakehousev1.FlushReason {
 // dueReason reports a commit due by the recovery schedule, or staging due
 // by the age of the oldest buffered batch.
 func (s *Server) dueReason(now time.Time) (reason lakehousev1.FlushReason, commit bool) {
+	bs := s.buf.stats(false)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.recovery.active {
-		if (len(s.buffer) > 0 || len(s.staged) > 0) && !now.Before(s.recovery.nextRetry) {
+		if (bs.queuedBatches > 0 || bs.stagedBatches > 0) && s.recovery.due(now) {
 			return lakehousev1.FlushReason_FLUSH_REASON_RECOVERY, true
 		}
 		return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
 	}
-	if len(s.buffer) > 0 && now.UnixMilli()-s.buffer[0].arrivedMs >= s.cfg.FlushAge.Milliseconds() {
+	if oldest := s.buf.oldestQueuedMs(); oldest != 0 && now.UnixMilli()-oldest >= s.cfg.FlushAge.Milliseconds() {
 		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD, false
 	}
 	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
@@ -123,40 +144,82 @@ func (s *Server) dueReason(now time.Time) (reason lakehousev1.FlushReason, commi
 func (s *Server) inBackoff() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.recovery.active && time.Now().Before(s.recovery.nextRetry)
+	return s.recovery.inBackoff(time.Now())
 }
 
-// takeFlush moves the buffer to the in-flight list and builds its flush.
-// With an empty buffer it returns no batches and leaves nothing in flight.
-func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
+// beginFlush marks a flush (or a stage) as running and numbers it.
+func (s *Server) beginFlush(start time.Time) uint64 {
 	s.mu.Lock()
-	batches = s.buffer
-	s.buffer = nil
-	s.inflight = batches
-	s.inflBytes = s.bufBytes
-	entries = s.bufEntries
-	s.bufBytes, s.bufEntries = 0, 0
+	defer s.mu.Unlock()
 	s.flushing = true
 	s.flushStartT = start
 	s.flushID++
-	id := s.flushID
+	return s.flushID
+}
+
+// endFlush marks the running flush as over.
+func (s *Server) endFlush() {
+	s.mu.Lock()
+	s.flushing = false
 	s.mu.Unlock()
+}
+
+// takeFlush moves at most maxBatches of the oldest queued batches, and at
+// most one flush's size (FlushBytes), to the in-flight list, reads back the
+// frames of those held only in the write-ahead log, and builds their flush.
+// With an empty buffer it returns no batches and leaves nothing in flight.
+func (s *Server) takeFlush(reason lakehousev1.FlushReason, start time.Time, maxBatches int) (batches []*bufBatch, entries int, f *sink.Flush, err error) {
+	id := s.beginFlush(start)
+	batches, entries = s.buf.take(maxBatches)
+	batches, entries = s.dropStale(batches, entries)
 	if len(batches) == 0 {
 		s.endFlush()
 		return nil, 0, nil, nil
 	}
-	f, err = buildFlush(id, reason, start, batches)
+	if err = s.readBack(batches); err == nil {
+		f, err = buildFlush(id, reason, start, batches)
+	}
 	return batches, entries, f, err
 }
 
-// putBackLocked returns failed in-flight batches to the front of the buffer;
-// they are still in the write-ahead log. The caller schedules the retry.
-func (s *Server) putBackLocked(batches []*bufBatch, entries int) {
-	s.buffer = append(batches, s.buffer...)
-	s.bufBytes += s.inflBytes
-	s.bufEntries += entries
-	s.inflight, s.inflBytes = nil, 0
-	s.flushing = false
+// readBack reads the frames of the batches held only in the write-ahead log
+// back from it, one run of consecutive records at a time. The frames share
+// the read's memory, which is freed with them once the batches are staged or
+// committed.
+func (s *Server) readBack(batches []*bufBatch) error {
+	var missing []*bufBatch
+	for _, b := range batches {
+		if b.frame == nil {
+			missing = append(missing, b)
+		}
+	}
+	slices.SortFunc(missing, func(a, b *bufBatch) int { return cmp.Compare(a.lsn, b.lsn) })
+	for i := 0; i < len(missing); {
+		j := i + 1
+		for j < len(missing) && missing[j].lsn == missing[j-1].lsn+1 {
+			j++
+		}
+		run, k := missing[i:j], 0
+		err := s.wal.ReadRange(run[0].lsn, run[len(run)-1].lsn, func(lsn wal.LSN, data []byte) error {
+			b := run[k]
+			k++
+			rec, err := decodeWALRecord(data)
+			if err != nil {
+				return fmt.Errorf("record %d: %w", lsn, err)
+			}
+			if rec.SourceID != b.src.id || rec.Seq != b.seq {
+				return fmt.Errorf("record %d holds batch %s/%d, want %s/%d", lsn, rec.SourceID, rec.Seq, b.src.id, b.seq)
+			}
+			b.frame = rec.Frame
+			s.m.readBack.Add(float64(len(rec.Frame)))
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("server: read buffered batches back from the write-ahead log: %w", err)
+		}
+		i = j
+	}
+	return nil
 }
 
 // sinkContext bounds one sink call (see Config.CommitTimeout).
@@ -164,13 +227,24 @@ func (s *Server) sinkContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(s.flushCtx, s.cfg.CommitTimeout)
 }
 
-// stageOnce writes everything buffered as data files through the Stager and
-// moves the batches to the staged list, freeing their memory. On failure the
-// batches go back to the buffer and the recovery schedule advances.
-func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+// noteFlushRate records the bytes per ms of a successful stage or flush,
+// from which retry delays are estimated.
+func (s *Server) noteFlushRate(bytes int64, start time.Time) {
+	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
+		s.mu.Lock()
+		s.flushRate = float64(bytes) / ms
+		s.mu.Unlock()
+	}
+}
+
+// stageOnce writes the oldest buffered batches (at most maxBatches, and one
+// flush's size) as data files through the Stager and moves them to the staged
+// list, freeing their memory. On failure the batches go back to the buffer
+// and the recovery schedule advances.
+func (s *Server) stageOnce(reason lakehousev1.FlushReason, maxBatches int) *lakehousev1.FlushResult {
 	start := time.Now()
 	res := &lakehousev1.FlushResult{Reason: reason}
-	batches, entries, f, err := s.takeFlush(reason, start)
+	batches, entries, f, err := s.takeFlush(reason, start, maxBatches)
 	if len(batches) == 0 {
 		res.Success = true
 		return res
@@ -185,9 +259,10 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	s.m.stageSeconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		s.m.stages.WithLabelValues("failure").Inc()
+		s.buf.putBack()
 		s.mu.Lock()
-		s.putBackLocked(batches, entries)
-		delay := s.advanceRecoveryLocked(err)
+		s.flushing = false
+		delay := s.recovery.failed(err, time.Now())
 		s.mu.Unlock()
 		s.log.Warn("staging failed; data stays in the write-ahead log", "reason", reason, "batches", len(batches),
 			"error", err, "retry_in", delay)
@@ -196,19 +271,9 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		return res
 	}
 	s.m.stages.WithLabelValues("success").Inc()
-	for _, b := range batches {
-		b.frame = nil // the data files hold the rows now; the log keeps the frame
-	}
-	s.mu.Lock()
-	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
-		s.flushRate = float64(s.inflBytes) / ms
-	}
-	s.staged = append(s.staged, batches...)
-	s.stagedSets = append(s.stagedSets, st)
-	s.stagedBytes += st.StagedBytes()
-	s.inflight, s.inflBytes = nil, 0
-	s.flushing = false
-	s.mu.Unlock()
+	s.noteFlushRate(s.buf.stats(false).inflBytes, start)
+	s.buf.stage(st)
+	s.endFlush()
 	res.Success = true
 	res.BatchesFlushed = uint64(len(batches))
 	res.EntriesFlushed = uint64(entries)
@@ -216,14 +281,6 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 	s.log.Debug("staged", "reason", reason, "batches", len(batches), "entries", entries,
 		"rows", st.StagedRows(), "bytes", st.StagedBytes(), "duration_ms", res.DurationMs)
 	return res
-}
-
-func (s *Server) endFlush() {
-	s.mu.Lock()
-	s.flushing = false
-	s.inflBytes = 0
-	s.inflight = nil
-	s.mu.Unlock()
 }
 
 // flushOnce commits everything buffered and staged. With a Stager it stages
@@ -236,55 +293,74 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 		return s.commitBuffer(reason)
 	}
 	start := time.Now()
-	s.mu.Lock()
-	buffered := len(s.buffer) > 0
-	s.mu.Unlock()
-	if buffered {
-		if res := s.stageOnce(reason); !res.Success {
+	// Everything queued now, one flush's size at a time; not what arrives
+	// meanwhile, or a steady load would keep the commit from ever starting.
+	for n := s.buf.stats(false).queuedBatches; n > 0; {
+		res := s.stageOnce(reason, n)
+		if !res.Success {
 			s.m.flushes.WithLabelValues("failure").Inc()
 			s.mu.Lock()
 			s.lastFlush, s.lastFlushT = res, time.Now()
 			s.mu.Unlock()
 			return res
 		}
+		if res.BatchesFlushed == 0 {
+			break
+		}
+		n -= int(res.BatchesFlushed)
 	}
-	s.mu.Lock()
-	batches, sets := s.staged, s.stagedSets
-	s.flushing = true
-	s.flushStartT = start
-	s.flushID++
-	id := s.flushID
-	s.mu.Unlock()
+	id := s.beginFlush(start)
+	batches, sets, entries := s.buf.stagedSnapshot()
 	res := &lakehousev1.FlushResult{Reason: reason}
 	if len(batches) == 0 {
 		s.endFlush()
 		res.Success = true
 		return res
 	}
-	entries := 0
-	for _, b := range batches {
-		entries += b.entries
-	}
 	ctx, cancel := s.sinkContext()
 	cstart := time.Now()
-	out, err := s.stager.CommitStaged(ctx, sets, sink.CommitInfo{ID: id, Reason: reasonName(reason)})
+	out, err := s.stager.CommitStaged(s.withClaims(ctx, batches), sets, sink.CommitInfo{ID: id, Reason: reasonName(reason)})
 	cancel()
 	s.m.commitSeconds.Observe(time.Since(cstart).Seconds())
-	if err != nil {
-		return s.flushFailed(reason, start, res, len(batches), err, func() {})
+	if errors.Is(err, fence.ErrFenced) {
+		s.fenced(err)
 	}
-	s.mu.Lock()
-	s.staged, s.stagedSets, s.stagedBytes = nil, nil, 0
-	s.mu.Unlock()
+	if err != nil {
+		return s.flushFailed(reason, start, res, len(batches), err)
+	}
+	s.buf.releaseStaged()
 	return s.committed(reason, start, res, batches, entries, out)
 }
 
-// commitBuffer is a flush through a sink that cannot stage: the buffer is
-// committed in one call.
+// commitBuffer is a flush through a sink that cannot stage: what is queued
+// now is committed one flush's size (FlushBytes) per call.
 func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
 	start := time.Now()
+	total := &lakehousev1.FlushResult{Reason: reason, Success: true}
+	for n := s.buf.stats(false).queuedBatches; n > 0; {
+		res := s.commitChunk(reason, n)
+		if !res.Success || n == int(res.BatchesFlushed) && total.BatchesFlushed == 0 {
+			return res
+		}
+		total.BatchesFlushed += res.BatchesFlushed
+		total.EntriesFlushed += res.EntriesFlushed
+		total.BytesWritten += res.BytesWritten
+		total.Paths = append(total.Paths, res.Paths...)
+		if res.BatchesFlushed == 0 {
+			break
+		}
+		n -= int(res.BatchesFlushed)
+	}
+	total.DurationMs = time.Since(start).Milliseconds()
+	return total
+}
+
+// commitChunk commits the oldest buffered batches, at most maxBatches and
+// one flush's size, through a plain sink.
+func (s *Server) commitChunk(reason lakehousev1.FlushReason, maxBatches int) *lakehousev1.FlushResult {
+	start := time.Now()
 	res := &lakehousev1.FlushResult{Reason: reason}
-	batches, entries, f, err := s.takeFlush(reason, start)
+	batches, entries, f, err := s.takeFlush(reason, start, maxBatches)
 	if len(batches) == 0 {
 		res.Success = true
 		return res
@@ -292,33 +368,27 @@ func (s *Server) commitBuffer(reason lakehousev1.FlushReason) *lakehousev1.Flush
 	var out sink.Result
 	if err == nil {
 		ctx, cancel := s.sinkContext()
-		out, err = s.sink.Commit(ctx, f)
+		out, err = s.sink.Commit(s.withClaims(ctx, batches), f)
 		cancel()
 	}
 	if err != nil {
-		return s.flushFailed(reason, start, res, len(batches), err, func() {
-			s.putBackLocked(batches, entries)
-		})
+		s.buf.putBack()
+		return s.flushFailed(reason, start, res, len(batches), err)
 	}
-	s.mu.Lock()
-	if ms := float64(time.Since(start).Milliseconds()); ms > 0 {
-		s.flushRate = float64(s.inflBytes) / ms
-	}
-	s.mu.Unlock()
+	s.noteFlushRate(s.buf.stats(false).inflBytes, start)
+	s.buf.release()
 	return s.committed(reason, start, res, batches, entries, out)
 }
 
-// flushFailed records a failed flush; restore puts the batches back where
-// a retry finds them.
-func (s *Server) flushFailed(reason lakehousev1.FlushReason, start time.Time, res *lakehousev1.FlushResult, n int, err error, restore func()) *lakehousev1.FlushResult {
+// flushFailed records a failed flush, whose batches are back where a retry
+// finds them (queued or staged).
+func (s *Server) flushFailed(reason lakehousev1.FlushReason, start time.Time, res *lakehousev1.FlushResult, n int, err error) *lakehousev1.FlushResult {
 	res.DurationMs = time.Since(start).Milliseconds()
 	s.m.flushSeconds.Observe(time.Since(start).Seconds())
 	s.m.flushes.WithLabelValues("failure").Inc()
 	s.mu.Lock()
-	restore()
-	s.inflight, s.inflBytes = nil, 0
 	s.flushing = false
-	delay := s.advanceRecoveryLocked(err)
+	delay := s.recovery.failed(err, time.Now())
 	s.lastFlush, s.lastFlushT = res, time.Now()
 	s.mu.Unlock()
 	s.log.Warn("flush failed; data stays in the write-ahead log", "reason", reason, "batches", n,
@@ -328,9 +398,9 @@ func (s *Server) flushFailed(reason lakehousev1.FlushReason, start time.Time, re
 	return res
 }
 
-// committed completes a successful flush of batches: persisted watermarks,
-// the saved sequencing state, the write-ahead log's release, and the
-// persisted messages to the streams.
+// committed completes a successful flush of batches, already released from
+// the buffer: persisted watermarks, the saved sequencing state, the
+// write-ahead log's release, and the persisted messages to the streams.
 func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res *lakehousev1.FlushResult,
 	batches []*bufBatch, entries int, out sink.Result) *lakehousev1.FlushResult {
 	res.DurationMs = time.Since(start).Milliseconds()
@@ -342,30 +412,30 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	res.EntriesFlushed = uint64(entries)
 	res.BytesWritten = uint64(out.BytesWritten)
 	res.Paths = out.Paths
-	type mark struct{ seq, entry uint64 }
+	type mark struct{ seq, entry, epoch uint64 }
 	marks := make(map[*source]mark)
 	for _, b := range batches {
 		m := marks[b.src]
 		m.seq = max(m.seq, b.seq)
 		m.entry = max(m.entry, b.lastEntry)
+		m.epoch = max(m.epoch, b.epoch)
 		marks[b.src] = m
 	}
+	release := s.buf.releasePoint()
+	bs := s.buf.stats(false)
 	s.mu.Lock()
-	s.inflight, s.inflBytes = nil, 0
 	s.flushing = false
-	if s.recovery.active {
-		s.log.Info("storage recovered", "attempts", s.recovery.attempt)
+	if was, attempts := s.recovery.succeeded(); was {
+		s.log.Info("storage recovered", "attempts", attempts)
 	}
-	s.recovery = recoveryState{}
 	for src, m := range marks {
 		src.persistedSeq = max(src.persistedSeq, m.seq)
 		src.persistedEntry = max(src.persistedEntry, m.entry)
-		marks[src] = mark{src.persistedSeq, src.persistedEntry}
+		marks[src] = mark{src.persistedSeq, src.persistedEntry, m.epoch}
 	}
 	s.lastFlush, s.lastFlushT = res, time.Now()
 	s.recordCommitsLocked(s.lastFlushT, reasonName(reason), time.Since(start), out)
-	release := s.releasePointLocked()
-	st := s.stateLocked()
+	st := s.stateLocked(bs)
 	s.mu.Unlock()
 
 	if err := s.saveState(); err != nil {
@@ -377,11 +447,21 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 			s.log.Error("releasing the write-ahead log failed", "lsn", release, "error", err)
 		}
 	}
+	var recorded map[string]bool
+	if s.coord != nil {
+		cm := make([]coord.Mark, 0, len(marks))
+		for src, m := range marks {
+			cm = append(cm, coord.Mark{Source: src.id, Epoch: m.epoch, Seq: m.seq, Entry: m.entry})
+		}
+		ctx, cancel := s.sinkContext()
+		recorded = s.markCommitted(ctx, cm)
+		cancel()
+	}
 	for src, m := range marks {
 		src.mu.Lock()
 		owner := src.owner
 		src.mu.Unlock()
-		if owner != nil {
+		if owner != nil && (s.coord == nil || recorded[src.id]) {
 			owner.notifyPersisted(m.seq, m.entry)
 		}
 	}
@@ -389,49 +469,6 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 		"rows_written", out.RowsWritten, "rows_skipped", out.RowsSkipped, "bytes", out.BytesWritten,
 		"duration_ms", res.DurationMs, "state", st)
 	return res
-}
-
-// advanceRecoveryLocked records a failed commit and schedules the next try:
-// RecoveryInitialDelay doubling up to RecoveryMaxDelay, RecoveryRetries per
-// round; after a round the delay restarts at the maximum, forever, because
-// giving up would mean dropping acknowledged data.
-func (s *Server) advanceRecoveryLocked(err error) time.Duration {
-	r := &s.recovery
-	r.active = true
-	r.lastError = err.Error()
-	r.attempt++
-	var delay time.Duration
-	if r.attempt > s.cfg.RecoveryRetries {
-		r.attempt = 1
-		delay = s.cfg.RecoveryMaxDelay
-	} else {
-		delay = s.cfg.RecoveryInitialDelay << (r.attempt - 1)
-		if delay > s.cfg.RecoveryMaxDelay || delay <= 0 {
-			delay = s.cfg.RecoveryMaxDelay
-		}
-	}
-	r.nextRetry = time.Now().Add(delay)
-	return delay
-}
-
-// releasePointLocked is the highest LSN such that every record at or below
-// it is committed: one below the lowest LSN still buffered, in flight or
-// being appended; or the log's last LSN when nothing is.
-func (s *Server) releasePointLocked() wal.LSN {
-	low := wal.LSN(s.wal.Stats().LastLSN) + 1
-	for _, b := range s.buffer {
-		low = min(low, b.lsn)
-	}
-	for _, b := range s.inflight {
-		low = min(low, b.lsn)
-	}
-	for _, b := range s.staged {
-		low = min(low, b.lsn)
-	}
-	for l := range s.appending {
-		low = min(low, l)
-	}
-	return low - 1
 }
 
 // buildFlush groups the batches' entries by table, in arrival order. The

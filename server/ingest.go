@@ -71,7 +71,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	corr := string(b.CorrelationID)
 	if len(b.SourceID) > 0 && string(b.SourceID) != src.id {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT,
-			fmt.Sprintf("batch source %q does not match the stream's source %q", b.SourceID, src.id), 0)), nil
+			fmt.Sprintf("sourceDoId %q (batch.source_id) does not match the stream's source %q: a batch is always written under its stream's source", b.SourceID, src.id), 0)), nil
 	}
 	if err := validateEntries(b.Entries, sess.mode); err != nil {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_INVALID_FORMAT, err.Error(), 0)), nil
@@ -81,6 +81,10 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	defer src.mu.Unlock()
 	if src.owner != sess {
 		return reply{}, errFenced
+	}
+	epoch := src.epoch.Load()
+	if s.coord != nil && epoch == 0 {
+		return reply{}, errLeaseLost
 	}
 	if s.isDraining() {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0)), nil
@@ -168,17 +172,11 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	size := int64(len(frame))
 	// Source rate limit (ratelimit.go): charged once the batch is known to
 	// be new, refused before anything is sequenced or stored.
-	if d := s.rates.admit(src.id, len(b.Entries), len(frame), now); d > 0 {
-		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, s.rates.rateLimitedMsg(), delayMs(d))), nil
+	if d := s.rates.admit(src.id, sess.rate, len(b.Entries), len(frame), now); d > 0 {
+		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_RATE_LIMITED, sess.rate.rateLimitedMsg(), delayMs(d))), nil
 	}
-	lower, delay, ok := s.reserve(size)
-	if !ok {
-		s.rates.refund(src.id, len(b.Entries), len(frame), now)
-		s.kickFlush()
-		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-			"buffer full: retry after the delay", uint32(delay.Milliseconds()))), nil
-	}
-	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Frame: frame}
+	lower := s.buf.reserve(size)
+	rec := walRecord{SourceID: src.id, ShardName: src.shard, Mode: sess.mode, Seq: seq, ArrivalMs: nowMs, Epoch: epoch, Frame: frame}
 	start := time.Now()
 	// Enqueued under src.mu, so the log holds a source's batches in order.
 	// The log completes every queued append, even on Close, so complete
@@ -186,7 +184,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	lsn, done := s.wal.AppendAsync(rec.appendTo(make([]byte, 0, rec.size())))
 	if lsn == 0 {
 		err := <-done
-		s.unreserve(size, lower)
+		s.buf.unreserve(size, lower)
 		s.rates.refund(src.id, len(b.Entries), len(frame), now)
 		if errors.Is(err, wal.ErrTooLarge) {
 			// Cannot happen for a frame within the limit (record.go
@@ -196,7 +194,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		if errors.Is(err, wal.ErrFull) {
 			s.kickFlush()
 			return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
-				"write-ahead log full: retry after the delay", uint32(s.cfg.RetryDelay.Milliseconds()))), nil
+				"write-ahead log full: retry after the delay", uint32(s.retryDelay().Milliseconds()))), nil
 		}
 		if errors.Is(err, wal.ErrFailed) {
 			s.failWAL(err)
@@ -230,15 +228,19 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	}
 	src.appending++
 	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), frame: frame, entries: len(b.Entries),
-		size: size, arrivedMs: nowMs, lastEntry: last}
+		size: size, arrivedMs: nowMs, lastEntry: last, epoch: epoch}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
 		prevLastEntry: prevLastEntry, added: added}}, nil
 }
 
-// complete waits for a pending batch's append and moves the batch into the
-// buffer. It runs whether or not the stream still exists: a batch in the log
-// is accepted.
-func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
+// complete waits for a pending batch's append and returns its answer, and
+// whether the batch is durable. The caller enqueues a durable batch before
+// sending the answer, whether or not the send then succeeds (a batch in the
+// log is accepted), so a flush requested after the ack covers it. A flush may
+// thus commit a batch whose ack is not out yet; the session caps its
+// persisted messages at the last ack sent (session.acked), so a persisted
+// watermark never overtakes the ack of a batch it covers.
+func (s *Server) complete(p *pendingBatch) (*lakehousev1.StreamResponse, bool) {
 	err := <-p.done
 	s.m.appendSeconds.Observe(time.Since(p.start).Seconds())
 	bb, src := p.bb, p.bb.src
@@ -263,27 +265,19 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 		src.appending--
 		src.settled.Broadcast()
 		src.mu.Unlock()
-		s.unreserve(bb.size, p.lower)
+		s.buf.unreserve(bb.size, p.lower)
 		if !errors.Is(err, wal.ErrFailed) {
 			s.log.Error("write-ahead log append failed", "source", src.id, "seq", p.seq, "error", err)
 			return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR,
-				"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds()))
+				"write-ahead log append failed", uint32(s.cfg.RetryDelay.Milliseconds())), false
 		}
 		return s.nack(p.seq, p.corr, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL,
 			"write-ahead log failed (disk full or I/O error) and is recovering: retry after the delay",
-			uint32(s.walRetryDelay().Milliseconds()))
+			uint32(s.walRetryDelay().Milliseconds())), false
 	}
 	s.m.bytes.Add(float64(bb.size))
+	util := s.buf.stats(false).utilization // the batch counts already (reserved)
 	s.mu.Lock()
-	s.reserved -= bb.size
-	s.endAppendLocked(p.lower)
-	s.buffer = append(s.buffer, bb)
-	s.bufBytes += bb.size
-	s.bufEntries += bb.entries
-	src.batches++
-	src.entries += uint64(bb.entries)
-	src.lastSeenMs = bb.arrivedMs
-	util := s.utilizationLocked()
 	status := lakehousev1.AckStatus_ACK_STATUS_OK
 	switch {
 	case s.recovery.active:
@@ -291,20 +285,31 @@ func (s *Server) complete(p *pendingBatch) *lakehousev1.StreamResponse {
 	case util > s.cfg.BufferedThreshold:
 		status = lakehousev1.AckStatus_ACK_STATUS_BUFFERED
 	}
-	trigger := s.bufEntries >= s.cfg.FlushEntries || s.bufBytes >= s.cfg.FlushBytes || util >= s.cfg.PressureThreshold
 	persisted := src.persistedSeq
+	s.mu.Unlock()
+	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
+	a.GetAck().Details.BufferUtilization = util
+	a.GetAck().Details.PersistedSequence = persisted
+	return a, true
+}
+
+// enqueue moves a durable batch, whose ack is sent (or its stream gone),
+// into the buffer, and settles its append for the source.
+func (s *Server) enqueue(p *pendingBatch) {
+	bb, src := p.bb, p.bb.src
+	bs := s.buf.add(bb, p.lower)
+	s.mu.Lock()
+	src.batches++
+	src.entries += uint64(bb.entries)
+	src.lastSeenMs = bb.arrivedMs
 	s.mu.Unlock()
 	src.mu.Lock()
 	src.appending--
 	src.settled.Broadcast()
 	src.mu.Unlock()
-	if trigger {
+	if s.thresholdReached(bs) {
 		s.kickFlush()
 	}
-	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
-	a.GetAck().Details.BufferUtilization = util
-	a.GetAck().Details.PersistedSequence = persisted
-	return a
 }
 
 // failWAL records a write-ahead log failure (an append error wrapping
@@ -419,50 +424,23 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 	return lakehousev1.AckStatus_ACK_STATUS_OK
 }
 
-// reserve claims size bytes of the memory budget for a batch about to be
-// appended, and registers a lower bound of its LSN so that the log is never
-// released past a batch not yet in the buffer.
-// When the budget is exhausted it returns the retry delay to suggest.
-func (s *Server) reserve(size int64) (wal.LSN, time.Duration, bool) {
+// retryDelay suggests when a batch refused because the log is full may find
+// room: when the running flush is expected to end (from the last flush's
+// rate), never more than RetryDelay, never less than minRetryDelay. Without a
+// running flush or a rate to go by, RetryDelay.
+func (s *Server) retryDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.bufBytes+s.inflBytes+s.reserved+size > s.cfg.MaxBufferBytes {
-		return 0, s.retryDelayLocked(), false
-	}
-	s.reserved += size
-	lower := wal.LSN(s.wal.Stats().LastLSN + 1)
-	s.appending[lower]++
-	return lower, 0, true
-}
-
-// retryDelayLocked suggests when a refused batch may find room: when the
-// running flush is expected to end (from the last flush's rate), never more
-// than RetryDelay, never less than minRetryDelay. Without a running flush or
-// a rate to go by, RetryDelay.
-func (s *Server) retryDelayLocked() time.Duration {
 	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
 		return s.cfg.RetryDelay
 	}
-	expected := time.Duration(float64(s.inflBytes) / s.flushRate * float64(time.Millisecond))
+	expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
 	left := time.Until(s.flushStartT.Add(expected))
 	return min(max(left, minRetryDelay), s.cfg.RetryDelay)
 }
 
 // minRetryDelay keeps refused clients from spinning.
 const minRetryDelay = 100 * time.Millisecond
-
-func (s *Server) unreserve(size int64, lower wal.LSN) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.reserved -= size
-	s.endAppendLocked(lower)
-}
-
-func (s *Server) endAppendLocked(lower wal.LSN) {
-	if s.appending[lower]--; s.appending[lower] <= 0 {
-		delete(s.appending, lower)
-	}
-}
 
 func (s *Server) ack(seq uint64, corr string, st lakehousev1.AckStatus, accepted, dups uint32) *lakehousev1.StreamResponse {
 	return ackResp(&lakehousev1.Ack{

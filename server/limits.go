@@ -70,6 +70,11 @@ type Limits struct {
 	// ratelimit.go). 0: no limit.
 	SourceRateEntries float64
 	SourceRateBytes   float64
+	// SourceRate, when set, returns a stream's own limit for its source
+	// from the stream's context (a token's rate limit), in entries/s and
+	// bytes/s. When it returns a non-zero value the stream is limited by
+	// that instead of SourceRateEntries/Bytes (0 in a dimension: none).
+	SourceRate func(ctx context.Context) (entriesPerSec, bytesPerSec float64)
 	// MinManualFlushInterval spaces commits requested by clients (Flush,
 	// stream flush, HTTP /flush): at most one starts per interval; requests
 	// in between share the next one. 0: no spacing.

@@ -16,6 +16,8 @@ type metrics struct {
 	stages        *prometheus.CounterVec // by result: success, failure
 	stageSeconds  prometheus.Histogram
 	commitSeconds prometheus.Histogram
+	readBack      prometheus.Counter // frame bytes read back from the write-ahead log
+	fencedBatches prometheus.Counter // batches dropped because their source moved (lease.go)
 	// Batches whose CRC-32 does not match. Legacy children reuse their
 	// encode buffer and send stale checksums (legacy-protocol.md), so a
 	// mismatch is counted, not refused.
@@ -58,6 +60,12 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "lakehouse_commit_seconds", Help: "Duration of committing staged data files to every table of a flush (catalog and metadata work only).",
 			Buckets: prometheus.ExponentialBuckets(0.002, 1.5, 24),
 		}),
+		readBack: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_wal_read_back_bytes_total", Help: "Bytes of buffered batches read back from the write-ahead log at flush (held only there while the memory buffer was full).",
+		}),
+		fencedBatches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_fenced_batches_total", Help: "Accepted batches dropped uncommitted because their source moved to another instance (multi-instance mode).",
+		}),
 		flushedRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_flushed_entries_total", Help: "Entries committed to the sink.",
 		}),
@@ -69,21 +77,19 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
-		m.stages, m.stageSeconds, m.commitSeconds,
+		m.stages, m.stageSeconds, m.commitSeconds, m.readBack, m.fencedBatches,
 		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return float64(s.stagedBytes)
+			return float64(s.buf.stats(false).stagedBytes)
 		}),
 		gauge("lakehouse_buffer_bytes", "Bytes buffered in memory (including a running flush).", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return float64(s.bufBytes + s.inflBytes)
+			return float64(s.buf.stats(false).memBytes())
+		}),
+		gauge("lakehouse_buffer_log_only_bytes", "Bytes of buffered batches held only in the write-ahead log (the memory buffer was full); read back at flush.", func() float64 {
+			st := s.buf.stats(false)
+			return float64(st.queuedBytes - st.queuedMem)
 		}),
 		gauge("lakehouse_buffer_utilization_ratio", "Share of the memory buffer in use.", func() float64 {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			return s.utilizationLocked()
+			return s.buf.stats(false).utilization
 		}),
 		gauge("lakehouse_wal_bytes", "Bytes of the write-ahead log on disk.", func() float64 {
 			return float64(s.wal.Stats().SizeBytes)

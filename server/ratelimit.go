@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"sync"
@@ -26,17 +27,40 @@ import (
 // Tokens are only ever handed out by the buckets, so the rate holds over any
 // interval of a second or more, holds included. A hold not used within
 // holdGrace of maturing is dropped (its capacity is lost, never exceeded).
+//
+// A stream's limit is its token's when the token has one (Limits.SourceRate),
+// else the flags' (Limits.SourceRateEntries/Bytes).
 type sourceRates struct {
-	entries, bytes rate.Limit // per second; 0 for a dimension not limited
-	burstE, burstB int
+	def rateLimit // the flags' limit
 
 	mu      sync.Mutex
 	sources map[string]*sourceRate
 }
 
+// rateLimit is a source's limit in entries/s and frame bytes/s; 0 for a
+// dimension not limited.
+type rateLimit struct{ entries, bytes float64 }
+
+func (l rateLimit) none() bool { return l.entries == 0 && l.bytes == 0 }
+
 type sourceRate struct {
+	lim            rateLimit     // what the limiters were made for
 	entries, bytes *rate.Limiter // nil for a dimension not limited
 	holds          []hold
+}
+
+// newSourceRate makes the limiters of lim, each holding one second of its
+// rate.
+func newSourceRate(lim rateLimit) *sourceRate {
+	burst := func(r float64) int { return int(min(max(math.Ceil(r), 1), math.MaxInt32)) }
+	sr := &sourceRate{lim: lim}
+	if lim.entries > 0 {
+		sr.entries = rate.NewLimiter(rate.Limit(lim.entries), burst(lim.entries))
+	}
+	if lim.bytes > 0 {
+		sr.bytes = rate.NewLimiter(rate.Limit(lim.bytes), burst(lim.bytes))
+	}
+	return sr
 }
 
 // hold is capacity reserved for a refused batch, usable from at.
@@ -58,38 +82,45 @@ const (
 	maxHolds = 256
 )
 
-// newSourceRates returns nil when neither rate is limited.
+// newSourceRates returns nil when no stream can be limited: neither the
+// flags' rates nor per-token rates (Limits.SourceRate).
 func newSourceRates(l Limits) *sourceRates {
-	if l.SourceRateEntries == 0 && l.SourceRateBytes == 0 {
+	def := rateLimit{l.SourceRateEntries, l.SourceRateBytes}
+	if def.none() && l.SourceRate == nil {
 		return nil
 	}
-	burst := func(r float64) int { return int(min(max(math.Ceil(r), 1), math.MaxInt32)) }
-	return &sourceRates{
-		entries: rate.Limit(l.SourceRateEntries), bytes: rate.Limit(l.SourceRateBytes),
-		burstE: burst(l.SourceRateEntries), burstB: burst(l.SourceRateBytes),
-		sources: make(map[string]*sourceRate),
-	}
+	return &sourceRates{def: def, sources: make(map[string]*sourceRate)}
 }
 
-// admit charges a batch of n entries and size bytes to source id at now. It
-// returns 0 when the batch may be accepted, or the delay after which it
-// will be. Batches of one source are admitted one at a time (the caller
-// holds the source's lock); r may be nil (no limits).
-func (r *sourceRates) admit(id string, n, size int, now time.Time) time.Duration {
+// streamLimit is the limit of a stream whose context is ctx: its token's
+// when it has one, else the flags'.
+func (r *sourceRates) streamLimit(ctx context.Context, l Limits) rateLimit {
 	if r == nil {
+		return rateLimit{}
+	}
+	if l.SourceRate != nil {
+		if e, b := l.SourceRate(ctx); e > 0 || b > 0 {
+			return rateLimit{e, b}
+		}
+	}
+	return r.def
+}
+
+// admit charges a batch of n entries and size bytes to source id, written
+// under limit lim, at now. It returns 0 when the batch may be accepted, or
+// the delay after which it will be. Batches of one source are admitted one
+// at a time (the caller holds the source's lock); r may be nil (no limits).
+// A source written under another limit than before (another token) starts
+// afresh under the new one.
+func (r *sourceRates) admit(id string, lim rateLimit, n, size int, now time.Time) time.Duration {
+	if r == nil || lim.none() {
 		return 0
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	sr := r.sources[id]
-	if sr == nil {
-		sr = &sourceRate{}
-		if r.entries > 0 {
-			sr.entries = rate.NewLimiter(r.entries, r.burstE)
-		}
-		if r.bytes > 0 {
-			sr.bytes = rate.NewLimiter(r.bytes, r.burstB)
-		}
+	if sr == nil || sr.lim != lim {
+		sr = newSourceRate(lim)
 		r.sources[id] = sr
 	}
 	if sr.entries == nil {
@@ -210,10 +241,10 @@ func reserve(l *rate.Limiter, n int, now time.Time) ([]*rate.Reservation, time.D
 	return res, delay
 }
 
-// rateLimitedMsg is the nack message of a batch over its source's rate.
-func (r *sourceRates) rateLimitedMsg() string {
+// rateLimitedMsg is the nack message of a batch over its source's rate lim.
+func (lim rateLimit) rateLimitedMsg() string {
 	return fmt.Sprintf("source rate limit reached (%g entries/s, %g bytes/s; 0 is no limit): retry after the delay",
-		float64(r.entries), float64(r.bytes))
+		lim.entries, lim.bytes)
 }
 
 // delayMs rounds a delay up to whole milliseconds, at least 1.

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -13,12 +14,12 @@ import (
 func TestSourceRatesStaggerRefusedBatches(t *testing.T) {
 	r := newSourceRates(Limits{SourceRateEntries: 1000})
 	t0 := time.Unix(1_700_000_000, 0)
-	if d := r.admit("a", 1000, 10, t0); d != 0 {
+	if d := r.admit("a", r.def, 1000, 10, t0); d != 0 {
 		t.Fatalf("first batch within the burst: delay %v", d)
 	}
 	var delays []time.Duration
 	for range 4 {
-		delays = append(delays, r.admit("a", 1000, 10, t0))
+		delays = append(delays, r.admit("a", r.def, 1000, 10, t0))
 	}
 	for i, d := range delays {
 		if want := time.Duration(i+1) * time.Second; d != want {
@@ -27,16 +28,16 @@ func TestSourceRatesStaggerRefusedBatches(t *testing.T) {
 	}
 	// Each comes back at its delay and is admitted, paid by its hold.
 	for i, d := range delays {
-		if got := r.admit("a", 1000, 10, t0.Add(d)); got != 0 {
+		if got := r.admit("a", r.def, 1000, 10, t0.Add(d)); got != 0 {
 			t.Fatalf("batch %d back at %v: refused again with %v", i, d, got)
 		}
 	}
 	// The bucket is spent up to t0+4s: a new batch now waits a second more.
-	if d := r.admit("a", 1000, 10, t0.Add(4*time.Second)); d != time.Second {
+	if d := r.admit("a", r.def, 1000, 10, t0.Add(4*time.Second)); d != time.Second {
 		t.Fatalf("new batch after the holds: delay %v, want 1s", d)
 	}
 	// Another source has its own buckets.
-	if d := r.admit("b", 1000, 10, t0); d != 0 {
+	if d := r.admit("b", r.def, 1000, 10, t0); d != 0 {
 		t.Fatalf("other source: delay %v", d)
 	}
 }
@@ -64,7 +65,7 @@ func TestSourceRatesNeverExceedTheRate(t *testing.T) {
 		} else if len(retries) > 20 {
 			continue // a client bounds what it has in flight
 		}
-		d := r.admit("s", b.n, b.size, now)
+		d := r.admit("s", r.def, b.n, b.size, now)
 		switch {
 		case d == 0:
 			admittedE, admittedB = admittedE+b.n, admittedB+b.size
@@ -99,15 +100,15 @@ func TestSourceRatesNeverExceedTheRate(t *testing.T) {
 func TestSourceRatesRefund(t *testing.T) {
 	r := newSourceRates(Limits{SourceRateBytes: 1000})
 	t0 := time.Unix(1_700_000_000, 0)
-	if d := r.admit("a", 1, 1000, t0); d != 0 {
+	if d := r.admit("a", r.def, 1, 1000, t0); d != 0 {
 		t.Fatal(d)
 	}
 	r.refund("a", 1, 1000, t0)
-	if d := r.admit("a", 1, 1000, t0.Add(time.Millisecond)); d != 0 {
+	if d := r.admit("a", r.def, 1, 1000, t0.Add(time.Millisecond)); d != 0 {
 		t.Fatalf("refunded batch charged again: delay %v", d)
 	}
 	var nilRates *sourceRates // limits off
-	if d := nilRates.admit("a", 1<<20, 1<<30, t0); d != 0 {
+	if d := nilRates.admit("a", rateLimit{1, 1}, 1<<20, 1<<30, t0); d != 0 {
 		t.Fatal(d)
 	}
 }
@@ -124,11 +125,49 @@ func BenchmarkSourceRatesAdmit(b *testing.B) {
 		{"high", newSourceRates(Limits{SourceRateEntries: 1e12, SourceRateBytes: 1e15})},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
+			lim := bc.r.streamLimit(context.Background(), Limits{})
 			for i := 0; b.Loop(); i++ {
-				if d := bc.r.admit("source-3", 1000, 210_000, now.Add(time.Duration(i)*time.Millisecond)); d != 0 {
+				if d := bc.r.admit("source-3", lim, 1000, 210_000, now.Add(time.Duration(i)*time.Millisecond)); d != 0 {
 					b.Fatal(d)
 				}
 			}
 		})
+	}
+}
+
+// TestStreamLimitFromToken: a stream whose token has a rate limit is limited
+// by it instead of the flags' limit, and a stream without one by the flags'.
+func TestStreamLimitFromToken(t *testing.T) {
+	type tokenKey struct{}
+	l := Limits{SourceRateEntries: 1000, SourceRate: func(ctx context.Context) (float64, float64) {
+		e, _ := ctx.Value(tokenKey{}).(float64)
+		return e, 0
+	}}
+	r := newSourceRates(l)
+	token := r.streamLimit(context.WithValue(context.Background(), tokenKey{}, 10.0), l)
+	plain := r.streamLimit(context.Background(), l)
+	if token != (rateLimit{10, 0}) || plain != (rateLimit{1000, 0}) {
+		t.Fatalf("limits: token %+v, plain %+v", token, plain)
+	}
+	t0 := time.Unix(1_700_000_000, 0)
+	if d := r.admit("a", token, 10, 1, t0); d != 0 {
+		t.Fatalf("first second of the token's rate refused: %v", d)
+	}
+	if d := r.admit("a", token, 10, 1, t0); d != time.Second {
+		t.Fatalf("beyond the token's 10 entries/s: delay %v, want 1s", d)
+	}
+	// The flags' limit alone would have taken it.
+	if d := r.admit("b", plain, 20, 1, t0); d != 0 {
+		t.Fatalf("flags' limit: %v", d)
+	}
+	// Only per-token limits configured: sources of tokens without one are
+	// not limited.
+	l2 := Limits{SourceRate: func(context.Context) (float64, float64) { return 0, 0 }}
+	r2 := newSourceRates(l2)
+	if r2 == nil {
+		t.Fatal("per-token limits need the rate state")
+	}
+	if d := r2.admit("c", r2.streamLimit(context.Background(), l2), 1<<20, 1<<30, t0); d != 0 {
+		t.Fatalf("unlimited stream refused: %v", d)
 	}
 }

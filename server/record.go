@@ -23,14 +23,22 @@ type walRecord struct {
 	Mode      lakehousev1.SequenceMode
 	Seq       uint64
 	ArrivalMs int64
-	Frame     []byte
+	// Epoch is the source's lease epoch the batch was accepted under
+	// (multi-instance mode, lease.go); 0 without coordination. Records
+	// with an epoch are version 2: the same layout with a u64 epoch after
+	// the arrival time.
+	Epoch uint64
+	Frame []byte
 }
 
-const walRecordVersion = 1
+const (
+	walRecordVersion      = 1
+	walRecordVersionEpoch = 2
+)
 
 // maxRecordOverhead is the most a record adds to its frame: version, mode,
 // two length-prefixed strings of at most 65535 bytes, two u64.
-const maxRecordOverhead = 2 + 2 + 0xFFFF + 2 + 0xFFFF + 16
+const maxRecordOverhead = 2 + 2 + 0xFFFF + 2 + 0xFFFF + 24
 
 // Every frame the protocol allows must fit in a log record: otherwise a
 // batch near the limit would pass accept and fail in the log. (This constant
@@ -38,18 +46,29 @@ const maxRecordOverhead = 2 + 2 + 0xFFFF + 2 + 0xFFFF + 16
 const _ uint = wal.MaxRecordBytes - (codec.MaxMessageSize + maxRecordOverhead)
 
 func (r *walRecord) appendTo(dst []byte) []byte {
-	dst = append(dst, walRecordVersion, byte(r.Mode))
+	version := byte(walRecordVersion)
+	if r.Epoch != 0 {
+		version = walRecordVersionEpoch
+	}
+	dst = append(dst, version, byte(r.Mode))
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.SourceID)))
 	dst = append(dst, r.SourceID...)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(r.ShardName)))
 	dst = append(dst, r.ShardName...)
 	dst = binary.LittleEndian.AppendUint64(dst, r.Seq)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.ArrivalMs))
+	if r.Epoch != 0 {
+		dst = binary.LittleEndian.AppendUint64(dst, r.Epoch)
+	}
 	return append(dst, r.Frame...)
 }
 
 func (r *walRecord) size() int {
-	return 2 + 2 + len(r.SourceID) + 2 + len(r.ShardName) + 16 + len(r.Frame)
+	n := 2 + 2 + len(r.SourceID) + 2 + len(r.ShardName) + 16 + len(r.Frame)
+	if r.Epoch != 0 {
+		n += 8
+	}
+	return n
 }
 
 var errBadRecord = errors.New("server: bad write-ahead log record")
@@ -57,7 +76,7 @@ var errBadRecord = errors.New("server: bad write-ahead log record")
 // decodeWALRecord parses a record; Frame references data.
 func decodeWALRecord(data []byte) (walRecord, error) {
 	var r walRecord
-	if len(data) < 4 || data[0] != walRecordVersion {
+	if len(data) < 4 || data[0] != walRecordVersion && data[0] != walRecordVersionEpoch {
 		return r, fmt.Errorf("%w: header", errBadRecord)
 	}
 	r.Mode = lakehousev1.SequenceMode(data[1])
@@ -87,6 +106,14 @@ func decodeWALRecord(data []byte) (walRecord, error) {
 	}
 	r.Seq = binary.LittleEndian.Uint64(data[off:])
 	r.ArrivalMs = int64(binary.LittleEndian.Uint64(data[off+8:]))
-	r.Frame = data[off+16:]
+	off += 16
+	if data[0] == walRecordVersionEpoch {
+		if len(data)-off < 8 {
+			return r, fmt.Errorf("%w: truncated", errBadRecord)
+		}
+		r.Epoch = binary.LittleEndian.Uint64(data[off:])
+		off += 8
+	}
+	r.Frame = data[off:]
 	return r, nil
 }

@@ -7,7 +7,8 @@
 // Guarantees: an ok/buffered/fallback ack means the batch is fsync'd in the
 // write-ahead log and survives kill -9; batches are committed to the sink
 // exactly once per source, resolved from watermarks committed atomically with
-// the data; nothing accepted is evicted: when memory or the log is full,
+// the data; nothing accepted is evicted: batches beyond the memory budget are
+// held only in the log (read back at flush), and when the log is full,
 // batches are refused with buffer_full and a retry delay.
 package server
 
@@ -48,25 +49,15 @@ type Server struct {
 	wal    *wal.Log
 	sink   sink.Sink
 	stager sink.Stager // the sink, when it can stage; nil otherwise
+	coord  Coordinator // nil: a single instance
 	health *health.Server
 	decode codec.DecodeOptions
 	m      *metrics
 
-	mu         sync.Mutex
-	sources    map[string]*source
-	buffer     []*bufBatch // accepted, durable, not yet handed to the sink
-	bufBytes   int64
-	bufEntries int
-	inflight   []*bufBatch // being staged or committed by the flusher
-	inflBytes  int64
-	// staged are batches whose data files the sink has written (their
-	// frames dropped) and that wait for the next commit; stagedSets are
-	// the sink's handles for them. Only the flusher changes them.
-	staged      []*bufBatch
-	stagedSets  []sink.Staged
-	stagedBytes int64
-	reserved    int64           // bytes of batches being appended to the log
-	appending   map[wal.LSN]int // lower bounds of LSNs of appends in progress
+	buf *buffer // the batches from their append to their commit
+
+	mu          sync.Mutex
+	sources     map[string]*source
 	sessions    map[*session]struct{}
 	draining    bool
 	flushing    bool
@@ -103,35 +94,6 @@ type Server struct {
 	manual  *flushGate
 }
 
-// bufBatch is one accepted batch held in memory until committed.
-type bufBatch struct {
-	src       *source
-	shard     string
-	seq       uint64
-	lsn       wal.LSN
-	frame     []byte // the cdc_batch frame; decoded again (zero-copy) at flush time
-	entries   int
-	size      int64
-	arrivedMs int64
-	lastEntry uint64
-}
-
-// walFault is the state of a write-ahead log failure and its recovery.
-type walFault struct {
-	down      bool      // the log failed; batches are refused until it recovers
-	gen       uint64    // failures seen; a reply judged before one is not trusted after it
-	since     time.Time // when the current failure was seen
-	attempts  int       // failed recovery probes of the current failure
-	nextProbe time.Time
-}
-
-type recoveryState struct {
-	active    bool
-	attempt   int // attempts in the current round
-	lastError string
-	nextRetry time.Time
-}
-
 type flushRequest struct {
 	reason lakehousev1.FlushReason
 	reply  chan *lakehousev1.FlushResult
@@ -163,21 +125,23 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		return nil, errors.Join(fmt.Errorf("server: open write-ahead log: %w", err), lock.Release())
 	}
 	s := &Server{
-		cfg:       cfg,
-		lock:      lock,
-		log:       cfg.Logger,
-		wal:       l,
-		sink:      cfg.Sink,
-		health:    health.NewServer(),
-		decode:    codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
-		sources:   make(map[string]*source),
-		appending: make(map[wal.LSN]int),
-		sessions:  make(map[*session]struct{}),
-		kick:      make(chan struct{}, 1),
-		flushReq:  make(chan flushRequest),
-		stop:      make(chan struct{}),
-		done:      make(chan struct{}),
+		cfg:      cfg,
+		lock:     lock,
+		log:      cfg.Logger,
+		wal:      l,
+		sink:     cfg.Sink,
+		coord:    cfg.Coordinator,
+		health:   health.NewServer(),
+		decode:   codec.DecodeOptions{ValidateUTF8: true, ValidateJSON: !cfg.SkipJSONValidation},
+		sources:  make(map[string]*source),
+		sessions: make(map[*session]struct{}),
+		recovery: newRecoveryState(&cfg),
+		kick:     make(chan struct{}, 1),
+		flushReq: make(chan flushRequest),
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
+	s.buf = newBuffer(cfg.MaxBufferBytes, cfg.FlushBytes, func() wal.LSN { return wal.LSN(l.Stats().LastLSN) })
 	s.stager, _ = cfg.Sink.(sink.Stager)
 	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())
 	s.m = newMetrics(cfg.Metrics, s)
@@ -187,10 +151,18 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 		s.cancelFlush()
 		return nil, errors.Join(err, l.Close(), lock.Release())
 	}
+	if s.coord != nil {
+		if err := s.reclaimLeases(ctx); err != nil {
+			s.cancelFlush()
+			return nil, errors.Join(err, l.Close(), lock.Release())
+		}
+		s.bg.Add(1)
+		go s.runLeases()
+	}
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	s.health.SetServingStatus(ServiceName, healthpb.HealthCheckResponse_SERVING)
 	go s.runFlusher()
-	if len(s.buffer) > 0 {
+	if s.buf.stats(false).queuedBatches > 0 {
 		s.kickFlush()
 	}
 	return s, nil
@@ -225,9 +197,11 @@ func (s *Server) restore(ctx context.Context) error {
 			}
 		}
 	}
-	wms, err := s.sink.Watermarks(ctx)
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.CommitTimeout)
+	wms, err := s.sink.Watermarks(wctx)
+	cancel()
 	if err != nil {
-		return fmt.Errorf("server: read sink watermarks: %w", err)
+		return fmt.Errorf("server: read sink watermarks (commit timeout %v): %w", s.cfg.CommitTimeout, err)
 	}
 	for id, w := range wms {
 		src := s.sourceLocked(id)
@@ -243,7 +217,7 @@ func (s *Server) restore(ctx context.Context) error {
 	for id, ss := range st.Sources {
 		replayed[id] = ss.LastSeq
 	}
-	n, skipped := 0, 0
+	n, skipped, entries, bytes := 0, 0, 0, int64(0)
 	var scratch codec.Batch
 	err = s.wal.Replay(func(lsn wal.LSN, data []byte) error {
 		rec, err := decodeWALRecord(data)
@@ -257,13 +231,15 @@ func (s *Server) restore(ctx context.Context) error {
 			return nil
 		}
 		replayed[rec.SourceID] = rec.Seq
-		frame := append([]byte(nil), rec.Frame...)
+		// The frame is the replay's buffer: restore copies it if it stays
+		// in memory.
+		frame := rec.Frame
 		if err := codec.DecodeBatchInto(&scratch, frame, codec.DecodeOptions{SkipChecksum: true}); err != nil {
 			return fmt.Errorf("record %d: %w", lsn, err)
 		}
 		src := s.sourceLocked(rec.SourceID)
 		bb := &bufBatch{src: src, seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs,
-			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch)}
+			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch), epoch: rec.Epoch}
 		if rec.ShardName != "" {
 			src.shard = rec.ShardName
 		}
@@ -282,17 +258,17 @@ func (s *Server) restore(ctx context.Context) error {
 				src.dedup.add(scratch.Entries[i].Sequence, rec.ArrivalMs)
 			}
 		}
-		s.buffer = append(s.buffer, bb)
-		s.bufBytes += bb.size
-		s.bufEntries += bb.entries
+		s.buf.restore(bb)
 		n++
+		entries += bb.entries
+		bytes += bb.size
 		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("server: replay write-ahead log: %w", err)
 	}
 	if n+skipped > 0 {
-		s.log.Info("replayed write-ahead log", "batches", n, "entries", s.bufEntries, "bytes", s.bufBytes, "skipped", skipped)
+		s.log.Info("replayed write-ahead log", "batches", n, "entries", entries, "bytes", bytes, "skipped", skipped)
 	}
 	return nil
 }
@@ -317,11 +293,6 @@ func (s *Server) sourceLocked(id string) *source {
 		s.sources[id] = src
 	}
 	return src
-}
-
-// utilizationLocked is the share of the memory budget in use.
-func (s *Server) utilizationLocked() float64 {
-	return float64(s.bufBytes+s.inflBytes+s.reserved) / float64(s.cfg.MaxBufferBytes)
 }
 
 // kickFlush wakes the flusher without blocking.
@@ -381,10 +352,11 @@ func (s *Server) GetStatus(ctx context.Context, _ *lakehousev1.GetStatusRequest)
 // Status reports the server's state.
 func (s *Server) Status() *lakehousev1.ServerStatus {
 	ws := s.wal.Stats()
+	bs := s.buf.stats(true)
 	s.mu.Lock()
 	st := &lakehousev1.ServerStatus{
-		State:           s.stateLocked(),
-		Buffer:          s.bufferStatsLocked(),
+		State:           s.stateLocked(bs),
+		Buffer:          bufferStatus(bs),
 		LastFlush:       s.lastFlush,
 		LastFlushTimeMs: unixMs(s.lastFlushT),
 		NextFlushTimeMs: unixMs(s.nextFlushT),
@@ -408,7 +380,7 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 		},
 	}
 	if s.recovery.active {
-		st.Recovery.PendingBatches = uint64(len(s.buffer) + len(s.inflight) + len(s.staged))
+		st.Recovery.PendingBatches = uint64(bs.queuedBatches + bs.inflBatches + bs.stagedBatches)
 	}
 	if s.wf.down {
 		st.Wal.State = lakehousev1.WALState_WAL_STATE_FAILED
@@ -416,10 +388,8 @@ func (s *Server) Status() *lakehousev1.ServerStatus {
 		st.Wal.RecoveryAttempts = uint32(s.wf.attempts)
 		st.Wal.NextProbeTimeMs = unixMs(s.wf.nextProbe)
 	}
-	st.Staged = &lakehousev1.StagedStats{BatchCount: uint64(len(s.staged)), Bytes: uint64(s.stagedBytes)}
-	for _, b := range s.staged {
-		st.Staged.EntryCount += uint64(b.entries)
-	}
+	st.Staged = &lakehousev1.StagedStats{BatchCount: uint64(bs.stagedBatches), Bytes: uint64(bs.stagedBytes),
+		EntryCount: uint64(bs.stagedEntries)}
 	ids := make([]string, 0, len(s.sources))
 	for id := range s.sources {
 		ids = append(ids, id)
@@ -483,40 +453,27 @@ func (s *Server) tableStatus() []*lakehousev1.TableStatus {
 	return out
 }
 
-func (s *Server) stateLocked() lakehousev1.ParentState {
+func (s *Server) stateLocked(bs bufferStats) lakehousev1.ParentState {
 	switch {
 	case s.recovery.active, s.wf.down:
 		return lakehousev1.ParentState_PARENT_STATE_RECOVERING
 	case s.flushing:
 		return lakehousev1.ParentState_PARENT_STATE_FLUSHING
-	case len(s.buffer) > 0:
+	case bs.queuedBatches > 0:
 		return lakehousev1.ParentState_PARENT_STATE_RECEIVING
 	}
 	return lakehousev1.ParentState_PARENT_STATE_IDLE
 }
 
-func (s *Server) bufferStatsLocked() *lakehousev1.BufferStats {
-	bs := &lakehousev1.BufferStats{
-		BatchCount:     uint64(len(s.buffer) + len(s.inflight)),
-		EntryCount:     uint64(s.bufEntries),
-		TotalSizeBytes: uint64(s.bufBytes + s.inflBytes),
-		Utilization:    s.utilizationLocked(),
+func bufferStatus(bs bufferStats) *lakehousev1.BufferStats {
+	return &lakehousev1.BufferStats{
+		BatchCount:        uint64(bs.queuedBatches + bs.inflBatches),
+		EntryCount:        uint64(bs.queuedEntries + bs.inflEntries),
+		TotalSizeBytes:    uint64(bs.queuedBytes + bs.inflBytes),
+		Utilization:       bs.utilization,
+		OldestBatchTimeMs: bs.oldestMs,
+		NewestBatchTimeMs: bs.newestMs,
 	}
-	for _, b := range s.inflight {
-		bs.EntryCount += uint64(b.entries)
-	}
-	all := [][]*bufBatch{s.inflight, s.buffer}
-	for _, list := range all {
-		for _, b := range list {
-			if bs.OldestBatchTimeMs == 0 || b.arrivedMs < bs.OldestBatchTimeMs {
-				bs.OldestBatchTimeMs = b.arrivedMs
-			}
-			if b.arrivedMs > bs.NewestBatchTimeMs {
-				bs.NewestBatchTimeMs = b.arrivedMs
-			}
-		}
-	}
-	return bs
 }
 
 func unixMs(t time.Time) int64 {

@@ -318,38 +318,6 @@ func assertExactlyOnce(t *testing.T, in *servertest.Instance, want map[string]in
 	}
 }
 
-func TestBufferFullNacksWithoutEviction(t *testing.T) {
-	in := servertest.Start(t, servertest.WithConfig(func(c *server.Config) {
-		c.MaxBufferBytes = 4000
-		c.FlushInterval = time.Hour
-		c.PressureThreshold = 10 // no automatic flush: we want to hit the cap
-		c.FlushBytes = 1 << 30
-	}))
-	ts := openStream(t, in.Dial(), "full", 0)
-	var seq uint64 = 1
-	for ; ; seq++ {
-		r := ts.sendFrame(smallBatch("full", seq, 3))
-		if n := r.GetNack(); n != nil {
-			if n.Reason != lakehousev1.NackReason_NACK_REASON_BUFFER_FULL || n.RetryDelayMs != 5000 || !n.ShouldRetry {
-				t.Fatalf("got %v, want buffer_full with 5000 ms delay", n)
-			}
-			break
-		}
-		if seq > 20 {
-			t.Fatal("buffer never filled")
-		}
-	}
-	res, err := in.Server.FlushNow(context.Background(), 0)
-	if err != nil || !res.Success {
-		t.Fatal(res, err)
-	}
-	if a := ts.sendFrame(smallBatch("full", seq, 3)).GetAck(); a == nil || a.Status != lakehousev1.AckStatus_ACK_STATUS_OK {
-		t.Fatal("batch not accepted after flush made room")
-	}
-	in.Server.FlushNow(context.Background(), 0)
-	assertExactlyOnce(t, in, map[string]int{"full": int(seq) * 3})
-}
-
 func TestWALCapNacksBufferFull(t *testing.T) {
 	in := servertest.Start(t, servertest.WithConfig(func(c *server.Config) {
 		c.WALMaxBytes = 6000

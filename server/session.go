@@ -15,6 +15,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
@@ -29,14 +30,24 @@ type session struct {
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	finished chan struct{}
+	rate     rateLimit // the source's rate limit on this stream (ratelimit.go)
 
 	// Persisted watermarks and flush results reach the session from the
 	// flusher; the session's goroutine is the only one that sends.
 	persistedSig   chan struct{}
 	persistedSeq   atomic.Uint64
 	persistedEntry atomic.Uint64
-	flushDone      chan *lakehousev1.FlushResult
-	pendingFlushes int // stream flushes not yet answered; only the session goroutine touches it
+	// The last batch whose ack was sent (or, at attach, every earlier
+	// stream's batches). A persisted message never goes beyond it: a flush
+	// may commit a durable batch before its ack is out, and clients count a
+	// batch persisted only once acked.
+	ackedSeq   atomic.Uint64
+	ackedEntry atomic.Uint64
+	// What the last persisted message said; only the session goroutine
+	// touches them.
+	sentSeq, sentEntry uint64
+	flushDone          chan *lakehousev1.FlushResult
+	pendingFlushes     int // stream flushes not yet answered; only the session goroutine touches it
 	// decoded is accept's decoding scratch, reused so that a batch's entries
 	// are not allocated (and cleared) anew; only the session goroutine
 	// touches it, and nothing keeps it after accept.
@@ -51,13 +62,24 @@ type session struct {
 func (sess *session) close(cause error) { sess.cancel(cause) }
 
 // notifyPersisted tells the session its source's batches up to seq are
-// committed. It never blocks; successive watermarks coalesce.
+// committed. It never blocks; successive watermarks coalesce, and a watermark
+// lower than one already given (a late notification) changes nothing.
 func (sess *session) notifyPersisted(seq, entry uint64) {
-	sess.persistedSeq.Store(seq)
-	sess.persistedEntry.Store(entry)
+	storeMax(&sess.persistedSeq, seq)
+	storeMax(&sess.persistedEntry, entry)
 	select {
 	case sess.persistedSig <- struct{}{}:
 	default:
+	}
+}
+
+// storeMax raises v to x unless it already holds more.
+func storeMax(v *atomic.Uint64, x uint64) {
+	for {
+		old := v.Load()
+		if old >= x || v.CompareAndSwap(old, x) {
+			return
+		}
 	}
 }
 
@@ -87,6 +109,7 @@ func (s *Server) Stream(st stream) error {
 		persistedSig: make(chan struct{}, 1),
 		flushDone:    make(chan *lakehousev1.FlushResult, 1),
 	}
+	sess.rate = s.rates.streamLimit(ctx, s.cfg.Limits)
 	sess.slots = make(chan struct{}, pipelineDepth)
 	sess.replies.cond.L = &sess.replies.mu
 	sess.repliesDone = make(chan struct{})
@@ -305,9 +328,13 @@ func (sess *session) runReplies() {
 			<-sess.slots
 			continue
 		}
-		resp := r.resp
+		resp, durable := r.resp, false
 		if r.pending != nil {
-			resp = s.complete(r.pending)
+			if resp, durable = s.complete(r.pending); durable {
+				// In the buffer before its ack is sent, so a flush that
+				// the client requests once acked covers it.
+				s.enqueue(r.pending)
+			}
 		} else if a := resp.GetAck(); a != nil && s.walGeneration() != r.walGen {
 			// A duplicate may have been judged against a batch whose
 			// append then failed (the log failed since): do not vouch for
@@ -321,6 +348,9 @@ func (sess *session) runReplies() {
 				dead = true
 				sess.cancel(err)
 			}
+		}
+		if durable {
+			sess.acked(r.pending.bb)
 		}
 		<-sess.slots
 	}
@@ -341,10 +371,32 @@ func (sess *session) startFlush(reason lakehousev1.FlushReason) {
 	}()
 }
 
+// acked records that bb's ack was sent, and wakes the session if a persisted
+// watermark was waiting for it.
+func (sess *session) acked(bb *bufBatch) {
+	prevSeq, prevEntry := sess.ackedSeq.Load(), sess.ackedEntry.Load()
+	storeMax(&sess.ackedSeq, bb.seq)
+	storeMax(&sess.ackedEntry, bb.lastEntry)
+	if sess.persistedSeq.Load() > prevSeq || sess.persistedEntry.Load() > prevEntry {
+		select {
+		case sess.persistedSig <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sendPersisted sends the persisted watermark, capped at the last acked
+// batch, unless it says nothing new.
 func (sess *session) sendPersisted() error {
+	seq := min(sess.persistedSeq.Load(), sess.ackedSeq.Load())
+	entry := min(sess.persistedEntry.Load(), sess.ackedEntry.Load())
+	if seq <= sess.sentSeq && entry <= sess.sentEntry {
+		return nil
+	}
+	sess.sentSeq, sess.sentEntry = max(seq, sess.sentSeq), max(entry, sess.sentEntry)
 	return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
-		SequenceNumber: sess.persistedSeq.Load(),
-		EntrySequence:  sess.persistedEntry.Load(),
+		SequenceNumber: sess.sentSeq,
+		EntrySequence:  sess.sentEntry,
 		TimestampMs:    time.Now().UnixMilli(),
 	}}})
 }
@@ -363,8 +415,23 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	src := s.sourceLocked(conn.GetSourceId())
 	s.sessions[sess] = struct{}{}
 	src.lastSeenMs = time.Now().UnixMilli()
-	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
 	s.mu.Unlock()
+	unregister := func() {
+		s.mu.Lock()
+		delete(s.sessions, sess)
+		s.mu.Unlock()
+	}
+
+	// Multi-instance mode (lease.go): the lease first, outside the
+	// source's lock (a database round trip).
+	var lease coord.Lease
+	if s.coord != nil {
+		var err error
+		if lease, err = s.acquireLease(sess.ctx, src.id); err != nil {
+			unregister()
+			return nil, err
+		}
+	}
 
 	src.mu.Lock()
 	defer src.mu.Unlock()
@@ -376,9 +443,7 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	// client reset the stream or closed the connection), so they are
 	// refused here rather than taking the source over.
 	if err := sess.ctx.Err(); err != nil {
-		s.mu.Lock()
-		delete(s.sessions, sess)
-		s.mu.Unlock()
+		unregister()
 		return nil, status.FromContextError(err).Err()
 	}
 	if old := src.owner; old != nil {
@@ -391,6 +456,13 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	for src.appending > 0 {
 		src.settled.Wait()
 	}
+	if s.coord != nil {
+		if err := s.adoptLease(sess.ctx, src, lease); err != nil {
+			src.owner = nil
+			unregister()
+			return nil, err
+		}
+	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()
 	}
@@ -399,6 +471,17 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 		src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
 	}
 	sess.src, sess.mode = src, mode
+	// Read now that sess owns the source and its predecessor's appends have
+	// settled (the wait above lets flushes run): a commit that raised the
+	// watermark before this read is seen here, and one after it finds sess
+	// as the owner and notifies it. Read at the start, a commit in between
+	// would be lost, and sess told an older watermark.
+	s.mu.Lock()
+	persisted, persistedEntry := src.persistedSeq, src.persistedEntry
+	s.mu.Unlock()
+	// Every batch before this stream was answered by an earlier one.
+	sess.ackedSeq.Store(src.lastSeq)
+	sess.ackedEntry.Store(src.lastEntry)
 	if persisted > 0 {
 		sess.notifyPersisted(persisted, persistedEntry)
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
@@ -32,10 +33,16 @@ type source struct {
 	// are pending, the source's sequencing may still be rolled back, so it
 	// accepts nothing until they settle.
 	appendGen uint64
+	// epoch is the lease epoch this instance holds for the source
+	// (lease.go): 0 when it holds none. Written under mu; read by the
+	// flusher without it.
+	epoch     atomic.Uint64
+	leaseHeld bool // the lease is held (not released, not lost); under mu
 
 	// Guarded by Server.mu (updated by the flusher).
 	persistedSeq   uint64
 	persistedEntry uint64
+	markedSeq      uint64 // the committed mark recorded in the lease row (lease.go)
 	batches        uint64
 	entries        uint64
 	lastSeenMs     int64

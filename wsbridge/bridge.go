@@ -30,10 +30,13 @@ import (
 
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/auth"
 )
 
 // Defaults of Config's zero fields.
@@ -110,6 +113,14 @@ type Config struct {
 	// on idle connections).
 	ReadBufferSize  int
 	WriteBufferSize int
+	// Token, when set, is the bridge's own bearer token (the secret, without
+	// "Bearer "): a child that sends no token of its own is connected
+	// upstream with it, but only as a source matching AllowSources (exact
+	// ids or path.Match globs); other sources are refused (the WebSocket is
+	// closed with a policy violation). A child's own token is always
+	// forwarded as is. The HTTP /status and /flush endpoints never use it.
+	Token        string
+	AllowSources []string
 }
 
 func (c *Config) setDefaults() {
@@ -213,8 +224,9 @@ func New(cfg Config) *Bridge {
 
 // Handler returns the bridge's HTTP handler: a WebSocket upgrade on any path,
 // GET /health, GET /status and POST /flush. An Authorization header of the
-// upgrade (or of /status and /flush) is passed upstream as the gRPC
-// "authorization" metadata of the calls made for it.
+// upgrade (or of /status and /flush), or else its token query parameter, is
+// passed upstream as the gRPC "authorization" metadata of the calls made for
+// it.
 func (b *Bridge) Handler() http.Handler {
 	return http.HandlerFunc(b.serveHTTP)
 }
@@ -368,7 +380,7 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 		connectedAt: time.Now(),
 		source:      r.Header.Get("X-Client-ID"),
 		shard:       r.Header.Get("X-Shard-Name"),
-		auth:        r.Header.Get("Authorization"),
+		auth:        auth.FromRequest(r),
 		remote:      r.RemoteAddr,
 	}
 	c.sourceFromHeader = c.source != ""
@@ -423,6 +435,18 @@ func (b *Bridge) putBuf(p *[]byte) {
 	}
 	*p = (*p)[:0]
 	b.bufs.Put(p)
+}
+
+// authFor returns the authorization value of the connection's upstream calls
+// for source: the child's own, or the bridge's token for an allowed source.
+func (c *conn) authFor(source string) (string, error) {
+	if c.auth != "" || c.b.cfg.Token == "" {
+		return c.auth, nil
+	}
+	if !auth.MatchSource(c.b.cfg.AllowSources, source) {
+		return "", status.Errorf(codes.PermissionDenied, "source %q is not in the bridge's --allow-sources and the child sent no token", source)
+	}
+	return "Bearer " + c.b.cfg.Token, nil
 }
 
 // errClosed reports that the bridge is closed.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -252,11 +253,16 @@ func (c *conn) handleConnect(m *codec.ConnectMessage) error {
 		}
 		return c.writeJSON(st)
 	}
-	ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, c.auth), c.b.cfg.ConnectTimeout)
+	authz, _ := c.authFor(c.source) // the stream just opened with it
+	ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, authz), c.b.cfg.ConnectTimeout)
 	ss, err := c.b.cachedStatus(ctx)
 	cancel()
 	if err != nil {
-		c.b.log.Warn("status for connect reply failed", "source", c.source, "err", err)
+		lvl := slog.LevelWarn
+		if fatalUpstream(err) { // e.g. a token without the status scope: expected, not news
+			lvl = slog.LevelDebug
+		}
+		c.b.log.Log(c.b.ctx, lvl, "status for connect reply failed", "source", c.source, "err", err)
 		st.State = "receiving"
 	} else {
 		st = statusMessage(ss)
@@ -337,7 +343,12 @@ func (c *conn) startFlush(reason string) {
 	source := c.source
 	started := c.b.goAdd(func() {
 		defer c.flushing.Store(false)
-		ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, c.auth), c.b.cfg.RPCTimeout)
+		authz, err := c.authFor(source)
+		if err != nil {
+			c.b.log.Debug("flush_request refused", "source", source, "err", err)
+			return
+		}
+		ctx, cancel := context.WithTimeout(withAuth(c.b.ctx, authz), c.b.cfg.RPCTimeout)
 		defer cancel()
 		res, err := c.b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: protomap.FlushReason(reason)})
 		if err != nil {

@@ -8,6 +8,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/auth"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
@@ -322,7 +323,7 @@ type errorJSON struct {
 }
 
 func (b *Bridge) serveStatus(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(withAuth(r.Context(), r.Header.Get("Authorization")), b.cfg.RPCTimeout)
+	ctx, cancel := context.WithTimeout(withAuth(r.Context(), auth.FromRequest(r)), b.cfg.RPCTimeout)
 	defer cancel()
 	resp, err := b.client.GetStatus(ctx, &lakehousev1.GetStatusRequest{})
 	if err != nil {
@@ -334,7 +335,7 @@ func (b *Bridge) serveStatus(w http.ResponseWriter, r *http.Request) {
 }
 
 func (b *Bridge) serveFlush(w http.ResponseWriter, r *http.Request) {
-	ctx, cancel := context.WithTimeout(withAuth(r.Context(), r.Header.Get("Authorization")), b.cfg.RPCTimeout)
+	ctx, cancel := context.WithTimeout(withAuth(r.Context(), auth.FromRequest(r)), b.cfg.RPCTimeout)
 	defer cancel()
 	start := time.Now()
 	resp, err := b.client.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})

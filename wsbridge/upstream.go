@@ -118,7 +118,11 @@ func (c *conn) openUpstream(source, shard string) (*upstream, error) {
 		}
 		return nil, fmt.Errorf("upstream %s for source %q: %w", what, source, err)
 	}
-	st, err := c.b.client.Stream(withAuth(ctx, c.auth))
+	authz, err := c.authFor(source)
+	if err != nil {
+		return fail("open", err)
+	}
+	st, err := c.b.client.Stream(withAuth(ctx, authz))
 	if err != nil {
 		return fail("open", err)
 	}
@@ -253,13 +257,22 @@ func (c *conn) upstreamEnded(up *upstream, err error) {
 	if fenced {
 		msg = "stream fenced: another connection took over this source"
 	}
+	// Another permanent code (a revoked token: Unauthenticated) ends the
+	// connection too: reconnecting with the same credentials cannot help.
+	refused := !fenced && fatalUpstream(err)
+	if refused {
+		msg = "upstream refused the stream: " + status.Convert(err).Message()
+	}
 	for _, p := range pending {
 		if c.sendNack(p.seq, []byte(p.corr), codec.NackInternalError, true, c.retryDelayMs(), msg) != nil {
 			break
 		}
 	}
-	if fenced {
+	switch {
+	case fenced:
 		c.closeWS(websocket.StatusPolicyViolation, "fenced: another connection took over this source")
+	case refused:
+		c.closeWS(websocket.StatusPolicyViolation, truncateReason("upstream refused: "+status.Convert(err).Message()))
 	}
 }
 

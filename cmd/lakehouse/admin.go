@@ -20,8 +20,10 @@ import (
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 )
 
-func dialAdmin(addr string) (*grpc.ClientConn, lakehousev1.CDCServiceClient, error) {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+// dialAdmin connects to addr; opts (TLS, token) replace the default
+// plaintext transport.
+func dialAdmin(addr string, opts ...grpc.DialOption) (*grpc.ClientConn, lakehousev1.CDCServiceClient, error) {
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -47,10 +49,16 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	var cf connFlags
+	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cc, c, err := dialAdmin(*addr)
+	dopts, err := cf.dialOptions()
+	if err != nil {
+		return err
+	}
+	cc, c, err := dialAdmin(*addr, dopts...)
 	if err != nil {
 		return err
 	}
@@ -74,10 +82,16 @@ func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
 	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the flush")
+	var cf connFlags
+	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	cc, c, err := dialAdmin(*addr)
+	dopts, err := cf.dialOptions()
+	if err != nil {
+		return err
+	}
+	cc, c, err := dialAdmin(*addr, dopts...)
 	if err != nil {
 		return err
 	}
@@ -107,6 +121,10 @@ func openForRead(ctx context.Context, name string, args []string, stdout, stderr
 	sf := sinkFlags{maint: maint}
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
 	sf.registerCatalog(fs)
+	if maint != nil { // maintain: mirror tables are maintained too
+		sf.mirror = &mirrorFlags{}
+		sf.mirror.register(fs, false)
+	}
 	if extra != nil {
 		extra(fs)
 	}

@@ -2,20 +2,25 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/auth"
 	"github.com/dot-do/lakehouse-rpc/internal/connpool"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -53,6 +58,13 @@ type appConfig struct {
 	// nil: the flags' defaults for the HTTP timeouts, no WebSocket caps.
 	// (Server limits are in Server.)
 	Limits *limitFlags
+	// TLS, when set, serves both listeners with TLS (a fresh configuration
+	// per listener: newTLS is called once for each).
+	TLS func() *tls.Config
+	// Auth, when set, checks bearer tokens on every gRPC call and on the
+	// HTTP endpoints other than /health and WebSocket upgrades (whose
+	// streams the gRPC checks cover).
+	Auth *auth.Store
 }
 
 // app is a running aggregator. startApp builds its parts in order; stop takes
@@ -60,11 +72,17 @@ type appConfig struct {
 // reports every error. A start that fails part way calls the same stop, so
 // every exit path cleans up the same way.
 type app struct {
-	log      *slog.Logger
-	sink     sink.Sink
-	srv      *server.Server
-	gs       *grpc.Server
-	grpcLis  net.Listener
+	log     *slog.Logger
+	sink    sink.Sink
+	srv     *server.Server
+	gs      *grpc.Server
+	grpcLis net.Listener
+	// With TLS on, the embedded bridge reaches the server through an
+	// internal gRPC server on a private Unix socket, which checks tokens
+	// like gs but has no TLS (and asks no client certificate of the bridge).
+	innerGS  *grpc.Server
+	innerLis net.Listener
+	innerDir string
 	upstream *connpool.Pool // the bridge's connections to gs
 	bridge   *wsbridge.Bridge
 	httpLis  net.Listener
@@ -83,7 +101,7 @@ const upstreamConns = 4
 
 // startApp starts an aggregator. On error nothing is left running.
 func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
-	a := &app{log: cfg.Logger, failed: make(chan error, 2)}
+	a := &app{log: cfg.Logger, failed: make(chan error, 3)}
 	if a.log == nil {
 		a.log = slog.New(slog.DiscardHandler)
 	}
@@ -94,8 +112,18 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 			err = errors.Join(err, a.stop(sctx))
 		}
 	}()
-	if a.sink, err = cfg.OpenSink(ctx); err != nil {
-		return nil, fmt.Errorf("open sink: %w", err)
+	// Opening reads the catalog (and, for some, the store): bounded like
+	// every other sink call, so that a stalled catalog fails the start
+	// with an error instead of hanging it.
+	openTimeout := cfg.Server.CommitTimeout
+	if openTimeout <= 0 {
+		openTimeout = server.DefaultCommitTimeout
+	}
+	octx, cancel := context.WithTimeout(ctx, openTimeout)
+	a.sink, err = cfg.OpenSink(octx)
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("open sink (commit timeout %v): %w", openTimeout, err)
 	}
 	cfg.Server.Sink = a.sink
 	if isk, ok := a.sink.(*iceberg.Sink); ok {
@@ -115,15 +143,30 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 	if a.grpcLis, err = net.Listen("tcp", cfg.GRPCAddr); err != nil {
 		return nil, fmt.Errorf("gRPC listen: %w", err)
 	}
-	a.gs = grpc.NewServer(append(a.srv.GRPCOptions(), cfg.GRPCOptions...)...)
+	opts := append(a.srv.GRPCOptions(), cfg.GRPCOptions...)
+	if cfg.Auth != nil {
+		// First, so that later interceptors (limits) see the principal.
+		opts = append(cfg.Auth.ServerOptions(), opts...)
+	}
+	gsOpts := opts
+	if cfg.TLS != nil {
+		gsOpts = append(gsOpts[:len(gsOpts):len(gsOpts)], grpc.Creds(credentials.NewTLS(cfg.TLS())))
+	}
+	a.gs = grpc.NewServer(gsOpts...)
 	a.srv.Register(a.gs)
 	go func() { a.failed <- a.gs.Serve(a.grpcLis) }()
 	if cfg.HTTPAddr == "" {
 		return a, nil
 	}
-	// The bridge talks to this server through its own gRPC port: one code
-	// path for the in-process and the standalone bridge.
-	a.upstream, err = connpool.Dial(a.grpcLis.Addr().String(), upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
+	// The bridge talks to this server through gRPC: one code path for the
+	// in-process and the standalone bridge.
+	target := a.grpcLis.Addr().String()
+	if cfg.TLS != nil {
+		if target, err = a.startInner(opts); err != nil {
+			return nil, err
+		}
+	}
+	a.upstream, err = connpool.Dial(target, upstreamConns, grpc.WithTransportCredentials(insecure.NewCredentials()),
 		server.GRPCCallLimits())
 	if err != nil {
 		return nil, fmt.Errorf("bridge upstream: %w", err)
@@ -137,6 +180,9 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 	a.bridge = wsbridge.New(bcfg)
 	if a.httpLis, err = net.Listen("tcp", cfg.HTTPAddr); err != nil {
 		return nil, fmt.Errorf("HTTP listen: %w", err)
+	}
+	if cfg.TLS != nil {
+		a.httpLis = tls.NewListener(a.httpLis, cfg.TLS())
 	}
 	mux := http.NewServeMux()
 	if cfg.StatusPage {
@@ -164,13 +210,34 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
-	a.hs = timeouts.server(mux)
+	var handler http.Handler = mux
+	if cfg.Auth != nil {
+		handler = cfg.Auth.RequireAdmin(mux)
+	}
+	a.hs = timeouts.server(handler)
 	go func() {
 		if err := a.hs.Serve(a.httpLis); !errors.Is(err, http.ErrServerClosed) {
 			a.failed <- err
 		}
 	}()
 	return a, nil
+}
+
+// startInner starts the internal gRPC server of the embedded bridge on a
+// Unix socket in a private (0700) temporary directory and returns its target.
+func (a *app) startInner(opts []grpc.ServerOption) (string, error) {
+	var err error
+	if a.innerDir, err = os.MkdirTemp("", "lakehouse-"); err != nil {
+		return "", fmt.Errorf("bridge socket: %w", err)
+	}
+	sock := filepath.Join(a.innerDir, "grpc.sock")
+	if a.innerLis, err = net.Listen("unix", sock); err != nil {
+		return "", fmt.Errorf("bridge socket: %w", err)
+	}
+	a.innerGS = grpc.NewServer(opts...)
+	a.srv.Register(a.innerGS)
+	go func() { a.failed <- a.innerGS.Serve(a.innerLis) }()
+	return "unix://" + sock, nil
 }
 
 // grpcAddr and httpAddr are the listen addresses ("" when not listening).
@@ -228,6 +295,14 @@ func (a *app) stop(ctx context.Context) error {
 		}
 	} else if a.grpcLis != nil {
 		note("gRPC listener", a.grpcLis.Close())
+	}
+	if a.innerGS != nil {
+		a.innerGS.Stop() // the bridge's streams ended with the server's shutdown
+	} else if a.innerLis != nil {
+		note("internal listener", a.innerLis.Close())
+	}
+	if a.innerDir != "" {
+		note("internal socket", os.RemoveAll(a.innerDir))
 	}
 	if a.upstream != nil {
 		note("bridge upstream", a.upstream.Close())

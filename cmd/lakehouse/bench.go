@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/bench"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // benchComparison is the --compare result: the client run, the raw stream
@@ -47,7 +48,37 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		"from each batch's scheduled send time (0: closed loop)")
 	metricsAddr := fs.String("metrics-addr", "", "the server's HTTP address (its --http-addr), to read process_cpu_seconds_total "+
 		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
+	var cf connFlags
+	cf.register(fs, "tls")
+	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
+		"once no ack has come for this long; what stays unacknowledged is reported, and the exit status is then non-zero")
+	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
+		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
+	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *grace <= 0 {
+		return fmt.Errorf("--grace %v must be positive", *grace)
+	}
+	keysSet := false
+	fs.Visit(func(f *flag.Flag) { keysSet = keysSet || f.Name == "keys" })
+	switch {
+	case *workloadName != bench.WorkloadW1 && *workloadName != bench.WorkloadKeyed:
+		return fmt.Errorf("--workload %q: want %s or %s", *workloadName, bench.WorkloadW1, bench.WorkloadKeyed)
+	case *workloadName == bench.WorkloadW1 && keysSet:
+		return errors.New("--keys goes with --workload keyed")
+	case *keys < 1:
+		return fmt.Errorf("--keys %d: want at least 1", *keys)
+	case *workloadName == bench.WorkloadKeyed && (*raw || *compare):
+		return errors.New("--workload keyed goes with the client and --frames modes, not --raw or --compare")
+	}
+	dopts, err := cf.dialOptions()
+	if err != nil {
+		return err
+	}
+	secOpts, err := cf.clientOptions()
+	if err != nil {
 		return err
 	}
 	if *duration <= 0 && *entries <= 0 {
@@ -78,7 +109,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		}()
 		*addr = a
 		fmt.Fprintf(stderr, "bench: in-process server on %s\n", a)
-	} else if err := checkReachable(ctx, *addr); err != nil {
+	} else if err := checkReachable(ctx, *addr, dopts...); err != nil {
 		return err
 	}
 	cfg := bench.Config{
@@ -90,6 +121,20 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		MaxPending:  *pending,
 		TablePrefix: *tablePrefix,
 		Rate:        *rate,
+		// TLS and token, from the connection flags.
+		DialOptions:   dopts,
+		ClientOptions: secOpts,
+		Grace:         *grace,
+		Workload:      *workloadName,
+		Keys:          *keys,
+	}
+	// flush asks the server to commit, bounded by the grace period: a
+	// server that stopped answering must not hang the run.
+	flush := func() error {
+		fctx, cancel := context.WithTimeout(ctx, *grace)
+		defer cancel()
+		_, err := bench.FlushServer(fctx, cfg.Addr, dopts...)
+		return err
 	}
 	// measured runs one load with the CPU probe around it. When the server's
 	// CPU is read, the server first commits what it buffered before (not
@@ -98,7 +143,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	measured := func(run func(context.Context, bench.Config) (*bench.Summary, error)) (*bench.Summary, error) {
 		serverCPU := probe.MetricsAddr != "" || probe.InProcess
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+			if err := flush(); err != nil {
 				return nil, err
 			}
 		}
@@ -111,8 +156,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return nil, err
 		}
 		if serverCPU {
-			if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
-				return nil, err
+			if err := flush(); err != nil {
+				// The run's figures stand; the CPU figure would include
+				// a flush that did not happen.
+				s.Errors++
+				s.ErrorMessages = append(s.ErrorMessages, fmt.Sprintf("flush after the run: %v", err))
+				return s, nil
 			}
 		}
 		if s.CPU, err = cpu.Stop(ctx, s.Entries); err != nil {
@@ -131,7 +180,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			return err
 		}
 		// Start the baseline from an empty server buffer.
-		if _, err := bench.FlushServer(ctx, cfg.Addr); err != nil {
+		if err := flush(); err != nil {
 			return err
 		}
 		rs, err := measured(bench.RawStreamConfig)
@@ -146,7 +195,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			fmt.Fprintln(stdout, cs)
 			fmt.Fprintln(stdout, rs)
 			fmt.Fprintf(stdout, "client/raw throughput ratio: %.2f\n", cmp.Ratio)
-			return nil
+			return unackedError(*grace, cs, rs)
 		}
 		out = cmp
 	case *raw:
@@ -170,8 +219,32 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
-		return enc.Encode(out)
+		if err := enc.Encode(out); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintln(stdout, out)
 	}
-	fmt.Fprintln(stdout, out)
+	switch o := out.(type) {
+	case *benchComparison:
+		return unackedError(*grace, o.Client, o.Raw)
+	case *bench.Summary:
+		return unackedError(*grace, o)
+	}
 	return nil
+}
+
+// unackedError is the run's failure when entries stayed unacknowledged (the
+// summary, already printed, has the details), so that the exit status says
+// the run did not complete.
+func unackedError(grace time.Duration, runs ...*bench.Summary) error {
+	var batches, entries uint64
+	for _, s := range runs {
+		batches += s.UnackedBatches
+		entries += s.UnackedEntries
+	}
+	if entries == 0 && batches == 0 {
+		return nil
+	}
+	return fmt.Errorf("bench: %d entries in %d batches were not acknowledged (--grace %v)", entries, batches, grace)
 }

@@ -49,3 +49,49 @@ func TestBenchRateJSON(t *testing.T) {
 		t.Fatal("negative rate accepted")
 	}
 }
+
+// TestBenchGraceValidated: --grace must be positive.
+func TestBenchGraceValidated(t *testing.T) {
+	var out, errb bytes.Buffer
+	for _, g := range []string{"0s", "-1s"} {
+		err := runBench(t.Context(), []string{"--addr", "127.0.0.1:1", "--duration", "1s", "--grace", g}, &out, &errb, nil)
+		if err == nil || !strings.Contains(err.Error(), "--grace") {
+			t.Errorf("--grace %s: %v", g, err)
+		}
+	}
+}
+
+// TestBenchKeyedFlags checks --workload and --keys.
+func TestBenchKeyedFlags(t *testing.T) {
+	in := servertest.Start(t)
+	var out, errb bytes.Buffer
+	if err := runBench(t.Context(), []string{"--addr", in.Addr, "--workload", "keyed", "--keys", "500", "--entries", "2000",
+		"--frames", "--progress", "0", "--json"}, &out, &errb, nil); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	in.Stop()
+	ops := map[string]int{}
+	for _, r := range in.Records() {
+		ops[r.Op]++
+		if !strings.HasPrefix(r.RowID, "key-") || !strings.HasPrefix(r.Table, "bench_") {
+			t.Fatalf("row %s/%s", r.Table, r.RowID)
+		}
+	}
+	if ops["DELETE"] == 0 || ops["UPDATE"] == 0 || ops["INSERT"]+ops["UPDATE"]+ops["DELETE"] != 2000 {
+		t.Fatalf("ops %v", ops)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--workload", "w9"}, `--workload "w9"`},
+		{[]string{"--keys", "10"}, "--keys goes with --workload keyed"},
+		{[]string{"--workload", "keyed", "--keys", "0"}, "--keys 0"},
+		{[]string{"--workload", "keyed", "--raw"}, "not --raw or --compare"},
+	} {
+		err := runBench(t.Context(), append([]string{"--addr", in.Addr, "--entries", "10"}, tc.args...), &out, &errb, nil)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: error %v, want one with %q", tc.args, err, tc.want)
+		}
+	}
+}

@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -42,8 +42,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		originAllow = fs.String("allowed-origin", "", "host pattern of browser origins allowed to upgrade (legacy children send no Origin)")
 		tlsCert     = fs.String("tls-cert", "", "serve HTTPS/WSS with this certificate file (PEM; with --tls-key)")
 		tlsKey      = fs.String("tls-key", "", "private key file of --tls-cert (PEM)")
-		upTLS       = fs.Bool("upstream-tls", false, "connect to the upstream with TLS (system roots unless --upstream-ca)")
-		upCA        = fs.String("upstream-ca", "", "CA certificate file (PEM) to verify the upstream with; implies --upstream-tls")
+		allow       = fs.String("allow-sources", "", "with --token: comma-separated source ids or globs the bridge's own token is used for; children that send no token of their own may only connect as these")
 		upKATime    = fs.Duration("upstream-keepalive-time", client.DefaultKeepaliveTime, "ping the upstream connection after this long without anything received (0: off; else at least 10s)")
 		upKATO      = fs.Duration("upstream-keepalive-timeout", client.DefaultKeepaliveTimeout, "replace the upstream connection when a keepalive ping is not answered within this time (a stalled link)")
 		pingEvery   = fs.Duration("ping-interval", wsbridge.DefaultPingInterval, "send each legacy child a WebSocket ping this often (negative: never)")
@@ -51,6 +50,8 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	)
 	var timeouts httpTimeouts
 	timeouts.register(fs)
+	var up connFlags
+	up.register(fs, "upstream")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -85,17 +86,25 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	upTLS, err := up.tlsConfig()
+	if err != nil {
+		return err
+	}
+	ownToken, err := up.bearer()
+	if err != nil {
+		return err
+	}
+	allowList := splitList(*allow)
+	if (ownToken == "") != (len(allowList) == 0) {
+		return errors.New("--token (or --token-file) and --allow-sources go together: the bridge's own token is only lent to the sources listed")
+	}
 	creds := insecure.NewCredentials()
-	switch {
-	case *upCA != "":
-		if creds, err = credentials.NewClientTLSFromFile(*upCA, ""); err != nil {
-			return fmt.Errorf("--upstream-ca: %w", err)
-		}
-	case *upTLS:
-		creds = credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS12})
+	if upTLS != nil {
+		creds = credentials.NewTLS(upTLS)
 	}
 	// Several connections: one HTTP/2 connection would carry every
-	// child's stream through one reader goroutine at each end.
+	// child's stream through one reader goroutine at each end. The token
+	// is not a dial option: each child's own token is forwarded per call.
 	dopts := []grpc.DialOption{grpc.WithTransportCredentials(creds), server.GRPCCallLimits()}
 	if *upKATime > 0 {
 		// A stalled upstream link (no FIN) fails its streams: their
@@ -118,6 +127,8 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		MaxConnectionsPerAddr: *maxPerAddr,
 		PingInterval:          *pingEvery,
 		PingTimeout:           *pingTO,
+		Token:                 ownToken,
+		AllowSources:          allowList,
 	}
 	if *originAllow != "" {
 		cfg.OriginPatterns = []string{*originAllow}
@@ -163,4 +174,15 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 	}
 	return runErr
+}
+
+// splitList splits a comma-separated flag value, dropping empty items.
+func splitList(v string) []string {
+	var out []string
+	for _, s := range strings.Split(v, ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
 }

@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/auth"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/wsbridge"
 )
@@ -144,10 +145,10 @@ func (l *limitFlags) validate() error {
 	return l.http.validate()
 }
 
-// applyServer sets the server's limits. streamKey names the principal a
-// stream counts under for --max-streams-per-token; nil until tokens exist
-// (the auth package plugs in here), so only the total cap applies.
-func (l *limitFlags) applyServer(cfg *server.Config, streamKey func(context.Context) string) {
+// applyServer sets the server's limits. With tokens, streams count per
+// token for --max-streams-per-token, and a token's own rate limit replaces
+// the --source-rate flags for the sources written under it.
+func (l *limitFlags) applyServer(cfg *server.Config, tokens bool) {
 	cfg.MaxMessageSize = l.maxMessageBytes
 	cfg.Limits = server.Limits{
 		MaxBatchEntries:        l.maxBatchEntries,
@@ -156,7 +157,22 @@ func (l *limitFlags) applyServer(cfg *server.Config, streamKey func(context.Cont
 		MinManualFlushInterval: l.minManualFlushInterval,
 		MaxStreams:             l.maxStreams,
 		MaxStreamsPerKey:       l.maxStreamsPerToken,
-		StreamKey:              streamKey,
+	}
+	if tokens {
+		tokenLimits(&cfg.Limits)
+	}
+}
+
+// tokenLimits makes streams count per token (MaxStreamsPerKey) and a token's
+// own rate limit apply to the sources written under it.
+func tokenLimits(l *server.Limits) {
+	l.StreamKey = func(ctx context.Context) string {
+		p, _ := auth.FromContext(ctx)
+		return p.Name
+	}
+	l.SourceRate = func(ctx context.Context) (float64, float64) {
+		p, _ := auth.FromContext(ctx)
+		return p.EntriesPerSec, p.BytesPerSec
 	}
 }
 

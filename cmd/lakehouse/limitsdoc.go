@@ -41,6 +41,8 @@ Notes:
   client pauses the stream for the delay and resumes one batch at a time; legacy children resend after the delay
   (up to their 3 retries). Bursts: one second of the rate; a batch larger than that waits for its tokens
   (one ` + "`rate_limited`" + ` round trip).
+- A token's own rate limit (` + "`entries_per_sec`" + `, ` + "`bytes_per_sec`" + ` in the token file, docs/security.md) replaces
+  the ` + "`--source-rate-*`" + ` flags for each source written under that token; tokens without one get the flags' limit.
 - ` + "`--max-streams-per-token`" + ` counts streams by the token's principal once tokens are configured; until then every
   stream counts only against ` + "`--max-streams`" + `. The WebSocket bridge opens one gRPC stream per active child, so keep
   ` + "`--max-streams`" + ` above the number of children expected to send at once.

@@ -34,6 +34,7 @@ func (m *maintFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&c.OrphanDisabled, "no-orphan-cleanup", false, "do not remove unreferenced files")
 	fs.DurationVar(&c.OrphanAge, "orphan-age", iceberg.DefaultOrphanAge, "remove unreferenced files once they are this old (at least 1s; keep it well above the longest commit, outages included)")
 	fs.DurationVar(&c.OrphanInterval, "orphan-interval", iceberg.DefaultOrphanInterval, "how often orphan cleanup lists each table's files")
+	fs.DurationVar(&c.Timeout, "maintenance-timeout", iceberg.DefaultMaintenanceTimeout, "bound on each maintenance job of a table (expiry, compaction, orphan cleanup); a stalled store fails the job and releases the commit lock")
 }
 
 func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) error {

@@ -22,8 +22,8 @@ const reachTimeout = 10 * time.Second
 // fact; so the commands that use it look first. One health check is enough:
 // an RPC that does not wait for readiness fails as soon as the first
 // connection attempt does.
-func checkReachable(ctx context.Context, addr string) error {
-	cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func checkReachable(ctx context.Context, addr string, opts ...grpc.DialOption) error {
+	cc, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, opts...)...)
 	if err != nil {
 		return fmt.Errorf("server %s: %w", addr, err)
 	}

@@ -58,7 +58,17 @@ func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, st
 	structured := fs.Bool("structured", false, "send structured protobuf batches instead of binary frames")
 	timeout := fs.Duration("timeout", time.Minute, "how long to wait for the acks at the end")
 	quiet := fs.Bool("quiet", false, "print only the summary, not every ack")
+	var cf connFlags
+	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	dopts, err := cf.dialOptions()
+	if err != nil {
+		return err
+	}
+	secOpts, err := cf.clientOptions()
+	if err != nil {
 		return err
 	}
 	if *source == "" {
@@ -102,7 +112,8 @@ func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, st
 			printf("ack seq=%d status=%s entries=%d latency=%s\n", a.Sequence, a.Status, a.Entries, a.Latency.Round(time.Microsecond))
 		}))
 	}
-	if err := checkReachable(ctx, *addr); err != nil {
+	opts = append(opts, secOpts...)
+	if err := checkReachable(ctx, *addr, dopts...); err != nil {
 		return err
 	}
 	dctx, cancel := context.WithTimeout(ctx, 30*time.Second)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,7 +36,10 @@ type sinkFlags struct {
 	namespace  string
 	fileSize   int64
 	props      string
-	maint      *maintFlags // serve and maintain only
+	maint      *maintFlags  // serve and maintain only
+	mirror     *mirrorFlags // serve and maintain only
+	// fenceIdleTx is the lease TTL in multi-instance mode (coordflags.go).
+	fenceIdleTx time.Duration
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -76,7 +80,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 	if f.maint != nil {
 		mc = f.maint.cfg
 	}
-	return iceberg.Config{
+	cfg := iceberg.Config{
 		Maintenance:         mc,
 		DataDir:             dataDir,
 		CatalogType:         f.catalog,
@@ -88,7 +92,12 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		TargetFileSizeBytes: f.fileSize,
 		Properties:          props,
 		Logger:              log,
-	}, nil
+		FenceIdleTxTimeout:  f.fenceIdleTx,
+	}
+	if f.mirror != nil {
+		f.mirror.apply(&cfg)
+	}
+	return cfg, nil
 }
 
 func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) (sink.Sink, error) {
@@ -164,6 +173,8 @@ type serveOptions struct {
 	pprofOn  *bool
 	noMaint  *bool
 	lim      limitFlags
+	sec      securityFlags
+	coord    coordFlags
 }
 
 // serveFlagSet defines every flag of serve (the configuration reference in
@@ -181,17 +192,21 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
 	fs.StringVar(&cfg.DataDir, "data-dir", "./data", "data directory: write-ahead log, sequencing state, embedded catalog and warehouse")
 	fs.IntVar(&cfg.FlushEntries, "flush-entries", 10000, "write the buffer as data files (staged for the next commit) when it holds this many entries")
-	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes")
+	fs.Int64Var(&cfg.FlushBytes, "flush-bytes", 32<<20, "write the buffer as data files when it holds this many bytes; also the most one flush takes (and reads back from the write-ahead log)")
 	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
-	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", 2*time.Minute, "bound on each staging and commit; a stalled store fails the flush and the recovery loop retries")
+	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", server.DefaultCommitTimeout, "bound on each staging, commit and start-up read of the catalog and store; a stalled store fails the flush (acks say fallback) and the recovery loop retries")
 	o.noMaint = fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
 	sf.maint = &maintFlags{}
 	sf.maint.register(fs)
-	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are nacked buffer_full")
+	sf.mirror = &mirrorFlags{}
+	sf.mirror.register(fs, true)
+	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are held only in the write-ahead log and read back at flush")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
 	o.lim.register(fs)
 	sf.register(fs)
+	o.sec.register(fs)
+	o.coord.register(fs)
 	return fs, o
 }
 
@@ -217,14 +232,36 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := o.lim.validate(); err != nil {
 		return err
 	}
+	if err := o.coord.validate(&sf); err != nil {
+		return err
+	}
 	// No per-token stream key until tokens exist: only the total cap.
-	o.lim.applyServer(&cfg, nil)
+	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = reg
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return err
+	}
+	leases, err := o.coord.open(ctx, &sf, cfg.DataDir, *o.grpcAddr)
+	if err != nil {
+		return err
+	}
+	if leases != nil {
+		defer leases.Close()
+		cfg.Coordinator = leases
+		sf.fenceIdleTx = o.coord.ttl
+	}
+	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
+	if err != nil {
+		return err
+	}
+	stopWatch := sec.watch(ctx, log)
+	defer stopWatch()
+	var appTLS func() *tls.Config
+	if sec.tls != nil {
+		appTLS = sec.serverTLS
 	}
 	a, err := startApp(ctx, appConfig{
 		Server:      cfg,
@@ -238,6 +275,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		Logger:      log,
 		Maintain:    !*o.noMaint,
 		StatusPage:  true,
+		TLS:         appTLS,
+		Auth:        sec.tokens,
 	})
 	if err != nil {
 		return err
@@ -248,7 +287,8 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if ready != nil {
 		ready(a.grpcAddr(), a.httpAddr())
 	}
-	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind)
+	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind,
+		"tls", sec.tls != nil, "tokens", sec.tokens != nil)
 
 	runErr := a.wait(ctx)
 	if runErr != nil {

@@ -15,9 +15,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"google.golang.org/grpc"
+
 	"github.com/dot-do/lakehouse-rpc/client"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
+
+// DefaultGrace is the default of Config.Grace.
+const DefaultGrace = 30 * time.Second
 
 // Config configures a run.
 type Config struct {
@@ -48,6 +53,9 @@ type Config struct {
 	SourcePrefix string
 	// ClientOptions are added to every client's options.
 	ClientOptions []client.Option
+	// DialOptions are added to the plain gRPC connections of the raw and
+	// frames modes (TLS, token); clients take theirs from ClientOptions.
+	DialOptions []grpc.DialOption
 	// TablePrefix prefixes the W1 table names ("bench_users"...), so that a
 	// run against a real data directory keeps its rows out of real tables.
 	// Empty: the plain W1 names.
@@ -55,6 +63,19 @@ type Config struct {
 	// Rate, for Frames: entries/s offered by all sources together in an
 	// open loop. Zero: a closed loop of MaxPending batches per source.
 	Rate float64
+	// Grace bounds the waits for acks, so that a run against a server that
+	// stopped answering ends and says so: after the sending window, the
+	// run waits at most Grace for the outstanding acks; and at any time,
+	// once no ack has come for Grace, sending stops. What is then left
+	// unacknowledged is reported in Summary.UnackedBatches and
+	// UnackedEntries. Default DefaultGrace.
+	Grace time.Duration
+	// Workload is WorkloadW1 (default) or WorkloadKeyed (client and
+	// frames modes).
+	Workload string
+	// Keys is the keyed workload's key space; default
+	// workload.DefaultKeyedKeys.
+	Keys int
 }
 
 // Summary is the result of a run. Its JSON form is one object.
@@ -115,6 +136,12 @@ type Summary struct {
 	Errors int `json:"errors"`
 	// ErrorMessages holds the first few errors.
 	ErrorMessages []string `json:"errorMessages,omitempty"`
+	// UnackedBatches and UnackedEntries count what was never acknowledged:
+	// batches given up on (client mode: reported as client.BatchError, for
+	// example after the grace period) or left without any answer (raw and
+	// frames modes).
+	UnackedBatches uint64 `json:"unackedBatches"`
+	UnackedEntries uint64 `json:"unackedEntries"`
 	// CPU is the CPU time the run cost, when measured (see CPUProbe).
 	CPU *CPUReport `json:"cpu,omitempty"`
 }
@@ -140,6 +167,9 @@ func (s *Summary) String() string {
 	if s.Errors > 0 {
 		fmt.Fprintf(&b, ", %d errors", s.Errors)
 	}
+	if s.UnackedEntries > 0 || s.UnackedBatches > 0 {
+		fmt.Fprintf(&b, ", UNACKNOWLEDGED: %d entries in %d batches", s.UnackedEntries, s.UnackedBatches)
+	}
 	if s.CPU != nil {
 		b.WriteString("; ")
 		b.WriteString(s.CPU.String())
@@ -163,8 +193,17 @@ func (c *Config) normalize() error {
 	if c.ProgressInterval <= 0 {
 		c.ProgressInterval = time.Second
 	}
+	switch {
+	case c.Grace < 0:
+		return fmt.Errorf("bench: grace %v must be positive", c.Grace)
+	case c.Grace == 0:
+		c.Grace = DefaultGrace
+	}
 	if c.Duration <= 0 && c.Entries <= 0 {
 		return errors.New("bench: set a duration or a number of entries")
+	}
+	if err := c.normalizeWorkload(); err != nil {
+		return err
 	}
 	if c.SourcePrefix == "" {
 		c.SourcePrefix = fmt.Sprintf("bench-%d", time.Now().UnixMilli())
@@ -206,17 +245,31 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	makeBatch, err := cfg.batchMaker()
+	if err != nil {
+		return nil, err
+	}
 	var (
 		entries, batches, bytes atomic.Uint64
+		acks                    atomic.Uint64 // acks received: progress, for watchStall
+		unackedB, unackedE      atomic.Uint64
 		errs                    errorList
 	)
 	opts := append([]client.Option{
 		client.OnAck(func(a client.Ack) {
+			acks.Add(1)
 			entries.Add(uint64(a.Entries))
 			batches.Add(1)
 			bytes.Add(uint64(a.Bytes))
 		}),
-		client.OnError(errs.add),
+		client.OnError(func(err error) {
+			var be *client.BatchError
+			if errors.As(err, &be) {
+				unackedB.Add(1)
+				unackedE.Add(uint64(len(be.Entries)))
+			}
+			errs.add(err)
+		}),
 		client.WithMaxBatchEntries(cfg.BatchSize),
 		client.WithMaxPendingBatches(cfg.MaxPending),
 	}, cfg.ClientOptions...)
@@ -232,13 +285,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		clients[i] = c
 	}
 
-	sendCtx := ctx
+	sendCtx, cancelSend := context.WithCancel(ctx)
+	defer cancelSend()
 	if cfg.Duration > 0 {
 		var cancel context.CancelFunc
-		sendCtx, cancel = context.WithTimeout(ctx, cfg.Duration)
+		sendCtx, cancel = context.WithTimeout(sendCtx, cfg.Duration)
 		defer cancel()
 	}
 	start := time.Now()
+	stopWatch := watchStall(cfg.Grace, acks.Load, func() {
+		errs.add(fmt.Errorf("bench: no ack for %v (--grace): sending stopped", cfg.Grace))
+		cancelSend()
+	})
+	defer stopWatch()
 	stopProgress := startProgress(cfg, start, "", func() progressSample {
 		p := progressSample{entries: entries.Load(), bytes: bytes.Load()}
 		for _, c := range clients {
@@ -253,7 +312,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	})
 	limit := cfg.batchesPerSource()
 	var wg sync.WaitGroup
-	for _, c := range clients {
+	for src, c := range clients {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -261,8 +320,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				if sendCtx.Err() != nil {
 					return
 				}
-				batch := workload.Entries(k*int64(cfg.BatchSize), int64(cfg.BatchSize))
-				workload.PrefixTables(batch, cfg.TablePrefix)
+				batch := makeBatch(src, k)
 				for {
 					err := c.SendMany(sendCtx, batch)
 					if err == nil {
@@ -281,15 +339,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}()
 	}
 	wg.Wait()
+	stopWatch()
 	sendSecs := time.Since(start).Seconds()
 	winEntries, winBytes := entries.Load(), bytes.Load()
-	// Drain: wait for every ack (bounded by ctx).
+	// Drain: wait for every ack, at most the grace period; Close gives up
+	// on what is still pending then (reported to OnError as BatchErrors).
+	drainCtx, cancelDrain := context.WithTimeout(ctx, cfg.Grace)
+	defer cancelDrain()
 	var cwg sync.WaitGroup
 	for _, c := range clients {
 		cwg.Add(1)
 		go func() {
 			defer cwg.Done()
-			if err := c.Close(ctx); err != nil {
+			if err := c.Close(drainCtx); err != nil {
 				addUnreported(&errs, err)
 			}
 		}()
@@ -328,9 +390,42 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	s.AckLatency = ackH.Summary()
 	s.PersistedLatency = persH.Summary()
+	s.UnackedBatches, s.UnackedEntries = unackedB.Load(), unackedE.Load()
 	s.window(sendSecs, winEntries, winBytes)
 	s.finish(&errs)
 	return s, nil
+}
+
+// watchStall calls onStall once progress has not changed for grace, and
+// returns a function that stops watching.
+func watchStall(grace time.Duration, progress func() uint64, onStall func()) (stop func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(min(grace/4, time.Second))
+		defer t.Stop()
+		last, since := progress(), time.Now()
+		for {
+			select {
+			case <-done:
+				return
+			case now := <-t.C:
+				if p := progress(); p != last {
+					last, since = p, now
+				} else if now.Sub(since) >= grace {
+					onStall()
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		once.Do(func() { close(done) })
+		wg.Wait()
+	}
 }
 
 func (s *Summary) window(secs float64, entries, bytes uint64) {

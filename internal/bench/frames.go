@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/client"
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
 
@@ -32,9 +33,13 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 		return nil, errors.New("bench: negative rate")
 	}
 	cfg.SourcePrefix += "-frames"
+	makeBatch, err := cfg.batchMaker()
+	if err != nil {
+		return nil, err
+	}
 	fs := make([]*frameSource, cfg.Sources)
 	for i := range fs {
-		f, err := openFrames(ctx, cfg, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		f, err := openFrames(ctx, cfg, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i), func(j int) []codec.Entry { return makeBatch(i, int64(j)) })
 		if err != nil {
 			for _, f := range fs[:i] {
 				f.abort()
@@ -69,7 +74,22 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 		}()
 	}
 	stopProgress := startProgress(cfg, start, "frames ", framesProgress(fs))
+	// A stream blocked in Send (a server that stopped reading) sees no
+	// deadline: once no ack has come for the grace period, the streams get
+	// one more before they are cut.
+	var cut *time.Timer
+	stopWatch := watchStall(cfg.Grace, func() uint64 { return framesProgress(fs)().batches }, func() {
+		cut = time.AfterFunc(cfg.Grace, func() {
+			for _, f := range fs {
+				f.cancel()
+			}
+		})
+	})
 	wg.Wait()
+	stopWatch()
+	if cut != nil {
+		cut.Stop()
+	}
 	stopProgress()
 
 	s := &Summary{Mode: "frames", Sources: cfg.Sources, BatchSize: cfg.BatchSize, TargetEntriesPerSec: cfg.Rate}
@@ -97,6 +117,10 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 		persH.Merge(&f.persH)
 		winEntries += f.winEntries
 		winBytes += f.winBytes
+		if n := f.next - f.acked; n > 0 {
+			s.UnackedBatches += uint64(n)
+			s.UnackedEntries += uint64(n) * uint64(f.pool.Entries())
+		}
 		if f.lastAck.After(end) {
 			end = f.lastAck
 		}
@@ -133,6 +157,7 @@ type frameSource struct {
 	id          string
 	start       time.Time
 	interval    time.Duration // open loop: between scheduled sends; 0: closed loop
+	grace       time.Duration // Config.Grace
 	readDone    chan struct{}
 
 	mu       sync.Mutex
@@ -146,7 +171,9 @@ type frameSource struct {
 	persist  int64       // batches 0..persist-1 are persisted
 	readErr  error
 
-	sendingDone              bool // the sending window is over
+	sendingDone              bool  // the sending window is over
+	stalled                  bool  // it ended because no ack came for the grace period
+	next                     int64 // batches 0..next-1 were sent at least once
 	sendEnd                  time.Time
 	sentEntries, resent      uint64
 	ackedEntries, ackedBytes uint64
@@ -158,16 +185,16 @@ type frameSource struct {
 	frameSize                int
 }
 
-func openFrames(ctx context.Context, cfg Config, id string) (*frameSource, error) {
-	pool, err := NewFramePool(id, cfg.BatchSize, cfg.TablePrefix)
+func openFrames(ctx context.Context, cfg Config, id string, makeBatch func(j int) []codec.Entry) (*frameSource, error) {
+	pool, err := newFramePoolOf(id, makeBatch)
 	if err != nil {
 		return nil, err
 	}
-	bs, err := dialStream(ctx, cfg.Addr, id)
+	bs, err := dialStream(ctx, cfg.Addr, id, cfg.DialOptions)
 	if err != nil {
 		return nil, err
 	}
-	f := &frameSource{benchStream: bs, pool: pool, id: id, readDone: make(chan struct{}),
+	f := &frameSource{benchStream: bs, pool: pool, id: id, grace: cfg.Grace, readDone: make(chan struct{}),
 		rewind: -1, nacks: map[string]uint64{}, frameSize: len(pool.frames[0])}
 	f.changed = sync.NewCond(&f.mu)
 	go f.read()
@@ -196,6 +223,14 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 				f.sendingDone, f.sendEnd = true, time.Now()
 				f.winEntries, f.winBytes = f.ackedEntries, f.ackedBytes
 			}
+			if !f.sendingDone && time.Since(later(f.lastAck, f.start)) > f.grace {
+				// No answer for the grace period: stop sending, and give
+				// the outstanding batches one more grace period.
+				f.sendingDone, f.sendEnd = true, time.Now()
+				f.winEntries, f.winBytes = f.ackedEntries, f.ackedBytes
+				f.stalled = true
+				continue
+			}
 			if k < next || !f.sendingDone {
 				if f.interval > 0 || len(f.inFlight) < maxPending {
 					break // something to send
@@ -204,10 +239,14 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 				f.mu.Unlock()
 				return f.finish(ctx)
 			}
-			if f.sendingDone && time.Since(f.sendEnd) > drainLimit {
+			if f.sendingDone && time.Since(f.sendEnd) > f.grace {
 				n := next - f.acked
 				f.mu.Unlock()
-				return fmt.Errorf("frames %s: %d batches not acknowledged %v after the sending window", f.id, n, drainLimit)
+				err := fmt.Errorf("frames %s: %d batches not acknowledged %v (--grace) after the sending window", f.id, n, f.grace)
+				if f.stalled {
+					err = fmt.Errorf("frames %s: no ack for %v (--grace), then %d batches not acknowledged %v later", f.id, f.grace, n, f.grace)
+				}
+				return err
 			}
 			if ctx.Err() != nil {
 				f.mu.Unlock()
@@ -248,6 +287,7 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 			f.sched = append(f.sched, due)
 			f.sentEntries += uint64(f.pool.Entries())
 			next++
+			f.next = next
 		} else {
 			f.resent++
 		}
@@ -261,24 +301,23 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 	}
 }
 
-// drainLimit bounds the wait for the answers after the sending window.
-const drainLimit = 2 * time.Minute
-
 // waitLocked waits for an answer, at most until stop while the sending
-// window lasts, and until the drain limit after it.
+// window lasts, and until the grace period after it; and never longer than
+// the grace period from the last answer.
 func (f *frameSource) waitLocked(stop time.Time) {
-	until := stop
+	until := later(f.lastAck, f.start).Add(f.grace + time.Millisecond)
+	if !stop.IsZero() && stop.Before(until) {
+		until = stop
+	}
 	if f.sendingDone {
-		until = f.sendEnd.Add(drainLimit + time.Millisecond)
+		until = f.sendEnd.Add(f.grace + time.Millisecond)
 	}
-	if !until.IsZero() {
-		t := time.AfterFunc(time.Until(until), func() {
-			f.mu.Lock()
-			f.changed.Broadcast()
-			f.mu.Unlock()
-		})
-		defer t.Stop()
-	}
+	t := time.AfterFunc(time.Until(until), func() {
+		f.mu.Lock()
+		f.changed.Broadcast()
+		f.mu.Unlock()
+	})
+	defer t.Stop()
 	f.changed.Wait()
 }
 
@@ -290,12 +329,12 @@ func later(a, b time.Time) time.Time {
 }
 
 // finish half-closes the stream and waits for the reader (the last persisted
-// watermarks), at most a minute.
+// watermarks), at most the grace period.
 func (f *frameSource) finish(ctx context.Context) error {
 	if err := f.stream.CloseSend(); err != nil {
 		return err
 	}
-	t := time.NewTimer(time.Minute)
+	t := time.NewTimer(f.grace)
 	defer t.Stop()
 	select {
 	case <-f.readDone:

@@ -2,11 +2,11 @@ package bench
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
-	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
 // framePoolSize is the number of distinct W1 frames a FramePool holds:
@@ -27,10 +27,20 @@ type FramePool struct {
 // NewFramePool encodes the pool of source src: frame j holds W1 entries
 // j*batchSize to (j+1)*batchSize-1, tables prefixed with tablePrefix.
 func NewFramePool(src string, batchSize int, tablePrefix string) (*FramePool, error) {
-	p := &FramePool{batchSize: batchSize}
+	return newFramePoolOf(src, w1Batches(batchSize, tablePrefix))
+}
+
+// newFramePoolOf encodes the pool of source src: frame j holds the
+// entries makeBatch(j) returns, all batches of one size.
+func newFramePoolOf(src string, makeBatch func(j int) []codec.Entry) (*FramePool, error) {
+	p := &FramePool{}
 	for j := range framePoolSize {
-		entries := workload.Entries(int64(j*batchSize), int64(batchSize))
-		workload.PrefixTables(entries, tablePrefix)
+		entries := makeBatch(j)
+		if j == 0 {
+			p.batchSize = len(entries)
+		} else if len(entries) != p.batchSize {
+			return nil, fmt.Errorf("bench: frame pool: batch %d has %d entries, batch 0 %d", j, len(entries), p.batchSize)
+		}
 		f, err := codec.EncodeBatch(&codec.Batch{SourceID: []byte(src), Entries: entries})
 		if err != nil {
 			return nil, err

@@ -33,10 +33,13 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
 	}
+	if cfg.Workload != WorkloadW1 {
+		return nil, fmt.Errorf("bench: the raw baseline sends workload %s only", WorkloadW1)
+	}
 	cfg.SourcePrefix += "-raw"
 	rs := make([]*rawSource, cfg.Sources)
 	for i := range rs {
-		r, err := openRaw(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i))
+		r, err := openRaw(ctx, cfg.Addr, fmt.Sprintf("%s-%d", cfg.SourcePrefix, i), cfg.DialOptions)
 		if err != nil {
 			for _, r := range rs[:i] {
 				r.abort()
@@ -69,6 +72,29 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.Progress != nil {
 		stopProgress = rawProgress(cfg, start, rs)
 	}
+	// A stream blocked in Send (a server that stopped reading) sees no
+	// deadline: once no answer has come for the grace period, the streams
+	// get one more before they are cut.
+	var cut *time.Timer
+	stopWatch := watchStall(cfg.Grace, func() uint64 {
+		var n uint64
+		for _, r := range rs {
+			n += r.answered()
+		}
+		return n
+	}, func() {
+		cut = time.AfterFunc(cfg.Grace, func() {
+			for _, r := range rs {
+				r.cancel()
+			}
+		})
+	})
+	defer func() {
+		stopWatch()
+		if cut != nil {
+			cut.Stop()
+		}
+	}()
 	wg.Wait()
 	sendSecs := time.Since(start).Seconds()
 	var winEntries, winBytes uint64
@@ -79,8 +105,9 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 		r.mu.Unlock()
 	}
 	var end time.Time
+	drainEnd := time.Now().Add(cfg.Grace) // one grace period for all the streams
 	for _, r := range rs {
-		if err := r.finish(ctx); err != nil {
+		if err := r.finish(ctx, drainEnd); err != nil {
 			errs.add(err)
 		}
 		if r.lastAck.After(end) {
@@ -109,6 +136,10 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 			s.Nacks[k] += v
 		}
 		ackH.Merge(&r.hist)
+		if sent, ans := uint64(len(r.sent)), r.answeredLocked(); sent > ans {
+			s.UnackedBatches += sent - ans
+			s.UnackedEntries += (sent - ans) * uint64(cfg.BatchSize)
+		}
 		r.mu.Unlock()
 	}
 	s.AckLatency = ackH.Summary()
@@ -144,8 +175,8 @@ type rawSource struct {
 	recvErr      error
 }
 
-func openRaw(ctx context.Context, addr, src string) (*rawSource, error) {
-	bs, err := dialStream(ctx, addr, src)
+func openRaw(ctx context.Context, addr, src string, dopts []grpc.DialOption) (*rawSource, error) {
+	bs, err := dialStream(ctx, addr, src, dopts)
 	if err != nil {
 		return nil, err
 	}
@@ -168,9 +199,9 @@ type benchStream struct {
 
 // dialStream opens a stream for source id at addr and connects it in batch
 // mode with the binary protocol.
-func dialStream(ctx context.Context, addr, id string) (benchStream, error) {
+func dialStream(ctx context.Context, addr, id string, dopts []grpc.DialOption) (benchStream, error) {
 	var bs benchStream
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		return bs, err
 	}
@@ -260,14 +291,29 @@ func (r *rawSource) send(ctx context.Context, batchSize int, limit int64) error 
 	return nil
 }
 
-// finish half-closes the stream, waits for the server's answers (bounded by
-// ctx and a minute) and releases the connection.
-func (r *rawSource) finish(ctx context.Context) error {
+// answered counts the batches the server answered (ack, duplicate or nack).
+func (r *rawSource) answered() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.answeredLocked()
+}
+
+func (r *rawSource) answeredLocked() uint64 {
+	n := r.ackedBatches + r.dups
+	for _, v := range r.nacks {
+		n += v
+	}
+	return n
+}
+
+// finish half-closes the stream, waits for the server's answers (until ctx
+// ends or the deadline) and releases the connection.
+func (r *rawSource) finish(ctx context.Context, deadline time.Time) error {
 	defer r.abort()
 	if err := r.stream.CloseSend(); err != nil {
 		return err
 	}
-	t := time.NewTimer(time.Minute)
+	t := time.NewTimer(time.Until(deadline))
 	defer t.Stop()
 	select {
 	case <-r.done:
@@ -318,8 +364,8 @@ func rawProgress(cfg Config, start time.Time, rs []*rawSource) func() {
 // FlushServer asks the server at addr to commit its buffer now (the unary
 // Flush RPC) and waits for the result, so that consecutive runs start from an
 // empty buffer.
-func FlushServer(ctx context.Context, addr string) (*lakehousev1.FlushResult, error) {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func FlushServer(ctx context.Context, addr string, dopts ...grpc.DialOption) (*lakehousev1.FlushResult, error) {
+	conn, err := grpc.NewClient(addr, append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, dopts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("bench: flush: %w", err)
 	}

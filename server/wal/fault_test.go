@@ -367,7 +367,10 @@ func TestRecoverAfterFailedGroupCommitAcrossRoll(t *testing.T) {
 	checkEntries(t, replayAll(t, l), want)
 	more := appendN(t, l, 200, 12, func(int) int { return 500 })
 	want = append(want, more...)
+	// The offsets of the records cut off are gone with them.
+	checkRanges(t, l, want)
 	l = reopenAfterCrash(t, l, fs, opts, want)
+	checkRanges(t, l, want)
 	_ = l.Close()
 }
 

@@ -83,6 +83,7 @@ func (l *Log) Recover() error {
 		l.active = nil
 	}
 	l.coalesce = l.coalesce[:0]
+	l.pendOffs = l.pendOffs[:0]
 
 	// 1. Cut back to the last acknowledged record.
 	if err := l.removeSegmentsAfter(durable); err != nil {
@@ -111,6 +112,7 @@ func (l *Log) Recover() error {
 		l.mu.Lock()
 		acked.size = ackedOff
 		acked.last = durable
+		acked.offs = acked.offs[:durable-acked.first+1]
 		l.mu.Unlock()
 	}
 	l.mu.Lock()

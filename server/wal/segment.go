@@ -208,6 +208,7 @@ func (l *Log) scanSegment(s *segment, last bool, buf []byte) ([]byte, error) {
 	rr := newRecordReader(f, fi.Size(), buf)
 	want := s.first
 	for {
+		off := rr.off
 		_, reason, err := rr.next(want)
 		if err == io.EOF {
 			break
@@ -217,6 +218,7 @@ func (l *Log) scanSegment(s *segment, last bool, buf []byte) ([]byte, error) {
 		}
 		if reason == "" {
 			s.last = want
+			s.offs = append(s.offs, off)
 			want++
 			continue
 		}

@@ -123,6 +123,9 @@ type segment struct {
 	last  LSN // 0 while the segment holds no record
 	size  int64
 	path  string
+	// offs[i] is the offset of record first+i, for ReadRange; published
+	// with size and last.
+	offs []int64
 }
 
 // request is one queued append. The writer owns frame once it is queued.
@@ -178,6 +181,7 @@ type Log struct {
 	activeOff int64 // bytes written to active (may exceed activeSeg.size until published)
 	activeLst LSN   // last LSN written to active
 	coalesce  []byte
+	pendOffs  []int64 // offsets of the records written to active since the last publish
 }
 
 // Open opens (or creates) the log in opts.Dir. It verifies every segment,

@@ -119,6 +119,7 @@ func (l *Log) writeBatch(batch []*request, published *int64) error {
 				return err
 			}
 		}
+		l.pendOffs = append(l.pendOffs, l.activeOff+int64(len(l.coalesce)))
 		if err := l.writeFrame(frame); err != nil {
 			return err
 		}
@@ -188,6 +189,8 @@ func (l *Log) publish(published *int64) {
 	if l.activeLst != 0 {
 		l.activeSeg.last = l.activeLst
 	}
+	l.activeSeg.offs = append(l.activeSeg.offs, l.pendOffs...)
+	l.pendOffs = l.pendOffs[:0]
 	l.sizeBytes += delta
 	l.reserved -= delta
 	l.mu.Unlock()

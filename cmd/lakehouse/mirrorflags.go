@@ -1,0 +1,36 @@
+package main
+
+import (
+	"flag"
+
+	"github.com/dot-do/lakehouse-rpc/iceberg"
+)
+
+// mirrorFlags are the mirror table flags (docs/mirror.md), shared by serve
+// (which writes mirrors) and maintain (which maintains them).
+type mirrorFlags struct {
+	on           bool
+	namespace    string
+	nestedAsJSON bool
+	compactAt    int
+}
+
+// register adds the flags; writer adds those only a writer uses.
+func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
+	// Off by default when writing (serve): a mirror commit still costs
+	// seconds per table on a growing key space (docs/mirror.md), too much
+	// for every deployment. Maintenance covers mirror tables that exist.
+	fs.BoolVar(&m.on, "mirror", !writer, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md; off by default for serve while its commit cost is high)")
+	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
+	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
+	if writer {
+		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
+	}
+}
+
+func (m *mirrorFlags) apply(cfg *iceberg.Config) {
+	cfg.Mirror = m.on
+	cfg.MirrorNamespace = m.namespace
+	cfg.MirrorNestedAsJSON = m.nestedAsJSON
+	cfg.MirrorCompactDeleteFiles = m.compactAt
+}

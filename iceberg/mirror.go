@@ -1,0 +1,233 @@
+package iceberg
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/apache/iceberg-go/catalog"
+	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// Mirror tables (Config.Mirror) hold the current state of each CDC table:
+// one row per row_id with the latest `after`, typed columns, deleted rows
+// gone. The mirror of cdc.<T> is <MirrorNamespace>.<T>, format v2, written
+// with equality deletes on row_id.
+//
+// Stage folds each table's rows, above the mirror's own watermarks, to the
+// winning change per key and keeps them in memory (the flush's byte slices
+// die with Stage). CommitStaged commits the changelog table first, then its
+// mirror in a second transaction: the folded changes of every staged part
+// the mirror's watermarks do not cover, folded again across parts, minus
+// changes older than the row the mirror already holds. Every key touched
+// gets an equality delete (upsert), and the winners that are not deletes
+// are written as new rows, all in one snapshot with the mirror's per-source
+// watermarks as table properties.
+//
+// Crash between the two transactions: the changelog holds the rows, the
+// mirror does not, and CommitStaged has not returned, so the server keeps
+// the batches (in memory and in its write-ahead log, whose release and
+// saved state follow only a successful CommitStaged). A retry or a restart
+// stages them again: the changelog's watermarks skip them there, the
+// mirror's lower watermarks let them through to the mirror. Replaying a
+// commit the mirror already holds applies nothing (its watermarks cover it).
+//
+// Winner order: the greatest (event_time ms, source_id as bytes, entry_seq).
+// The writer keeps, per mirror table, an in-memory index of the order of
+// every key's current change, deletes included (tombstones), loaded from
+// the table's rows on first use; see docs/mirror.md for what a restart
+// forgets.
+
+// mirrorChange is one change of a key, folded.
+type mirrorChange struct {
+	key     string
+	source  string
+	entry   uint64
+	eventMs uint64
+	op      codec.Op
+	after   []byte // a copy; nil for deletes
+}
+
+// orderKey is a change's place in the winner order.
+type orderKey struct {
+	eventMs uint64
+	source  string
+	entry   uint64
+}
+
+func (c *mirrorChange) order() orderKey { return orderKey{c.eventMs, c.source, c.entry} }
+
+func compareOrder(a, b orderKey) int {
+	if c := cmp.Compare(a.eventMs, b.eventMs); c != 0 {
+		return c
+	}
+	if c := strings.Compare(a.source, b.source); c != 0 {
+		return c
+	}
+	return cmp.Compare(a.entry, b.entry)
+}
+
+// mirrorPart is the mirror side of a staged table: the winner per key of
+// the staged rows the mirror's watermarks did not cover.
+type mirrorPart struct {
+	changes map[string]*mirrorChange
+	spans   map[string]span
+	rows    int64
+}
+
+// foldMirror folds the rows of t above the mirror's watermarks have.
+func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
+	mp := &mirrorPart{changes: make(map[string]*mirrorChange), spans: make(map[string]span)}
+	sources := make(map[string]string) // interned source ids
+	for i := range t.Rows {
+		r := &t.Rows[i]
+		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
+			continue
+		}
+		mp.rows++
+		sp := mp.spans[r.SourceID]
+		sp.add(r.BatchSeq, r.Sequence)
+		mp.spans[r.SourceID] = sp
+		ord := orderKey{r.Timestamp, r.SourceID, r.Sequence}
+		if cur, ok := mp.changes[string(r.RowID)]; ok && compareOrder(ord, cur.order()) <= 0 {
+			continue
+		}
+		src, ok := sources[r.SourceID]
+		if !ok {
+			src = strings.Clone(r.SourceID)
+			sources[src] = src
+		}
+		ch := &mirrorChange{key: string(r.RowID), source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
+		if r.Op != codec.OpDelete {
+			ch.after = slices.Clone(r.After)
+			if ch.after == nil {
+				ch.after = []byte{}
+			}
+		}
+		mp.changes[ch.key] = ch
+	}
+	if mp.rows == 0 {
+		return nil
+	}
+	return mp
+}
+
+// mirrorIndex is the order of each key's current change in one mirror
+// table, tombstones included.
+type mirrorIndex struct {
+	order map[string]orderKey
+}
+
+// mirrorState is the sink's mirror bookkeeping.
+type mirrorState struct {
+	mu      sync.Mutex
+	indexes map[string]*mirrorIndex // by sanitised table name; guarded by Sink.mu
+	totals  MirrorTotals
+}
+
+// MirrorTotals are counters of the mirror writer over the sink's life.
+type MirrorTotals struct {
+	Commits            int64 // mirror snapshots committed
+	RowsWritten        int64 // rows written (winning inserts and updates)
+	KeysDeleted        int64 // keys removed by a winning delete
+	StaleChanges       int64 // changes older than the row the mirror held, not applied
+	ExtraRows          int64 // rows whose `after` went to _extra
+	SchemaUpdates      int64 // schema evolutions committed
+	Compactions        int64 // mirror compactions committed
+	DeleteFilesRemoved int64 // equality delete files dropped by compaction
+}
+
+// MirrorTotals returns the mirror counters.
+func (s *Sink) MirrorTotals() MirrorTotals {
+	s.mirror.mu.Lock()
+	defer s.mirror.mu.Unlock()
+	return s.mirror.totals
+}
+
+func (s *Sink) countMirror(f func(*MirrorTotals)) {
+	s.mirror.mu.Lock()
+	defer s.mirror.mu.Unlock()
+	f(&s.mirror.totals)
+}
+
+// MirrorIdentifier returns the Iceberg identifier of a CDC table's mirror
+// (original or sanitised name).
+func (s *Sink) MirrorIdentifier(name string) table.Identifier {
+	return append(catalog.ToIdentifier(s.cfg.MirrorNamespace), sink.SanitizeName(name))
+}
+
+// LoadMirrorTable loads a CDC table's mirror table.
+func (s *Sink) LoadMirrorTable(ctx context.Context, name string) (*table.Table, error) {
+	ident := s.MirrorIdentifier(name)
+	tbl, err := s.cat.LoadTable(ctx, ident)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: load mirror table %s: %w", strings.Join(ident, "."), err)
+	}
+	return s.wrap(tbl), nil
+}
+
+// ensureMirrorNamespace creates the mirror namespace when missing.
+func (s *Sink) ensureMirrorNamespace(ctx context.Context) error {
+	ns := catalog.ToIdentifier(s.cfg.MirrorNamespace)
+	ok, err := s.cat.CheckNamespaceExists(ctx, ns)
+	if err != nil {
+		return fmt.Errorf("iceberg: check namespace %q: %w", s.cfg.MirrorNamespace, err)
+	}
+	if ok {
+		return nil
+	}
+	err = s.cat.CreateNamespace(ctx, ns, map[string]string{"comment": "current state of the CDC tables, written by lakehouse"})
+	if err != nil && !errors.Is(err, catalog.ErrNamespaceAlreadyExists) {
+		return fmt.Errorf("iceberg: create namespace %q: %w", s.cfg.MirrorNamespace, err)
+	}
+	return nil
+}
+
+// mirrorWatermarks returns the watermarks of a CDC table's mirror, none
+// when the mirror does not exist yet.
+func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
+	tbl, err := s.cat.LoadTable(ctx, s.MirrorIdentifier(name))
+	if errors.Is(err, catalog.ErrNoSuchTable) {
+		return map[string]sink.Watermark{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load mirror table: %w", err)
+	}
+	return watermarksFromProps(tbl.Properties())
+}
+
+// loadOrCreateMirror loads a CDC table's mirror, creating it as needed.
+func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.Table, error) {
+	ident := s.MirrorIdentifier(original)
+	tbl, err := s.cat.LoadTable(ctx, ident)
+	if errors.Is(err, catalog.ErrNoSuchTable) {
+		tbl, err = s.cat.CreateTable(ctx, ident, MirrorSchema(), catalog.WithProperties(s.mirrorTableProps(original)))
+		if errors.Is(err, catalog.ErrTableAlreadyExists) {
+			tbl, err = s.cat.LoadTable(ctx, ident)
+		} else if err == nil {
+			s.log.Info("iceberg mirror table created", "table", strings.Join(ident, "."), "cdc_table", original, "location", tbl.Location())
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load mirror table %s: %w", strings.Join(ident, "."), err)
+	}
+	if got, ok := tbl.Properties()[PropOriginalName]; ok && got != original {
+		return nil, fmt.Errorf("mirror table %s holds CDC table %q, not %q", strings.Join(ident, "."), got, original)
+	}
+	if tbl.Metadata().Version() < 2 {
+		return nil, fmt.Errorf("mirror table %s is format v%d; equality deletes need v2", strings.Join(ident, "."), tbl.Metadata().Version())
+	}
+	return s.wrap(tbl), nil
+}
+
+// spansCommitted is committedBefore for any span set.
+func spansCommitted(spans map[string]span, have map[string]sink.Watermark) (bool, error) {
+	return committedBefore(&stagedTable{spans: spans}, have)
+}

@@ -1,0 +1,201 @@
+package iceberg
+
+import (
+	"encoding/json"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// buildMirrorRecord builds the Arrow record of the rows to write (the
+// winners that are not deletes), typed by the table's current schema. It
+// returns the number of rows whose `after` went to _extra.
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bool) (arrow.RecordBatch, int64, error) {
+	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
+	if err != nil {
+		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
+	}
+	fields := sc.Fields()
+	b := array.NewRecordBuilder(memory.DefaultAllocator, asc)
+	defer b.Release()
+	idx := make(map[int]int, len(fields)) // field id -> column
+	for i, f := range fields {
+		idx[f.ID] = i
+	}
+	var extraRows int64
+	for _, r := range rows {
+		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
+		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
+		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
+		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
+		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
+		m, ok := parseAfter(r.after)
+		fit := ok
+		used := 0
+		for i, f := range fields {
+			if f.ID <= mirrorFieldExtra {
+				continue
+			}
+			v, present := m[f.Name]
+			if present {
+				used++
+			}
+			if !appendJSON(b.Field(i), f.Type, v, nestedAsJSON) {
+				fit = false
+			}
+		}
+		if used < len(m) && !onlyNulls(m, fields) {
+			fit = false // a value with no column (no type to infer, or a reserved name)
+		}
+		eb := b.Field(idx[mirrorFieldExtra]).(*array.StringBuilder)
+		if fit {
+			eb.AppendNull()
+		} else {
+			eb.Append(string(r.after))
+			extraRows++
+		}
+	}
+	return b.NewRecordBatch(), extraRows, nil
+}
+
+// onlyNulls reports whether every key of m without a typed column holds
+// null, so that nothing is lost by leaving it out.
+func onlyNulls(m map[string]any, fields []iceberg.NestedField) bool {
+	have := make(map[string]bool, len(fields))
+	for _, f := range fields {
+		if f.ID > mirrorFieldExtra {
+			have[f.Name] = true
+		}
+	}
+	for k, v := range m {
+		if !have[k] && v != nil {
+			return false
+		}
+	}
+	return true
+}
+
+// appendJSON appends a decoded JSON value to a builder of type t. A value
+// that does not fit is appended as null and reported with false.
+func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool {
+	if v == nil {
+		b.AppendNull()
+		return true
+	}
+	miss := func() bool { b.AppendNull(); return false }
+	switch t := t.(type) {
+	case iceberg.StringType:
+		switch x := v.(type) {
+		case string:
+			b.(*array.StringBuilder).Append(x)
+			return true
+		case map[string]any, []any:
+			if !nestedAsJSON {
+				return miss()
+			}
+			js, err := json.Marshal(x)
+			if err != nil {
+				return miss()
+			}
+			b.(*array.StringBuilder).Append(string(js))
+			return true
+		}
+	case iceberg.Int64Type:
+		if n, ok := v.(json.Number); ok {
+			if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+				b.(*array.Int64Builder).Append(i)
+				return true
+			}
+		}
+	case iceberg.Int32Type:
+		if n, ok := v.(json.Number); ok {
+			if i, err := strconv.ParseInt(string(n), 10, 32); err == nil {
+				b.(*array.Int32Builder).Append(int32(i))
+				return true
+			}
+		}
+	case iceberg.Float64Type:
+		if n, ok := v.(json.Number); ok {
+			if f, err := n.Float64(); err == nil && !math.IsInf(f, 0) {
+				b.(*array.Float64Builder).Append(f)
+				return true
+			}
+		}
+	case iceberg.Float32Type:
+		if n, ok := v.(json.Number); ok {
+			if f, err := n.Float64(); err == nil && float64(float32(f)) == f {
+				b.(*array.Float32Builder).Append(float32(f))
+				return true
+			}
+		}
+	case iceberg.BooleanType:
+		if x, ok := v.(bool); ok {
+			b.(*array.BooleanBuilder).Append(x)
+			return true
+		}
+	case iceberg.TimestampTzType:
+		if x, ok := v.(string); ok {
+			if ts, err := time.Parse(time.RFC3339Nano, x); err == nil {
+				b.(*array.TimestampBuilder).Append(arrow.Timestamp(ts.UnixMicro()))
+				return true
+			}
+		}
+	case *iceberg.StructType:
+		obj, ok := v.(map[string]any)
+		if !ok {
+			return miss()
+		}
+		sb := b.(*array.StructBuilder)
+		sb.Append(true)
+		fit := true
+		for i, f := range t.FieldList {
+			if !appendJSON(sb.FieldBuilder(i), f.Type, obj[f.Name], nestedAsJSON) {
+				fit = false
+			}
+		}
+		return fit && onlyKnownOrNull(obj, t.FieldList)
+	case *iceberg.ListType:
+		arr, ok := v.([]any)
+		if !ok {
+			return miss()
+		}
+		lb := b.(*array.ListBuilder)
+		lb.Append(true)
+		fit := true
+		for _, e := range arr {
+			if !appendJSON(lb.ValueBuilder(), t.Element, e, nestedAsJSON) {
+				fit = false
+			}
+		}
+		return fit
+	}
+	return miss()
+}
+
+// onlyKnownOrNull reports whether every member of obj has a field, or is
+// null.
+func onlyKnownOrNull(obj map[string]any, fields []iceberg.NestedField) bool {
+	for k, v := range obj {
+		if v == nil {
+			continue
+		}
+		found := false
+		for _, f := range fields {
+			if f.Name == k {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,97 @@
+package iceberg
+
+import (
+	"fmt"
+	"maps"
+	"strconv"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// Defaults of the mirror settings of Config.
+const (
+	// DefaultMirrorNamespaceSuffix is appended to the CDC namespace to name
+	// the mirror namespace when Config.MirrorNamespace is empty.
+	DefaultMirrorNamespaceSuffix = "_current"
+	// DefaultMirrorCompactDeleteFiles: a mirror table is compacted by the
+	// commit that brings its delete files to this many. Scans slow down
+	// faster than linearly with the number of equality delete files, so
+	// this bounds both the delete files and the read cost.
+	DefaultMirrorCompactDeleteFiles = 16
+)
+
+// System columns of a mirror table. Their field ids are assigned when the
+// table is created and never change; typed columns get the next ids.
+const (
+	mirrorColRowID     = "row_id"
+	mirrorColSourceID  = "_source_id"
+	mirrorColEntrySeq  = "_entry_seq"
+	mirrorColEventTime = "_event_time"
+	mirrorColOp        = "_op"
+	mirrorColExtra     = "_extra"
+
+	mirrorFieldRowID     = 1
+	mirrorFieldSourceID  = 2
+	mirrorFieldEntrySeq  = 3
+	mirrorFieldEventTime = 4
+	mirrorFieldOp        = 5
+	mirrorFieldExtra     = 6
+)
+
+// mirrorSystemCols are the system column names: a JSON key named like one
+// of them cannot have a typed column and sends its row to _extra.
+var mirrorSystemCols = map[string]bool{
+	mirrorColRowID: true, mirrorColSourceID: true, mirrorColEntrySeq: true,
+	mirrorColEventTime: true, mirrorColOp: true, mirrorColExtra: true,
+}
+
+// PropMirrorOf marks a mirror table: it holds the changelog table's
+// identifier ("cdc.users").
+const PropMirrorOf = "lakehouse.mirror.of"
+
+func (cfg *Config) mirrorDefaults() error {
+	if cfg.MirrorNamespace == "" {
+		cfg.MirrorNamespace = cfg.Namespace + DefaultMirrorNamespaceSuffix
+	}
+	if cfg.MirrorNamespace == cfg.Namespace {
+		return fmt.Errorf("iceberg: mirror namespace %q must differ from the CDC namespace", cfg.MirrorNamespace)
+	}
+	if cfg.MirrorCompactDeleteFiles == 0 {
+		cfg.MirrorCompactDeleteFiles = DefaultMirrorCompactDeleteFiles
+	} else if cfg.MirrorCompactDeleteFiles == 1 {
+		return fmt.Errorf("iceberg: mirror compaction delete files (%d) must be at least 2, or negative to turn it off", cfg.MirrorCompactDeleteFiles)
+	}
+	return nil
+}
+
+// MirrorSchema returns the schema a mirror table is created with: the
+// system columns only; typed columns are added as rows need them.
+func MirrorSchema() *iceberg.Schema {
+	str := iceberg.PrimitiveTypes.String
+	return iceberg.NewSchemaWithIdentifiers(0, []int{mirrorFieldRowID},
+		iceberg.NestedField{ID: mirrorFieldRowID, Name: mirrorColRowID, Type: str, Required: true, Doc: "the row's key (the CDC entry's row id)"},
+		iceberg.NestedField{ID: mirrorFieldSourceID, Name: mirrorColSourceID, Type: str, Doc: "the source of the change the row holds"},
+		iceberg.NestedField{ID: mirrorFieldEntrySeq, Name: mirrorColEntrySeq, Type: iceberg.PrimitiveTypes.Int64, Doc: "the entry sequence of that change within its source"},
+		iceberg.NestedField{ID: mirrorFieldEventTime, Name: mirrorColEventTime, Type: iceberg.PrimitiveTypes.TimestampTz, Doc: "the event time of that change"},
+		iceberg.NestedField{ID: mirrorFieldOp, Name: mirrorColOp, Type: str, Doc: "INSERT or UPDATE"},
+		iceberg.NestedField{ID: mirrorFieldExtra, Name: mirrorColExtra, Type: str, Doc: "the whole row as JSON text when a value did not fit its typed column; null otherwise"},
+	)
+}
+
+// mirrorTableProps are the properties of a new mirror table.
+func (s *Sink) mirrorTableProps(original string) iceberg.Properties {
+	props := iceberg.Properties{
+		PropOriginalName:                   original,
+		PropMirrorOf:                       s.cfg.Namespace + "." + original,
+		table.PropertyFormatVersion:        "2",
+		table.ParquetCompressionKey:        "zstd",
+		table.WriteTargetFileSizeBytesKey:  strconv.FormatInt(s.cfg.TargetFileSizeBytes, 10),
+		table.CommitNumRetriesKey:          strconv.Itoa(s.cfg.CommitRetries),
+		table.WriteDeleteIsolationLevelKey: string(table.IsolationSnapshot), // one writer per table
+		dictColumnPrefix + mirrorColRowID:  "false",
+		dictColumnPrefix + mirrorColExtra:  "false",
+	}
+	maps.Copy(props, s.managedProps())
+	return props
+}

@@ -1,0 +1,231 @@
+package iceberg
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+)
+
+// Typed columns of a mirror table are inferred from the top-level keys of
+// the rows' `after` JSON: strings -> string, integers -> long, other
+// numbers -> double, booleans -> boolean, objects -> struct, arrays -> list
+// (or JSON text in a string column with Config.MirrorNestedAsJSON). The
+// first value seen decides a column's type. Later values either fit it
+// (a long fits a double column; int and float columns are widened to long
+// and double when a value needs it) or do not: then the typed value is
+// null and the whole row is kept as JSON text in _extra. A value with no
+// type to infer (null, [], {}) creates no column.
+
+// parseAfter decodes an `after` JSON object; ok is false when the text is
+// not a JSON object.
+func parseAfter(b []byte) (map[string]any, bool) {
+	if len(b) == 0 {
+		return nil, true
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var m map[string]any
+	if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
+		return nil, false
+	}
+	return m, true
+}
+
+// validColumnName reports whether a JSON key can name a typed column:
+// not empty, no dot (iceberg-go addresses nested fields by dotted paths),
+// no control characters, and not a system column.
+func validColumnName(k string) bool {
+	if k == "" || strings.ContainsAny(k, ".") || mirrorSystemCols[k] {
+		return false
+	}
+	for _, r := range k {
+		if r < 0x20 || r == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// inferType returns the column type for a first value, or nil when the
+// value has no type to infer.
+func inferType(v any, nestedAsJSON bool) iceberg.Type {
+	switch x := v.(type) {
+	case string:
+		return iceberg.PrimitiveTypes.String
+	case bool:
+		return iceberg.PrimitiveTypes.Bool
+	case json.Number:
+		if _, err := strconv.ParseInt(string(x), 10, 64); err == nil {
+			return iceberg.PrimitiveTypes.Int64
+		}
+		if f, err := x.Float64(); err == nil && !math.IsInf(f, 0) {
+			return iceberg.PrimitiveTypes.Float64
+		}
+		return nil
+	case map[string]any:
+		if nestedAsJSON {
+			return iceberg.PrimitiveTypes.String
+		}
+		var fields []iceberg.NestedField
+		for _, k := range slices.Sorted(mapKeys(x)) {
+			if !validColumnName(k) {
+				continue
+			}
+			if t := inferType(x[k], nestedAsJSON); t != nil {
+				fields = append(fields, iceberg.NestedField{Name: k, Type: t})
+			}
+		}
+		if len(fields) == 0 {
+			return nil
+		}
+		return &iceberg.StructType{FieldList: fields}
+	case []any:
+		if nestedAsJSON {
+			return iceberg.PrimitiveTypes.String
+		}
+		for _, e := range x {
+			if t := inferType(e, nestedAsJSON); t != nil {
+				return &iceberg.ListType{Element: t, ElementRequired: false}
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+func mapKeys(m map[string]any) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// schemaPlan collects the schema changes a commit's rows need, against a
+// working copy of the table's columns: new columns (top level or inside
+// structs) and widened primitives.
+type schemaPlan struct {
+	root         *planNode
+	nestedAsJSON bool
+	adds         []planChange
+	widens       []planChange
+}
+
+type planChange struct {
+	path []string
+	typ  iceberg.Type
+}
+
+// planNode is a column of the working copy.
+type planNode struct {
+	typ    iceberg.Type // the column's type (structs: as loaded or added)
+	fields map[string]*planNode
+	inList bool // inside a list element: no columns are added there
+	added  bool // added by this plan: children join its type directly
+}
+
+func newSchemaPlan(sc *iceberg.Schema, nestedAsJSON bool) *schemaPlan {
+	st := sc.AsStruct()
+	return &schemaPlan{root: nodeOf(&st, false), nestedAsJSON: nestedAsJSON}
+}
+
+func nodeOf(t iceberg.Type, inList bool) *planNode {
+	n := &planNode{typ: t, inList: inList}
+	// A list's elements get no planned children: nothing is added inside
+	// a list (a misfit there goes to _extra).
+	if x, ok := t.(*iceberg.StructType); ok {
+		n.fields = make(map[string]*planNode)
+		for _, f := range x.FieldList {
+			n.fields[f.Name] = nodeOf(f.Type, inList)
+		}
+	}
+	return n
+}
+
+func markAdded(n *planNode) {
+	n.added = true
+	for _, c := range n.fields {
+		markAdded(c)
+	}
+}
+
+// observeRow plans the changes a row's values need.
+func (p *schemaPlan) observeRow(m map[string]any) {
+	for _, k := range slices.Sorted(mapKeys(m)) {
+		if validColumnName(k) {
+			p.observe(p.root, []string{k}, m[k])
+		}
+	}
+}
+
+func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
+	name := path[len(path)-1]
+	n, ok := parent.fields[name]
+	if !ok {
+		if parent.inList {
+			return
+		}
+		t := inferType(v, p.nestedAsJSON)
+		if t == nil {
+			return
+		}
+		child := nodeOf(t, false)
+		markAdded(child)
+		parent.fields[name] = child
+		if parent.added {
+			// The parent struct is itself added by this plan: the new
+			// field joins its type (shared with the planned add).
+			st := parent.typ.(*iceberg.StructType)
+			st.FieldList = append(st.FieldList, iceberg.NestedField{Name: name, Type: t})
+			return
+		}
+		p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
+		return
+	}
+	switch t := n.typ.(type) {
+	case iceberg.Int32Type:
+		if num, ok := v.(json.Number); ok {
+			if i, err := strconv.ParseInt(string(num), 10, 64); err == nil && (i < math.MinInt32 || i > math.MaxInt32) {
+				n.typ = iceberg.PrimitiveTypes.Int64
+				p.widens = append(p.widens, planChange{path: slices.Clone(path), typ: n.typ})
+			}
+		}
+	case iceberg.Float32Type:
+		if num, ok := v.(json.Number); ok {
+			if f, err := num.Float64(); err == nil && float64(float32(f)) != f {
+				n.typ = iceberg.PrimitiveTypes.Float64
+				p.widens = append(p.widens, planChange{path: slices.Clone(path), typ: n.typ})
+			}
+		}
+	case *iceberg.StructType:
+		if obj, ok := v.(map[string]any); ok {
+			for _, k := range slices.Sorted(mapKeys(obj)) {
+				if validColumnName(k) {
+					p.observe(n, append(slices.Clone(path), k), obj[k])
+				}
+			}
+		}
+	case *iceberg.ListType:
+		_ = t // list elements never add columns; misfits go to _extra
+	}
+}
+
+// apply stages the planned changes on an UpdateSchema; it reports whether
+// there were any.
+func (p *schemaPlan) apply(u *table.UpdateSchema) bool {
+	for _, c := range p.adds {
+		u.AddColumn(c.path, c.typ, "", false, nil)
+	}
+	for _, c := range p.widens {
+		u.UpdateColumn(c.path, table.ColumnUpdate{FieldType: iceberg.Optional[iceberg.Type]{Valid: true, Val: c.typ}})
+	}
+	return len(p.adds)+len(p.widens) > 0
+}

@@ -1,0 +1,289 @@
+// Package coord keeps the leases that give each source one writer across
+// instances: a row per source in the catalog's PostgreSQL database, with the
+// owning instance, its address, an epoch (the fencing token, raised when
+// another instance takes the source) and an expiry. See docs/scale-out.md.
+//
+// Only the database's clock is used for expiry: instances never compare
+// their own clocks with it.
+package coord
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" database/sql driver
+
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
+)
+
+// Defaults of Options.
+const (
+	DefaultLeaseTTL    = 10 * time.Second
+	DefaultLockTimeout = 2 * time.Second
+)
+
+// Options configure a Store.
+type Options struct {
+	// DSN is the PostgreSQL DSN of the SQL catalog's database: the fence
+	// is checked in the catalog's own transactions, so the leases must be
+	// in the same database.
+	DSN string
+	// Owner is this instance's id (stable across restarts on one data
+	// directory). Required.
+	Owner string
+	// Addr is the address clients reach this instance at, told to clients
+	// that connect to another instance while this one owns their source.
+	Addr string
+	// TTL is how long a lease lasts without renewal. Default DefaultLeaseTTL.
+	TTL time.Duration
+	// LockTimeout bounds how long an acquire waits for a lease row locked
+	// by a commit in progress. Default DefaultLockTimeout.
+	LockTimeout time.Duration
+}
+
+// Store is the lease table.
+type Store struct {
+	db   *sql.DB
+	opts Options
+}
+
+// Lease is a lease this instance holds.
+type Lease struct {
+	Epoch uint64
+	// Committed is the source's committed mark (every table holds its
+	// batches up to it); HasCommitted is false when no owner recorded one.
+	CommittedSeq, CommittedEntry uint64
+	HasCommitted                 bool
+}
+
+// HeldError is an acquire refused because another live instance holds the
+// lease.
+type HeldError struct {
+	Source, Owner, Addr string
+}
+
+func (e *HeldError) Error() string {
+	return fmt.Sprintf("source %q is owned by instance %s at %q", e.Source, e.Owner, e.Addr)
+}
+
+// Mark is a committed mark of a source, under the epoch its batches were
+// committed with.
+type Mark struct {
+	Source     string
+	Epoch      uint64
+	Seq, Entry uint64
+}
+
+// Open connects and creates the lease table if needed.
+func Open(ctx context.Context, o Options) (*Store, error) {
+	if o.DSN == "" {
+		return nil, errors.New("coord: Options.DSN is required")
+	}
+	if o.Owner == "" {
+		return nil, errors.New("coord: Options.Owner is required")
+	}
+	if o.TTL <= 0 {
+		o.TTL = DefaultLeaseTTL
+	}
+	if o.LockTimeout <= 0 {
+		o.LockTimeout = DefaultLockTimeout
+	}
+	db, err := sql.Open("pgx", o.DSN)
+	if err != nil {
+		return nil, fmt.Errorf("coord: %w", err)
+	}
+	s := &Store{db: db, opts: o}
+	if err := s.createTable(ctx); err != nil {
+		_ = db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// Owner is this instance's id.
+func (s *Store) Owner() string { return s.opts.Owner }
+
+// TTL is the lease duration.
+func (s *Store) TTL() time.Duration { return s.opts.TTL }
+
+// Close closes the database handle.
+func (s *Store) Close() error { return s.db.Close() }
+
+// createTable creates the table under an advisory lock: concurrent CREATE
+// TABLE IF NOT EXISTS of several starting instances can otherwise fail.
+func (s *Store) createTable(ctx context.Context) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("coord: create lease table: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(746163)`); err != nil {
+		return fmt.Errorf("coord: create lease table: %w", err)
+	}
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+fence.LeaseTable+` (
+		source_id text PRIMARY KEY,
+		owner text NOT NULL,
+		addr text NOT NULL DEFAULT '',
+		epoch bigint NOT NULL,
+		expires_at timestamptz NOT NULL,
+		committed_seq bigint,
+		committed_entry bigint)`); err != nil {
+		return fmt.Errorf("coord: create lease table: %w", err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("coord: create lease table: %w", err)
+	}
+	return nil
+}
+
+func (s *Store) ttlSecs() float64 { return s.opts.TTL.Seconds() }
+
+const acquireSQL = `INSERT INTO ` + fence.LeaseTable + ` AS l (source_id, owner, addr, epoch, expires_at)
+VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
+ON CONFLICT (source_id) DO UPDATE SET
+	epoch = CASE WHEN l.owner = EXCLUDED.owner THEN l.epoch ELSE l.epoch + 1 END,
+	owner = EXCLUDED.owner, addr = EXCLUDED.addr, expires_at = EXCLUDED.expires_at
+WHERE l.owner = EXCLUDED.owner OR l.expires_at < now()
+RETURNING epoch, committed_seq, committed_entry`
+
+// Acquire takes source's lease: a free or expired lease is taken with its
+// epoch raised; one this instance owns keeps its epoch (its batches under
+// it stay committable). A lease another live instance holds is a
+// *HeldError. It waits at most LockTimeout for a commit that holds the row.
+func (s *Store) Acquire(ctx context.Context, source string) (Lease, error) {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`SET LOCAL lock_timeout = %d`, max(s.opts.LockTimeout.Milliseconds(), 1))); err != nil {
+		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
+	var (
+		l            Lease
+		epoch        int64
+		cseq, centry sql.NullInt64
+	)
+	err = tx.QueryRowContext(ctx, acquireSQL, source, s.opts.Owner, s.opts.Addr, s.ttlSecs()).Scan(&epoch, &cseq, &centry)
+	if errors.Is(err, sql.ErrNoRows) {
+		held := &HeldError{Source: source}
+		if err := tx.QueryRowContext(ctx, `SELECT owner, addr FROM `+fence.LeaseTable+` WHERE source_id = $1`, source).
+			Scan(&held.Owner, &held.Addr); err != nil {
+			return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+		}
+		return Lease{}, held
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
+	l.Epoch = uint64(epoch)
+	l.CommittedSeq, l.CommittedEntry = uint64(cseq.Int64), uint64(centry.Int64)
+	l.HasCommitted = cseq.Valid
+	return l, nil
+}
+
+// Reclaim renews source's lease if this instance still holds it at epoch
+// (expired or not): an instance restarted on its data directory resumes the
+// leases its logged batches were accepted under. False: the source moved.
+func (s *Store) Reclaim(ctx context.Context, source string, epoch uint64) (bool, error) {
+	res, err := s.db.ExecContext(ctx, `UPDATE `+fence.LeaseTable+` SET expires_at = now() + make_interval(secs => $4), addr = $5
+		WHERE source_id = $1 AND owner = $2 AND epoch = $3`, source, s.opts.Owner, int64(epoch), s.ttlSecs(), s.opts.Addr)
+	if err != nil {
+		return false, fmt.Errorf("coord: reclaim %q: %w", source, err)
+	}
+	n, err := res.RowsAffected()
+	return n == 1, err
+}
+
+// Renew extends the leases held (source -> epoch) and returns those no
+// longer held.
+func (s *Store) Renew(ctx context.Context, held map[string]uint64) (lost []string, err error) {
+	if len(held) == 0 {
+		return nil, nil
+	}
+	ids, epochs := split(held)
+	rows, err := s.db.QueryContext(ctx, `UPDATE `+fence.LeaseTable+` AS l SET expires_at = now() + make_interval(secs => $4)
+		FROM unnest($2::text[], $3::bigint[]) AS h(source_id, epoch)
+		WHERE l.source_id = h.source_id AND l.epoch = h.epoch AND l.owner = $1
+		RETURNING l.source_id`, s.opts.Owner, ids, epochs, s.ttlSecs())
+	if err != nil {
+		return nil, fmt.Errorf("coord: renew: %w", err)
+	}
+	renewed, err := scanIDs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("coord: renew: %w", err)
+	}
+	for id := range held {
+		if !renewed[id] {
+			lost = append(lost, id)
+		}
+	}
+	return lost, nil
+}
+
+// Release ends a lease at once, so that another instance can take the
+// source without waiting for it to expire. The row keeps its owner and
+// epoch: if this instance acquires it again before anyone else, the epoch
+// is unchanged.
+func (s *Store) Release(ctx context.Context, source string, epoch uint64) error {
+	_, err := s.db.ExecContext(ctx, `UPDATE `+fence.LeaseTable+` SET expires_at = now()
+		WHERE source_id = $1 AND owner = $2 AND epoch = $3`, source, s.opts.Owner, int64(epoch))
+	if err != nil {
+		return fmt.Errorf("coord: release %q: %w", source, err)
+	}
+	return nil
+}
+
+// MarkCommitted raises the committed marks of sources this instance holds at
+// the marks' epochs, and returns the sources whose mark was recorded.
+func (s *Store) MarkCommitted(ctx context.Context, marks []Mark) (map[string]bool, error) {
+	if len(marks) == 0 {
+		return nil, nil
+	}
+	ids := make([]string, len(marks))
+	epochs, seqs, entries := make([]int64, len(marks)), make([]int64, len(marks)), make([]int64, len(marks))
+	for i, m := range marks {
+		ids[i], epochs[i], seqs[i], entries[i] = m.Source, int64(m.Epoch), int64(m.Seq), int64(m.Entry)
+	}
+	rows, err := s.db.QueryContext(ctx, `UPDATE `+fence.LeaseTable+` AS l SET
+			committed_seq = GREATEST(COALESCE(l.committed_seq, 0), m.seq),
+			committed_entry = GREATEST(COALESCE(l.committed_entry, 0), m.entry)
+		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS m(source_id, epoch, seq, entry)
+		WHERE l.source_id = m.source_id AND l.epoch = m.epoch AND l.owner = $1
+		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries)
+	if err != nil {
+		return nil, fmt.Errorf("coord: mark committed: %w", err)
+	}
+	ok, err := scanIDs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("coord: mark committed: %w", err)
+	}
+	return ok, nil
+}
+
+func split(held map[string]uint64) ([]string, []int64) {
+	ids, epochs := make([]string, 0, len(held)), make([]int64, 0, len(held))
+	for id, e := range held {
+		ids, epochs = append(ids, id), append(epochs, int64(e))
+	}
+	return ids, epochs
+}
+
+func scanIDs(rows *sql.Rows) (map[string]bool, error) {
+	defer rows.Close()
+	out := make(map[string]bool)
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, err
+		}
+		out[id] = true
+	}
+	return out, rows.Err()
+}
