@@ -155,6 +155,12 @@ type Config struct {
 	// in a fenced commit then blocks takeovers for at most that long
 	// (fence.go, docs/scale-out.md). Set it to the lease TTL.
 	FenceIdleTxTimeout time.Duration
+	// ExclusiveMaintenance runs each table's maintenance pass under a
+	// PostgreSQL advisory lock of the catalog's database, so that among
+	// several instances on one catalog only one maintains a table at a
+	// time; the others skip it (maintlock.go). Needs the SQL catalog on
+	// PostgreSQL.
+	ExclusiveMaintenance bool
 
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -225,6 +231,10 @@ func (cfg Config) withDefaults() (Config, error) {
 	case CatalogSQL, CatalogREST, CatalogGlue:
 	default:
 		return cfg, fmt.Errorf("iceberg: unknown catalog type %q (want sql, rest or glue)", cfg.CatalogType)
+	}
+	if cfg.ExclusiveMaintenance && (cfg.CatalogType != CatalogSQL ||
+		!(strings.HasPrefix(cfg.CatalogURI, "postgres://") || strings.HasPrefix(cfg.CatalogURI, "postgresql://"))) {
+		return cfg, errors.New("iceberg: Config.ExclusiveMaintenance needs the SQL catalog on PostgreSQL (a postgres:// CatalogURI)")
 	}
 	return cfg, nil
 }

@@ -27,6 +27,9 @@ type MaintenanceTotals struct {
 	FilesWrittenCompaction int64
 	OrphanRuns             int64
 	OrphansRemoved         int64
+	// SkippedElsewhere counts table passes skipped because another
+	// instance was maintaining the table (ExclusiveMaintenance).
+	SkippedElsewhere int64
 }
 
 // maintState holds the results of maintenance, for status and metrics.
@@ -119,9 +122,25 @@ func (s *Sink) Maintain(ctx context.Context, opts MaintainOptions) error {
 // MaintainTable runs one maintenance pass over one table (original or
 // sanitised name). Every job keeps the table's rows exactly as they are.
 // Each job has its own deadline, MaintenanceConfig.Timeout.
+//
+// With ExclusiveMaintenance, a table another instance is maintaining is
+// skipped (nil error, counted in SkippedElsewhere).
 func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOptions) error {
 	cfg := s.cfg.Maintenance
 	start := time.Now()
+	lctx, cancel := context.WithTimeout(ctx, cfg.Timeout)
+	release, err := s.lockTableMaintenance(lctx, name)
+	cancel()
+	if errors.Is(err, errMaintLockHeld) {
+		s.count(func(t *MaintenanceTotals) { t.SkippedElsewhere++ })
+		s.log.Debug("table maintenance skipped: another instance is maintaining it", "table", name)
+		return nil
+	}
+	if err != nil {
+		s.count(func(t *MaintenanceTotals) { t.Runs++; t.Failures++ })
+		return fmt.Errorf("iceberg: maintain table %s: %w", sink.SanitizeName(name), err)
+	}
+	defer release()
 	h := s.healthOf(name)
 	var (
 		run  sink.TableHealth
@@ -144,10 +163,7 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		}
 		return err
 	}
-	var (
-		n   int
-		err error
-	)
+	var n int
 	err = job(func(ctx context.Context) (err error) { n, err = s.expireSnapshots(ctx, name); return err })
 	if err != nil {
 		errs = append(errs, fmt.Errorf("expire snapshots: %w", err))

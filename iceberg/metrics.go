@@ -11,7 +11,7 @@ type maintCollector struct {
 
 	snapshots, dataFiles, manifests, metaBytes *prometheus.Desc
 
-	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans *prometheus.Desc
+	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans, skipped *prometheus.Desc
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
 }
@@ -40,6 +40,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		filesWritten:   d("lakehouse_compaction_files_written_total", "Data files written by compaction.", nil),
 		orphanRuns:     d("lakehouse_orphan_runs_total", "Orphan cleanup passes.", nil),
 		orphans:        d("lakehouse_orphan_files_removed_total", "Unreferenced files removed by orphan cleanup.", nil),
+		skipped:        d("lakehouse_maintenance_skipped_total", "Table maintenance passes skipped because another instance was maintaining the table (multi-instance mode).", nil),
 
 		mirrorCommits:     d("lakehouse_mirror_commits_total", "Mirror table snapshots committed.", nil),
 		mirrorRows:        d("lakehouse_mirror_rows_written_total", "Rows written to mirror tables (winning inserts and updates).", nil),
@@ -54,7 +55,7 @@ func (s *Sink) Collector() prometheus.Collector {
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
-		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans,
+		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans, c.skipped,
 		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved} {
 		ch <- d
 	}
@@ -81,6 +82,7 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.filesWritten, t.FilesWrittenCompaction)
 	counter(c.orphanRuns, t.OrphanRuns)
 	counter(c.orphans, t.OrphansRemoved)
+	counter(c.skipped, t.SkippedElsewhere)
 	m := c.s.MirrorTotals()
 	counter(c.mirrorCommits, m.Commits)
 	counter(c.mirrorRows, m.RowsWritten)

@@ -277,6 +277,8 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason, maxBatches int) *lake
 	res.Success = true
 	res.BatchesFlushed = uint64(len(batches))
 	res.EntriesFlushed = uint64(entries)
+	s.committedBatches.Add(res.BatchesFlushed)
+	s.committedEntries.Add(res.EntriesFlushed)
 	res.BytesWritten = uint64(st.StagedBytes())
 	s.log.Debug("staged", "reason", reason, "batches", len(batches), "entries", entries,
 		"rows", st.StagedRows(), "bytes", st.StagedBytes(), "duration_ms", res.DurationMs)

@@ -142,6 +142,7 @@ func (s *Server) dropStale(batches []*bufBatch, entries int) ([]*bufBatch, int) 
 	kept, dropped := s.buf.dropInflight(func(b *bufBatch) bool { return b.epoch != 0 && b.epoch == b.src.epoch.Load() })
 	if dropped > 0 {
 		s.m.fencedBatches.Add(float64(dropped))
+		s.droppedBatches.Add(uint64(dropped))
 		s.log.Warn("dropped batches of sources that moved to another instance", "batches", dropped)
 		entries = 0
 		for _, b := range kept {

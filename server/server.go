@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,6 +71,9 @@ type Server struct {
 	flushRate   float64 // bytes per ms of the last successful stage or flush, for retry delays
 	wf          walFault
 	commits     []CommitRecord // recent table commits, oldest first
+
+	// Totals since start, for Drain (drain.go).
+	committedBatches, committedEntries, droppedBatches atomic.Uint64
 
 	// walGate is held shared by accept from its write-ahead log check to
 	// the batch's enqueue, and exclusively by the log's recovery, so that

@@ -9,6 +9,7 @@
 //	lakehouse scan      print rows of an Iceberg table
 //	lakehouse tables    list Iceberg tables
 //	lakehouse maintain  run one table maintenance pass (expiry, compaction, orphan cleanup)
+//	lakehouse replay    commit a dead instance's write-ahead log, then exit
 //	lakehouse token     generate a bearer token for --auth-tokens
 //	lakehouse demo      a first look: a server, native and legacy sources, the tables
 //
@@ -48,6 +49,7 @@ func commands() map[string]command {
 		"scan":     {"print rows of an Iceberg table", runScan, ""},
 		"tables":   {"list Iceberg tables with row and snapshot counts", runTables, ""},
 		"maintain": {"run one table maintenance pass: expire snapshots, compact, remove orphans", runMaintain, ""},
+		"replay":   {"commit a dead instance's write-ahead log through the catalog, then exit", runReplay, replayDoc},
 		"demo":     {"a first look: an in-process server, W1 from native and legacy sources, the tables and how to read them", runDemo, ""},
 		"token":    {"generate a bearer token and the hash line of the token file", runToken, tokenDoc},
 		"version":  {"print the version", runVersion, ""},

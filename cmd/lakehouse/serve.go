@@ -40,6 +40,9 @@ type sinkFlags struct {
 	mirror     *mirrorFlags // serve and maintain only
 	// fenceIdleTx is the lease TTL in multi-instance mode (coordflags.go).
 	fenceIdleTx time.Duration
+	// exclusiveMaint: multi-instance mode maintains each table on one
+	// instance at a time.
+	exclusiveMaint bool
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -81,18 +84,19 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		mc = f.maint.cfg
 	}
 	cfg := iceberg.Config{
-		Maintenance:         mc,
-		DataDir:             dataDir,
-		CatalogType:         f.catalog,
-		CatalogURI:          f.catalogURI,
-		Credential:          f.credential,
-		Token:               f.token,
-		Warehouse:           f.warehouse,
-		Namespace:           f.namespace,
-		TargetFileSizeBytes: f.fileSize,
-		Properties:          props,
-		Logger:              log,
-		FenceIdleTxTimeout:  f.fenceIdleTx,
+		Maintenance:          mc,
+		DataDir:              dataDir,
+		CatalogType:          f.catalog,
+		CatalogURI:           f.catalogURI,
+		Credential:           f.credential,
+		Token:                f.token,
+		Warehouse:            f.warehouse,
+		Namespace:            f.namespace,
+		TargetFileSizeBytes:  f.fileSize,
+		Properties:           props,
+		Logger:               log,
+		FenceIdleTxTimeout:   f.fenceIdleTx,
+		ExclusiveMaintenance: f.exclusiveMaint,
 	}
 	if f.mirror != nil {
 		f.mirror.apply(&cfg)
@@ -252,6 +256,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		defer leases.Close()
 		cfg.Coordinator = leases
 		sf.fenceIdleTx = o.coord.ttl
+		sf.exclusiveMaint = true
 	}
 	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
 	if err != nil {
