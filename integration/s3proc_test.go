@@ -29,6 +29,7 @@ import (
 //	s3.Pause(t)  // SIGSTOP: connections are accepted by the kernel, never answered
 //	s3.Resume(t) // SIGCONT
 //	s3.Kill()    // SIGKILL (also done by t.Cleanup)
+//	uri := s3.RESTCatalog(t, "cat") // SeaweedFS only (skips otherwise): --catalog rest --catalog-uri uri --warehouse s3://cat
 //
 // Which server runs:
 //   - SeaweedFS (`weed server -s3`), the preferred one, when a weed binary is
@@ -52,6 +53,12 @@ type s3Proc struct {
 	Kind string
 	// Log is the path of the server's output.
 	Log string
+	// Iceberg is SeaweedFS's Iceberg REST catalog, http://127.0.0.1:PORT
+	// ("" for gofakes3, which has none). See RESTCatalog.
+	Iceberg string
+
+	bin           string // the weed binary, for `weed shell`
+	master, filer string // weed shell's -master and -filer: HOST:PORT.GRPCPORT
 
 	t       *testing.T
 	cmd     *exec.Cmd
@@ -111,12 +118,12 @@ func startWeed(t *testing.T, bin string) *s3Proc {
 	dir := t.TempDir()
 	ports := map[string]int{}
 	for _, name := range []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-		"filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"} {
+		"filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg"} {
 		ports[name] = freePort(t)
 	}
 	args := []string{"server", "-dir=" + filepath.Join(dir, "data"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-s3", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
-		"-s3.port.iceberg=0", "-s3.port.lance=0"}
+		"-s3.port.lance=0"}
 	var sockets []string
 	for name, port := range ports {
 		args = append(args, fmt.Sprintf("-%s=%d", name, port))
@@ -130,7 +137,10 @@ func startWeed(t *testing.T, bin string) *s3Proc {
 		t.Fatal(err)
 	}
 	p := &s3Proc{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", ports["s3.port"]), Kind: "seaweedfs",
-		Log: filepath.Join(dir, "weed.log"), sockets: sockets}
+		Log: filepath.Join(dir, "weed.log"), sockets: sockets,
+		Iceberg: fmt.Sprintf("http://127.0.0.1:%d", ports["s3.port.iceberg"]), bin: bin,
+		master: fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
+		filer:  fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"])}
 	p.start(t, bin, args, nil)
 	// The gateway answers before the filer and a volume are ready: wait
 	// until an object can be written and read back.
@@ -297,6 +307,40 @@ func (p *s3Proc) CreateBucket(t *testing.T, bucket string) {
 	t.Helper()
 	if err := p.request(http.MethodPut, "/"+bucket, nil); err != nil {
 		t.Fatalf("create bucket %q: %v", bucket, err)
+	}
+}
+
+// RESTCatalog creates the table bucket name in SeaweedFS's Iceberg REST
+// catalog and returns the catalog's URI; its warehouse is s3://<name>. The
+// test is skipped on gofakes3, which has no REST catalog.
+func (p *s3Proc) RESTCatalog(t *testing.T, name string) string {
+	t.Helper()
+	if p.Kind != "seaweedfs" {
+		t.Skipf("the Iceberg REST catalog needs SeaweedFS (set LAKEHOUSE_TEST_WEED or cache the binary at %s); the object store is %s", weedCachePath(), p.Kind)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, p.bin, "shell", "-master="+p.master, "-filer="+p.filer)
+	cmd.Stdin = strings.NewReader("s3tables.bucket -create -name " + name + " -account 000000000000\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "bucket/"+name) {
+		t.Fatalf("weed shell s3tables.bucket -create -name %s: %v\n%s", name, err, out)
+	}
+	// The catalog's port may open after the S3 gateway's.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.Iceberg + "/v1/config?warehouse=s3://" + name)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p.Iceberg
+			}
+			err = fmt.Errorf("GET /v1/config: %s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Iceberg REST catalog at %s: %v\n%s", p.Iceberg, err, readLog(t, p.Log))
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 
