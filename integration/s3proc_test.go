@@ -6,12 +6,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -356,14 +354,7 @@ func (p *s3Proc) Props() map[string]string {
 }
 
 // CatalogProps is Props as the value of serve's --catalog-props.
-func (p *s3Proc) CatalogProps() string {
-	props := p.Props()
-	var kv []string
-	for _, k := range slices.Sorted(maps.Keys(props)) {
-		kv = append(kv, k+"="+props[k])
-	}
-	return strings.Join(kv, ",")
-}
+func (p *s3Proc) CatalogProps() string { return catalogProps(p.Props()) }
 
 // Env is what a lakehouse process needs besides the properties: no EC2
 // metadata lookups for credentials or region.
