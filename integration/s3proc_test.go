@@ -371,6 +371,38 @@ func (p *s3Proc) Pause(t *testing.T) {
 	if err := p.signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("pause %s: %v", p.Kind, err)
 	}
+	p.waitStopped(t)
+}
+
+// waitStopped waits until every thread of the server is stopped. kill(2)
+// returns before they are: the thread that takes SIGSTOP stops the others
+// when it next runs, and until then another thread may still answer a
+// request. Where there is no /proc, it returns at once.
+func (p *s3Proc) waitStopped(t *testing.T) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			return
+		}
+		running := 0
+		for _, task := range tasks {
+			stat, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+			// The state follows the command name in parentheses: "T" is
+			// stopped, "Z" and "X" are exiting threads.
+			if i := strings.LastIndexByte(string(stat), ')'); err == nil && i > 0 && i+2 < len(stat) &&
+				!strings.ContainsRune("TZX", rune(stat[i+2])) {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pause %s: %d threads still running 10s after SIGSTOP", p.Kind, running)
+		}
+	}
 }
 
 // Resume continues a paused server (SIGCONT).
