@@ -57,7 +57,7 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 	readerDone := make(chan struct{})
 	go func() {
 		defer close(readerDone)
-		snapshotReader(t, rctx, dataDir, &reads, &readErrs)
+		snapshotReader(t, rctx, iceberg.Config{DataDir: dataDir}, &reads, &readErrs)
 	}()
 
 	// The first process exits at its third compaction commit.
@@ -140,13 +140,15 @@ const exitCompactionFaultEnv = "LAKEHOUSE_TEST_EXIT_BEFORE_COMPACTION_COMMIT"
 
 // snapshotReader reads every table's current snapshot in a loop and checks
 // that, per source, the entries form the unbroken sequence W1 puts in that
-// table (entry e goes to table (e-1) mod 8): no duplicate, no gap.
-func snapshotReader(t *testing.T, ctx context.Context, dataDir string, reads, retried *atomic.Int64) {
+// table (entry e goes to table (e-1) mod 8): no duplicate, no gap. cfg
+// names the catalog and warehouse to read.
+func snapshotReader(t *testing.T, ctx context.Context, cfg iceberg.Config, reads, retried *atomic.Int64) {
 	var sk *iceberg.Sink
+	cfg.Logger = quietLogger()
 	for ctx.Err() == nil {
 		if sk == nil {
 			var err error
-			if sk, err = iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Logger: quietLogger()}); err != nil {
+			if sk, err = iceberg.Open(ctx, cfg); err != nil {
 				retried.Add(1)
 				time.Sleep(100 * time.Millisecond)
 				continue

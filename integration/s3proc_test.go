@@ -6,12 +6,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"maps"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,6 +27,7 @@ import (
 //	s3.Pause(t)  // SIGSTOP: connections are accepted by the kernel, never answered
 //	s3.Resume(t) // SIGCONT
 //	s3.Kill()    // SIGKILL (also done by t.Cleanup)
+//	uri := s3.RESTCatalog(t, "cat") // SeaweedFS only (skips otherwise): --catalog rest --catalog-uri uri --warehouse s3://cat
 //
 // Which server runs:
 //   - SeaweedFS (`weed server -s3`), the preferred one, when a weed binary is
@@ -52,6 +51,12 @@ type s3Proc struct {
 	Kind string
 	// Log is the path of the server's output.
 	Log string
+	// Iceberg is SeaweedFS's Iceberg REST catalog, http://127.0.0.1:PORT
+	// ("" for gofakes3, which has none). See RESTCatalog.
+	Iceberg string
+
+	bin           string // the weed binary, for `weed shell`
+	master, filer string // weed shell's -master and -filer: HOST:PORT.GRPCPORT
 
 	t       *testing.T
 	cmd     *exec.Cmd
@@ -111,12 +116,12 @@ func startWeed(t *testing.T, bin string) *s3Proc {
 	dir := t.TempDir()
 	ports := map[string]int{}
 	for _, name := range []string{"master.port", "master.port.grpc", "volume.port", "volume.port.grpc",
-		"filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc"} {
+		"filer.port", "filer.port.grpc", "s3.port", "s3.port.grpc", "s3.port.iceberg"} {
 		ports[name] = freePort(t)
 	}
 	args := []string{"server", "-dir=" + filepath.Join(dir, "data"), "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-s3", "-volume.max=100", "-master.volumeSizeLimitMB=64", "-master.telemetry=false",
-		"-s3.port.iceberg=0", "-s3.port.lance=0"}
+		"-s3.port.lance=0"}
 	var sockets []string
 	for name, port := range ports {
 		args = append(args, fmt.Sprintf("-%s=%d", name, port))
@@ -130,7 +135,10 @@ func startWeed(t *testing.T, bin string) *s3Proc {
 		t.Fatal(err)
 	}
 	p := &s3Proc{Endpoint: fmt.Sprintf("http://127.0.0.1:%d", ports["s3.port"]), Kind: "seaweedfs",
-		Log: filepath.Join(dir, "weed.log"), sockets: sockets}
+		Log: filepath.Join(dir, "weed.log"), sockets: sockets,
+		Iceberg: fmt.Sprintf("http://127.0.0.1:%d", ports["s3.port.iceberg"]), bin: bin,
+		master: fmt.Sprintf("127.0.0.1:%d.%d", ports["master.port"], ports["master.port.grpc"]),
+		filer:  fmt.Sprintf("127.0.0.1:%d.%d", ports["filer.port"], ports["filer.port.grpc"])}
 	p.start(t, bin, args, nil)
 	// The gateway answers before the filer and a volume are ready: wait
 	// until an object can be written and read back.
@@ -300,6 +308,40 @@ func (p *s3Proc) CreateBucket(t *testing.T, bucket string) {
 	}
 }
 
+// RESTCatalog creates the table bucket name in SeaweedFS's Iceberg REST
+// catalog and returns the catalog's URI; its warehouse is s3://<name>. The
+// test is skipped on gofakes3, which has no REST catalog.
+func (p *s3Proc) RESTCatalog(t *testing.T, name string) string {
+	t.Helper()
+	if p.Kind != "seaweedfs" {
+		t.Skipf("the Iceberg REST catalog needs SeaweedFS (set LAKEHOUSE_TEST_WEED or cache the binary at %s); the object store is %s", weedCachePath(), p.Kind)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, p.bin, "shell", "-master="+p.master, "-filer="+p.filer)
+	cmd.Stdin = strings.NewReader("s3tables.bucket -create -name " + name + " -account 000000000000\n")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "bucket/"+name) {
+		t.Fatalf("weed shell s3tables.bucket -create -name %s: %v\n%s", name, err, out)
+	}
+	// The catalog's port may open after the S3 gateway's.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(p.Iceberg + "/v1/config?warehouse=s3://" + name)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p.Iceberg
+			}
+			err = fmt.Errorf("GET /v1/config: %s", resp.Status)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Iceberg REST catalog at %s: %v\n%s", p.Iceberg, err, readLog(t, p.Log))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // Props are the iceberg sink's storage properties for this server.
 func (p *s3Proc) Props() map[string]string {
 	return map[string]string{
@@ -312,14 +354,7 @@ func (p *s3Proc) Props() map[string]string {
 }
 
 // CatalogProps is Props as the value of serve's --catalog-props.
-func (p *s3Proc) CatalogProps() string {
-	props := p.Props()
-	var kv []string
-	for _, k := range slices.Sorted(maps.Keys(props)) {
-		kv = append(kv, k+"="+props[k])
-	}
-	return strings.Join(kv, ",")
-}
+func (p *s3Proc) CatalogProps() string { return catalogProps(p.Props()) }
 
 // Env is what a lakehouse process needs besides the properties: no EC2
 // metadata lookups for credentials or region.
@@ -335,6 +370,38 @@ func (p *s3Proc) Pause(t *testing.T) {
 	t.Helper()
 	if err := p.signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("pause %s: %v", p.Kind, err)
+	}
+	p.waitStopped(t)
+}
+
+// waitStopped waits until every thread of the server is stopped. kill(2)
+// returns before they are: the thread that takes SIGSTOP stops the others
+// when it next runs, and until then another thread may still answer a
+// request. Where there is no /proc, it returns at once.
+func (p *s3Proc) waitStopped(t *testing.T) {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/task", p.cmd.Process.Pid)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(dir)
+		if err != nil {
+			return
+		}
+		running := 0
+		for _, task := range tasks {
+			stat, err := os.ReadFile(filepath.Join(dir, task.Name(), "stat"))
+			// The state follows the command name in parentheses: "T" is
+			// stopped, "Z" and "X" are exiting threads.
+			if i := strings.LastIndexByte(string(stat), ')'); err == nil && i > 0 && i+2 < len(stat) &&
+				!strings.ContainsRune("TZX", rune(stat[i+2])) {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pause %s: %d threads still running 10s after SIGSTOP", p.Kind, running)
+		}
 	}
 }
 

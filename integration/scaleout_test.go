@@ -2,8 +2,10 @@ package integration
 
 import (
 	"context"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,7 +23,8 @@ import (
 
 // Multi-instance mode (docs/scale-out.md): two `lakehouse serve` processes
 // share one PostgreSQL catalog and one warehouse directory, each with its
-// own data directory.
+// own data directory. TestS3PostgresScaleOut uses an S3 bucket instead of
+// the directory (props and env set, maintenance on).
 
 const scaleOutBatch = 50
 
@@ -30,6 +33,9 @@ type scaleOut struct {
 	dsn       string
 	warehouse string
 	dir       string
+	props     map[string]string // the warehouse's storage properties (--catalog-props)
+	env       []string          // extra environment of the processes
+	maintain  bool              // run table maintenance (default --no-maintenance)
 }
 
 func newScaleOut(t *testing.T) *scaleOut {
@@ -38,13 +44,28 @@ func newScaleOut(t *testing.T) *scaleOut {
 	return &scaleOut{t: t, dsn: dsn, dir: dir, warehouse: "file://" + filepath.Join(dir, "warehouse")}
 }
 
+// catalogProps formats properties as the value of serve's --catalog-props.
+func catalogProps(props map[string]string) string {
+	var kv []string
+	for _, k := range slices.Sorted(maps.Keys(props)) {
+		kv = append(kv, k+"="+props[k])
+	}
+	return strings.Join(kv, ",")
+}
+
 // start starts instance name with extra flags.
 func (so *scaleOut) start(name string, extra ...string) (*proc, string) {
 	addr := freeAddr(so.t)
 	args := append([]string{"serve", "--data-dir", filepath.Join(so.dir, name), "--grpc-addr", addr, "--http-addr", "",
 		"--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--coordination", "catalog", "--lease-ttl", "2s",
-		"--no-maintenance", "--log-level", "info"}, extra...)
-	return startProc(so.t, addr, filepath.Join(so.dir, name+".log"), args...), addr
+		"--log-level", "info"}, extra...)
+	if !so.maintain {
+		args = append(args, "--no-maintenance")
+	}
+	if so.props != nil {
+		args = append(args, "--catalog-props", catalogProps(so.props))
+	}
+	return startProcEnv(so.t, so.env, addr, filepath.Join(so.dir, name+".log"), args...), addr
 }
 
 func (so *scaleOut) logs(names ...string) string {
@@ -55,11 +76,17 @@ func (so *scaleOut) logs(names ...string) string {
 	return out
 }
 
+// config is the sink configuration of a reader of the shared catalog.
+func (so *scaleOut) config() iceberg.Config {
+	return iceberg.Config{DataDir: so.t.TempDir(), CatalogURI: so.dsn, Warehouse: so.warehouse, Properties: so.props,
+		Logger: quietLogger()}
+}
+
 // read returns every stored row, read through the shared catalog.
 func (so *scaleOut) read() []storedEntry {
 	t := so.t
 	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: t.TempDir(), CatalogURI: so.dsn, Warehouse: so.warehouse})
+	sk, err := iceberg.Open(ctx, so.config())
 	if err != nil {
 		t.Fatal(err)
 	}
