@@ -28,7 +28,7 @@ type Client struct {
 	sourceID string
 	srcBytes []byte
 	rpc      lakehousev1.CDCServiceClient
-	owned    *grpc.ClientConn
+	owned    *grpc.ClientConn // set by Dial: redirects are followed (redirect.go)
 	log      *slog.Logger
 	clock    Clock
 	breaker  *CircuitBreaker
@@ -55,11 +55,14 @@ type Client struct {
 	curStart time.Time
 
 	// Flow control (acks.go, writer.go).
-	resumeAt   time.Time // send nothing before
-	seqBounces int       // INVALID_SEQUENCE nacks behind a batch in flight, since the last ack
-	pressure   int       // backpressure nacks without a retry delay, since the last ack
-	slow       bool      // one batch in flight at a time (BUFFERED ack or backpressure nack)
-	sessionErr error     // ends the current session (SHUTTING_DOWN)
+	resumeAt   time.Time       // send nothing before
+	seqBounces int             // INVALID_SEQUENCE nacks behind a batch in flight, since the last ack
+	pressure   int             // backpressure nacks without a retry delay, since the last ack
+	slow       bool            // one batch in flight at a time (BUFFERED ack or backpressure nack)
+	sessionErr error           // ends the current session (SHUTTING_DOWN)
+	redir      *redirectTarget // the followed redirect's connection (redirect.go)
+	// Redirects followed since the last Connected; the run goroutine's own.
+	redirStreak int
 
 	closing  bool // Close called: no new entries
 	stopping bool // Close drained: end the stream
@@ -89,12 +92,11 @@ func Dial(ctx context.Context, addr, sourceID string, opts ...Option) (*Client, 
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
-	c, err := newClient(conn, sourceID, cfg)
+	c, err := newClient(conn, conn, sourceID, cfg)
 	if err != nil {
 		_ = conn.Close()
 		return nil, err
 	}
-	c.owned = conn
 	if err := c.WaitConnected(ctx); err != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -112,10 +114,12 @@ func New(conn grpc.ClientConnInterface, sourceID string, opts ...Option) (*Clien
 	if err != nil {
 		return nil, err
 	}
-	return newClient(conn, sourceID, cfg)
+	return newClient(conn, nil, sourceID, cfg)
 }
 
-func newClient(conn grpc.ClientConnInterface, sourceID string, cfg config) (*Client, error) {
+// newClient starts a client over conn; owned is conn when the client made it
+// (Dial): it closes it, and follows redirects (set before run starts).
+func newClient(conn grpc.ClientConnInterface, owned *grpc.ClientConn, sourceID string, cfg config) (*Client, error) {
 	if conn == nil {
 		return nil, errors.New("client: nil connection")
 	}
@@ -130,6 +134,7 @@ func newClient(conn grpc.ClientConnInterface, sourceID string, cfg config) (*Cli
 		sourceID: sourceID,
 		srcBytes: []byte(sourceID),
 		rpc:      lakehousev1.NewCDCServiceClient(withTokenConn(conn, cfg.token)),
+		owned:    owned,
 		log:      cfg.logger.With("source", sourceID),
 		clock:    cfg.clock,
 		runDone:  make(chan struct{}),
@@ -215,6 +220,7 @@ func (c *Client) Close(ctx context.Context) error {
 	}
 	c.cancel()
 	c.wg.Wait()
+	c.closeRedirect()
 	if c.owned != nil {
 		if err := c.owned.Close(); err != nil {
 			c.log.Debug("client: closing connection", "err", err)
@@ -258,7 +264,8 @@ func (c *Client) waitDrained(ctx context.Context) error {
 			now := c.clock.Now()
 			if !asked || !now.Before(flushAfter) {
 				asked = true
-				_, err := c.rpc.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN})
+				rpc, _ := c.streamRPC()
+				_, err := rpc.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_SHUTDOWN})
 				if err != nil {
 					c.log.Warn("client: flush before close failed", "err", err)
 				}

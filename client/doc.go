@@ -57,6 +57,14 @@
 // same source fences this one (gRPC Aborted): the client then fails with
 // ErrFenced instead of fighting its successor.
 //
+// Against several server instances (docs/scale-out.md), a connect to an
+// instance that does not own the source is answered with a Redirect to the
+// owner's address. A client made with Dial follows it at once (at most
+// WithMaxRedirects in a row, default 3), and goes back to the address given
+// to Dial when the owner does not answer; a client made with New over the
+// caller's connection cannot reach another address and retries through its
+// connection, as after Unavailable.
+//
 // # Circuit breaker
 //
 // The breaker opens after 5 consecutive failures (failed connects, broken

@@ -52,7 +52,9 @@ type fakeServer struct {
 	gen        map[string]int
 	streams    map[string]*fakeStream
 	hook       func(src string, seq uint64, firstEntry uint64, n int) action
-	refuse     error // when set, Stream ends with it after the connect
+	refuse     error  // when set, Stream ends with it after the connect
+	redirectTo string // when set, connects are answered with Redirect to it
+	redirectN  int    // when > 0, only that many connects are redirected
 	ackDelay   time.Duration
 	ackStatus  lakehousev1.AckStatus // status of acks (default OK)
 	hold       chan struct{}         // when set, acks wait until it is closed
@@ -135,6 +137,13 @@ func (f *fakeServer) restart(down time.Duration) {
 	f.stop()
 	time.Sleep(down)
 	f.listen(f.addr)
+}
+
+// redirect makes the next n connects (0: all) answer Redirect to addr.
+func (f *fakeServer) redirect(addr string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.redirectTo, f.redirectN = addr, n
 }
 
 func (f *fakeServer) Addr() string {
@@ -235,6 +244,21 @@ func (f *fakeServer) Stream(stream grpc.BidiStreamingServer[lakehousev1.StreamRe
 	if err := f.refuse; err != nil {
 		f.mu.Unlock()
 		return err
+	}
+	if to := f.redirectTo; to != "" {
+		if f.redirectN > 0 {
+			if f.redirectN--; f.redirectN == 0 {
+				f.redirectTo = ""
+			}
+		}
+		f.mu.Unlock()
+		// As the real server: Redirect, then UNAVAILABLE.
+		if err := fs.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Redirect{Redirect: &lakehousev1.Redirect{
+			Addr: to, SourceId: src, Owner: "fake",
+		}}}); err != nil {
+			return err
+		}
+		return status.Errorf(codes.Unavailable, "source %q is served at %q", src, to)
 	}
 	f.gen[src]++
 	gen := f.gen[src]

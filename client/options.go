@@ -56,6 +56,9 @@ const (
 	DefaultMaxReconnectAttempts = 10
 	// DefaultHeartbeatInterval is the heartbeat interval.
 	DefaultHeartbeatInterval = 30 * time.Second
+	// DefaultMaxRedirects bounds the redirects to the source's owner
+	// followed in a row without a Connected (redirect.go).
+	DefaultMaxRedirects = 3
 	// DefaultMaxPendingBatches bounds the batches held until acknowledged.
 	DefaultMaxPendingBatches = 100
 
@@ -100,6 +103,7 @@ type config struct {
 	deliveryTimeout      time.Duration
 	reconnectDelay       time.Duration
 	maxReconnectAttempts int
+	maxRedirects         int
 	heartbeatInterval    time.Duration
 	maxPending           int
 	shardName            string
@@ -133,6 +137,7 @@ func defaultConfig() config {
 		deliveryTimeout:      DefaultDeliveryTimeout,
 		reconnectDelay:       DefaultReconnectDelay,
 		maxReconnectAttempts: DefaultMaxReconnectAttempts,
+		maxRedirects:         DefaultMaxRedirects,
 		heartbeatInterval:    DefaultHeartbeatInterval,
 		maxPending:           DefaultMaxPendingBatches,
 		mode:                 ModeBinary,
@@ -186,6 +191,7 @@ func (c *config) validate() error {
 		{c.deliveryTimeout >= 0, "WithDeliveryTimeout", c.deliveryTimeout, ">= 0 (0: none)"},
 		{c.maxReconnectAttempts >= 0, "WithReconnect (maxAttempts)", c.maxReconnectAttempts, ">= 0 (0: no reconnection)"},
 		{c.reconnectDelay > 0 || c.maxReconnectAttempts == 0, "WithReconnect (delay)", c.reconnectDelay, "> 0"},
+		{c.maxRedirects >= 0, "WithMaxRedirects", c.maxRedirects, ">= 0 (0: do not follow redirects)"},
 		{c.heartbeatInterval >= 0, "WithHeartbeatInterval", c.heartbeatInterval, ">= 0 (0: no heartbeats)"},
 		{c.maxPending >= 1, "WithMaxPendingBatches", c.maxPending, ">= 1"},
 		{c.mode == ModeBinary || c.mode == ModeStructured, "WithMode", int(c.mode), "ModeBinary or ModeStructured"},
@@ -273,6 +279,15 @@ func WithReconnect(delay time.Duration, maxAttempts int) Option {
 		c.reconnectDelay = delay
 		c.maxReconnectAttempts = maxAttempts
 	}
+}
+
+// WithMaxRedirects sets how many redirects to the source's owner (multi-
+// instance servers, docs/scale-out.md) a client made with Dial follows in a
+// row before a connect counts as failed (default 3; 0: never follow, a
+// redirect is then an Unavailable connect). Clients made with New never
+// follow redirects: they do not own their connection.
+func WithMaxRedirects(n int) Option {
+	return func(c *config) { c.maxRedirects = n }
 }
 
 // WithHeartbeatInterval sets the heartbeat interval (default 30 s; 0

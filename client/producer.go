@@ -108,7 +108,8 @@ func (c *Client) Flush(ctx context.Context) (*lakehousev1.FlushResult, error) {
 	}
 	var res *lakehousev1.FlushResult
 	if len(errs) == 0 {
-		resp, err := c.rpc.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})
+		rpc, _ := c.streamRPC()
+		resp, err := rpc.Flush(ctx, &lakehousev1.FlushRequest{Reason: lakehousev1.FlushReason_FLUSH_REASON_MANUAL})
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("client: flush RPC: %w", err))

@@ -78,6 +78,12 @@ func (c *Client) run() {
 		if connected {
 			failures = 0
 		}
+		if errors.Is(err, errRedirected) || errors.Is(err, errRedirectFailed) {
+			// Connect again at once: to the owner, or back to the original
+			// address (redirect.go bounds how often in a row).
+			c.log.Debug("client: reconnecting at once", "err", err)
+			continue
+		}
 		failures++
 		c.log.Warn("client: stream ended", "err", err, "attempt", failures)
 		if permanent(err) || failures > c.cfg.maxReconnectAttempts {
@@ -120,10 +126,11 @@ func (c *Client) waitBreaker() bool {
 func (c *Client) session() (connected bool, err error) {
 	sctx, cancel := context.WithCancel(c.ctx)
 	defer cancel()
-	stream, err := c.rpc.Stream(sctx)
+	rpc, target := c.streamRPC()
+	stream, err := rpc.Stream(sctx)
 	if err != nil {
 		c.breaker.Failure()
-		return false, fmt.Errorf("client: open stream: %w", err)
+		return false, c.redirectFailed(target, fmt.Errorf("client: open stream: %w", err))
 	}
 	c.mu.Lock()
 	lastAcked := c.q.lastAcked
@@ -144,7 +151,7 @@ func (c *Client) session() (connected bool, err error) {
 	if err := stream.Send(connect); err != nil {
 		_, rerr := stream.Recv()
 		c.breaker.Failure()
-		return false, fmt.Errorf("client: send connect: %w", streamErr(rerr, err))
+		return false, c.redirectFailed(target, fmt.Errorf("client: send connect: %w", streamErr(rerr, err)))
 	}
 	// Bound the wait for Connected by the ack timeout.
 	got := make(chan struct{})
@@ -161,13 +168,19 @@ func (c *Client) session() (connected bool, err error) {
 	t.Stop()
 	if err != nil {
 		c.breaker.Failure()
-		return false, fmt.Errorf("client: waiting for connected: %w", streamErr(err, nil))
+		return false, c.redirectFailed(target, fmt.Errorf("client: waiting for connected: %w", streamErr(err, nil)))
+	}
+	if r := resp.GetRedirect(); r != nil {
+		// The server answered: not a failure of the service.
+		c.breaker.Success()
+		return false, c.followRedirect(r)
 	}
 	conn := resp.GetConnected()
 	if conn == nil {
 		c.breaker.Failure()
-		return false, fmt.Errorf("client: expected connected, got %T", resp.GetKind())
+		return false, c.redirectFailed(target, fmt.Errorf("client: expected connected, got %T", resp.GetKind()))
 	}
+	c.redirStreak = 0
 	c.breaker.Success()
 	c.onConnected(conn)
 

@@ -16,6 +16,7 @@ type stats struct {
 	batchesFailed, entriesFailed                 uint64
 	staleNacks, staleAcks                        uint64
 	reconnects, heartbeats, pongs                uint64
+	redirects                                    uint64
 	nacks                                        map[lakehousev1.NackReason]uint64
 
 	ackHist, persistHist Histogram
@@ -99,6 +100,12 @@ type Stats struct {
 	BufferedEntries int `json:"bufferedEntries"`
 	// Reconnects counts streams opened after the first.
 	Reconnects uint64 `json:"reconnects"`
+	// Redirects counts connects answered with a redirect to the source's
+	// owner (followed or not).
+	Redirects uint64 `json:"redirects"`
+	// RedirectAddr is the owner's address the client streams to after a
+	// redirect ("" when it uses the address it was made with).
+	RedirectAddr string `json:"redirectAddr,omitempty"`
 	// Heartbeats counts heartbeats sent; Pongs the answers.
 	Heartbeats uint64 `json:"heartbeats"`
 	// Pongs counts pongs received.
@@ -139,6 +146,7 @@ func (c *Client) Stats() Stats {
 		PendingEntries:    c.q.entries,
 		BufferedEntries:   len(c.cur),
 		Reconnects:        c.st.reconnects,
+		Redirects:         c.st.redirects,
 		Heartbeats:        c.st.heartbeats,
 		Pongs:             c.st.pongs,
 		LastAckedSequence: c.q.lastAcked,
@@ -146,6 +154,9 @@ func (c *Client) Stats() Stats {
 		AckLatency:        c.st.ackHist.Summary(),
 		PersistedLatency:  c.st.persistHist.Summary(),
 		Breaker:           br,
+	}
+	if c.redir != nil {
+		s.RedirectAddr = c.redir.addr
 	}
 	if len(c.st.nacks) > 0 {
 		s.Nacks = make(map[string]uint64, len(c.st.nacks))

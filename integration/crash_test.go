@@ -108,6 +108,11 @@ func (s *resumingSource) session(ctx context.Context, c lakehousev1.CDCServiceCl
 	if err != nil {
 		return false, err
 	}
+	if r.GetConnected() == nil {
+		// A Redirect (multi-instance mode): this source retries where it is
+		// pointed at (the tests choose the instance).
+		return false, fmt.Errorf("%s: connect answered %T", s.id, r.GetKind())
+	}
 	last := r.GetConnected().GetLastSequence()
 	s.mu.Lock()
 	// Everything up to last is durable on the server: it was acked, or its

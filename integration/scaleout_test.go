@@ -150,8 +150,11 @@ func connectedLast(t *testing.T, addr, id string) uint64 {
 			r, err = st.Recv()
 		}
 		cancel()
-		if err == nil {
+		if err == nil && r.GetConnected() != nil {
 			return r.GetConnected().GetLastSequence()
+		}
+		if err == nil { // Redirect: the owner has not released it yet
+			err = status.Errorf(codes.Unavailable, "redirected to %s", r.GetRedirect().GetAddr())
 		}
 		if status.Code(err) != codes.Unavailable || time.Now().After(deadline) {
 			t.Fatalf("connect %s to %s: %v", id, addr, err)

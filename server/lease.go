@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 )
@@ -34,19 +35,39 @@ type Coordinator interface {
 }
 
 // acquireLease takes the source's lease for a connect. A lease another live
-// instance holds refuses the connect with Unavailable naming its address.
+// instance holds refuses the connect with Unavailable naming its address;
+// when that instance advertises one, the error is a *redirectError and the
+// stream answers Redirect before it ends.
 func (s *Server) acquireLease(ctx context.Context, id string) (coord.Lease, error) {
 	l, err := s.coord.Acquire(ctx, id)
 	var held *coord.HeldError
 	if errors.As(err, &held) {
-		return l, status.Errorf(codes.Unavailable,
+		st := status.Newf(codes.Unavailable,
 			"source %q is served by another instance (%s at %q): connect there, or retry once its lease expires", id, held.Owner, held.Addr)
+		if held.Addr == "" {
+			return l, st.Err()
+		}
+		return l, &redirectError{st: st, redirect: &lakehousev1.Redirect{Addr: held.Addr, SourceId: id, Owner: held.Owner}}
 	}
 	if err != nil {
 		return l, status.Errorf(codes.Unavailable, "lease store: %v", err)
 	}
 	return l, nil
 }
+
+// redirectError refuses a connect because another live instance with an
+// advertised address owns the source. Stream sends the Redirect, then ends
+// with the Unavailable status (clients that do not know Redirect retry as
+// they did before it existed).
+type redirectError struct {
+	st       *status.Status
+	redirect *lakehousev1.Redirect
+}
+
+func (e *redirectError) Error() string { return e.st.Message() }
+
+// GRPCStatus makes the error its Unavailable status (status.FromError).
+func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 
 // adoptLease makes l the source's lease; src.mu is held, and the previous
 // stream's appends have settled. If another instance held the source since

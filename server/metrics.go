@@ -18,6 +18,7 @@ type metrics struct {
 	commitSeconds prometheus.Histogram
 	readBack      prometheus.Counter // frame bytes read back from the write-ahead log
 	fencedBatches prometheus.Counter // batches dropped because their source moved (lease.go)
+	redirects     prometheus.Counter // connects answered with Redirect (lease.go)
 	// Batches whose CRC-32 does not match. Legacy children reuse their
 	// encode buffer and send stale checksums (legacy-protocol.md), so a
 	// mismatch is counted, not refused.
@@ -66,6 +67,9 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		fencedBatches: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_fenced_batches_total", Help: "Accepted batches dropped uncommitted because their source moved to another instance (multi-instance mode).",
 		}),
+		redirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "lakehouse_redirects_total", Help: "Connects answered with a redirect to the instance that owns the source (multi-instance mode).",
+		}),
 		flushedRows: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "lakehouse_flushed_entries_total", Help: "Entries committed to the sink.",
 		}),
@@ -77,7 +81,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
 	}
 	reg.MustRegister(m.batches, m.entries, m.bytes, m.appendSeconds, m.flushes, m.flushSeconds, m.flushedRows, m.checksumMismatches,
-		m.stages, m.stageSeconds, m.commitSeconds, m.readBack, m.fencedBatches,
+		m.stages, m.stageSeconds, m.commitSeconds, m.readBack, m.fencedBatches, m.redirects,
 		gauge("lakehouse_staged_bytes", "Bytes of data files written and waiting for their commit.", func() float64 {
 			return float64(s.buf.stats(false).stagedBytes)
 		}),

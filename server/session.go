@@ -118,6 +118,14 @@ func (s *Server) Stream(st stream) error {
 	connected, err := s.attach(sess, conn)
 	if err != nil {
 		close(sess.repliesDone)
+		var re *redirectError
+		if errors.As(err, &re) {
+			s.m.redirects.Inc()
+			s.log.Debug("connect redirected to the source's owner", "source", conn.GetSourceId(), "addr", re.redirect.GetAddr())
+			if serr := st.Send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Redirect{Redirect: re.redirect}}); serr != nil {
+				return serr
+			}
+		}
 		return statusFromErr(err)
 	}
 	defer s.detach(sess)

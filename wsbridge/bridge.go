@@ -84,6 +84,15 @@ type Config struct {
 	// WriteTimeout bounds each write to a WebSocket (default 10 s); a child that
 	// does not read its acks is disconnected.
 	WriteTimeout time.Duration
+	// DialRedirect, when set, makes the bridge follow Redirect answers
+	// (multi-instance servers, docs/scale-out.md) for legacy children, who
+	// cannot: it returns a connection to the owner's address. Connections
+	// are kept per address and closed by Close. Nil: a Redirect is an
+	// upstream failure, as Unavailable.
+	DialRedirect func(addr string) (*grpc.ClientConn, error)
+	// MaxRedirects bounds the redirects followed for one upstream open
+	// (default DefaultMaxRedirects).
+	MaxRedirects int
 	// ConnectTimeout bounds opening an upstream stream, Connected included
 	// (default 10 s).
 	ConnectTimeout time.Duration
@@ -139,6 +148,9 @@ func (c *Config) setDefaults() {
 	if c.ConnectTimeout <= 0 {
 		c.ConnectTimeout = DefaultConnectTimeout
 	}
+	if c.MaxRedirects <= 0 {
+		c.MaxRedirects = DefaultMaxRedirects
+	}
 	if c.RPCTimeout <= 0 {
 		c.RPCTimeout = DefaultRPCTimeout
 	}
@@ -179,6 +191,7 @@ type Bridge struct {
 
 	upstreamDown atomic.Bool  // an outage is in progress (for logging)
 	pingTimeouts atomic.Int64 // children closed for not answering a ping
+	redirects    redirectConns
 
 	statusMu sync.Mutex // single-flights GetStatus for connect replies
 	statusAt time.Time
@@ -254,6 +267,7 @@ func (b *Bridge) Close() error {
 		_ = c.ws.CloseNow()
 	}
 	b.wg.Wait()
+	b.closeRedirects()
 	return nil
 }
 

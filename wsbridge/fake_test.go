@@ -40,6 +40,8 @@ type fakeServer struct {
 	maxMsg uint32
 
 	mu          sync.Mutex
+	redirectTo  string // when set, connects are answered with Redirect to it
+	redirectN   int    // when > 0, only that many connects are redirected
 	connects    int
 	auths       []string // authorization metadata of every call
 	lastConn    *lakehousev1.ConnectRequest
@@ -76,6 +78,20 @@ func (f *fakeServer) Stream(st grpc.BidiStreamingServer[lakehousev1.StreamReques
 	f.mu.Lock()
 	f.connects++
 	f.lastConn = cr
+	if to := f.redirectTo; to != "" {
+		if f.redirectN > 0 {
+			if f.redirectN--; f.redirectN == 0 {
+				f.redirectTo = ""
+			}
+		}
+		f.mu.Unlock()
+		if err := st.Send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Redirect{Redirect: &lakehousev1.Redirect{
+			Addr: to, SourceId: src, Owner: "fake",
+		}}}); err != nil {
+			return err
+		}
+		return status.Errorf(codes.Unavailable, "source %q is served at %q", src, to)
+	}
 	if old := f.live[src]; old != nil {
 		(*old)(status.Error(codes.Aborted, "fenced: a newer stream took over source "+src))
 	}

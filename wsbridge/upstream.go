@@ -122,9 +122,46 @@ func (c *conn) openUpstream(source, shard string) (*upstream, error) {
 	if err != nil {
 		return fail("open", err)
 	}
-	st, err := c.b.client.Stream(withAuth(ctx, authz))
+	// Redirects (redirect.go): the owner's instance is tried at once; a
+	// target that fails sends the child back to the configured upstream.
+	client, target := c.b.client, ""
+	for hops := 0; ; hops++ {
+		actx, acancel := context.WithCancel(ctx)
+		st, connected, redirect, err := c.connectOn(actx, client, source, shard, authz)
+		if err == nil && connected != nil {
+			timer.Stop()
+			if c.b.upstreamDown.Swap(false) {
+				c.b.log.Info("upstream reachable again", "source", source)
+			}
+			c.b.log.Debug("upstream stream open", "source", source, "via", target, "last_entry_sequence", connected.GetLastEntrySequence())
+			stop := func() { acancel(); cancel() }
+			return &upstream{source: source, stream: st, cancel: stop, connected: connected}, nil
+		}
+		acancel()
+		switch {
+		case redirect != nil:
+			next, rerr := c.b.followRedirect(redirect, hops)
+			if rerr != nil {
+				return fail("connect", rerr)
+			}
+			client, target = next, redirect.GetAddr()
+		case target != "" && ctx.Err() == nil:
+			c.b.log.Warn("redirect target failed; back to the configured upstream", "source", source, "addr", target, "error", err)
+			client, target = c.b.client, ""
+			hops = c.b.cfg.MaxRedirects // a redirect now is not followed again
+		default:
+			return fail("connect", err)
+		}
+	}
+}
+
+// connectOn opens a stream on client and sends the connect; it returns the
+// stream with Connected, or the Redirect that answered instead, or an error.
+func (c *conn) connectOn(ctx context.Context, client lakehousev1.CDCServiceClient, source, shard, authz string) (
+	grpc.BidiStreamingClient[lakehousev1.StreamRequest, lakehousev1.StreamResponse], *lakehousev1.Connected, *lakehousev1.Redirect, error) {
+	st, err := client.Stream(withAuth(ctx, authz))
 	if err != nil {
-		return fail("open", err)
+		return nil, nil, nil, err
 	}
 	err = st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
 		SourceId:        source,
@@ -136,22 +173,20 @@ func (c *conn) openUpstream(source, shard string) (*upstream, error) {
 		},
 	}}})
 	if err != nil && !errors.Is(err, io.EOF) { // io.EOF: the real error comes from Recv
-		return fail("connect", err)
+		return nil, nil, nil, err
 	}
 	resp, err := st.Recv()
 	if err != nil {
-		return fail("connect", err)
+		return nil, nil, nil, err
+	}
+	if r := resp.GetRedirect(); r != nil {
+		return nil, nil, r, nil
 	}
 	connected := resp.GetConnected()
 	if connected == nil {
-		return fail("connect", fmt.Errorf("expected Connected, got %T", resp.GetKind()))
+		return nil, nil, nil, fmt.Errorf("expected Connected, got %T", resp.GetKind())
 	}
-	timer.Stop()
-	if c.b.upstreamDown.Swap(false) {
-		c.b.log.Info("upstream reachable again", "source", source)
-	}
-	c.b.log.Debug("upstream stream open", "source", source, "last_entry_sequence", connected.GetLastEntrySequence())
-	return &upstream{source: source, stream: st, cancel: cancel, connected: connected}, nil
+	return st, connected, nil, nil
 }
 
 // receive turns the stream's responses into ack and nack frames until the

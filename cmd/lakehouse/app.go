@@ -172,6 +172,15 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 		return nil, fmt.Errorf("bridge upstream: %w", err)
 	}
 	bcfg := wsbridge.Config{Upstream: a.upstream, Logger: a.log, MaxMessageSize: int64(cfg.Server.MaxMessageSize)}
+	if cfg.TLS == nil {
+		// Multi-instance mode: legacy children of a source another
+		// instance owns are bridged to it (its advertised gRPC address).
+		// With TLS the peers' client credentials are not configured: a
+		// Redirect is then an upstream failure and the child retries.
+		bcfg.DialRedirect = func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), server.GRPCCallLimits())
+		}
+	}
 	timeouts := defaultHTTPTimeouts()
 	if cfg.Limits != nil {
 		cfg.Limits.applyBridge(&bcfg)

@@ -129,6 +129,11 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		PingTimeout:           *pingTO,
 		Token:                 ownToken,
 		AllowSources:          allowList,
+		// Redirects to a source's owner (multi-instance servers) are
+		// dialed as the upstream is.
+		DialRedirect: func(addr string) (*grpc.ClientConn, error) {
+			return grpc.NewClient(addr, grpc.WithTransportCredentials(creds), server.GRPCCallLimits())
+		},
 	}
 	if *originAllow != "" {
 		cfg.OriginPatterns = []string{*originAllow}

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +41,7 @@ type coordFlags struct {
 func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, KeyCoordination, DefaultCoordination, "multi-instance mode: \"catalog\" serves each source under a lease kept in the SQL catalog's PostgreSQL database and fences every commit with it (needs --catalog sql with a postgres:// --catalog-uri; see docs/scale-out.md); empty: a single instance")
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
-	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances tell clients of this instance's sources (default --grpc-addr)")
+	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
 func (c *coordFlags) validate(sf *sinkFlags) error {
@@ -72,9 +73,24 @@ func (c *coordFlags) open(ctx context.Context, sf *sinkFlags, dataDir, grpcAddr 
 	}
 	addr := c.advertise
 	if addr == "" {
-		addr = grpcAddr
+		addr = advertisable(grpcAddr)
 	}
 	return coord.Open(ctx, coord.Options{DSN: sf.catalogURI, Owner: id, Addr: addr, TTL: c.ttl})
+}
+
+// advertisable returns the listen address as the address to advertise, or
+// "" for a wildcard one (":9090", "0.0.0.0:9090"): other hosts cannot use
+// it, so such an instance sends no redirects (connects to it for a source
+// it does not own fail with Unavailable) unless --advertise-addr is given.
+func advertisable(listen string) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil || host == "" {
+		return ""
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		return ""
+	}
+	return listen
 }
 
 // instanceID reads the data directory's instance id, creating it.

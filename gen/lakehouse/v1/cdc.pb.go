@@ -654,6 +654,7 @@ type StreamResponse struct {
 	//	*StreamResponse_Status
 	//	*StreamResponse_Pong
 	//	*StreamResponse_Persisted
+	//	*StreamResponse_Redirect
 	Kind          isStreamResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -750,6 +751,15 @@ func (x *StreamResponse) GetPersisted() *Persisted {
 	return nil
 }
 
+func (x *StreamResponse) GetRedirect() *Redirect {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamResponse_Redirect); ok {
+			return x.Redirect
+		}
+	}
+	return nil
+}
+
 type isStreamResponse_Kind interface {
 	isStreamResponse_Kind()
 }
@@ -784,6 +794,15 @@ type StreamResponse_Persisted struct {
 	Persisted *Persisted `protobuf:"bytes,6,opt,name=persisted,proto3,oneof"`
 }
 
+type StreamResponse_Redirect struct {
+	// Instead of Connected: another live instance owns the source; connect
+	// there. Sent only as the answer to ConnectRequest, and followed by the
+	// end of the stream with status UNAVAILABLE (whose message names the same
+	// address), so a client that does not know Redirect reconnects as it
+	// would after any UNAVAILABLE.
+	Redirect *Redirect `protobuf:"bytes,7,opt,name=redirect,proto3,oneof"`
+}
+
 func (*StreamResponse_Connected) isStreamResponse_Kind() {}
 
 func (*StreamResponse_Ack) isStreamResponse_Kind() {}
@@ -795,6 +814,81 @@ func (*StreamResponse_Status) isStreamResponse_Kind() {}
 func (*StreamResponse_Pong) isStreamResponse_Kind() {}
 
 func (*StreamResponse_Persisted) isStreamResponse_Kind() {}
+
+func (*StreamResponse_Redirect) isStreamResponse_Kind() {}
+
+// Redirect answers a ConnectRequest for a source whose lease another live
+// instance holds (multi-instance mode, docs/scale-out.md). The client opens a
+// new stream at addr for the same source and sends the same ConnectRequest;
+// nothing of the refused stream was stored. A client should bound how many
+// redirects it follows in a row (ownership may move between the answer and
+// the new connect) and go back to the address it was configured with when
+// addr fails: the owner may have died, and its lease expires after the
+// server's lease TTL. Instances without an advertised address never send
+// Redirect (the stream ends with UNAVAILABLE only).
+type Redirect struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The owner's advertised address (host:port of its gRPC listener, as given
+	// by its --advertise-addr). Never empty.
+	Addr string `protobuf:"bytes,1,opt,name=addr,proto3" json:"addr,omitempty"`
+	// The source the redirect is for: the ConnectRequest's source_id.
+	SourceId string `protobuf:"bytes,2,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
+	// The owning instance's id (informational, for logs).
+	Owner         string `protobuf:"bytes,3,opt,name=owner,proto3" json:"owner,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Redirect) Reset() {
+	*x = Redirect{}
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Redirect) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Redirect) ProtoMessage() {}
+
+func (x *Redirect) ProtoReflect() protoreflect.Message {
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Redirect.ProtoReflect.Descriptor instead.
+func (*Redirect) Descriptor() ([]byte, []int) {
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Redirect) GetAddr() string {
+	if x != nil {
+		return x.Addr
+	}
+	return ""
+}
+
+func (x *Redirect) GetSourceId() string {
+	if x != nil {
+		return x.SourceId
+	}
+	return ""
+}
+
+func (x *Redirect) GetOwner() string {
+	if x != nil {
+		return x.Owner
+	}
+	return ""
+}
 
 // ConnectRequest opens a source's stream.
 type ConnectRequest struct {
@@ -817,7 +911,7 @@ type ConnectRequest struct {
 
 func (x *ConnectRequest) Reset() {
 	*x = ConnectRequest{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[2]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +923,7 @@ func (x *ConnectRequest) String() string {
 func (*ConnectRequest) ProtoMessage() {}
 
 func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[2]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +936,7 @@ func (x *ConnectRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConnectRequest.ProtoReflect.Descriptor instead.
 func (*ConnectRequest) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{2}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *ConnectRequest) GetSourceId() string {
@@ -906,7 +1000,7 @@ type Capabilities struct {
 
 func (x *Capabilities) Reset() {
 	*x = Capabilities{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[3]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -918,7 +1012,7 @@ func (x *Capabilities) String() string {
 func (*Capabilities) ProtoMessage() {}
 
 func (x *Capabilities) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[3]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -931,7 +1025,7 @@ func (x *Capabilities) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Capabilities.ProtoReflect.Descriptor instead.
 func (*Capabilities) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{3}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Capabilities) GetBinaryProtocol() bool {
@@ -969,7 +1063,7 @@ func (x *Capabilities) GetMaxMessageSize() uint32 {
 	return 0
 }
 
-// Connected answers ConnectRequest.
+// Connected answers ConnectRequest (or Redirect does, see StreamResponse).
 type Connected struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The source id the stream is bound to.
@@ -994,7 +1088,7 @@ type Connected struct {
 
 func (x *Connected) Reset() {
 	*x = Connected{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[4]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +1100,7 @@ func (x *Connected) String() string {
 func (*Connected) ProtoMessage() {}
 
 func (x *Connected) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[4]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +1113,7 @@ func (x *Connected) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Connected.ProtoReflect.Descriptor instead.
 func (*Connected) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{4}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *Connected) GetSourceId() string {
@@ -1099,7 +1193,7 @@ type Entry struct {
 
 func (x *Entry) Reset() {
 	*x = Entry{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[5]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1111,7 +1205,7 @@ func (x *Entry) String() string {
 func (*Entry) ProtoMessage() {}
 
 func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[5]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1124,7 +1218,7 @@ func (x *Entry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Entry.ProtoReflect.Descriptor instead.
 func (*Entry) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{5}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Entry) GetSequence() uint64 {
@@ -1197,7 +1291,7 @@ type Batch struct {
 
 func (x *Batch) Reset() {
 	*x = Batch{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[6]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1209,7 +1303,7 @@ func (x *Batch) String() string {
 func (*Batch) ProtoMessage() {}
 
 func (x *Batch) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[6]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1222,7 +1316,7 @@ func (x *Batch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Batch.ProtoReflect.Descriptor instead.
 func (*Batch) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{6}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Batch) GetSequenceNumber() uint64 {
@@ -1280,7 +1374,7 @@ type Heartbeat struct {
 
 func (x *Heartbeat) Reset() {
 	*x = Heartbeat{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[7]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1292,7 +1386,7 @@ func (x *Heartbeat) String() string {
 func (*Heartbeat) ProtoMessage() {}
 
 func (x *Heartbeat) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[7]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1305,7 +1399,7 @@ func (x *Heartbeat) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
 func (*Heartbeat) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{7}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Heartbeat) GetTimestampMs() int64 {
@@ -1335,7 +1429,7 @@ type Pong struct {
 
 func (x *Pong) Reset() {
 	*x = Pong{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[8]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1347,7 +1441,7 @@ func (x *Pong) String() string {
 func (*Pong) ProtoMessage() {}
 
 func (x *Pong) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[8]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1360,7 +1454,7 @@ func (x *Pong) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Pong.ProtoReflect.Descriptor instead.
 func (*Pong) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{8}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Pong) GetTimestampMs() int64 {
@@ -1395,7 +1489,7 @@ type AckDetails struct {
 
 func (x *AckDetails) Reset() {
 	*x = AckDetails{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[9]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1407,7 +1501,7 @@ func (x *AckDetails) String() string {
 func (*AckDetails) ProtoMessage() {}
 
 func (x *AckDetails) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[9]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1420,7 +1514,7 @@ func (x *AckDetails) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckDetails.ProtoReflect.Descriptor instead.
 func (*AckDetails) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{9}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *AckDetails) GetEntriesAccepted() uint32 {
@@ -1470,7 +1564,7 @@ type Ack struct {
 
 func (x *Ack) Reset() {
 	*x = Ack{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[10]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1482,7 +1576,7 @@ func (x *Ack) String() string {
 func (*Ack) ProtoMessage() {}
 
 func (x *Ack) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[10]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1495,7 +1589,7 @@ func (x *Ack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Ack.ProtoReflect.Descriptor instead.
 func (*Ack) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{10}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Ack) GetSequenceNumber() uint64 {
@@ -1558,7 +1652,7 @@ type Nack struct {
 
 func (x *Nack) Reset() {
 	*x = Nack{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[11]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1570,7 +1664,7 @@ func (x *Nack) String() string {
 func (*Nack) ProtoMessage() {}
 
 func (x *Nack) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[11]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1583,7 +1677,7 @@ func (x *Nack) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Nack.ProtoReflect.Descriptor instead.
 func (*Nack) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{11}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Nack) GetSequenceNumber() uint64 {
@@ -1658,7 +1752,7 @@ type Persisted struct {
 
 func (x *Persisted) Reset() {
 	*x = Persisted{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[12]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1670,7 +1764,7 @@ func (x *Persisted) String() string {
 func (*Persisted) ProtoMessage() {}
 
 func (x *Persisted) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[12]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1683,7 +1777,7 @@ func (x *Persisted) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Persisted.ProtoReflect.Descriptor instead.
 func (*Persisted) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{12}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Persisted) GetSequenceNumber() uint64 {
@@ -1718,7 +1812,7 @@ type FlushRequest struct {
 
 func (x *FlushRequest) Reset() {
 	*x = FlushRequest{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[13]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1730,7 +1824,7 @@ func (x *FlushRequest) String() string {
 func (*FlushRequest) ProtoMessage() {}
 
 func (x *FlushRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[13]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1743,7 +1837,7 @@ func (x *FlushRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushRequest.ProtoReflect.Descriptor instead.
 func (*FlushRequest) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{13}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *FlushRequest) GetReason() FlushReason {
@@ -1781,7 +1875,7 @@ type FlushResult struct {
 
 func (x *FlushResult) Reset() {
 	*x = FlushResult{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[14]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1793,7 +1887,7 @@ func (x *FlushResult) String() string {
 func (*FlushResult) ProtoMessage() {}
 
 func (x *FlushResult) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[14]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1806,7 +1900,7 @@ func (x *FlushResult) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushResult.ProtoReflect.Descriptor instead.
 func (*FlushResult) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{14}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *FlushResult) GetSuccess() bool {
@@ -1883,7 +1977,7 @@ type FlushResponse struct {
 
 func (x *FlushResponse) Reset() {
 	*x = FlushResponse{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[15]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1895,7 +1989,7 @@ func (x *FlushResponse) String() string {
 func (*FlushResponse) ProtoMessage() {}
 
 func (x *FlushResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[15]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1908,7 +2002,7 @@ func (x *FlushResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FlushResponse.ProtoReflect.Descriptor instead.
 func (*FlushResponse) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{15}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *FlushResponse) GetResult() *FlushResult {
@@ -1927,7 +2021,7 @@ type GetStatusRequest struct {
 
 func (x *GetStatusRequest) Reset() {
 	*x = GetStatusRequest{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[16]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1939,7 +2033,7 @@ func (x *GetStatusRequest) String() string {
 func (*GetStatusRequest) ProtoMessage() {}
 
 func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[16]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1952,7 +2046,7 @@ func (x *GetStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusRequest.ProtoReflect.Descriptor instead.
 func (*GetStatusRequest) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{16}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{17}
 }
 
 // GetStatusResponse answers GetStatus.
@@ -1966,7 +2060,7 @@ type GetStatusResponse struct {
 
 func (x *GetStatusResponse) Reset() {
 	*x = GetStatusResponse{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[17]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1978,7 +2072,7 @@ func (x *GetStatusResponse) String() string {
 func (*GetStatusResponse) ProtoMessage() {}
 
 func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[17]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1991,7 +2085,7 @@ func (x *GetStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetStatusResponse.ProtoReflect.Descriptor instead.
 func (*GetStatusResponse) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{17}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *GetStatusResponse) GetStatus() *ServerStatus {
@@ -2022,7 +2116,7 @@ type BufferStats struct {
 
 func (x *BufferStats) Reset() {
 	*x = BufferStats{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[18]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2128,7 @@ func (x *BufferStats) String() string {
 func (*BufferStats) ProtoMessage() {}
 
 func (x *BufferStats) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[18]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2141,7 @@ func (x *BufferStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BufferStats.ProtoReflect.Descriptor instead.
 func (*BufferStats) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{18}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *BufferStats) GetBatchCount() uint64 {
@@ -2127,7 +2221,7 @@ type WALStats struct {
 
 func (x *WALStats) Reset() {
 	*x = WALStats{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[19]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2139,7 +2233,7 @@ func (x *WALStats) String() string {
 func (*WALStats) ProtoMessage() {}
 
 func (x *WALStats) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[19]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2152,7 +2246,7 @@ func (x *WALStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WALStats.ProtoReflect.Descriptor instead.
 func (*WALStats) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{19}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *WALStats) GetSizeBytes() uint64 {
@@ -2258,7 +2352,7 @@ type RecoveryStatus struct {
 
 func (x *RecoveryStatus) Reset() {
 	*x = RecoveryStatus{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[20]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2270,7 +2364,7 @@ func (x *RecoveryStatus) String() string {
 func (*RecoveryStatus) ProtoMessage() {}
 
 func (x *RecoveryStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[20]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2283,7 +2377,7 @@ func (x *RecoveryStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecoveryStatus.ProtoReflect.Descriptor instead.
 func (*RecoveryStatus) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{20}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *RecoveryStatus) GetActive() bool {
@@ -2350,7 +2444,7 @@ type SourceStatus struct {
 
 func (x *SourceStatus) Reset() {
 	*x = SourceStatus{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[21]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2362,7 +2456,7 @@ func (x *SourceStatus) String() string {
 func (*SourceStatus) ProtoMessage() {}
 
 func (x *SourceStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[21]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2375,7 +2469,7 @@ func (x *SourceStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SourceStatus.ProtoReflect.Descriptor instead.
 func (*SourceStatus) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{21}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SourceStatus) GetSourceId() string {
@@ -2482,7 +2576,7 @@ type ServerStatus struct {
 
 func (x *ServerStatus) Reset() {
 	*x = ServerStatus{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[22]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2494,7 +2588,7 @@ func (x *ServerStatus) String() string {
 func (*ServerStatus) ProtoMessage() {}
 
 func (x *ServerStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[22]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2507,7 +2601,7 @@ func (x *ServerStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServerStatus.ProtoReflect.Descriptor instead.
 func (*ServerStatus) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{22}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *ServerStatus) GetState() ParentState {
@@ -2609,7 +2703,7 @@ type StagedStats struct {
 
 func (x *StagedStats) Reset() {
 	*x = StagedStats{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2621,7 +2715,7 @@ func (x *StagedStats) String() string {
 func (*StagedStats) ProtoMessage() {}
 
 func (x *StagedStats) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[23]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2634,7 +2728,7 @@ func (x *StagedStats) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StagedStats.ProtoReflect.Descriptor instead.
 func (*StagedStats) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{23}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *StagedStats) GetBatchCount() uint64 {
@@ -2691,7 +2785,7 @@ type TableStatus struct {
 
 func (x *TableStatus) Reset() {
 	*x = TableStatus{}
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2797,7 @@ func (x *TableStatus) String() string {
 func (*TableStatus) ProtoMessage() {}
 
 func (x *TableStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_lakehouse_v1_cdc_proto_msgTypes[24]
+	mi := &file_lakehouse_v1_cdc_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2810,7 @@ func (x *TableStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TableStatus.ProtoReflect.Descriptor instead.
 func (*TableStatus) Descriptor() ([]byte, []int) {
-	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{24}
+	return file_lakehouse_v1_cdc_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *TableStatus) GetName() string {
@@ -2814,15 +2908,20 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x05batch\x18\x03 \x01(\v2\x13.lakehouse.v1.BatchH\x00R\x05batch\x127\n" +
 	"\theartbeat\x18\x04 \x01(\v2\x17.lakehouse.v1.HeartbeatH\x00R\theartbeat\x122\n" +
 	"\x05flush\x18\x05 \x01(\v2\x1a.lakehouse.v1.FlushRequestH\x00R\x05flushB\x06\n" +
-	"\x04kind\"\xbb\x02\n" +
+	"\x04kind\"\xf1\x02\n" +
 	"\x0eStreamResponse\x127\n" +
 	"\tconnected\x18\x01 \x01(\v2\x17.lakehouse.v1.ConnectedH\x00R\tconnected\x12%\n" +
 	"\x03ack\x18\x02 \x01(\v2\x11.lakehouse.v1.AckH\x00R\x03ack\x12(\n" +
 	"\x04nack\x18\x03 \x01(\v2\x12.lakehouse.v1.NackH\x00R\x04nack\x124\n" +
 	"\x06status\x18\x04 \x01(\v2\x1a.lakehouse.v1.ServerStatusH\x00R\x06status\x12(\n" +
 	"\x04pong\x18\x05 \x01(\v2\x12.lakehouse.v1.PongH\x00R\x04pong\x127\n" +
-	"\tpersisted\x18\x06 \x01(\v2\x17.lakehouse.v1.PersistedH\x00R\tpersistedB\x06\n" +
-	"\x04kind\"\xa4\x02\n" +
+	"\tpersisted\x18\x06 \x01(\v2\x17.lakehouse.v1.PersistedH\x00R\tpersisted\x124\n" +
+	"\bredirect\x18\a \x01(\v2\x16.lakehouse.v1.RedirectH\x00R\bredirectB\x06\n" +
+	"\x04kind\"Q\n" +
+	"\bRedirect\x12\x12\n" +
+	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1b\n" +
+	"\tsource_id\x18\x02 \x01(\tR\bsourceId\x12\x14\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"\xa4\x02\n" +
 	"\x0eConnectRequest\x12\x1b\n" +
 	"\tsource_id\x18\x01 \x01(\tR\bsourceId\x12\x1d\n" +
 	"\n" +
@@ -3057,7 +3156,7 @@ func file_lakehouse_v1_cdc_proto_rawDescGZIP() []byte {
 }
 
 var file_lakehouse_v1_cdc_proto_enumTypes = make([]protoimpl.EnumInfo, 7)
-var file_lakehouse_v1_cdc_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_lakehouse_v1_cdc_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(Operation)(0),            // 0: lakehouse.v1.Operation
 	(AckStatus)(0),            // 1: lakehouse.v1.AckStatus
@@ -3068,74 +3167,76 @@ var file_lakehouse_v1_cdc_proto_goTypes = []any{
 	(WALState)(0),             // 6: lakehouse.v1.WALState
 	(*StreamRequest)(nil),     // 7: lakehouse.v1.StreamRequest
 	(*StreamResponse)(nil),    // 8: lakehouse.v1.StreamResponse
-	(*ConnectRequest)(nil),    // 9: lakehouse.v1.ConnectRequest
-	(*Capabilities)(nil),      // 10: lakehouse.v1.Capabilities
-	(*Connected)(nil),         // 11: lakehouse.v1.Connected
-	(*Entry)(nil),             // 12: lakehouse.v1.Entry
-	(*Batch)(nil),             // 13: lakehouse.v1.Batch
-	(*Heartbeat)(nil),         // 14: lakehouse.v1.Heartbeat
-	(*Pong)(nil),              // 15: lakehouse.v1.Pong
-	(*AckDetails)(nil),        // 16: lakehouse.v1.AckDetails
-	(*Ack)(nil),               // 17: lakehouse.v1.Ack
-	(*Nack)(nil),              // 18: lakehouse.v1.Nack
-	(*Persisted)(nil),         // 19: lakehouse.v1.Persisted
-	(*FlushRequest)(nil),      // 20: lakehouse.v1.FlushRequest
-	(*FlushResult)(nil),       // 21: lakehouse.v1.FlushResult
-	(*FlushResponse)(nil),     // 22: lakehouse.v1.FlushResponse
-	(*GetStatusRequest)(nil),  // 23: lakehouse.v1.GetStatusRequest
-	(*GetStatusResponse)(nil), // 24: lakehouse.v1.GetStatusResponse
-	(*BufferStats)(nil),       // 25: lakehouse.v1.BufferStats
-	(*WALStats)(nil),          // 26: lakehouse.v1.WALStats
-	(*RecoveryStatus)(nil),    // 27: lakehouse.v1.RecoveryStatus
-	(*SourceStatus)(nil),      // 28: lakehouse.v1.SourceStatus
-	(*ServerStatus)(nil),      // 29: lakehouse.v1.ServerStatus
-	(*StagedStats)(nil),       // 30: lakehouse.v1.StagedStats
-	(*TableStatus)(nil),       // 31: lakehouse.v1.TableStatus
+	(*Redirect)(nil),          // 9: lakehouse.v1.Redirect
+	(*ConnectRequest)(nil),    // 10: lakehouse.v1.ConnectRequest
+	(*Capabilities)(nil),      // 11: lakehouse.v1.Capabilities
+	(*Connected)(nil),         // 12: lakehouse.v1.Connected
+	(*Entry)(nil),             // 13: lakehouse.v1.Entry
+	(*Batch)(nil),             // 14: lakehouse.v1.Batch
+	(*Heartbeat)(nil),         // 15: lakehouse.v1.Heartbeat
+	(*Pong)(nil),              // 16: lakehouse.v1.Pong
+	(*AckDetails)(nil),        // 17: lakehouse.v1.AckDetails
+	(*Ack)(nil),               // 18: lakehouse.v1.Ack
+	(*Nack)(nil),              // 19: lakehouse.v1.Nack
+	(*Persisted)(nil),         // 20: lakehouse.v1.Persisted
+	(*FlushRequest)(nil),      // 21: lakehouse.v1.FlushRequest
+	(*FlushResult)(nil),       // 22: lakehouse.v1.FlushResult
+	(*FlushResponse)(nil),     // 23: lakehouse.v1.FlushResponse
+	(*GetStatusRequest)(nil),  // 24: lakehouse.v1.GetStatusRequest
+	(*GetStatusResponse)(nil), // 25: lakehouse.v1.GetStatusResponse
+	(*BufferStats)(nil),       // 26: lakehouse.v1.BufferStats
+	(*WALStats)(nil),          // 27: lakehouse.v1.WALStats
+	(*RecoveryStatus)(nil),    // 28: lakehouse.v1.RecoveryStatus
+	(*SourceStatus)(nil),      // 29: lakehouse.v1.SourceStatus
+	(*ServerStatus)(nil),      // 30: lakehouse.v1.ServerStatus
+	(*StagedStats)(nil),       // 31: lakehouse.v1.StagedStats
+	(*TableStatus)(nil),       // 32: lakehouse.v1.TableStatus
 }
 var file_lakehouse_v1_cdc_proto_depIdxs = []int32{
-	9,  // 0: lakehouse.v1.StreamRequest.connect:type_name -> lakehouse.v1.ConnectRequest
-	13, // 1: lakehouse.v1.StreamRequest.batch:type_name -> lakehouse.v1.Batch
-	14, // 2: lakehouse.v1.StreamRequest.heartbeat:type_name -> lakehouse.v1.Heartbeat
-	20, // 3: lakehouse.v1.StreamRequest.flush:type_name -> lakehouse.v1.FlushRequest
-	11, // 4: lakehouse.v1.StreamResponse.connected:type_name -> lakehouse.v1.Connected
-	17, // 5: lakehouse.v1.StreamResponse.ack:type_name -> lakehouse.v1.Ack
-	18, // 6: lakehouse.v1.StreamResponse.nack:type_name -> lakehouse.v1.Nack
-	29, // 7: lakehouse.v1.StreamResponse.status:type_name -> lakehouse.v1.ServerStatus
-	15, // 8: lakehouse.v1.StreamResponse.pong:type_name -> lakehouse.v1.Pong
-	19, // 9: lakehouse.v1.StreamResponse.persisted:type_name -> lakehouse.v1.Persisted
-	10, // 10: lakehouse.v1.ConnectRequest.capabilities:type_name -> lakehouse.v1.Capabilities
-	5,  // 11: lakehouse.v1.ConnectRequest.sequence_mode:type_name -> lakehouse.v1.SequenceMode
-	5,  // 12: lakehouse.v1.Connected.sequence_mode:type_name -> lakehouse.v1.SequenceMode
-	0,  // 13: lakehouse.v1.Entry.operation:type_name -> lakehouse.v1.Operation
-	12, // 14: lakehouse.v1.Batch.entries:type_name -> lakehouse.v1.Entry
-	1,  // 15: lakehouse.v1.Ack.status:type_name -> lakehouse.v1.AckStatus
-	16, // 16: lakehouse.v1.Ack.details:type_name -> lakehouse.v1.AckDetails
-	2,  // 17: lakehouse.v1.Nack.reason:type_name -> lakehouse.v1.NackReason
-	3,  // 18: lakehouse.v1.FlushRequest.reason:type_name -> lakehouse.v1.FlushReason
-	3,  // 19: lakehouse.v1.FlushResult.reason:type_name -> lakehouse.v1.FlushReason
-	21, // 20: lakehouse.v1.FlushResponse.result:type_name -> lakehouse.v1.FlushResult
-	29, // 21: lakehouse.v1.GetStatusResponse.status:type_name -> lakehouse.v1.ServerStatus
-	6,  // 22: lakehouse.v1.WALStats.state:type_name -> lakehouse.v1.WALState
-	5,  // 23: lakehouse.v1.SourceStatus.sequence_mode:type_name -> lakehouse.v1.SequenceMode
-	4,  // 24: lakehouse.v1.ServerStatus.state:type_name -> lakehouse.v1.ParentState
-	25, // 25: lakehouse.v1.ServerStatus.buffer:type_name -> lakehouse.v1.BufferStats
-	28, // 26: lakehouse.v1.ServerStatus.sources:type_name -> lakehouse.v1.SourceStatus
-	26, // 27: lakehouse.v1.ServerStatus.wal:type_name -> lakehouse.v1.WALStats
-	27, // 28: lakehouse.v1.ServerStatus.recovery:type_name -> lakehouse.v1.RecoveryStatus
-	21, // 29: lakehouse.v1.ServerStatus.last_flush:type_name -> lakehouse.v1.FlushResult
-	30, // 30: lakehouse.v1.ServerStatus.staged:type_name -> lakehouse.v1.StagedStats
-	31, // 31: lakehouse.v1.ServerStatus.tables:type_name -> lakehouse.v1.TableStatus
-	7,  // 32: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
-	20, // 33: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
-	23, // 34: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
-	8,  // 35: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
-	22, // 36: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
-	24, // 37: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
-	35, // [35:38] is the sub-list for method output_type
-	32, // [32:35] is the sub-list for method input_type
-	32, // [32:32] is the sub-list for extension type_name
-	32, // [32:32] is the sub-list for extension extendee
-	0,  // [0:32] is the sub-list for field type_name
+	10, // 0: lakehouse.v1.StreamRequest.connect:type_name -> lakehouse.v1.ConnectRequest
+	14, // 1: lakehouse.v1.StreamRequest.batch:type_name -> lakehouse.v1.Batch
+	15, // 2: lakehouse.v1.StreamRequest.heartbeat:type_name -> lakehouse.v1.Heartbeat
+	21, // 3: lakehouse.v1.StreamRequest.flush:type_name -> lakehouse.v1.FlushRequest
+	12, // 4: lakehouse.v1.StreamResponse.connected:type_name -> lakehouse.v1.Connected
+	18, // 5: lakehouse.v1.StreamResponse.ack:type_name -> lakehouse.v1.Ack
+	19, // 6: lakehouse.v1.StreamResponse.nack:type_name -> lakehouse.v1.Nack
+	30, // 7: lakehouse.v1.StreamResponse.status:type_name -> lakehouse.v1.ServerStatus
+	16, // 8: lakehouse.v1.StreamResponse.pong:type_name -> lakehouse.v1.Pong
+	20, // 9: lakehouse.v1.StreamResponse.persisted:type_name -> lakehouse.v1.Persisted
+	9,  // 10: lakehouse.v1.StreamResponse.redirect:type_name -> lakehouse.v1.Redirect
+	11, // 11: lakehouse.v1.ConnectRequest.capabilities:type_name -> lakehouse.v1.Capabilities
+	5,  // 12: lakehouse.v1.ConnectRequest.sequence_mode:type_name -> lakehouse.v1.SequenceMode
+	5,  // 13: lakehouse.v1.Connected.sequence_mode:type_name -> lakehouse.v1.SequenceMode
+	0,  // 14: lakehouse.v1.Entry.operation:type_name -> lakehouse.v1.Operation
+	13, // 15: lakehouse.v1.Batch.entries:type_name -> lakehouse.v1.Entry
+	1,  // 16: lakehouse.v1.Ack.status:type_name -> lakehouse.v1.AckStatus
+	17, // 17: lakehouse.v1.Ack.details:type_name -> lakehouse.v1.AckDetails
+	2,  // 18: lakehouse.v1.Nack.reason:type_name -> lakehouse.v1.NackReason
+	3,  // 19: lakehouse.v1.FlushRequest.reason:type_name -> lakehouse.v1.FlushReason
+	3,  // 20: lakehouse.v1.FlushResult.reason:type_name -> lakehouse.v1.FlushReason
+	22, // 21: lakehouse.v1.FlushResponse.result:type_name -> lakehouse.v1.FlushResult
+	30, // 22: lakehouse.v1.GetStatusResponse.status:type_name -> lakehouse.v1.ServerStatus
+	6,  // 23: lakehouse.v1.WALStats.state:type_name -> lakehouse.v1.WALState
+	5,  // 24: lakehouse.v1.SourceStatus.sequence_mode:type_name -> lakehouse.v1.SequenceMode
+	4,  // 25: lakehouse.v1.ServerStatus.state:type_name -> lakehouse.v1.ParentState
+	26, // 26: lakehouse.v1.ServerStatus.buffer:type_name -> lakehouse.v1.BufferStats
+	29, // 27: lakehouse.v1.ServerStatus.sources:type_name -> lakehouse.v1.SourceStatus
+	27, // 28: lakehouse.v1.ServerStatus.wal:type_name -> lakehouse.v1.WALStats
+	28, // 29: lakehouse.v1.ServerStatus.recovery:type_name -> lakehouse.v1.RecoveryStatus
+	22, // 30: lakehouse.v1.ServerStatus.last_flush:type_name -> lakehouse.v1.FlushResult
+	31, // 31: lakehouse.v1.ServerStatus.staged:type_name -> lakehouse.v1.StagedStats
+	32, // 32: lakehouse.v1.ServerStatus.tables:type_name -> lakehouse.v1.TableStatus
+	7,  // 33: lakehouse.v1.CDCService.Stream:input_type -> lakehouse.v1.StreamRequest
+	21, // 34: lakehouse.v1.CDCService.Flush:input_type -> lakehouse.v1.FlushRequest
+	24, // 35: lakehouse.v1.CDCService.GetStatus:input_type -> lakehouse.v1.GetStatusRequest
+	8,  // 36: lakehouse.v1.CDCService.Stream:output_type -> lakehouse.v1.StreamResponse
+	23, // 37: lakehouse.v1.CDCService.Flush:output_type -> lakehouse.v1.FlushResponse
+	25, // 38: lakehouse.v1.CDCService.GetStatus:output_type -> lakehouse.v1.GetStatusResponse
+	36, // [36:39] is the sub-list for method output_type
+	33, // [33:36] is the sub-list for method input_type
+	33, // [33:33] is the sub-list for extension type_name
+	33, // [33:33] is the sub-list for extension extendee
+	0,  // [0:33] is the sub-list for field type_name
 }
 
 func init() { file_lakehouse_v1_cdc_proto_init() }
@@ -3157,6 +3258,7 @@ func file_lakehouse_v1_cdc_proto_init() {
 		(*StreamResponse_Status)(nil),
 		(*StreamResponse_Pong)(nil),
 		(*StreamResponse_Persisted)(nil),
+		(*StreamResponse_Redirect)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -3164,7 +3266,7 @@ func file_lakehouse_v1_cdc_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_lakehouse_v1_cdc_proto_rawDesc), len(file_lakehouse_v1_cdc_proto_rawDesc)),
 			NumEnums:      7,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

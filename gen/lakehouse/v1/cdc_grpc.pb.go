@@ -65,7 +65,10 @@ const (
 type CDCServiceClient interface {
 	// Stream is the CDC stream of one source. The first request must be a
 	// ConnectRequest. A newer stream for the same source_id takes over: the
-	// older one is closed with status code ABORTED ("fenced").
+	// older one is closed with status code ABORTED ("fenced"). In
+	// multi-instance mode the answer to the ConnectRequest is either Connected
+	// or, when another live instance owns the source, Redirect (then the
+	// stream ends with UNAVAILABLE).
 	Stream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[StreamRequest, StreamResponse], error)
 	// Flush commits everything buffered now and returns the result.
 	Flush(ctx context.Context, in *FlushRequest, opts ...grpc.CallOption) (*FlushResponse, error)
@@ -122,7 +125,10 @@ func (c *cDCServiceClient) GetStatus(ctx context.Context, in *GetStatusRequest, 
 type CDCServiceServer interface {
 	// Stream is the CDC stream of one source. The first request must be a
 	// ConnectRequest. A newer stream for the same source_id takes over: the
-	// older one is closed with status code ABORTED ("fenced").
+	// older one is closed with status code ABORTED ("fenced"). In
+	// multi-instance mode the answer to the ConnectRequest is either Connected
+	// or, when another live instance owns the source, Redirect (then the
+	// stream ends with UNAVAILABLE).
 	Stream(grpc.BidiStreamingServer[StreamRequest, StreamResponse]) error
 	// Flush commits everything buffered now and returns the result.
 	Flush(context.Context, *FlushRequest) (*FlushResponse, error)
