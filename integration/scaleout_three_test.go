@@ -67,7 +67,7 @@ func TestScaleOutThreeLong(t *testing.T) {
 	}
 	t.Logf("seed %d (replay with LAKEHOUSE_SCALEOUT_SEED=%d)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
-	scaleOutThree(t, threeConfig{native: 24, legacy: 8, batches: 300 + rng.IntN(200), rate: 6 + 6*rng.Float64(),
+	scaleOutThree(t, threeConfig{native: 24, legacy: 8, batches: 150 + rng.IntN(100), rate: 4 + 4*rng.Float64(),
 		pause: time.Duration(3000+rng.IntN(4000)) * time.Millisecond, seed: seed})
 }
 
@@ -194,7 +194,9 @@ func scaleOutThree(t *testing.T, tc threeConfig) {
 	waitHTTP(t, "http://"+bridgeAddr+"/health", bridgeLog)
 	allLogs := func() string { return so.logs("a", "b", "c") + "--- bridge\n" + readLog(t, bridgeLog) }
 
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	// Persisted-mode clients hold window batches until a commit: about
+	// window batches per commit interval each.
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)
 	defer cancel()
 	cfg := loadConfig{prefix: "three", native: tc.native, legacy: tc.legacy, batchSize: 50, batches: tc.batches,
 		window: 4, rate: tc.rate, ackTimeout: 3 * time.Second}
