@@ -38,7 +38,9 @@ func (r *scenarioResult) add(l *load, stored map[string]map[uint64]int) {
 	per := int64(l.cfg.batchSize)
 	for _, s := range l.native {
 		r.sent += s.next.Load() * per
-		acked := s.acked.Load()
+		// A batch the client holds (until persisted) and resends after the
+		// server lost it is acknowledged again: count entries once.
+		acked := min(s.acked.Load(), s.next.Load()*per)
 		r.acked += acked
 		for q := uint64(1); q <= uint64(acked); q++ {
 			if stored[s.id][q] == 0 {
