@@ -81,14 +81,7 @@ func Dial(ctx context.Context, addr, sourceID string, opts ...Option) (*Client, 
 	if err != nil {
 		return nil, err
 	}
-	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
-	if cfg.keepaliveTime > 0 {
-		dopts = append(dopts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
-			Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, PermitWithoutStream: true,
-		}))
-	}
-	dopts = append(dopts, cfg.dialOptions...)
-	conn, err := grpc.NewClient(addr, dopts...)
+	conn, err := grpc.NewClient(addr, cfg.ownDialOptions()...)
 	if err != nil {
 		return nil, fmt.Errorf("client: dial %s: %w", addr, err)
 	}
@@ -421,4 +414,18 @@ func (c *Client) safeCall(f func()) {
 		}
 	}()
 	f()
+}
+
+// ownDialOptions are the options of a connection the client dials itself
+// (Dial, and the owner a redirect names): insecure credentials unless
+// WithDialOptions says otherwise, and the keepalive that notices a
+// half-open connection.
+func (cfg *config) ownDialOptions() []grpc.DialOption {
+	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	if cfg.keepaliveTime > 0 {
+		dopts = append(dopts, grpc.WithKeepaliveParams(keepalive.ClientParameters{
+			Time: cfg.keepaliveTime, Timeout: cfg.keepaliveTimeout, PermitWithoutStream: true,
+		}))
+	}
+	return append(dopts, cfg.dialOptions...)
 }

@@ -744,11 +744,16 @@ func TestAckTimeoutsExhaustRetries(t *testing.T) {
 }
 
 // TestServerLostAckedBatches: a server that comes back without batches it
-// acknowledged (its log was lost) gets the next batches numbered after what
-// it has, instead of a stream stuck on INVALID_SEQUENCE.
+// acknowledged (its log was lost, or the source moved while the instance
+// that acked them was down) gets the next batches numbered after what it
+// has, instead of a stream stuck on INVALID_SEQUENCE; and the loss is
+// reported (OnError, Stats, Close), never silent.
 func TestServerLostAckedBatches(t *testing.T) {
 	f := startFake(t)
-	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10))
+	var mu sync.Mutex
+	var reported []error
+	c := dialTest(t, f.Addr(), "src", WithMaxBatchEntries(10),
+		OnError(func(err error) { mu.Lock(); reported = append(reported, err); mu.Unlock() }))
 	if err := c.SendMany(context.Background(), testEntries(0, 30)); err != nil {
 		t.Fatal(err)
 	}
@@ -762,8 +767,18 @@ func TestServerLostAckedBatches(t *testing.T) {
 	if err != nil || a.Sequence != 2 {
 		t.Fatalf("after the server lost batches 2-3: %+v %v", a, err)
 	}
-	if err := closeTest(t, c); err != nil {
-		t.Fatal(err)
+	if st := c.Stats(); st.BatchesLost != 2 {
+		t.Fatalf("BatchesLost %d, want 2", st.BatchesLost)
+	}
+	err = closeTest(t, c)
+	var le *LostError
+	if !errors.As(err, &le) || le.FromSeq != 2 || le.ToSeq != 3 || !errors.Is(err, ErrAckedLost) {
+		t.Fatalf("Close: %v, want a LostError for batches 2-3", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(reported) != 1 || !errors.Is(reported[0], ErrAckedLost) {
+		t.Fatalf("OnError got %v, want the loss once", reported)
 	}
 	wantRange(t, "batches", f.batchSeqs("src"), 1, 2)
 }

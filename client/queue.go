@@ -327,7 +327,10 @@ type resyncResult struct {
 	dups       []*batch // numbered at or below the server's last, not acked: the server has them
 	lostAcked  int      // acked batches the server lacks (queued again)
 	renumbered bool     // the server lacks batches the queue no longer holds
-	behind     bool     // nothing numbered is held and the server is behind the last number given
+	// lostFrom..lostTo are the acked batch numbers the server lacks and the
+	// queue no longer holds (0, 0: none).
+	lostFrom, lostTo uint64
+	behind           bool // nothing numbered is held and the server is behind the last number given
 }
 
 // resync aligns the queue with last, the server's last accepted batch number
@@ -359,9 +362,15 @@ func (q *queue) resync(last uint64) resyncResult {
 	switch {
 	case lowest == 0:
 		r.behind = q.nextSeq > last+1
+		if r.behind {
+			r.lostFrom, r.lostTo = last+1, q.nextSeq-1
+		}
 		q.nextSeq = last + 1
 	case lowest != last+1:
 		r.renumbered = true
+		if lowest > last+1 {
+			r.lostFrom, r.lostTo = last+1, lowest-1
+		}
 		for _, b := range q.batches {
 			if b.seq > last {
 				b.seq = 0

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 )
@@ -89,8 +88,7 @@ func (c *Client) followRedirect(r *lakehousev1.Redirect) error {
 
 // dialTarget opens a connection to addr with Dial's options.
 func (c *Client) dialTarget(addr string) (*grpc.ClientConn, error) {
-	dopts := append([]grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}, c.cfg.dialOptions...)
-	return grpc.NewClient(addr, dopts...)
+	return grpc.NewClient(addr, c.cfg.ownDialOptions()...)
 }
 
 // redirectFailed drops the redirect target after a connect to it failed;

@@ -9,6 +9,8 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/dot-do/lakehouse-rpc/internal/faultproxy"
 )
 
 // A connect to an instance that does not own the source lands on the owner:
@@ -153,4 +155,40 @@ func TestRedirectNotFollowedByNew(t *testing.T) {
 	if st := c.Stats(); st.Redirects != 2 || st.RedirectAddr != "" {
 		t.Fatalf("redirects %d, addr %q", st.Redirects, st.RedirectAddr)
 	}
+}
+
+// TestRedirectKeepsKeepalive: the connection to the owner a redirect names
+// carries the client's keepalive (it did not: only Dial's own connection had
+// it), so an owner whose link goes silent is noticed and the client
+// reconnects, instead of waiting on TCP for good. Heartbeats are off and no
+// batch is in flight, so only the keepalive can notice.
+func TestRedirectKeepsKeepalive(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for a keepalive timeout (about 12 s)")
+	}
+	owner := startFake(t)
+	p, err := faultproxy.Start(owner.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	other := startFake(t)
+	other.redirect(p.Addr(), 0)
+	c := dialTest(t, other.Addr(), "src", WithHeartbeatInterval(0), WithKeepalive(MinKeepaliveTime, time.Second))
+	if _, err := c.SendBatch(context.Background(), testEntries(0, 10)); err != nil {
+		t.Fatal(err)
+	}
+	before := c.Stats().Reconnects
+	p.Blackhole() // the current connection goes silent; new ones work
+	deadline := time.Now().Add(MinKeepaliveTime + 10*time.Second)
+	for c.Stats().Reconnects == before {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reconnect %v after the owner's link went silent: the redirect connection has no keepalive", MinKeepaliveTime+10*time.Second)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := c.SendBatch(context.Background(), testEntries(10, 10)); err != nil {
+		t.Fatalf("after the reconnect: %v", err)
+	}
+	wantRange(t, "owner's entries", owner.entrySeqs("src"), 1, 20)
 }

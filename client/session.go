@@ -268,6 +268,15 @@ func (c *Client) resyncLocked(last uint64, now time.Time) {
 	if r.renumbered {
 		c.log.Warn("client: server lacks batches; renumbering pending batches", "server_last", last)
 	}
+	if r.lostTo != 0 {
+		err := &LostError{FromSeq: r.lostFrom, ToSeq: r.lostTo}
+		c.st.batchesLost += r.lostTo - r.lostFrom + 1
+		c.errs = append(c.errs, err)
+		c.log.Error("client: the server lost acknowledged batches", "from", r.lostFrom, "to", r.lostTo, "server_last", last)
+		if f := c.cfg.onError; f != nil {
+			c.emit(func() { f(err) })
+		}
+	}
 	c.broadcastLocked()
 }
 

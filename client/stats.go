@@ -14,6 +14,7 @@ type stats struct {
 	batchesSent, entriesSent, retried, bytesSent uint64
 	batchesAcked, entriesAcked, duplicates       uint64
 	batchesFailed, entriesFailed                 uint64
+	batchesLost                                  uint64
 	staleNacks, staleAcks                        uint64
 	reconnects, heartbeats, pongs                uint64
 	redirects                                    uint64
@@ -98,6 +99,10 @@ type Stats struct {
 	PendingEntries int `json:"pendingEntries"`
 	// BufferedEntries is the number of entries in the current, unsealed batch.
 	BufferedEntries int `json:"bufferedEntries"`
+	// BatchesLost counts batches the server acknowledged but no longer had
+	// when the client reconnected, and the client no longer held (each
+	// reported as a *LostError through OnError, Flush and Close).
+	BatchesLost uint64 `json:"batchesLost"`
 	// Reconnects counts streams opened after the first.
 	Reconnects uint64 `json:"reconnects"`
 	// Redirects counts connects answered with a redirect to the source's
@@ -140,6 +145,7 @@ func (c *Client) Stats() Stats {
 		Duplicates:        c.st.duplicates,
 		BatchesFailed:     c.st.batchesFailed,
 		EntriesFailed:     c.st.entriesFailed,
+		BatchesLost:       c.st.batchesLost,
 		StaleNacks:        c.st.staleNacks,
 		StaleAcks:         c.st.staleAcks,
 		PendingBatches:    c.q.len(),

@@ -32,6 +32,9 @@ var (
 	// ErrDeliveryTimeout: a batch was not acknowledged within the delivery
 	// timeout (WithDeliveryTimeout).
 	ErrDeliveryTimeout = errors.New("client: delivery timeout")
+	// ErrAckedLost: the server no longer has batches it acknowledged with
+	// OK and the client no longer holds (see LostError).
+	ErrAckedLost = errors.New("client: the server lost acknowledged batches")
 	// ErrInvalidOption: an option's value is out of range (Dial and New).
 	ErrInvalidOption = errors.New("client: invalid option")
 )
@@ -64,6 +67,28 @@ func (e *BatchError) Unwrap() error { return e.Err }
 
 // Is reports whether target is ErrGaveUp.
 func (e *BatchError) Is(target error) bool { return target == ErrGaveUp }
+
+// LostError reports batches the server acknowledged (OK: durable in that
+// instance's log) but no longer has, found when the client reconnects. It
+// happens when the instance that acked them is lost for good, or when the
+// source moved to another instance while that one was down (docs/scale-out.md:
+// its batches are then dropped, never committed twice). The client cannot
+// resend them: in the default mode it releases a batch once acked. Clients
+// that must survive the loss of an instance hold batches until persisted
+// (WithWaitForPersisted), which never loses them. It matches ErrAckedLost.
+type LostError struct {
+	// FromSeq and ToSeq are the lost batch numbers (inclusive).
+	FromSeq, ToSeq uint64
+}
+
+// Error describes the loss.
+func (e *LostError) Error() string {
+	return fmt.Sprintf("client: the server lost acknowledged batches %d-%d (%d batches): they were acked, released, and cannot be resent",
+		e.FromSeq, e.ToSeq, e.ToSeq-e.FromSeq+1)
+}
+
+// Is reports whether target is ErrAckedLost.
+func (e *LostError) Is(target error) bool { return target == ErrAckedLost }
 
 // NackError is the cause in a BatchError for a batch the server refused.
 type NackError struct {
