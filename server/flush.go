@@ -41,6 +41,9 @@ func (s *Server) runFlusher() {
 			reason lakehousev1.FlushReason
 			reply  chan *lakehousev1.FlushResult
 			commit bool
+			// early: a commit because the log is filling, of what is
+			// staged only (see flushOnce).
+			early bool
 		)
 		// A due commit goes before more staging: under a steady load a
 		// threshold is reached again while each stage runs, and a random
@@ -62,9 +65,13 @@ func (s *Server) runFlusher() {
 			case <-interval.C:
 				reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
 			case <-s.kick:
-				reason = s.thresholdReason()
+				if reason, early = s.walPressureReason(); !early {
+					reason = s.thresholdReason()
+				}
 			case now := <-house.C:
-				reason, commit = s.dueReason(now)
+				if reason, early = s.walPressureReason(); !early {
+					reason, commit = s.dueReason(now)
+				}
 			}
 		}
 		if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
@@ -74,8 +81,8 @@ func (s *Server) runFlusher() {
 			continue // the recovery schedule decides when to try again
 		}
 		var res *lakehousev1.FlushResult
-		if commit || s.stager == nil {
-			res = s.flushOnce(reason)
+		if commit || early || s.stager == nil {
+			res = s.flushOnce(reason, !early)
 			// The next scheduled commit is a full interval after this one,
 			// whatever triggered it.
 			interval.Reset(s.cfg.FlushInterval)
@@ -136,6 +143,34 @@ func (s *Server) dueReason(now time.Time) (reason lakehousev1.FlushReason, commi
 		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD, false
 	}
 	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
+}
+
+// walPressureReason reports an early commit due because the write-ahead log
+// is filling (Config.WALCommitThreshold): only a commit releases the log.
+// The commit is of what is staged (flushOnce), and waits until that is half
+// the threshold's bytes or all there is: committing each stage as it comes
+// would multiply snapshots while a backlog is staged.
+func (s *Server) walPressureReason() (lakehousev1.FlushReason, bool) {
+	none := lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	if s.cfg.WALCommitThreshold >= 1 {
+		return none, false
+	}
+	bs := s.buf.stats(false)
+	at := s.cfg.WALCommitThreshold * float64(s.cfg.WALMaxBytes)
+	switch {
+	case bs.stagedBatches == 0 && bs.queuedBatches == 0:
+		return none, false
+	case bs.queuedBatches > 0 && float64(bs.stagedFrames) < at/2:
+		return none, false
+	case float64(s.wal.Stats().SizeBytes) < at:
+		return none, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recovery.active {
+		return none, false
+	}
+	return lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE, true
 }
 
 func (s *Server) inBackoff() bool {
@@ -284,14 +319,25 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason, maxBatches int) *lake
 // with a plain Sink it commits the buffer. On failure nothing is lost: the
 // batches stay in the write-ahead log (and staged, or back in the buffer) and
 // the recovery schedule advances.
-func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+//
+// Without stageAll (an early commit because the log is filling) it commits
+// what is staged, staging one flush's size first only if nothing is: batches
+// are staged in log order, so that releases the log up to the oldest queued
+// batch within a commit's time, where staging the whole backlog first (up to
+// the log's cap, read back from it) would take seconds, during which the log
+// fills and refuses batches.
+func (s *Server) flushOnce(reason lakehousev1.FlushReason, stageAll bool) *lakehousev1.FlushResult {
 	if s.stager == nil {
 		return s.commitBuffer(reason)
 	}
 	start := time.Now()
 	// Everything queued now, one flush's size at a time; not what arrives
 	// meanwhile, or a steady load would keep the commit from ever starting.
-	for n := s.buf.stats(false).queuedBatches; n > 0; {
+	n := s.buf.stats(false).queuedBatches
+	if !stageAll && s.buf.stats(false).stagedBatches > 0 {
+		n = 0
+	}
+	for n > 0 {
 		res := s.stageOnce(reason, n)
 		if !res.Success {
 			s.m.flushes.WithLabelValues("failure").Inc()
@@ -300,7 +346,7 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 			s.mu.Unlock()
 			return res
 		}
-		if res.BatchesFlushed == 0 {
+		if res.BatchesFlushed == 0 || !stageAll {
 			break
 		}
 		n -= int(res.BatchesFlushed)

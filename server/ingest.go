@@ -421,18 +421,25 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 }
 
 // retryDelay suggests when a batch refused because the log is full may find
-// room: when the running flush is expected to end (from the last flush's
-// rate), never more than RetryDelay, never less than minRetryDelay. Without a
-// running flush or a rate to go by, RetryDelay.
+// room, never more than RetryDelay, never less than minRetryDelay: while
+// commits fail, RetryDelay; during a stage or flush, when it is expected to
+// end (from the last one's rate); otherwise (the refusal kicked a commit,
+// which releases the log) the last flush's duration. A fixed delay of
+// seconds would leave the stream idle long after the log has room again.
 func (s *Server) retryDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
+	switch {
+	case s.recovery.active:
 		return s.cfg.RetryDelay
+	case s.flushing && s.flushRate > 0:
+		expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
+		left := time.Until(s.flushStartT.Add(expected))
+		return min(max(left, minRetryDelay), s.cfg.RetryDelay)
+	case s.lastFlush != nil:
+		return min(max(time.Duration(s.lastFlush.DurationMs)*time.Millisecond, minRetryDelay), s.cfg.RetryDelay)
 	}
-	expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
-	left := time.Until(s.flushStartT.Add(expected))
-	return min(max(left, minRetryDelay), s.cfg.RetryDelay)
+	return min(4*minRetryDelay, s.cfg.RetryDelay)
 }
 
 // minRetryDelay keeps refused clients from spinning.

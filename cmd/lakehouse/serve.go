@@ -200,6 +200,9 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	sf.mirror.register(fs, true)
 	fs.Int64Var(&cfg.MaxBufferBytes, "max-buffer-bytes", 128<<20, "memory buffer cap; beyond it batches are held only in the write-ahead log and read back at flush")
 	fs.Int64Var(&cfg.WALMaxBytes, "wal-max-bytes", 1<<30, "write-ahead log cap on disk; beyond it batches are nacked buffer_full")
+	fs.Float64Var(&cfg.WALCommitThreshold, "wal-commit-threshold", server.DefaultWALCommitThreshold,
+		"commit early, ahead of --flush-interval, when the write-ahead log holds this share of --wal-max-bytes (only a commit releases the log; "+
+			"a load above the cap per interval would otherwise be refused until the next commit); 1: never early")
 	o.lim.register(fs)
 	sf.register(fs)
 	o.sec.register(fs)
@@ -227,6 +230,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	}
 	if err := o.lim.validate(); err != nil {
 		return err
+	}
+	if t := cfg.WALCommitThreshold; t <= 0 || t > 1 {
+		return fmt.Errorf("--wal-commit-threshold %v: want a share of --wal-max-bytes above 0 and at most 1", t)
 	}
 	// No per-token stream key until tokens exist: only the total cap.
 	o.lim.applyServer(&cfg, func(ctx context.Context) string {
