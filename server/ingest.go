@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -177,7 +178,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	// Enqueued under src.mu, so the log holds a source's batches in order.
 	// The log completes every queued append, even on Close, so complete
 	// cannot hang; and an append once queued counts as accepted.
-	lsn, done := s.wal.AppendAsync(rec.appendTo(make([]byte, 0, rec.size())))
+	lsn, done := s.appendRecord(&rec)
 	if lsn == 0 {
 		err := <-done
 		s.buf.unreserve(size, lower)
@@ -227,6 +228,19 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		size: size, arrivedMs: nowMs, lastEntry: last}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
 		prevLastEntry: prevLastEntry, added: added}}, nil
+}
+
+// appendRecord queues rec's append to the log, encoded in a pooled buffer:
+// AppendAsync copies the record before it returns.
+func (s *Server) appendRecord(rec *walRecord) (wal.LSN, <-chan error) {
+	bp, _ := s.recBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = rec.appendTo(slices.Grow((*bp)[:0], rec.size()))
+	lsn, done := s.wal.AppendAsync(*bp)
+	s.recBufs.Put(bp)
+	return lsn, done
 }
 
 // complete waits for a pending batch's append and returns its answer, and
