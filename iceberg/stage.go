@@ -145,7 +145,7 @@ func (p *prepared) release() {
 // already cover, and builds the sorted Arrow record of the rest.
 func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepared {
 	p := &prepared{}
-	p.tbl, p.err = s.loadOrCreate(ctx, sink.SanitizeName(t.Name), t.Name)
+	p.tbl, p.err = s.stageTable(ctx, t.Name)
 	if p.err != nil {
 		return p
 	}
@@ -185,6 +185,28 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 	sortRows(rows)
 	p.rec, p.err = buildRecord(s.schema, rows, f.Time.UnixMicro())
 	return p
+}
+
+// stageTable loads (or creates) the table of CDC table name for staging,
+// once per commit: a table's metadata is read from the catalog and parsed at
+// each load, which cost about 9% of the server's CPU at 150k entries/s with a
+// stage every half second. Staging needs the schema, spec, location and
+// properties, which only a commit changes (commitStagedLocked drops the
+// cache); the watermarks read from them only drop rows early, and the commit
+// checks against the latest table anyway.
+func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error) {
+	if tbl, ok := s.stageTables[name]; ok {
+		return tbl, nil
+	}
+	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
+	if err != nil {
+		return nil, err
+	}
+	if s.stageTables == nil {
+		s.stageTables = make(map[string]*table.Table)
+	}
+	s.stageTables[name] = tbl
+	return tbl, nil
 }
 
 // writePrepared writes a prepared table's record as data files and records
