@@ -68,6 +68,9 @@ type Sink struct {
 
 	mu     sync.Mutex // serialises Stage, CommitStaged and Commit
 	closed bool
+	// stageTables caches the tables as Stage loaded them, until the next
+	// commit (guarded by mu; see stageTable).
+	stageTables map[string]*table.Table
 
 	// commitLock (a one-slot semaphore, see lockCommits) serialises
 	// catalog commits of ingest and maintenance, so that they never

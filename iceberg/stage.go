@@ -64,7 +64,6 @@ var ErrIncompleteWrite = errors.New("iceberg: data files are missing rows (a dat
 // Stage implements sink.Stager: for each table of f it drops the rows the
 // table's watermarks already cover, sorts the rest by (source, entry
 // sequence) and writes them as data files that no snapshot references yet.
-// Building a table's Arrow record overlaps with writing the table before it.
 func (s *Sink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -79,34 +78,19 @@ func (s *Sink) stageLocked(ctx context.Context, f *sink.Flush) (*staged, error) 
 	if len(f.Tables) == 0 {
 		return st, nil
 	}
-	pctx, cancel := context.WithCancel(ctx)
-	prepCh := make(chan *prepared, 1)
-	go func() {
-		defer close(prepCh)
-		for i := range f.Tables {
-			p := s.prepare(pctx, f, &f.Tables[i])
-			select {
-			case prepCh <- p:
-			case <-pctx.Done():
-				p.release()
-				return
-			}
-		}
-	}()
-	// On return, stop the preparer and wait for it: the flush's byte slices
-	// must not be touched after Stage returns.
-	defer func() {
-		cancel()
-		for p := range prepCh {
-			p.release()
-		}
-	}()
+	// One table after the other, on this goroutine: staging runs beside
+	// ingest, whose acks wait for the write-ahead log's writer. Building the
+	// next table's record while writing the previous one kept two
+	// goroutines busy on two cores, and at 150k entries/s the acks' p99 went
+	// from 64 ms to 151 ms (the log's append p90 from 6 to 50 ms), for
+	// staging throughput that sustained load does not need.
 	for i := range f.Tables {
 		t := &f.Tables[i]
-		p, ok := <-prepCh
-		if !ok {
+		if err := ctx.Err(); err != nil {
+			s.forgetStaged(st)
 			return nil, fmt.Errorf("iceberg: stage: %w", context.Cause(ctx))
 		}
+		p := s.prepare(ctx, f, t)
 		stt, err := s.writePrepared(ctx, t, p)
 		st.skipped += p.skipped
 		p.release()
@@ -145,7 +129,7 @@ func (p *prepared) release() {
 // already cover, and builds the sorted Arrow record of the rest.
 func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepared {
 	p := &prepared{}
-	p.tbl, p.err = s.loadOrCreate(ctx, sink.SanitizeName(t.Name), t.Name)
+	p.tbl, p.err = s.stageTable(ctx, t.Name)
 	if p.err != nil {
 		return p
 	}
@@ -185,6 +169,28 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 	sortRows(rows)
 	p.rec, p.err = buildRecord(s.schema, rows, f.Time.UnixMicro())
 	return p
+}
+
+// stageTable loads (or creates) the table of CDC table name for staging,
+// once per commit: a table's metadata is read from the catalog and parsed at
+// each load, which cost about 9% of the server's CPU at 150k entries/s with a
+// stage every half second. Staging needs the schema, spec, location and
+// properties, which only a commit changes (commitStagedLocked drops the
+// cache); the watermarks read from them only drop rows early, and the commit
+// checks against the latest table anyway.
+func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error) {
+	if tbl, ok := s.stageTables[name]; ok {
+		return tbl, nil
+	}
+	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
+	if err != nil {
+		return nil, err
+	}
+	if s.stageTables == nil {
+		s.stageTables = make(map[string]*table.Table)
+	}
+	s.stageTables[name] = tbl
+	return tbl, nil
 }
 
 // writePrepared writes a prepared table's record as data files and records

@@ -66,6 +66,7 @@ type buffer struct {
 	staged        []*bufBatch
 	stagedSets    []sink.Staged
 	stagedBytes   int64 // bytes of the staged data files, as the sink reports them
+	stagedFrames  int64 // frame bytes of the staged batches: what their commit releases of the log
 	stagedEntries int
 }
 
@@ -80,7 +81,7 @@ type bufferStats struct {
 	queuedMem                                 int64 // of queuedBytes, held in memory
 	logOnlyBatches                            int   // queued batches held only in the log
 	queuedEntries, inflEntries, stagedEntries int
-	stagedBytes                               int64
+	stagedBytes, stagedFrames                 int64
 	oldestMs, newestMs                        int64 // arrival times among queued and in-flight batches; 0 if none
 	// utilization is the share of the memory budget in use. It reaches 1
 	// when batches go to the log only; acks then say buffered (slow down).
@@ -238,6 +239,7 @@ func (b *buffer) stage(st sink.Staged) {
 	b.staged = append(b.staged, b.inflight...)
 	b.stagedSets = append(b.stagedSets, st)
 	b.stagedBytes += st.StagedBytes()
+	b.stagedFrames += b.inflBytes
 	b.stagedEntries += b.inflEntries
 	b.clearInflightLocked()
 }
@@ -255,7 +257,7 @@ func (b *buffer) stagedSnapshot() ([]*bufBatch, []sink.Staged, int) {
 func (b *buffer) releaseStaged() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.staged, b.stagedSets, b.stagedBytes, b.stagedEntries = nil, nil, 0, 0
+	b.staged, b.stagedSets, b.stagedBytes, b.stagedFrames, b.stagedEntries = nil, nil, 0, 0, 0
 }
 
 // stats returns the counters; withTimes also scans the arrival times.
@@ -271,7 +273,7 @@ func (b *buffer) statsLocked(withTimes bool) bufferStats {
 		queuedBytes: b.qBytes, inflBytes: b.inflBytes, reserved: b.reserved, queuedMem: b.qMem,
 		logOnlyBatches: b.qLogOnly,
 		queuedEntries:  b.qEntries, inflEntries: b.inflEntries, stagedEntries: b.stagedEntries,
-		stagedBytes: b.stagedBytes,
+		stagedBytes: b.stagedBytes, stagedFrames: b.stagedFrames,
 	}
 	st.utilization = float64(b.qMem+b.inflBytes+b.reserved) / float64(b.maxMem)
 	if withTimes {

@@ -73,6 +73,14 @@ type Config struct {
 	// WALMaxBytes caps the write-ahead log on disk; beyond it batches are
 	// nacked buffer_full. Default 1 GiB.
 	WALMaxBytes int64
+	// WALCommitThreshold commits early, ahead of FlushInterval, when the
+	// write-ahead log holds this share of WALMaxBytes and there is
+	// something to commit. Only a commit releases the log, so without it a
+	// load above WALMaxBytes per FlushInterval fills the log and is refused
+	// (buffer_full) until the next scheduled commit: stop and go. Tables
+	// then get a snapshot per early commit rather than per interval. 1
+	// turns early commits off. Default 0.5.
+	WALCommitThreshold float64
 	// WALSegmentBytes is the size at which the log rolls to a new segment.
 	// Default 64 MiB.
 	WALSegmentBytes int64
@@ -119,6 +127,9 @@ type Config struct {
 	Metrics prometheus.Registerer
 }
 
+// DefaultWALCommitThreshold is the default Config.WALCommitThreshold.
+const DefaultWALCommitThreshold = 0.5
+
 func (c *Config) setDefaults() error {
 	if c.DataDir == "" {
 		return errors.New("server: Config.DataDir is required")
@@ -156,6 +167,9 @@ func (c *Config) setDefaults() error {
 	defF(&c.PressureThreshold, 0.9)
 	defD(&c.RetryDelay, 5*time.Second)
 	def(&c.WALMaxBytes, 1<<30)
+	if c.WALCommitThreshold == 0 {
+		c.WALCommitThreshold = DefaultWALCommitThreshold
+	}
 	def(&c.WALSegmentBytes, 64<<20)
 	defD(&c.WALRecoveryDelay, 100*time.Millisecond)
 	defD(&c.WALRecoveryMaxDelay, 2*time.Second)
@@ -173,6 +187,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.MaxMessageSize > DefaultMaxMessageSize {
 		return fmt.Errorf("server: Config.MaxMessageSize %d exceeds the protocol's maximum of %d bytes", c.MaxMessageSize, DefaultMaxMessageSize)
+	}
+	if c.WALCommitThreshold < 0 || c.WALCommitThreshold > 1 {
+		return fmt.Errorf("server: Config.WALCommitThreshold %v is not within (0, 1] (a share of WALMaxBytes; 1 turns early commits off)", c.WALCommitThreshold)
 	}
 	if err := c.Limits.setDefaults(); err != nil {
 		return err

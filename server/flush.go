@@ -22,6 +22,13 @@ import (
 // recovery timers.
 const housekeepingInterval = 250 * time.Millisecond
 
+// maxStageSpacing is the longest a threshold waits after a stage before the
+// next one (stageSpacing), unless memory is under pressure. Staging at each
+// threshold (10,000 entries, a fraction of a second at 150k entries/s) wrote
+// a data file per table for every few thousand rows: file creation alone was
+// 16% of the server's CPU there, and compaction rewrote every one of them.
+const maxStageSpacing = time.Second
+
 // runFlusher is the only goroutine that stages to and commits to the sink, so
 // neither ever overlaps; ingest continues while it runs.
 //
@@ -36,6 +43,7 @@ func (s *Server) runFlusher() {
 	defer interval.Stop()
 	house := time.NewTicker(housekeepingInterval)
 	defer house.Stop()
+	var lastStage time.Time
 	s.mu.Lock()
 	s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
 	s.mu.Unlock()
@@ -44,6 +52,9 @@ func (s *Server) runFlusher() {
 			reason lakehousev1.FlushReason
 			reply  chan *lakehousev1.FlushResult
 			commit bool
+			// early: a commit because the log is filling, of what is
+			// staged only (see flushOnce).
+			early bool
 		)
 		// A due commit goes before more staging: under a steady load a
 		// threshold is reached again while each stage runs, and a random
@@ -65,20 +76,30 @@ func (s *Server) runFlusher() {
 			case <-interval.C:
 				reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
 			case <-s.kick:
-				reason = s.thresholdReason()
+				if reason, early = s.walPressureReason(); !early {
+					reason = s.thresholdReason()
+				}
 			case now := <-house.C:
-				reason, commit = s.dueReason(now)
+				if reason, early = s.walPressureReason(); !early {
+					reason, commit = s.dueReason(now)
+				}
+				if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED && s.thresholdReached(s.buf.stats(false)) {
+					reason = s.thresholdReason() // one held back by stageSpacing
+				}
 			}
 		}
 		if reason == lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED {
 			continue
 		}
+		if !commit && !early && reply == nil && s.holdStage(reason, lastStage) {
+			continue // the housekeeping tick looks again
+		}
 		if reply == nil && s.inBackoff() {
 			continue // the recovery schedule decides when to try again
 		}
 		var res *lakehousev1.FlushResult
-		if commit || s.stager == nil {
-			res = s.flushOnce(reason)
+		if commit || early || s.stager == nil {
+			res = s.flushOnce(reason, !early)
 			// The next scheduled commit is a full interval after this one,
 			// whatever triggered it.
 			interval.Reset(s.cfg.FlushInterval)
@@ -87,6 +108,7 @@ func (s *Server) runFlusher() {
 			s.mu.Unlock()
 		} else {
 			res = s.stageOnce(reason, math.MaxInt)
+			lastStage = time.Now()
 			// One flush's size was staged: if a threshold still holds (a
 			// backlog, read back from the log), stage the next one, after
 			// a commit that is due.
@@ -98,6 +120,22 @@ func (s *Server) runFlusher() {
 			reply <- res
 		}
 	}
+}
+
+// holdStage reports whether a threshold stage waits, to stage more at once:
+// within maxStageSpacing of the last stage (or a quarter of the commit
+// interval if that is shorter, so that a commit still finds several stages
+// done), unless memory is under pressure or a full flush's size (FlushBytes)
+// is queued. The stage rate thus never limits ingest: a load above
+// FlushBytes per spacing stages back to back, as before.
+func (s *Server) holdStage(reason lakehousev1.FlushReason, lastStage time.Time) bool {
+	if s.stager == nil || reason == lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE {
+		return false
+	}
+	if time.Since(lastStage) >= min(maxStageSpacing, s.cfg.FlushInterval/4) {
+		return false
+	}
+	return s.buf.stats(false).queuedBytes < s.cfg.FlushBytes
 }
 
 // thresholdReached reports whether what is queued calls for staging (or,
@@ -139,6 +177,34 @@ func (s *Server) dueReason(now time.Time) (reason lakehousev1.FlushReason, commi
 		return lakehousev1.FlushReason_FLUSH_REASON_TIME_THRESHOLD, false
 	}
 	return lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED, false
+}
+
+// walPressureReason reports an early commit due because the write-ahead log
+// is filling (Config.WALCommitThreshold): only a commit releases the log.
+// The commit is of what is staged (flushOnce), and waits until that is half
+// the threshold's bytes or all there is: committing each stage as it comes
+// would multiply snapshots while a backlog is staged.
+func (s *Server) walPressureReason() (lakehousev1.FlushReason, bool) {
+	none := lakehousev1.FlushReason_FLUSH_REASON_UNSPECIFIED
+	if s.cfg.WALCommitThreshold >= 1 {
+		return none, false
+	}
+	bs := s.buf.stats(false)
+	at := s.cfg.WALCommitThreshold * float64(s.cfg.WALMaxBytes)
+	switch {
+	case bs.stagedBatches == 0 && bs.queuedBatches == 0:
+		return none, false
+	case bs.queuedBatches > 0 && float64(bs.stagedFrames) < at/2:
+		return none, false
+	case float64(s.wal.Stats().SizeBytes) < at:
+		return none, false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.recovery.active {
+		return none, false
+	}
+	return lakehousev1.FlushReason_FLUSH_REASON_MEMORY_PRESSURE, true
 }
 
 func (s *Server) inBackoff() bool {
@@ -290,14 +356,25 @@ func (s *Server) stageOnce(reason lakehousev1.FlushReason, maxBatches int) *lake
 // with a plain Sink it commits the buffer. On failure nothing is lost: the
 // batches stay in the write-ahead log (and staged, or back in the buffer) and
 // the recovery schedule advances.
-func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushResult {
+//
+// Without stageAll (an early commit because the log is filling) it commits
+// what is staged, staging one flush's size first only if nothing is: batches
+// are staged in log order, so that releases the log up to the oldest queued
+// batch within a commit's time, where staging the whole backlog first (up to
+// the log's cap, read back from it) would take seconds, during which the log
+// fills and refuses batches.
+func (s *Server) flushOnce(reason lakehousev1.FlushReason, stageAll bool) *lakehousev1.FlushResult {
 	if s.stager == nil {
 		return s.commitBuffer(reason)
 	}
 	start := time.Now()
 	// Everything queued now, one flush's size at a time; not what arrives
 	// meanwhile, or a steady load would keep the commit from ever starting.
-	for n := s.buf.stats(false).queuedBatches; n > 0; {
+	n := s.buf.stats(false).queuedBatches
+	if !stageAll && s.buf.stats(false).stagedBatches > 0 {
+		n = 0
+	}
+	for n > 0 {
 		res := s.stageOnce(reason, n)
 		if !res.Success {
 			s.m.flushes.WithLabelValues("failure").Inc()
@@ -306,7 +383,7 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason) *lakehousev1.FlushRes
 			s.mu.Unlock()
 			return res
 		}
-		if res.BatchesFlushed == 0 {
+		if res.BatchesFlushed == 0 || !stageAll {
 			break
 		}
 		n -= int(res.BatchesFlushed)

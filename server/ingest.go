@@ -3,6 +3,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -181,7 +182,7 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	// Enqueued under src.mu, so the log holds a source's batches in order.
 	// The log completes every queued append, even on Close, so complete
 	// cannot hang; and an append once queued counts as accepted.
-	lsn, done := s.wal.AppendAsync(rec.appendTo(make([]byte, 0, rec.size())))
+	lsn, done := s.appendRecord(&rec)
 	if lsn == 0 {
 		err := <-done
 		s.buf.unreserve(size, lower)
@@ -231,6 +232,19 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		size: size, arrivedMs: nowMs, lastEntry: last, epoch: epoch}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
 		prevLastEntry: prevLastEntry, added: added}}, nil
+}
+
+// appendRecord queues rec's append to the log, encoded in a pooled buffer:
+// AppendAsync copies the record before it returns.
+func (s *Server) appendRecord(rec *walRecord) (wal.LSN, <-chan error) {
+	bp, _ := s.recBufs.Get().(*[]byte)
+	if bp == nil {
+		bp = new([]byte)
+	}
+	*bp = rec.appendTo(slices.Grow((*bp)[:0], rec.size()))
+	lsn, done := s.wal.AppendAsync(*bp)
+	s.recBufs.Put(bp)
+	return lsn, done
 }
 
 // complete waits for a pending batch's append and returns its answer, and
@@ -425,18 +439,25 @@ func (s *Server) okStatus() lakehousev1.AckStatus {
 }
 
 // retryDelay suggests when a batch refused because the log is full may find
-// room: when the running flush is expected to end (from the last flush's
-// rate), never more than RetryDelay, never less than minRetryDelay. Without a
-// running flush or a rate to go by, RetryDelay.
+// room, never more than RetryDelay, never less than minRetryDelay: while
+// commits fail, RetryDelay; during a stage or flush, when it is expected to
+// end (from the last one's rate); otherwise (the refusal kicked a commit,
+// which releases the log) the last flush's duration. A fixed delay of
+// seconds would leave the stream idle long after the log has room again.
 func (s *Server) retryDelay() time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.flushing || s.flushRate <= 0 || s.recovery.active {
+	switch {
+	case s.recovery.active:
 		return s.cfg.RetryDelay
+	case s.flushing && s.flushRate > 0:
+		expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
+		left := time.Until(s.flushStartT.Add(expected))
+		return min(max(left, minRetryDelay), s.cfg.RetryDelay)
+	case s.lastFlush != nil:
+		return min(max(time.Duration(s.lastFlush.DurationMs)*time.Millisecond, minRetryDelay), s.cfg.RetryDelay)
 	}
-	expected := time.Duration(float64(s.buf.stats(false).inflBytes) / s.flushRate * float64(time.Millisecond))
-	left := time.Until(s.flushStartT.Add(expected))
-	return min(max(left, minRetryDelay), s.cfg.RetryDelay)
+	return min(4*minRetryDelay, s.cfg.RetryDelay)
 }
 
 // minRetryDelay keeps refused clients from spinning.

@@ -323,6 +323,7 @@ func TestWALCapNacksBufferFull(t *testing.T) {
 		c.WALMaxBytes = 6000
 		c.WALSegmentBytes = 2000
 		c.FlushInterval = time.Hour
+		c.WALCommitThreshold = 1 // no early commit: the cap is reached
 	}))
 	ts := openStream(t, in.Dial(), "walcap", 0)
 	var seq uint64 = 1

@@ -96,10 +96,12 @@ func TestBeyondMemoryBatchesStayInTheLog(t *testing.T) {
 	assertExactlyOnce(t, in, map[string]int{"spill": n * 3})
 }
 
-// pump sends batches 1..n of source (per entries each) on ts, one at a time,
-// and fails on anything but an ack; it records persisted watermarks.
-func pump(ts *testStream, source string, n, per int, persisted *uint64) error {
+// pump sends batches 1..n of source (per entries each) on ts, one at a time
+// and at most one per pace, and fails on anything but an ack; it records
+// persisted watermarks.
+func pump(ts *testStream, source string, n, per int, pace time.Duration, persisted *uint64) error {
 	for seq := uint64(1); seq <= uint64(n); seq++ {
+		time.Sleep(pace)
 		frame, err := codec.EncodeBatch(smallBatch(source, seq, per))
 		if err != nil {
 			return err
@@ -199,7 +201,7 @@ func TestStorageOutageAbsorbedByTheLog(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = pump(streams[i], fmt.Sprintf("outage-%d", i), batches, per, &persisted[i])
+			errs[i] = pump(streams[i], fmt.Sprintf("outage-%d", i), batches, per, 0, &persisted[i])
 		}()
 	}
 	wg.Wait()

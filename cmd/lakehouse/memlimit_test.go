@@ -1,0 +1,43 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"runtime/debug"
+	"strings"
+	"testing"
+)
+
+// TestMemoryLimit: by default the soft memory limit is the buffer cap plus
+// the headroom, an explicit value wins, -1 sets none, and the previous limit
+// comes back when serve ends.
+func TestMemoryLimit(t *testing.T) {
+	t.Setenv("GOMEMLIMIT", "")
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	before := debug.SetMemoryLimit(-1)
+	for _, c := range []struct {
+		setting, buffer, want int64
+	}{
+		{0, 128 << 20, 128<<20 + memoryHeadroom},
+		{1 << 30, 128 << 20, 1 << 30},
+		{-1, 128 << 20, before},
+	} {
+		restore := applyMemoryLimit(log, c.setting, c.buffer)
+		if got := debug.SetMemoryLimit(-1); got != c.want {
+			t.Errorf("--memory-limit %d with a %d-byte buffer: limit %d, want %d", c.setting, c.buffer, got, c.want)
+		}
+		restore()
+		if got := debug.SetMemoryLimit(-1); got != before {
+			t.Errorf("after restore: limit %d, want %d", got, before)
+		}
+	}
+	err := serve(context.Background(), []string{"--memory-limit", "-2", "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "--memory-limit") {
+		t.Errorf("serve --memory-limit -2: %v, want an error naming the flag", err)
+	}
+	err = serve(context.Background(), []string{"--wal-commit-threshold", "1.5", "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
+	if err == nil || !strings.Contains(err.Error(), "--wal-commit-threshold") {
+		t.Errorf("serve --wal-commit-threshold 1.5: %v, want an error naming the flag", err)
+	}
+}

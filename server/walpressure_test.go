@@ -1,0 +1,92 @@
+package server_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dot-do/lakehouse-rpc/server"
+)
+
+// TestFillingLogCommitsEarly: four sources send four times the write-ahead
+// log's cap within one commit interval (an hour). Only a commit releases the
+// log, so without early commits the log fills and batches are refused
+// (buffer_full) until the interval ends. With them, nothing is refused, the
+// log stays within its cap, commits come from log pressure (few: each waits
+// for half the threshold to be staged), and every entry lands once with its
+// persisted message.
+func TestFillingLogCommitsEarly(t *testing.T) {
+	const (
+		walCap  = 128 << 10
+		sources = 4
+		batches = 64
+		per     = 10 // about 2 KB per batch: 4 caps in all
+		// pace leaves the flusher time to react, as staging real files
+		// does (a burst can outrun it: the log's cap then refuses).
+		pace = 20 * time.Millisecond
+	)
+	var reg *prometheus.Registry
+	in, ss := startStaging(t, func(c *server.Config) {
+		c.WALMaxBytes = walCap
+		c.WALSegmentBytes = 8 << 10
+		c.FlushInterval = time.Hour
+		c.FlushEntries = 100
+		c.FlushBytes = 16 << 10     // a small share of the log's cap, as by default
+		c.WALCommitThreshold = 0.25 // room for the flusher to react, even under -race
+		reg = prometheus.NewRegistry()
+		c.Metrics = reg
+	})
+	streams := make([]*testStream, sources)
+	persisted := make([]uint64, sources)
+	errs := make([]error, sources)
+	for i := range streams {
+		streams[i] = openStream(t, in.Dial(), fmt.Sprintf("early-%d", i), 0)
+	}
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = pump(streams[i], fmt.Sprintf("early-%d", i), batches, per, pace, &persisted[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if nacks := testutilNacks(t, reg); nacks != 0 {
+		t.Errorf("%v batches nacked", nacks)
+	}
+	_, commits, _, _ := ss.counts()
+	if commits == 0 {
+		t.Fatal("no commit although the log took four times its cap")
+	}
+	if commits > 4*walCap/(walCap/8) { // each commits half the threshold at least
+		t.Errorf("%d commits for four caps of data: early commits should batch up what is staged", commits)
+	}
+	for _, c := range in.Server.RecentCommits() {
+		if c.Trigger != "memory_pressure" {
+			t.Errorf("commit %+v, want trigger memory_pressure", c)
+		}
+	}
+	// What is left below the threshold waits for the interval: flush it.
+	if res, err := in.Server.FlushNow(context.Background(), 0); err != nil || !res.Success {
+		t.Fatal(res, err)
+	}
+	for i, ts := range streams {
+		if err := awaitPersisted(ts, batches, &persisted[i], 30*time.Second); err != nil {
+			t.Fatalf("source %d: %v", i, err)
+		}
+	}
+	want := make(map[string]int)
+	for i := range sources {
+		want[fmt.Sprintf("early-%d", i)] = batches * per
+	}
+	assertExactlyOnce(t, in, want)
+}
