@@ -21,32 +21,41 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
+// builtBinary is a program of this module, built once per test run.
+type builtBinary struct {
+	pkg  string // the package, relative to integration/
+	name string
 
-// lakehouseBin builds cmd/lakehouse once per test run.
-func lakehouseBin(t *testing.T) string {
+	once sync.Once
+	path string
+	err  error
+}
+
+// get builds the program the first time and returns its path.
+func (b *builtBinary) get(t *testing.T) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "lakehouse-bin-")
+	b.once.Do(func() {
+		dir, err := os.MkdirTemp("", "lakehouse-"+b.name+"-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binPath = filepath.Join(dir, "lakehouse")
-		out, err := exec.Command("go", "build", "-o", binPath, "../cmd/lakehouse").CombinedOutput()
+		b.path = filepath.Join(dir, b.name)
+		out, err := exec.Command("go", "build", "-o", b.path, b.pkg).CombinedOutput()
 		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+			b.err = fmt.Errorf("go build %s: %v\n%s", b.pkg, err, out)
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binPath
+	return b.path
 }
+
+var lakehouseBuild = &builtBinary{pkg: "../cmd/lakehouse", name: "lakehouse"}
+
+// lakehouseBin builds cmd/lakehouse once per test run.
+func lakehouseBin(t *testing.T) string { return lakehouseBuild.get(t) }
 
 // freeAddr returns a loopback address with a free port.
 func freeAddr(t *testing.T) string {

@@ -146,32 +146,10 @@ func startWeed(t *testing.T, bin string) *s3Proc {
 	return p
 }
 
-var (
-	s3serverOnce sync.Once
-	s3serverPath string
-	s3serverErr  error
-)
+var s3serverBuild = &builtBinary{pkg: "../internal/testing/s3server", name: "s3server"}
 
 // s3serverBin builds internal/testing/s3server once per test run.
-func s3serverBin(t *testing.T) string {
-	t.Helper()
-	s3serverOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "lakehouse-s3server-")
-		if err != nil {
-			s3serverErr = err
-			return
-		}
-		s3serverPath = filepath.Join(dir, "s3server")
-		out, err := exec.Command("go", "build", "-o", s3serverPath, "../internal/testing/s3server").CombinedOutput()
-		if err != nil {
-			s3serverErr = fmt.Errorf("go build s3server: %v\n%s", err, out)
-		}
-	})
-	if s3serverErr != nil {
-		t.Fatal(s3serverErr)
-	}
-	return s3serverPath
-}
+func s3serverBin(t *testing.T) string { return s3serverBuild.get(t) }
 
 func startFakeS3(t *testing.T) *s3Proc {
 	t.Helper()

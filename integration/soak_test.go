@@ -48,7 +48,7 @@ func TestSoakTableHealth(t *testing.T) {
 	window := soakEnvDuration(t, "LAKEHOUSE_SOAK_WINDOW", 5*time.Minute)
 	if bin := os.Getenv("LAKEHOUSE_SOAK_BIN"); bin != "" {
 		abs, _ := filepath.Abs(bin)
-		buildOnce.Do(func() { binPath = abs })
+		lakehouseBuild.once.Do(func() { lakehouseBuild.path = abs })
 		if got := lakehouseBin(t); got != abs {
 			t.Fatalf("this test run already built %s; run TestSoakTableHealth alone to use LAKEHOUSE_SOAK_BIN", got)
 		}
