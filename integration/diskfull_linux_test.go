@@ -273,10 +273,3 @@ func diskFull(t *testing.T, warehouseElsewhere bool) {
 		t.Logf("server log:\n%s", readLog(t, logPath))
 	}
 }
-
-// readLogFull returns the whole server log.
-func readLogFull(t *testing.T, path string) string {
-	t.Helper()
-	b, _ := os.ReadFile(path)
-	return string(b)
-}

@@ -168,6 +168,13 @@ func (p *proc) stop(timeout time.Duration) error {
 	}
 }
 
+// readLogFull returns the whole server log.
+func readLogFull(t *testing.T, path string) string {
+	t.Helper()
+	b, _ := os.ReadFile(path)
+	return string(b)
+}
+
 func readLog(t *testing.T, path string) string {
 	t.Helper()
 	b, _ := os.ReadFile(path)
