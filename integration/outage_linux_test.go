@@ -48,7 +48,14 @@ func TestStorageOutageAbsorbedByTheLog(t *testing.T) {
 	// Enough batches to keep streaming through the outage at this
 	// machine's pace (each source has 4 batches in flight).
 	maxBatches := uint64(300 + 60*outage/time.Second)
-	mnt := mountTmpfs(t, "64m")
+	// The warehouse must hold the backlog's staged files once freed: a
+	// long outage's backlog, staged one 1 MiB flush at a time, is thousands
+	// of small files.
+	size := "64m"
+	if outage > 10*time.Second {
+		size = "512m"
+	}
+	mnt := mountTmpfs(t, size)
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
 	warehouse := "file://" + filepath.Join(mnt, "warehouse")
