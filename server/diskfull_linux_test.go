@@ -125,7 +125,7 @@ func TestWALFullDiskRecoversWithoutRestart(t *testing.T) {
 	if st.State != lakehousev1.ParentState_PARENT_STATE_RECOVERING || st.Wal.Failures != 1 || st.Wal.LastError == "" || st.Wal.FailedSinceMs == 0 {
 		t.Fatalf("status while the disk is full: %v %v", st.State, st.Wal)
 	}
-	if v := metricValue(t, reg, "lakehouse_wal_failed"); v != 1 {
+	if v := gauge(t, reg, "lakehouse_wal_failed"); v != 1 {
 		t.Fatalf("lakehouse_wal_failed = %v while failed", v)
 	}
 	time.Sleep(300 * time.Millisecond) // a few failing probes
@@ -177,29 +177,9 @@ func TestWALFullDiskRecoversWithoutRestart(t *testing.T) {
 		t.Fatalf("flush after recovery: %v %v", res, err)
 	}
 	for name, want := range map[string]float64{"lakehouse_wal_failures_total": 2, "lakehouse_wal_recoveries_total": 2, "lakehouse_wal_failed": 0} {
-		if v := metricValue(t, reg, name); v != want {
+		if v := gauge(t, reg, name); v != want {
 			t.Errorf("%s = %v, want %v", name, v, want)
 		}
 	}
 	assertExactlyOnce(t, in, map[string]int{"native": 3 * n, "legacy": 2 * n})
-}
-
-// metricValue returns the value of the (unlabelled) metric called name.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			m := mf.GetMetric()[0]
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			return m.GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("no metric %s", name)
-	return 0
 }

@@ -99,6 +99,35 @@ func TestBeyondMemoryBatchesStayInTheLog(t *testing.T) {
 // pump sends batches 1..n of source (per entries each) on ts, one at a time
 // and at most one per pace, and fails on anything but an ack; it records
 // persisted watermarks.
+// pumpAll opens a stream per source (prefix-0, prefix-1, ...) and pumps n
+// batches of per entries through them all at once (pace between batches),
+// failing the test on an error. It returns the streams and each source's
+// last persisted batch, for awaitPersisted.
+func pumpAll(t *testing.T, in *servertest.Instance, prefix string, sources, n, per int, pace time.Duration) ([]*testStream, []uint64) {
+	t.Helper()
+	streams := make([]*testStream, sources)
+	persisted := make([]uint64, sources)
+	errs := make([]error, sources)
+	for i := range streams {
+		streams[i] = openStream(t, in.Dial(), fmt.Sprintf("%s-%d", prefix, i), 0)
+	}
+	var wg sync.WaitGroup
+	for i := range streams {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = pump(streams[i], fmt.Sprintf("%s-%d", prefix, i), n, per, pace, &persisted[i])
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	return streams, persisted
+}
+
 func pump(ts *testStream, source string, n, per int, pace time.Duration, persisted *uint64) error {
 	for seq := uint64(1); seq <= uint64(n); seq++ {
 		time.Sleep(pace)
@@ -190,26 +219,7 @@ func TestStorageOutageAbsorbedByTheLog(t *testing.T) {
 		}
 	}()
 
-	streams := make([]*testStream, sources)
-	persisted := make([]uint64, sources)
-	errs := make([]error, sources)
-	for i := range streams {
-		streams[i] = openStream(t, in.Dial(), fmt.Sprintf("outage-%d", i), 0)
-	}
-	var wg sync.WaitGroup
-	for i := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = pump(streams[i], fmt.Sprintf("outage-%d", i), batches, per, 0, &persisted[i])
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	streams, persisted := pumpAll(t, in, "outage", sources, batches, per, 0)
 	st := in.Server.Status()
 	if !st.GetRecovery().GetActive() {
 		t.Fatalf("storage down but no recovery: %v", st.GetRecovery())

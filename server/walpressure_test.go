@@ -3,7 +3,6 @@ package server_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -40,26 +39,7 @@ func TestFillingLogCommitsEarly(t *testing.T) {
 		reg = prometheus.NewRegistry()
 		c.Metrics = reg
 	})
-	streams := make([]*testStream, sources)
-	persisted := make([]uint64, sources)
-	errs := make([]error, sources)
-	for i := range streams {
-		streams[i] = openStream(t, in.Dial(), fmt.Sprintf("early-%d", i), 0)
-	}
-	var wg sync.WaitGroup
-	for i := range streams {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = pump(streams[i], fmt.Sprintf("early-%d", i), batches, per, pace, &persisted[i])
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	streams, persisted := pumpAll(t, in, "early", sources, batches, per, pace)
 	if nacks := testutilNacks(t, reg); nacks != 0 {
 		t.Errorf("%v batches nacked", nacks)
 	}
