@@ -101,18 +101,8 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 	var winEntries, winBytes uint64
 	for _, f := range fs {
 		f.mu.Lock()
-		s.Entries += f.ackedEntries
-		s.Batches += f.ackedBatches
-		s.Bytes += f.ackedBytes
-		s.SentEntries += f.sentEntries
+		f.addTo(s)
 		s.Retried += f.resent
-		s.Duplicates += f.dups
-		for k, v := range f.nacks {
-			if s.Nacks == nil {
-				s.Nacks = map[string]uint64{}
-			}
-			s.Nacks[k] += v
-		}
 		ackH.Merge(&f.ackH)
 		persH.Merge(&f.persH)
 		winEntries += f.winEntries
@@ -171,18 +161,16 @@ type frameSource struct {
 	persist  int64       // batches 0..persist-1 are persisted
 	readErr  error
 
-	sendingDone              bool  // the sending window is over
-	stalled                  bool  // it ended because no ack came for the grace period
-	next                     int64 // batches 0..next-1 were sent at least once
-	sendEnd                  time.Time
-	sentEntries, resent      uint64
-	ackedEntries, ackedBytes uint64
-	ackedBatches, dups       uint64
-	winEntries, winBytes     uint64 // acknowledged by the end of the sending window
-	nacks                    map[string]uint64
-	ackH, persH              client.Histogram
-	lastAck                  time.Time
-	frameSize                int
+	sendingDone bool  // the sending window is over
+	stalled     bool  // it ended because no ack came for the grace period
+	next        int64 // batches 0..next-1 were sent at least once
+	sendEnd     time.Time
+	streamCounts
+	resent               uint64
+	winEntries, winBytes uint64 // acknowledged by the end of the sending window
+	ackH, persH          client.Histogram
+	lastAck              time.Time
+	frameSize            int
 }
 
 func openFrames(ctx context.Context, cfg Config, id string, makeBatch func(j int) []codec.Entry) (*frameSource, error) {
@@ -195,7 +183,7 @@ func openFrames(ctx context.Context, cfg Config, id string, makeBatch func(j int
 		return nil, err
 	}
 	f := &frameSource{benchStream: bs, pool: pool, id: id, grace: cfg.Grace, readDone: make(chan struct{}),
-		rewind: -1, nacks: map[string]uint64{}, frameSize: len(pool.frames[0])}
+		rewind: -1, streamCounts: newStreamCounts(), frameSize: len(pool.frames[0])}
 	f.changed = sync.NewCond(&f.mu)
 	go f.read()
 	return f, nil

@@ -124,17 +124,7 @@ func RawStreamConfig(ctx context.Context, cfg Config) (*Summary, error) {
 	var ackH client.Histogram
 	for _, r := range rs {
 		r.mu.Lock()
-		s.Entries += r.ackedEntries
-		s.Batches += r.ackedBatches
-		s.Bytes += r.ackedBytes
-		s.SentEntries += r.sentEntries
-		s.Duplicates += r.dups
-		for k, v := range r.nacks {
-			if s.Nacks == nil {
-				s.Nacks = map[string]uint64{}
-			}
-			s.Nacks[k] += v
-		}
+		r.addTo(s)
 		ackH.Merge(&r.hist)
 		if sent, ans := uint64(len(r.sent)), r.answeredLocked(); sent > ans {
 			s.UnackedBatches += sent - ans
@@ -162,17 +152,12 @@ type rawSource struct {
 
 	tablePrefix string // Config.TablePrefix
 
-	mu           sync.Mutex
-	sent         []rawSent // by batch number - first
-	sentEntries  uint64
-	ackedEntries uint64
-	ackedBatches uint64
-	ackedBytes   uint64
-	dups         uint64
-	nacks        map[string]uint64
-	hist         client.Histogram
-	lastAck      time.Time
-	recvErr      error
+	mu   sync.Mutex
+	sent []rawSent // by batch number - first
+	streamCounts
+	hist    client.Histogram
+	lastAck time.Time
+	recvErr error
 }
 
 func openRaw(ctx context.Context, addr, src string, dopts []grpc.DialOption) (*rawSource, error) {
@@ -180,7 +165,7 @@ func openRaw(ctx context.Context, addr, src string, dopts []grpc.DialOption) (*r
 	if err != nil {
 		return nil, err
 	}
-	r := &rawSource{benchStream: bs, src: []byte(src), done: make(chan struct{}), nacks: map[string]uint64{}}
+	r := &rawSource{benchStream: bs, src: []byte(src), done: make(chan struct{}), streamCounts: newStreamCounts()}
 	go r.read()
 	return r, nil
 }
@@ -375,4 +360,32 @@ func FlushServer(ctx context.Context, addr string, dopts ...grpc.DialOption) (*l
 		return nil, fmt.Errorf("bench: flush: %w", err)
 	}
 	return resp.GetResult(), nil
+}
+
+// streamCounts are the counters of one bench stream (raw or frames), guarded
+// by the stream's mutex.
+type streamCounts struct {
+	sentEntries  uint64
+	ackedEntries uint64
+	ackedBatches uint64
+	ackedBytes   uint64
+	dups         uint64
+	nacks        map[string]uint64 // by reason name
+}
+
+func newStreamCounts() streamCounts { return streamCounts{nacks: map[string]uint64{}} }
+
+// addTo adds the counters to a run's summary.
+func (c *streamCounts) addTo(s *Summary) {
+	s.Entries += c.ackedEntries
+	s.Batches += c.ackedBatches
+	s.Bytes += c.ackedBytes
+	s.SentEntries += c.sentEntries
+	s.Duplicates += c.dups
+	for k, v := range c.nacks {
+		if s.Nacks == nil {
+			s.Nacks = map[string]uint64{}
+		}
+		s.Nacks[k] += v
+	}
 }
