@@ -74,6 +74,16 @@ func TestPermanentStatusNotRetried(t *testing.T) {
 // retried after a growing backoff (10, 20, 40 ms with the test options),
 // without counting against the retries.
 func TestBackpressureBacksOff(t *testing.T) {
+	at := resendTimes(t, lakehousev1.NackReason_NACK_REASON_BUFFER_FULL, 4, 1)
+	wantDoublingBackoff(t, at)
+}
+
+// resendTimes sends one batch that the server nacks with reason nacks
+// times, then takes, with the client's retries set to maxRetries; it checks
+// the batch is delivered after nacks+1 transmissions and returns their
+// times on the client's (fake) clock.
+func resendTimes(t *testing.T, reason lakehousev1.NackReason, nacks, maxRetries int) []time.Time {
+	t.Helper()
 	f := startFake(t)
 	clk := newFakeClock()
 	var mu sync.Mutex
@@ -85,20 +95,29 @@ func TestBackpressureBacksOff(t *testing.T) {
 		mu.Lock()
 		at = append(at, clk.Now())
 		mu.Unlock()
-		if n <= 4 {
-			return action{nack: lakehousev1.NackReason_NACK_REASON_BUFFER_FULL}
+		if n <= nacks {
+			return action{nack: reason}
 		}
 		return action{}
 	})
-	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithAckTimeout(time.Minute), WithMaxRetries(1))
+	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithAckTimeout(time.Minute), WithMaxRetries(maxRetries))
 	stop := drive(clk, time.Millisecond)
 	defer stop()
 	a, err := c.SendBatch(context.Background(), testEntries(0, 10))
-	if err != nil || a.Attempts != 5 {
+	if err != nil || a.Attempts != nacks+1 {
 		t.Fatalf("SendBatch: %+v %v", a, err)
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if len(at) != nacks+1 {
+		t.Fatalf("%d transmissions, want %d", len(at), nacks+1)
+	}
+	return append([]time.Time(nil), at...)
+}
+
+// wantDoublingBackoff checks each resend waited at least 10 ms, doubling.
+func wantDoublingBackoff(t *testing.T, at []time.Time) {
+	t.Helper()
 	for i := 1; i < len(at); i++ {
 		want := 10 * time.Millisecond << (i - 1)
 		if d := at[i].Sub(at[i-1]); d < want {
@@ -160,38 +179,6 @@ func TestDeliveryTimeout(t *testing.T) {
 // 20, 40 ms with the test options), not in a tight loop, and delivered once
 // the server takes it.
 func TestInternalErrorBacksOff(t *testing.T) {
-	f := startFake(t)
-	clk := newFakeClock()
-	var mu sync.Mutex
-	var at []time.Time
-	f.setHook(func(_ string, seq uint64, _ uint64, n int) action {
-		if seq != 1 {
-			return action{}
-		}
-		mu.Lock()
-		at = append(at, clk.Now())
-		mu.Unlock()
-		if n <= 3 {
-			return action{nack: lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR}
-		}
-		return action{}
-	})
-	c := dialTest(t, f.Addr(), "src", WithClock(clk), WithAckTimeout(time.Minute), WithMaxRetries(3))
-	stop := drive(clk, time.Millisecond)
-	defer stop()
-	a, err := c.SendBatch(context.Background(), testEntries(0, 10))
-	if err != nil || a.Attempts != 4 {
-		t.Fatalf("SendBatch: %+v %v", a, err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(at) != 4 {
-		t.Fatalf("%d transmissions, want 4", len(at))
-	}
-	for i := 1; i < len(at); i++ {
-		want := 10 * time.Millisecond << (i - 1)
-		if d := at[i].Sub(at[i-1]); d < want {
-			t.Fatalf("resend %d after %s, want at least %s", i, d, want)
-		}
-	}
+	at := resendTimes(t, lakehousev1.NackReason_NACK_REASON_INTERNAL_ERROR, 3, 3)
+	wantDoublingBackoff(t, at)
 }
