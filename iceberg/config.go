@@ -375,6 +375,7 @@ type ownedDBCatalog struct {
 	*sqlcat.Catalog
 	db      *sql.DB
 	writeMu *sync.Mutex // nil unless SQLite
+	commits commitCounter
 }
 
 // sqliteBusyRetries bounds the retries of a busy SQLite catalog write.
@@ -427,6 +428,7 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 	if err != nil && !errors.Is(err, table.ErrCommitFailed) && strings.Contains(err.Error(), "requirement failed") {
 		err = fmt.Errorf("%w: %w", table.ErrCommitFailed, err)
 	}
+	c.commits.record(err)
 	return meta, loc, err
 }
 

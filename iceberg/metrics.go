@@ -14,6 +14,8 @@ type maintCollector struct {
 	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans, skipped *prometheus.Desc
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
+
+	catalogAttempts, catalogConflicts, catalogErrors *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector of the sink's table health and
@@ -50,13 +52,18 @@ func (s *Sink) Collector() prometheus.Collector {
 		mirrorSchema:      d("lakehouse_mirror_schema_updates_total", "Mirror table schema evolutions (columns added or widened).", nil),
 		mirrorCompactions: d("lakehouse_mirror_compactions_total", "Mirror table compactions committed.", nil),
 		mirrorDelRemoved:  d("lakehouse_mirror_delete_files_removed_total", "Delete files dropped by mirror compaction.", nil),
+
+		catalogAttempts:  d("lakehouse_catalog_commit_attempts_total", "Table commits sent to the SQL catalog, retries included.", nil),
+		catalogConflicts: d("lakehouse_catalog_commit_conflicts_total", "SQL catalog commits refused because another writer had moved the table (then replayed).", nil),
+		catalogErrors:    d("lakehouse_catalog_commit_errors_total", "SQL catalog commits that failed for another reason than a conflict.", nil),
 	}
 }
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
 		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans, c.skipped,
-		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved} {
+		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved,
+		c.catalogAttempts, c.catalogConflicts, c.catalogErrors} {
 		ch <- d
 	}
 }
@@ -92,4 +99,8 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.mirrorSchema, m.SchemaUpdates)
 	counter(c.mirrorCompactions, m.Compactions)
 	counter(c.mirrorDelRemoved, m.DeleteFilesRemoved)
+	ct := c.s.CatalogTotals()
+	counter(c.catalogAttempts, ct.Attempts)
+	counter(c.catalogConflicts, ct.Conflicts)
+	counter(c.catalogErrors, ct.Errors)
 }
