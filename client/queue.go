@@ -113,6 +113,17 @@ func (q *queue) len() int { return len(q.batches) }
 // hasRoom reports whether a batch may be pushed without exceeding capacity.
 func (q *queue) hasRoom() bool { return len(q.batches) < q.max }
 
+// resendFrom is the lowest batch number held although acked (0: none): a
+// queue that keeps acked batches until persisted can resend everything
+// above the persisted watermark. An instance taking the source over from a
+// dead one relies on it (ConnectRequest.resend_from_sequence).
+func (q *queue) resendFrom() uint64 {
+	if !q.keepAcked {
+		return 0
+	}
+	return q.persisted + 1
+}
+
 // lastID returns the id of the newest batch pushed (0: none yet).
 func (q *queue) lastID() uint64 { return q.nextID - 1 }
 

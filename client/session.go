@@ -133,14 +133,15 @@ func (c *Client) session() (connected bool, err error) {
 		return false, c.redirectFailed(target, fmt.Errorf("client: open stream: %w", err))
 	}
 	c.mu.Lock()
-	lastAcked := c.q.lastAcked
+	lastAcked, resendFrom := c.q.lastAcked, c.q.resendFrom()
 	c.mu.Unlock()
 	connect := &lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
-		SourceId:        c.sourceID,
-		ShardName:       c.cfg.shardName,
-		LastAckSequence: lastAcked,
-		ProtocolVersion: 1,
-		SequenceMode:    lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
+		SourceId:           c.sourceID,
+		ShardName:          c.cfg.shardName,
+		LastAckSequence:    lastAcked,
+		ResendFromSequence: resendFrom,
+		ProtocolVersion:    1,
+		SequenceMode:       lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH,
 		Capabilities: &lakehousev1.Capabilities{
 			BinaryProtocol: c.cfg.mode == ModeBinary,
 			Batching:       true,

@@ -30,7 +30,7 @@ func TestFencedCommit(t *testing.T) {
 	a := openStore(t, dsn, "inst-a")
 	b := openStore(t, dsn, "inst-b")
 	src := testSources[:1]
-	la, err := a.Acquire(ctx, src[0].id)
+	la, err := a.Acquire(ctx, src[0].id, coord.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,13 +41,13 @@ func TestFencedCommit(t *testing.T) {
 	}
 	// b cannot take a live lease.
 	var held *coord.HeldError
-	if _, err := b.Acquire(ctx, src[0].id); !errors.As(err, &held) || held.Owner != "inst-a" {
+	if _, err := b.Acquire(ctx, src[0].id, coord.Resume{}); !errors.As(err, &held) || held.Owner != "inst-a" {
 		t.Fatalf("acquire of a live lease: %v", err)
 	}
 	if err := a.Release(ctx, src[0].id, la.Epoch); err != nil {
 		t.Fatal(err)
 	}
-	lb, err := b.Acquire(ctx, src[0].id)
+	lb, err := b.Acquire(ctx, src[0].id, coord.Resume{})
 	if err != nil || lb.Epoch != la.Epoch+1 {
 		t.Fatalf("takeover: %+v %v", lb, err)
 	}
@@ -84,7 +84,7 @@ func TestAcquireWaitsBoundedForCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	la, err := a.Acquire(ctx, "s1")
+	la, err := a.Acquire(ctx, "s1", coord.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +104,7 @@ func TestAcquireWaitsBoundedForCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	if _, err := b.Acquire(ctx, "s1"); err == nil {
+	if _, err := b.Acquire(ctx, "s1", coord.Resume{}); err == nil {
 		t.Fatal("acquire succeeded while a commit held the row")
 	}
 	if d := time.Since(start); d > 5*time.Second {
@@ -113,7 +113,7 @@ func TestAcquireWaitsBoundedForCommit(t *testing.T) {
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if lb, err := b.Acquire(ctx, "s1"); err != nil || lb.Epoch != la.Epoch+1 {
+	if lb, err := b.Acquire(ctx, "s1", coord.Resume{}); err != nil || lb.Epoch != la.Epoch+1 {
 		t.Fatalf("acquire after the commit: %+v %v", lb, err)
 	}
 }

@@ -27,7 +27,7 @@ import (
 type Coordinator interface {
 	Owner() string
 	TTL() time.Duration
-	Acquire(ctx context.Context, source string) (coord.Lease, error)
+	Acquire(ctx context.Context, source string, r coord.Resume) (coord.Lease, error)
 	Reclaim(ctx context.Context, source string, epoch uint64) (bool, error)
 	Renew(ctx context.Context, held map[string]uint64) (lost []string, err error)
 	Release(ctx context.Context, source string, epoch uint64) error
@@ -37,10 +37,20 @@ type Coordinator interface {
 // acquireLease takes the source's lease for a connect. A lease another live
 // instance holds refuses the connect with Unavailable naming its address;
 // when that instance advertises one, the error is a *redirectError and the
-// stream answers Redirect before it ends.
-func (s *Server) acquireLease(ctx context.Context, id string) (coord.Lease, error) {
-	l, err := s.coord.Acquire(ctx, id)
-	var held *coord.HeldError
+// stream answers Redirect before it ends. A dead owner's lease that still
+// covers batches the client was acked and cannot resend refuses it with
+// Unavailable too, until the owner returns (coord.OrphanError).
+func (s *Server) acquireLease(ctx context.Context, id string, r coord.Resume) (coord.Lease, error) {
+	l, err := s.coord.Acquire(ctx, id, r)
+	var (
+		held   *coord.HeldError
+		orphan *coord.OrphanError
+	)
+	if errors.As(err, &orphan) {
+		s.log.Warn("source waits for its previous instance: it acked batches the client cannot resend", "source", id,
+			"owner", orphan.Owner, "committed", orphan.Committed, "last_acked", orphan.LastAcked, "until", orphan.Until)
+		return l, status.Error(codes.Unavailable, orphan.Error())
+	}
 	if errors.As(err, &held) {
 		st := status.Newf(codes.Unavailable,
 			"source %q is served by another instance (%s at %q): connect there, or retry once its lease expires", id, held.Owner, held.Addr)

@@ -435,7 +435,8 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	var lease coord.Lease
 	if s.coord != nil {
 		var err error
-		if lease, err = s.acquireLease(sess.ctx, src.id); err != nil {
+		resume := coord.Resume{LastAcked: conn.GetLastAckSequence(), ResendFrom: conn.GetResendFromSequence()}
+		if lease, err = s.acquireLease(sess.ctx, src.id, resume); err != nil {
 			unregister()
 			return nil, err
 		}

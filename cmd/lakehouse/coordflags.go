@@ -26,6 +26,8 @@ const (
 	CoordinationCatalog = "catalog"
 	KeyLeaseTTL         = "lease-ttl"
 	DefaultLeaseTTL     = coord.DefaultLeaseTTL
+	KeyOrphanWait       = "orphan-wait"
+	DefaultOrphanWait   = coord.DefaultOrphanWait
 	KeyAdvertiseAddr    = "advertise-addr"
 	// instanceIDFile holds the instance id in the data directory: the
 	// lease owner, the same across restarts on one disk.
@@ -33,14 +35,16 @@ const (
 )
 
 type coordFlags struct {
-	mode      string
-	ttl       time.Duration
-	advertise string
+	mode       string
+	ttl        time.Duration
+	orphanWait time.Duration
+	advertise  string
 }
 
 func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, KeyCoordination, DefaultCoordination, "multi-instance mode: \"catalog\" serves each source under a lease kept in the SQL catalog's PostgreSQL database and fences every commit with it (needs --catalog sql with a postgres:// --catalog-uri; see docs/scale-out.md); empty: a single instance")
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
+	fs.DurationVar(&c.orphanWait, KeyOrphanWait, DefaultOrphanWait, "with --coordination: how long a dead instance keeps a source whose client was acked batches that are not committed and that it cannot resend (ok mode): they are in the dead instance's write-ahead log, committed when it restarts on its data directory or by lakehouse replay; after this the source moves and they are lost (0: move at once)")
 	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
@@ -59,6 +63,9 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 	if c.ttl < time.Second {
 		return fmt.Errorf("--%s: %v is below 1s", KeyLeaseTTL, c.ttl)
 	}
+	if c.orphanWait < 0 {
+		return fmt.Errorf("--%s: %v is negative", KeyOrphanWait, c.orphanWait)
+	}
 	return nil
 }
 
@@ -75,7 +82,7 @@ func (c *coordFlags) open(ctx context.Context, sf *sinkFlags, dataDir, grpcAddr 
 	if addr == "" {
 		addr = advertisable(grpcAddr)
 	}
-	return coord.Open(ctx, coord.Options{DSN: sf.catalogURI, Owner: id, Addr: addr, TTL: c.ttl})
+	return coord.Open(ctx, coord.Options{DSN: sf.catalogURI, Owner: id, Addr: addr, TTL: c.ttl, OrphanWait: c.orphanWait})
 }
 
 // advertisable returns the listen address as the address to advertise, or

@@ -23,6 +23,7 @@ import (
 const (
 	DefaultLeaseTTL    = 10 * time.Second
 	DefaultLockTimeout = 2 * time.Second
+	DefaultOrphanWait  = 10 * time.Minute
 )
 
 // Options configure a Store.
@@ -42,6 +43,23 @@ type Options struct {
 	// LockTimeout bounds how long an acquire waits for a lease row locked
 	// by a commit in progress. Default DefaultLockTimeout.
 	LockTimeout time.Duration
+	// OrphanWait is how long an expired lease stays with its dead owner
+	// when the connecting client had batches acked by that owner that are
+	// not committed and that it cannot resend (see Resume): they are in the
+	// owner's write-ahead log only, and taking the source would make them
+	// impossible to commit. After it, the source moves and those batches
+	// are lost. Zero: never wait. Open does not default it.
+	OrphanWait time.Duration
+}
+
+// Resume is what a connecting client says it holds (ConnectRequest's
+// last_ack_sequence and resend_from_sequence).
+type Resume struct {
+	// LastAcked is the highest batch the client saw acknowledged.
+	LastAcked uint64
+	// ResendFrom is the lowest batch the client still holds and can send
+	// again; 0 when it holds none it has seen acknowledged.
+	ResendFrom uint64
 }
 
 // Store is the lease table.
@@ -67,6 +85,22 @@ type HeldError struct {
 
 func (e *HeldError) Error() string {
 	return fmt.Sprintf("source %q is owned by instance %s at %q", e.Source, e.Owner, e.Addr)
+}
+
+// OrphanError is an acquire refused because the lease's owner is gone
+// (expired) while holding batches the client was acked and cannot resend:
+// they are committed when the owner comes back on its data directory (or
+// `lakehouse replay` of it runs), or given up at Until.
+type OrphanError struct {
+	Source, Owner string
+	Committed     uint64    // the lease's committed mark
+	LastAcked     uint64    // what the client was acked
+	Until         time.Time // when the source moves anyway (database clock)
+}
+
+func (e *OrphanError) Error() string {
+	return fmt.Sprintf("source %q: batches %d..%d were acked by instance %s, which is gone, and are not committed; they are in its write-ahead log: waiting for it to restart (or for lakehouse replay of its data directory) until %s",
+		e.Source, e.Committed+1, e.LastAcked, e.Owner, e.Until.UTC().Format(time.RFC3339))
 }
 
 // Mark is a committed mark of a source, under the epoch its batches were
@@ -141,19 +175,32 @@ func (s *Store) createTable(ctx context.Context) error {
 
 func (s *Store) ttlSecs() float64 { return s.opts.TTL.Seconds() }
 
+// acquireSQL takes the lease if it is free, this instance's, or expired;
+// an expired lease moves only if the client can supply every batch above
+// its committed mark ($6 last acked at or below it, or $7 resend-from at or
+// below the mark + 1), or the owner has been gone OrphanWait ($8), or the
+// wait is off ($5).
 const acquireSQL = `INSERT INTO ` + fence.LeaseTable + ` AS l (source_id, owner, addr, epoch, expires_at)
 VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
 ON CONFLICT (source_id) DO UPDATE SET
 	epoch = CASE WHEN l.owner = EXCLUDED.owner THEN l.epoch ELSE l.epoch + 1 END,
 	owner = EXCLUDED.owner, addr = EXCLUDED.addr, expires_at = EXCLUDED.expires_at
-WHERE l.owner = EXCLUDED.owner OR l.expires_at < now()
+WHERE l.owner = EXCLUDED.owner OR (l.expires_at < now() AND ($5
+	OR COALESCE(l.committed_seq, 0) >= $6
+	OR ($7 > 0 AND $7 <= COALESCE(l.committed_seq, 0) + 1)
+	OR l.expires_at + make_interval(secs => $8) < now()))
 RETURNING epoch, committed_seq, committed_entry`
+
+const leaseStateSQL = `SELECT owner, addr, expires_at > now(), COALESCE(committed_seq, 0),
+	expires_at + make_interval(secs => $2) FROM ` + fence.LeaseTable + ` WHERE source_id = $1`
 
 // Acquire takes source's lease: a free or expired lease is taken with its
 // epoch raised; one this instance owns keeps its epoch (its batches under
 // it stay committable). A lease another live instance holds is a
-// *HeldError. It waits at most LockTimeout for a commit that holds the row.
-func (s *Store) Acquire(ctx context.Context, source string) (Lease, error) {
+// *HeldError. An expired one whose owner acked batches the client cannot
+// resend (r) stays with that owner for OrphanWait: an *OrphanError. It
+// waits at most LockTimeout for a commit that holds the row.
+func (s *Store) Acquire(ctx context.Context, source string, r Resume) (Lease, error) {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
@@ -167,14 +214,10 @@ func (s *Store) Acquire(ctx context.Context, source string) (Lease, error) {
 		epoch        int64
 		cseq, centry sql.NullInt64
 	)
-	err = tx.QueryRowContext(ctx, acquireSQL, source, s.opts.Owner, s.opts.Addr, s.ttlSecs()).Scan(&epoch, &cseq, &centry)
+	err = tx.QueryRowContext(ctx, acquireSQL, source, s.opts.Owner, s.opts.Addr, s.ttlSecs(),
+		s.opts.OrphanWait <= 0, int64(r.LastAcked), int64(r.ResendFrom), s.opts.OrphanWait.Seconds()).Scan(&epoch, &cseq, &centry)
 	if errors.Is(err, sql.ErrNoRows) {
-		held := &HeldError{Source: source}
-		if err := tx.QueryRowContext(ctx, `SELECT owner, addr FROM `+fence.LeaseTable+` WHERE source_id = $1`, source).
-			Scan(&held.Owner, &held.Addr); err != nil {
-			return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
-		}
-		return Lease{}, held
+		return Lease{}, s.refusal(ctx, tx, source, r)
 	}
 	if err != nil {
 		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
@@ -186,6 +229,25 @@ func (s *Store) Acquire(ctx context.Context, source string) (Lease, error) {
 	l.CommittedSeq, l.CommittedEntry = uint64(cseq.Int64), uint64(centry.Int64)
 	l.HasCommitted = cseq.Valid
 	return l, nil
+}
+
+// refusal explains an acquire that took nothing: the lease is live
+// elsewhere, or its dead owner holds batches the client cannot resend.
+func (s *Store) refusal(ctx context.Context, tx *sql.Tx, source string, r Resume) error {
+	var (
+		owner, addr string
+		live        bool
+		committed   int64
+		until       time.Time
+	)
+	if err := tx.QueryRowContext(ctx, leaseStateSQL, source, s.opts.OrphanWait.Seconds()).
+		Scan(&owner, &addr, &live, &committed, &until); err != nil {
+		return fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
+	if live {
+		return &HeldError{Source: source, Owner: owner, Addr: addr}
+	}
+	return &OrphanError{Source: source, Owner: owner, Committed: uint64(committed), LastAcked: r.LastAcked, Until: until}
 }
 
 // Reclaim renews source's lease if this instance still holds it at epoch

@@ -897,16 +897,26 @@ type ConnectRequest struct {
 	SourceId string `protobuf:"bytes,1,opt,name=source_id,json=sourceId,proto3" json:"source_id,omitempty"`
 	// The shard's name, stored with every row. Optional.
 	ShardName string `protobuf:"bytes,2,opt,name=shard_name,json=shardName,proto3" json:"shard_name,omitempty"`
-	// The highest batch number the client has seen acknowledged (informational).
+	// The highest batch number the client has seen acknowledged. With several
+	// instances (docs/scale-out.md), an instance taking the source over from a
+	// dead one compares it with the committed state: see resend_from_sequence.
 	LastAckSequence uint64 `protobuf:"varint,3,opt,name=last_ack_sequence,json=lastAckSequence,proto3" json:"last_ack_sequence,omitempty"`
 	// What the client supports.
 	Capabilities *Capabilities `protobuf:"bytes,4,opt,name=capabilities,proto3" json:"capabilities,omitempty"`
 	// Protocol version; 0 or 1.
 	ProtocolVersion uint32 `protobuf:"varint,5,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	// How resent batches are recognised; default SEQUENCE_MODE_BATCH.
-	SequenceMode  SequenceMode `protobuf:"varint,6,opt,name=sequence_mode,json=sequenceMode,proto3,enum=lakehouse.v1.SequenceMode" json:"sequence_mode,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SequenceMode SequenceMode `protobuf:"varint,6,opt,name=sequence_mode,json=sequenceMode,proto3,enum=lakehouse.v1.SequenceMode" json:"sequence_mode,omitempty"`
+	// The lowest batch number the client still holds and can send again
+	// although it was acknowledged (a client that keeps batches until they are
+	// persisted: persisted + 1); 0 when it keeps none. When the source's last
+	// instance is gone with batches it acknowledged and did not commit, another
+	// instance takes the source only if the client can resend them; otherwise
+	// the connect is refused with UNAVAILABLE until that instance returns
+	// (docs/scale-out.md, "ok and persisted").
+	ResendFromSequence uint64 `protobuf:"varint,7,opt,name=resend_from_sequence,json=resendFromSequence,proto3" json:"resend_from_sequence,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *ConnectRequest) Reset() {
@@ -979,6 +989,13 @@ func (x *ConnectRequest) GetSequenceMode() SequenceMode {
 		return x.SequenceMode
 	}
 	return SequenceMode_SEQUENCE_MODE_UNSPECIFIED
+}
+
+func (x *ConnectRequest) GetResendFromSequence() uint64 {
+	if x != nil {
+		return x.ResendFromSequence
+	}
+	return 0
 }
 
 // Capabilities of a client (legacy ClientCapabilities).
@@ -2921,7 +2938,7 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\bRedirect\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1b\n" +
 	"\tsource_id\x18\x02 \x01(\tR\bsourceId\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\tR\x05owner\"\xa4\x02\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"\xd6\x02\n" +
 	"\x0eConnectRequest\x12\x1b\n" +
 	"\tsource_id\x18\x01 \x01(\tR\bsourceId\x12\x1d\n" +
 	"\n" +
@@ -2929,7 +2946,8 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x11last_ack_sequence\x18\x03 \x01(\x04R\x0flastAckSequence\x12>\n" +
 	"\fcapabilities\x18\x04 \x01(\v2\x1a.lakehouse.v1.CapabilitiesR\fcapabilities\x12)\n" +
 	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x12?\n" +
-	"\rsequence_mode\x18\x06 \x01(\x0e2\x1a.lakehouse.v1.SequenceModeR\fsequenceMode\"\xc5\x01\n" +
+	"\rsequence_mode\x18\x06 \x01(\x0e2\x1a.lakehouse.v1.SequenceModeR\fsequenceMode\x120\n" +
+	"\x14resend_from_sequence\x18\a \x01(\x04R\x12resendFromSequence\"\xc5\x01\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fbinary_protocol\x18\x01 \x01(\bR\x0ebinaryProtocol\x12 \n" +
 	"\vcompression\x18\x02 \x01(\bR\vcompression\x12\x1a\n" +
