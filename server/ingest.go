@@ -304,6 +304,7 @@ func (s *Server) complete(p *pendingBatch) (*lakehousev1.StreamResponse, bool) {
 	a := s.ack(p.seq, p.corr, status, uint32(bb.entries), uint32(p.dups))
 	a.GetAck().Details.BufferUtilization = util
 	a.GetAck().Details.PersistedSequence = persisted
+	a.GetAck().Details.LastEntrySequence = bb.lastEntry
 	return a, true
 }
 

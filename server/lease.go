@@ -48,7 +48,8 @@ func (s *Server) acquireLease(ctx context.Context, id string, r coord.Resume) (c
 	)
 	if errors.As(err, &orphan) {
 		s.log.Warn("source waits for its previous instance: it acked batches the client cannot resend", "source", id,
-			"owner", orphan.Owner, "committed", orphan.Committed, "last_acked", orphan.LastAcked, "until", orphan.Until)
+			"owner", orphan.Owner, "committed", orphan.Committed, "last_acked", orphan.LastAcked,
+			"committed_entry", orphan.CommittedEntry, "last_acked_entry", orphan.LastAckedEntry, "until", orphan.Until)
 		return l, status.Error(codes.Unavailable, orphan.Error())
 	}
 	if errors.As(err, &held) {

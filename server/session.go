@@ -435,7 +435,8 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	var lease coord.Lease
 	if s.coord != nil {
 		var err error
-		resume := coord.Resume{LastAcked: conn.GetLastAckSequence(), ResendFrom: conn.GetResendFromSequence()}
+		resume := coord.Resume{LastAcked: conn.GetLastAckSequence(), ResendFrom: conn.GetResendFromSequence(),
+			LastAckedEntry: conn.GetLastAckEntrySequence()}
 		if lease, err = s.acquireLease(sess.ctx, src.id, resume); err != nil {
 			unregister()
 			return nil, err

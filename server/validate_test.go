@@ -95,8 +95,9 @@ func TestInputRulesLegacy(t *testing.T) {
 	ok := &codec.Batch{Sequence: 1, SourceID: []byte("legacy-rules"), Entries: []codec.Entry{
 		e(1, codec.OpInsert, "t"), e(2, codec.OpUpdate, "t"), e(2, codec.OpUpdate, "t"), e(3, codec.OpDelete, "t"),
 	}}
-	if a := ts.sendFrame(ok).GetAck(); a.GetStatus() != lakehousev1.AckStatus_ACK_STATUS_OK || a.GetDetails().GetEntriesAccepted() != 3 {
-		t.Fatalf("legacy batch with absent images and a repeated sequence: %v", a)
+	if a := ts.sendFrame(ok).GetAck(); a.GetStatus() != lakehousev1.AckStatus_ACK_STATUS_OK || a.GetDetails().GetEntriesAccepted() != 3 ||
+		a.GetDetails().GetLastEntrySequence() != 3 {
+		t.Fatalf("legacy batch with absent images and a repeated sequence: %v (want 3 accepted, last entry 3)", a)
 	}
 	bad := []struct {
 		entry codec.Entry

@@ -258,6 +258,42 @@ func TestUpstreamBreak(t *testing.T) {
 	}
 }
 
+// TestReconnectReportsAckedEntries: the child keeps no batch once acked,
+// so when the upstream stream breaks the bridge's next connect reports the
+// highest entry sequence acked on it (ConnectRequest.last_ack_entry_sequence):
+// an instance taking the source over from a dead one must not lose them
+// (docs/scale-out.md).
+func TestReconnectReportsAckedEntries(t *testing.T) {
+	fake := newFakeServer()
+	var broke atomic.Bool
+	fake.respond = func(src string, frame []byte, b *codec.Batch) (*lakehousev1.StreamResponse, bool, error) {
+		switch {
+		case b == nil:
+			return nil, false, nil
+		case b.Sequence == 2 && broke.CompareAndSwap(false, true):
+			return nil, false, status.Error(codes.Unavailable, "simulated crash")
+		}
+		r := ackResp(b.Sequence, string(b.CorrelationID), lakehousev1.AckStatus_ACK_STATUS_OK)
+		r.GetAck().Details = &lakehousev1.AckDetails{LastEntrySequence: b.Entries[len(b.Entries)-1].Sequence}
+		return r, true, nil
+	}
+	env := newEnv(t, startFake(t, fake), nil)
+	c := env.dial(t, nil)
+	connect(t, c, "acked", "")
+	send(t, c, websocket.MessageBinary, encode(t, testBatch("acked", "b1", 1, 1, 5)))
+	recvAck(t, c)
+	if got := fake.lastConnect().GetLastAckEntrySequence(); got != 0 {
+		t.Fatalf("first connect: last_ack_entry_sequence %d, want 0", got)
+	}
+	send(t, c, websocket.MessageBinary, encode(t, testBatch("acked", "b2", 2, 6, 5)))
+	recvNack(t, c)
+	send(t, c, websocket.MessageBinary, encode(t, testBatch("acked", "b3", 3, 6, 5)))
+	recvAck(t, c)
+	if got := fake.lastConnect().GetLastAckEntrySequence(); got != 5 {
+		t.Fatalf("reconnect: last_ack_entry_sequence %d, want 5 (entries 1..5 were acked)", got)
+	}
+}
+
 // TestFencedClosesWebSocket: a second connection for the same source takes
 // over; the first one's WebSocket is closed.
 func TestFencedClosesWebSocket(t *testing.T) {

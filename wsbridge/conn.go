@@ -43,6 +43,12 @@ type conn struct {
 	// The child's own batch numbers, for GET /status: the server numbers a
 	// legacy child's batches itself, so only the bridge knows these.
 	lastReceived, lastAcked uint64
+	// lastAckedEntry is the highest entry sequence acked to the child (the
+	// acks' AckDetails.last_entry_sequence). The child keeps no batch once
+	// acked, so a reconnect tells it to the server: an instance taking the
+	// source over from a dead one waits while that one's log holds acked
+	// entries it did not commit (docs/scale-out.md).
+	lastAckedEntry uint64
 
 	flushing atomic.Bool // a flush_request is being served
 	closing  atomic.Bool // the WebSocket is being closed by the bridge

@@ -163,11 +163,15 @@ func (c *conn) connectOn(ctx context.Context, client lakehousev1.CDCServiceClien
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	c.mu.Lock()
+	lastEntry := c.lastAckedEntry
+	c.mu.Unlock()
 	err = st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
-		SourceId:        source,
-		ShardName:       shard,
-		ProtocolVersion: uint32(codec.Version),
-		SequenceMode:    lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY,
+		SourceId:             source,
+		ShardName:            shard,
+		ProtocolVersion:      uint32(codec.Version),
+		LastAckEntrySequence: lastEntry,
+		SequenceMode:         lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY,
 		Capabilities: &lakehousev1.Capabilities{
 			BinaryProtocol: true, Batching: true, MaxMessageSize: uint32(min(c.b.cfg.MaxMessageSize, 1<<31)),
 		},
@@ -204,7 +208,7 @@ func (c *conn) receive(up *upstream) {
 			a := k.Ack
 			seq, corr, ok := c.complete(up, a.GetSequenceNumber(), a.GetCorrelationId())
 			if ok {
-				c.noteAcked(seq)
+				c.noteAcked(seq, a.GetDetails().GetLastEntrySequence())
 				_ = c.sendAck(seq, corr, protomap.AckStatus(a.GetStatus()))
 			}
 		case *lakehousev1.StreamResponse_Nack:
@@ -222,10 +226,12 @@ func (c *conn) receive(up *upstream) {
 	}
 }
 
-// noteAcked records the child's batch number of the latest ack.
-func (c *conn) noteAcked(seq uint64) {
+// noteAcked records the child's batch number of the latest ack and the
+// highest entry sequence acked.
+func (c *conn) noteAcked(seq, lastEntry uint64) {
 	c.mu.Lock()
 	c.lastAcked = seq
+	c.lastAckedEntry = max(c.lastAckedEntry, lastEntry)
 	c.mu.Unlock()
 }
 

@@ -60,6 +60,11 @@ type Resume struct {
 	// ResendFrom is the lowest batch the client still holds and can send
 	// again; 0 when it holds none it has seen acknowledged.
 	ResendFrom uint64
+	// LastAckedEntry is the highest entry sequence the client saw
+	// acknowledged: entry-mode sources (legacy children, through the
+	// bridge) are numbered by the server, so their batch numbers say
+	// nothing; the committed entry mark must cover this instead.
+	LastAckedEntry uint64
 }
 
 // Store is the lease table.
@@ -92,15 +97,19 @@ func (e *HeldError) Error() string {
 // they are committed when the owner comes back on its data directory (or
 // `lakehouse replay` of it runs), or given up at Until.
 type OrphanError struct {
-	Source, Owner string
-	Committed     uint64    // the lease's committed mark
-	LastAcked     uint64    // what the client was acked
-	Until         time.Time // when the source moves anyway (database clock)
+	Source, Owner             string
+	Committed, CommittedEntry uint64    // the lease's committed marks
+	Resume                              // what the client was acked
+	Until                     time.Time // when the source moves anyway (database clock)
 }
 
 func (e *OrphanError) Error() string {
-	return fmt.Sprintf("source %q: batches %d..%d were acked by instance %s, which is gone, and are not committed; they are in its write-ahead log: waiting for it to restart (or for lakehouse replay of its data directory) until %s",
-		e.Source, e.Committed+1, e.LastAcked, e.Owner, e.Until.UTC().Format(time.RFC3339))
+	what := fmt.Sprintf("batches %d..%d", e.Committed+1, e.LastAcked)
+	if e.LastAcked <= e.Committed {
+		what = fmt.Sprintf("entries %d..%d", e.CommittedEntry+1, e.LastAckedEntry)
+	}
+	return fmt.Sprintf("source %q: %s were acked by instance %s, which is gone, and are not committed; they are in its write-ahead log: waiting for it to restart (or for lakehouse replay of its data directory) until %s",
+		e.Source, what, e.Owner, e.Until.UTC().Format(time.RFC3339))
 }
 
 // Mark is a committed mark of a source, under the epoch its batches were
@@ -177,21 +186,21 @@ func (s *Store) ttlSecs() float64 { return s.opts.TTL.Seconds() }
 
 // acquireSQL takes the lease if it is free, this instance's, or expired;
 // an expired lease moves only if the client can supply every batch above
-// its committed mark ($6 last acked at or below it, or $7 resend-from at or
-// below the mark + 1), or the owner has been gone OrphanWait ($8), or the
-// wait is off ($5).
+// its committed mark ($6 last acked batch and $9 last acked entry at or
+// below the marks, or $7 resend-from at or below the mark + 1), or the owner
+// has been gone OrphanWait ($8), or the wait is off ($5).
 const acquireSQL = `INSERT INTO ` + fence.LeaseTable + ` AS l (source_id, owner, addr, epoch, expires_at)
 VALUES ($1, $2, $3, 1, now() + make_interval(secs => $4))
 ON CONFLICT (source_id) DO UPDATE SET
 	epoch = CASE WHEN l.owner = EXCLUDED.owner THEN l.epoch ELSE l.epoch + 1 END,
 	owner = EXCLUDED.owner, addr = EXCLUDED.addr, expires_at = EXCLUDED.expires_at
 WHERE l.owner = EXCLUDED.owner OR (l.expires_at < now() AND ($5
-	OR COALESCE(l.committed_seq, 0) >= $6
+	OR (COALESCE(l.committed_seq, 0) >= $6 AND COALESCE(l.committed_entry, 0) >= $9)
 	OR ($7 > 0 AND $7 <= COALESCE(l.committed_seq, 0) + 1)
 	OR l.expires_at + make_interval(secs => $8) < now()))
 RETURNING epoch, committed_seq, committed_entry`
 
-const leaseStateSQL = `SELECT owner, addr, expires_at > now(), COALESCE(committed_seq, 0),
+const leaseStateSQL = `SELECT owner, addr, expires_at > now(), COALESCE(committed_seq, 0), COALESCE(committed_entry, 0),
 	expires_at + make_interval(secs => $2) FROM ` + fence.LeaseTable + ` WHERE source_id = $1`
 
 // Acquire takes source's lease: a free or expired lease is taken with its
@@ -215,7 +224,8 @@ func (s *Store) Acquire(ctx context.Context, source string, r Resume) (Lease, er
 		cseq, centry sql.NullInt64
 	)
 	err = tx.QueryRowContext(ctx, acquireSQL, source, s.opts.Owner, s.opts.Addr, s.ttlSecs(),
-		s.opts.OrphanWait <= 0, int64(r.LastAcked), int64(r.ResendFrom), s.opts.OrphanWait.Seconds()).Scan(&epoch, &cseq, &centry)
+		s.opts.OrphanWait <= 0, int64(r.LastAcked), int64(r.ResendFrom), s.opts.OrphanWait.Seconds(), int64(r.LastAckedEntry)).
+		Scan(&epoch, &cseq, &centry)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Lease{}, s.refusal(ctx, tx, source, r)
 	}
@@ -235,19 +245,20 @@ func (s *Store) Acquire(ctx context.Context, source string, r Resume) (Lease, er
 // elsewhere, or its dead owner holds batches the client cannot resend.
 func (s *Store) refusal(ctx context.Context, tx *sql.Tx, source string, r Resume) error {
 	var (
-		owner, addr string
-		live        bool
-		committed   int64
-		until       time.Time
+		owner, addr      string
+		live             bool
+		committed, entry int64
+		until            time.Time
 	)
 	if err := tx.QueryRowContext(ctx, leaseStateSQL, source, s.opts.OrphanWait.Seconds()).
-		Scan(&owner, &addr, &live, &committed, &until); err != nil {
+		Scan(&owner, &addr, &live, &committed, &entry, &until); err != nil {
 		return fmt.Errorf("coord: acquire %q: %w", source, err)
 	}
 	if live {
 		return &HeldError{Source: source, Owner: owner, Addr: addr}
 	}
-	return &OrphanError{Source: source, Owner: owner, Committed: uint64(committed), LastAcked: r.LastAcked, Until: until}
+	return &OrphanError{Source: source, Owner: owner, Committed: uint64(committed), CommittedEntry: uint64(entry),
+		Resume: r, Until: until}
 }
 
 // Reclaim renews source's lease if this instance still holds it at epoch

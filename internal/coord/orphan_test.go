@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -49,6 +50,8 @@ func TestOrphanedBatchesKeepTheSource(t *testing.T) {
 	la := deadOwner(t, a, "ok-mode")
 	deadOwner(t, a, "persisted-mode")
 	deadOwner(t, a, "all-committed")
+	deadOwner(t, a, "legacy-orphan")
+	deadOwner(t, a, "legacy-committed")
 	time.Sleep(1500 * time.Millisecond) // past the 1-s TTL: a is gone
 
 	// Batches 6..8 acked by a, not committed, not held by the client.
@@ -67,6 +70,15 @@ func TestOrphanedBatchesKeepTheSource(t *testing.T) {
 	// Nothing acked above the mark: nothing to lose.
 	if _, err := b.Acquire(ctx, "all-committed", coord.Resume{LastAcked: 5}); err != nil {
 		t.Fatalf("acquire with everything committed: %v", err)
+	}
+	// Entry mode (a legacy child through the bridge): the batch numbers
+	// are the server's, the entry mark decides.
+	if _, err := b.Acquire(ctx, "legacy-orphan", coord.Resume{LastAckedEntry: 80}); !errors.As(err, &orphan) ||
+		orphan.CommittedEntry != 50 || !strings.Contains(err.Error(), "entries 51..80") {
+		t.Fatalf("acquire of an entry-mode source with acked entries above the mark: %v, want an OrphanError naming entries 51..80", err)
+	}
+	if _, err := b.Acquire(ctx, "legacy-committed", coord.Resume{LastAckedEntry: 50}); err != nil {
+		t.Fatalf("acquire of an entry-mode source with every acked entry committed: %v", err)
 	}
 	// a comes back on its data directory: its lease is still its own.
 	if ok, err := a.Reclaim(ctx, "ok-mode", la.Epoch); err != nil || !ok {

@@ -915,8 +915,14 @@ type ConnectRequest struct {
 	// the connect is refused with UNAVAILABLE until that instance returns
 	// (docs/scale-out.md, "ok and persisted").
 	ResendFromSequence uint64 `protobuf:"varint,7,opt,name=resend_from_sequence,json=resendFromSequence,proto3" json:"resend_from_sequence,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// The highest entry sequence the client has seen acknowledged
+	// (AckDetails.last_entry_sequence). SEQUENCE_MODE_ENTRY sources, whose
+	// batch numbers are the server's, use it instead of last_ack_sequence for
+	// the same purpose: an instance taking the source over from a dead one
+	// does so only if the source's committed entry mark covers it.
+	LastAckEntrySequence uint64 `protobuf:"varint,8,opt,name=last_ack_entry_sequence,json=lastAckEntrySequence,proto3" json:"last_ack_entry_sequence,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
 }
 
 func (x *ConnectRequest) Reset() {
@@ -994,6 +1000,13 @@ func (x *ConnectRequest) GetSequenceMode() SequenceMode {
 func (x *ConnectRequest) GetResendFromSequence() uint64 {
 	if x != nil {
 		return x.ResendFromSequence
+	}
+	return 0
+}
+
+func (x *ConnectRequest) GetLastAckEntrySequence() uint64 {
+	if x != nil {
+		return x.LastAckEntrySequence
 	}
 	return 0
 }
@@ -1500,6 +1513,10 @@ type AckDetails struct {
 	BufferUtilization float64 `protobuf:"fixed64,3,opt,name=buffer_utilization,json=bufferUtilization,proto3" json:"buffer_utilization,omitempty"`
 	// The highest batch number committed to Iceberg for this source.
 	PersistedSequence uint64 `protobuf:"varint,4,opt,name=persisted_sequence,json=persistedSequence,proto3" json:"persisted_sequence,omitempty"`
+	// The highest entry sequence of the batch (0 for a batch of duplicates).
+	// The WebSocket bridge keeps the highest it was acked for each child and
+	// sends it as ConnectRequest.last_ack_entry_sequence when it reconnects.
+	LastEntrySequence uint64 `protobuf:"varint,5,opt,name=last_entry_sequence,json=lastEntrySequence,proto3" json:"last_entry_sequence,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
@@ -1558,6 +1575,13 @@ func (x *AckDetails) GetBufferUtilization() float64 {
 func (x *AckDetails) GetPersistedSequence() uint64 {
 	if x != nil {
 		return x.PersistedSequence
+	}
+	return 0
+}
+
+func (x *AckDetails) GetLastEntrySequence() uint64 {
+	if x != nil {
+		return x.LastEntrySequence
 	}
 	return 0
 }
@@ -2938,7 +2962,7 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\bRedirect\x12\x12\n" +
 	"\x04addr\x18\x01 \x01(\tR\x04addr\x12\x1b\n" +
 	"\tsource_id\x18\x02 \x01(\tR\bsourceId\x12\x14\n" +
-	"\x05owner\x18\x03 \x01(\tR\x05owner\"\xd6\x02\n" +
+	"\x05owner\x18\x03 \x01(\tR\x05owner\"\x8d\x03\n" +
 	"\x0eConnectRequest\x12\x1b\n" +
 	"\tsource_id\x18\x01 \x01(\tR\bsourceId\x12\x1d\n" +
 	"\n" +
@@ -2947,7 +2971,8 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\fcapabilities\x18\x04 \x01(\v2\x1a.lakehouse.v1.CapabilitiesR\fcapabilities\x12)\n" +
 	"\x10protocol_version\x18\x05 \x01(\rR\x0fprotocolVersion\x12?\n" +
 	"\rsequence_mode\x18\x06 \x01(\x0e2\x1a.lakehouse.v1.SequenceModeR\fsequenceMode\x120\n" +
-	"\x14resend_from_sequence\x18\a \x01(\x04R\x12resendFromSequence\"\xc5\x01\n" +
+	"\x14resend_from_sequence\x18\a \x01(\x04R\x12resendFromSequence\x125\n" +
+	"\x17last_ack_entry_sequence\x18\b \x01(\x04R\x14lastAckEntrySequence\"\xc5\x01\n" +
 	"\fCapabilities\x12'\n" +
 	"\x0fbinary_protocol\x18\x01 \x01(\bR\x0ebinaryProtocol\x12 \n" +
 	"\vcompression\x18\x02 \x01(\bR\vcompression\x12\x1a\n" +
@@ -2982,13 +3007,14 @@ const file_lakehouse_v1_cdc_proto_rawDesc = "" +
 	"\x0fpending_entries\x18\x02 \x01(\x04R\x0ependingEntries\"O\n" +
 	"\x04Pong\x12!\n" +
 	"\ftimestamp_ms\x18\x01 \x01(\x03R\vtimestampMs\x12$\n" +
-	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\"\xc2\x01\n" +
+	"\x0eserver_time_ms\x18\x02 \x01(\x03R\fserverTimeMs\"\xf2\x01\n" +
 	"\n" +
 	"AckDetails\x12)\n" +
 	"\x10entries_accepted\x18\x01 \x01(\rR\x0fentriesAccepted\x12+\n" +
 	"\x11entries_duplicate\x18\x02 \x01(\rR\x10entriesDuplicate\x12-\n" +
 	"\x12buffer_utilization\x18\x03 \x01(\x01R\x11bufferUtilization\x12-\n" +
-	"\x12persisted_sequence\x18\x04 \x01(\x04R\x11persistedSequence\"\xdd\x01\n" +
+	"\x12persisted_sequence\x18\x04 \x01(\x04R\x11persistedSequence\x12.\n" +
+	"\x13last_entry_sequence\x18\x05 \x01(\x04R\x11lastEntrySequence\"\xdd\x01\n" +
 	"\x03Ack\x12'\n" +
 	"\x0fsequence_number\x18\x01 \x01(\x04R\x0esequenceNumber\x12/\n" +
 	"\x06status\x18\x02 \x01(\x0e2\x17.lakehouse.v1.AckStatusR\x06status\x12%\n" +
