@@ -121,6 +121,7 @@ func (s *Server) reclaimLeases(ctx context.Context) error {
 		return fmt.Errorf("server: the write-ahead log holds %d batches accepted without coordination: start once without it so that they are committed, then turn it on", unfenced)
 	}
 	for src, e := range epochs {
+		asked := time.Now()
 		ok, err := s.coord.Reclaim(ctx, src.id, e)
 		if err != nil {
 			return fmt.Errorf("server: reclaim lease: %w", err)
@@ -128,6 +129,7 @@ func (s *Server) reclaimLeases(ctx context.Context) error {
 		if ok {
 			src.epoch.Store(e)
 			src.leaseHeld = true
+			src.leaseExpiry = asked.Add(s.coord.TTL())
 			continue
 		}
 		s.log.Warn("source moved to another instance while this one was down; its batches in the log will not be committed here",
@@ -302,7 +304,9 @@ func (s *Server) leaseRound(stopping bool) {
 			}
 		}
 	}
+	asked := time.Now()
 	lost, err := s.coord.Renew(ctx, renew)
+	renewed := err == nil
 	if err != nil {
 		s.log.Warn("renewing source leases failed", "sources", len(renew), "error", err)
 	}
@@ -317,6 +321,8 @@ func (s *Server) leaseRound(stopping bool) {
 			// Changed meanwhile (a new connect adopted another epoch).
 		case lostSet[h.src.id]:
 			s.loseLeaseLocked(h.src)
+		case renewed && !h.idle:
+			h.src.leaseExpiry = asked.Add(s.coord.TTL())
 		case h.idle && h.src.owner == nil:
 			if err := s.coord.Release(ctx, h.src.id, h.epoch); err != nil {
 				s.log.Warn("releasing a source lease failed", "source", h.src.id, "error", err)

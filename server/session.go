@@ -433,8 +433,10 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	// Multi-instance mode (lease.go): the lease first, outside the
 	// source's lock (a database round trip).
 	var lease coord.Lease
+	var asked time.Time
 	if s.coord != nil {
 		var err error
+		asked = time.Now()
 		if lease, err = s.acquireLease(sess.ctx, src.id); err != nil {
 			unregister()
 			return nil, err
@@ -470,6 +472,7 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 			unregister()
 			return nil, err
 		}
+		src.leaseExpiry = asked.Add(s.coord.TTL())
 	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()
