@@ -73,16 +73,30 @@ func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 // stream's appends have settled. If another instance held the source since
 // this one last did (or this one never did), the state here is stale: the
 // committed state is read from the lease row (everything up to its mark is
-// in every table) or, for a source never marked, from the tables'
-// watermarks. Batches held here under an older epoch are dropped by the
+// in every table); for a source never marked, it is 0 if another instance
+// held it (batch mode) and the tables' watermarks otherwise. Batches held here under an older epoch are dropped by the
 // flusher (dropStale) and fenced if already staged.
-func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease) error {
+func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mode lakehousev1.SequenceMode) error {
 	if src.epoch.Load() == l.Epoch {
 		src.leaseHeld = true
 		return nil
 	}
 	seq, entry := l.CommittedSeq, l.CommittedEntry
-	if !l.HasCommitted {
+	switch {
+	case l.HasCommitted:
+	case l.Epoch > 1 && mode != lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
+		// Another instance held the source and never recorded a mark: it
+		// may have died between two tables of a flush, so the tables'
+		// highest watermark may be above what every table holds. Nothing
+		// was persisted (persisted waits for the mark): the client holds
+		// every batch and resends them all; the tables skip what they
+		// have. (Entry-mode sources are numbered by the server, whose
+		// numbering must not go back: they keep the watermarks below.)
+		seq, entry = 0, 0
+	default:
+		// Never held by another instance: data of this source in the
+		// tables predates coordination, written by an instance that
+		// replays its own log.
 		wms, err := s.sink.Watermarks(ctx)
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "read the committed watermarks: %v", err)

@@ -467,7 +467,7 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 		src.settled.Wait()
 	}
 	if s.coord != nil {
-		if err := s.adoptLease(sess.ctx, src, lease); err != nil {
+		if err := s.adoptLease(sess.ctx, src, lease, mode); err != nil {
 			src.owner = nil
 			unregister()
 			return nil, err
