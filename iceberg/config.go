@@ -281,7 +281,13 @@ func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open %s catalog database: %w", dialect, err)
 		}
+		unlock, err := lockCatalogInit(ctx, db, dialect)
+		if err != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
+		}
 		cat, err := sqlcat.NewCatalog(cfg.CatalogName, db, sqlcat.SupportedDialect(dialect), props)
+		unlock()
 		if err != nil {
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)

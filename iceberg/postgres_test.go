@@ -4,8 +4,11 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"testing"
+
+	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
 )
 
 // TestPostgresCatalog runs a round trip with iceberg-go's SQL catalog on
@@ -52,4 +55,40 @@ func randomSuffix(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(b)
+}
+
+// TestPostgresCatalogConcurrentOpen opens several sinks at once on a fresh
+// PostgreSQL database, as instances of a StatefulSet start together:
+// iceberg-go creates the catalog's tables with CREATE TABLE IF NOT EXISTS,
+// which fails with a unique violation on pg_type when two sessions run it
+// at once, unless the start-up is serialized (cataloginit.go).
+func TestPostgresCatalogConcurrentOpen(t *testing.T) {
+	dsn := os.Getenv(pgtest.EnvDSN)
+	if dsn == "" {
+		t.Skip(pgtest.EnvDSN + " not set")
+	}
+	for round := range 3 {
+		fresh := pgtest.FreshDB(t, dsn)
+		const n = 6
+		errs := make(chan error, n)
+		for i := range n {
+			go func() {
+				dir := t.TempDir()
+				s, err := Open(context.Background(), Config{DataDir: dir, Logger: quietLogger(), CatalogURI: fresh,
+					Warehouse: "file://" + dir + "/warehouse"})
+				if err == nil {
+					err = s.Close()
+				}
+				if err != nil {
+					err = fmt.Errorf("round %d, sink %d: %w", round, i, err)
+				}
+				errs <- err
+			}()
+		}
+		for range n {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+	}
 }

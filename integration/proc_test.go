@@ -94,6 +94,17 @@ func startProcEnv(t *testing.T, env []string, grpcAddr string, logPath string, a
 // startProcDial is startProcEnv whose health check dials with dopts (TLS).
 func startProcDial(t *testing.T, dopts []grpc.DialOption, env []string, grpcAddr string, logPath string, args ...string) *proc {
 	t.Helper()
+	p := launchProc(t, env, logPath, args...)
+	if grpcAddr != "" {
+		p.waitHealthy(grpcAddr, logPath, dopts...)
+	}
+	return p
+}
+
+// launchProc runs `lakehouse <args...>` without waiting for it: start
+// several, then waitHealthy each, and their start-ups overlap.
+func launchProc(t *testing.T, env []string, logPath string, args ...string) *proc {
+	t.Helper()
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
@@ -111,9 +122,6 @@ func startProcDial(t *testing.T, dopts []grpc.DialOption, env []string, grpcAddr
 		close(p.done)
 	}()
 	t.Cleanup(func() { p.kill() })
-	if grpcAddr != "" {
-		p.waitHealthy(grpcAddr, logPath, dopts...)
-	}
 	return p
 }
 

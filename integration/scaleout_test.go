@@ -57,6 +57,13 @@ func catalogProps(props map[string]string) string {
 
 // start starts instance name with extra flags.
 func (so *scaleOut) start(name string, extra ...string) (*proc, string) {
+	p, addr := so.launch(name, extra...)
+	p.waitHealthy(addr, filepath.Join(so.dir, name+".log"))
+	return p, addr
+}
+
+// launch is start without waiting until the instance serves.
+func (so *scaleOut) launch(name string, extra ...string) (*proc, string) {
 	addr := freeAddr(so.t)
 	args := append([]string{"serve", "--data-dir", filepath.Join(so.dir, name), "--grpc-addr", addr, "--http-addr", "",
 		"--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--coordination", "catalog", "--lease-ttl", "2s",
@@ -67,7 +74,7 @@ func (so *scaleOut) start(name string, extra ...string) (*proc, string) {
 	if so.props != nil {
 		args = append(args, "--catalog-props", catalogProps(so.props))
 	}
-	return startProcEnv(so.t, so.env, addr, filepath.Join(so.dir, name+".log"), args...), addr
+	return launchProc(so.t, so.env, filepath.Join(so.dir, name+".log"), args...), addr
 }
 
 func (so *scaleOut) logs(names ...string) string {

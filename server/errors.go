@@ -17,6 +17,10 @@ var (
 	// errLeaseLost ends a stream whose source's lease another instance
 	// took (lease.go): a fenced stream, retried elsewhere.
 	errLeaseLost = fmt.Errorf("%w: the source's lease was taken by another instance", errFenced)
+	// errLeaseExpired ends a stream whose source's lease this instance
+	// could not renew in time (the lease store unreachable, the instance
+	// paused): another instance may own the source now. Retryable.
+	errLeaseExpired = errors.New("server: the source's lease expired without renewal (lease store unreachable or this instance stalled); reconnect: any instance takes the source once it can reach the lease store")
 )
 
 // statusFromErr maps the server's errors to gRPC statuses. An error that
@@ -30,7 +34,7 @@ func statusFromErr(err error) error {
 	switch {
 	case errors.Is(err, errFenced):
 		return status.Error(codes.Aborted, err.Error())
-	case errors.Is(err, errShuttingDown), errors.Is(err, errClosed):
+	case errors.Is(err, errShuttingDown), errors.Is(err, errClosed), errors.Is(err, errLeaseExpired):
 		return status.Error(codes.Unavailable, err.Error())
 	case errors.Is(err, context.Canceled):
 		return status.Error(codes.Canceled, err.Error())

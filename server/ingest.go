@@ -87,6 +87,14 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	if s.coord != nil && epoch == 0 {
 		return reply{}, errLeaseLost
 	}
+	if s.coord != nil && !now.Before(src.leaseExpiry) {
+		// Acked ok now, the batch could never commit here if another
+		// instance took the source meanwhile: refuse before the
+		// renewal loop notices (lease.go).
+		s.log.Warn("source lease expired without renewal; ending its stream", "source", src.id,
+			"expired_for", now.Sub(src.leaseExpiry).Round(time.Millisecond))
+		return reply{}, errLeaseExpired
+	}
 	if s.isDraining() {
 		return ready(s.nack(b.Sequence, corr, lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, "server is shutting down", 0)), nil
 	}

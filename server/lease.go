@@ -84,16 +84,30 @@ func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 // stream's appends have settled. If another instance held the source since
 // this one last did (or this one never did), the state here is stale: the
 // committed state is read from the lease row (everything up to its mark is
-// in every table) or, for a source never marked, from the tables'
-// watermarks. Batches held here under an older epoch are dropped by the
+// in every table); for a source never marked, it is 0 if another instance
+// held it (batch mode) and the tables' watermarks otherwise. Batches held here under an older epoch are dropped by the
 // flusher (dropStale) and fenced if already staged.
-func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease) error {
+func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mode lakehousev1.SequenceMode) error {
 	if src.epoch.Load() == l.Epoch {
 		src.leaseHeld = true
 		return nil
 	}
 	seq, entry := l.CommittedSeq, l.CommittedEntry
-	if !l.HasCommitted {
+	switch {
+	case l.HasCommitted:
+	case l.Epoch > 1 && mode != lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
+		// Another instance held the source and never recorded a mark: it
+		// may have died between two tables of a flush, so the tables'
+		// highest watermark may be above what every table holds. Nothing
+		// was persisted (persisted waits for the mark): the client holds
+		// every batch and resends them all; the tables skip what they
+		// have. (Entry-mode sources are numbered by the server, whose
+		// numbering must not go back: they keep the watermarks below.)
+		seq, entry = 0, 0
+	default:
+		// Never held by another instance: data of this source in the
+		// tables predates coordination, written by an instance that
+		// replays its own log.
 		wms, err := s.sink.Watermarks(ctx)
 		if err != nil {
 			return status.Errorf(codes.Unavailable, "read the committed watermarks: %v", err)
@@ -132,6 +146,7 @@ func (s *Server) reclaimLeases(ctx context.Context) error {
 		return fmt.Errorf("server: the write-ahead log holds %d batches accepted without coordination: start once without it so that they are committed, then turn it on", unfenced)
 	}
 	for src, e := range epochs {
+		asked := time.Now()
 		ok, err := s.coord.Reclaim(ctx, src.id, e)
 		if err != nil {
 			return fmt.Errorf("server: reclaim lease: %w", err)
@@ -139,6 +154,7 @@ func (s *Server) reclaimLeases(ctx context.Context) error {
 		if ok {
 			src.epoch.Store(e)
 			src.leaseHeld = true
+			src.leaseExpiry = asked.Add(s.coord.TTL())
 			continue
 		}
 		s.log.Warn("source moved to another instance while this one was down; its batches in the log will not be committed here",
@@ -313,7 +329,9 @@ func (s *Server) leaseRound(stopping bool) {
 			}
 		}
 	}
+	asked := time.Now()
 	lost, err := s.coord.Renew(ctx, renew)
+	renewed := err == nil
 	if err != nil {
 		s.log.Warn("renewing source leases failed", "sources", len(renew), "error", err)
 	}
@@ -328,6 +346,8 @@ func (s *Server) leaseRound(stopping bool) {
 			// Changed meanwhile (a new connect adopted another epoch).
 		case lostSet[h.src.id]:
 			s.loseLeaseLocked(h.src)
+		case renewed && !h.idle:
+			h.src.leaseExpiry = asked.Add(s.coord.TTL())
 		case h.idle && h.src.owner == nil:
 			if err := s.coord.Release(ctx, h.src.id, h.epoch); err != nil {
 				s.log.Warn("releasing a source lease failed", "source", h.src.id, "error", err)

@@ -433,10 +433,12 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 	// Multi-instance mode (lease.go): the lease first, outside the
 	// source's lock (a database round trip).
 	var lease coord.Lease
+	var asked time.Time
 	if s.coord != nil {
 		var err error
 		resume := coord.Resume{LastAcked: conn.GetLastAckSequence(), ResendFrom: conn.GetResendFromSequence(),
 			LastAckedEntry: conn.GetLastAckEntrySequence()}
+		asked = time.Now()
 		if lease, err = s.acquireLease(sess.ctx, src.id, resume); err != nil {
 			unregister()
 			return nil, err
@@ -467,11 +469,12 @@ func (s *Server) attach(sess *session, conn *lakehousev1.ConnectRequest) (*lakeh
 		src.settled.Wait()
 	}
 	if s.coord != nil {
-		if err := s.adoptLease(sess.ctx, src, lease); err != nil {
+		if err := s.adoptLease(sess.ctx, src, lease, mode); err != nil {
 			src.owner = nil
 			unregister()
 			return nil, err
 		}
+		src.leaseExpiry = asked.Add(s.coord.TTL())
 	}
 	if conn.GetShardName() != "" {
 		src.shard = conn.GetShardName()

@@ -38,6 +38,12 @@ type source struct {
 	// flusher without it.
 	epoch     atomic.Uint64
 	leaseHeld bool // the lease is held (not released, not lost); under mu
+	// leaseExpiry is when the lease ends unless renewed, by this
+	// instance's clock: the TTL from the moment it sent the last acquire,
+	// reclaim or renewal that succeeded (the database counts its TTL from
+	// a later moment, so this never runs past the database's expiry).
+	// Under mu.
+	leaseExpiry time.Time
 
 	// Guarded by Server.mu (updated by the flusher).
 	persistedSeq   uint64

@@ -119,16 +119,22 @@ func openForRead(ctx context.Context, name string, args []string, stdout, stderr
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	sf := sinkFlags{maint: maint}
+	var cf coordFlags
 	dataDir := fs.String("data-dir", "./data", "the server's data directory (embedded catalog and warehouse)")
 	sf.registerCatalog(fs)
 	if maint != nil { // maintain: mirror tables are maintained too
 		sf.mirror = &mirrorFlags{}
 		sf.mirror.register(fs, false)
+		cf.registerMaintain(fs)
 	}
 	if extra != nil {
 		extra(fs)
 	}
 	if err := parseFlags(fs, args); err != nil {
+		return nil, nil, err
+	}
+	var err error
+	if sf.exclusiveMaint, err = cf.exclusiveMaintenance(&sf); err != nil {
 		return nil, nil, err
 	}
 	cfg, err := sf.icebergConfig(*dataDir, slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))

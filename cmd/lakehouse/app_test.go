@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -79,5 +80,30 @@ func TestAppStartFailureCleansUp(t *testing.T) {
 	}
 	if err := a.stop(t.Context()); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestSinkOpenFailureIsNil: a sink that fails to open is no sink at all.
+// It came back as a typed nil pointer, which startApp's clean-up then
+// closed: serve panicked instead of reporting why the sink did not open
+// (seen when three instances started at once on a fresh catalog).
+func TestSinkOpenFailureIsNil(t *testing.T) {
+	dir := t.TempDir()
+	// jsonl's directory cannot be created under a file.
+	if err := os.WriteFile(filepath.Join(dir, "file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sf := sinkFlags{kind: "jsonl"}
+	sk, err := sf.open(t.Context(), filepath.Join(dir, "file"), nil)
+	if err == nil {
+		t.Fatal("open under a file: no error")
+	}
+	if sk != nil {
+		t.Errorf("failed open returned a non-nil sink %#v", sk)
+	}
+	cfg := testAppConfig(dir, "")
+	cfg.OpenSink = func(ctx context.Context) (sink.Sink, error) { return sf.open(ctx, filepath.Join(dir, "file"), nil) }
+	if _, err := startApp(t.Context(), cfg); err == nil || !strings.Contains(err.Error(), "open sink") {
+		t.Errorf("startApp: %v, want the open error", err)
 	}
 }

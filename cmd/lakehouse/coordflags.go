@@ -49,15 +49,10 @@ func (c *coordFlags) register(fs *flag.FlagSet) {
 }
 
 func (c *coordFlags) validate(sf *sinkFlags) error {
-	switch c.mode {
-	case DefaultCoordination:
-		return nil
-	case CoordinationCatalog:
-	default:
-		return fmt.Errorf("--%s: unknown mode %q (catalog, or empty for a single instance)", KeyCoordination, c.mode)
+	if err := c.validateMode(); err != nil || c.mode == DefaultCoordination {
+		return err
 	}
-	if sf.kind != "iceberg" || sf.catalog != "sql" ||
-		!(strings.HasPrefix(sf.catalogURI, "postgres://") || strings.HasPrefix(sf.catalogURI, "postgresql://")) {
+	if sf.kind != "iceberg" || !coordinatedCatalog(sf) {
 		return fmt.Errorf("--%s=catalog needs the iceberg sink with --catalog sql and a postgres:// --catalog-uri: the fence is checked in the catalog's PostgreSQL transactions", KeyCoordination)
 	}
 	if c.ttl < time.Second {
@@ -67,6 +62,40 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 		return fmt.Errorf("--%s: %v is negative", KeyOrphanWait, c.orphanWait)
 	}
 	return nil
+}
+
+func (c *coordFlags) validateMode() error {
+	switch c.mode {
+	case DefaultCoordination, CoordinationCatalog:
+		return nil
+	}
+	return fmt.Errorf("--%s: unknown mode %q (catalog, or empty for a single instance)", KeyCoordination, c.mode)
+}
+
+// coordinatedCatalog reports whether the catalog can hold the leases and
+// the maintenance locks: the SQL catalog on PostgreSQL.
+func coordinatedCatalog(sf *sinkFlags) bool {
+	return sf.catalog == "sql" &&
+		(strings.HasPrefix(sf.catalogURI, "postgres://") || strings.HasPrefix(sf.catalogURI, "postgresql://"))
+}
+
+// registerMaintain adds --coordination to `lakehouse maintain`: there it
+// only makes each table's pass take the maintenance lock of coordinated
+// instances (no lease is taken).
+func (c *coordFlags) registerMaintain(fs *flag.FlagSet) {
+	fs.StringVar(&c.mode, KeyCoordination, DefaultCoordination, "\"catalog\" when coordinated instances (serve --coordination catalog) use this catalog: each table's pass takes their maintenance lock, and a table one of them is maintaining is skipped (needs --catalog sql with a postgres:// --catalog-uri)")
+}
+
+// exclusiveMaintenance validates maintain's --coordination and tells
+// whether its passes take the maintenance lock.
+func (c *coordFlags) exclusiveMaintenance(sf *sinkFlags) (bool, error) {
+	if err := c.validateMode(); err != nil || c.mode == DefaultCoordination {
+		return false, err
+	}
+	if !coordinatedCatalog(sf) {
+		return false, fmt.Errorf("--%s=catalog needs --catalog sql and a postgres:// --catalog-uri: the maintenance locks are in the catalog's PostgreSQL database", KeyCoordination)
+	}
+	return true, nil
 }
 
 // open opens the lease store, or returns nil without coordination.

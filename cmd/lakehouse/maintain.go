@@ -72,6 +72,9 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 			return err
 		}
 		fmt.Fprintf(stdout, "maintained %d tables in %s\n", len(health), time.Since(start).Round(time.Millisecond))
+		if n := s.MaintenanceTotals().SkippedElsewhere; n > 0 {
+			fmt.Fprintf(stdout, "skipped %d tables that a serving instance is maintaining now (run again later)\n", n)
+		}
 	}
 	return merr
 }

@@ -119,11 +119,20 @@ func (f *sinkFlags) open(ctx context.Context, dataDir string, log *slog.Logger) 
 		if err != nil {
 			return nil, err
 		}
-		return iceberg.Open(ctx, cfg)
+		return opened(iceberg.Open(ctx, cfg))
 	case "jsonl":
-		return jsonl.Open(filepath.Join(dataDir, "jsonl"))
+		return opened(jsonl.Open(filepath.Join(dataDir, "jsonl")))
 	}
 	return nil, fmt.Errorf("--sink: unknown sink %q (iceberg or jsonl)", f.kind)
+}
+
+// opened returns a sink that failed to open as a nil interface, not as a
+// typed nil pointer that callers would take for an open sink (and close).
+func opened[S sink.Sink](s S, err error) (sink.Sink, error) {
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // exitFaultEnv names a fault injection for crash tests: when it is set to N,
