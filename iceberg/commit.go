@@ -26,6 +26,9 @@ func (s *Sink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
 	if err != nil {
 		return sink.Result{}, err
 	}
+	if s.cfg.ElectedCommitter {
+		return s.commitViaCommitter(ctx, []*staged{st})
+	}
 	return s.commitStagedLocked(ctx, []*staged{st}, sink.CommitInfo{ID: f.ID, Reason: f.Reason})
 }
 
@@ -46,6 +49,9 @@ func (s *Sink) CommitStaged(ctx context.Context, in []sink.Staged, c sink.Commit
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.cfg.ElectedCommitter {
+		return s.commitViaCommitter(ctx, sts)
+	}
 	return s.commitStagedLocked(ctx, sts, c)
 }
 

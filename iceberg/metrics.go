@@ -14,6 +14,8 @@ type maintCollector struct {
 	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans, skipped *prometheus.Desc
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
+
+	committerCommits, committerParts, committerFenced *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector of the sink's table health and
@@ -50,15 +52,21 @@ func (s *Sink) Collector() prometheus.Collector {
 		mirrorSchema:      d("lakehouse_mirror_schema_updates_total", "Mirror table schema evolutions (columns added or widened).", nil),
 		mirrorCompactions: d("lakehouse_mirror_compactions_total", "Mirror table compactions committed.", nil),
 		mirrorDelRemoved:  d("lakehouse_mirror_delete_files_removed_total", "Delete files dropped by mirror compaction.", nil),
+
+		committerCommits: d("lakehouse_committer_commits_total", "Snapshots committed by this instance as a table's elected committer (multi-instance mode).", nil),
+		committerParts:   d("lakehouse_committer_parts_committed_total", "Published parts (one instance's staged files for one table) this instance committed as elected committer.", nil),
+		committerFenced:  d("lakehouse_committer_parts_fenced_total", "Published parts this instance's elected committer left out because their sources' leases moved.", nil),
 	}
 }
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
 		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans, c.skipped,
-		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved} {
+		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved,
+		c.committerCommits, c.committerParts, c.committerFenced} {
 		ch <- d
 	}
+	c.s.committer.waitSeconds.Describe(ch)
 }
 
 func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
@@ -92,4 +100,11 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.mirrorSchema, m.SchemaUpdates)
 	counter(c.mirrorCompactions, m.Compactions)
 	counter(c.mirrorDelRemoved, m.DeleteFilesRemoved)
+	if c.s.cfg.ElectedCommitter {
+		ct := c.s.CommitterTotals()
+		counter(c.committerCommits, ct.Commits)
+		counter(c.committerParts, ct.PartsCommitted)
+		counter(c.committerFenced, ct.PartsFenced)
+		c.s.committer.waitSeconds.Collect(ch)
+	}
 }

@@ -1,0 +1,515 @@
+package iceberg
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// The elected committer (Config.ElectedCommitter, docs/scale-out.md): every
+// CommitterInterval, each instance looks for tables with published parts
+// still staged. A table's committer is the instance whose session holds the
+// table's PostgreSQL advisory lock (pg_try_advisory_lock on a connection
+// kept for it): the role is sticky, so one instance commits a table each
+// interval, and it ends with the session if the holder dies. The holder
+// commits every staged part of the table in one snapshot. Safety does not
+// rest on the lock: a part is marked committed in the catalog commit's own
+// transaction, only if still staged (committertx.go), so two committers can
+// never both commit it.
+
+// committerLockPrefix keeps the committer locks' keys apart from the
+// maintenance locks'.
+const committerLockPrefix = "lakehouse-committer:"
+
+// maxPartsPerCommit bounds the parts one snapshot takes (the rest wait for
+// the next interval).
+const maxPartsPerCommit = 1000
+
+// committerState is the elected committer's state.
+type committerState struct {
+	// cancel ends the loop's context (Close); done is closed when the
+	// loop has returned.
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu sync.Mutex // guards conn and held (the loop and Close)
+	// conn holds this instance's committer locks; nil before the first.
+	conn *sql.Conn
+	// held: tables whose lock conn holds.
+	held map[string]bool
+
+	lastCleanup time.Time
+
+	commits, partsCommitted, partsFenced, rounds atomic.Int64
+	waitSeconds                                 prometheus.Histogram
+}
+
+func newCommitterState() committerState {
+	return committerState{
+		held: make(map[string]bool),
+		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lakehouse_committer_wait_seconds",
+			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}),
+	}
+}
+
+// CommitterTotals are the elected committer's counters.
+type CommitterTotals struct {
+	Commits, PartsCommitted, PartsFenced int64
+}
+
+// CommitterTotals returns the elected committer's counters.
+func (s *Sink) CommitterTotals() CommitterTotals {
+	return CommitterTotals{Commits: s.committer.commits.Load(), PartsCommitted: s.committer.partsCommitted.Load(),
+		PartsFenced: s.committer.partsFenced.Load()}
+}
+
+// startCommitter creates the parts table, abandons this instance's parts
+// of a previous run, and starts the committer loop.
+func (s *Sink) startCommitter(ctx context.Context) error {
+	db := s.partsDB()
+	if err := s.createPartsTable(ctx, db); err != nil {
+		return err
+	}
+	if err := s.abandonParts(ctx, db); err != nil {
+		return err
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.committer.cancel = cancel
+	s.committer.done = make(chan struct{})
+	go s.runCommitter(loopCtx)
+	return nil
+}
+
+// partsDB is the catalog's database (ElectedCommitter needs the SQL catalog
+// on PostgreSQL, checked by Config).
+func (s *Sink) partsDB() *sql.DB { return s.cat.(*ownedDBCatalog).db }
+
+// stopCommitter ends the loop and closes the locks' session (which ends
+// the roles at once, for the next instance to take).
+func (s *Sink) stopCommitter() {
+	if s.committer.cancel == nil {
+		return
+	}
+	s.committer.cancel()
+	<-s.committer.done
+	s.committer.mu.Lock()
+	defer s.committer.mu.Unlock()
+	if s.committer.conn != nil {
+		discardConn(s.committer.conn)
+		s.committer.conn = nil
+	}
+	clear(s.committer.held)
+}
+
+func (s *Sink) runCommitter(loopCtx context.Context) {
+	defer close(s.committer.done)
+	t := time.NewTicker(s.cfg.CommitterInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-loopCtx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(loopCtx, max(2*s.cfg.CommitterInterval, time.Minute))
+		if err := s.committerRound(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("elected committer round failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// committerRound commits, for each table with staged parts whose committer
+// role this instance holds or takes, all its staged parts.
+func (s *Sink) committerRound(ctx context.Context) error {
+	s.committer.rounds.Add(1)
+	db := s.partsDB()
+	names, err := stagedTables(ctx, db, s.cfg.Namespace)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, name := range names {
+		held, fresh, err := s.takeCommitter(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !held {
+			continue
+		}
+		if err := s.commitPublished(ctx, name, fresh); err != nil {
+			errs = append(errs, fmt.Errorf("table %q: %w", name, err))
+		}
+	}
+	if time.Since(s.committer.lastCleanup) > partsKeep {
+		s.committer.lastCleanup = time.Now()
+		if _, err := db.ExecContext(ctx, `DELETE FROM `+PartsTable+` WHERE namespace = $1 AND state <> 'staged'
+			AND finished_at < now() - make_interval(secs => $2)`, s.cfg.Namespace, partsKeep.Seconds()); err != nil {
+			errs = append(errs, fmt.Errorf("remove finished parts: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func stagedTables(ctx context.Context, db *sql.DB, ns string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT DISTINCT table_name FROM `+PartsTable+` WHERE namespace = $1 AND state = 'staged' ORDER BY 1`, ns)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// committerLockKey is the advisory lock key of a table's committer role.
+func (s *Sink) committerLockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(committerLockPrefix + strings.Join(s.ns, ".") + "." + sink.SanitizeName(name)))
+	return int64(h.Sum64())
+}
+
+// takeCommitter reports whether this instance holds the table's committer
+// role, taking it if free; fresh is true when it was taken just now.
+func (s *Sink) takeCommitter(ctx context.Context, name string) (held, fresh bool, err error) {
+	c := &s.committer
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		// A broken session lost every lock it held.
+		if err := c.conn.PingContext(ctx); err != nil {
+			s.log.Warn("elected committer: the locks' session broke; the roles are lost", "err", err)
+			discardConn(c.conn)
+			c.conn = nil
+			clear(c.held)
+		}
+	}
+	if c.held[name] {
+		return true, false, nil
+	}
+	if c.conn == nil {
+		conn, err := s.partsDB().Conn(ctx)
+		if err != nil {
+			return false, false, fmt.Errorf("iceberg: committer lock: %w", err)
+		}
+		c.conn = conn
+	}
+	var got bool
+	if err := c.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, s.committerLockKey(name)).Scan(&got); err != nil {
+		discardConn(c.conn)
+		c.conn = nil
+		clear(c.held)
+		return false, false, fmt.Errorf("iceberg: committer lock: %w", err)
+	}
+	if got {
+		c.held[name] = true
+		s.log.Info("elected committer of the table", "table", name)
+	}
+	return got, got, nil
+}
+
+// pubPart is a published part as the committer reads it.
+type pubPart struct {
+	id     int64
+	owner  string
+	files  []byte // dataFileJSON, decoded against the table at commit
+	claims []fence.Claim
+	st     *stagedTable // spans, rows and bytes
+}
+
+func loadParts(ctx context.Context, db *sql.DB, ns, name string) ([]*pubPart, error) {
+	rows, err := db.QueryContext(ctx, `SELECT id, owner, data_files, spans, claims, rows, bytes FROM `+PartsTable+`
+		WHERE namespace = $1 AND table_name = $2 AND state = 'staged' ORDER BY id LIMIT $3`, ns, name, maxPartsPerCommit)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: read staged parts: %w", err)
+	}
+	defer rows.Close()
+	var out []*pubPart
+	for rows.Next() {
+		var (
+			p            = &pubPart{st: &stagedTable{name: name, spans: make(map[string]span)}}
+			spans, claim []byte
+		)
+		if err := rows.Scan(&p.id, &p.owner, &p.files, &spans, &claim, &p.st.rows, &p.st.bytes); err != nil {
+			return nil, fmt.Errorf("iceberg: read staged parts: %w", err)
+		}
+		var sj map[string]spanJSON
+		if err := json.Unmarshal(spans, &sj); err != nil {
+			return nil, fmt.Errorf("iceberg: part %d: spans: %w", p.id, err)
+		}
+		for src, sp := range sj {
+			p.st.spans[src] = span{minBatch: sp.Min, maxBatch: sp.Max, maxEntry: sp.Entry}
+		}
+		if err := json.Unmarshal(claim, &p.claims); err != nil {
+			return nil, fmt.Errorf("iceberg: part %d: claims: %w", p.id, err)
+		}
+		out = append(out, p)
+	}
+	return out, rows.Err()
+}
+
+// setPartsState finishes parts that are still staged.
+func setPartsState(ctx context.Context, db *sql.DB, ids []int64, state string) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	_, err := db.ExecContext(ctx, `UPDATE `+PartsTable+` SET state = $2, finished_at = now(), rows_written = 0
+		WHERE id = ANY($1) AND state = 'staged'`, ids, state)
+	if err != nil {
+		return fmt.Errorf("iceberg: mark parts %s: %w", state, err)
+	}
+	return nil
+}
+
+// precheckClaims returns the ids of parts whose claims no longer hold, read
+// without locks (the commit checks again under locks).
+func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, error) {
+	conn, err := s.partsDB().Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: part fence check: %w", err)
+	}
+	defer conn.Close()
+	var check error
+	err = conn.Raw(func(dc any) error {
+		fc, ok := dc.(*fencedConn)
+		if !ok {
+			return fmt.Errorf("iceberg: catalog connection is %T", dc)
+		}
+		check = checkPartClaims(ctx, fc.Conn.Conn(), parts,
+			`SELECT source_id, owner, epoch FROM `+fence.LeaseTable+` WHERE source_id = ANY($1)`)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var pf *partsFencedError
+	if errors.As(check, &pf) {
+		return pf.ids, nil
+	}
+	return nil, check
+}
+
+// commitPublished commits the table's staged parts in one snapshot. A part
+// whose claims no longer hold is marked fenced and left out; a part whose
+// rows the table already holds is marked committed with none written.
+func (s *Sink) commitPublished(ctx context.Context, name string, fresh bool) error {
+	if err := s.lockCommits(ctx); err != nil {
+		return err
+	}
+	defer s.unlockCommits()
+	db := s.partsDB()
+	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
+	if err != nil {
+		return err
+	}
+	// A role just taken from a committer that died right after its commit
+	// waits for the interval since that commit to pass.
+	if snap := tbl.CurrentSnapshot(); fresh && snap != nil &&
+		time.Since(time.UnixMilli(snap.TimestampMs)) < s.cfg.CommitterInterval {
+		return nil
+	}
+	parts, err := loadParts(ctx, db, s.cfg.Namespace, name)
+	if err != nil || len(parts) == 0 {
+		return err
+	}
+	fencedIDs, err := s.precheckClaims(ctx, parts)
+	if err != nil {
+		return err
+	}
+	parts = s.dropFenced(ctx, name, parts, fencedIDs)
+	// Each pass leaves out what failed in the one before: fenced parts
+	// and parts another session took are not retried as conflicts.
+	for attempt := 1; len(parts) > 0; attempt++ {
+		err := s.commitPartsOnce(ctx, name, parts)
+		var pf *partsFencedError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &pf):
+			parts = s.dropFenced(ctx, name, parts, pf.ids)
+			continue
+		case errors.Is(err, errPartsChanged):
+			if parts, err = loadParts(ctx, db, s.cfg.Namespace, name); err != nil {
+				return err
+			}
+		case !errors.Is(err, table.ErrCommitFailed) || ctx.Err() != nil:
+			return err
+		}
+		if attempt >= s.cfg.CommitAttempts {
+			return fmt.Errorf("after %d attempts: %w", attempt, err)
+		}
+		s.log.Warn("elected committer: commit conflict, retrying", "table", name, "attempt", attempt, "err", err)
+	}
+	return nil
+}
+
+// dropFenced marks the parts named by ids fenced and returns the others.
+func (s *Sink) dropFenced(ctx context.Context, name string, parts []*pubPart, ids []int64) []*pubPart {
+	if len(ids) == 0 {
+		return parts
+	}
+	if err := setPartsState(ctx, s.partsDB(), ids, partFenced); err != nil {
+		s.log.Warn("elected committer: marking fenced parts failed", "table", name, "err", err)
+	} else {
+		s.committer.partsFenced.Add(int64(len(ids)))
+		s.log.Warn("elected committer: parts fenced (their sources moved)", "table", name, "parts", ids)
+	}
+	drop := make(map[int64]bool, len(ids))
+	for _, id := range ids {
+		drop[id] = true
+	}
+	kept := parts[:0:0]
+	for _, p := range parts {
+		if !drop[p.id] {
+			kept = append(kept, p)
+		}
+	}
+	return kept
+}
+
+// commitPartsOnce commits parts in one snapshot on the table's latest
+// state.
+func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPart) error {
+	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
+	if err != nil {
+		return err
+	}
+	have, err := watermarksFromProps(tbl.Properties())
+	if err != nil {
+		return err
+	}
+	// In id order, each part against the watermarks and the parts taken
+	// before it: a part that overlaps is refused (see refuseParts).
+	running := make(map[string]sink.Watermark, len(have))
+	for src, w := range have {
+		running[src] = w
+	}
+	var (
+		files            []iceberg.DataFile
+		written, refused []int64
+		rows             int64
+		marks            = make(map[string]sink.Watermark)
+		owners           = make(map[string]struct{})
+		pc               = &partsCommit{}
+		lastID           int64
+	)
+	for _, p := range parts {
+		done, err := committedBefore(p.st, running)
+		if err != nil {
+			s.log.Error("elected committer: part overlaps rows already committed; refused", "table", name, "part", p.id, "owner", p.owner, "err", err)
+			refused = append(refused, p.id)
+			continue
+		}
+		pc.parts = append(pc.parts, p)
+		lastID = max(lastID, p.id)
+		if done {
+			continue
+		}
+		dfs, err := decodeDataFiles(tbl.Metadata(), p.files)
+		if err != nil {
+			return fmt.Errorf("part %d: %w", p.id, err)
+		}
+		files = append(files, dfs...)
+		written = append(written, p.id)
+		rows += p.st.rows
+		owners[p.owner] = struct{}{}
+		for src, sp := range p.st.spans {
+			w := sink.Watermark{BatchSeq: sp.maxBatch, EntrySeq: sp.maxEntry}
+			sink.MergeWatermark(marks, src, w)
+			sink.MergeWatermark(running, src, w)
+		}
+	}
+	if len(refused) > 0 {
+		return &partsFencedError{ids: refused}
+	}
+	if len(files) == 0 {
+		// Every part was committed before: finish them.
+		ids := make([]int64, len(pc.parts))
+		for i, p := range pc.parts {
+			ids[i] = p.id
+		}
+		return setPartsState(ctx, s.partsDB(), ids, partCommitted)
+	}
+	pc.written = written
+	props := s.missingManagedProps(tbl.Properties())
+	for src := range marks {
+		if old, ok := have[src]; ok {
+			sink.MergeWatermark(marks, src, old)
+			if marks[src] == old {
+				continue
+			}
+		}
+		props[PropWatermarkPrefix+src] = encodeWatermark(marks[src])
+	}
+	wmJSON, err := json.Marshal(toJSONWatermarks(marks))
+	if err != nil {
+		return fmt.Errorf("encode watermarks: %w", err)
+	}
+	summary := iceberg.Properties{
+		SummaryFlushID:    strconv.FormatInt(lastID, 10),
+		SummaryTrigger:    "elected-committer",
+		SummaryRows:       strconv.FormatInt(rows, 10),
+		SummarySkipped:    "0",
+		SummaryWatermarks: string(wmJSON),
+		SummaryParts:      strconv.Itoa(len(written)),
+		SummaryInstances:  strings.Join(sortedOwners(owners), ","),
+	}
+	if s.cfg.BeforeTableCommit != nil {
+		if err := s.cfg.BeforeTableCommit(name); err != nil {
+			return fmt.Errorf("before commit hook: %w", err)
+		}
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.AddDataFiles(ctx, files, summary, table.WithoutDuplicateCheck()); err != nil {
+		return fmt.Errorf("add data files: %w", err)
+	}
+	if err := verifyStaged(txn, uint64(lastID), rows); err != nil {
+		return err
+	}
+	if len(props) > 0 {
+		if err := txn.SetProperties(props); err != nil {
+			return fmt.Errorf("set properties: %w", err)
+		}
+	}
+	committed, err := txn.Commit(withPartsCommit(ctx, pc))
+	if err != nil {
+		return fmt.Errorf("catalog commit: %w", err)
+	}
+	s.committer.commits.Add(1)
+	s.committer.partsCommitted.Add(int64(len(pc.parts)))
+	if snap := committed.CurrentSnapshot(); snap != nil {
+		// For the stagers' results only: the state changed with the commit.
+		if _, err := s.partsDB().ExecContext(ctx, `UPDATE `+PartsTable+` SET snapshot_id = $2 WHERE id = ANY($1)`,
+			written, snap.SnapshotID); err != nil {
+			s.log.Warn("elected committer: recording the snapshot id failed", "table", name, "err", err)
+		}
+	}
+	s.log.Debug("elected committer: table committed", "table", name, "parts", len(written), "rows", rows,
+		"files", len(files), "instances", summary[SummaryInstances])
+	return nil
+}

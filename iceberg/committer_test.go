@@ -1,0 +1,301 @@
+package iceberg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
+	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// committerInstance is one simulated instance: a sink with the elected
+// committer on, and its lease store holding its sources.
+type committerInstance struct {
+	id     string
+	s      *Sink
+	leases *coord.Store
+	epochs map[string]uint64
+}
+
+const testCommitterInterval = 700 * time.Millisecond
+
+func openCommitterInstances(t *testing.T, dsn string, ids []string, mod func(*Config)) []*committerInstance {
+	t.Helper()
+	wh := "file://" + t.TempDir() + "/warehouse"
+	var out []*committerInstance
+	for _, id := range ids {
+		st, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Owner: id, TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		s := openTestSink(t, t.TempDir(), func(c *Config) {
+			c.CatalogURI = dsn
+			c.Warehouse = wh
+			c.ElectedCommitter = true
+			c.CommitterInterval = testCommitterInterval
+			c.InstanceID = id
+			if mod != nil {
+				mod(c)
+			}
+		})
+		out = append(out, &committerInstance{id: id, s: s, leases: st, epochs: make(map[string]uint64)})
+	}
+	return out
+}
+
+func (ci *committerInstance) acquire(t *testing.T, src string) {
+	t.Helper()
+	l, err := ci.leases.Acquire(context.Background(), src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ci.epochs[src] = l.Epoch
+}
+
+// commit stages f and commits it with the instance's claims on f's sources.
+func (ci *committerInstance) commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
+	st, err := ci.s.Stage(ctx, f)
+	if err != nil {
+		return sink.Result{}, err
+	}
+	c := fence.Claims{Owner: ci.id}
+	for src := range f.Watermarks {
+		c.Claims = append(c.Claims, fence.Claim{Source: src, Epoch: ci.epochs[src]})
+	}
+	return ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: "test"})
+}
+
+// appendSnapshots returns the timestamps (ms) of the table's append
+// snapshots, oldest first.
+func appendSnapshots(t *testing.T, s *Sink, name string) []int64 {
+	t.Helper()
+	tbl, err := s.LoadTable(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int64
+	for _, snap := range tbl.Metadata().Snapshots() {
+		if snap.Summary != nil && snap.Summary.Properties[SummaryFlushID] != "" {
+			out = append(out, snap.TimestampMs)
+		}
+	}
+	return out
+}
+
+// TestElectedCommitterOneSnapshotPerInterval: three instances on one
+// PostgreSQL catalog, each writing its own source to the same tables, round
+// after round. Every table gets one snapshot per round (each holding the
+// three instances' parts), never two within one commit interval; every row
+// is stored once, and each source's watermark is its last batch. Without the
+// elected committer each instance commits its own part: three snapshots per
+// table per round (checked by turning ElectedCommitter off: the snapshot
+// count fails).
+func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b", "inst-c"}, nil)
+	for i, ci := range insts {
+		ci.acquire(t, testSources[i].id)
+	}
+	const rounds = 4
+	var all []*sink.Flush
+	for r := uint64(1); r <= rounds; r++ {
+		var wg sync.WaitGroup
+		errs := make([]error, len(insts))
+		for i, ci := range insts {
+			f := w1Flush(r*10+uint64(i), testSources[i:i+1], r, 1, 8)
+			all = append(all, f)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				cctx, cancel := context.WithTimeout(ctx, time.Minute)
+				defer cancel()
+				res, err := ci.commit(cctx, f)
+				if err == nil && res.RowsWritten != flushRows(f) {
+					t.Errorf("%s round %d: %d rows written, want %d", ci.id, r, res.RowsWritten, flushRows(f))
+				}
+				errs[i] = err
+			}()
+		}
+		wg.Wait()
+		for i, err := range errs {
+			if err != nil {
+				t.Fatalf("%s round %d: %v", insts[i].id, r, err)
+			}
+		}
+	}
+	diffKeys(t, flushKeys(all...), scanKeys(t, insts[0].s))
+	infos, err := insts[0].s.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, info := range infos {
+		snaps := appendSnapshots(t, insts[0].s, info.Name)
+		// A round's parts may straddle a committer tick: one extra snapshot
+		// at most, never one per instance.
+		if len(snaps) < 1 || len(snaps) > rounds+1 {
+			t.Errorf("table %s: %d committer snapshots for %d rounds of 3 instances", info.Name, len(snaps), rounds)
+		}
+		for i := 1; i < len(snaps); i++ {
+			if gap := time.Duration(snaps[i]-snaps[i-1]) * time.Millisecond; gap < testCommitterInterval/2 {
+				t.Errorf("table %s: snapshots %d ms apart, within one commit interval (%v)", info.Name, gap.Milliseconds(), testCommitterInterval)
+			}
+		}
+	}
+	wm, err := insts[1].s.Watermarks(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range testSources {
+		if wm[src.id].BatchSeq != rounds {
+			t.Errorf("watermark of %s = %+v, want batch %d", src.id, wm[src.id], rounds)
+		}
+	}
+	var commits int64
+	for _, ci := range insts {
+		commits += ci.s.CommitterTotals().Commits
+	}
+	if want := int64(len(infos)); commits < want || commits > int64(len(infos))*(rounds+1) {
+		t.Errorf("committer commits = %d over %d tables", commits, len(infos))
+	}
+}
+
+// TestElectedCommitterFencesMovedSource: two instances publish parts in
+// one round; between the committer's claim pre-check and its catalog
+// commit, a's source moves to another instance. a's parts are fenced (a's
+// commit reports a *fence.Error naming the source), b's parts are committed
+// in the same round, and none of a's rows is stored. Without the claims
+// check inside the catalog transaction, a's rows are committed (checked by
+// skipping checkPartClaims in partsCommit.apply).
+func TestElectedCommitterFencesMovedSource(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	var (
+		once  sync.Once
+		moved = make(chan error, 1)
+	)
+	move := func(string) error {
+		once.Do(func() {
+			db, err := sql.Open("pgx", dsn)
+			if err == nil {
+				_, err = db.Exec(`UPDATE `+fence.LeaseTable+` SET owner = 'inst-z', epoch = epoch + 1 WHERE source_id = $1`, testSources[0].id)
+				_ = db.Close()
+			}
+			moved <- err
+		})
+		return nil
+	}
+	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b"}, func(c *Config) { c.BeforeTableCommit = move })
+	a, b := insts[0], insts[1]
+	a.acquire(t, testSources[0].id)
+	b.acquire(t, testSources[1].id)
+	fa := w1Flush(1, testSources[0:1], 1, 1, 8)
+	fb := w1Flush(2, testSources[1:2], 1, 1, 8)
+	var (
+		wg         sync.WaitGroup
+		errA, errB error
+	)
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_, errA = a.commit(cctx, fa)
+	}()
+	go func() {
+		defer wg.Done()
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		_, errB = b.commit(cctx, fb)
+	}()
+	wg.Wait()
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
+	var fe *fence.Error
+	if !errors.As(errA, &fe) || len(fe.Failed) != 1 || fe.Failed[0].Source != testSources[0].id {
+		t.Fatalf("a's commit after its source moved: %v, want a fence error naming %s", errA, testSources[0].id)
+	}
+	if errB != nil {
+		t.Fatalf("b's commit: %v", errB)
+	}
+	diffKeys(t, flushKeys(fb), scanKeys(t, b.s))
+	fenced := a.s.CommitterTotals().PartsFenced + b.s.CommitterTotals().PartsFenced
+	if want := int64(len(fa.Tables)); fenced != want {
+		t.Errorf("parts fenced = %d, want %d (one per table of a's flush)", fenced, want)
+	}
+}
+
+// TestElectedCommitterHandOver: the instance holding most tables'
+// committer roles closes (its session, and so its locks, end); the other instance's next
+// commit is committed by itself at its next interval. Without Close ending
+// the session the survivor would wait forever (checked by not discarding
+// the locks' connection in stopCommitter: the commit times out).
+func TestElectedCommitterHandOver(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b"}, nil)
+	for i, ci := range insts {
+		ci.acquire(t, testSources[i].id)
+	}
+	var all []*sink.Flush
+	for i, ci := range insts {
+		f := w1Flush(uint64(i+1), testSources[i:i+1], 1, 1, 8)
+		all = append(all, f)
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		_, err := ci.commit(cctx, f)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Roles are per table: close the instance holding most of them.
+	holder, other := insts[0], insts[1]
+	if holder.s.CommitterTotals().Commits < other.s.CommitterTotals().Commits {
+		holder, other = other, holder
+	}
+	if holder.s.CommitterTotals().Commits == 0 {
+		t.Fatalf("committer commits: %+v and %+v, want a holder", holder.s.CommitterTotals(), other.s.CommitterTotals())
+	}
+	before := other.s.CommitterTotals().Commits
+	if err := holder.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	src := testSources[0:1]
+	if other == insts[1] {
+		src = testSources[1:2]
+	}
+	f := w1Flush(9, src, 2, 1, 8)
+	all = append(all, f)
+	cctx, cancel := context.WithTimeout(ctx, 20*testCommitterInterval)
+	defer cancel()
+	if _, err := other.commit(cctx, f); err != nil {
+		t.Fatalf("commit after the committer closed: %v", err)
+	}
+	if got := other.s.CommitterTotals().Commits - before; got != int64(len(f.Tables)) {
+		t.Errorf("the survivor committed %d tables, want all %d", got, len(f.Tables))
+	}
+	diffKeys(t, flushKeys(all...), scanKeys(t, other.s))
+}
+
+// TestElectedCommitterConfig: the option is refused without PostgreSQL,
+// without an instance id, and with the mirror.
+func TestElectedCommitterConfig(t *testing.T) {
+	for name, cfg := range map[string]Config{
+		"sqlite":      {DataDir: t.TempDir(), ElectedCommitter: true, InstanceID: "a"},
+		"no instance": {DataDir: t.TempDir(), CatalogURI: "postgres://x/y", ElectedCommitter: true},
+		"mirror":      {DataDir: t.TempDir(), CatalogURI: "postgres://x/y", ElectedCommitter: true, InstanceID: "a", Mirror: true},
+	} {
+		if _, err := cfg.withDefaults(); err == nil {
+			t.Errorf("%s: no error", name)
+		}
+	}
+}
