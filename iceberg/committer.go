@@ -56,7 +56,7 @@ type committerState struct {
 	lastCleanup time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
-	waitSeconds                                 prometheus.Histogram
+	waitSeconds                                  prometheus.Histogram
 }
 
 func newCommitterState() committerState {

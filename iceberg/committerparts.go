@@ -208,22 +208,22 @@ func readParts(ctx context.Context, db *sql.DB, ids []int64) (map[int64]partOutc
 // appends set, so that another instance can add the file without reading
 // it.
 type dataFileJSON struct {
-	Path         string             `json:"path"`
-	Format       string             `json:"format"`
-	SpecID       int32              `json:"spec_id"`
-	Partition    map[int]partValue  `json:"partition"`
-	Records      int64              `json:"records"`
-	Size         int64              `json:"size"`
-	ColumnSizes  map[int]int64      `json:"column_sizes,omitempty"`
-	ValueCounts  map[int]int64      `json:"value_counts,omitempty"`
-	NullCounts   map[int]int64      `json:"null_counts,omitempty"`
-	NaNCounts    map[int]int64      `json:"nan_counts,omitempty"`
-	Distinct     map[int]int64      `json:"distinct_counts,omitempty"`
-	Lower        map[int][]byte     `json:"lower,omitempty"`
-	Upper        map[int][]byte     `json:"upper,omitempty"`
-	SplitOffsets []int64            `json:"split_offsets,omitempty"`
-	SortOrderID  *int               `json:"sort_order_id,omitempty"`
-	KeyMetadata  []byte             `json:"key_metadata,omitempty"`
+	Path         string            `json:"path"`
+	Format       string            `json:"format"`
+	SpecID       int32             `json:"spec_id"`
+	Partition    map[int]partValue `json:"partition"`
+	Records      int64             `json:"records"`
+	Size         int64             `json:"size"`
+	ColumnSizes  map[int]int64     `json:"column_sizes,omitempty"`
+	ValueCounts  map[int]int64     `json:"value_counts,omitempty"`
+	NullCounts   map[int]int64     `json:"null_counts,omitempty"`
+	NaNCounts    map[int]int64     `json:"nan_counts,omitempty"`
+	Distinct     map[int]int64     `json:"distinct_counts,omitempty"`
+	Lower        map[int][]byte    `json:"lower,omitempty"`
+	Upper        map[int][]byte    `json:"upper,omitempty"`
+	SplitOffsets []int64           `json:"split_offsets,omitempty"`
+	SortOrderID  *int              `json:"sort_order_id,omitempty"`
+	KeyMetadata  []byte            `json:"key_metadata,omitempty"`
 }
 
 // partValue is a partition value with its Go type, which the manifest
