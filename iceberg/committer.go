@@ -42,10 +42,10 @@ const maxPartsPerCommit = 1000
 
 // committerState is the elected committer's state.
 type committerState struct {
-	// cancel ends the loop's context (Close); done is closed when the
-	// loop has returned.
-	cancel context.CancelFunc
-	done   chan struct{}
+	// cancel ends the loop's context (Close); done and kaDone are closed
+	// when the loop and the keep-alive have returned.
+	cancel       context.CancelFunc
+	done, kaDone chan struct{}
 
 	mu sync.Mutex // guards conn and held (the loop and Close)
 	// conn holds this instance's committer locks; nil before the first.
@@ -94,7 +94,9 @@ func (s *Sink) startCommitter(ctx context.Context) error {
 	loopCtx, cancel := context.WithCancel(context.Background())
 	s.committer.cancel = cancel
 	s.committer.done = make(chan struct{})
+	s.committer.kaDone = make(chan struct{})
 	go s.runCommitter(loopCtx)
+	go s.keepCommitterSession(loopCtx)
 	return nil
 }
 
@@ -110,6 +112,7 @@ func (s *Sink) stopCommitter() {
 	}
 	s.committer.cancel()
 	<-s.committer.done
+	<-s.committer.kaDone
 	s.committer.mu.Lock()
 	defer s.committer.mu.Unlock()
 	if s.committer.conn != nil {
@@ -134,6 +137,41 @@ func (s *Sink) runCommitter(loopCtx context.Context) {
 			s.log.Warn("elected committer round failed", "err", err)
 		}
 		cancel()
+	}
+}
+
+// keepCommitterSession keeps the locks' session busy more often than its
+// idle_session_timeout (Config.FenceIdleTxTimeout, the lease TTL; see
+// takeCommitter), on a goroutine of its own so that a long commit round
+// does not let it lapse. A paused process (SIGSTOP) stops pinging, and
+// PostgreSQL ends its session after the timeout: its roles go to the other
+// instances instead of stalling every table it held.
+func (s *Sink) keepCommitterSession(ctx context.Context) {
+	defer close(s.committer.kaDone)
+	if s.cfg.FenceIdleTxTimeout <= 0 {
+		return
+	}
+	t := time.NewTicker(s.cfg.FenceIdleTxTimeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c := &s.committer
+		c.mu.Lock()
+		if c.conn != nil {
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.FenceIdleTxTimeout/3)
+			if err := c.conn.PingContext(pctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("elected committer: the locks' session broke; the roles are lost", "err", err)
+				discardConn(c.conn)
+				c.conn = nil
+				clear(c.held)
+			}
+			cancel()
+		}
+		c.mu.Unlock()
 	}
 }
 
@@ -216,6 +254,14 @@ func (s *Sink) takeCommitter(ctx context.Context, name string) (held, fresh bool
 		conn, err := s.partsDB().Conn(ctx)
 		if err != nil {
 			return false, false, fmt.Errorf("iceberg: committer lock: %w", err)
+		}
+		if t := s.cfg.FenceIdleTxTimeout; t > 0 {
+			// PostgreSQL 14 and later end the session of a holder paused
+			// longer than this (keepCommitterSession pings it meanwhile).
+			if _, err := conn.ExecContext(ctx, `SELECT set_config('idle_session_timeout', $1, false)`,
+				strconv.FormatInt(max(t.Milliseconds(), 1), 10)); err != nil {
+				s.log.Warn("elected committer: idle_session_timeout not set (PostgreSQL before 14?): a paused holder keeps its roles until it resumes", "err", err)
+			}
 		}
 		c.conn = conn
 	}

@@ -11,14 +11,21 @@ import (
 )
 
 // commitViaCommitter is CommitStaged with Config.ElectedCommitter: the
-// staged parts are published with the fencing claims the context carries,
-// and the call returns once the elected committers have committed or fenced
-// every one of them (or ctx ends: a retry with the same staged flushes waits
-// for the same parts). The result is what a direct commit reports: rows
-// written per table, and a *fence.Error naming the claims of fenced parts.
-// Tables whose parts committed stay committed, as with a direct commit that
-// fails at a later table.
+// staged parts are published with the fencing claims the context carries
+// (s.mu held), and the call returns once the elected committers have
+// committed or fenced every one of them (or ctx ends: a retry with the same
+// staged flushes waits for the same parts). It waits without s.mu, which it
+// releases. The result is what a direct commit reports: rows written per
+// table, and a *fence.Error naming the claims of fenced parts. Tables whose
+// parts committed stay committed, as with a direct commit that fails at a
+// later table.
 func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged) (sink.Result, error) {
+	locked := true
+	defer func() {
+		if locked {
+			s.mu.Unlock()
+		}
+	}()
 	var res sink.Result
 	if s.closed {
 		return res, fmt.Errorf("iceberg: sink is closed")
@@ -53,6 +60,8 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged) (sink.Resu
 	for i, p := range parts {
 		ids[i] = p.partID
 	}
+	locked = false
+	s.mu.Unlock()
 	out, err := s.waitParts(ctx, db, ids)
 	if err != nil {
 		return res, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +101,61 @@ func TestScaleOutElectedCommitter(t *testing.T) {
 	if shared == 0 {
 		t.Error("no snapshot holds both instances' parts")
 	}
+	if t.Failed() {
+		t.Log(so.logs("a", "b"))
+	}
+}
+
+// TestScaleOutElectedCommitterPaused: the instance holding committer roles
+// is SIGSTOPped. PostgreSQL ends its locks' session after the lease TTL
+// (idle_session_timeout, kept alive by a live holder), so the other
+// instance takes its tables and its own flush completes within seconds;
+// resumed, the paused instance commits its acked batches through the new
+// committer, and every entry is stored exactly once. Without the session
+// timeout the other instance's flush waits until the paused one resumes
+// (checked: the flush RPC times out after a minute).
+func TestScaleOutElectedCommitterPaused(t *testing.T) {
+	so := newScaleOut(t)
+	const interval = time.Second
+	a, addrA := so.start("a", "--flush-interval", interval.String(), "--elected-committer")
+	srcA := newResumingSource("paused-a", addrA, scaleOutBatch, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// a, alone, takes every table's role.
+	if err := srcA.run(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if r := flushRPC(t, addrA); !r.GetSuccess() {
+		t.Fatalf("flush on a: %+v", r)
+	}
+	b, addrB := so.start("b", "--flush-interval", interval.String(), "--elected-committer")
+	srcB := newResumingSource("paused-b", addrB, scaleOutBatch, 4)
+	if err := srcA.run(ctx, 20); err != nil { // acked on a, not committed
+		t.Fatal(err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := srcB.run(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if r := flushRPC(t, addrB); !r.GetSuccess() {
+		t.Fatalf("flush on b while a is paused: %+v\n%s", r, so.logs("a", "b"))
+	}
+	t.Logf("b's flush with a paused took %v", time.Since(start).Round(time.Millisecond))
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if r := flushRPC(t, addrA); !r.GetSuccess() {
+		t.Fatalf("flush on a after SIGCONT: %+v\n%s", r, so.logs("a", "b"))
+	}
+	for _, p := range []*proc{a, b} {
+		if err := p.stop(30 * time.Second); err != nil {
+			t.Fatalf("stop: %v\n%s", err, so.logs("a", "b"))
+		}
+	}
+	checkExactlyOnce(t, []*resumingSource{srcA, srcB}, so.read(), 20*scaleOutBatch)
 	if t.Failed() {
 		t.Log(so.logs("a", "b"))
 	}
