@@ -299,3 +299,77 @@ func TestElectedCommitterConfig(t *testing.T) {
 		}
 	}
 }
+
+// publishAndDie has instance ci publish f's parts and give up waiting at
+// once (its committer interval is an hour: it commits nothing itself), then
+// close: a stager that died after publishing.
+func publishAndDie(t *testing.T, ci *committerInstance, f *sink.Flush) {
+	t.Helper()
+	cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := ci.commit(cctx, f); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("publish with a short deadline: %v, want a timeout", err)
+	}
+	if err := ci.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestElectedCommitterDeadStager: a stager that dies after publishing has
+// its parts committed by another instance's committer (its claims still
+// hold), once.
+func TestElectedCommitterDeadStager(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	insts := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.CommitterInterval = time.Hour })
+	insts = append(insts, openCommitterInstances(t, dsn, []string{"inst-b"}, nil)...)
+	a, b := insts[0], insts[1]
+	a.acquire(t, testSources[0].id)
+	b.acquire(t, testSources[1].id)
+	fa := w1Flush(1, testSources[0:1], 1, 2, 8)
+	publishAndDie(t, a, fa)
+	fb := w1Flush(2, testSources[1:2], 1, 1, 8)
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := b.commit(cctx, fb); err != nil {
+		t.Fatal(err)
+	}
+	diffKeys(t, flushKeys(fa, fb), scanKeys(t, b.s))
+}
+
+// TestElectedCommitterRestartAbandons: an instance restarted on its data
+// directory abandons the parts its previous run published and stages its
+// log again (here with more batches than the part held): the new part is
+// committed and every row is stored once. Without the abandon at Open the
+// old part (batch 1) and the new one (batches 1-2) meet in one commit and
+// the new one is refused (checked: the commit fails with a fence error).
+func TestElectedCommitterRestartAbandons(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	wh := "file://" + t.TempDir() + "/warehouse"
+	open := func(interval time.Duration) *committerInstance {
+		st, err := coord.Open(context.Background(), coord.Options{DSN: dsn, Owner: "inst-a", TTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = st.Close() })
+		s := openTestSink(t, t.TempDir(), func(c *Config) {
+			c.CatalogURI, c.Warehouse = dsn, wh
+			c.ElectedCommitter, c.CommitterInterval, c.InstanceID = true, interval, "inst-a"
+		})
+		ci := &committerInstance{id: "inst-a", s: s, leases: st, epochs: make(map[string]uint64)}
+		ci.acquire(t, testSources[0].id)
+		return ci
+	}
+	publishAndDie(t, open(time.Hour), w1Flush(1, testSources[0:1], 1, 1, 8))
+	a2 := open(testCommitterInterval)
+	f := w1Flush(2, testSources[0:1], 1, 2, 8)
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := a2.commit(cctx, f)
+	if err != nil {
+		t.Fatalf("commit after the restart: %v", err)
+	}
+	if res.RowsWritten != flushRows(f) {
+		t.Errorf("rows written %d, want %d", res.RowsWritten, flushRows(f))
+	}
+	diffKeys(t, flushKeys(f), scanKeys(t, a2.s))
+}
