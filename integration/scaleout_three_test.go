@@ -176,6 +176,10 @@ func scaleOutThree(t *testing.T, tc threeConfig) {
 	const flushEvery = time.Second
 	opts := []string{"--flush-interval", flushEvery.String(), "--flush-entries", "3000", "--commit-timeout", "20s",
 		"--grpc-keepalive-time", harnessServerKeepalive, "--grpc-keepalive-timeout", harnessServerKATimeout}
+	committer := os.Getenv("LAKEHOUSE_SCALEOUT_COMMITTER") == "1"
+	if committer {
+		opts = append(opts, "--elected-committer")
+	}
 	names := []string{"a", "b", "c"}
 	procs := make([]*proc, 3)
 	addrs := make([]string, 3)
@@ -349,8 +353,17 @@ func scaleOutThree(t *testing.T, tc threeConfig) {
 	for name, n := range snaps {
 		fmt.Fprintf(&b, " %s=%d (%.2f/interval)", name, n, float64(n)/intervals)
 	}
-	t.Logf("snapshots per table over %.0f commit intervals of %v (no elected committer yet: >1 expected):%s",
-		intervals, flushEvery, b.String())
+	t.Logf("snapshots per table over %.0f commit intervals of %v (elected committer: %v):%s",
+		intervals, flushEvery, committer, b.String())
+	if committer {
+		// One committer tick per interval, plus the final flushes of the
+		// drains and the last commits after the load ends.
+		for name, n := range snaps {
+			if float64(n) > intervals+10 {
+				t.Errorf("table %s: %d snapshots over %.0f intervals with the elected committer", name, n, intervals)
+			}
+		}
+	}
 	t.Logf("persisted-mode clients: %d entries persisted, all stored once", persistedTotal)
 	t.Logf("report (recover = longest time for every source to progress after a kill or pause):\n%s", report([]*scenarioResult{strict, okRes}))
 	if t.Failed() {
