@@ -109,7 +109,7 @@ func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, e
 // commitPublished commits the table's staged parts in one snapshot. A part
 // whose claims no longer hold is marked fenced and left out; a part whose
 // rows the table already holds is marked committed with none written.
-func (s *Sink) commitPublished(ctx context.Context, name string, fresh bool) error {
+func (s *Sink) commitPublished(ctx context.Context, name string) error {
 	if err := s.lockCommits(ctx); err != nil {
 		return err
 	}
@@ -119,11 +119,17 @@ func (s *Sink) commitPublished(ctx context.Context, name string, fresh bool) err
 	if err != nil {
 		return err
 	}
-	// A role just taken from a committer that died right after its commit
-	// waits for the interval since that commit to pass.
-	if snap := tbl.CurrentSnapshot(); fresh && snap != nil &&
-		time.Since(time.UnixMilli(snap.TimestampMs)) < s.cfg.CommitterInterval {
-		return nil
+	// The table's latest snapshot counts too: made by the holder before
+	// this one (a role just taken from a committer that died right after
+	// its commit), or by maintenance.
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		at := time.UnixMilli(snap.TimestampMs)
+		if at.After(s.committer.lastSnap[name]) {
+			s.committer.lastSnap[name] = at
+		}
+		if time.Since(at) < s.cfg.CommitterInterval {
+			return nil
+		}
 	}
 	parts, err := loadParts(ctx, db, s.cfg.Namespace, name)
 	if err != nil || len(parts) == 0 {
@@ -295,6 +301,7 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 	s.committer.commits.Add(1)
 	s.committer.partsCommitted.Add(int64(len(pc.parts)))
 	if snap := committed.CurrentSnapshot(); snap != nil {
+		s.committer.lastSnap[name] = time.UnixMilli(snap.TimestampMs)
 		// For the stagers' results only: the state changed with the commit.
 		if _, err := s.partsDB().ExecContext(ctx, `UPDATE `+PartsTable+` SET snapshot_id = $2 WHERE id = ANY($1)`,
 			written, snap.SnapshotID); err != nil {

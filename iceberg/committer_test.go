@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,6 +67,12 @@ func (ci *committerInstance) commit(ctx context.Context, f *sink.Flush) (sink.Re
 	if err != nil {
 		return sink.Result{}, err
 	}
+	return ci.commitStaged(ctx, f, st)
+}
+
+// commitStaged commits st, staged from f, with the instance's claims on f's
+// sources.
+func (ci *committerInstance) commitStaged(ctx context.Context, f *sink.Flush, st sink.Staged) (sink.Result, error) {
 	c := fence.Claims{Owner: ci.id}
 	for src := range f.Watermarks {
 		c.Claims = append(c.Claims, fence.Claim{Source: src, Epoch: ci.epochs[src]})
@@ -90,14 +97,32 @@ func appendSnapshots(t *testing.T, s *Sink, name string) []int64 {
 	return out
 }
 
+// sharedSnapshots counts the table's snapshots holding parts of several
+// instances (SummaryInstances).
+func sharedSnapshots(t *testing.T, s *Sink, name string) int {
+	t.Helper()
+	tbl, err := s.LoadTable(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, snap := range tbl.Metadata().Snapshots() {
+		if snap.Summary != nil && strings.Contains(snap.Summary.Properties[SummaryInstances], ",") {
+			n++
+		}
+	}
+	return n
+}
+
 // TestElectedCommitterOneSnapshotPerInterval: three instances on one
 // PostgreSQL catalog, each writing its own source to the same tables, round
-// after round. Every table gets one snapshot per round (each holding the
-// three instances' parts), never two within one commit interval; every row
-// is stored once, and each source's watermark is its last batch. Without the
-// elected committer each instance commits its own part: three snapshots per
-// table per round (checked by turning ElectedCommitter off: the snapshot
-// count fails).
+// after round. A table's snapshots are at least one commit interval apart
+// and some hold the parts of several instances (without the race detector,
+// each round's three parts share one snapshot); every row is stored once,
+// and each source's watermark is its last batch. Without the elected
+// committer each instance commits its own part: three snapshots per table
+// per round, some within an interval (checked by turning ElectedCommitter
+// off: the count and the gaps fail).
 func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
@@ -108,17 +133,23 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 	const rounds = 4
 	var all []*sink.Flush
 	for r := uint64(1); r <= rounds; r++ {
+		// Staged first, then published together: a round's parts meet in
+		// one committer tick (unless a tick falls between two inserts).
 		var wg sync.WaitGroup
 		errs := make([]error, len(insts))
 		for i, ci := range insts {
 			f := w1Flush(r*10+uint64(i), testSources[i:i+1], r, 1, 8)
 			all = append(all, f)
+			st, err := ci.s.Stage(ctx, f)
+			if err != nil {
+				t.Fatal(err)
+			}
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
 				cctx, cancel := context.WithTimeout(ctx, time.Minute)
 				defer cancel()
-				res, err := ci.commit(cctx, f)
+				res, err := ci.commitStaged(cctx, f, st)
 				if err == nil && res.RowsWritten != flushRows(f) {
 					t.Errorf("%s round %d: %d rows written, want %d", ci.id, r, res.RowsWritten, flushRows(f))
 				}
@@ -137,18 +168,24 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	shared := 0
 	for _, info := range infos {
+		shared += sharedSnapshots(t, insts[0].s, info.Name)
 		snaps := appendSnapshots(t, insts[0].s, info.Name)
-		// A round's parts may straddle a committer tick: one extra snapshot
-		// at most, never one per instance.
-		if len(snaps) < 1 || len(snaps) > rounds+1 {
+		// How many parts share a snapshot depends on how close together
+		// the instances publish (under the race detector on 2 cores, a
+		// second apart); how far apart snapshots are does not.
+		if len(snaps) < rounds || len(snaps) > 3*rounds {
 			t.Errorf("table %s: %d committer snapshots for %d rounds of 3 instances", info.Name, len(snaps), rounds)
 		}
 		for i := 1; i < len(snaps); i++ {
-			if gap := time.Duration(snaps[i]-snaps[i-1]) * time.Millisecond; gap < testCommitterInterval/2 {
+			if gap := time.Duration(snaps[i]-snaps[i-1]) * time.Millisecond; gap < testCommitterInterval-5*time.Millisecond {
 				t.Errorf("table %s: snapshots %d ms apart, within one commit interval (%v)", info.Name, gap.Milliseconds(), testCommitterInterval)
 			}
 		}
+	}
+	if shared == 0 {
+		t.Error("no snapshot holds the parts of several instances")
 	}
 	wm, err := insts[1].s.Watermarks(ctx)
 	if err != nil {
@@ -159,12 +196,16 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 			t.Errorf("watermark of %s = %+v, want batch %d", src.id, wm[src.id], rounds)
 		}
 	}
-	var commits int64
+	// Every part was committed once, by one committer or another.
+	var parts, want int64
 	for _, ci := range insts {
-		commits += ci.s.CommitterTotals().Commits
+		parts += ci.s.CommitterTotals().PartsCommitted
 	}
-	if want := int64(len(infos)); commits < want || commits > int64(len(infos))*(rounds+1) {
-		t.Errorf("committer commits = %d over %d tables", commits, len(infos))
+	for _, f := range all {
+		want += int64(len(f.Tables))
+	}
+	if parts != want {
+		t.Errorf("parts committed = %d, want %d", parts, want)
 	}
 }
 
@@ -300,15 +341,44 @@ func TestElectedCommitterConfig(t *testing.T) {
 	}
 }
 
-// publishAndDie has instance ci publish f's parts and give up waiting at
-// once (its committer interval is an hour: it commits nothing itself), then
-// close: a stager that died after publishing.
-func publishAndDie(t *testing.T, ci *committerInstance, f *sink.Flush) {
+// publishAndDie has instance ci publish f's parts, stop waiting once they
+// are all in PartsTable (its committer interval is an hour: it commits
+// nothing itself), and close: a stager that died after publishing.
+func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flush) {
 	t.Helper()
-	cctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	ctx := context.Background()
+	st, err := ci.s.Stage(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	if _, err := ci.commit(cctx, f); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("publish with a short deadline: %v, want a timeout", err)
+	done := make(chan error, 1)
+	go func() {
+		_, err := ci.commitStaged(cctx, f, st)
+		done <- err
+	}()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(time.Minute); ; {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM `+PartsTable+` WHERE owner = $1 AND state = 'staged'`, ci.id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		if n == len(f.Tables) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d parts published", n, len(f.Tables))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Fatalf("waiting stager: %v, want canceled", err)
 	}
 	if err := ci.s.Close(); err != nil {
 		t.Fatal(err)
@@ -326,7 +396,7 @@ func TestElectedCommitterDeadStager(t *testing.T) {
 	a.acquire(t, testSources[0].id)
 	b.acquire(t, testSources[1].id)
 	fa := w1Flush(1, testSources[0:1], 1, 2, 8)
-	publishAndDie(t, a, fa)
+	publishAndDie(t, a, dsn, fa)
 	fb := w1Flush(2, testSources[1:2], 1, 1, 8)
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -359,7 +429,7 @@ func TestElectedCommitterRestartAbandons(t *testing.T) {
 		ci.acquire(t, testSources[0].id)
 		return ci
 	}
-	publishAndDie(t, open(time.Hour), w1Flush(1, testSources[0:1], 1, 1, 8))
+	publishAndDie(t, open(time.Hour), dsn, w1Flush(1, testSources[0:1], 1, 1, 8))
 	a2 := open(testCommitterInterval)
 	f := w1Flush(2, testSources[0:1], 1, 2, 8)
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,12 +19,14 @@ import (
 )
 
 // The elected committer (Config.ElectedCommitter, docs/scale-out.md): every
-// CommitterInterval, each instance looks for tables with published parts
-// still staged. A table's committer is the instance whose session holds the
-// table's PostgreSQL advisory lock (pg_try_advisory_lock on a connection
-// kept for it): the role is sticky, so one instance commits a table each
-// interval, and it ends with the session if the holder dies. The holder
-// commits every staged part of the table in one snapshot. Safety does not
+// quarter of CommitterInterval, each instance looks for tables with
+// published parts still staged. A table's committer is the instance whose
+// session holds the table's PostgreSQL advisory lock (pg_try_advisory_lock
+// on a connection kept for it): the role is sticky, and it ends with the
+// session if the holder dies. The holder commits every staged part of the
+// table in one snapshot, once a whole interval has passed since the table's
+// last snapshot: at most one snapshot per table per interval, and a part
+// published after a quiet spell is committed within a quarter interval. Safety does not
 // rest on the lock: a part is marked committed in the catalog commit's own
 // transaction, only if still staged (committertx.go), so two committers can
 // never both commit it.
@@ -46,6 +49,13 @@ type committerState struct {
 	held map[string]bool
 
 	lastCleanup time.Time
+	// lastSnap holds, per table, the time of its last snapshot this
+	// instance made or saw (the loop's goroutine only).
+	lastSnap map[string]time.Time
+	// firstSeen holds, per table with staged parts, when this instance
+	// first saw it with parts since its last commit (the loop's goroutine
+	// only).
+	firstSeen map[string]time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
 	waitSeconds                                  prometheus.Histogram
@@ -53,7 +63,9 @@ type committerState struct {
 
 func newCommitterState() committerState {
 	return committerState{
-		held: make(map[string]bool),
+		held:      make(map[string]bool),
+		lastSnap:  make(map[string]time.Time),
+		firstSeen: make(map[string]time.Time),
 		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lakehouse_committer_wait_seconds",
 			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
@@ -116,7 +128,7 @@ func (s *Sink) stopCommitter() {
 
 func (s *Sink) runCommitter(loopCtx context.Context) {
 	defer close(s.committer.done)
-	t := time.NewTicker(s.cfg.CommitterInterval)
+	t := time.NewTicker(max(s.cfg.CommitterInterval/4, 10*time.Millisecond))
 	defer t.Stop()
 	for {
 		select {
@@ -177,8 +189,24 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		return err
 	}
 	var errs []error
+	seen := s.committer.firstSeen
+	for name := range seen {
+		if !slices.Contains(names, name) {
+			delete(seen, name) // committed meanwhile
+		}
+	}
 	for _, name := range names {
-		held, fresh, err := s.takeCommitter(ctx, name)
+		// Parts first seen at this poll wait for the next one, so that
+		// the parts of several instances published about the same time
+		// after a quiet spell share a snapshot.
+		if seen[name].IsZero() {
+			seen[name] = time.Now()
+			continue
+		}
+		if time.Since(s.committer.lastSnap[name]) < s.cfg.CommitterInterval {
+			continue // committed less than an interval ago
+		}
+		held, err := s.takeCommitter(ctx, name)
 		if err != nil {
 			errs = append(errs, err)
 			continue
@@ -186,9 +214,10 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		if !held {
 			continue
 		}
-		if err := s.commitPublished(ctx, name, fresh); err != nil {
+		if err := s.commitPublished(ctx, name); err != nil {
 			errs = append(errs, fmt.Errorf("table %q: %w", name, err))
 		}
+		delete(seen, name)
 	}
 	if time.Since(s.committer.lastCleanup) > partsKeep {
 		s.committer.lastCleanup = time.Now()
@@ -225,8 +254,8 @@ func (s *Sink) committerLockKey(name string) int64 {
 }
 
 // takeCommitter reports whether this instance holds the table's committer
-// role, taking it if free; fresh is true when it was taken just now.
-func (s *Sink) takeCommitter(ctx context.Context, name string) (held, fresh bool, err error) {
+// role, taking it if free.
+func (s *Sink) takeCommitter(ctx context.Context, name string) (bool, error) {
 	c := &s.committer
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -240,12 +269,12 @@ func (s *Sink) takeCommitter(ctx context.Context, name string) (held, fresh bool
 		}
 	}
 	if c.held[name] {
-		return true, false, nil
+		return true, nil
 	}
 	if c.conn == nil {
 		conn, err := s.partsDB().Conn(ctx)
 		if err != nil {
-			return false, false, fmt.Errorf("iceberg: committer lock: %w", err)
+			return false, fmt.Errorf("iceberg: committer lock: %w", err)
 		}
 		if t := s.cfg.FenceIdleTxTimeout; t > 0 {
 			// PostgreSQL 14 and later end the session of a holder paused
@@ -262,11 +291,11 @@ func (s *Sink) takeCommitter(ctx context.Context, name string) (held, fresh bool
 		discardConn(c.conn)
 		c.conn = nil
 		clear(c.held)
-		return false, false, fmt.Errorf("iceberg: committer lock: %w", err)
+		return false, fmt.Errorf("iceberg: committer lock: %w", err)
 	}
 	if got {
 		c.held[name] = true
 		s.log.Info("elected committer of the table", "table", name)
 	}
-	return got, got, nil
+	return got, nil
 }
