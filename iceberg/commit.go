@@ -21,11 +21,15 @@ import (
 // CommitStaged instead.
 func (s *Sink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	st, err := s.stageLocked(ctx, f)
 	if err != nil {
+		s.mu.Unlock()
 		return sink.Result{}, err
 	}
+	if s.cfg.ElectedCommitter {
+		return s.commitViaCommitter(ctx, []*staged{st}) // unlocks s.mu
+	}
+	defer s.mu.Unlock()
 	return s.commitStagedLocked(ctx, []*staged{st}, sink.CommitInfo{ID: f.ID, Reason: f.Reason})
 }
 
@@ -45,6 +49,9 @@ func (s *Sink) CommitStaged(ctx context.Context, in []sink.Staged, c sink.Commit
 		sts = append(sts, st)
 	}
 	s.mu.Lock()
+	if s.cfg.ElectedCommitter {
+		return s.commitViaCommitter(ctx, sts) // unlocks s.mu
+	}
 	defer s.mu.Unlock()
 	return s.commitStagedLocked(ctx, sts, c)
 }

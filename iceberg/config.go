@@ -51,6 +51,8 @@ const (
 	DefaultTargetFileSizeBytes = 128 << 20 // 128 MiB
 	DefaultCommitRetries       = 4
 	DefaultCommitAttempts      = 3
+	// DefaultCommitterInterval is Config.CommitterInterval's default.
+	DefaultCommitterInterval = 30 * time.Second
 )
 
 // Table and snapshot property keys written by the sink.
@@ -69,6 +71,11 @@ const (
 	SummaryRows       = "lakehouse.rows"
 	SummarySkipped    = "lakehouse.rows-skipped"
 	SummaryWatermarks = "lakehouse.watermarks"
+	// Summary keys of an elected committer's snapshot (committer.go): the
+	// number of published parts it holds and the instances that staged
+	// them (comma-separated, sorted).
+	SummaryParts     = "lakehouse.parts"
+	SummaryInstances = "lakehouse.instances"
 )
 
 // Config configures the Iceberg sink. The zero value, with DataDir set, is a
@@ -161,6 +168,20 @@ type Config struct {
 	// time; the others skip it (maintlock.go). Needs the SQL catalog on
 	// PostgreSQL.
 	ExclusiveMaintenance bool
+	// ElectedCommitter (multi-instance mode, committer.go): CommitStaged
+	// publishes the staged parts in the catalog's PostgreSQL database and
+	// waits until one elected committer per table (a PostgreSQL advisory
+	// lock) has committed them, all instances' parts of a table in one
+	// snapshot per CommitterInterval. Needs the SQL catalog on PostgreSQL
+	// and InstanceID; refused with Mirror.
+	ElectedCommitter bool
+	// CommitterInterval is how often the elected committer commits a
+	// table. Default DefaultCommitterInterval; give the server's commit
+	// interval.
+	CommitterInterval time.Duration
+	// InstanceID names this instance (its lease owner) in the parts it
+	// publishes. Required with ElectedCommitter.
+	InstanceID string
 
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -232,11 +253,36 @@ func (cfg Config) withDefaults() (Config, error) {
 	default:
 		return cfg, fmt.Errorf("iceberg: unknown catalog type %q (want sql, rest or glue)", cfg.CatalogType)
 	}
-	if cfg.ExclusiveMaintenance && (cfg.CatalogType != CatalogSQL ||
-		!(strings.HasPrefix(cfg.CatalogURI, "postgres://") || strings.HasPrefix(cfg.CatalogURI, "postgresql://"))) {
+	if cfg.ExclusiveMaintenance && (cfg.CatalogType != CatalogSQL || !isPostgresDSN(cfg.CatalogURI)) {
 		return cfg, errors.New("iceberg: Config.ExclusiveMaintenance needs the SQL catalog on PostgreSQL (a postgres:// CatalogURI)")
 	}
+	if cfg.ElectedCommitter {
+		if err := cfg.committerDefaults(); err != nil {
+			return cfg, err
+		}
+	}
 	return cfg, nil
+}
+
+// committerDefaults checks and completes the elected committer's options.
+func (cfg *Config) committerDefaults() error {
+	if cfg.CatalogType != CatalogSQL || !isPostgresDSN(cfg.CatalogURI) {
+		return errors.New("iceberg: Config.ElectedCommitter needs the SQL catalog on PostgreSQL (a postgres:// CatalogURI)")
+	}
+	if cfg.InstanceID == "" {
+		return errors.New("iceberg: Config.ElectedCommitter needs Config.InstanceID")
+	}
+	if cfg.Mirror {
+		return errors.New("iceberg: Config.ElectedCommitter does not support Config.Mirror yet (turn the mirror off)")
+	}
+	if cfg.CommitterInterval <= 0 {
+		cfg.CommitterInterval = DefaultCommitterInterval
+	}
+	return nil
+}
+
+func isPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
 // catalogProps returns the properties handed to the catalog (and through it

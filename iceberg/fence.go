@@ -72,12 +72,19 @@ func (c *fencedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 		return nil, err
 	}
 	// Read-only transactions (the catalog's loads) change nothing.
-	claims, ok := fence.From(ctx)
-	if !ok || opts.ReadOnly {
+	if opts.ReadOnly {
 		return tx, nil
 	}
-	if err := checkClaims(ctx, c.Conn.Conn(), claims); err != nil {
-		return nil, errorsJoinRollback(err, tx)
+	if claims, ok := fence.From(ctx); ok {
+		if err := checkClaims(ctx, c.Conn.Conn(), claims); err != nil {
+			return nil, errorsJoinRollback(err, tx)
+		}
+	}
+	// An elected committer's commit of published parts (committer.go).
+	if pc, ok := ctx.Value(partsCommitKey{}).(*partsCommit); ok {
+		if err := pc.apply(ctx, c.Conn.Conn()); err != nil {
+			return nil, errorsJoinRollback(err, tx)
+		}
 	}
 	return tx, nil
 }

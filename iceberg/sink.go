@@ -85,6 +85,8 @@ type Sink struct {
 	maint maintState // last maintenance per table, and its counters
 
 	mirror mirrorState // mirror tables' indexes and counters
+
+	committer committerState // the elected committer (committer.go)
 }
 
 var (
@@ -115,6 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		schema:     asc,
 		staged:     make(map[string]struct{}),
 		commitLock: make(chan struct{}, 1),
+		committer:  newCommitterState(),
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
@@ -124,6 +127,12 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	if cfg.Mirror {
 		if err := s.ensureMirrorNamespace(ctx); err != nil {
+			_ = s.closeCatalog()
+			return nil, err
+		}
+	}
+	if cfg.ElectedCommitter {
+		if err := s.startCommitter(ctx); err != nil {
 			_ = s.closeCatalog()
 			return nil, err
 		}
@@ -163,8 +172,11 @@ func (s *Sink) ensureNamespace(ctx context.Context) error {
 }
 
 // Close releases the catalog (and its database handle). It waits for a
-// running Commit to finish.
+// running Commit to finish. The elected committer stops first, and its
+// session's locks end: other instances take its tables at their next
+// interval.
 func (s *Sink) Close() error {
+	s.stopCommitter()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {

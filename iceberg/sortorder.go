@@ -21,23 +21,8 @@ func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, er
 	if spec == nil {
 		return nil, fmt.Errorf("data file %s: no partition spec %d", df.FilePath(), df.SpecID())
 	}
-	// The Avro logical types of the partition values, as iceberg-go's own
-	// writer records them.
-	logical := make(map[int]string)
-	for _, field := range spec.Fields() {
-		src, ok := meta.CurrentSchema().FindFieldByID(field.SourceID())
-		if !ok {
-			continue
-		}
-		switch field.Transform.ResultType(src.Type).(type) {
-		case iceberg.DateType:
-			logical[field.FieldID] = "date"
-		case iceberg.TimestampType, iceberg.TimestampTzType:
-			logical[field.FieldID] = "timestamp-micros"
-		}
-	}
 	b, err := iceberg.NewDataFileBuilder(*spec, df.ContentType(), df.FilePath(), df.FileFormat(),
-		df.Partition(), logical, nil, df.Count(), df.FileSizeBytes())
+		df.Partition(), partitionLogicalTypes(meta, spec), nil, df.Count(), df.FileSizeBytes())
 	if err != nil {
 		return nil, fmt.Errorf("data file %s: %w", df.FilePath(), err)
 	}
@@ -56,4 +41,23 @@ func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, er
 		b.KeyMetadata(k)
 	}
 	return b.Build(), nil
+}
+
+// partitionLogicalTypes returns the Avro logical types of spec's partition
+// values, as iceberg-go's own writer records them.
+func partitionLogicalTypes(meta table.Metadata, spec *iceberg.PartitionSpec) map[int]string {
+	logical := make(map[int]string)
+	for _, field := range spec.Fields() {
+		src, ok := meta.CurrentSchema().FindFieldByID(field.SourceID())
+		if !ok {
+			continue
+		}
+		switch field.Transform.ResultType(src.Type).(type) {
+		case iceberg.DateType:
+			logical[field.FieldID] = "date"
+		case iceberg.TimestampType, iceberg.TimestampTzType:
+			logical[field.FieldID] = "timestamp-micros"
+		}
+	}
+	return logical
 }

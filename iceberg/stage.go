@@ -39,6 +39,9 @@ type stagedTable struct {
 	spans map[string]span
 	// mirror is the folded mirror side of the rows (Config.Mirror), or nil.
 	mirror *mirrorPart
+	// partID is the part's row in PartsTable once published
+	// (Config.ElectedCommitter), 0 before.
+	partID int64
 }
 
 type span struct {

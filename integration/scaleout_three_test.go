@@ -202,6 +202,10 @@ func scaleOutThree(t *testing.T, tc threeConfig) {
 	opts := []string{"--flush-interval", tc.flushEvery.String(), "--flush-entries", "3000", "--commit-timeout", "20s",
 		"--lease-ttl", tc.leaseTTL.String(),
 		"--grpc-keepalive-time", harnessServerKeepalive, "--grpc-keepalive-timeout", harnessServerKATimeout}
+	committer := os.Getenv("LAKEHOUSE_SCALEOUT_COMMITTER") == "1"
+	if committer {
+		opts = append(opts, "--elected-committer")
+	}
 	names := []string{"a", "b", "c"}
 	procs := make([]*proc, 3)
 	addrs := make([]string, 3)

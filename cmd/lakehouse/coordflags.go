@@ -29,6 +29,11 @@ const (
 	KeyOrphanWait       = "orphan-wait"
 	DefaultOrphanWait   = coord.DefaultOrphanWait
 	KeyAdvertiseAddr    = "advertise-addr"
+	// KeyElectedCommitter: one elected committer per table commits every
+	// instance's staged files, one snapshot per table per commit interval
+	// (iceberg/committer.go).
+	KeyElectedCommitter     = "elected-committer"
+	DefaultElectedCommitter = false
 	// instanceIDFile holds the instance id in the data directory: the
 	// lease owner, the same across restarts on one disk.
 	instanceIDFile = "instance.id"
@@ -39,21 +44,32 @@ type coordFlags struct {
 	ttl        time.Duration
 	orphanWait time.Duration
 	advertise  string
+	committer  bool
 }
 
 func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, KeyCoordination, DefaultCoordination, "multi-instance mode: \"catalog\" serves each source under a lease kept in the SQL catalog's PostgreSQL database and fences every commit with it (needs --catalog sql with a postgres:// --catalog-uri; see docs/scale-out.md); empty: a single instance")
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
 	fs.DurationVar(&c.orphanWait, KeyOrphanWait, DefaultOrphanWait, "with --coordination: how long a dead instance keeps a source whose client was acked batches that are not committed and that it cannot resend (ok mode): they are in the dead instance's write-ahead log, committed when it restarts on its data directory or by lakehouse replay; after this the source moves and they are lost (0: move at once)")
+	fs.BoolVar(&c.committer, KeyElectedCommitter, DefaultElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; a persisted message can wait up to one more interval (see docs/scale-out.md; not with --mirror)")
 	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
 func (c *coordFlags) validate(sf *sinkFlags) error {
-	if err := c.validateMode(); err != nil || c.mode == DefaultCoordination {
+	if err := c.validateMode(); err != nil {
 		return err
+	}
+	if c.mode == DefaultCoordination {
+		if c.committer {
+			return fmt.Errorf("--%s needs --%s=catalog", KeyElectedCommitter, KeyCoordination)
+		}
+		return nil
 	}
 	if sf.kind != "iceberg" || !coordinatedCatalog(sf) {
 		return fmt.Errorf("--%s=catalog needs the iceberg sink with --catalog sql and a postgres:// --catalog-uri: the fence is checked in the catalog's PostgreSQL transactions", KeyCoordination)
+	}
+	if c.committer && sf.mirror != nil && sf.mirror.on {
+		return fmt.Errorf("--%s does not support --mirror yet: turn one of them off", KeyElectedCommitter)
 	}
 	if c.ttl < time.Second {
 		return fmt.Errorf("--%s: %v is below 1s", KeyLeaseTTL, c.ttl)
@@ -96,6 +112,17 @@ func (c *coordFlags) exclusiveMaintenance(sf *sinkFlags) (bool, error) {
 		return false, fmt.Errorf("--%s=catalog needs --catalog sql and a postgres:// --catalog-uri: the maintenance locks are in the catalog's PostgreSQL database", KeyCoordination)
 	}
 	return true, nil
+}
+
+// applySink sets the sink options of multi-instance mode, once the lease
+// store is open.
+func (c *coordFlags) applySink(sf *sinkFlags, leases *coord.Store, interval time.Duration) {
+	sf.fenceIdleTx = c.ttl
+	if c.committer {
+		sf.committer = true
+		sf.instanceID = leases.Owner()
+		sf.committerInterval = interval
+	}
 }
 
 // open opens the lease store, or returns nil without coordination.

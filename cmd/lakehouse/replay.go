@@ -79,7 +79,7 @@ func runReplay(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if leases != nil {
 		defer leases.Close()
 		cfg.Coordinator = leases
-		sf.fenceIdleTx = cf.ttl
+		cf.applySink(&sf, leases, cfg.FlushInterval)
 	}
 	sk, err := sf.open(ctx, cfg.DataDir, log)
 	if err != nil {

@@ -43,6 +43,11 @@ type sinkFlags struct {
 	// exclusiveMaint: multi-instance mode maintains each table on one
 	// instance at a time.
 	exclusiveMaint bool
+	// committer, instanceID, committerInterval: the elected committer
+	// (coordflags.go).
+	committer         bool
+	instanceID        string
+	committerInterval time.Duration
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -97,6 +102,9 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		Logger:               log,
 		FenceIdleTxTimeout:   f.fenceIdleTx,
 		ExclusiveMaintenance: f.exclusiveMaint,
+		ElectedCommitter:     f.committer,
+		InstanceID:           f.instanceID,
+		CommitterInterval:    f.committerInterval,
 	}
 	if f.mirror != nil {
 		f.mirror.apply(&cfg)
@@ -275,7 +283,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if leases != nil {
 		defer leases.Close()
 		cfg.Coordinator = leases
-		sf.fenceIdleTx = o.coord.ttl
+		o.coord.applySink(&sf, leases, cfg.FlushInterval)
 		sf.exclusiveMaint = true
 	}
 	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)

@@ -1,0 +1,301 @@
+package iceberg
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// The elected committer (Config.ElectedCommitter, docs/scale-out.md): every
+// quarter of CommitterInterval, each instance looks for tables with
+// published parts still staged. A table's committer is the instance whose
+// session holds the table's PostgreSQL advisory lock (pg_try_advisory_lock
+// on a connection kept for it): the role is sticky, and it ends with the
+// session if the holder dies. The holder commits every staged part of the
+// table in one snapshot, once a whole interval has passed since the table's
+// last snapshot: at most one snapshot per table per interval, and a part
+// published after a quiet spell is committed within a quarter interval. Safety does not
+// rest on the lock: a part is marked committed in the catalog commit's own
+// transaction, only if still staged (committertx.go), so two committers can
+// never both commit it.
+
+// committerLockPrefix keeps the committer locks' keys apart from the
+// maintenance locks'.
+const committerLockPrefix = "lakehouse-committer:"
+
+// committerState is the elected committer's state.
+type committerState struct {
+	// cancel ends the loop's context (Close); done and kaDone are closed
+	// when the loop and the keep-alive have returned.
+	cancel       context.CancelFunc
+	done, kaDone chan struct{}
+
+	mu sync.Mutex // guards conn and held (the loop and Close)
+	// conn holds this instance's committer locks; nil before the first.
+	conn *sql.Conn
+	// held: tables whose lock conn holds.
+	held map[string]bool
+
+	lastCleanup time.Time
+	// lastSnap holds, per table, the time of its last snapshot this
+	// instance made or saw (the loop's goroutine only).
+	lastSnap map[string]time.Time
+	// firstSeen holds, per table with staged parts, when this instance
+	// first saw it with parts since its last commit (the loop's goroutine
+	// only).
+	firstSeen map[string]time.Time
+
+	commits, partsCommitted, partsFenced, rounds atomic.Int64
+	waitSeconds                                  prometheus.Histogram
+}
+
+func newCommitterState() committerState {
+	return committerState{
+		held:      make(map[string]bool),
+		lastSnap:  make(map[string]time.Time),
+		firstSeen: make(map[string]time.Time),
+		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "lakehouse_committer_wait_seconds",
+			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 12),
+		}),
+	}
+}
+
+// CommitterTotals are the elected committer's counters.
+type CommitterTotals struct {
+	Commits, PartsCommitted, PartsFenced int64
+}
+
+// CommitterTotals returns the elected committer's counters.
+func (s *Sink) CommitterTotals() CommitterTotals {
+	return CommitterTotals{Commits: s.committer.commits.Load(), PartsCommitted: s.committer.partsCommitted.Load(),
+		PartsFenced: s.committer.partsFenced.Load()}
+}
+
+// startCommitter creates the parts table, abandons this instance's parts
+// of a previous run, and starts the committer loop.
+func (s *Sink) startCommitter(ctx context.Context) error {
+	db := s.partsDB()
+	if err := s.createPartsTable(ctx, db); err != nil {
+		return err
+	}
+	if err := s.abandonParts(ctx, db); err != nil {
+		return err
+	}
+	loopCtx, cancel := context.WithCancel(context.Background())
+	s.committer.cancel = cancel
+	s.committer.done = make(chan struct{})
+	s.committer.kaDone = make(chan struct{})
+	go s.runCommitter(loopCtx)
+	go s.keepCommitterSession(loopCtx)
+	return nil
+}
+
+// partsDB is the catalog's database (ElectedCommitter needs the SQL catalog
+// on PostgreSQL, checked by Config).
+func (s *Sink) partsDB() *sql.DB { return s.cat.(*ownedDBCatalog).db }
+
+// stopCommitter ends the loop and closes the locks' session (which ends
+// the roles at once, for the next instance to take).
+func (s *Sink) stopCommitter() {
+	if s.committer.cancel == nil {
+		return
+	}
+	s.committer.cancel()
+	<-s.committer.done
+	<-s.committer.kaDone
+	s.committer.mu.Lock()
+	defer s.committer.mu.Unlock()
+	if s.committer.conn != nil {
+		discardConn(s.committer.conn)
+		s.committer.conn = nil
+	}
+	clear(s.committer.held)
+}
+
+func (s *Sink) runCommitter(loopCtx context.Context) {
+	defer close(s.committer.done)
+	t := time.NewTicker(max(s.cfg.CommitterInterval/4, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-loopCtx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(loopCtx, max(2*s.cfg.CommitterInterval, time.Minute))
+		if err := s.committerRound(ctx); err != nil && ctx.Err() == nil {
+			s.log.Warn("elected committer round failed", "err", err)
+		}
+		cancel()
+	}
+}
+
+// keepCommitterSession keeps the locks' session busy more often than its
+// idle_session_timeout (Config.FenceIdleTxTimeout, the lease TTL; see
+// takeCommitter), on a goroutine of its own so that a long commit round
+// does not let it lapse. A paused process (SIGSTOP) stops pinging, and
+// PostgreSQL ends its session after the timeout: its roles go to the other
+// instances instead of stalling every table it held.
+func (s *Sink) keepCommitterSession(ctx context.Context) {
+	defer close(s.committer.kaDone)
+	if s.cfg.FenceIdleTxTimeout <= 0 {
+		return
+	}
+	t := time.NewTicker(s.cfg.FenceIdleTxTimeout / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c := &s.committer
+		c.mu.Lock()
+		if c.conn != nil {
+			pctx, cancel := context.WithTimeout(ctx, s.cfg.FenceIdleTxTimeout/3)
+			if err := c.conn.PingContext(pctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("elected committer: the locks' session broke; the roles are lost", "err", err)
+				discardConn(c.conn)
+				c.conn = nil
+				clear(c.held)
+			}
+			cancel()
+		}
+		c.mu.Unlock()
+	}
+}
+
+// committerRound commits, for each table with staged parts whose committer
+// role this instance holds or takes, all its staged parts.
+func (s *Sink) committerRound(ctx context.Context) error {
+	s.committer.rounds.Add(1)
+	db := s.partsDB()
+	names, err := stagedTables(ctx, db, s.cfg.Namespace)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	seen := s.committer.firstSeen
+	for name := range seen {
+		if !slices.Contains(names, name) {
+			delete(seen, name) // committed meanwhile
+		}
+	}
+	for _, name := range names {
+		// Parts first seen at this poll wait for the next one, so that
+		// the parts of several instances published about the same time
+		// after a quiet spell share a snapshot.
+		if seen[name].IsZero() {
+			seen[name] = time.Now()
+			continue
+		}
+		if time.Since(s.committer.lastSnap[name]) < s.cfg.CommitterInterval {
+			continue // committed less than an interval ago
+		}
+		held, err := s.takeCommitter(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if !held {
+			continue
+		}
+		if err := s.commitPublished(ctx, name); err != nil {
+			errs = append(errs, fmt.Errorf("table %q: %w", name, err))
+		}
+		delete(seen, name)
+	}
+	if time.Since(s.committer.lastCleanup) > partsKeep {
+		s.committer.lastCleanup = time.Now()
+		if _, err := db.ExecContext(ctx, `DELETE FROM `+PartsTable+` WHERE namespace = $1 AND state <> 'staged'
+			AND finished_at < now() - make_interval(secs => $2)`, s.cfg.Namespace, partsKeep.Seconds()); err != nil {
+			errs = append(errs, fmt.Errorf("remove finished parts: %w", err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func stagedTables(ctx context.Context, db *sql.DB, ns string) ([]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT DISTINCT table_name FROM `+PartsTable+` WHERE namespace = $1 AND state = 'staged' ORDER BY 1`, ns)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
+		}
+		out = append(out, n)
+	}
+	return out, rows.Err()
+}
+
+// committerLockKey is the advisory lock key of a table's committer role.
+func (s *Sink) committerLockKey(name string) int64 {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(committerLockPrefix + strings.Join(s.ns, ".") + "." + sink.SanitizeName(name)))
+	return int64(h.Sum64())
+}
+
+// takeCommitter reports whether this instance holds the table's committer
+// role, taking it if free.
+func (s *Sink) takeCommitter(ctx context.Context, name string) (bool, error) {
+	c := &s.committer
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.conn != nil {
+		// A broken session lost every lock it held.
+		if err := c.conn.PingContext(ctx); err != nil {
+			s.log.Warn("elected committer: the locks' session broke; the roles are lost", "err", err)
+			discardConn(c.conn)
+			c.conn = nil
+			clear(c.held)
+		}
+	}
+	if c.held[name] {
+		return true, nil
+	}
+	if c.conn == nil {
+		conn, err := s.partsDB().Conn(ctx)
+		if err != nil {
+			return false, fmt.Errorf("iceberg: committer lock: %w", err)
+		}
+		if t := s.cfg.FenceIdleTxTimeout; t > 0 {
+			// PostgreSQL 14 and later end the session of a holder paused
+			// longer than this (keepCommitterSession pings it meanwhile).
+			if _, err := conn.ExecContext(ctx, `SELECT set_config('idle_session_timeout', $1, false)`,
+				strconv.FormatInt(max(t.Milliseconds(), 1), 10)); err != nil {
+				s.log.Warn("elected committer: idle_session_timeout not set (PostgreSQL before 14?): a paused holder keeps its roles until it resumes", "err", err)
+			}
+		}
+		c.conn = conn
+	}
+	var got bool
+	if err := c.conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, s.committerLockKey(name)).Scan(&got); err != nil {
+		discardConn(c.conn)
+		c.conn = nil
+		clear(c.held)
+		return false, fmt.Errorf("iceberg: committer lock: %w", err)
+	}
+	if got {
+		c.held[name] = true
+		s.log.Info("elected committer of the table", "table", name)
+	}
+	return got, nil
+}

@@ -1,0 +1,124 @@
+package iceberg
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// commitViaCommitter is CommitStaged with Config.ElectedCommitter: the
+// staged parts are published with the fencing claims the context carries
+// (s.mu held), and the call returns once the elected committers have
+// committed or fenced every one of them (or ctx ends: a retry with the same
+// staged flushes waits for the same parts). It waits without s.mu, which it
+// releases. The result is what a direct commit reports: rows written per
+// table, and a *fence.Error naming the claims of fenced parts. Tables whose
+// parts committed stay committed, as with a direct commit that fails at a
+// later table.
+func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged) (sink.Result, error) {
+	locked := true
+	defer func() {
+		if locked {
+			s.mu.Unlock()
+		}
+	}()
+	var res sink.Result
+	if s.closed {
+		return res, fmt.Errorf("iceberg: sink is closed")
+	}
+	clear(s.stageTables)
+	claims := make(map[string]uint64)
+	if c, ok := fence.From(ctx); ok {
+		if c.Owner != s.cfg.InstanceID {
+			return res, fmt.Errorf("iceberg: fencing claims of instance %q, but this sink is instance %q", c.Owner, s.cfg.InstanceID)
+		}
+		for _, cl := range c.Claims {
+			claims[cl.Source] = max(claims[cl.Source], cl.Epoch)
+		}
+	}
+	var parts []*stagedTable
+	for _, st := range sts {
+		res.RowsSkipped += st.skipped
+		for _, t := range st.tables {
+			if len(t.files) > 0 {
+				parts = append(parts, t)
+			}
+		}
+	}
+	if len(parts) == 0 {
+		return res, nil
+	}
+	db := s.partsDB()
+	if err := s.publishParts(ctx, db, parts, claims); err != nil {
+		return res, err
+	}
+	ids := make([]int64, len(parts))
+	for i, p := range parts {
+		ids[i] = p.partID
+	}
+	locked = false
+	s.mu.Unlock()
+	out, err := s.waitParts(ctx, db, ids)
+	if err != nil {
+		return res, err
+	}
+	byTable := make(map[string]*sink.TableCommit)
+	var (
+		failed []fence.Claim
+		fenced bool
+	)
+	for _, p := range parts {
+		o := out[p.partID]
+		s.unmarkStaged(p.files)
+		switch o.state {
+		case partCommitted:
+			res.RowsSkipped += p.rows - o.rowsWritten
+			if o.rowsWritten == 0 {
+				continue
+			}
+			res.RowsWritten += o.rowsWritten
+			res.BytesWritten += p.bytes
+			for _, df := range p.files {
+				res.Paths = append(res.Paths, df.FilePath())
+			}
+			tc := byTable[p.name]
+			if tc == nil {
+				tc = &sink.TableCommit{Table: sink.SanitizeName(p.name)}
+				byTable[p.name] = tc
+			}
+			tc.Rows += o.rowsWritten
+			tc.SnapshotID = max(tc.SnapshotID, o.snapshotID)
+		default: // fenced or abandoned
+			fenced = true
+			for src := range p.spans {
+				if e, ok := claims[src]; ok {
+					failed = append(failed, fence.Claim{Source: src, Epoch: e})
+				}
+			}
+		}
+	}
+	for _, name := range slices.Sorted(maps.Keys(byTable)) {
+		res.Tables++
+		res.Commits = append(res.Commits, *byTable[name])
+	}
+	if fenced {
+		return res, fmt.Errorf("iceberg: the elected committer left parts out: %w", &fence.Error{Failed: dedupClaims(failed)})
+	}
+	return res, nil
+}
+
+func dedupClaims(in []fence.Claim) []fence.Claim {
+	seen := make(map[fence.Claim]bool)
+	var out []fence.Claim
+	for _, c := range in {
+		if !seen[c] {
+			seen[c] = true
+			out = append(out, c)
+		}
+	}
+	return out
+}

@@ -1,0 +1,162 @@
+//go:build unix
+
+package integration
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/iceberg"
+)
+
+// TestScaleOutElectedCommitter: two `lakehouse serve --coordination catalog
+// --elected-committer --flush-interval 1s` processes on one PostgreSQL
+// catalog, each streaming its own sources to the same tables over several
+// intervals. Every table's snapshots are at least an interval apart (one
+// elected committer per table, never one snapshot per instance per
+// interval), some snapshot holds both instances' parts, and every entry is
+// stored exactly once. Without --elected-committer each instance commits on
+// its own ticker: snapshots of one table come in pairs within an interval
+// and the gap check fails.
+func TestScaleOutElectedCommitter(t *testing.T) {
+	so := newScaleOut(t)
+	const interval = time.Second
+	a, addrA := so.start("a", "--flush-interval", interval.String(), "--elected-committer")
+	b, addrB := so.start("b", "--flush-interval", interval.String(), "--elected-committer")
+	var srcs []*resumingSource
+	for i := range 6 {
+		addr := addrA
+		if i%2 == 1 {
+			addr = addrB
+		}
+		srcs = append(srcs, newResumingSource("committer-"+string(rune('a'+i)), addr, scaleOutBatch, 4))
+	}
+	const steps, perStep = 5, 6
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	for step := uint64(1); step <= steps; step++ {
+		var wg sync.WaitGroup
+		for _, s := range srcs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_ = s.run(ctx, step*perStep)
+			}()
+		}
+		wg.Wait()
+		if ctx.Err() != nil {
+			t.Fatalf("sources did not finish step %d\n%s", step, so.logs("a", "b"))
+		}
+		time.Sleep(interval / 2)
+	}
+	for _, addr := range []string{addrA, addrB} {
+		if r := flushRPC(t, addr); !r.GetSuccess() {
+			t.Fatalf("flush on %s: %+v\n%s", addr, r, so.logs("a", "b"))
+		}
+	}
+	for _, p := range []*proc{a, b} {
+		if err := p.stop(30 * time.Second); err != nil {
+			t.Fatalf("stop: %v\n%s", err, so.logs("a", "b"))
+		}
+	}
+	checkExactlyOnce(t, srcs, so.read(), steps*perStep*scaleOutBatch)
+
+	sk, err := iceberg.Open(ctx, so.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Close()
+	tables, err := sk.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared, snapshots := 0, 0
+	for _, tb := range tables {
+		tbl, err := sk.LoadTable(ctx, tb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last int64
+		for _, snap := range tbl.Metadata().Snapshots() {
+			if snap.Summary == nil || snap.Summary.Properties[iceberg.SummaryFlushID] == "" {
+				continue
+			}
+			snapshots++
+			if strings.Contains(snap.Summary.Properties[iceberg.SummaryInstances], ",") {
+				shared++
+			}
+			// A committer commits a table an interval after its last
+			// snapshot at the earliest (same clock: one machine).
+			if gap := time.Duration(snap.TimestampMs-last) * time.Millisecond; last != 0 && gap < interval-10*time.Millisecond {
+				t.Errorf("table %s: two snapshots %v apart, within one %v interval", tb.Name, gap, interval)
+			}
+			last = snap.TimestampMs
+		}
+	}
+	t.Logf("%d tables, %d snapshots, %d holding both instances' parts", len(tables), snapshots, shared)
+	if shared == 0 {
+		t.Error("no snapshot holds both instances' parts")
+	}
+	if t.Failed() {
+		t.Log(so.logs("a", "b"))
+	}
+}
+
+// TestScaleOutElectedCommitterPaused: the instance holding committer roles
+// is SIGSTOPped. PostgreSQL ends its locks' session after the lease TTL
+// (idle_session_timeout, kept alive by a live holder), so the other
+// instance takes its tables and its own flush completes within seconds;
+// resumed, the paused instance commits its acked batches through the new
+// committer, and every entry is stored exactly once. Without the session
+// timeout the other instance's flush waits until the paused one resumes
+// (checked: the flush RPC times out after a minute).
+func TestScaleOutElectedCommitterPaused(t *testing.T) {
+	so := newScaleOut(t)
+	const interval = time.Second
+	a, addrA := so.start("a", "--flush-interval", interval.String(), "--elected-committer")
+	srcA := newResumingSource("paused-a", addrA, scaleOutBatch, 4)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	// a, alone, takes every table's role.
+	if err := srcA.run(ctx, 10); err != nil {
+		t.Fatal(err)
+	}
+	if r := flushRPC(t, addrA); !r.GetSuccess() {
+		t.Fatalf("flush on a: %+v", r)
+	}
+	b, addrB := so.start("b", "--flush-interval", interval.String(), "--elected-committer")
+	srcB := newResumingSource("paused-b", addrB, scaleOutBatch, 4)
+	if err := srcA.run(ctx, 20); err != nil { // acked on a, not committed
+		t.Fatal(err)
+	}
+	if err := a.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	if err := srcB.run(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if r := flushRPC(t, addrB); !r.GetSuccess() {
+		t.Fatalf("flush on b while a is paused: %+v\n%s", r, so.logs("a", "b"))
+	}
+	t.Logf("b's flush with a paused took %v", time.Since(start).Round(time.Millisecond))
+	if err := a.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if r := flushRPC(t, addrA); !r.GetSuccess() {
+		t.Fatalf("flush on a after SIGCONT: %+v\n%s", r, so.logs("a", "b"))
+	}
+	for _, p := range []*proc{a, b} {
+		if err := p.stop(30 * time.Second); err != nil {
+			t.Fatalf("stop: %v\n%s", err, so.logs("a", "b"))
+		}
+	}
+	checkExactlyOnce(t, []*resumingSource{srcA, srcB}, so.read(), 20*scaleOutBatch)
+	if t.Failed() {
+		t.Log(so.logs("a", "b"))
+	}
+}
