@@ -12,7 +12,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
-	"github.com/apache/iceberg-go/table/compaction"
 )
 
 // Compaction reads the files of a group as sorted runs (every data file the
@@ -23,34 +22,13 @@ import (
 // compactBatchRows (and a page per column), whatever the group's size.
 const (
 	compactBatchRows = 1024
-	// compactMaxInputs bounds how many files one group merges at once. Each
+	// compactMaxInputs bounds how many files one group merges at once
+	// (unless CompactMinFiles is above half of it). Each
 	// input holds a decompressed page per column besides its batch: 64
 	// inputs held about 430 MB of W1 in readers during a merge, which the
 	// garbage collector then doubled.
 	compactMaxInputs = 16
 )
-
-// compactionTiers are the planner configurations tried in order; a run
-// rewrites the groups of the first tier that has any. Tier one merges small
-// files into files of about twice the small size, tier two merges those into
-// files near the table's target size.
-func (s *Sink) compactionTiers(target int64) []compaction.Config {
-	m := s.cfg.Maintenance
-	tier := func(min, tgt int64) compaction.Config {
-		c := compaction.DefaultConfig()
-		c.TargetFileSizeBytes = tgt
-		c.MinFileSizeBytes = min
-		c.MaxFileSizeBytes = tgt * 9 / 5
-		c.MinInputFiles = uint(m.CompactMinFiles)
-		return c
-	}
-	var tiers []compaction.Config
-	small := m.CompactSmallFileBytes
-	if 2*small < target*3/4 {
-		tiers = append(tiers, tier(small, 2*small))
-	}
-	return append(tiers, tier(target*3/4, target))
-}
 
 // compactResult reports one compaction of a table.
 type compactResult struct {
@@ -59,6 +37,7 @@ type compactResult struct {
 	filesAdded   int
 	bytesBefore  int64
 	bytesAfter   int64
+	rowsBefore   int64
 }
 
 // compactTable plans and runs one compaction of tbl. The groups are
@@ -80,16 +59,8 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 		return res, fmt.Errorf("plan files: %w", err)
 	}
 	target := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
-	var plan compaction.Plan
-	for _, tier := range s.compactionTiers(target) {
-		if plan, err = tier.PlanCompaction(tasks); err != nil {
-			return res, fmt.Errorf("plan compaction: %w", err)
-		}
-		if len(plan.Groups) > 0 {
-			break
-		}
-	}
-	if len(plan.Groups) == 0 {
+	groups := s.planCompaction(tasks, target)
+	if len(groups) == 0 {
 		return res, nil
 	}
 	var results []table.CompactionGroupResult
@@ -98,17 +69,13 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 			s.removeFiles(ctx, tbl, gr.NewDataFiles)
 		}
 	}
-	for _, g := range plan.Groups {
-		for len(g.Tasks) > 1 {
-			n := min(len(g.Tasks), compactMaxInputs)
-			gr, err := s.mergeGroup(ctx, tbl, g.Tasks[:n])
-			if err != nil {
-				cleanup()
-				return res, err
-			}
-			results = append(results, gr)
-			g.Tasks = g.Tasks[n:]
+	for _, g := range groups {
+		gr, err := s.mergeGroup(ctx, tbl, g)
+		if err != nil {
+			cleanup()
+			return res, err
 		}
+		results = append(results, gr)
 	}
 	if hook := s.cfg.BeforeRewriteCommit; hook != nil {
 		if err := hook(name); err != nil {
@@ -126,6 +93,9 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 		res.filesAdded += len(gr.NewDataFiles)
 		res.bytesBefore += gr.BytesBefore
 		res.bytesAfter += gr.BytesAfter
+		for _, df := range gr.OldDataFiles {
+			res.rowsBefore += df.Count()
+		}
 	}
 	return res, nil
 }

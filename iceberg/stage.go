@@ -230,6 +230,7 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		s.unmarkStaged(stt.files) // orphans now, for cleanup
 		return nil, fmt.Errorf("write data files: %w", werr)
 	}
+	s.count(func(t *MaintenanceTotals) { t.BytesStaged += stt.bytes })
 	// Files in a stable order, for the manifests and the tests.
 	sort.Slice(stt.files, func(i, j int) bool { return stt.files[i].FilePath() < stt.files[j].FilePath() })
 	return stt, nil
