@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	iceberg "github.com/apache/iceberg-go"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
+
+// discardTimeout bounds deleting the data files of a failed stage.
+const discardTimeout = 10 * time.Second
 
 // staged is a flush whose data files are written and not yet committed. It
 // implements sink.Staged.
@@ -270,14 +274,15 @@ func (s *Sink) forgetStaged(ctx context.Context, st *staged) {
 // or the log: left to orphan cleanup, they would take space for
 // DefaultOrphanAge (a day), which a storage outage that fails stage after
 // stage multiplies. The deletes run even when ctx ended (a stage's deadline
-// is a common cause of the failure), bounded by the maintenance timeout;
-// what cannot be deleted is left to orphan cleanup.
+// is a common cause of the failure), for at most discardTimeout: the stage
+// lock is held meanwhile, and a store that stalls should not hold it
+// longer. What is not deleted is left to orphan cleanup.
 func (s *Sink) discardFiles(ctx context.Context, tbl *table.Table, files []iceberg.DataFile) {
 	s.unmarkStaged(files)
 	if len(files) == 0 {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.Maintenance.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
 	defer cancel()
 	s.removeFiles(ctx, tbl, files)
 }
