@@ -41,22 +41,10 @@ func compactTier(size, small int64, fanIn int) int {
 	return t
 }
 
-// Tier 0's files are often tiny (a stage's rows of one table: tens of
-// kilobytes at full load), and merging them 16 at a time left each output
-// small enough to be merged again: they are merged up to
-// compactMaxSmallInputs at a time, as long as a group averages at most
-// compactSmallGroupBytes. An input holds about a batch and a page per
-// column, which for such files is little.
-const (
-	compactMaxSmallInputs  = 64
-	compactSmallGroupBytes = 4 << 20
-)
-
 // planCompaction groups the files of tasks to merge: per partition and
 // size tier, the tier's files once there are at least CompactMinFiles of
 // them, in groups of at most max(compactMaxInputs, 2*CompactMinFiles) files
-// of similar size (more in tier 0, see above), each group at least
-// CompactMinFiles. Files at or above
+// of similar size, each group at least CompactMinFiles. Files at or above
 // 3/4 of target, and files with deletes (changelog tables have none), are
 // left alone.
 func (s *Sink) planCompaction(tasks []table.FileScanTask, target int64) [][]table.FileScanTask {
@@ -95,15 +83,8 @@ func (s *Sink) planCompaction(tasks []table.FileScanTask, target int64) [][]tabl
 		})
 		// n files in k groups of n/k or n/k+1 files: with maxIn >=
 		// 2*fanIn, each has at least fanIn.
-		n, groupMax := len(files), maxIn
-		if k.tier == 0 {
-			var total int64
-			for _, f := range files {
-				total += f.File.FileSizeBytes()
-			}
-			groupMax = int(min(max(int64(maxIn), compactSmallGroupBytes*int64(n)/max(total, 1)), compactMaxSmallInputs))
-		}
-		k := (n + groupMax - 1) / groupMax
+		n := len(files)
+		k := (n + maxIn - 1) / maxIn
 		for i := range k {
 			groups = append(groups, files[i*n/k:(i+1)*n/k])
 		}
