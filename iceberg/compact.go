@@ -6,13 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"iter"
+	"sort"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
-	"github.com/apache/iceberg-go/table/compaction"
 )
 
 // Compaction reads the files of a group as sorted runs (every data file the
@@ -23,34 +23,17 @@ import (
 // compactBatchRows (and a page per column), whatever the group's size.
 const (
 	compactBatchRows = 1024
-	// compactMaxInputs bounds how many files one group merges at once. Each
+	// compactSliceRows is the shortest run of one input that a merge
+	// passes on as a slice of the input's batch rather than copying it:
+	// below it, the batches handed to the Parquet writer get too small.
+	compactSliceRows = 64
+	// compactMaxInputs bounds how many files one group merges at once
+	// (unless CompactMinFiles is above half of it). Each
 	// input holds a decompressed page per column besides its batch: 64
 	// inputs held about 430 MB of W1 in readers during a merge, which the
 	// garbage collector then doubled.
 	compactMaxInputs = 16
 )
-
-// compactionTiers are the planner configurations tried in order; a run
-// rewrites the groups of the first tier that has any. Tier one merges small
-// files into files of about twice the small size, tier two merges those into
-// files near the table's target size.
-func (s *Sink) compactionTiers(target int64) []compaction.Config {
-	m := s.cfg.Maintenance
-	tier := func(min, tgt int64) compaction.Config {
-		c := compaction.DefaultConfig()
-		c.TargetFileSizeBytes = tgt
-		c.MinFileSizeBytes = min
-		c.MaxFileSizeBytes = tgt * 9 / 5
-		c.MinInputFiles = uint(m.CompactMinFiles)
-		return c
-	}
-	var tiers []compaction.Config
-	small := m.CompactSmallFileBytes
-	if 2*small < target*3/4 {
-		tiers = append(tiers, tier(small, 2*small))
-	}
-	return append(tiers, tier(target*3/4, target))
-}
 
 // compactResult reports one compaction of a table.
 type compactResult struct {
@@ -59,6 +42,7 @@ type compactResult struct {
 	filesAdded   int
 	bytesBefore  int64
 	bytesAfter   int64
+	rowsBefore   int64
 }
 
 // compactTable plans and runs one compaction of tbl. The groups are
@@ -80,16 +64,8 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 		return res, fmt.Errorf("plan files: %w", err)
 	}
 	target := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
-	var plan compaction.Plan
-	for _, tier := range s.compactionTiers(target) {
-		if plan, err = tier.PlanCompaction(tasks); err != nil {
-			return res, fmt.Errorf("plan compaction: %w", err)
-		}
-		if len(plan.Groups) > 0 {
-			break
-		}
-	}
-	if len(plan.Groups) == 0 {
+	groups := s.planCompaction(tasks, target)
+	if len(groups) == 0 {
 		return res, nil
 	}
 	var results []table.CompactionGroupResult
@@ -98,17 +74,13 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 			s.removeFiles(ctx, tbl, gr.NewDataFiles)
 		}
 	}
-	for _, g := range plan.Groups {
-		for len(g.Tasks) > 1 {
-			n := min(len(g.Tasks), compactMaxInputs)
-			gr, err := s.mergeGroup(ctx, tbl, g.Tasks[:n])
-			if err != nil {
-				cleanup()
-				return res, err
-			}
-			results = append(results, gr)
-			g.Tasks = g.Tasks[n:]
+	for _, g := range groups {
+		gr, err := s.mergeGroup(ctx, tbl, g)
+		if err != nil {
+			cleanup()
+			return res, err
 		}
+		results = append(results, gr)
 	}
 	if hook := s.cfg.BeforeRewriteCommit; hook != nil {
 		if err := hook(name); err != nil {
@@ -126,6 +98,9 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 		res.filesAdded += len(gr.NewDataFiles)
 		res.bytesBefore += gr.BytesBefore
 		res.bytesAfter += gr.BytesAfter
+		for _, df := range gr.OldDataFiles {
+			res.rowsBefore += df.Count()
+		}
 	}
 	return res, nil
 }
@@ -306,7 +281,13 @@ func (m *merger) advanceBatch(in *mergeInput) error {
 	}
 }
 
-// batches yields merged record batches of at most compactBatchRows rows.
+// batches yields the merged rows: a run of one input's rows that sorts
+// before every other input's next row, if it has at least compactSliceRows
+// rows, as a slice of that input's batch (no copy); shorter runs copied row
+// by row into batches of at most compactBatchRows rows. Staged files hold
+// long runs (each a source's rows of one stage), so most rows are not
+// copied: copying every value through a builder was about a third of a
+// merge's CPU.
 func (m *merger) batches() iter.Seq2[arrow.RecordBatch, error] {
 	return func(yield func(arrow.RecordBatch, error) bool) {
 		b := array.NewRecordBuilder(memory.DefaultAllocator, m.schema)
@@ -319,21 +300,33 @@ func (m *merger) batches() iter.Seq2[arrow.RecordBatch, error] {
 			n = 0
 			return yield(b.NewRecordBatch(), nil)
 		}
+		fail := func(err error) {
+			m.err = err
+			yield(nil, err)
+		}
 		for m.h.Len() > 0 {
 			in := m.h.items[0]
-			for c := 0; c < int(m.schema.NumFields()); c++ {
-				if err := appendValue(b.Field(c), in.rec.Column(c), in.row); err != nil {
-					m.err = err
-					yield(nil, err)
+			end := max(m.runEnd(), in.row+1)
+			if end-in.row >= compactSliceRows {
+				if !flush() || !yield(in.rec.NewSlice(int64(in.row), int64(end)), nil) {
+					return
+				}
+				in.row = end
+			}
+			for ; in.row < end; in.row++ {
+				for c := 0; c < int(m.schema.NumFields()); c++ {
+					if err := appendValue(b.Field(c), in.rec.Column(c), in.row); err != nil {
+						fail(err)
+						return
+					}
+				}
+				if n++; n == compactBatchRows && !flush() {
 					return
 				}
 			}
-			n++
-			in.row++
 			if in.row == int(in.rec.NumRows()) {
 				if err := m.advanceBatch(in); err != nil {
-					m.err = err
-					yield(nil, err)
+					fail(err)
 					return
 				}
 			}
@@ -342,12 +335,32 @@ func (m *merger) batches() iter.Seq2[arrow.RecordBatch, error] {
 			} else {
 				heap.Fix(&m.h, 0)
 			}
-			if n == compactBatchRows && !flush() {
-				return
-			}
 		}
 		flush()
 	}
+}
+
+// runEnd returns the end (exclusive) of the top input's rows, from its
+// current row, that sort before the next row of every other input: the
+// smaller of the heap's top's children. The rows of a batch are sorted, so
+// a binary search finds it. (Were a file not sorted, every row would still
+// be written once: the row count check stands.)
+func (m *merger) runEnd() int {
+	in := m.h.items[0]
+	var next *mergeInput
+	for _, i := range []int{1, 2} {
+		if i < len(m.h.items) && (next == nil || keyLess(m.h.items[i], next)) {
+			next = m.h.items[i]
+		}
+	}
+	if next == nil {
+		return int(in.rec.NumRows())
+	}
+	src, seq := next.src.Value(next.row), next.seq.Value(next.row)
+	return in.row + sort.Search(int(in.rec.NumRows())-in.row, func(k int) bool {
+		s := in.src.Value(in.row + k)
+		return s > src || s == src && in.seq.Value(in.row+k) >= seq
+	})
 }
 
 func (m *merger) close() {
@@ -388,19 +401,21 @@ func appendValue(b array.Builder, src arrow.Array, i int) error {
 
 type mergeHeap struct{ items []*mergeInput }
 
-func (h *mergeHeap) Len() int { return len(h.items) }
-func (h *mergeHeap) Less(i, j int) bool {
-	a, b := h.items[i], h.items[j]
+func (h *mergeHeap) Len() int           { return len(h.items) }
+func (h *mergeHeap) Less(i, j int) bool { return keyLess(h.items[i], h.items[j]) }
+func (h *mergeHeap) Swap(i, j int)      { h.items[i], h.items[j] = h.items[j], h.items[i] }
+func (h *mergeHeap) Push(x any)         { h.items = append(h.items, x.(*mergeInput)) }
+func (h *mergeHeap) Pop() any {
+	x := h.items[len(h.items)-1]
+	h.items = h.items[:len(h.items)-1]
+	return x
+}
+
+// keyLess orders two inputs by their current rows' (source_id, entry_seq).
+func keyLess(a, b *mergeInput) bool {
 	sa, sb := a.src.Value(a.row), b.src.Value(b.row)
 	if sa != sb {
 		return sa < sb
 	}
 	return a.seq.Value(a.row) < b.seq.Value(b.row)
-}
-func (h *mergeHeap) Swap(i, j int) { h.items[i], h.items[j] = h.items[j], h.items[i] }
-func (h *mergeHeap) Push(x any)    { h.items = append(h.items, x.(*mergeInput)) }
-func (h *mergeHeap) Pop() any {
-	x := h.items[len(h.items)-1]
-	h.items = h.items[:len(h.items)-1]
-	return x
 }

@@ -24,9 +24,16 @@ type MaintenanceTotals struct {
 	CompactionRuns         int64
 	FilesRewritten         int64 // input files replaced by compaction
 	BytesRewritten         int64 // bytes of those input files
+	RowsRewritten          int64 // rows of those input files
 	FilesWrittenCompaction int64
-	OrphanRuns             int64
-	OrphansRemoved         int64
+	// CompactionSeconds is the time spent compacting (planning, merging,
+	// committing), and BytesStaged the bytes of the data files ingest
+	// wrote: BytesRewritten / BytesStaged is compaction's write
+	// amplification.
+	CompactionSeconds float64
+	BytesStaged       int64
+	OrphanRuns        int64
+	OrphansRemoved    int64
 	// SkippedElsewhere counts table passes skipped because another
 	// instance was maintaining the table (ExclusiveMaintenance).
 	SkippedElsewhere int64
@@ -172,7 +179,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	}
 	if !cfg.CompactDisabled {
 		var cr compactResult
+		cstart := time.Now()
 		err = job(func(ctx context.Context) (err error) { cr, err = s.compactTable(ctx, name); return err })
+		csecs := time.Since(cstart).Seconds()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("compaction: %w", err))
 		}
@@ -183,7 +192,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 			}
 			t.FilesRewritten += int64(cr.filesRemoved)
 			t.BytesRewritten += cr.bytesBefore
+			t.RowsRewritten += cr.rowsBefore
 			t.FilesWrittenCompaction += int64(cr.filesAdded)
+			t.CompactionSeconds += csecs
 		})
 	}
 	orphansDue := !cfg.OrphanDisabled && (opts.Orphans || time.Since(h.lastOrphanRun) >= cfg.OrphanInterval)

@@ -312,29 +312,6 @@ func TestCompaction(t *testing.T) {
 	_ = ctx
 }
 
-func TestCompactionTiers(t *testing.T) {
-	s := openTestSink(t, t.TempDir(), func(c *Config) {
-		c.TargetFileSizeBytes = 1 << 30
-		c.Maintenance.CompactSmallFileBytes = 1 << 20
-	})
-	tiers := s.compactionTiers(1 << 30)
-	if len(tiers) != 2 {
-		t.Fatalf("%d tiers", len(tiers))
-	}
-	for i, tier := range tiers {
-		if err := tier.Validate(); err != nil {
-			t.Errorf("tier %d: %v", i, err)
-		}
-	}
-	if tiers[0].TargetFileSizeBytes != 2<<20 || tiers[1].TargetFileSizeBytes != 1<<30 {
-		t.Errorf("tier targets %d, %d", tiers[0].TargetFileSizeBytes, tiers[1].TargetFileSizeBytes)
-	}
-	// A small table target leaves one tier.
-	if got := s.compactionTiers(2 << 20); len(got) != 1 {
-		t.Errorf("%d tiers for a 2 MiB target", len(got))
-	}
-}
-
 func TestOrphanCleanup(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) {

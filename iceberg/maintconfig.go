@@ -30,14 +30,15 @@ const (
 	// (commit.manifest.min-count-to-merge).
 	DefaultManifestMergeCount = 16
 	// DefaultCompactMinFiles: a partition is compacted once it has this many
-	// small files.
+	// files of one size tier; it is also the tiers' size ratio (see
+	// compactTier).
 	DefaultCompactMinFiles = 8
-	// DefaultCompactSmallFileBytes: data files below this size are small.
-	// Compaction merges small files into files of about twice this size,
-	// and merges those (and any file below 3/4 of the table's target size)
-	// into files near the target size once DefaultCompactMinFiles of them
-	// gather: two tiers, so that a byte is rewritten about twice, not once
-	// per commit.
+	// DefaultCompactSmallFileBytes: data files below this size are small,
+	// all of one tier (tier 0), merged together whatever their sizes. Above
+	// it, a tier spans a factor of CompactMinFiles in size; files at 3/4 of
+	// the table's target size or above are never rewritten. A row is thus
+	// rewritten about log_CompactMinFiles(target / stage file size) times,
+	// not once per pass.
 	DefaultCompactSmallFileBytes = 8 << 20
 	// DefaultOrphanAge: files under a table's location that no snapshot
 	// references are removed once they are this old. It must exceed the

@@ -11,7 +11,7 @@ type maintCollector struct {
 
 	snapshots, dataFiles, manifests, metaBytes *prometheus.Desc
 
-	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, filesWritten, orphanRuns, orphans, skipped *prometheus.Desc
+	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, rowsRewritten, filesWritten, compactSeconds, bytesStaged, orphanRuns, orphans, skipped *prometheus.Desc
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
 
@@ -40,7 +40,10 @@ func (s *Sink) Collector() prometheus.Collector {
 		compactRuns:    d("lakehouse_compaction_runs_total", "Compaction commits.", nil),
 		filesRewritten: d("lakehouse_compaction_files_rewritten_total", "Data files replaced by compaction.", nil),
 		bytesRewritten: d("lakehouse_compaction_bytes_rewritten_total", "Bytes of the data files replaced by compaction.", nil),
+		rowsRewritten:  d("lakehouse_compaction_rows_rewritten_total", "Rows of the data files replaced by compaction; divided by lakehouse_flushed_entries_total, the times each row was rewritten.", nil),
 		filesWritten:   d("lakehouse_compaction_files_written_total", "Data files written by compaction.", nil),
+		compactSeconds: d("lakehouse_compaction_seconds_total", "Time spent compacting data files (planning, merging, committing).", nil),
+		bytesStaged:    d("lakehouse_data_bytes_staged_total", "Bytes of the data files ingest wrote (staged for a commit); lakehouse_compaction_bytes_rewritten_total divided by it is compaction's write amplification.", nil),
 		orphanRuns:     d("lakehouse_orphan_runs_total", "Orphan cleanup passes.", nil),
 		orphans:        d("lakehouse_orphan_files_removed_total", "Unreferenced files removed by orphan cleanup.", nil),
 		skipped:        d("lakehouse_maintenance_skipped_total", "Table maintenance passes skipped because another instance was maintaining the table (multi-instance mode).", nil),
@@ -65,7 +68,7 @@ func (s *Sink) Collector() prometheus.Collector {
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
-		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.filesWritten, c.orphanRuns, c.orphans, c.skipped,
+		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.rowsRewritten, c.filesWritten, c.compactSeconds, c.bytesStaged, c.orphanRuns, c.orphans, c.skipped,
 		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved,
 		c.catalogAttempts, c.catalogConflicts, c.catalogErrors, c.committerCommits, c.committerParts, c.committerFenced} {
 		ch <- d
@@ -91,7 +94,10 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.compactRuns, t.CompactionRuns)
 	counter(c.filesRewritten, t.FilesRewritten)
 	counter(c.bytesRewritten, t.BytesRewritten)
+	counter(c.rowsRewritten, t.RowsRewritten)
 	counter(c.filesWritten, t.FilesWrittenCompaction)
+	ch <- prometheus.MustNewConstMetric(c.compactSeconds, prometheus.CounterValue, t.CompactionSeconds)
+	counter(c.bytesStaged, t.BytesStaged)
 	counter(c.orphanRuns, t.OrphanRuns)
 	counter(c.orphans, t.OrphansRemoved)
 	counter(c.skipped, t.SkippedElsewhere)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"sort"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	iceberg "github.com/apache/iceberg-go"
@@ -13,6 +14,9 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
+
+// discardTimeout bounds deleting the data files of a failed stage.
+const discardTimeout = 10 * time.Second
 
 // staged is a flush whose data files are written and not yet committed. It
 // implements sink.Staged.
@@ -90,7 +94,7 @@ func (s *Sink) stageLocked(ctx context.Context, f *sink.Flush) (*staged, error) 
 	for i := range f.Tables {
 		t := &f.Tables[i]
 		if err := ctx.Err(); err != nil {
-			s.forgetStaged(st)
+			s.forgetStaged(ctx, st)
 			return nil, fmt.Errorf("iceberg: stage: %w", context.Cause(ctx))
 		}
 		p := s.prepare(ctx, f, t)
@@ -98,7 +102,7 @@ func (s *Sink) stageLocked(ctx context.Context, f *sink.Flush) (*staged, error) 
 		st.skipped += p.skipped
 		p.release()
 		if err != nil {
-			s.forgetStaged(st)
+			s.forgetStaged(ctx, st)
 			return nil, fmt.Errorf("iceberg: stage table %q (flush %d): %w", t.Name, f.ID, err)
 		}
 		if stt != nil {
@@ -230,9 +234,10 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		werr = fmt.Errorf("%w: %d of %d rows written", ErrIncompleteWrite, stt.rows, p.rows)
 	}
 	if werr != nil {
-		s.unmarkStaged(stt.files) // orphans now, for cleanup
+		s.discardFiles(ctx, p.tbl, stt.files)
 		return nil, fmt.Errorf("write data files: %w", werr)
 	}
+	s.count(func(t *MaintenanceTotals) { t.BytesStaged += stt.bytes })
 	// Files in a stable order, for the manifests and the tests.
 	sort.Slice(stt.files, func(i, j int) bool { return stt.files[i].FilePath() < stt.files[j].FilePath() })
 	return stt, nil
@@ -254,12 +259,35 @@ func (s *Sink) unmarkStaged(files []iceberg.DataFile) {
 	}
 }
 
-// forgetStaged drops a staged flush that will not be committed; its files
-// become orphans.
-func (s *Sink) forgetStaged(st *staged) {
+// forgetStaged drops a staged flush that will not be committed (its stage
+// failed in a later table) and deletes its files.
+func (s *Sink) forgetStaged(ctx context.Context, st *staged) {
 	for _, t := range st.tables {
-		s.unmarkStaged(t.files)
+		tbl, ok := s.stageTables[t.name]
+		if !ok {
+			s.unmarkStaged(t.files) // orphans, for cleanup
+			continue
+		}
+		s.discardFiles(ctx, tbl, t.files)
 	}
+}
+
+// discardFiles deletes the data files of a stage that failed. No snapshot
+// ever referenced them, and the batches are staged again from the buffer
+// or the log: left to orphan cleanup, they would take space for
+// DefaultOrphanAge (a day), which a storage outage that fails stage after
+// stage multiplies. The deletes run even when ctx ended (a stage's deadline
+// is a common cause of the failure), for at most discardTimeout: the stage
+// lock is held meanwhile, and a store that stalls should not hold it
+// longer. What is not deleted is left to orphan cleanup.
+func (s *Sink) discardFiles(ctx context.Context, tbl *table.Table, files []iceberg.DataFile) {
+	s.unmarkStaged(files)
+	if len(files) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
+	defer cancel()
+	s.removeFiles(ctx, tbl, files)
 }
 
 // isStaged reports whether path is a staged, uncommitted data file.

@@ -3,7 +3,6 @@ package server
 import (
 	"errors"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -242,17 +241,10 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 		prevLastEntry: prevLastEntry, added: added}}, nil
 }
 
-// appendRecord queues rec's append to the log, encoded in a pooled buffer:
-// AppendAsync copies the record before it returns.
+// appendRecord queues rec's append to the log, encoded in place in the
+// log's own buffer (one copy of the frame, not two).
 func (s *Server) appendRecord(rec *walRecord) (wal.LSN, <-chan error) {
-	bp, _ := s.recBufs.Get().(*[]byte)
-	if bp == nil {
-		bp = new([]byte)
-	}
-	*bp = rec.appendTo(slices.Grow((*bp)[:0], rec.size()))
-	lsn, done := s.wal.AppendAsync(*bp)
-	s.recBufs.Put(bp)
-	return lsn, done
+	return s.wal.AppendAsyncFunc(rec.size(), rec.putTo)
 }
 
 // complete waits for a pending batch's append and returns its answer, and

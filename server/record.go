@@ -63,6 +63,13 @@ func (r *walRecord) appendTo(dst []byte) []byte {
 	return append(dst, r.Frame...)
 }
 
+// putTo encodes r into dst, which is exactly r.size() bytes long.
+func (r *walRecord) putTo(dst []byte) {
+	if out := r.appendTo(dst[:0]); len(out) != len(dst) || &out[0] != &dst[0] {
+		panic(fmt.Sprintf("server: log record of %d bytes encoded in %d", len(dst), len(out))) // size() and appendTo disagree
+	}
+}
+
 func (r *walRecord) size() int {
 	n := 2 + 2 + len(r.SourceID) + 2 + len(r.ShardName) + 16 + len(r.Frame)
 	if r.Epoch != 0 {

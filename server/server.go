@@ -56,10 +56,6 @@ type Server struct {
 	m      *metrics
 
 	buf *buffer // the batches from their append to their commit
-	// recBufs holds scratch buffers for log records (*[]byte): the log
-	// copies a record when it is queued, so the buffer is free again at
-	// once, and a fresh one per batch was a frame's size of garbage.
-	recBufs sync.Pool
 
 	mu          sync.Mutex
 	sources     map[string]*source

@@ -55,8 +55,13 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
 		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
 	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
+	var lf legacyFlags
+	lf.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
+	}
+	if lf.legacy {
+		return runLegacyBench(ctx, lf, *batch, *pending, *tablePrefix, *metricsAddr, *grace, *asJSON, stdout)
 	}
 	if *grace <= 0 {
 		return fmt.Errorf("--grace %v must be positive", *grace)

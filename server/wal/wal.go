@@ -295,19 +295,40 @@ func (l *Log) AppendAsync(rec []byte) (LSN, <-chan error) {
 	return req.lsn, req.done
 }
 
+// AppendAsyncFunc is AppendAsync for a record of n bytes that fill writes
+// into the log's own buffer: the caller builds its record in place instead
+// of building it elsewhere for the log to copy. fill must set all n bytes
+// and must not keep the slice; it runs before AppendAsyncFunc returns, and
+// not at all when the record is refused for its size.
+func (l *Log) AppendAsyncFunc(n int, fill func(rec []byte)) (LSN, <-chan error) {
+	req, err := l.enqueueFunc(n, fill)
+	if err != nil {
+		ch := make(chan error, 1)
+		ch <- err
+		return 0, ch
+	}
+	return req.lsn, req.done
+}
+
 // enqueue frames rec, assigns its LSN and hands it to the writer.
 func (l *Log) enqueue(rec []byte) (*request, error) {
-	if len(rec) > MaxRecordBytes {
-		return nil, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, len(rec), MaxRecordBytes)
+	return l.enqueueFunc(len(rec), func(dst []byte) { copy(dst, rec) })
+}
+
+// enqueueFunc frames the record of n bytes fill writes, assigns its LSN and
+// hands it to the writer.
+func (l *Log) enqueueFunc(n int, fill func([]byte)) (*request, error) {
+	if n > MaxRecordBytes || n < 0 {
+		return nil, fmt.Errorf("%w: %d bytes > %d", ErrTooLarge, n, MaxRecordBytes)
 	}
-	need := int64(headerSize + len(rec))
-	// Copy and checksum before taking the lock: they are the expensive part
+	need := int64(headerSize + n)
+	// Fill and checksum before taking the lock: they are the expensive part
 	// and this way they run in parallel across appenders, off the writer's
 	// path. A record that then turns out not to fit wastes one copy.
 	fp := l.getFrame(int(need))
 	frame := *fp
-	copy(frame[headerSize:], rec)
-	partial := payloadCRC(rec)
+	fill(frame[headerSize:])
+	partial := payloadCRC(frame[headerSize:])
 
 	l.mu.Lock()
 	switch {
@@ -329,7 +350,7 @@ func (l *Log) enqueue(rec []byte) (*request, error) {
 	lsn := l.nextLSN
 	l.nextLSN++
 	l.reserved += need
-	putHeader(frame, uint32(len(rec)), finishCRC(partial, lsn), lsn)
+	putHeader(frame, uint32(n), finishCRC(partial, lsn), lsn)
 	req := &request{lsn: lsn, frame: fp, done: make(chan error, 1)}
 	l.queue = append(l.queue, req)
 	l.mu.Unlock()
