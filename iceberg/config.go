@@ -148,6 +148,12 @@ type Config struct {
 	// applying and dropping its equality deletes. Default
 	// DefaultMirrorCompactDeleteFiles; negative turns it off.
 	MirrorCompactDeleteFiles int
+	// MirrorTombstoneRetention is how long a mirror table keeps the
+	// tombstone of a deleted key, by event time relative to the newest
+	// event time the table holds: a change older than a forgotten tombstone
+	// brings its row back. Default DefaultMirrorTombstoneRetention;
+	// negative keeps tombstones forever.
+	MirrorTombstoneRetention time.Duration
 
 	// FenceIdleTxTimeout, when > 0, makes PostgreSQL end a catalog
 	// transaction idle for that long (idle_in_transaction_session_timeout
@@ -177,6 +183,11 @@ type Config struct {
 	// compaction has written its files and before it commits them; an
 	// error abandons the compaction (fault injection in tests).
 	BeforeRewriteCommit func(table string) error
+	// BeforeMirrorCommit, when set, is called with the original table name
+	// after the mirror commit of that table has written its files and
+	// before it commits them (after the changelog's commit); an error fails
+	// the Commit there (fault injection in tests).
+	BeforeMirrorCommit func(table string) error
 }
 
 // withDefaults returns cfg with every default filled in.

@@ -119,12 +119,6 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	return mp
 }
 
-// mirrorIndex is the order of each key's current change in one mirror
-// table, tombstones included.
-type mirrorIndex struct {
-	order map[string]orderKey
-}
-
 // mirrorState is the sink's mirror bookkeeping.
 type mirrorState struct {
 	mu      sync.Mutex

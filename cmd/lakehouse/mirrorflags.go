@@ -2,6 +2,7 @@ package main
 
 import (
 	"flag"
+	"time"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 )
@@ -13,6 +14,7 @@ type mirrorFlags struct {
 	namespace    string
 	nestedAsJSON bool
 	compactAt    int
+	tombstoneRet time.Duration
 }
 
 // register adds the flags; writer adds those only a writer uses.
@@ -24,6 +26,7 @@ func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
 	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
 	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
 	if writer {
+		fs.DurationVar(&m.tombstoneRet, "mirror-tombstone-retention", iceberg.DefaultMirrorTombstoneRetention, "how long a mirror table remembers a deleted key, by event time behind the newest one: a change older than a forgotten delete brings the row back (negative: forever)")
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
 	}
 }
@@ -33,4 +36,5 @@ func (m *mirrorFlags) apply(cfg *iceberg.Config) {
 	cfg.MirrorNamespace = m.namespace
 	cfg.MirrorNestedAsJSON = m.nestedAsJSON
 	cfg.MirrorCompactDeleteFiles = m.compactAt
+	cfg.MirrorTombstoneRetention = m.tombstoneRet
 }
