@@ -143,6 +143,11 @@ type Config struct {
 	// rows as JSON text columns instead of inferring struct and list
 	// columns.
 	MirrorNestedAsJSON bool
+	// MirrorInferTimestamps types a new mirror column timestamptz when its
+	// first value is an RFC 3339 string (with a zone, at most microsecond
+	// precision); later strings that are not go to _extra. Off: such
+	// strings are string columns.
+	MirrorInferTimestamps bool
 	// MirrorCompactDeleteFiles is the number of delete files of a mirror
 	// table at which the commit that reaches it compacts the table,
 	// applying and dropping its equality deletes. Default

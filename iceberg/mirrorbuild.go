@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -17,7 +16,7 @@ import (
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
 // returns the number of rows whose `after` went to _extra.
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bool) (arrow.RecordBatch, int64, error) {
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping) (arrow.RecordBatch, int64, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
@@ -47,7 +46,7 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bo
 			if present {
 				used++
 			}
-			if !appendJSON(b.Field(i), f.Type, v, nestedAsJSON) {
+			if !appendJSON(b.Field(i), f.Type, v, ty) {
 				fit = false
 			}
 		}
@@ -84,7 +83,7 @@ func onlyNulls(m map[string]any, fields []iceberg.NestedField) bool {
 
 // appendJSON appends a decoded JSON value to a builder of type t. A value
 // that does not fit is appended as null and reported with false.
-func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool {
+func appendJSON(b array.Builder, t iceberg.Type, v any, ty mirrorTyping) bool {
 	if v == nil {
 		b.AppendNull()
 		return true
@@ -97,7 +96,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 			b.(*array.StringBuilder).Append(x)
 			return true
 		case map[string]any, []any:
-			if !nestedAsJSON {
+			if !ty.nestedAsJSON {
 				return miss()
 			}
 			js, err := json.Marshal(x)
@@ -142,7 +141,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		}
 	case iceberg.TimestampTzType:
 		if x, ok := v.(string); ok {
-			if ts, err := time.Parse(time.RFC3339Nano, x); err == nil {
+			if ts, ok := parseTimestamp(x); ok {
 				b.(*array.TimestampBuilder).Append(arrow.Timestamp(ts.UnixMicro()))
 				return true
 			}
@@ -156,7 +155,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		sb.Append(true)
 		fit := true
 		for i, f := range t.FieldList {
-			if !appendJSON(sb.FieldBuilder(i), f.Type, obj[f.Name], nestedAsJSON) {
+			if !appendJSON(sb.FieldBuilder(i), f.Type, obj[f.Name], ty) {
 				fit = false
 			}
 		}
@@ -170,7 +169,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		lb.Append(true)
 		fit := true
 		for _, e := range arr {
-			if !appendJSON(lb.ValueBuilder(), t.Element, e, nestedAsJSON) {
+			if !appendJSON(lb.ValueBuilder(), t.Element, e, ty) {
 				fit = false
 			}
 		}

@@ -208,7 +208,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 // they outgrow, in a commit of its own before the rows' (a crash in
 // between leaves optional columns no row uses yet).
 func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, rows []*mirrorChange) (*table.Table, error) {
-	plan := newSchemaPlan(tbl.Schema(), s.cfg.MirrorNestedAsJSON)
+	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
 	for _, ch := range rows {
 		if m, ok := parseAfter(ch.after); ok {
 			plan.observeRow(m)
@@ -238,7 +238,7 @@ func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rows []*mi
 	if len(rows) == 0 {
 		return nil, 0, nil
 	}
-	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.cfg.MirrorNestedAsJSON)
+	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.mirrorTyping())
 	if err != nil {
 		return nil, 0, err
 	}

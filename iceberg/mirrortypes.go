@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -21,6 +22,40 @@ import (
 // and double when a value needs it) or do not: then the typed value is
 // null and the whole row is kept as JSON text in _extra. A value with no
 // type to infer (null, [], {}) creates no column.
+
+// mirrorTyping is how values are typed (Config.MirrorNestedAsJSON,
+// Config.MirrorInferTimestamps).
+type mirrorTyping struct {
+	nestedAsJSON bool // objects and arrays as JSON text
+	timestamps   bool // RFC 3339 strings as timestamptz
+}
+
+func (s *Sink) mirrorTyping() mirrorTyping {
+	return mirrorTyping{nestedAsJSON: s.cfg.MirrorNestedAsJSON, timestamps: s.cfg.MirrorInferTimestamps}
+}
+
+// parseTimestamp parses an RFC 3339 timestamp: date, 'T', time, zone
+// ("Z" or an offset), at most 6 fractional digits (Iceberg keeps
+// microseconds: more would be lost, so such a string is no timestamp).
+func parseTimestamp(s string) (time.Time, bool) {
+	if len(s) < len("2006-01-02T15:04:05Z") || s[10] != 'T' {
+		return time.Time{}, false
+	}
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false
+	}
+	if dot := strings.IndexByte(s, '.'); dot >= 0 {
+		end := dot + 1
+		for end < len(s) && s[end] >= '0' && s[end] <= '9' {
+			end++
+		}
+		if end-dot-1 > 6 {
+			return time.Time{}, false
+		}
+	}
+	return ts, true
+}
 
 // parseAfter decodes an `after` JSON object; ok is false when the text is
 // not a JSON object.
@@ -54,9 +89,14 @@ func validColumnName(k string) bool {
 
 // inferType returns the column type for a first value, or nil when the
 // value has no type to infer.
-func inferType(v any, nestedAsJSON bool) iceberg.Type {
+func inferType(v any, ty mirrorTyping) iceberg.Type {
 	switch x := v.(type) {
 	case string:
+		if ty.timestamps {
+			if _, ok := parseTimestamp(x); ok {
+				return iceberg.PrimitiveTypes.TimestampTz
+			}
+		}
 		return iceberg.PrimitiveTypes.String
 	case bool:
 		return iceberg.PrimitiveTypes.Bool
@@ -69,7 +109,7 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 		}
 		return nil
 	case map[string]any:
-		if nestedAsJSON {
+		if ty.nestedAsJSON {
 			return iceberg.PrimitiveTypes.String
 		}
 		var fields []iceberg.NestedField
@@ -77,7 +117,7 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 			if !validColumnName(k) {
 				continue
 			}
-			if t := inferType(x[k], nestedAsJSON); t != nil {
+			if t := inferType(x[k], ty); t != nil {
 				fields = append(fields, iceberg.NestedField{Name: k, Type: t})
 			}
 		}
@@ -86,11 +126,11 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 		}
 		return &iceberg.StructType{FieldList: fields}
 	case []any:
-		if nestedAsJSON {
+		if ty.nestedAsJSON {
 			return iceberg.PrimitiveTypes.String
 		}
 		for _, e := range x {
-			if t := inferType(e, nestedAsJSON); t != nil {
+			if t := inferType(e, ty); t != nil {
 				return &iceberg.ListType{Element: t, ElementRequired: false}
 			}
 		}
@@ -113,10 +153,10 @@ func mapKeys(m map[string]any) func(func(string) bool) {
 // working copy of the table's columns: new columns (top level or inside
 // structs) and widened primitives.
 type schemaPlan struct {
-	root         *planNode
-	nestedAsJSON bool
-	adds         []planChange
-	widens       []planChange
+	root   *planNode
+	ty     mirrorTyping
+	adds   []planChange
+	widens []planChange
 }
 
 type planChange struct {
@@ -132,9 +172,9 @@ type planNode struct {
 	added  bool // added by this plan: children join its type directly
 }
 
-func newSchemaPlan(sc *iceberg.Schema, nestedAsJSON bool) *schemaPlan {
+func newSchemaPlan(sc *iceberg.Schema, ty mirrorTyping) *schemaPlan {
 	st := sc.AsStruct()
-	return &schemaPlan{root: nodeOf(&st, false), nestedAsJSON: nestedAsJSON}
+	return &schemaPlan{root: nodeOf(&st, false), ty: ty}
 }
 
 func nodeOf(t iceberg.Type, inList bool) *planNode {
@@ -173,7 +213,7 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 		if parent.inList {
 			return
 		}
-		t := inferType(v, p.nestedAsJSON)
+		t := inferType(v, p.ty)
 		if t == nil {
 			return
 		}

@@ -210,7 +210,7 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 	addr := freeAddr(t)
 	logPath := filepath.Join(dir, "server.log")
 	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
-		"--sink", "iceberg", "--mirror", "--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn"}
+		"--sink", "iceberg", "--mirror", "--mirror-infer-timestamps", "--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn"}
 	p := startProc(t, addr, logPath, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()

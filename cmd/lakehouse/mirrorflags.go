@@ -13,6 +13,7 @@ type mirrorFlags struct {
 	on           bool
 	namespace    string
 	nestedAsJSON bool
+	inferTimes   bool
 	compactAt    int
 	tombstoneRet time.Duration
 }
@@ -27,6 +28,7 @@ func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
 	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
 	if writer {
 		fs.DurationVar(&m.tombstoneRet, "mirror-tombstone-retention", iceberg.DefaultMirrorTombstoneRetention, "how long a mirror table remembers a deleted key, by event time behind the newest one: a change older than a forgotten delete brings the row back (negative: forever)")
+		fs.BoolVar(&m.inferTimes, "mirror-infer-timestamps", false, "type a new mirror column timestamptz when its first value is an RFC 3339 string (2024-05-01T12:00:00.123Z, with a zone); later strings that are not timestamps go to _extra")
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
 	}
 }
@@ -35,6 +37,7 @@ func (m *mirrorFlags) apply(cfg *iceberg.Config) {
 	cfg.Mirror = m.on
 	cfg.MirrorNamespace = m.namespace
 	cfg.MirrorNestedAsJSON = m.nestedAsJSON
+	cfg.MirrorInferTimestamps = m.inferTimes
 	cfg.MirrorCompactDeleteFiles = m.compactAt
 	cfg.MirrorTombstoneRetention = m.tombstoneRet
 }
