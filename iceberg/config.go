@@ -148,6 +148,9 @@ type Config struct {
 	// precision); later strings that are not go to _extra. Off: such
 	// strings are string columns.
 	MirrorInferTimestamps bool
+	// MirrorSchemas pins the schemas of mirror tables, by CDC table name
+	// (see MirrorTableSchema and ParseMirrorSchemas).
+	MirrorSchemas map[string]MirrorTableSchema
 	// MirrorCompactDeleteFiles is the number of delete files of a mirror
 	// table at which the commit that reaches it compacts the table,
 	// applying and dropping its equality deletes. Default

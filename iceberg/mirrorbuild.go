@@ -16,7 +16,7 @@ import (
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
 // returns the number of rows whose `after` went to _extra.
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping) (arrow.RecordBatch, int64, error) {
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
@@ -25,8 +25,23 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 	b := array.NewRecordBuilder(memory.DefaultAllocator, asc)
 	defer b.Release()
 	idx := make(map[int]int, len(fields)) // field id -> column
+	have := make(map[string]bool, len(fields))
+	colTy := make([]mirrorTyping, len(fields))
 	for i, f := range fields {
 		idx[f.ID] = i
+		if f.ID > mirrorFieldExtra {
+			have[f.Name] = true
+		}
+		colTy[i] = ty
+		if pin.Columns[f.Name] == "string" {
+			colTy[i].nestedAsJSON = true // a pinned string column takes JSON text
+		}
+	}
+	// A custom key column (a pinned key) may appear in the JSON: it must
+	// hold the row id.
+	keyName := fields[idx[mirrorFieldRowID]].Name
+	if keyName == mirrorColRowID {
+		keyName = ""
 	}
 	var extraRows int64
 	for _, r := range rows {
@@ -35,23 +50,22 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
-		m, ok := parseAfter(r.after)
-		fit := ok
-		used := 0
+		m, fit := parseAfter(r.after)
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue
 			}
-			v, present := m[f.Name]
-			if present {
-				used++
-			}
-			if !appendJSON(b.Field(i), f.Type, v, ty) {
+			if !appendJSON(b.Field(i), f.Type, m[f.Name], colTy[i]) {
 				fit = false
 			}
 		}
-		if used < len(m) && !onlyNulls(m, fields) {
-			fit = false // a value with no column (no type to infer, or a reserved name)
+		for k, v := range m {
+			if v == nil || have[k] {
+				continue
+			}
+			if k != keyName || !isRowID(v, r.key) {
+				fit = false // a value with no column (no type to infer, a reserved name) or a wrong key
+			}
 		}
 		eb := b.Field(idx[mirrorFieldExtra]).(*array.StringBuilder)
 		if fit {
@@ -64,21 +78,18 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 	return b.NewRecordBatch(), extraRows, nil
 }
 
-// onlyNulls reports whether every key of m without a typed column holds
-// null, so that nothing is lost by leaving it out.
-func onlyNulls(m map[string]any, fields []iceberg.NestedField) bool {
-	have := make(map[string]bool, len(fields))
-	for _, f := range fields {
-		if f.ID > mirrorFieldExtra {
-			have[f.Name] = true
-		}
+// isRowID reports whether a JSON value is the row id: a string equal to it,
+// or a number or boolean whose JSON text is.
+func isRowID(v any, key string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == key
+	case json.Number:
+		return string(x) == key
+	case bool:
+		return strconv.FormatBool(x) == key
 	}
-	for k, v := range m {
-		if !have[k] && v != nil {
-			return false
-		}
-	}
-	return true
+	return false
 }
 
 // appendJSON appends a decoded JSON value to a builder of type t. A value
@@ -122,7 +133,11 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, ty mirrorTyping) bool {
 		}
 	case iceberg.Float64Type:
 		if n, ok := v.(json.Number); ok {
-			if f, err := n.Float64(); err == nil && !math.IsInf(f, 0) {
+			f, err := n.Float64()
+			if i, ierr := strconv.ParseInt(string(n), 10, 64); ierr == nil && (f >= math.MaxInt64 || int64(f) != i) {
+				return miss() // an integer a double cannot hold exactly
+			}
+			if err == nil && !math.IsInf(f, 0) {
 				b.(*array.Float64Builder).Append(f)
 				return true
 			}

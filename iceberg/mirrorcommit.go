@@ -112,7 +112,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	mr.written = int64(len(rows))
 
-	if tbl, err = s.evolveMirrorSchema(ctx, tbl, rows); err != nil {
+	if tbl, err = s.evolveMirrorSchema(ctx, tbl, s.mirrorPin(name), rows); err != nil {
 		return mr, err
 	}
 
@@ -128,12 +128,12 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	txn := tbl.NewTransaction()
 	if len(apply) > 0 {
-		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, rows)
+		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, name, rows)
 		if err != nil {
 			return mr, err
 		}
 		mr.extra = extra
-		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(apply))
+		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(tbl, apply))
 		if err != nil {
 			s.removeFiles(ctx, tbl, dataFiles)
 			return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
@@ -207,8 +207,9 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 // evolveMirrorSchema adds the columns the rows need and widens the ones
 // they outgrow, in a commit of its own before the rows' (a crash in
 // between leaves optional columns no row uses yet).
-func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, rows []*mirrorChange) (*table.Table, error) {
+func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []*mirrorChange) (*table.Table, error) {
 	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
+	plan.pin(pin, s.pinnedAdds(tbl, pin, false))
 	for _, ch := range rows {
 		if m, ok := parseAfter(ch.after); ok {
 			plan.observeRow(m)
@@ -234,11 +235,11 @@ func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, rows []
 }
 
 // writeMirrorRows writes the rows as data files of the mirror table.
-func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rows []*mirrorChange) ([]iceberg.DataFile, int64, error) {
+func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name string, rows []*mirrorChange) ([]iceberg.DataFile, int64, error) {
 	if len(rows) == 0 {
 		return nil, 0, nil
 	}
-	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.mirrorTyping())
+	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.mirrorTyping(), s.mirrorPin(name))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -267,9 +268,10 @@ func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rows []*mi
 }
 
 // keyRecords is the equality delete record of the touched keys.
-func keyRecords(changes []*mirrorChange) func(func(arrow.RecordBatch, error) bool) {
+func keyRecords(tbl *table.Table, changes []*mirrorChange) func(func(arrow.RecordBatch, error) bool) {
 	return func(yield func(arrow.RecordBatch, error) bool) {
-		sc, err := table.SchemaToArrowSchema(iceberg.NewSchema(0, MirrorSchema().Field(0)), nil, true, false)
+		key, _ := tbl.Schema().FindFieldByID(mirrorFieldRowID)
+		sc, err := table.SchemaToArrowSchema(iceberg.NewSchema(0, key), nil, true, false)
 		if err != nil {
 			yield(nil, err)
 			return

@@ -62,6 +62,9 @@ func (cfg *Config) mirrorDefaults() error {
 	if cfg.MirrorNamespace == cfg.Namespace {
 		return fmt.Errorf("iceberg: mirror namespace %q must differ from the CDC namespace", cfg.MirrorNamespace)
 	}
+	if err := validateMirrorSchemas(cfg.MirrorSchemas); err != nil {
+		return fmt.Errorf("iceberg: %w", err)
+	}
 	if cfg.MirrorTombstoneRetention == 0 {
 		cfg.MirrorTombstoneRetention = DefaultMirrorTombstoneRetention
 	}

@@ -96,6 +96,9 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return idx, nil
 	}
 	idx := newMirrorIndex()
+	if _, pinned := s.cfg.MirrorSchemas[name]; pinned {
+		s.pinnedAdds(tbl, s.mirrorPin(name), true) // warns once per load about a table that differs
+	}
 	if tbl.CurrentSnapshot() != nil {
 		keyCol := mirrorKeyColumn(tbl)
 		_, it, err := tbl.Scan(table.WithSelectedFields(keyCol, mirrorColSourceID, mirrorColEntrySeq, mirrorColEventTime)).

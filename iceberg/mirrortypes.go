@@ -155,6 +155,7 @@ func mapKeys(m map[string]any) func(func(string) bool) {
 type schemaPlan struct {
 	root   *planNode
 	ty     mirrorTyping
+	pinned map[string]bool // pinned top-level columns: never widened
 	adds   []planChange
 	widens []planChange
 }
@@ -197,6 +198,19 @@ func markAdded(n *planNode) {
 	}
 }
 
+// pin plans the pinned columns the table lacks and keeps every pinned
+// column from widening.
+func (p *schemaPlan) pin(pin MirrorTableSchema, adds []planChange) {
+	p.pinned = make(map[string]bool, len(pin.Columns))
+	for col := range pin.Columns {
+		p.pinned[col] = true
+	}
+	for _, a := range adds {
+		p.root.fields[a.path[0]] = nodeOf(a.typ, false)
+		p.adds = append(p.adds, a)
+	}
+}
+
 // observeRow plans the changes a row's values need.
 func (p *schemaPlan) observeRow(m map[string]any) {
 	for _, k := range slices.Sorted(mapKeys(m)) {
@@ -229,6 +243,9 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 		}
 		p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
 		return
+	}
+	if len(path) == 1 && p.pinned[name] {
+		return // pinned: a value that does not fit goes to _extra
 	}
 	switch t := n.typ.(type) {
 	case iceberg.Int32Type:

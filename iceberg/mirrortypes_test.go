@@ -2,6 +2,8 @@ package iceberg
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -36,12 +38,15 @@ func checkWithReaders(t *testing.T, s *Sink, name string, m *mirrormodel.Model) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	icebergcheck.CompareMirror(t, name+" (own reader)", own.Rows, m.Rows(name))
+	icebergcheck.CompareMirrorKey(t, name+" (own reader)", own.KeyColumn(), own.Rows, m.Rows(name))
 	scan, err := icebergcheck.ScanTable(ctx, tbl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	icebergcheck.CompareMirror(t, name+" (scan)", scan.Rows, m.Rows(name))
+	icebergcheck.CompareMirrorKey(t, name+" (scan)", scan.KeyColumn(), scan.Rows, m.Rows(name))
+	if own.KeyColumn() != scan.KeyColumn() {
+		t.Errorf("key column: %s and %s", own.KeyColumn(), scan.KeyColumn())
+	}
 }
 
 func columnType(t *testing.T, s *Sink, tableName, col string) string {
@@ -103,5 +108,98 @@ func TestParseTimestamp(t *testing.T) {
 		if _, got := parseTimestamp(s); got != want {
 			t.Errorf("parseTimestamp(%q) = %v, want %v", s, got, want)
 		}
+	}
+}
+
+// TestMirrorPinnedSchema: a pinned schema names the key column (holding
+// the row id; a JSON member of that name must match it) and fixes column
+// types: created with the table, never widened or re-inferred, values that
+// do not fit go to _extra; other columns are inferred; a column pinned
+// later is added to the existing table.
+func TestMirrorPinnedSchema(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	pin := MirrorTableSchema{Key: "id", Columns: map[string]string{
+		"age": "int", "score": "double", "at": "timestamptz", "note": "string", "flag": "boolean"}}
+	s := openTestSink(t, dir, func(c *Config) { c.Mirror = true; c.MirrorSchemas = map[string]MirrorTableSchema{"users": pin} })
+	m := mirrormodel.New()
+	for i, after := range []string{
+		`{"id":1,"age":30,"score":1,"at":"2024-05-01T12:00:00Z","note":{"x":[1,2]},"flag":true,"other":"x"}`,
+		`{"id":2,"age":5000000000}`,         // does not fit int: not widened
+		`{"id":99,"age":1}`,                 // not the row id
+		`{"id":"4","age":"old"}`,            // a string in an int column
+		`{"at":"later","note":"text"}`,      // not a timestamp
+		`{"score":"high","other":"y"}`,      // a string in a double column
+		`{"id":"7","note":[1],"flag":null}`, // fits
+		`{"score":9007199254740993}`,        // a long a double cannot hold exactly
+	} {
+		f := oneRowFlush(uint64(i+1), "users", fmt.Sprint(i+1), after)
+		mustCommit(t, s, f)
+		m.CommitBatch("src", []codec.Entry{f.Tables[0].Rows[0].Entry})
+	}
+	tbl, err := s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if key, _ := tbl.Schema().FindFieldByID(mirrorFieldRowID); key.Name != "id" || !key.Required || tbl.Schema().IdentifierFieldIDs[0] != mirrorFieldRowID {
+		t.Errorf("key field %+v, identifiers %v", key, tbl.Schema().IdentifierFieldIDs)
+	}
+	if _, ok := tbl.Schema().FindFieldByName(mirrorColRowID); ok {
+		t.Error("a row_id column beside the pinned key")
+	}
+	for col, want := range map[string]string{"age": "int", "score": "double", "at": "timestamptz", "note": "string", "flag": "boolean", "other": "string"} {
+		if got := columnType(t, s, "users", col); got != want {
+			t.Errorf("column %s: %s, want %s", col, got, want)
+		}
+	}
+	checkWithReaders(t, s, "users", m)
+	if n := s.MirrorTotals().ExtraRows; n != 6 {
+		t.Errorf("extra rows %d, want 6", n)
+	}
+
+	// A column pinned later is added to the table by the next commit.
+	s.Close()
+	pin.Columns["city"] = "string"
+	s = openTestSink(t, dir, func(c *Config) { c.Mirror = true; c.MirrorSchemas = map[string]MirrorTableSchema{"users": pin} })
+	f := oneRowFlush(9, "users", "9", `{"id":9}`)
+	mustCommit(t, s, f)
+	m.CommitBatch("src", []codec.Entry{f.Tables[0].Rows[0].Entry})
+	if got := columnType(t, s, "users", "city"); got != "string" {
+		t.Errorf("column pinned later: %q", got)
+	}
+	checkWithReaders(t, s, "users", m)
+}
+
+// TestParseMirrorSchemas: the YAML file parses; errors name the field.
+func TestParseMirrorSchemas(t *testing.T) {
+	got, err := ParseMirrorSchemas([]byte("tables:\n  users:\n    key: user_id\n    columns:\n      age: long\n      at: timestamptz\n  orders:\n    columns: {total: double}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["users"].Key != "user_id" || got["users"].Columns["at"] != "timestamptz" || got["orders"].Columns["total"] != "double" {
+		t.Errorf("parsed %+v", got)
+	}
+	if got, err := ParseMirrorSchemas(nil); err != nil || len(got) != 0 {
+		t.Errorf("empty file: %v, %v", got, err)
+	}
+	for in, want := range map[string]string{
+		"tables:\n  users:\n    columns: {age: integer}\n":          `tables.users.columns.age: unknown type "integer" (want one of boolean, double, float, int, long, string, timestamptz)`,
+		"tables:\n  users:\n    columns: {a.b: long}\n":             "tables.users.columns.a.b: cannot name a column",
+		"tables:\n  users:\n    columns: {_op: long}\n":             "tables.users.columns._op: cannot name a column",
+		"tables:\n  users:\n    key: id\n    columns: {id: long}\n": "tables.users.columns.id: is the key column",
+		"tables:\n  users:\n    key: _extra\n":                      "tables.users.key: \"_extra\" cannot name a column",
+		"tables:\n  users:\n    colums: {a: long}\n":                "field colums not found",
+		"tables: [1]\n": "cannot unmarshal",
+	} {
+		_, err := ParseMirrorSchemas([]byte(in))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: error %v, want it to contain %q", in, err, want)
+		}
+	}
+	// Open validates the configuration too.
+	_, err = Open(context.Background(), Config{DataDir: t.TempDir(), Logger: quietLogger(),
+		MirrorSchemas: map[string]MirrorTableSchema{"t": {Columns: map[string]string{"x": "varchar"}}}})
+	if err == nil || !strings.Contains(err.Error(), "tables.t.columns.x") {
+		t.Errorf("Open with a bad pinned schema: %v", err)
 	}
 }

@@ -99,7 +99,9 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		ExclusiveMaintenance: f.exclusiveMaint,
 	}
 	if f.mirror != nil {
-		f.mirror.apply(&cfg)
+		if err := f.mirror.apply(&cfg); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
 }
