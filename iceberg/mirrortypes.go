@@ -150,8 +150,8 @@ func mapKeys(m map[string]any) func(func(string) bool) {
 }
 
 // schemaPlan collects the schema changes a commit's rows need, against a
-// working copy of the table's columns: new columns (top level or inside
-// structs) and widened primitives.
+// working copy of the table's columns: new columns (top level, inside
+// structs or inside the struct elements of lists) and widened primitives.
 type schemaPlan struct {
 	root   *planNode
 	ty     mirrorTyping
@@ -165,30 +165,43 @@ type planChange struct {
 	typ  iceberg.Type
 }
 
-// planNode is a column of the working copy.
+// planNode is a column of the working copy. A struct, or a list of
+// structs, has its (element's) fields as children.
 type planNode struct {
-	typ    iceberg.Type // the column's type (structs: as loaded or added)
+	typ    iceberg.Type // the column's type (as loaded or added)
 	fields map[string]*planNode
-	inList bool // inside a list element: no columns are added there
 	added  bool // added by this plan: children join its type directly
 }
 
 func newSchemaPlan(sc *iceberg.Schema, ty mirrorTyping) *schemaPlan {
 	st := sc.AsStruct()
-	return &schemaPlan{root: nodeOf(&st, false), ty: ty}
+	return &schemaPlan{root: nodeOf(&st), ty: ty}
 }
 
-func nodeOf(t iceberg.Type, inList bool) *planNode {
-	n := &planNode{typ: t, inList: inList}
-	// A list's elements get no planned children: nothing is added inside
-	// a list (a misfit there goes to _extra).
-	if x, ok := t.(*iceberg.StructType); ok {
+func nodeOf(t iceberg.Type) *planNode {
+	n := &planNode{typ: t}
+	if x := structOf(t); x != nil {
 		n.fields = make(map[string]*planNode)
 		for _, f := range x.FieldList {
-			n.fields[f.Name] = nodeOf(f.Type, inList)
+			n.fields[f.Name] = nodeOf(f.Type)
 		}
 	}
 	return n
+}
+
+// structOf returns t when it is a struct, its element when it is a list of
+// structs (iceberg-go's UpdateSchema adds a field to a list's element
+// struct by the list's path), nil otherwise.
+func structOf(t iceberg.Type) *iceberg.StructType {
+	switch x := t.(type) {
+	case *iceberg.StructType:
+		return x
+	case *iceberg.ListType:
+		if st, ok := x.Element.(*iceberg.StructType); ok {
+			return st
+		}
+	}
+	return nil
 }
 
 func markAdded(n *planNode) {
@@ -206,7 +219,7 @@ func (p *schemaPlan) pin(pin MirrorTableSchema, adds []planChange) {
 		p.pinned[col] = true
 	}
 	for _, a := range adds {
-		p.root.fields[a.path[0]] = nodeOf(a.typ, false)
+		p.root.fields[a.path[0]] = nodeOf(a.typ)
 		p.adds = append(p.adds, a)
 	}
 }
@@ -224,30 +237,30 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 	name := path[len(path)-1]
 	n, ok := parent.fields[name]
 	if !ok {
-		if parent.inList {
-			return
-		}
 		t := inferType(v, p.ty)
 		if t == nil {
 			return
 		}
-		child := nodeOf(t, false)
+		child := nodeOf(t)
 		markAdded(child)
 		parent.fields[name] = child
 		if parent.added {
 			// The parent struct is itself added by this plan: the new
 			// field joins its type (shared with the planned add).
-			st := parent.typ.(*iceberg.StructType)
+			st := structOf(parent.typ)
 			st.FieldList = append(st.FieldList, iceberg.NestedField{Name: name, Type: t})
-			return
+		} else {
+			p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
 		}
-		p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
+		// The type came from the first element of a list: the others may
+		// bring more fields.
+		p.observeElements(child, path, v)
 		return
 	}
 	if len(path) == 1 && p.pinned[name] {
 		return // pinned: a value that does not fit goes to _extra
 	}
-	switch t := n.typ.(type) {
+	switch n.typ.(type) {
 	case iceberg.Int32Type:
 		if num, ok := v.(json.Number); ok {
 			if i, err := strconv.ParseInt(string(num), 10, 64); err == nil && (i < math.MinInt32 || i > math.MaxInt32) {
@@ -271,7 +284,26 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 			}
 		}
 	case *iceberg.ListType:
-		_ = t // list elements never add columns; misfits go to _extra
+		p.observeElements(n, path, v)
+	}
+}
+
+// observeElements plans the fields the struct elements of a list need: a
+// list of structs gains the fields of any of its elements; other lists add
+// nothing (a misfit goes to _extra).
+func (p *schemaPlan) observeElements(n *planNode, path []string, v any) {
+	arr, ok := v.([]any)
+	if !ok || n.fields == nil {
+		return
+	}
+	for _, e := range arr {
+		if obj, ok := e.(map[string]any); ok {
+			for _, k := range slices.Sorted(mapKeys(obj)) {
+				if validColumnName(k) {
+					p.observe(n, append(slices.Clone(path), k), obj[k])
+				}
+			}
+		}
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/apache/iceberg-go/table"
+
 	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/icebergcheck"
 	"github.com/dot-do/lakehouse-rpc/internal/mirrormodel"
@@ -201,5 +203,38 @@ func TestParseMirrorSchemas(t *testing.T) {
 		MirrorSchemas: map[string]MirrorTableSchema{"t": {Columns: map[string]string{"x": "varchar"}}}})
 	if err == nil || !strings.Contains(err.Error(), "tables.t.columns.x") {
 		t.Errorf("Open with a bad pinned schema: %v", err)
+	}
+}
+
+// TestMirrorListOfStructEvolution: new fields inside the struct elements
+// of a list (any element, nested structs too) are added as optional fields
+// of the element struct, with stable ids; widening works there too; old
+// snapshots still read.
+func TestMirrorListOfStructEvolution(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), mirrorOn)
+	m := commitRows(t, s, "t",
+		`{"items":[{"a":1,"s":{"x":1}}]}`,
+		`{"items":[{"a":2,"b":"new","s":{"x":2,"y":"z"}},{"a":3,"c":true,"d":[{"q":1}]}]}`,
+		`{"items":[{"a":4,"d":[{"q":2,"r":"deep"}]}],"fresh":[{"u":1},{"v":"w"}]}`,
+		`{"items":[{"a":"not a number"}]}`,
+	)
+	tbl, err := s.LoadMirrorTable(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{"items.element.a": "long", "items.element.b": "string", "items.element.c": "boolean",
+		"items.element.s.y": "string", "items.element.d.element.r": "string", "fresh.element.u": "long", "fresh.element.v": "string"} {
+		if f, ok := tbl.Schema().FindFieldByName(path); !ok || f.Type.String() != want {
+			t.Errorf("field %s: %v %v, want %s", path, f.Type, ok, want)
+		}
+	}
+	checkWithReaders(t, s, "t", m)
+	if n := s.MirrorTotals().ExtraRows; n != 1 {
+		t.Errorf("extra rows %d, want 1 (the string in a long field)", n)
+	}
+	first := tbl.Metadata().Snapshots()[0].SnapshotID
+	if old := readMirror(t, tbl, table.WithSnapshotID(first)); len(old) != 1 {
+		t.Errorf("first snapshot reads %d rows", len(old))
 	}
 }
