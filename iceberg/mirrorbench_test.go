@@ -53,8 +53,9 @@ func BenchmarkMirrorRows(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		p := newSchemaPlan(sc, ty)
+		dec := newAfterDecoder()
 		for _, r := range rows {
-			if m, ok := parseAfter(r.after); ok {
+			if m, ok := dec.parse(r.after); ok {
 				p.observeRow(m)
 			}
 		}

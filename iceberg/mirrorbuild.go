@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -44,13 +45,14 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		keyName = ""
 	}
 	var extraRows int64
+	dec := newAfterDecoder()
 	for _, r := range rows {
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
 		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
-		m, fit := parseAfter(r.after)
+		m, fit := dec.parse(r.after)
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue
@@ -134,8 +136,11 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, ty mirrorTyping) bool {
 	case iceberg.Float64Type:
 		if n, ok := v.(json.Number); ok {
 			f, err := n.Float64()
-			if i, ierr := strconv.ParseInt(string(n), 10, 64); ierr == nil && (f >= math.MaxInt64 || int64(f) != i) {
-				return miss() // an integer a double cannot hold exactly
+			if !strings.ContainsAny(string(n), ".eE") {
+				// An integer: a double column takes it only when exact.
+				if i, ierr := strconv.ParseInt(string(n), 10, 64); ierr != nil || f >= math.MaxInt64 || int64(f) != i {
+					return miss()
+				}
 			}
 			if err == nil && !math.IsInf(f, 0) {
 				b.(*array.Float64Builder).Append(f)

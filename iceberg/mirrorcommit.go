@@ -210,8 +210,9 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []*mirrorChange) (*table.Table, error) {
 	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
 	plan.pin(pin, s.pinnedAdds(tbl, pin, false))
+	dec := newAfterDecoder()
 	for _, ch := range rows {
-		if m, ok := parseAfter(ch.after); ok {
+		if m, ok := dec.parse(ch.after); ok {
 			plan.observeRow(m)
 		}
 	}

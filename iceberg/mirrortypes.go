@@ -1,7 +1,6 @@
 package iceberg
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"slices"
@@ -55,21 +54,6 @@ func parseTimestamp(s string) (time.Time, bool) {
 		}
 	}
 	return ts, true
-}
-
-// parseAfter decodes an `after` JSON object; ok is false when the text is
-// not a JSON object.
-func parseAfter(b []byte) (map[string]any, bool) {
-	if len(b) == 0 {
-		return nil, true
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
-		return nil, false
-	}
-	return m, true
 }
 
 // validColumnName reports whether a JSON key can name a typed column:
@@ -153,11 +137,12 @@ func mapKeys(m map[string]any) func(func(string) bool) {
 // working copy of the table's columns: new columns (top level, inside
 // structs or inside the struct elements of lists) and widened primitives.
 type schemaPlan struct {
-	root   *planNode
-	ty     mirrorTyping
-	pinned map[string]bool // pinned top-level columns: never widened
-	adds   []planChange
-	widens []planChange
+	root    *planNode
+	ty      mirrorTyping
+	pinned  map[string]bool // pinned top-level columns: never widened
+	keyBufs [][]string      // sortedKeys' buffers, by depth
+	adds    []planChange
+	widens  []planChange
 }
 
 type planChange struct {
@@ -224,9 +209,24 @@ func (p *schemaPlan) pin(pin MirrorTableSchema, adds []planChange) {
 	}
 }
 
+// sortedKeys returns m's keys sorted (new columns are added in name
+// order), in a buffer reused for every object at that depth.
+func (p *schemaPlan) sortedKeys(m map[string]any, depth int) []string {
+	for len(p.keyBufs) <= depth {
+		p.keyBufs = append(p.keyBufs, nil)
+	}
+	b := p.keyBufs[depth][:0]
+	for k := range m {
+		b = append(b, k)
+	}
+	slices.Sort(b)
+	p.keyBufs[depth] = b
+	return b
+}
+
 // observeRow plans the changes a row's values need.
 func (p *schemaPlan) observeRow(m map[string]any) {
-	for _, k := range slices.Sorted(mapKeys(m)) {
+	for _, k := range p.sortedKeys(m, 0) {
 		if validColumnName(k) {
 			p.observe(p.root, []string{k}, m[k])
 		}
@@ -277,9 +277,9 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 		}
 	case *iceberg.StructType:
 		if obj, ok := v.(map[string]any); ok {
-			for _, k := range slices.Sorted(mapKeys(obj)) {
+			for _, k := range p.sortedKeys(obj, len(path)) {
 				if validColumnName(k) {
-					p.observe(n, append(slices.Clone(path), k), obj[k])
+					p.observe(n, append(path, k), obj[k])
 				}
 			}
 		}
@@ -298,9 +298,9 @@ func (p *schemaPlan) observeElements(n *planNode, path []string, v any) {
 	}
 	for _, e := range arr {
 		if obj, ok := e.(map[string]any); ok {
-			for _, k := range slices.Sorted(mapKeys(obj)) {
+			for _, k := range p.sortedKeys(obj, len(path)) {
 				if validColumnName(k) {
-					p.observe(n, append(slices.Clone(path), k), obj[k])
+					p.observe(n, append(path, k), obj[k])
 				}
 			}
 		}
