@@ -150,11 +150,25 @@ type Config struct {
 	// rows as JSON text columns instead of inferring struct and list
 	// columns.
 	MirrorNestedAsJSON bool
+	// MirrorInferTimestamps types a new mirror column timestamptz when its
+	// first value is an RFC 3339 string (with a zone, at most microsecond
+	// precision); later strings that are not go to _extra. Off: such
+	// strings are string columns.
+	MirrorInferTimestamps bool
+	// MirrorSchemas pins the schemas of mirror tables, by CDC table name
+	// (see MirrorTableSchema and ParseMirrorSchemas).
+	MirrorSchemas map[string]MirrorTableSchema
 	// MirrorCompactDeleteFiles is the number of delete files of a mirror
 	// table at which the commit that reaches it compacts the table,
 	// applying and dropping its equality deletes. Default
 	// DefaultMirrorCompactDeleteFiles; negative turns it off.
 	MirrorCompactDeleteFiles int
+	// MirrorTombstoneRetention is how long a mirror table keeps the
+	// tombstone of a deleted key, by event time relative to the newest
+	// event time the table holds: a change older than a forgotten tombstone
+	// brings its row back. Default DefaultMirrorTombstoneRetention;
+	// negative keeps tombstones forever.
+	MirrorTombstoneRetention time.Duration
 
 	// FenceIdleTxTimeout, when > 0, makes PostgreSQL end a catalog
 	// transaction idle for that long (idle_in_transaction_session_timeout
@@ -198,6 +212,11 @@ type Config struct {
 	// compaction has written its files and before it commits them; an
 	// error abandons the compaction (fault injection in tests).
 	BeforeRewriteCommit func(table string) error
+	// BeforeMirrorCommit, when set, is called with the original table name
+	// after the mirror commit of that table has written its files and
+	// before it commits them (after the changelog's commit); an error fails
+	// the Commit there (fault injection in tests).
+	BeforeMirrorCommit func(table string) error
 }
 
 // withDefaults returns cfg with every default filled in.

@@ -119,12 +119,6 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	return mp
 }
 
-// mirrorIndex is the order of each key's current change in one mirror
-// table, tombstones included.
-type mirrorIndex struct {
-	order map[string]orderKey
-}
-
 // mirrorState is the sink's mirror bookkeeping.
 type mirrorState struct {
 	mu      sync.Mutex
@@ -208,7 +202,7 @@ func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.
 	ident := s.MirrorIdentifier(original)
 	tbl, err := s.cat.LoadTable(ctx, ident)
 	if errors.Is(err, catalog.ErrNoSuchTable) {
-		tbl, err = s.cat.CreateTable(ctx, ident, MirrorSchema(), catalog.WithProperties(s.mirrorTableProps(original)))
+		tbl, err = s.cat.CreateTable(ctx, ident, s.mirrorPin(original).schemaFor(), catalog.WithProperties(s.mirrorTableProps(original)))
 		if errors.Is(err, catalog.ErrTableAlreadyExists) {
 			tbl, err = s.cat.LoadTable(ctx, ident)
 		} else if err == nil {

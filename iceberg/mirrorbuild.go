@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
-	"time"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -17,7 +17,7 @@ import (
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
 // returns the number of rows whose `after` went to _extra.
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bool) (arrow.RecordBatch, int64, error) {
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
@@ -26,33 +26,48 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bo
 	b := array.NewRecordBuilder(memory.DefaultAllocator, asc)
 	defer b.Release()
 	idx := make(map[int]int, len(fields)) // field id -> column
+	have := make(map[string]bool, len(fields))
+	colTy := make([]mirrorTyping, len(fields))
 	for i, f := range fields {
 		idx[f.ID] = i
+		if f.ID > mirrorFieldExtra {
+			have[f.Name] = true
+		}
+		colTy[i] = ty
+		if pin.Columns[f.Name] == "string" {
+			colTy[i].nestedAsJSON = true // a pinned string column takes JSON text
+		}
+	}
+	// A custom key column (a pinned key) may appear in the JSON: it must
+	// hold the row id.
+	keyName := fields[idx[mirrorFieldRowID]].Name
+	if keyName == mirrorColRowID {
+		keyName = ""
 	}
 	var extraRows int64
+	dec := newAfterDecoder()
 	for _, r := range rows {
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
 		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
-		m, ok := parseAfter(r.after)
-		fit := ok
-		used := 0
+		m, fit := dec.parse(r.after)
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue
 			}
-			v, present := m[f.Name]
-			if present {
-				used++
-			}
-			if !appendJSON(b.Field(i), f.Type, v, nestedAsJSON) {
+			if !appendJSON(b.Field(i), f.Type, m[f.Name], colTy[i]) {
 				fit = false
 			}
 		}
-		if used < len(m) && !onlyNulls(m, fields) {
-			fit = false // a value with no column (no type to infer, or a reserved name)
+		for k, v := range m {
+			if v == nil || have[k] {
+				continue
+			}
+			if k != keyName || !isRowID(v, r.key) {
+				fit = false // a value with no column (no type to infer, a reserved name) or a wrong key
+			}
 		}
 		eb := b.Field(idx[mirrorFieldExtra]).(*array.StringBuilder)
 		if fit {
@@ -65,26 +80,23 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, nestedAsJSON bo
 	return b.NewRecordBatch(), extraRows, nil
 }
 
-// onlyNulls reports whether every key of m without a typed column holds
-// null, so that nothing is lost by leaving it out.
-func onlyNulls(m map[string]any, fields []iceberg.NestedField) bool {
-	have := make(map[string]bool, len(fields))
-	for _, f := range fields {
-		if f.ID > mirrorFieldExtra {
-			have[f.Name] = true
-		}
+// isRowID reports whether a JSON value is the row id: a string equal to it,
+// or a number or boolean whose JSON text is.
+func isRowID(v any, key string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == key
+	case json.Number:
+		return string(x) == key
+	case bool:
+		return strconv.FormatBool(x) == key
 	}
-	for k, v := range m {
-		if !have[k] && v != nil {
-			return false
-		}
-	}
-	return true
+	return false
 }
 
 // appendJSON appends a decoded JSON value to a builder of type t. A value
 // that does not fit is appended as null and reported with false.
-func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool {
+func appendJSON(b array.Builder, t iceberg.Type, v any, ty mirrorTyping) bool {
 	if v == nil {
 		b.AppendNull()
 		return true
@@ -97,7 +109,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 			b.(*array.StringBuilder).Append(x)
 			return true
 		case map[string]any, []any:
-			if !nestedAsJSON {
+			if !ty.nestedAsJSON {
 				return miss()
 			}
 			js, err := json.Marshal(x)
@@ -123,7 +135,14 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		}
 	case iceberg.Float64Type:
 		if n, ok := v.(json.Number); ok {
-			if f, err := n.Float64(); err == nil && !math.IsInf(f, 0) {
+			f, err := n.Float64()
+			if !strings.ContainsAny(string(n), ".eE") {
+				// An integer: a double column takes it only when exact.
+				if i, ierr := strconv.ParseInt(string(n), 10, 64); ierr != nil || f >= math.MaxInt64 || int64(f) != i {
+					return miss()
+				}
+			}
+			if err == nil && !math.IsInf(f, 0) {
 				b.(*array.Float64Builder).Append(f)
 				return true
 			}
@@ -142,7 +161,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		}
 	case iceberg.TimestampTzType:
 		if x, ok := v.(string); ok {
-			if ts, err := time.Parse(time.RFC3339Nano, x); err == nil {
+			if ts, ok := parseTimestamp(x); ok {
 				b.(*array.TimestampBuilder).Append(arrow.Timestamp(ts.UnixMicro()))
 				return true
 			}
@@ -156,7 +175,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		sb.Append(true)
 		fit := true
 		for i, f := range t.FieldList {
-			if !appendJSON(sb.FieldBuilder(i), f.Type, obj[f.Name], nestedAsJSON) {
+			if !appendJSON(sb.FieldBuilder(i), f.Type, obj[f.Name], ty) {
 				fit = false
 			}
 		}
@@ -170,7 +189,7 @@ func appendJSON(b array.Builder, t iceberg.Type, v any, nestedAsJSON bool) bool 
 		lb.Append(true)
 		fit := true
 		for _, e := range arr {
-			if !appendJSON(lb.ValueBuilder(), t.Element, e, nestedAsJSON) {
+			if !appendJSON(lb.ValueBuilder(), t.Element, e, ty) {
 				fit = false
 			}
 		}

@@ -84,24 +84,35 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	apply := make([]*mirrorChange, 0, len(winners))
 	for k, ch := range winners {
-		if cur, ok := idx.order[k]; ok && compareOrder(ch.order(), cur) <= 0 {
+		if cur, ok := idx.get(k); ok && compareOrder(ch.order(), cur) <= 0 {
 			mr.stale++
 			continue
 		}
 		apply = append(apply, ch)
 	}
 	slices.SortFunc(apply, func(a, b *mirrorChange) int { return strings.Compare(a.key, b.key) })
+	// The index takes the winners now; unless the commit succeeds it is
+	// dropped and reloaded from the table next time.
+	committedOK := false
+	defer func() {
+		if !committedOK {
+			delete(s.mirror.indexes, sink.SanitizeName(name))
+		}
+	}()
 	var rows []*mirrorChange
+	var deletes []tombstone
 	for _, ch := range apply {
+		idx.set(ch.key, ch.order(), ch.op == codec.OpDelete)
 		if ch.op == codec.OpDelete {
 			mr.deleted++
+			deletes = append(deletes, tombstone{key: ch.key, ord: ch.order()})
 		} else {
 			rows = append(rows, ch)
 		}
 	}
 	mr.written = int64(len(rows))
 
-	if tbl, err = s.evolveMirrorSchema(ctx, tbl, rows); err != nil {
+	if tbl, err = s.evolveMirrorSchema(ctx, tbl, s.mirrorPin(name), rows); err != nil {
 		return mr, err
 	}
 
@@ -117,12 +128,12 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	txn := tbl.NewTransaction()
 	if len(apply) > 0 {
-		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, rows)
+		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, name, rows)
 		if err != nil {
 			return mr, err
 		}
 		mr.extra = extra
-		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(apply))
+		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(tbl, apply))
 		if err != nil {
 			s.removeFiles(ctx, tbl, dataFiles)
 			return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
@@ -142,19 +153,38 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			return mr, fmt.Errorf("mirror: stage row delta: %w", err)
 		}
 	}
+	// The tombstones of the winning deletes, in the same transaction.
+	tup, err := s.planTombstones(ctx, tbl, idx, deletes)
+	if err != nil {
+		return mr, err
+	}
+	if v, ok := tup.prop(); ok {
+		props[PropMirrorTombstones] = v
+	}
 	if len(props) > 0 {
 		if err := txn.SetProperties(props); err != nil {
 			return mr, fmt.Errorf("mirror: set properties: %w", err)
 		}
 	}
+	if hook := s.cfg.BeforeMirrorCommit; hook != nil {
+		if err := hook(name); err != nil {
+			tup.abandon(ctx, tbl)
+			return mr, fmt.Errorf("before mirror commit hook: %w", err)
+		}
+	}
 	committed, err := txn.Commit(ctx)
 	if err != nil {
-		// The outcome may be unknown: forget the index, reload it next time.
-		delete(s.mirror.indexes, sink.SanitizeName(name))
+		// The outcome may be unknown: the index is reloaded next time
+		// (the tombstone file may be referenced: it is left to orphan
+		// cleanup).
 		return mr, fmt.Errorf("mirror: catalog commit: %w", err)
 	}
-	for _, ch := range apply {
-		idx.order[ch.key] = ch.order()
+	committedOK = true
+	if tup.files != nil {
+		idx.files = tup.files
+	}
+	if tup.merged {
+		idx.forgetTombstones(tup.cutoff)
 	}
 	if snap := committed.CurrentSnapshot(); snap != nil && len(apply) > 0 {
 		mr.snapshotID = snap.SnapshotID
@@ -177,10 +207,12 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 // evolveMirrorSchema adds the columns the rows need and widens the ones
 // they outgrow, in a commit of its own before the rows' (a crash in
 // between leaves optional columns no row uses yet).
-func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, rows []*mirrorChange) (*table.Table, error) {
-	plan := newSchemaPlan(tbl.Schema(), s.cfg.MirrorNestedAsJSON)
+func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []*mirrorChange) (*table.Table, error) {
+	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
+	plan.pin(pin, s.pinnedAdds(tbl, pin, false))
+	dec := newAfterDecoder()
 	for _, ch := range rows {
-		if m, ok := parseAfter(ch.after); ok {
+		if m, ok := dec.parse(ch.after); ok {
 			plan.observeRow(m)
 		}
 	}
@@ -204,11 +236,11 @@ func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, rows []
 }
 
 // writeMirrorRows writes the rows as data files of the mirror table.
-func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rows []*mirrorChange) ([]iceberg.DataFile, int64, error) {
+func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name string, rows []*mirrorChange) ([]iceberg.DataFile, int64, error) {
 	if len(rows) == 0 {
 		return nil, 0, nil
 	}
-	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.cfg.MirrorNestedAsJSON)
+	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.mirrorTyping(), s.mirrorPin(name))
 	if err != nil {
 		return nil, 0, err
 	}
@@ -237,9 +269,10 @@ func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rows []*mi
 }
 
 // keyRecords is the equality delete record of the touched keys.
-func keyRecords(changes []*mirrorChange) func(func(arrow.RecordBatch, error) bool) {
+func keyRecords(tbl *table.Table, changes []*mirrorChange) func(func(arrow.RecordBatch, error) bool) {
 	return func(yield func(arrow.RecordBatch, error) bool) {
-		sc, err := table.SchemaToArrowSchema(iceberg.NewSchema(0, MirrorSchema().Field(0)), nil, true, false)
+		key, _ := tbl.Schema().FindFieldByID(mirrorFieldRowID)
+		sc, err := table.SchemaToArrowSchema(iceberg.NewSchema(0, key), nil, true, false)
 		if err != nil {
 			yield(nil, err)
 			return
@@ -253,61 +286,4 @@ func keyRecords(changes []*mirrorChange) func(func(arrow.RecordBatch, error) boo
 		defer col.Release()
 		yield(array.NewRecordBatch(sc, []arrow.Array{col}, int64(len(changes))), nil)
 	}
-}
-
-// mirrorIndexFor returns the table's index, loading it from the table's
-// rows on first use.
-func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table) (*mirrorIndex, error) {
-	san := sink.SanitizeName(name)
-	if idx, ok := s.mirror.indexes[san]; ok {
-		return idx, nil
-	}
-	idx := &mirrorIndex{order: make(map[string]orderKey)}
-	if tbl.CurrentSnapshot() != nil {
-		_, it, err := tbl.Scan(table.WithSelectedFields(mirrorColRowID, mirrorColSourceID, mirrorColEntrySeq, mirrorColEventTime)).
-			ToArrowRecords(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("mirror: load index: %w", err)
-		}
-		sources := make(map[string]string)
-		for rec, err := range it {
-			if err != nil {
-				return nil, fmt.Errorf("mirror: load index: %w", err)
-			}
-			if err := indexRecord(idx, rec, sources); err != nil {
-				rec.Release()
-				return nil, err
-			}
-			rec.Release()
-		}
-	}
-	s.mirror.indexes[san] = idx
-	return idx, nil
-}
-
-func indexRecord(idx *mirrorIndex, rec arrow.RecordBatch, sources map[string]string) error {
-	col := func(name string) arrow.Array {
-		if i := fieldIndex(rec.Schema(), name); i >= 0 {
-			return rec.Column(i)
-		}
-		return nil
-	}
-	keys, ok1 := col(mirrorColRowID).(*array.String)
-	srcs, ok2 := col(mirrorColSourceID).(*array.String)
-	seqs, ok3 := col(mirrorColEntrySeq).(*array.Int64)
-	tss, ok4 := col(mirrorColEventTime).(*array.Timestamp)
-	if !ok1 || !ok2 || !ok3 || !ok4 {
-		return errors.New("mirror: load index: unexpected system column types")
-	}
-	for i := 0; i < keys.Len(); i++ {
-		src := srcs.Value(i)
-		if interned, ok := sources[src]; ok {
-			src = interned
-		} else {
-			src = strings.Clone(src)
-			sources[src] = src
-		}
-		idx.order[strings.Clone(keys.Value(i))] = orderKey{eventMs: uint64(tss.Value(i)) / 1000, source: src, entry: uint64(seqs.Value(i))}
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"strconv"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -19,6 +20,10 @@ const (
 	// faster than linearly with the number of equality delete files, so
 	// this bounds both the delete files and the read cost.
 	DefaultMirrorCompactDeleteFiles = 16
+	// DefaultMirrorTombstoneRetention is how long a deleted key's
+	// tombstone is kept, by event time relative to the newest one: longer
+	// than any clock skew between sources and any replay after a restart.
+	DefaultMirrorTombstoneRetention = 24 * time.Hour
 )
 
 // System columns of a mirror table. Their field ids are assigned when the
@@ -56,6 +61,12 @@ func (cfg *Config) mirrorDefaults() error {
 	}
 	if cfg.MirrorNamespace == cfg.Namespace {
 		return fmt.Errorf("iceberg: mirror namespace %q must differ from the CDC namespace", cfg.MirrorNamespace)
+	}
+	if err := validateMirrorSchemas(cfg.MirrorSchemas); err != nil {
+		return fmt.Errorf("iceberg: %w", err)
+	}
+	if cfg.MirrorTombstoneRetention == 0 {
+		cfg.MirrorTombstoneRetention = DefaultMirrorTombstoneRetention
 	}
 	if cfg.MirrorCompactDeleteFiles == 0 {
 		cfg.MirrorCompactDeleteFiles = DefaultMirrorCompactDeleteFiles

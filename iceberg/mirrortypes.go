@@ -1,12 +1,12 @@
 package iceberg
 
 import (
-	"bytes"
 	"encoding/json"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -22,19 +22,38 @@ import (
 // null and the whole row is kept as JSON text in _extra. A value with no
 // type to infer (null, [], {}) creates no column.
 
-// parseAfter decodes an `after` JSON object; ok is false when the text is
-// not a JSON object.
-func parseAfter(b []byte) (map[string]any, bool) {
-	if len(b) == 0 {
-		return nil, true
+// mirrorTyping is how values are typed (Config.MirrorNestedAsJSON,
+// Config.MirrorInferTimestamps).
+type mirrorTyping struct {
+	nestedAsJSON bool // objects and arrays as JSON text
+	timestamps   bool // RFC 3339 strings as timestamptz
+}
+
+func (s *Sink) mirrorTyping() mirrorTyping {
+	return mirrorTyping{nestedAsJSON: s.cfg.MirrorNestedAsJSON, timestamps: s.cfg.MirrorInferTimestamps}
+}
+
+// parseTimestamp parses an RFC 3339 timestamp: date, 'T', time, zone
+// ("Z" or an offset), at most 6 fractional digits (Iceberg keeps
+// microseconds: more would be lost, so such a string is no timestamp).
+func parseTimestamp(s string) (time.Time, bool) {
+	if len(s) < len("2006-01-02T15:04:05Z") || s[10] != 'T' {
+		return time.Time{}, false
 	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.UseNumber()
-	var m map[string]any
-	if err := dec.Decode(&m); err != nil || m == nil || dec.More() {
-		return nil, false
+	ts, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, false
 	}
-	return m, true
+	if dot := strings.IndexByte(s, '.'); dot >= 0 {
+		end := dot + 1
+		for end < len(s) && s[end] >= '0' && s[end] <= '9' {
+			end++
+		}
+		if end-dot-1 > 6 {
+			return time.Time{}, false
+		}
+	}
+	return ts, true
 }
 
 // validColumnName reports whether a JSON key can name a typed column:
@@ -54,9 +73,14 @@ func validColumnName(k string) bool {
 
 // inferType returns the column type for a first value, or nil when the
 // value has no type to infer.
-func inferType(v any, nestedAsJSON bool) iceberg.Type {
+func inferType(v any, ty mirrorTyping) iceberg.Type {
 	switch x := v.(type) {
 	case string:
+		if ty.timestamps {
+			if _, ok := parseTimestamp(x); ok {
+				return iceberg.PrimitiveTypes.TimestampTz
+			}
+		}
 		return iceberg.PrimitiveTypes.String
 	case bool:
 		return iceberg.PrimitiveTypes.Bool
@@ -69,7 +93,7 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 		}
 		return nil
 	case map[string]any:
-		if nestedAsJSON {
+		if ty.nestedAsJSON {
 			return iceberg.PrimitiveTypes.String
 		}
 		var fields []iceberg.NestedField
@@ -77,7 +101,7 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 			if !validColumnName(k) {
 				continue
 			}
-			if t := inferType(x[k], nestedAsJSON); t != nil {
+			if t := inferType(x[k], ty); t != nil {
 				fields = append(fields, iceberg.NestedField{Name: k, Type: t})
 			}
 		}
@@ -86,11 +110,11 @@ func inferType(v any, nestedAsJSON bool) iceberg.Type {
 		}
 		return &iceberg.StructType{FieldList: fields}
 	case []any:
-		if nestedAsJSON {
+		if ty.nestedAsJSON {
 			return iceberg.PrimitiveTypes.String
 		}
 		for _, e := range x {
-			if t := inferType(e, nestedAsJSON); t != nil {
+			if t := inferType(e, ty); t != nil {
 				return &iceberg.ListType{Element: t, ElementRequired: false}
 			}
 		}
@@ -110,13 +134,15 @@ func mapKeys(m map[string]any) func(func(string) bool) {
 }
 
 // schemaPlan collects the schema changes a commit's rows need, against a
-// working copy of the table's columns: new columns (top level or inside
-// structs) and widened primitives.
+// working copy of the table's columns: new columns (top level, inside
+// structs or inside the struct elements of lists) and widened primitives.
 type schemaPlan struct {
-	root         *planNode
-	nestedAsJSON bool
-	adds         []planChange
-	widens       []planChange
+	root    *planNode
+	ty      mirrorTyping
+	pinned  map[string]bool // pinned top-level columns: never widened
+	keyBufs [][]string      // sortedKeys' buffers, by depth
+	adds    []planChange
+	widens  []planChange
 }
 
 type planChange struct {
@@ -124,30 +150,43 @@ type planChange struct {
 	typ  iceberg.Type
 }
 
-// planNode is a column of the working copy.
+// planNode is a column of the working copy. A struct, or a list of
+// structs, has its (element's) fields as children.
 type planNode struct {
-	typ    iceberg.Type // the column's type (structs: as loaded or added)
+	typ    iceberg.Type // the column's type (as loaded or added)
 	fields map[string]*planNode
-	inList bool // inside a list element: no columns are added there
 	added  bool // added by this plan: children join its type directly
 }
 
-func newSchemaPlan(sc *iceberg.Schema, nestedAsJSON bool) *schemaPlan {
+func newSchemaPlan(sc *iceberg.Schema, ty mirrorTyping) *schemaPlan {
 	st := sc.AsStruct()
-	return &schemaPlan{root: nodeOf(&st, false), nestedAsJSON: nestedAsJSON}
+	return &schemaPlan{root: nodeOf(&st), ty: ty}
 }
 
-func nodeOf(t iceberg.Type, inList bool) *planNode {
-	n := &planNode{typ: t, inList: inList}
-	// A list's elements get no planned children: nothing is added inside
-	// a list (a misfit there goes to _extra).
-	if x, ok := t.(*iceberg.StructType); ok {
+func nodeOf(t iceberg.Type) *planNode {
+	n := &planNode{typ: t}
+	if x := structOf(t); x != nil {
 		n.fields = make(map[string]*planNode)
 		for _, f := range x.FieldList {
-			n.fields[f.Name] = nodeOf(f.Type, inList)
+			n.fields[f.Name] = nodeOf(f.Type)
 		}
 	}
 	return n
+}
+
+// structOf returns t when it is a struct, its element when it is a list of
+// structs (iceberg-go's UpdateSchema adds a field to a list's element
+// struct by the list's path), nil otherwise.
+func structOf(t iceberg.Type) *iceberg.StructType {
+	switch x := t.(type) {
+	case *iceberg.StructType:
+		return x
+	case *iceberg.ListType:
+		if st, ok := x.Element.(*iceberg.StructType); ok {
+			return st
+		}
+	}
+	return nil
 }
 
 func markAdded(n *planNode) {
@@ -157,9 +196,37 @@ func markAdded(n *planNode) {
 	}
 }
 
+// pin plans the pinned columns the table lacks and keeps every pinned
+// column from widening.
+func (p *schemaPlan) pin(pin MirrorTableSchema, adds []planChange) {
+	p.pinned = make(map[string]bool, len(pin.Columns))
+	for col := range pin.Columns {
+		p.pinned[col] = true
+	}
+	for _, a := range adds {
+		p.root.fields[a.path[0]] = nodeOf(a.typ)
+		p.adds = append(p.adds, a)
+	}
+}
+
+// sortedKeys returns m's keys sorted (new columns are added in name
+// order), in a buffer reused for every object at that depth.
+func (p *schemaPlan) sortedKeys(m map[string]any, depth int) []string {
+	for len(p.keyBufs) <= depth {
+		p.keyBufs = append(p.keyBufs, nil)
+	}
+	b := p.keyBufs[depth][:0]
+	for k := range m {
+		b = append(b, k)
+	}
+	slices.Sort(b)
+	p.keyBufs[depth] = b
+	return b
+}
+
 // observeRow plans the changes a row's values need.
 func (p *schemaPlan) observeRow(m map[string]any) {
-	for _, k := range slices.Sorted(mapKeys(m)) {
+	for _, k := range p.sortedKeys(m, 0) {
 		if validColumnName(k) {
 			p.observe(p.root, []string{k}, m[k])
 		}
@@ -170,27 +237,30 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 	name := path[len(path)-1]
 	n, ok := parent.fields[name]
 	if !ok {
-		if parent.inList {
-			return
-		}
-		t := inferType(v, p.nestedAsJSON)
+		t := inferType(v, p.ty)
 		if t == nil {
 			return
 		}
-		child := nodeOf(t, false)
+		child := nodeOf(t)
 		markAdded(child)
 		parent.fields[name] = child
 		if parent.added {
 			// The parent struct is itself added by this plan: the new
 			// field joins its type (shared with the planned add).
-			st := parent.typ.(*iceberg.StructType)
+			st := structOf(parent.typ)
 			st.FieldList = append(st.FieldList, iceberg.NestedField{Name: name, Type: t})
-			return
+		} else {
+			p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
 		}
-		p.adds = append(p.adds, planChange{path: slices.Clone(path), typ: t})
+		// The type came from the first element of a list: the others may
+		// bring more fields.
+		p.observeElements(child, path, v)
 		return
 	}
-	switch t := n.typ.(type) {
+	if len(path) == 1 && p.pinned[name] {
+		return // pinned: a value that does not fit goes to _extra
+	}
+	switch n.typ.(type) {
 	case iceberg.Int32Type:
 		if num, ok := v.(json.Number); ok {
 			if i, err := strconv.ParseInt(string(num), 10, 64); err == nil && (i < math.MinInt32 || i > math.MaxInt32) {
@@ -207,14 +277,33 @@ func (p *schemaPlan) observe(parent *planNode, path []string, v any) {
 		}
 	case *iceberg.StructType:
 		if obj, ok := v.(map[string]any); ok {
-			for _, k := range slices.Sorted(mapKeys(obj)) {
+			for _, k := range p.sortedKeys(obj, len(path)) {
 				if validColumnName(k) {
-					p.observe(n, append(slices.Clone(path), k), obj[k])
+					p.observe(n, append(path, k), obj[k])
 				}
 			}
 		}
 	case *iceberg.ListType:
-		_ = t // list elements never add columns; misfits go to _extra
+		p.observeElements(n, path, v)
+	}
+}
+
+// observeElements plans the fields the struct elements of a list need: a
+// list of structs gains the fields of any of its elements; other lists add
+// nothing (a misfit goes to _extra).
+func (p *schemaPlan) observeElements(n *planNode, path []string, v any) {
+	arr, ok := v.([]any)
+	if !ok || n.fields == nil {
+		return
+	}
+	for _, e := range arr {
+		if obj, ok := e.(map[string]any); ok {
+			for _, k := range p.sortedKeys(obj, len(path)) {
+				if validColumnName(k) {
+					p.observe(n, append(path, k), obj[k])
+				}
+			}
+		}
 	}
 }
 

@@ -209,8 +209,15 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 	dataDir := filepath.Join(dir, "data")
 	addr := freeAddr(t)
 	logPath := filepath.Join(dir, "server.log")
+	// One table's schema is pinned: another key column name and fixed
+	// types (the workload's type changes then land in _extra).
+	schemas := filepath.Join(dir, "schemas.yaml")
+	if err := os.WriteFile(schemas, []byte("tables:\n  "+gen.Tables()[0]+":\n    key: pk\n    columns: {age: int, score: double, updated_at: timestamptz, note: string}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
-		"--sink", "iceberg", "--mirror", "--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn"}
+		"--sink", "iceberg", "--mirror", "--mirror-infer-timestamps", "--mirror-schemas", schemas,
+		"--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn"}
 	p := startProc(t, addr, logPath, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -382,12 +389,15 @@ func checkMirror(t *testing.T, dataDir string, gen *workload.Keyed, label string
 		if err != nil {
 			t.Fatalf("%s: independent read of %s: %v", label, name, err)
 		}
-		icebergcheck.CompareMirror(t, fmt.Sprintf("%s.%s (%s, own reader)", mirrorNamespace, name, label), own.Rows, want)
+		icebergcheck.CompareMirrorKey(t, fmt.Sprintf("%s.%s (%s, own reader)", mirrorNamespace, name, label), own.KeyColumn(), own.Rows, want)
 		scan, err := icebergcheck.ScanTable(ctx, tbl)
 		if err != nil {
 			t.Fatalf("%s: scan of %s: %v", label, name, err)
 		}
-		icebergcheck.CompareMirror(t, fmt.Sprintf("%s.%s (%s, iceberg-go scan)", mirrorNamespace, name, label), scan.Rows, want)
+		icebergcheck.CompareMirrorKey(t, fmt.Sprintf("%s.%s (%s, iceberg-go scan)", mirrorNamespace, name, label), scan.KeyColumn(), scan.Rows, want)
+		if name == gen.Tables()[0] && own.KeyColumn() != "pk" {
+			t.Errorf("%s: %s: key column %q, pinned pk", label, name, own.KeyColumn())
+		}
 		t.Logf("%s: %s: %d rows, %d data files, %d equality delete files", label, name, len(own.Rows), own.DataFiles, own.EqualityDeleteFiles)
 	}
 	return true

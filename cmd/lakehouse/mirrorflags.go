@@ -2,6 +2,9 @@ package main
 
 import (
 	"flag"
+	"fmt"
+	"os"
+	"time"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 )
@@ -12,7 +15,10 @@ type mirrorFlags struct {
 	on           bool
 	namespace    string
 	nestedAsJSON bool
+	inferTimes   bool
+	schemasFile  string
 	compactAt    int
+	tombstoneRet time.Duration
 }
 
 // register adds the flags; writer adds those only a writer uses.
@@ -24,13 +30,28 @@ func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
 	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
 	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
 	if writer {
+		fs.DurationVar(&m.tombstoneRet, "mirror-tombstone-retention", iceberg.DefaultMirrorTombstoneRetention, "how long a mirror table remembers a deleted key, by event time behind the newest one: a change older than a forgotten delete brings the row back (negative: forever)")
+		fs.BoolVar(&m.inferTimes, "mirror-infer-timestamps", false, "type a new mirror column timestamptz when its first value is an RFC 3339 string (2024-05-01T12:00:00.123Z, with a zone); later strings that are not timestamps go to _extra")
+		fs.StringVar(&m.schemasFile, "mirror-schemas", "", "YAML file pinning mirror table schemas: per CDC table its key column name and column types (see docs/mirror.md)")
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
 	}
 }
 
-func (m *mirrorFlags) apply(cfg *iceberg.Config) {
+func (m *mirrorFlags) apply(cfg *iceberg.Config) error {
 	cfg.Mirror = m.on
 	cfg.MirrorNamespace = m.namespace
 	cfg.MirrorNestedAsJSON = m.nestedAsJSON
+	cfg.MirrorInferTimestamps = m.inferTimes
 	cfg.MirrorCompactDeleteFiles = m.compactAt
+	cfg.MirrorTombstoneRetention = m.tombstoneRet
+	if m.schemasFile != "" {
+		data, err := os.ReadFile(m.schemasFile)
+		if err != nil {
+			return fmt.Errorf("--mirror-schemas: %w", err)
+		}
+		if cfg.MirrorSchemas, err = iceberg.ParseMirrorSchemas(data); err != nil {
+			return fmt.Errorf("--mirror-schemas %s: %w", m.schemasFile, err)
+		}
+	}
+	return nil
 }

@@ -107,7 +107,9 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		CommitterInterval:    f.committerInterval,
 	}
 	if f.mirror != nil {
-		f.mirror.apply(&cfg)
+		if err := f.mirror.apply(&cfg); err != nil {
+			return cfg, err
+		}
 	}
 	return cfg, nil
 }

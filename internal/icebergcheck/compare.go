@@ -44,14 +44,34 @@ func CompareMirror(t testing.TB, name string, rows []Row, want map[string]mirror
 		strings.Join(shown, "\n  "), map[bool]string{true: "\n  ...", false: ""}[len(diffs) > len(shown)])
 }
 
+// CompareMirrorKey is CompareMirror for a table whose key column (holding
+// the row id) is named key, as a pinned schema names it (Result.KeyColumn).
+func CompareMirrorKey(t testing.TB, name, key string, rows []Row, want map[string]mirrormodel.Row) {
+	t.Helper()
+	diffs := DiffMirrorKey(rows, want, key)
+	if len(diffs) == 0 {
+		return
+	}
+	shown := diffs[:min(len(diffs), maxReported)]
+	t.Errorf("mirror %s differs from the model (%d rows, model %d): %d differences:\n  %s%s", name, len(rows), len(want), len(diffs),
+		strings.Join(shown, "\n  "), map[bool]string{true: "\n  ...", false: ""}[len(diffs) > len(shown)])
+}
+
 // DiffMirror lists the differences CompareMirror reports, sorted.
 func DiffMirror(rows []Row, want map[string]mirrormodel.Row) []string {
+	return DiffMirrorKey(rows, want, ColRowID)
+}
+
+// DiffMirrorKey is DiffMirror with the key column named key. A member of
+// the after JSON named like a custom key must hold the row id (its JSON
+// text), or the row must be in _extra.
+func DiffMirrorKey(rows []Row, want map[string]mirrormodel.Row, key string) []string {
 	var diffs []string
 	seen := map[string]int{}
 	for _, r := range rows {
-		id, ok := r[ColRowID].(string)
+		id, ok := r[key].(string)
 		if !ok {
-			diffs = append(diffs, fmt.Sprintf("row without a string row_id: %v", map[string]any(r)))
+			diffs = append(diffs, fmt.Sprintf("row without a string %s: %v", key, map[string]any(r)))
 			continue
 		}
 		seen[id]++
@@ -64,7 +84,7 @@ func DiffMirror(rows []Row, want map[string]mirrormodel.Row) []string {
 			continue
 		}
 		if seen[id] == 1 {
-			for _, d := range diffRow(r, w) {
+			for _, d := range diffRow(r, w, key, id) {
 				diffs = append(diffs, fmt.Sprintf("key %s: %s", id, d))
 			}
 		}
@@ -88,8 +108,9 @@ func describeRow(r Row) string {
 	return strings.TrimSpace(b.String())
 }
 
-// diffRow compares one mirror row with the model's row of its key.
-func diffRow(r Row, w mirrormodel.Row) []string {
+// diffRow compares one mirror row (key column key, holding id) with the
+// model's row of its key.
+func diffRow(r Row, w mirrormodel.Row, key, id string) []string {
 	var diffs []string
 	check := func(col string, want any) {
 		if got := r[col]; got != want {
@@ -119,7 +140,7 @@ func diffRow(r Row, w mirrormodel.Row) []string {
 		diffs = append(diffs, fmt.Sprintf("after %s is not an object and _extra is null", w.After))
 	}
 	for _, col := range slices.Sorted(maps.Keys(r)) {
-		if slices.Contains(systemColumns, col) {
+		if slices.Contains(systemColumns, col) || col == key {
 			continue
 		}
 		got := r[col]
@@ -133,12 +154,18 @@ func diffRow(r Row, w mirrormodel.Row) []string {
 			}
 			continue
 		}
-		if d := diffValue(jv, got); d != "" {
+		if d := diffValue(jv, got, hasExtra); d != "" {
 			diffs = append(diffs, fmt.Sprintf("column %s: %s", col, d))
 		}
 	}
 	if !hasExtra {
 		for _, k := range slices.Sorted(maps.Keys(obj)) {
+			if k == key && key != ColRowID && obj[k] != nil {
+				if !isRowIDText(obj[k], id) {
+					diffs = append(diffs, fmt.Sprintf("field %s of after (%s) is not the row id %q and _extra is null", k, describe(obj[k]), id))
+				}
+				continue
+			}
 			if _, ok := r[k]; ok && !slices.Contains(systemColumns, k) || obj[k] == nil {
 				continue
 			}
@@ -150,6 +177,20 @@ func diffRow(r Row, w mirrormodel.Row) []string {
 		}
 	}
 	return diffs
+}
+
+// isRowIDText reports whether a decoded JSON value's text is the row id
+// (a string equal to it, or a number or boolean written as it).
+func isRowIDText(v any, id string) bool {
+	switch x := v.(type) {
+	case string:
+		return x == id
+	case json.Number:
+		return string(x) == id
+	case bool:
+		return strconv.FormatBool(x) == id
+	}
+	return false
 }
 
 // decodeJSON decodes JSON keeping numbers as their text.
@@ -169,7 +210,7 @@ func diffJSONText(text string, want any) string {
 	if err != nil {
 		return fmt.Sprintf("not JSON (%v): %q", err, text)
 	}
-	if d := diffValue(want, typedJSON(got)); d != "" {
+	if d := diffValue(want, typedJSON(got), false); d != "" {
 		return "JSON text differs: " + d
 	}
 	return ""
@@ -210,9 +251,14 @@ func isInt(n json.Number) bool { return !strings.ContainsAny(string(n), ".eE") }
 // diffValue compares a decoded JSON value with a column's value, types
 // included: integers must be longs, other numbers doubles, strings strings
 // (or timestamps of the same instant), objects structs and arrays lists
-// (or either as JSON text). It returns "" when they match.
-func diffValue(jv, got any) string {
+// (or either as JSON text). It returns "" when they match. With extra (the
+// row's after is in _extra) a null anywhere in got matches: the writer
+// leaves a value that does not fit null, also inside structs and lists.
+func diffValue(jv, got any, extra bool) string {
 	mismatch := func() string { return fmt.Sprintf("want %s, got %s", describe(jv), describe(got)) }
+	if extra && got == nil {
+		return ""
+	}
 	if jv == nil || got == nil {
 		if jv == nil && got == nil {
 			return ""
@@ -229,6 +275,9 @@ func diffValue(jv, got any) string {
 	case json.Number:
 		if isInt(j) {
 			want, err := strconv.ParseInt(string(j), 10, 64)
+			if g, ok := got.(float64); ok && err == nil && g == float64(want) && int64(g) == want {
+				return "" // an integer in a double column (the writer allows it when exact)
+			}
 			if g, ok := got.(int64); !ok || err != nil || g != want {
 				return mismatch()
 			}
@@ -271,7 +320,7 @@ func diffValue(jv, got any) string {
 			if !ok && j[k] != nil {
 				return fmt.Sprintf(".%s: want %s, the struct has no such field", k, describe(j[k]))
 			}
-			if d := diffValue(j[k], gv); d != "" {
+			if d := diffValue(j[k], gv, extra); d != "" {
 				return "." + k + ": " + d
 			}
 		}
@@ -281,7 +330,7 @@ func diffValue(jv, got any) string {
 			return mismatch()
 		}
 		for i := range j {
-			if d := diffValue(j[i], g[i]); d != "" {
+			if d := diffValue(j[i], g[i], extra); d != "" {
 				return fmt.Sprintf("[%d]: %s", i, d)
 			}
 		}

@@ -36,6 +36,12 @@ func TestDiffMirror(t *testing.T) {
 	if d := DiffMirror(rows, model); len(d) != 0 {
 		t.Fatalf("JSON text columns report:\n%s", strings.Join(d, "\n"))
 	}
+	// An integer in a double column (the writer stores it when exact).
+	rows = good()
+	rows[0]["n"] = 5.0
+	if d := DiffMirror(rows, model); len(d) != 0 {
+		t.Fatalf("an integer in a double column reports:\n%s", strings.Join(d, "\n"))
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -47,7 +53,7 @@ func TestDiffMirror(t *testing.T) {
 		{"duplicate", func(r []Row) []Row { return append(r, r[2]) }, "key k3: duplicate rows"},
 		{"value", func(r []Row) []Row { r[0]["n"] = int64(6); return r }, "key k1: column n: want long 5, got long 6"},
 		{"type long as string", func(r []Row) []Row { r[0]["n"] = "5"; return r }, `key k1: column n: want long 5, got string "5"`},
-		{"type long as double", func(r []Row) []Row { r[0]["n"] = 5.0; return r }, "key k1: column n: want long 5, got double 5"},
+		{"type long as another double", func(r []Row) []Row { r[0]["n"] = 5.5; return r }, "key k1: column n: want long 5, got double 5.5"},
 		{"double", func(r []Row) []Row { r[0]["x"] = 1.25; return r }, "key k1: column x: want double 1.5, got double 1.25"},
 		{"timestamp", func(r []Row) []Row { r[0]["t"] = ts.Add(time.Millisecond); return r }, "key k1: column t: want string"},
 		{"struct field", func(r []Row) []Row { r[0]["o"] = map[string]any{"c": "y"}; return r }, `key k1: column o: .c: want string "z", got string "y"`},
@@ -90,3 +96,29 @@ func (f *fakeT) Errorf(format string, args ...any) {
 }
 
 func sprintf(format string, args ...any) string { return fmt.Sprintf(format, args...) }
+
+// TestDiffMirrorKey: with a pinned key column, the row id is read from it,
+// the column is not compared as a typed value, and a member of the after
+// named like it must hold the row id unless the row is in _extra.
+func TestDiffMirrorKey(t *testing.T) {
+	v := mirrormodel.Version{EventTimeMs: 1, SourceID: "s", EntrySeq: 1}
+	model := map[string]mirrormodel.Row{
+		"42": {After: []byte(`{"pk":42,"n":1}`), Op: codec.OpInsert, Version: v},
+		"43": {After: []byte(`{"pk":"x"}`), Op: codec.OpInsert, Version: v},
+	}
+	row := func(id string, extra any) Row {
+		return Row{"pk": id, "_source_id": "s", "_entry_seq": int64(1), "_event_time": time.UnixMilli(1), "_op": "INSERT", "_extra": extra, "n": nil}
+	}
+	r42 := row("42", nil)
+	r42["n"] = int64(1)
+	if d := DiffMirrorKey([]Row{r42, row("43", `{"pk":"x"}`)}, model, "pk"); len(d) != 0 {
+		t.Fatalf("matching rows report:\n%s", strings.Join(d, "\n"))
+	}
+	d := DiffMirrorKey([]Row{r42, row("43", nil)}, model, "pk")
+	if len(d) != 1 || !strings.HasPrefix(d[0], `key 43: field pk of after (string "x") is not the row id "43"`) {
+		t.Errorf("a wrong key member: %v", d)
+	}
+	if d := DiffMirror([]Row{r42}, model); !strings.Contains(strings.Join(d, "\n"), "row without a string row_id") {
+		t.Errorf("row_id expected by DiffMirror: %v", d)
+	}
+}

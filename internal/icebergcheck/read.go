@@ -35,6 +35,19 @@ type Result struct {
 	DeletedRows int
 }
 
+// KeyColumn returns the name of the table's key column: its identifier
+// field (row_id unless a pinned schema names another).
+func (r *Result) KeyColumn() string {
+	if r.Schema != nil {
+		if ids := r.Schema.IdentifierFieldIDs; len(ids) == 1 {
+			if f, ok := r.Schema.FindFieldByID(ids[0]); ok {
+				return f.Name
+			}
+		}
+	}
+	return ColRowID
+}
+
 // ReadTable reads the live rows of tbl's current snapshot independently of
 // iceberg-go's scan: only the metadata location and the table's FileIO
 // are taken from tbl.

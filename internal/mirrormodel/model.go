@@ -37,18 +37,22 @@ type Row struct {
 // Model is the expected state of the mirror tables. The zero value is not
 // usable; call New. Not safe for concurrent use.
 type Model struct {
-	tables map[string]map[string]Row
+	tables     map[string]map[string]Row
+	tombstones map[string]map[string]Version // the winning delete per deleted key
 }
 
 // New returns an empty model.
-func New() *Model { return &Model{tables: make(map[string]map[string]Row)} }
+func New() *Model {
+	return &Model{tables: make(map[string]map[string]Row), tombstones: make(map[string]map[string]Version)}
+}
 
 // Commit applies one mirror commit as the contract specifies: the changes
 // are folded to the winner per (table, row_id), and each winner replaces the
-// row in the table unless that row is newer (a delete removes it). Without
-// a row (never written, or deleted) the winner applies whatever its version:
-// the table keeps no tombstones, so which changes share a commit can matter;
-// the keyed workload only makes histories where it does not.
+// row in the table unless that row, or the key's delete (its tombstone), is
+// newer; a delete removes the row and leaves a tombstone. The model keeps
+// tombstones forever; the writer keeps them for a retention (by event time
+// behind the newest), so the two agree while no change is older than the
+// newest event time minus the retention.
 func (m *Model) Commit(changes []Change) {
 	type key struct{ table, row string }
 	winners := make(map[key]Change, len(changes))
@@ -67,10 +71,20 @@ func (m *Model) Commit(changes []Change) {
 		if old, ok := t[k.row]; ok && old.Version.Compare(c.Version) > 0 {
 			continue // an older change never replaces a newer row
 		}
+		ts := m.tombstones[k.table]
+		if ts == nil {
+			ts = make(map[string]Version)
+			m.tombstones[k.table] = ts
+		}
+		if del, ok := ts[k.row]; ok && del.Compare(c.Version) >= 0 {
+			continue // nor a newer delete
+		}
 		if c.Op == codec.OpDelete {
 			delete(t, k.row)
+			ts[k.row] = c.Version
 			continue
 		}
+		delete(ts, k.row)
 		t[k.row] = Row{After: c.After, Op: c.Op, Version: c.Version}
 	}
 }

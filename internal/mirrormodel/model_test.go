@@ -59,10 +59,15 @@ func TestCommitFoldsAndKeepsNewerRows(t *testing.T) {
 	if _, ok := m.Rows("t")["k1"]; ok || m.Len("t") != 1 {
 		t.Fatalf("k1 still live after a newer delete: %v", m.Rows("t"))
 	}
-	// Without a row, a change applies whatever its version (no tombstones).
+	// A change older than the delete, in a later commit, does not bring
+	// the row back (tombstones); a newer one does.
 	m.Commit([]Change{ch("k1", codec.OpInsert, 1, "z", 1)})
+	if r, ok := m.Rows("t")["k1"]; ok {
+		t.Fatalf("k1 = %+v: a change older than the delete resurrected the row", r)
+	}
+	m.Commit([]Change{ch("k1", codec.OpInsert, 31, "z", 2)})
 	if r, ok := m.Rows("t")["k1"]; !ok || r.SourceID != "z" {
-		t.Fatalf("k1 = %+v, %v: an insert after the delete's commit applies", r, ok)
+		t.Fatalf("k1 = %+v, %v: an insert newer than the delete applies", r, ok)
 	}
 	// A delete of an absent key changes nothing; equal versions (a replay)
 	// leave the row as it is.

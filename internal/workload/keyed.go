@@ -133,8 +133,8 @@ type keyState struct {
 // Every history it makes has one mirror state whichever changes share a
 // commit, as long as changes reach the writer in the order generated
 // (Next's order): an insert of a deleted key is always newer than the delete
-// (an older one would resurrect the row only if the delete committed
-// first). Model returns that state. Not safe for concurrent use.
+// (so the state does not depend on the writer's tombstone retention either).
+// Model returns that state. Not safe for concurrent use.
 type Keyed struct {
 	cfg     KeyedConfig
 	rng     *rand.Rand
@@ -262,8 +262,8 @@ func (g *Keyed) change(s *keyedSource, e *codec.Entry) {
 		k = g.pickDead(now)
 		if t := &g.keys[k]; t.touched && t.ver.Compare(now) >= 0 {
 			// The tombstone is newer than this source's clock: the
-			// insert must still be newer, or a writer without tombstones
-			// and the model could disagree (see Keyed).
+			// insert must still be newer, or it would lose to the delete
+			// (see Keyed).
 			now.EventTimeMs = t.ver.EventTimeMs + 1
 		}
 	} else {
