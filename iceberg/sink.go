@@ -85,6 +85,8 @@ type Sink struct {
 	maint maintState // last maintenance per table, and its counters
 
 	mirror mirrorState // mirror tables' indexes and counters
+
+	mirrorCompact mirrorCompactor // tables for RunMirrorCompaction
 }
 
 var (
@@ -118,6 +120,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
+	s.mirrorCompact.init()
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err

@@ -13,18 +13,21 @@ type mirrorFlags struct {
 	namespace    string
 	nestedAsJSON bool
 	compactAt    int
+	scanBudget   int64
+	buckets      int
 }
 
 // register adds the flags; writer adds those only a writer uses.
 func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
-	// Off by default when writing (serve): a mirror commit still costs
-	// seconds per table on a growing key space (docs/mirror.md), too much
-	// for every deployment. Maintenance covers mirror tables that exist.
-	fs.BoolVar(&m.on, "mirror", !writer, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md; off by default for serve while its commit cost is high)")
+	// On by default: a mirror commit only adds files; compaction runs in
+	// the background, per partition (docs/mirror.md).
+	fs.BoolVar(&m.on, "mirror", true, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md)")
 	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
-	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
+	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table partition in the background once it has this many equality delete files (at least 2; negative: no mirror compaction)")
+	fs.Int64Var(&m.scanBudget, "mirror-scan-budget", iceberg.DefaultMirrorScanBudget, "also compact a mirror partition once a scan of it would apply more than this many delete rows (each delete file's rows counted once per data file it applies to; negative: off)")
 	if writer {
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
+		fs.IntVar(&m.buckets, "mirror-partition-buckets", iceberg.DefaultMirrorPartitionBuckets, "partition new mirror tables by bucket[N](row_id), so that deletes and compaction work per partition (negative: unpartitioned; existing mirrors keep theirs)")
 	}
 }
 
@@ -33,4 +36,6 @@ func (m *mirrorFlags) apply(cfg *iceberg.Config) {
 	cfg.MirrorNamespace = m.namespace
 	cfg.MirrorNestedAsJSON = m.nestedAsJSON
 	cfg.MirrorCompactDeleteFiles = m.compactAt
+	cfg.MirrorScanBudget = m.scanBudget
+	cfg.MirrorPartitionBuckets = m.buckets
 }
