@@ -272,9 +272,9 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 }
 
 // maintainMirror runs the maintenance of a CDC table's mirror: snapshot
-// expiry, compaction of every partition with delete files left, and orphan
-// cleanup when due.
-func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue bool) []error {
+// expiry, compaction of the partitions that are due (with allDeletes,
+// every partition with delete files), and orphan cleanup when due.
+func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allDeletes bool) []error {
 	load := func() (*table.Table, error) { return s.LoadMirrorTable(ctx, name) }
 	if _, err := load(); err != nil {
 		if errors.Is(err, catalog.ErrNoSuchTable) {
@@ -287,7 +287,11 @@ func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue bool)
 		errs = append(errs, fmt.Errorf("mirror: expire snapshots: %w", err))
 	}
 	if !s.cfg.Maintenance.CompactDisabled && s.cfg.MirrorCompactDeleteFiles >= 0 {
-		if _, err := s.compactMirror(ctx, name, 1); err != nil {
+		minDeletes := s.cfg.MirrorCompactDeleteFiles
+		if allDeletes {
+			minDeletes = 1
+		}
+		if _, err := s.compactMirror(ctx, name, minDeletes); err != nil {
 			errs = append(errs, fmt.Errorf("mirror: compaction: %w", err))
 		}
 	}
