@@ -202,7 +202,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	}
 	if s.cfg.Mirror {
 		// One job: its parts share the maintenance timeout.
-		if err := job(func(ctx context.Context) error { return errors.Join(s.maintainMirror(ctx, name, orphansDue, opts.MirrorDeletes)...) }); err != nil {
+		if err := job(func(ctx context.Context) error {
+			return errors.Join(s.maintainMirror(ctx, name, orphansDue, opts.MirrorDeletes)...)
+		}); err != nil {
 			errs = append(errs, err)
 		}
 	}
