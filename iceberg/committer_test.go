@@ -54,7 +54,7 @@ func openCommitterInstances(t *testing.T, dsn string, ids []string, mod func(*Co
 
 func (ci *committerInstance) acquire(t *testing.T, src string) {
 	t.Helper()
-	l, err := ci.leases.Acquire(context.Background(), src)
+	l, err := ci.leases.Acquire(context.Background(), src, coord.Resume{})
 	if err != nil {
 		t.Fatal(err)
 	}

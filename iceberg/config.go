@@ -141,7 +141,7 @@ type Config struct {
 	// Mirror keeps, beside each changelog table, a mirror table holding
 	// the current state of the CDC table (see mirror.go and
 	// docs/mirror.md). Off in the zero Config; `lakehouse serve` turns it
-	// on by default.
+	// on by default (and runs RunMirrorCompaction beside it).
 	Mirror bool
 	// MirrorNamespace is the namespace of the mirror tables. Default: the
 	// CDC namespace + DefaultMirrorNamespaceSuffix ("cdc_current").
@@ -159,9 +159,10 @@ type Config struct {
 	// (see MirrorTableSchema and ParseMirrorSchemas).
 	MirrorSchemas map[string]MirrorTableSchema
 	// MirrorCompactDeleteFiles is the number of delete files of a mirror
-	// table at which the commit that reaches it compacts the table,
-	// applying and dropping its equality deletes. Default
-	// DefaultMirrorCompactDeleteFiles; negative turns it off.
+	// table partition at which the background mirror compaction
+	// (RunMirrorCompaction) rewrites that partition, applying and dropping
+	// its equality deletes. Default DefaultMirrorCompactDeleteFiles;
+	// negative turns mirror compaction off.
 	MirrorCompactDeleteFiles int
 	// MirrorTombstoneRetention is how long a mirror table keeps the
 	// tombstone of a deleted key, by event time relative to the newest
@@ -169,6 +170,17 @@ type Config struct {
 	// brings its row back. Default DefaultMirrorTombstoneRetention;
 	// negative keeps tombstones forever.
 	MirrorTombstoneRetention time.Duration
+	// MirrorScanBudget is the other compaction trigger: a partition is
+	// compacted once a scan of it would apply more than this many delete
+	// rows (each delete file's rows counted once per data file it applies
+	// to; see mirrorcompact.go). Default DefaultMirrorScanBudget; negative
+	// turns this trigger off.
+	MirrorScanBudget int64
+	// MirrorPartitionBuckets partitions new mirror tables by
+	// bucket[N](row_id), so that equality deletes and compaction work per
+	// partition. Default DefaultMirrorPartitionBuckets; negative creates
+	// unpartitioned mirrors. Existing mirrors keep their partitioning.
+	MirrorPartitionBuckets int
 
 	// FenceIdleTxTimeout, when > 0, makes PostgreSQL end a catalog
 	// transaction idle for that long (idle_in_transaction_session_timeout

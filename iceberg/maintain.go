@@ -78,6 +78,11 @@ type MaintainOptions struct {
 	// Orphans forces orphan cleanup in this pass; otherwise it runs when
 	// its interval has passed for the table.
 	Orphans bool
+	// MirrorDeletes compacts every mirror partition that has delete
+	// files; otherwise only those over the compaction triggers (the
+	// background pass keeps them bounded; rewriting every partition each
+	// interval would rewrite the whole table under a steady load).
+	MirrorDeletes bool
 }
 
 // RunMaintenance runs maintenance passes every Maintenance.Interval until ctx
@@ -208,7 +213,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	}
 	if s.cfg.Mirror {
 		// One job: its parts share the maintenance timeout.
-		if err := job(func(ctx context.Context) error { return errors.Join(s.maintainMirror(ctx, name, orphansDue)...) }); err != nil {
+		if err := job(func(ctx context.Context) error {
+			return errors.Join(s.maintainMirror(ctx, name, orphansDue, opts.MirrorDeletes)...)
+		}); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -202,7 +202,9 @@ func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.
 	ident := s.MirrorIdentifier(original)
 	tbl, err := s.cat.LoadTable(ctx, ident)
 	if errors.Is(err, catalog.ErrNoSuchTable) {
-		tbl, err = s.cat.CreateTable(ctx, ident, s.mirrorPin(original).schemaFor(), catalog.WithProperties(s.mirrorTableProps(original)))
+		spec := s.mirrorPartitionSpec(mirrorFieldRowID)
+		tbl, err = s.cat.CreateTable(ctx, ident, s.mirrorPin(original).schemaFor(), catalog.WithProperties(s.mirrorTableProps(original)),
+			catalog.WithPartitionSpec(&spec))
 		if errors.Is(err, catalog.ErrTableAlreadyExists) {
 			tbl, err = s.cat.LoadTable(ctx, ident)
 		} else if err == nil {

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/catalog"
@@ -12,12 +15,28 @@ import (
 	"github.com/apache/iceberg-go/table/compaction"
 )
 
-// Mirror compaction rewrites every data file an equality delete applies to,
-// with the deletes applied, and drops the delete files no surviving data
-// file can see any more. Equality deletes of an unpartitioned table apply
-// to every older data file, so a compaction rewrites all of the mirror's
-// data files but the newest commit's: the mirror holds one row per live
-// key, so its size is the source table's, not the change volume's.
+// Mirror compaction rewrites the data files of one partition that its
+// equality deletes apply to, with the deletes applied, and drops the delete
+// files no surviving data file can see any more. It runs in the background
+// (RunMirrorCompaction, woken by each mirror commit), never inside a commit:
+// a commit only adds its files. A mirror is partitioned by bucket[N] of its
+// key, so a partition holds 1/N of the table and a compaction rewrites only
+// the partitions that are due:
+//
+//   - at MirrorCompactDeleteFiles delete files in the partition, or
+//   - when a scan of the partition would apply more than MirrorScanBudget
+//     delete rows: the sum, over the partition's data files, of the rows of
+//     the delete files that apply to each (a reader hashes each delete file
+//     and probes every row of each data file it applies to, so this grows
+//     with delete files × data files, the quadratic term behind the issue's
+//     scan times: 23 ms with 1 delete file, 0.35 s with 20, 8.7 s with 100).
+//
+// Due partitions are rewritten under the commit lock, from plan to commit
+// (iceberg-go rejects a rewrite that any concurrent equality delete
+// overlaps), in commits of a bounded input size, so an ingest commit waits
+// for at most one such rewrite.
+// An unpartitioned mirror (created before partitioning, or with
+// MirrorPartitionBuckets < 0) is one partition.
 
 // mirrorDeleteFiles is the number of delete files of a table's current
 // snapshot, from its summary.
@@ -30,34 +49,143 @@ func mirrorDeleteFiles(tbl *table.Table) int {
 	return n
 }
 
-// maybeCompactMirror compacts a mirror table once its delete files reach
-// Config.MirrorCompactDeleteFiles. It runs right after the mirror commit,
-// so the number of delete files stays below the threshold plus one
-// commit's. A failure is logged, not returned: the commit stands.
-func (s *Sink) maybeCompactMirror(ctx context.Context, name string) {
-	if s.cfg.MirrorCompactDeleteFiles < 0 {
-		return
+// mirrorPartition is what compaction knows of one partition of a mirror.
+type mirrorPartition struct {
+	key         string // spec id and partition values
+	deleteFiles int    // live delete files
+	dataFiles   int    // live data files
+	scanCost    int64  // delete rows a scan applies (see above)
+}
+
+// partitionKey names a file's partition: its spec id and partition values
+// in the spec's order.
+func partitionKey(meta table.Metadata, df iceberg.DataFile) string {
+	var b strings.Builder
+	b.WriteString(strconv.Itoa(int(df.SpecID())))
+	if spec := meta.PartitionSpecByID(int(df.SpecID())); spec != nil {
+		p := df.Partition()
+		for _, f := range spec.Fields() {
+			fmt.Fprintf(&b, "/%v", p[f.FieldID])
+		}
 	}
-	if err := s.compactMirror(ctx, name, s.cfg.MirrorCompactDeleteFiles); err != nil && ctx.Err() == nil {
-		s.log.Warn("mirror compaction failed; the table stays as it was", "table", name, "err", err)
+	return b.String()
+}
+
+// mirrorPartitions measures every partition of the mirror's current
+// snapshot: delete files from the delete manifests, scan cost from a scan
+// plan. It also returns the plan.
+func mirrorPartitions(ctx context.Context, tbl *table.Table) (map[string]*mirrorPartition, []table.FileScanTask, error) {
+	parts := make(map[string]*mirrorPartition)
+	snap := tbl.CurrentSnapshot()
+	if snap == nil {
+		return parts, nil, nil
+	}
+	get := func(key string) *mirrorPartition {
+		p := parts[key]
+		if p == nil {
+			p = &mirrorPartition{key: key}
+			parts[key] = p
+		}
+		return p
+	}
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	mans, err := snap.Manifests(fs)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read manifest list: %w", err)
+	}
+	for _, m := range mans {
+		if m.ManifestContent() != iceberg.ManifestContentDeletes {
+			continue
+		}
+		for e, err := range m.Entries(fs, true) {
+			if err != nil {
+				return nil, nil, fmt.Errorf("read manifest: %w", err)
+			}
+			get(partitionKey(tbl.Metadata(), e.DataFile())).deleteFiles++
+		}
+	}
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("plan files: %w", err)
+	}
+	for _, t := range tasks {
+		p := get(partitionKey(tbl.Metadata(), t.File))
+		p.dataFiles++
+		for _, d := range t.EqualityDeleteFiles {
+			p.scanCost += d.Count()
+		}
+		for _, d := range t.DeleteFiles {
+			p.scanCost += d.Count()
+		}
+	}
+	return parts, tasks, nil
+}
+
+// due reports whether a partition needs compacting, with minDeletes as the
+// delete-file threshold.
+func (s *Sink) mirrorPartitionDue(p *mirrorPartition, minDeletes int) bool {
+	if p.deleteFiles == 0 {
+		return false
+	}
+	return p.deleteFiles >= minDeletes || (s.cfg.MirrorScanBudget > 0 && p.scanCost > s.cfg.MirrorScanBudget)
+}
+
+// compactMirror compacts each partition of the mirror that is due, with
+// minDeletes as the delete-file threshold. Partitions are rewritten in
+// commits of at most about the table's target file size of input each, so
+// that an ingest commit waits for at most one such rewrite. It returns the
+// number of partitions compacted.
+func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) (int, error) {
+	tried := make(map[string]bool)
+	total := 0
+	for {
+		n, more, err := s.compactMirrorStep(ctx, name, minDeletes, tried)
+		total += n
+		if err != nil || !more {
+			return total, err
+		}
 	}
 }
 
-// compactMirror compacts the mirror table when it has at least minDeletes
-// delete files. It holds the commit lock from plan to commit: the rewrite
-// must see every equality delete it drops.
-func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) error {
+// compactMirrorStep rewrites the due partitions not tried yet, up to the
+// input cap, in one commit under the commit lock (from plan to commit: the
+// rewrite must see every equality delete it drops). more reports due
+// partitions left for another step.
+func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes int, tried map[string]bool) (n int, more bool, err error) {
 	if err := s.lockCommits(ctx); err != nil {
-		return err
+		return 0, false, err
 	}
 	defer s.unlockCommits()
+	start := time.Now()
 	tbl, err := s.LoadMirrorTable(ctx, name)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
-	before := mirrorDeleteFiles(tbl)
-	if before < minDeletes || before == 0 {
-		return nil
+	snap := tbl.CurrentSnapshot()
+	if snap == nil {
+		return 0, false, nil
+	}
+	parts, all, err := mirrorPartitions(ctx, tbl)
+	if err != nil {
+		return 0, false, err
+	}
+	var due []string
+	for key, p := range parts {
+		if !tried[key] && s.mirrorPartitionDue(p, minDeletes) {
+			due = append(due, key)
+		}
+	}
+	if len(due) == 0 {
+		return 0, false, nil
+	}
+	slices.Sort(due)
+	byPart := make(map[string][]table.FileScanTask)
+	for _, t := range all {
+		key := partitionKey(tbl.Metadata(), t.File)
+		byPart[key] = append(byPart[key], t)
 	}
 	target := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
 	cfg := compaction.DefaultConfig()
@@ -66,56 +194,87 @@ func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) e
 	cfg.MaxFileSizeBytes = target * 9 / 5
 	cfg.MinInputFiles = 1
 	cfg.DeleteFileThreshold = 1
-	plan, err := compaction.Analyze(ctx, tbl, cfg)
-	if err != nil {
-		return fmt.Errorf("plan: %w", err)
-	}
-	if len(plan.Groups) == 0 {
-		return nil
-	}
-	groups := make([]table.CompactionTaskGroup, 0, len(plan.Groups))
-	rewritten := make(map[string]struct{})
-	for _, g := range plan.Groups {
-		groups = append(groups, table.CompactionTaskGroup{PartitionKey: g.PartitionKey, Tasks: g.Tasks, TotalSizeBytes: g.TotalSizeBytes})
-		for _, t := range g.Tasks {
-			rewritten[t.File.FilePath()] = struct{}{}
+	var (
+		groups    []table.CompactionTaskGroup
+		inBytes   int64
+		compact   []string
+		rewritten = make(map[string]struct{})
+	)
+	for _, key := range due {
+		if inBytes >= target && len(compact) > 0 {
+			more = true
+			break
 		}
+		tried[key] = true
+		compact = append(compact, key)
+		plan, err := cfg.PlanCompaction(byPart[key])
+		if err != nil {
+			return 0, false, fmt.Errorf("plan: %w", err)
+		}
+		for _, g := range plan.Groups {
+			groups = append(groups, table.CompactionTaskGroup{PartitionKey: g.PartitionKey, Tasks: g.Tasks, TotalSizeBytes: g.TotalSizeBytes})
+			inBytes += g.TotalSizeBytes
+			for _, t := range g.Tasks {
+				rewritten[t.File.FilePath()] = struct{}{}
+			}
+		}
+	}
+	if len(rewritten) == 0 {
+		// Only delete files that apply to no data file: they are all
+		// dead, but iceberg-go collects dead deletes only beside a
+		// rewrite. A path no file has stands for "rewrite nothing".
+		rewritten[""] = struct{}{}
 	}
 	fs, err := tbl.FS(ctx)
 	if err != nil {
-		return err
+		return 0, false, err
 	}
-	dead, err := compaction.CollectDeadEqualityDeletesWithSpecs(ctx, fs, tbl.Metadata(), tbl.CurrentSnapshot(), rewritten)
+	dead, err := compaction.CollectDeadEqualityDeletesWithSpecs(ctx, fs, tbl.Metadata(), snap, rewritten)
 	if err != nil {
-		return fmt.Errorf("collect dead equality deletes: %w", err)
+		return 0, false, fmt.Errorf("collect dead equality deletes: %w", err)
 	}
+	if len(groups) == 0 && len(dead) == 0 {
+		return 0, more, nil
+	}
+	props := iceberg.Properties{"lakehouse.maintenance": "mirror-compaction"}
 	txn := tbl.NewTransaction()
-	res, err := txn.RewriteDataFiles(ctx, groups, table.RewriteDataFilesOptions{
-		ExtraDeleteFilesToRemove: dead,
-		SnapshotProps:            iceberg.Properties{"lakehouse.maintenance": "mirror-compaction"},
-	})
-	if err != nil {
-		return fmt.Errorf("rewrite: %w", err)
+	var res *table.RewriteResult
+	if len(groups) > 0 {
+		res, err = txn.RewriteDataFiles(ctx, groups, table.RewriteDataFilesOptions{ExtraDeleteFilesToRemove: dead, SnapshotProps: props})
+		if err != nil {
+			return 0, false, fmt.Errorf("rewrite: %w", err)
+		}
+	} else {
+		rw := txn.NewRewrite(props)
+		for _, df := range dead {
+			rw.DeleteFile(df)
+		}
+		if err := rw.Commit(ctx); err != nil {
+			return 0, false, fmt.Errorf("drop dead deletes: %w", err)
+		}
+		res = &table.RewriteResult{RemovedEqualityDeleteFiles: len(dead)}
 	}
 	if hook := s.cfg.BeforeRewriteCommit; hook != nil {
 		if err := hook(name); err != nil {
-			return fmt.Errorf("before rewrite commit hook: %w", err)
+			return 0, false, fmt.Errorf("before rewrite commit hook: %w", err)
 		}
 	}
 	after, err := txn.Commit(ctx)
 	if err != nil {
-		return fmt.Errorf("commit: %w", err)
+		return 0, false, fmt.Errorf("commit: %w", err)
 	}
 	removed := res.RemovedEqualityDeleteFiles + res.RemovedPositionDeleteFiles
 	s.countMirror(func(t *MirrorTotals) { t.Compactions++; t.DeleteFilesRemoved += int64(removed) })
-	s.log.Debug("iceberg mirror compacted", "table", name, "data_files_removed", res.RemovedDataFiles,
-		"data_files_added", res.AddedDataFiles, "delete_files_before", before, "delete_files_after", mirrorDeleteFiles(after))
-	return nil
+	s.log.Debug("iceberg mirror compacted", "table", name, "partitions", len(compact), "data_files_removed", res.RemovedDataFiles,
+		"data_files_added", res.AddedDataFiles, "delete_files_removed", removed, "delete_files_after", mirrorDeleteFiles(after),
+		"duration_ms", time.Since(start).Milliseconds())
+	return len(compact), more, nil
 }
 
 // maintainMirror runs the maintenance of a CDC table's mirror: snapshot
-// expiry, compaction of any delete files left, and orphan cleanup when due.
-func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue bool) []error {
+// expiry, compaction of the partitions that are due (with allDeletes,
+// every partition with delete files), and orphan cleanup when due.
+func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allDeletes bool) []error {
 	load := func() (*table.Table, error) { return s.LoadMirrorTable(ctx, name) }
 	if _, err := load(); err != nil {
 		if errors.Is(err, catalog.ErrNoSuchTable) {
@@ -128,7 +287,11 @@ func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue bool)
 		errs = append(errs, fmt.Errorf("mirror: expire snapshots: %w", err))
 	}
 	if !s.cfg.Maintenance.CompactDisabled && s.cfg.MirrorCompactDeleteFiles >= 0 {
-		if err := s.compactMirror(ctx, name, 1); err != nil {
+		minDeletes := s.cfg.MirrorCompactDeleteFiles
+		if allDeletes {
+			minDeletes = 1
+		}
+		if _, err := s.compactMirror(ctx, name, minDeletes); err != nil {
 			errs = append(errs, fmt.Errorf("mirror: compaction: %w", err))
 		}
 	}

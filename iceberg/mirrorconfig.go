@@ -15,15 +15,26 @@ const (
 	// DefaultMirrorNamespaceSuffix is appended to the CDC namespace to name
 	// the mirror namespace when Config.MirrorNamespace is empty.
 	DefaultMirrorNamespaceSuffix = "_current"
-	// DefaultMirrorCompactDeleteFiles: a mirror table is compacted by the
-	// commit that brings its delete files to this many. Scans slow down
-	// faster than linearly with the number of equality delete files, so
-	// this bounds both the delete files and the read cost.
+	// DefaultMirrorCompactDeleteFiles: a mirror table partition is
+	// compacted once it has this many delete files. Scans slow down faster
+	// than linearly with the number of equality delete files, so this
+	// bounds both the delete files and the read cost.
 	DefaultMirrorCompactDeleteFiles = 16
 	// DefaultMirrorTombstoneRetention is how long a deleted key's
 	// tombstone is kept, by event time relative to the newest one: longer
 	// than any clock skew between sources and any replay after a restart.
 	DefaultMirrorTombstoneRetention = 24 * time.Hour
+	// DefaultMirrorScanBudget: a mirror partition is compacted once a scan
+	// of it would apply this many delete rows (see mirrorScanCost): a few
+	// hundred ms of scan on the reference machine (docs/mirror.md).
+	DefaultMirrorScanBudget = 2_000_000
+	// DefaultMirrorPartitionBuckets is N of the bucket[N](row_id)
+	// partitioning of new mirror tables: a commit's equality deletes and a
+	// compaction's rewrite each cover 1/N of the table.
+	DefaultMirrorPartitionBuckets = 16
+	// maxMirrorPartitionBuckets bounds N: every commit writes up to N data
+	// files and N delete files per mirror table.
+	maxMirrorPartitionBuckets = 1024
 )
 
 // System columns of a mirror table. Their field ids are assigned when the
@@ -73,6 +84,14 @@ func (cfg *Config) mirrorDefaults() error {
 	} else if cfg.MirrorCompactDeleteFiles == 1 {
 		return fmt.Errorf("iceberg: mirror compaction delete files (%d) must be at least 2, or negative to turn it off", cfg.MirrorCompactDeleteFiles)
 	}
+	if cfg.MirrorScanBudget == 0 {
+		cfg.MirrorScanBudget = DefaultMirrorScanBudget
+	}
+	if cfg.MirrorPartitionBuckets == 0 {
+		cfg.MirrorPartitionBuckets = DefaultMirrorPartitionBuckets
+	} else if cfg.MirrorPartitionBuckets > maxMirrorPartitionBuckets {
+		return fmt.Errorf("iceberg: mirror partition buckets (%d) must be at most %d, or negative for unpartitioned mirrors", cfg.MirrorPartitionBuckets, maxMirrorPartitionBuckets)
+	}
 	return nil
 }
 
@@ -88,6 +107,17 @@ func MirrorSchema() *iceberg.Schema {
 		iceberg.NestedField{ID: mirrorFieldOp, Name: mirrorColOp, Type: str, Doc: "INSERT or UPDATE"},
 		iceberg.NestedField{ID: mirrorFieldExtra, Name: mirrorColExtra, Type: str, Doc: "the whole row as JSON text when a value did not fit its typed column; null otherwise"},
 	)
+}
+
+// mirrorPartitionSpec is the partitioning of a new mirror table:
+// bucket[MirrorPartitionBuckets] of the key, or none.
+func (s *Sink) mirrorPartitionSpec(keyFieldID int) iceberg.PartitionSpec {
+	n := s.cfg.MirrorPartitionBuckets
+	if n <= 0 {
+		return *iceberg.UnpartitionedSpec
+	}
+	return iceberg.NewPartitionSpec(iceberg.PartitionField{SourceIDs: []int{keyFieldID}, FieldID: 1000,
+		Name: "key_bucket", Transform: iceberg.BucketTransform{NumBuckets: n}})
 }
 
 // mirrorTableProps are the properties of a new mirror table.

@@ -86,7 +86,8 @@ type Sink struct {
 
 	mirror mirrorState // mirror tables' indexes and counters
 
-	committer committerState // the elected committer (committer.go)
+	committer     committerState  // the elected committer (committer.go)
+	mirrorCompact mirrorCompactor // tables for RunMirrorCompaction
 }
 
 var (
@@ -121,6 +122,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
+	s.mirrorCompact.init()
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err

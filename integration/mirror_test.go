@@ -28,6 +28,12 @@ import (
 // the CDC namespace + "_current").
 const mirrorNamespace = "cdc_current"
 
+// mirrorCompactAt is the servers' --mirror-compact-delete-files: low, so
+// that the background compaction runs during the runs (and the kills), and
+// mirrorCompactSlack the delete files a partition may gain beyond it while
+// a compaction pass runs (the commits made meanwhile).
+const mirrorCompactAt, mirrorCompactSlack = 2, 3
+
 // keyedSender sends keyed batches one at a time, each acknowledged (in the
 // server's log) before the next is sent, so the server receives the
 // changes in the order generated: the order the model's state assumes. It
@@ -217,7 +223,8 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 	}
 	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
 		"--sink", "iceberg", "--mirror", "--mirror-infer-timestamps", "--mirror-schemas", schemas,
-		"--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn"}
+		"--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn",
+		"--mirror-compact-delete-files", strconv.Itoa(mirrorCompactAt)}
 	p := startProc(t, addr, logPath, args...)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
@@ -398,7 +405,11 @@ func checkMirror(t *testing.T, dataDir string, gen *workload.Keyed, label string
 		if name == gen.Tables()[0] && own.KeyColumn() != "pk" {
 			t.Errorf("%s: %s: key column %q, pinned pk", label, name, own.KeyColumn())
 		}
-		t.Logf("%s: %s: %d rows, %d data files, %d equality delete files", label, name, len(own.Rows), own.DataFiles, own.EqualityDeleteFiles)
+		t.Logf("%s: %s: %d rows, %d data files, %d equality delete files (at most %d in a partition)", label, name, len(own.Rows),
+			own.DataFiles, own.EqualityDeleteFiles, own.MaxPartitionDeleteFiles)
+		if own.MaxPartitionDeleteFiles > mirrorCompactAt+mirrorCompactSlack {
+			t.Errorf("%s: %s: %d delete files in a partition; compaction runs at %d", label, name, own.MaxPartitionDeleteFiles, mirrorCompactAt)
+		}
 	}
 	return true
 }

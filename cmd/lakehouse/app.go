@@ -91,8 +91,12 @@ type app struct {
 
 	stopMaint context.CancelFunc // nil unless maintenance runs
 	maintDone chan struct{}
-	stopHist  context.CancelFunc // nil unless the status page runs
-	histDone  chan struct{}
+	// stopMirror ends the background mirror compaction (nil unless
+	// mirrors are on); mirrorDone closes when it has.
+	stopMirror context.CancelFunc
+	mirrorDone chan struct{}
+	stopHist   context.CancelFunc // nil unless the status page runs
+	histDone   chan struct{}
 }
 
 // upstreamConns is how many gRPC connections the WebSocket bridge spreads its
@@ -135,6 +139,12 @@ func startApp(ctx context.Context, cfg appConfig) (_ *app, err error) {
 			mctx, a.stopMaint = context.WithCancel(context.WithoutCancel(ctx))
 			a.maintDone = make(chan struct{})
 			go func() { defer close(a.maintDone); isk.RunMaintenance(mctx) }()
+		}
+		if isk.Config().Mirror {
+			var mctx context.Context
+			mctx, a.stopMirror = context.WithCancel(context.WithoutCancel(ctx))
+			a.mirrorDone = make(chan struct{})
+			go func() { defer close(a.mirrorDone); isk.RunMirrorCompaction(mctx) }()
 		}
 	}
 	if a.srv, err = server.New(ctx, cfg.Server); err != nil {
@@ -319,6 +329,10 @@ func (a *app) stop(ctx context.Context) error {
 	if a.stopHist != nil {
 		a.stopHist()
 		<-a.histDone
+	}
+	if a.stopMirror != nil {
+		a.stopMirror()
+		<-a.mirrorDone
 	}
 	if a.stopMaint != nil {
 		a.stopMaint()

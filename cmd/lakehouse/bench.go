@@ -57,6 +57,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
 	var lf legacyFlags
 	lf.register(fs)
+	var fresh freshnessFlags
+	fresh.register(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -77,6 +79,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return fmt.Errorf("--keys %d: want at least 1", *keys)
 	case *workloadName == bench.WorkloadKeyed && (*raw || *compare):
 		return errors.New("--workload keyed goes with the client and --frames modes, not --raw or --compare")
+	case fresh.on && *compare:
+		return errors.New("--mirror-freshness goes with one run, not --compare")
 	}
 	dopts, err := cf.dialOptions()
 	if err != nil {
@@ -156,7 +160,22 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if err != nil {
 			return nil, err
 		}
+		var waitFresh func() (*bench.FreshnessReport, error)
+		if fresh.on {
+			if waitFresh, err = fresh.start(ctx, cfg.Addr, dopts, *tablePrefix, *grace, stderr); err != nil {
+				return nil, err
+			}
+		}
 		s, err := run(ctx, cfg)
+		if waitFresh != nil {
+			rep, ferr := waitFresh()
+			if err == nil && ferr != nil {
+				err = fmt.Errorf("--mirror-freshness: %w", ferr)
+			}
+			if s != nil {
+				s.Freshness = rep
+			}
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -53,7 +53,7 @@ func runMaintain(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	}
 	defer s.Close()
 	start := time.Now()
-	merr := s.Maintain(ctx, iceberg.MaintainOptions{Orphans: orphans})
+	merr := s.Maintain(ctx, iceberg.MaintainOptions{Orphans: orphans, MirrorDeletes: true})
 	health := s.Health()
 	if asJSON {
 		enc := json.NewEncoder(stdout)

@@ -19,21 +19,24 @@ type mirrorFlags struct {
 	schemasFile  string
 	compactAt    int
 	tombstoneRet time.Duration
+	scanBudget   int64
+	buckets      int
 }
 
 // register adds the flags; writer adds those only a writer uses.
 func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
-	// Off by default when writing (serve): a mirror commit still costs
-	// seconds per table on a growing key space (docs/mirror.md), too much
-	// for every deployment. Maintenance covers mirror tables that exist.
-	fs.BoolVar(&m.on, "mirror", !writer, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md; off by default for serve while its commit cost is high)")
+	// On by default: a mirror commit only adds files; compaction runs in
+	// the background, per partition (docs/mirror.md).
+	fs.BoolVar(&m.on, "mirror", true, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md)")
 	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
-	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table when a commit brings its equality delete files to this many (at least 2; negative: never from commits)")
+	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table partition in the background once it has this many equality delete files (at least 2; negative: no mirror compaction)")
+	fs.Int64Var(&m.scanBudget, "mirror-scan-budget", iceberg.DefaultMirrorScanBudget, "also compact a mirror partition once a scan of it would apply more than this many delete rows (each delete file's rows counted once per data file it applies to; negative: off)")
 	if writer {
 		fs.DurationVar(&m.tombstoneRet, "mirror-tombstone-retention", iceberg.DefaultMirrorTombstoneRetention, "how long a mirror table remembers a deleted key, by event time behind the newest one: a change older than a forgotten delete brings the row back (negative: forever)")
 		fs.BoolVar(&m.inferTimes, "mirror-infer-timestamps", false, "type a new mirror column timestamptz when its first value is an RFC 3339 string (2024-05-01T12:00:00.123Z, with a zone); later strings that are not timestamps go to _extra")
 		fs.StringVar(&m.schemasFile, "mirror-schemas", "", "YAML file pinning mirror table schemas: per CDC table its key column name and column types (see docs/mirror.md)")
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
+		fs.IntVar(&m.buckets, "mirror-partition-buckets", iceberg.DefaultMirrorPartitionBuckets, "partition new mirror tables by bucket[N](row_id), so that deletes and compaction work per partition (negative: unpartitioned; existing mirrors keep theirs)")
 	}
 }
 
@@ -43,6 +46,8 @@ func (m *mirrorFlags) apply(cfg *iceberg.Config) error {
 	cfg.MirrorNestedAsJSON = m.nestedAsJSON
 	cfg.MirrorInferTimestamps = m.inferTimes
 	cfg.MirrorCompactDeleteFiles = m.compactAt
+	cfg.MirrorScanBudget = m.scanBudget
+	cfg.MirrorPartitionBuckets = m.buckets
 	cfg.MirrorTombstoneRetention = m.tombstoneRet
 	if m.schemasFile != "" {
 		data, err := os.ReadFile(m.schemasFile)

@@ -144,6 +144,9 @@ type Summary struct {
 	UnackedEntries uint64 `json:"unackedEntries"`
 	// CPU is the CPU time the run cost, when measured (see CPUProbe).
 	CPU *CPUReport `json:"cpu,omitempty"`
+	// Freshness is the mirror freshness measured beside the run, if any
+	// (ProbeFreshness).
+	Freshness *FreshnessReport `json:"freshness,omitempty"`
 }
 
 // String formats the summary as one human-readable line.
@@ -173,6 +176,10 @@ func (s *Summary) String() string {
 	if s.CPU != nil {
 		b.WriteString("; ")
 		b.WriteString(s.CPU.String())
+	}
+	if s.Freshness != nil {
+		b.WriteString("; ")
+		b.WriteString(s.Freshness.String())
 	}
 	return b.String()
 }

@@ -94,6 +94,7 @@ func (s *snapshotFiles) read(ctx context.Context, fs iceio.IO, res *Result) erro
 		}
 	}
 	res.EqualityDeleteFiles, res.PositionDeleteFiles = len(s.eqDeletes), len(s.posDeletes)
+	res.MaxPartitionDeleteFiles = maxPerPartition(s.eqDeletes, s.posDeletes)
 
 	top := sc.Fields()
 	topIDs := make([]int, len(top))
@@ -282,4 +283,17 @@ func optionalColumnsByID(rec arrow.RecordBatch, ids []int) []int {
 		out[j] = c
 	}
 	return out
+}
+
+// maxPerPartition is the largest number of delete files in one partition.
+func maxPerPartition(lists ...[]fileRef) int {
+	n := map[string]int{}
+	most := 0
+	for _, l := range lists {
+		for _, f := range l {
+			n[f.partition]++
+			most = max(most, n[f.partition])
+		}
+	}
+	return most
 }

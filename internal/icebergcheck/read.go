@@ -31,6 +31,8 @@ type Result struct {
 	Rows       []Row
 	// Files read, by content.
 	DataFiles, EqualityDeleteFiles, PositionDeleteFiles int
+	// MaxPartitionDeleteFiles is the most delete files one partition has.
+	MaxPartitionDeleteFiles int
 	// DeletedRows counts the data rows the delete files removed.
 	DeletedRows int
 }
