@@ -155,7 +155,7 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	for _, p := range parts {
 		done, err := committedBefore(p, have)
 		if err != nil {
-			return tr, err
+			return tr, s.fencedOr(ctx, err)
 		}
 		if done {
 			tr.skipped += p.rows

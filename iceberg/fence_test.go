@@ -11,6 +11,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // TestFencedCommit: a commit whose lease claims no longer hold (another
@@ -126,4 +127,52 @@ func openStore(t *testing.T, dsn, owner string) *coord.Store {
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// TestZombieOverlapIsFenced: a zombie instance's staged batches that the
+// source's new owner committed in part (it resent them after the move) are
+// refused as fenced, not as a commit error the zombie would retry forever:
+// the watermark check that finds the overlap runs before the catalog's
+// fenced transaction, so it asks the fence itself.
+func TestZombieOverlapIsFenced(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	dir := t.TempDir()
+	open := func() *Sink {
+		return openTestSink(t, dir, func(c *Config) {
+			c.CatalogURI = dsn
+			c.Warehouse = "file://" + dir + "/warehouse"
+		})
+	}
+	zombie, owner := open(), open()
+	a := openStore(t, dsn, "inst-a")
+	b := openStore(t, dsn, "inst-b")
+	src := testSources[:1]
+	la, err := a.Acquire(ctx, src[0].id, coord.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimsA := fence.Claims{Owner: "inst-a", Claims: []fence.Claim{{Source: src[0].id, Epoch: la.Epoch}}}
+	// a stages batches 1..10 and pauses before committing them.
+	staged, err := zombie.Stage(fence.With(ctx, claimsA), w1Flush(1, src, 1, 10, 8))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, src[0].id, la.Epoch); err != nil {
+		t.Fatal(err)
+	}
+	lb, err := b.Acquire(ctx, src[0].id, coord.Resume{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claimsB := fence.Claims{Owner: "inst-b", Claims: []fence.Claim{{Source: src[0].id, Epoch: lb.Epoch}}}
+	// b gets batches 1..5 again from the client and commits them.
+	if _, err := owner.Commit(fence.With(ctx, claimsB), w1Flush(2, src, 1, 5, 8)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = zombie.CommitStaged(fence.With(ctx, claimsA), []sink.Staged{staged}, sink.CommitInfo{ID: 1, Reason: "test"})
+	if !errors.Is(err, fence.ErrFenced) {
+		t.Fatalf("zombie commit of batches the new owner committed in part: %v, want a fence error", err)
+	}
+	diffKeys(t, flushKeys(w1Flush(2, src, 1, 5, 8)), scanKeys(t, owner))
 }
