@@ -59,6 +59,7 @@ func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved} {
 		ch <- d
 	}
+	describeMirrorIndex(ch)
 }
 
 func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
@@ -92,4 +93,5 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.mirrorSchema, m.SchemaUpdates)
 	counter(c.mirrorCompactions, m.Compactions)
 	counter(c.mirrorDelRemoved, m.DeleteFilesRemoved)
+	collectMirrorIndex(ch, m)
 }

@@ -136,6 +136,8 @@ type MirrorTotals struct {
 	SchemaUpdates      int64 // schema evolutions committed
 	Compactions        int64 // mirror compactions committed
 	DeleteFilesRemoved int64 // equality delete files dropped by compaction
+	IndexKeys          int64 // keys in the in-memory order indexes now (a gauge)
+	IndexTombstones    int64 // of which deleted keys (a gauge)
 }
 
 // MirrorTotals returns the mirror counters.
