@@ -74,6 +74,7 @@ func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	c.s.committer.waitSeconds.Describe(ch)
+	describeMirrorIndex(ch)
 }
 
 func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
@@ -121,4 +122,5 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.committerFenced, ct.PartsFenced)
 		c.s.committer.waitSeconds.Collect(ch)
 	}
+	collectMirrorIndex(ch, m)
 }

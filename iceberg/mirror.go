@@ -41,9 +41,10 @@ import (
 //
 // Winner order: the greatest (event_time ms, source_id as bytes, entry_seq).
 // The writer keeps, per mirror table, an in-memory index of the order of
-// every key's current change, deletes included (tombstones), loaded from
-// the table's rows on first use; see docs/mirror.md for what a restart
-// forgets.
+// every key's current change, deletes included (mirrorindex.go), loaded on
+// first use from the table's rows and its tombstone files, which each
+// commit with deletes writes in its own transaction (mirrortombstone.go);
+// docs/mirror.md says how long tombstones are kept.
 
 // mirrorChange is one change of a key, folded.
 type mirrorChange struct {
@@ -136,6 +137,8 @@ type MirrorTotals struct {
 	SchemaUpdates      int64 // schema evolutions committed
 	Compactions        int64 // mirror compactions committed
 	DeleteFilesRemoved int64 // equality delete files dropped by compaction
+	IndexKeys          int64 // keys in the in-memory order indexes now (a gauge)
+	IndexTombstones    int64 // of which deleted keys (a gauge)
 }
 
 // MirrorTotals returns the mirror counters.

@@ -98,6 +98,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 		if !committedOK {
 			delete(s.mirror.indexes, sink.SanitizeName(name))
 		}
+		s.reportIndex(idx, !committedOK)
 	}()
 	var rows []*mirrorChange
 	var deletes []tombstone

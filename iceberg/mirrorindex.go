@@ -28,6 +28,8 @@ type mirrorIndex struct {
 	maxEventMs uint64            // the newest event time applied
 	tombstones int               // entries that are deletes
 	files      []tombstoneFile   // the table's tombstone files (its property)
+
+	reportedKeys, reportedTombstones int // as counted in MirrorTotals
 }
 
 type indexEntry struct {
@@ -121,6 +123,7 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return nil, err
 	}
 	s.mirror.indexes[san] = idx
+	s.reportIndex(idx, false)
 	return idx, nil
 }
 

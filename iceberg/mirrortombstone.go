@@ -238,14 +238,16 @@ func (s *Sink) planTombstones(ctx context.Context, tbl *table.Table, idx *mirror
 				all = append(all, tombstone{key: k, ord: orderKey{eventMs: e.eventMs, source: idx.sources[e.source], entry: e.entry}})
 			}
 		}
-		slices.SortFunc(all, func(a, b tombstone) int { return strings.Compare(a.key, b.key) })
-		tf, err := writeTombstones(ctx, tbl, all)
-		if err != nil {
-			return up, err
+		up.merged, changed, keep = true, true, nil
+		if len(all) > 0 {
+			slices.SortFunc(all, func(a, b tombstone) int { return strings.Compare(a.key, b.key) })
+			tf, err := writeTombstones(ctx, tbl, all)
+			if err != nil {
+				return up, err
+			}
+			up.written = &tf
+			keep = []tombstoneFile{tf}
 		}
-		up.written, up.merged = &tf, true
-		keep = []tombstoneFile{tf}
-		changed = true
 	}
 	if changed {
 		up.files = keep

@@ -58,13 +58,16 @@ func TestMirrorDeletesSurviveRestart(t *testing.T) {
 	if got := mirrorKeys(t, s, "t"); len(got) != 1 || got["other"].values["v"] != float64(5) {
 		t.Fatalf("after the restart a change older than the delete brought the row back: %+v", got)
 	}
-	if st := s.MirrorTotals().StaleChanges; st != 1 {
-		t.Errorf("stale changes %d, want 1", st)
+	if tot := s.MirrorTotals(); tot.StaleChanges != 1 || tot.IndexKeys != 2 || tot.IndexTombstones != 1 {
+		t.Errorf("stale changes %d (want 1), index keys %d (2), tombstones %d (1)", tot.StaleChanges, tot.IndexKeys, tot.IndexTombstones)
 	}
 	// A newer insert brings it back.
 	mustCommit(t, s, changeFlush("t", "b", 2, 2, 3500, "k", codec.OpInsert, `{"v":10}`))
 	if got := mirrorKeys(t, s, "t"); got["k"].values["v"] != float64(10) {
 		t.Fatalf("a newer insert did not apply: %+v", got)
+	}
+	if tot := s.MirrorTotals(); tot.IndexKeys != 2 || tot.IndexTombstones != 0 {
+		t.Errorf("index keys %d, tombstones %d; want 2, 0", tot.IndexKeys, tot.IndexTombstones)
 	}
 }
 

@@ -402,13 +402,23 @@ func checkMirror(t *testing.T, dataDir string, gen *workload.Keyed, label string
 			t.Fatalf("%s: scan of %s: %v", label, name, err)
 		}
 		icebergcheck.CompareMirrorKey(t, fmt.Sprintf("%s.%s (%s, iceberg-go scan)", mirrorNamespace, name, label), scan.KeyColumn(), scan.Rows, want)
+		ts, err := icebergcheck.ReadTombstones(ctx, tbl)
+		if err != nil {
+			t.Fatalf("%s: tombstones of %s: %v", label, name, err)
+		}
+		if d := icebergcheck.DiffTombstones(ts, gen.Model(), name); len(d) > 0 {
+			t.Errorf("%s: %s: %d tombstone differences, first: %s", label, name, len(d), d[0])
+		}
 		if name == gen.Tables()[0] && own.KeyColumn() != "pk" {
 			t.Errorf("%s: %s: key column %q, pinned pk", label, name, own.KeyColumn())
 		}
-		t.Logf("%s: %s: %d rows, %d data files, %d equality delete files (at most %d in a partition)", label, name, len(own.Rows),
-			own.DataFiles, own.EqualityDeleteFiles, own.MaxPartitionDeleteFiles)
+		t.Logf("%s: %s: %d rows, %d tombstones, %d data files, %d equality delete files (at most %d in a partition)", label, name,
+			len(own.Rows), len(ts), own.DataFiles, own.EqualityDeleteFiles, own.MaxPartitionDeleteFiles)
 		if own.MaxPartitionDeleteFiles > mirrorCompactAt+mirrorCompactSlack {
 			t.Errorf("%s: %s: %d delete files in a partition; compaction runs at %d", label, name, own.MaxPartitionDeleteFiles, mirrorCompactAt)
+		}
+		if len(ts) == 0 {
+			t.Errorf("%s: %s: no tombstones: the run deleted nothing", label, name)
 		}
 	}
 	return true

@@ -122,3 +122,29 @@ func TestDiffMirrorKey(t *testing.T) {
 		t.Errorf("row_id expected by DiffMirror: %v", d)
 	}
 }
+
+// TestDiffTombstones: tombstones must match the model's deletes, and be
+// older than live rows.
+func TestDiffTombstones(t *testing.T) {
+	m := mirrormodel.New()
+	v := func(ms int64) mirrormodel.Version {
+		return mirrormodel.Version{EventTimeMs: ms, SourceID: "s", EntrySeq: uint64(ms)}
+	}
+	m.Commit([]mirrormodel.Change{{Table: "t", RowID: "a", Op: codec.OpInsert, After: []byte(`{}`), Version: v(1)}})
+	m.Commit([]mirrormodel.Change{{Table: "t", RowID: "a", Op: codec.OpDelete, Version: v(2)}, {Table: "t", RowID: "b", Op: codec.OpDelete, Version: v(3)}})
+	m.Commit([]mirrormodel.Change{{Table: "t", RowID: "c", Op: codec.OpDelete, Version: v(4)}})
+	m.Commit([]mirrormodel.Change{{Table: "t", RowID: "c", Op: codec.OpInsert, After: []byte(`{}`), Version: v(5)}})
+	good := map[string]mirrormodel.Version{"a": v(2), "b": v(3), "c": v(4)}
+	if d := DiffTombstones(good, m, "t"); len(d) != 0 {
+		t.Fatalf("matching tombstones: %v", d)
+	}
+	for name, got := range map[string]map[string]mirrormodel.Version{
+		"missing":        {"a": v(2), "c": v(4)},
+		"older":          {"a": v(1), "b": v(3)},
+		"newer than row": {"a": v(2), "b": v(3), "c": v(6)},
+	} {
+		if d := DiffTombstones(got, m, "t"); len(d) != 1 {
+			t.Errorf("%s: %v", name, d)
+		}
+	}
+}

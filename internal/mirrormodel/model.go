@@ -109,6 +109,12 @@ func (m *Model) Rows(table string) map[string]Row {
 	return maps.Clone(m.tables[table])
 }
 
+// Tombstones returns a copy of the deleted keys of table with the version
+// of their delete.
+func (m *Model) Tombstones(table string) map[string]Version {
+	return maps.Clone(m.tombstones[table])
+}
+
 // Len returns the number of live rows of table.
 func (m *Model) Len(table string) int { return len(m.tables[table]) }
 
