@@ -23,7 +23,7 @@ import (
 
 // Deletes survive a restart through tombstone files: Parquet files of
 // (row_id, event_ms, source_id, entry_seq), one row per key whose winning
-// change is a delete, under <table location>/tombstones/. The table property
+// change is a delete, under <table location>/data/tombstones/. The table property
 // PropMirrorTombstones lists the files that count; a mirror commit that
 // deletes keys writes one file of its new tombstones and sets the property
 // in the SAME transaction as its row delta, so the tombstones and the rows
@@ -48,8 +48,10 @@ const PropMirrorTombstones = "lakehouse.mirror.tombstones"
 const maxMirrorTombstoneFiles = 8
 
 // tombstoneDir is the directory of the tombstone files under a table's
-// location.
-const tombstoneDir = "tombstones"
+// location: inside data/, because object stores that serve Iceberg tables
+// as such (SeaweedFS's table buckets) refuse other keys, metadata/ files
+// other than Iceberg's included. Orphan cleanup keeps the listed ones.
+const tombstoneDir = "data/tombstones"
 
 // tombstoneFile is one entry of PropMirrorTombstones.
 type tombstoneFile struct {
