@@ -123,6 +123,9 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 // table, tombstones included.
 type mirrorIndex struct {
 	order map[string]orderKey
+	// snapshot is the table snapshot the index reflects (0: none): where
+	// it was loaded from, then each mirror commit's (see mirrorDeleteKeys).
+	snapshot int64
 }
 
 // mirrorState is the sink's mirror bookkeeping.

@@ -122,10 +122,12 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			return mr, err
 		}
 		mr.extra = extra
-		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(apply))
-		if err != nil {
-			s.removeFiles(ctx, tbl, dataFiles)
-			return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
+		var delFiles []iceberg.DataFile
+		if dels := s.mirrorDeleteKeys(tbl, idx, apply); len(dels) > 0 {
+			if delFiles, err = txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(dels)); err != nil {
+				s.removeFiles(ctx, tbl, dataFiles)
+				return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
+			}
 		}
 		wmJSON, _ := json.Marshal(toJSONWatermarks(marks)) // cannot fail
 		summary := iceberg.Properties{
@@ -158,6 +160,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	if snap := committed.CurrentSnapshot(); snap != nil && len(apply) > 0 {
 		mr.snapshotID = snap.SnapshotID
+		idx.snapshot = snap.SnapshotID
 	}
 	mr.duration = time.Since(start)
 	s.countMirror(func(t *MirrorTotals) {
@@ -263,7 +266,8 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return idx, nil
 	}
 	idx := &mirrorIndex{order: make(map[string]orderKey)}
-	if tbl.CurrentSnapshot() != nil {
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		idx.snapshot = snap.SnapshotID
 		_, it, err := tbl.Scan(table.WithSelectedFields(mirrorColRowID, mirrorColSourceID, mirrorColEntrySeq, mirrorColEventTime)).
 			ToArrowRecords(ctx)
 		if err != nil {
@@ -311,3 +315,43 @@ func indexRecord(idx *mirrorIndex, rec arrow.RecordBatch, sources map[string]str
 	}
 	return nil
 }
+
+// mirrorDeleteKeys returns the changes whose keys need an equality delete.
+// A key the index does not know has no row in the table (the index holds
+// every key with a row: loaded from the table's rows, then kept by each
+// commit), so an insert of a new key needs none: a table of ever-new keys
+// then gets no delete files at all. That holds only while this sink is the
+// table's one writer: with multi-instance mode (ExclusiveMaintenance), or
+// when the table has a snapshot since the index's that is neither the
+// index's nor a compaction (another writer's commit), every key gets one.
+func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mirrorChange) []*mirrorChange {
+	if s.cfg.ExclusiveMaintenance || !onlyCompactedSince(tbl, idx.snapshot) {
+		return apply
+	}
+	dels := make([]*mirrorChange, 0, len(apply))
+	for _, ch := range apply {
+		if _, known := idx.order[ch.key]; known {
+			dels = append(dels, ch)
+		}
+	}
+	return dels
+}
+
+// onlyCompactedSince reports whether every snapshot of tbl after snapshot
+// id since (0: none) is a compaction, which leaves the rows as they were.
+func onlyCompactedSince(tbl *table.Table, since int64) bool {
+	for snap, steps := tbl.CurrentSnapshot(), 0; ; steps++ {
+		switch {
+		case snap == nil:
+			return since == 0
+		case snap.SnapshotID == since:
+			return true
+		case steps > maxSnapshotWalk || snap.Summary == nil || snap.Summary.Properties["lakehouse.maintenance"] == "" || snap.ParentSnapshotID == nil:
+			return false
+		}
+		snap = tbl.Metadata().SnapshotByID(*snap.ParentSnapshotID)
+	}
+}
+
+// maxSnapshotWalk bounds onlyCompactedSince's walk up the snapshot chain.
+const maxSnapshotWalk = 1000
