@@ -40,5 +40,5 @@ func TestMirrorFreshness(t *testing.T) {
 	if f == nil || f.Markers < 5 || f.Seen != f.Markers || f.P50Ms <= 0 || f.MaxMs < f.P99Ms || f.P99Ms < f.P50Ms {
 		t.Fatalf("freshness report %+v", f)
 	}
-	t.Logf("%s", f)
+	t.Logf("%s (last poll error: %q)", f, f.LastPollError)
 }
