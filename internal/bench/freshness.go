@@ -65,6 +65,8 @@ type FreshnessReport struct {
 	PollMs     float64 `json:"pollMs"`
 	Polls      int     `json:"polls"`
 	PollErrors int     `json:"pollErrors"` // polls that failed (retried at the next)
+	// LastPollError is the last failed poll's error.
+	LastPollError string `json:"lastPollError,omitempty"`
 }
 
 func (r *FreshnessReport) String() string {
@@ -105,6 +107,7 @@ func ProbeFreshness(ctx context.Context, cfg FreshnessConfig) (*FreshnessReport,
 		tbl, err := cfg.LoadMirror(pctx)
 		if err != nil {
 			rep.PollErrors++
+			rep.LastPollError = err.Error()
 			return
 		}
 		snap := tbl.CurrentSnapshot()
@@ -114,6 +117,7 @@ func ProbeFreshness(ctx context.Context, cfg FreshnessConfig) (*FreshnessReport,
 		keys, err := scanKeys(pctx, tbl)
 		if err != nil {
 			rep.PollErrors++
+			rep.LastPollError = err.Error()
 			return
 		}
 		lastSnap = snap.SnapshotID
