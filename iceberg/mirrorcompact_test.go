@@ -193,4 +193,3 @@ func TestMirrorScanBudget(t *testing.T) {
 	tbl, _ := s.LoadMirrorTable(ctx, "t")
 	checkMirror(t, readMirror(t, tbl), model)
 }
-

@@ -36,7 +36,7 @@ func TestFillingLogCommitsEarly(t *testing.T) {
 		c.WALSegmentBytes = 8 << 10
 		c.FlushInterval = time.Hour
 		c.FlushEntries = 100
-		c.FlushBytes = 16 << 10     // a small share of the log's cap, as by default
+		c.FlushBytes = 16 << 10    // a small share of the log's cap, as by default
 		c.WALCommitThreshold = 0.2 // room for the flusher to react, even under -race
 		reg = prometheus.NewRegistry()
 		c.Metrics = reg
