@@ -173,19 +173,9 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 		return tr, nil
 	}
 
-	props := s.missingManagedProps(tbl.Properties())
-	for src := range marks {
-		if old, ok := have[src]; ok {
-			sink.MergeWatermark(marks, src, old)
-			if marks[src] == old {
-				continue
-			}
-		}
-		props[PropWatermarkPrefix+src] = encodeWatermark(marks[src])
-	}
-	wmJSON, err := json.Marshal(toJSONWatermarks(marks))
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
 	if err != nil {
-		return tr, fmt.Errorf("encode watermarks: %w", err)
+		return tr, err
 	}
 	summary := iceberg.Properties{
 		SummaryFlushID:    strconv.FormatUint(c.ID, 10),
@@ -228,6 +218,28 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	s.log.Debug("iceberg table committed", "table", committed.Identifier(), "commit", c.ID,
 		"rows", tr.written, "skipped", tr.skipped, "files", len(files), "bytes", tr.bytes)
 	return tr, nil
+}
+
+// watermarkProps merges the table's watermarks (have) into marks, the
+// sources' new ones, and returns the table properties a commit sets (the
+// watermarks that moved, and any managed property the table lacks) and the
+// merged watermarks as the snapshot summary's JSON.
+func (s *Sink) watermarkProps(tbl *table.Table, have, marks map[string]sink.Watermark) (iceberg.Properties, []byte, error) {
+	props := s.missingManagedProps(tbl.Properties())
+	for src := range marks {
+		if old, ok := have[src]; ok {
+			sink.MergeWatermark(marks, src, old)
+			if marks[src] == old {
+				continue
+			}
+		}
+		props[PropWatermarkPrefix+src] = encodeWatermark(marks[src])
+	}
+	wmJSON, err := json.Marshal(toJSONWatermarks(marks))
+	if err != nil {
+		return nil, nil, fmt.Errorf("encode watermarks: %w", err)
+	}
+	return props, wmJSON, nil
 }
 
 // committedBefore reports whether the table's watermarks already cover a

@@ -254,19 +254,9 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 		return setPartsState(ctx, s.partsDB(), ids, partCommitted)
 	}
 	pc.written = written
-	props := s.missingManagedProps(tbl.Properties())
-	for src := range marks {
-		if old, ok := have[src]; ok {
-			sink.MergeWatermark(marks, src, old)
-			if marks[src] == old {
-				continue
-			}
-		}
-		props[PropWatermarkPrefix+src] = encodeWatermark(marks[src])
-	}
-	wmJSON, err := json.Marshal(toJSONWatermarks(marks))
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
 	if err != nil {
-		return fmt.Errorf("encode watermarks: %w", err)
+		return err
 	}
 	summary := iceberg.Properties{
 		SummaryFlushID:    strconv.FormatInt(lastID, 10),

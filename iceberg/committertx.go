@@ -68,11 +68,6 @@ func (pc *partsCommit) apply(ctx context.Context, conn *pgx.Conn) error {
 	return nil
 }
 
-// querier is what checkPartClaims needs of a connection.
-type querier interface {
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-}
-
 // checkPartClaims reads the lease rows of every source the parts claim
 // (with q, which may lock them) and returns a *partsFencedError naming the
 // parts with a claim that does not hold: the lease's owner is not the
@@ -92,26 +87,8 @@ func checkPartClaims(ctx context.Context, q querier, parts []*pubPart, query str
 	if len(ids) == 0 {
 		return nil
 	}
-	rows, err := q.Query(ctx, query, ids)
+	got, err := readLeases(ctx, q, query, ids)
 	if err != nil {
-		return fmt.Errorf("iceberg: part fence check: %w", err)
-	}
-	got := make(map[string]fence.Lease, len(ids))
-	for rows.Next() {
-		var (
-			id    string
-			l     fence.Lease
-			epoch int64
-		)
-		if err := rows.Scan(&id, &l.Owner, &epoch); err != nil {
-			rows.Close()
-			return fmt.Errorf("iceberg: part fence check: %w", err)
-		}
-		l.Epoch = uint64(epoch)
-		got[id] = l
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return fmt.Errorf("iceberg: part fence check: %w", err)
 	}
 	var failed []int64

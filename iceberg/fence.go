@@ -103,10 +103,27 @@ func checkClaims(ctx context.Context, conn *pgx.Conn, c fence.Claims) error {
 	for _, cl := range c.Claims {
 		ids = append(ids, cl.Source)
 	}
-	rows, err := conn.Query(ctx, leaseCheckSQL, ids)
+	got, err := readLeases(ctx, conn, leaseCheckSQL, ids)
 	if err != nil {
 		return fmt.Errorf("iceberg: fence check: %w", err)
 	}
+	return fence.Check(c, got)
+}
+
+// querier is what readLeases needs of a connection.
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// readLeases runs query (a SELECT source_id, owner, epoch of the lease
+// table for the sources ids, which may lock the rows) and returns the
+// leases by source.
+func readLeases(ctx context.Context, q querier, query string, ids []string) (map[string]fence.Lease, error) {
+	rows, err := q.Query(ctx, query, ids)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
 	got := make(map[string]fence.Lease, len(ids))
 	for rows.Next() {
 		var (
@@ -115,15 +132,10 @@ func checkClaims(ctx context.Context, conn *pgx.Conn, c fence.Claims) error {
 			epoch int64
 		)
 		if err := rows.Scan(&id, &l.Owner, &epoch); err != nil {
-			rows.Close()
-			return fmt.Errorf("iceberg: fence check: %w", err)
+			return nil, err
 		}
 		l.Epoch = uint64(epoch)
 		got[id] = l
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("iceberg: fence check: %w", err)
-	}
-	return fence.Check(c, got)
+	return got, rows.Err()
 }

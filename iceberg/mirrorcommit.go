@@ -2,7 +2,6 @@ package iceberg
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -117,15 +116,9 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 		return mr, err
 	}
 
-	props := s.missingManagedProps(tbl.Properties())
-	for src := range marks {
-		if old, ok := have[src]; ok {
-			sink.MergeWatermark(marks, src, old)
-			if marks[src] == old {
-				continue
-			}
-		}
-		props[PropWatermarkPrefix+src] = encodeWatermark(marks[src])
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
+	if err != nil {
+		return mr, err
 	}
 	txn := tbl.NewTransaction()
 	if len(apply) > 0 {
@@ -139,7 +132,6 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			s.removeFiles(ctx, tbl, dataFiles)
 			return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
 		}
-		wmJSON, _ := json.Marshal(toJSONWatermarks(marks)) // cannot fail
 		summary := iceberg.Properties{
 			SummaryFlushID:       strconv.FormatUint(c.ID, 10),
 			SummaryTrigger:       c.Reason,
