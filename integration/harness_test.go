@@ -268,6 +268,10 @@ func (c *cluster) stop() {
 		_ = c.bridge.stop(10 * time.Second)
 	}
 	if err := c.srv.stop(60 * time.Second); err != nil {
-		c.t.Errorf("graceful stop: %v\n%s", err, readLog(c.t, c.logPath))
+		log := readLogFull(c.t, c.logPath)
+		if len(log) > 200_000 { // the goroutine dump is at the end
+			log = "...\n" + log[len(log)-200_000:]
+		}
+		c.t.Errorf("graceful stop: %v\n%s", err, log)
 	}
 }

@@ -171,8 +171,15 @@ func (p *proc) stop(timeout time.Duration) error {
 	case <-p.done:
 		return p.err
 	case <-time.After(timeout):
+		// SIGQUIT makes the Go runtime write every goroutine's stack to
+		// the log before it exits: the hang's evidence.
+		p.cmd.Process.Signal(syscall.SIGQUIT)
+		select {
+		case <-p.done:
+		case <-time.After(5 * time.Second):
+		}
 		p.kill()
-		return fmt.Errorf("no exit %v after SIGTERM", timeout)
+		return fmt.Errorf("no exit %v after SIGTERM (goroutine dump in the log)", timeout)
 	}
 }
 
