@@ -109,7 +109,7 @@ func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, e
 // commitPublished commits the table's staged parts in one snapshot. A part
 // whose claims no longer hold is marked fenced and left out; a part whose
 // rows the table already holds is marked committed with none written.
-func (s *Sink) commitPublished(ctx context.Context, name string) error {
+func (s *Sink) commitPublished(ctx context.Context, name string, urgent bool) error {
 	if err := s.lockCommits(ctx); err != nil {
 		return err
 	}
@@ -127,7 +127,7 @@ func (s *Sink) commitPublished(ctx context.Context, name string) error {
 		if at.After(s.committer.lastSnap[name]) {
 			s.committer.lastSnap[name] = at
 		}
-		if time.Since(at) < s.cfg.CommitterInterval {
+		if !s.commitDue(name, time.Now(), urgent) {
 			return nil
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/dot-do/lakehouse-rpc/internal/commitslot"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
@@ -77,7 +78,7 @@ func (ci *committerInstance) commitStaged(ctx context.Context, f *sink.Flush, st
 	for src := range f.Watermarks {
 		c.Claims = append(c.Claims, fence.Claim{Source: src, Epoch: ci.epochs[src]})
 	}
-	return ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: "test"})
+	return ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: sink.ReasonScheduled})
 }
 
 // appendSnapshots returns the timestamps (ms) of the table's append
@@ -179,8 +180,9 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 			t.Errorf("table %s: %d committer snapshots for %d rounds of 3 instances", info.Name, len(snaps), rounds)
 		}
 		for i := 1; i < len(snaps); i++ {
-			if gap := time.Duration(snaps[i]-snaps[i-1]) * time.Millisecond; gap < testCommitterInterval-5*time.Millisecond {
-				t.Errorf("table %s: snapshots %d ms apart, within one commit interval (%v)", info.Name, gap.Milliseconds(), testCommitterInterval)
+			at, prev := time.UnixMilli(snaps[i]), time.UnixMilli(snaps[i-1])
+			if commitslot.Of(at, testCommitterInterval) == commitslot.Of(prev, testCommitterInterval) {
+				t.Errorf("table %s: snapshots %d ms apart in one commit slot (%v)", info.Name, at.Sub(prev).Milliseconds(), testCommitterInterval)
 			}
 		}
 	}
@@ -390,13 +392,14 @@ func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flus
 // hold), once.
 func TestElectedCommitterDeadStager(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
-	insts := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.CommitterInterval = time.Hour })
-	insts = append(insts, openCommitterInstances(t, dsn, []string{"inst-b"}, nil)...)
-	a, b := insts[0], insts[1]
+	a := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.CommitterInterval = time.Hour })[0]
 	a.acquire(t, testSources[0].id)
-	b.acquire(t, testSources[1].id)
 	fa := w1Flush(1, testSources[0:1], 1, 2, 8)
 	publishAndDie(t, a, dsn, fa)
+	// b starts after a died: its committer would commit a's parts at once
+	// (their slot has no snapshot), before a stopped waiting for them.
+	b := openCommitterInstances(t, dsn, []string{"inst-b"}, nil)[0]
+	b.acquire(t, testSources[1].id)
 	fb := w1Flush(2, testSources[1:2], 1, 1, 8)
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -442,4 +445,36 @@ func TestElectedCommitterRestartAbandons(t *testing.T) {
 		t.Errorf("rows written %d, want %d", res.RowsWritten, flushRows(f))
 	}
 	diffKeys(t, flushKeys(f), scanKeys(t, a2.s))
+}
+
+// TestElectedCommitterUrgentParts: with an hour's commit interval, a
+// scheduled part waits for the next commit slot once its table has a
+// snapshot in this one, while a part of any other commit (a manual flush,
+// a shutdown) is committed at once.
+func TestElectedCommitterUrgentParts(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ci := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.CommitterInterval = time.Hour })[0]
+	src := testSources[0:1]
+	ci.acquire(t, src[0].id)
+	commit := func(f *sink.Flush, reason string, within time.Duration) error {
+		st, err := ci.s.Stage(context.Background(), f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), within)
+		defer cancel()
+		c := fence.Claims{Owner: ci.id, Claims: []fence.Claim{{Source: src[0].id, Epoch: ci.epochs[src[0].id]}}}
+		_, err = ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: reason})
+		return err
+	}
+	// The slot has no snapshot yet: committed after the gather delay.
+	if err := commit(w1Flush(1, src, 1, 1, 8), sink.ReasonScheduled, 30*time.Second); err != nil {
+		t.Fatalf("first scheduled commit: %v", err)
+	}
+	if err := commit(w1Flush(2, src, 2, 1, 8), "manual", 30*time.Second); err != nil {
+		t.Fatalf("manual commit in a slot that has a snapshot: %v", err)
+	}
+	if err := commit(w1Flush(3, src, 3, 1, 8), sink.ReasonScheduled, 3*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second scheduled commit in one slot: %v, want it still waiting for the next slot", err)
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -15,19 +16,24 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/dot-do/lakehouse-rpc/internal/commitslot"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// The elected committer (Config.ElectedCommitter, docs/scale-out.md): every
-// quarter of CommitterInterval, each instance looks for tables with
-// published parts still staged. A table's committer is the instance whose
-// session holds the table's PostgreSQL advisory lock (pg_try_advisory_lock
-// on a connection kept for it): the role is sticky, and it ends with the
-// session if the holder dies. The holder commits every staged part of the
-// table in one snapshot, once a whole interval has passed since the table's
-// last snapshot: at most one snapshot per table per interval, and a part
-// published after a quiet spell is committed within a quarter interval. Safety does not
-// rest on the lock: a part is marked committed in the catalog commit's own
+// The elected committer (Config.ElectedCommitter, docs/scale-out.md): a
+// few times a second, each instance looks for tables with published parts
+// still staged. A table's committer is the instance whose session holds the
+// table's PostgreSQL advisory lock (pg_try_advisory_lock on a connection
+// kept for it): the role is sticky, and it ends with the session if the
+// holder dies. The holder commits every staged part of the table in one
+// snapshot, at most once per commit slot (internal/commitslot: the
+// interval's multiples of Unix time), a gather delay into the slot: the
+// instances' scheduled flushes are at the slots' starts, so their parts of
+// a slot share its snapshot and their stagers wait about the gather delay.
+// A part published at another time (a manual flush, a shutdown, a log
+// filling) is committed at the next poll if its table has no snapshot in
+// the slot yet, at the next slot's commit otherwise. Safety does not rest
+// on the lock: a part is marked committed in the catalog commit's own
 // transaction, only if still staged (committertx.go), so two committers can
 // never both commit it.
 
@@ -52,10 +58,6 @@ type committerState struct {
 	// lastSnap holds, per table, the time of its last snapshot this
 	// instance made or saw (the loop's goroutine only).
 	lastSnap map[string]time.Time
-	// firstSeen holds, per table with staged parts, when this instance
-	// first saw it with parts since its last commit (the loop's goroutine
-	// only).
-	firstSeen map[string]time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
 	waitSeconds                                  prometheus.Histogram
@@ -63,9 +65,8 @@ type committerState struct {
 
 func newCommitterState() committerState {
 	return committerState{
-		held:      make(map[string]bool),
-		lastSnap:  make(map[string]time.Time),
-		firstSeen: make(map[string]time.Time),
+		held:     make(map[string]bool),
+		lastSnap: make(map[string]time.Time),
 		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lakehouse_committer_wait_seconds",
 			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
@@ -128,7 +129,7 @@ func (s *Sink) stopCommitter() {
 
 func (s *Sink) runCommitter(loopCtx context.Context) {
 	defer close(s.committer.done)
-	t := time.NewTicker(max(s.cfg.CommitterInterval/4, 10*time.Millisecond))
+	t := time.NewTicker(committerPoll(s.cfg.CommitterInterval))
 	defer t.Stop()
 	for {
 		select {
@@ -184,27 +185,16 @@ func (s *Sink) keepCommitterSession(ctx context.Context) {
 func (s *Sink) committerRound(ctx context.Context) error {
 	s.committer.rounds.Add(1)
 	db := s.partsDB()
-	names, err := stagedTables(ctx, db, s.cfg.Namespace)
+	tables, err := stagedTables(ctx, db, s.cfg.Namespace)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	seen := s.committer.firstSeen
-	for name := range seen {
-		if !slices.Contains(names, name) {
-			delete(seen, name) // committed meanwhile
-		}
-	}
-	for _, name := range names {
-		// Parts first seen at this poll wait for the next one, so that
-		// the parts of several instances published about the same time
-		// after a quiet spell share a snapshot.
-		if seen[name].IsZero() {
-			seen[name] = time.Now()
+	now := time.Now()
+	for _, name := range slices.Sorted(maps.Keys(tables)) {
+		urgent := tables[name]
+		if !s.commitDue(name, now, urgent) {
 			continue
-		}
-		if time.Since(s.committer.lastSnap[name]) < s.cfg.CommitterInterval {
-			continue // committed less than an interval ago
 		}
 		held, err := s.takeCommitter(ctx, name)
 		if err != nil {
@@ -214,10 +204,9 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		if !held {
 			continue
 		}
-		if err := s.commitPublished(ctx, name); err != nil {
+		if err := s.commitPublished(ctx, name, urgent); err != nil {
 			errs = append(errs, fmt.Errorf("table %q: %w", name, err))
 		}
-		delete(seen, name)
 	}
 	if time.Since(s.committer.lastCleanup) > partsKeep {
 		s.committer.lastCleanup = time.Now()
@@ -229,19 +218,45 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func stagedTables(ctx context.Context, db *sql.DB, ns string) ([]string, error) {
-	rows, err := db.QueryContext(ctx, `SELECT DISTINCT table_name FROM `+PartsTable+` WHERE namespace = $1 AND state = 'staged' ORDER BY 1`, ns)
+// committerPoll is how often the committer loop looks for staged parts:
+// often enough that a slot's commit starts soon after its gather delay.
+func committerPoll(interval time.Duration) time.Duration {
+	return min(max(interval/20, 10*time.Millisecond), 100*time.Millisecond)
+}
+
+// commitDue reports whether a table with staged parts may be committed
+// now: it has urgent parts, or its gather delay into the slot has passed
+// and the table has no snapshot in this slot yet (commitPublished checks
+// the table's own latest snapshot again).
+func (s *Sink) commitDue(name string, now time.Time, urgent bool) bool {
+	if urgent {
+		return true
+	}
+	iv := s.cfg.CommitterInterval
+	if now.Sub(commitslot.Start(now, iv)) < commitslot.Gather(iv) {
+		return false
+	}
+	return commitslot.Of(s.committer.lastSnap[name], iv) < commitslot.Of(now, iv)
+}
+
+// stagedTables returns the tables with staged parts, and whether any of
+// them is urgent.
+func stagedTables(ctx context.Context, db *sql.DB, ns string) (map[string]bool, error) {
+	rows, err := db.QueryContext(ctx, `SELECT table_name, bool_or(urgent) FROM `+PartsTable+` WHERE namespace = $1 AND state = 'staged' GROUP BY 1`, ns)
 	if err != nil {
 		return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 	}
 	defer rows.Close()
-	var out []string
+	out := make(map[string]bool)
 	for rows.Next() {
-		var n string
-		if err := rows.Scan(&n); err != nil {
+		var (
+			n      string
+			urgent bool
+		)
+		if err := rows.Scan(&n, &urgent); err != nil {
 			return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 		}
-		out = append(out, n)
+		out[n] = urgent
 	}
 	return out, rows.Err()
 }

@@ -74,7 +74,10 @@ func (s *Sink) createPartsTable(ctx context.Context, db *sql.DB) error {
 			state text NOT NULL DEFAULT 'staged',
 			rows_written bigint,
 			snapshot_id bigint,
-			finished_at timestamptz)`,
+			finished_at timestamptz,
+			urgent boolean NOT NULL DEFAULT false)`,
+		// Parts tables created before urgent parts existed.
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS urgent boolean NOT NULL DEFAULT false`,
 		`CREATE INDEX IF NOT EXISTS ` + PartsTable + `_staged ON ` + PartsTable + ` (namespace, table_name) WHERE state = 'staged'`,
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
@@ -113,7 +116,7 @@ type spanJSON struct {
 
 // publishParts inserts the parts not yet published (a retried CommitStaged
 // hands the same parts again) and records their ids.
-func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTable, claims map[string]uint64) error {
+func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTable, claims map[string]uint64, urgent bool) error {
 	for _, p := range parts {
 		if p.partID != 0 {
 			continue
@@ -134,9 +137,9 @@ func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTabl
 		sj, _ := json.Marshal(spans) // cannot fail
 		cj, _ := json.Marshal(cl)    // cannot fail
 		var id int64
-		err = db.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id`,
-			s.cfg.Namespace, p.name, s.cfg.InstanceID, string(files), string(sj), string(cj), p.rows, p.bytes).Scan(&id)
+		err = db.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes, urgent)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
+			s.cfg.Namespace, p.name, s.cfg.InstanceID, string(files), string(sj), string(cj), p.rows, p.bytes, urgent).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("iceberg: publish part of table %q: %w", p.name, err)
 		}

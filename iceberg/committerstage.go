@@ -15,11 +15,13 @@ import (
 // (s.mu held), and the call returns once the elected committers have
 // committed or fenced every one of them (or ctx ends: a retry with the same
 // staged flushes waits for the same parts). It waits without s.mu, which it
-// releases. The result is what a direct commit reports: rows written per
+// releases. Urgent parts (any commit but a scheduled one) are committed at
+// the committer's next poll, not at the next commit slot. The result is
+// what a direct commit reports: rows written per
 // table, and a *fence.Error naming the claims of fenced parts. Tables whose
 // parts committed stay committed, as with a direct commit that fails at a
 // later table.
-func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged) (sink.Result, error) {
+func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent bool) (sink.Result, error) {
 	locked := true
 	defer func() {
 		if locked {
@@ -53,7 +55,7 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged) (sink.Resu
 		return res, nil
 	}
 	db := s.partsDB()
-	if err := s.publishParts(ctx, db, parts, claims); err != nil {
+	if err := s.publishParts(ctx, db, parts, claims, urgent); err != nil {
 		return res, err
 	}
 	ids := make([]int64, len(parts))

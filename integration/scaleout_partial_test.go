@@ -27,10 +27,13 @@ const exitFaultEnv = "LAKEHOUSE_TEST_EXIT_BEFORE_TABLE_COMMIT"
 // tables that have them skip them, and every entry is stored exactly once.
 func TestScaleOutPartialFlushBeforeMark(t *testing.T) {
 	so := newScaleOut(t)
+	// Each instance commits its own flushes here: the partial flush is
+	// one instance's direct commit, table by table (the elected
+	// committer's own commits are TestElectedCommitterDeadStager's).
 	so.env = []string{exitFaultEnv + "=3"} // a exits before its 3rd table commit
-	a, addrA := so.start("a", "--flush-interval", "1h", "--flush-age", "1h")
+	a, addrA := so.start("a", "--flush-interval", "1h", "--flush-age", "1h", "--elected-committer=false")
 	so.env = nil
-	b, addrB := so.start("b", "--flush-interval", "1h", "--flush-age", "1h")
+	b, addrB := so.start("b", "--flush-interval", "1h", "--flush-age", "1h", "--elected-committer=false")
 	src := newResumingSource("partial", addrA, scaleOutBatch, 4)
 	runAll(t, []*resumingSource{src}, addrA, 5)
 	go func() { // a dies in it

@@ -202,12 +202,13 @@ func scaleOutThree(t *testing.T, tc threeConfig) {
 	opts := []string{"--flush-interval", tc.flushEvery.String(), "--flush-entries", "3000", "--commit-timeout", "20s",
 		"--lease-ttl", tc.leaseTTL.String(),
 		"--grpc-keepalive-time", harnessServerKeepalive, "--grpc-keepalive-timeout", harnessServerKATimeout}
-	// The elected committer is what bounds snapshots to one per table per
-	// interval; LAKEHOUSE_SCALEOUT_COMMITTER=0 runs without it (each
-	// instance commits on its own cadence, and the bound is not checked).
+	// The elected committer (on by default with --coordination) is what
+	// bounds snapshots to one per table per interval;
+	// LAKEHOUSE_SCALEOUT_COMMITTER=0 runs without it (each instance commits
+	// on its own cadence, and the bound is not checked).
 	committer := os.Getenv("LAKEHOUSE_SCALEOUT_COMMITTER") != "0"
-	if committer {
-		opts = append(opts, "--elected-committer")
+	if !committer {
+		opts = append(opts, "--elected-committer=false")
 	}
 	names := []string{"a", "b", "c"}
 	procs := make([]*proc, 3)

@@ -52,6 +52,12 @@ type Config struct {
 	// can stage (the Iceberg sink can); with a sink that cannot, they
 	// commit as well.
 	FlushInterval time.Duration
+	// AlignCommits schedules the commits at the FlushInterval's multiples
+	// of Unix time (internal/commitslot) instead of an interval after the
+	// last commit: what the sink's elected committer expects in
+	// multi-instance mode, so that every instance's part of an interval
+	// shares one snapshot.
+	AlignCommits bool
 	// CommitTimeout bounds each call to the sink: each staging, each
 	// commit, and reading the sink's watermarks at start-up. A store or
 	// catalog that stalls fails the flush after it (acks then say

@@ -39,13 +39,13 @@ const maxStageSpacing = time.Second
 // most one snapshot per interval however fast data arrives.
 func (s *Server) runFlusher() {
 	defer close(s.done)
-	interval := time.NewTicker(s.cfg.FlushInterval)
+	interval := newCommitClock(s.cfg.FlushInterval, s.cfg.AlignCommits)
 	defer interval.Stop()
 	house := time.NewTicker(housekeepingInterval)
 	defer house.Stop()
 	var lastStage time.Time
 	s.mu.Lock()
-	s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
+	s.nextFlushT = interval.Next()
 	s.mu.Unlock()
 	for {
 		var (
@@ -65,7 +65,7 @@ func (s *Server) runFlusher() {
 			return
 		case req := <-s.flushReq:
 			reason, reply, commit = req.reason, req.reply, true
-		case <-interval.C:
+		case <-interval.C():
 			reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
 		default:
 			select {
@@ -73,7 +73,7 @@ func (s *Server) runFlusher() {
 				return
 			case req := <-s.flushReq:
 				reason, reply, commit = req.reason, req.reply, true
-			case <-interval.C:
+			case <-interval.C():
 				reason, commit = lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED, true
 			case <-s.kick:
 				if reason, early = s.walPressureReason(); !early {
@@ -100,11 +100,11 @@ func (s *Server) runFlusher() {
 		var res *lakehousev1.FlushResult
 		if commit || early || s.stager == nil {
 			res = s.flushOnce(reason, !early)
-			// The next scheduled commit is a full interval after this one,
-			// whatever triggered it.
-			interval.Reset(s.cfg.FlushInterval)
+			// The next scheduled commit is a full interval after this one
+			// (or at the next commit slot), whatever triggered it.
+			interval.Reset()
 			s.mu.Lock()
-			s.nextFlushT = time.Now().Add(s.cfg.FlushInterval)
+			s.nextFlushT = interval.Next()
 			s.mu.Unlock()
 		} else {
 			res = s.stageOnce(reason, math.MaxInt)

@@ -137,8 +137,14 @@ type Staged interface {
 // summaries.
 type CommitInfo struct {
 	ID     uint64 // the server's commit counter
-	Reason string // the trigger, for example "scheduled"
+	Reason string // the trigger, for example ReasonScheduled
 }
+
+// ReasonScheduled is the Reason of the commit interval's own commits. An
+// elected committer (the Iceberg sink in multi-instance mode) commits
+// those once per commit slot, and any other (a manual flush, a shutdown, a
+// filling log, a retry) at once.
+const ReasonScheduled = "scheduled"
 
 // TableHealth is a table's size and its last maintenance pass.
 type TableHealth struct {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,11 +30,11 @@ const (
 	KeyOrphanWait       = "orphan-wait"
 	DefaultOrphanWait   = coord.DefaultOrphanWait
 	KeyAdvertiseAddr    = "advertise-addr"
-	// KeyElectedCommitter: one elected committer per table commits every
-	// instance's staged files, one snapshot per table per commit interval
-	// (iceberg/committer.go).
+	// KeyElectedCommitter: with --coordination, one elected committer per
+	// table commits every instance's staged files, one snapshot per table
+	// per commit interval (iceberg/committer.go).
 	KeyElectedCommitter     = "elected-committer"
-	DefaultElectedCommitter = false
+	DefaultElectedCommitter = true
 	// instanceIDFile holds the instance id in the data directory: the
 	// lease owner, the same across restarts on one disk.
 	instanceIDFile = "instance.id"
@@ -44,14 +45,37 @@ type coordFlags struct {
 	ttl        time.Duration
 	orphanWait time.Duration
 	advertise  string
-	committer  bool
+	committer  explicitBool
+}
+
+// explicitBool is a boolean flag that knows whether it was given (on the
+// command line, in the environment or in the configuration file), for a
+// default that depends on other flags.
+type explicitBool struct{ value, set bool }
+
+func (b *explicitBool) String() string   { return strconv.FormatBool(b.value) }
+func (b *explicitBool) IsBoolFlag() bool { return true }
+func (b *explicitBool) Set(s string) error {
+	v, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	b.value, b.set = v, true
+	return nil
+}
+
+// electedCommitter reports whether the elected committer runs: by default whenever
+// --coordination does.
+func (c *coordFlags) electedCommitter() bool {
+	return c.mode != DefaultCoordination && c.committer.value
 }
 
 func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&c.mode, KeyCoordination, DefaultCoordination, "multi-instance mode: \"catalog\" serves each source under a lease kept in the SQL catalog's PostgreSQL database and fences every commit with it (needs --catalog sql with a postgres:// --catalog-uri; see docs/scale-out.md); empty: a single instance")
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
 	fs.DurationVar(&c.orphanWait, KeyOrphanWait, DefaultOrphanWait, "with --coordination: how long a dead instance keeps a source whose client was acked batches that are not committed and that it cannot resend (ok mode): they are in the dead instance's write-ahead log, committed when it restarts on its data directory or by lakehouse replay; after this the source moves and they are lost (0: move at once)")
-	fs.BoolVar(&c.committer, KeyElectedCommitter, DefaultElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; a persisted message can wait up to one more interval (see docs/scale-out.md; not with --mirror)")
+	c.committer.value = DefaultElectedCommitter
+	fs.Var(&c.committer, KeyElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; commits happen at the interval's multiples of Unix time, plus a gather delay of a quarter interval (at most 2s), so keep the instances' clocks in step (see docs/scale-out.md; not yet with --mirror: set it to false there)")
 	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
@@ -60,7 +84,7 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 		return err
 	}
 	if c.mode == DefaultCoordination {
-		if c.committer {
+		if c.committer.set && c.committer.value {
 			return fmt.Errorf("--%s needs --%s=catalog", KeyElectedCommitter, KeyCoordination)
 		}
 		return nil
@@ -68,8 +92,8 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 	if sf.kind != "iceberg" || !coordinatedCatalog(sf) {
 		return fmt.Errorf("--%s=catalog needs the iceberg sink with --catalog sql and a postgres:// --catalog-uri: the fence is checked in the catalog's PostgreSQL transactions", KeyCoordination)
 	}
-	if c.committer && sf.mirror != nil && sf.mirror.on {
-		return fmt.Errorf("--%s does not support --mirror yet: turn one of them off", KeyElectedCommitter)
+	if c.committer.value && sf.mirror != nil && sf.mirror.on {
+		return fmt.Errorf("--%s (on by default with --%s) does not support --mirror yet: give --%s=false, and each instance commits its own mirror and changelog snapshots", KeyElectedCommitter, KeyCoordination, KeyElectedCommitter)
 	}
 	if c.ttl < time.Second {
 		return fmt.Errorf("--%s: %v is below 1s", KeyLeaseTTL, c.ttl)
@@ -118,7 +142,7 @@ func (c *coordFlags) exclusiveMaintenance(sf *sinkFlags) (bool, error) {
 // store is open.
 func (c *coordFlags) applySink(sf *sinkFlags, leases *coord.Store, interval time.Duration) {
 	sf.fenceIdleTx = c.ttl
-	if c.committer {
+	if c.electedCommitter() {
 		sf.committer = true
 		sf.instanceID = leases.Owner()
 		sf.committerInterval = interval

@@ -286,6 +286,7 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		defer leases.Close()
 		cfg.Coordinator = leases
 		o.coord.applySink(&sf, leases, cfg.FlushInterval)
+		cfg.AlignCommits = sf.committer
 		sf.exclusiveMaint = true
 	}
 	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
