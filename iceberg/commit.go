@@ -27,7 +27,7 @@ func (s *Sink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
 		return sink.Result{}, err
 	}
 	if s.cfg.ElectedCommitter {
-		return s.commitViaCommitter(ctx, []*staged{st}, f.Reason != sink.ReasonScheduled) // unlocks s.mu
+		return s.commitViaCommitter(ctx, []*staged{st}, f.Reason == sink.ReasonManual) // unlocks s.mu
 	}
 	defer s.mu.Unlock()
 	return s.commitStagedLocked(ctx, []*staged{st}, sink.CommitInfo{ID: f.ID, Reason: f.Reason})
@@ -50,7 +50,7 @@ func (s *Sink) CommitStaged(ctx context.Context, in []sink.Staged, c sink.Commit
 	}
 	s.mu.Lock()
 	if s.cfg.ElectedCommitter {
-		return s.commitViaCommitter(ctx, sts, c.Reason != sink.ReasonScheduled) // unlocks s.mu
+		return s.commitViaCommitter(ctx, sts, c.Reason == sink.ReasonManual) // unlocks s.mu
 	}
 	defer s.mu.Unlock()
 	return s.commitStagedLocked(ctx, sts, c)

@@ -78,7 +78,7 @@ func (ci *committerInstance) commitStaged(ctx context.Context, f *sink.Flush, st
 	for src := range f.Watermarks {
 		c.Claims = append(c.Claims, fence.Claim{Source: src, Epoch: ci.epochs[src]})
 	}
-	return ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: sink.ReasonScheduled})
+	return ci.s.CommitStaged(fence.With(ctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: "scheduled"})
 }
 
 // appendSnapshots returns the timestamps (ms) of the table's append
@@ -448,9 +448,9 @@ func TestElectedCommitterRestartAbandons(t *testing.T) {
 }
 
 // TestElectedCommitterUrgentParts: with an hour's commit interval, a
-// scheduled part waits for the next commit slot once its table has a
-// snapshot in this one, while a part of any other commit (a manual flush,
-// a shutdown) is committed at once.
+// scheduled part is committed in a slot with no snapshot yet; then a
+// manual commit's part is committed at once, while a shutdown's waits for
+// the next commit slot like a scheduled one.
 func TestElectedCommitterUrgentParts(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ci := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.CommitterInterval = time.Hour })[0]
@@ -468,13 +468,13 @@ func TestElectedCommitterUrgentParts(t *testing.T) {
 		return err
 	}
 	// The slot has no snapshot yet: committed after the gather delay.
-	if err := commit(w1Flush(1, src, 1, 1, 8), sink.ReasonScheduled, 30*time.Second); err != nil {
+	if err := commit(w1Flush(1, src, 1, 1, 8), "scheduled", 30*time.Second); err != nil {
 		t.Fatalf("first scheduled commit: %v", err)
 	}
-	if err := commit(w1Flush(2, src, 2, 1, 8), "manual", 30*time.Second); err != nil {
+	if err := commit(w1Flush(2, src, 2, 1, 8), sink.ReasonManual, 30*time.Second); err != nil {
 		t.Fatalf("manual commit in a slot that has a snapshot: %v", err)
 	}
-	if err := commit(w1Flush(3, src, 3, 1, 8), sink.ReasonScheduled, 3*time.Second); !errors.Is(err, context.DeadlineExceeded) {
+	if err := commit(w1Flush(3, src, 3, 1, 8), "shutdown", 3*time.Second); !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("second scheduled commit in one slot: %v, want it still waiting for the next slot", err)
 	}
 }

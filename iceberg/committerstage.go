@@ -15,8 +15,8 @@ import (
 // (s.mu held), and the call returns once the elected committers have
 // committed or fenced every one of them (or ctx ends: a retry with the same
 // staged flushes waits for the same parts). It waits without s.mu, which it
-// releases. Urgent parts (any commit but a scheduled one) are committed at
-// the committer's next poll, not at the next commit slot. The result is
+// releases. Urgent parts (a manual commit's, sink.ReasonManual) are
+// committed at the committer's next poll, not at the next commit slot. The result is
 // what a direct commit reports: rows written per
 // table, and a *fence.Error naming the claims of fenced parts. Tables whose
 // parts committed stay committed, as with a direct commit that fails at a

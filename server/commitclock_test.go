@@ -39,11 +39,10 @@ func TestCommitClockAligned(t *testing.T) {
 	}
 }
 
-// TestScheduledReasonName: the sink tells the interval's own commits from
-// the others by this name (an elected committer commits only the former
-// once per slot).
-func TestScheduledReasonName(t *testing.T) {
-	if got := reasonName(lakehousev1.FlushReason_FLUSH_REASON_SCHEDULED); got != sink.ReasonScheduled {
-		t.Errorf("scheduled commits are named %q, the sink expects %q", got, sink.ReasonScheduled)
+// TestManualReasonName: the sink tells manual commits (a Flush request,
+// a drain) by this name; an elected committer commits them at once.
+func TestManualReasonName(t *testing.T) {
+	if got := reasonName(lakehousev1.FlushReason_FLUSH_REASON_MANUAL); got != sink.ReasonManual {
+		t.Errorf("manual commits are named %q, the sink expects %q", got, sink.ReasonManual)
 	}
 }

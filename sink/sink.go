@@ -137,14 +137,15 @@ type Staged interface {
 // summaries.
 type CommitInfo struct {
 	ID     uint64 // the server's commit counter
-	Reason string // the trigger, for example ReasonScheduled
+	Reason string // the trigger, for example "scheduled" or ReasonManual
 }
 
-// ReasonScheduled is the Reason of the commit interval's own commits. An
-// elected committer (the Iceberg sink in multi-instance mode) commits
-// those once per commit slot, and any other (a manual flush, a shutdown, a
-// filling log, a retry) at once.
-const ReasonScheduled = "scheduled"
+// ReasonManual is the Reason of a commit an operator or client asked for
+// (a Flush request, lakehouse replay). An elected committer (the Iceberg
+// sink in multi-instance mode) commits those at once; every other commit
+// (scheduled, a shutdown's, a filling log's, a retry) waits for its commit
+// slot, so that a table gets at most one snapshot per interval from them.
+const ReasonManual = "manual"
 
 // TableHealth is a table's size and its last maintenance pass.
 type TableHealth struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/commitslot"
 	"github.com/dot-do/lakehouse-rpc/server"
 	"github.com/dot-do/lakehouse-rpc/sink"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
@@ -288,6 +289,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 		o.coord.applySink(&sf, leases, cfg.FlushInterval)
 		cfg.AlignCommits = sf.committer
 		sf.exclusiveMaint = true
+		if need := cfg.FlushInterval + commitslot.Gather(cfg.FlushInterval); sf.committer && *o.drain < need {
+			log.Warn("a drain's commit waits for the table's next commit slot, which can be later than the shutdown timeout: what it does not commit stays in the write-ahead log until the next start",
+				"shutdown_timeout", *o.drain, "flush_interval", cfg.FlushInterval, "needs", need)
+		}
 	}
 	sec, err := o.sec.open(log, reg, *o.grpcAddr, *o.httpAddr)
 	if err != nil {
