@@ -277,6 +277,44 @@ func TestElectedCommitterFencesMovedSource(t *testing.T) {
 	}
 }
 
+// TestElectedCommitterFenceNamesOnlyMovedSources: a's flush holds two
+// sources, and one of them moves before the commit. Each part holding it
+// is fenced as a whole, but the fence error names only the moved source:
+// the server drops the lease (and the batches) of every source it names,
+// so naming the one that stayed would lose its acked batches (seen in the
+// three-process run: an ok-mode source lost entries).
+func TestElectedCommitterFenceNamesOnlyMovedSources(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	var once sync.Once
+	move := func(string) error {
+		once.Do(func() {
+			db, err := sql.Open("pgx", dsn)
+			if err == nil {
+				_, err = db.Exec(`UPDATE `+fence.LeaseTable+` SET owner = 'inst-z', epoch = epoch + 1 WHERE source_id = $1`, testSources[0].id)
+				_ = db.Close()
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		})
+		return nil
+	}
+	a := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.BeforeTableCommit = move })[0]
+	a.acquire(t, testSources[0].id)
+	a.acquire(t, testSources[2].id)
+	both := []testSource{testSources[0], testSources[2]}
+	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	_, err := a.commit(cctx, w1Flush(1, both, 1, 1, 8))
+	var fe *fence.Error
+	if !errors.As(err, &fe) {
+		t.Fatalf("commit after one of its sources moved: %v, want a fence error", err)
+	}
+	if len(fe.Failed) != 1 || fe.Failed[0].Source != testSources[0].id {
+		t.Fatalf("fence error names %+v, want only the moved source %s", fe.Failed, testSources[0].id)
+	}
+}
+
 // TestElectedCommitterHandOver: the instance holding most tables'
 // committer roles closes (its session, and so its locks, end); the other instance's next
 // commit is committed by itself at its next interval. Without Close ending

@@ -70,8 +70,8 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	}
 	byTable := make(map[string]*sink.TableCommit)
 	var (
-		failed []fence.Claim
-		fenced bool
+		suspects []fence.Claim // the claims of fenced parts
+		fenced   bool
 	)
 	for _, p := range parts {
 		o := out[p.partID]
@@ -98,7 +98,7 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 			fenced = true
 			for src := range p.spans {
 				if e, ok := claims[src]; ok {
-					failed = append(failed, fence.Claim{Source: src, Epoch: e})
+					suspects = append(suspects, fence.Claim{Source: src, Epoch: e})
 				}
 			}
 		}
@@ -108,9 +108,54 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 		res.Commits = append(res.Commits, *byTable[name])
 	}
 	if fenced {
-		return res, fmt.Errorf("iceberg: the elected committer left parts out: %w", &fence.Error{Failed: dedupClaims(failed)})
+		// A part is fenced as a whole when one of its sources moved; the
+		// server drops the lease and the batches of every source the error
+		// names, so it names only those whose claims no longer hold. The
+		// others' batches are staged and committed again.
+		failed, err := s.failedClaims(ctx, dedupClaims(suspects))
+		if err != nil {
+			return res, err
+		}
+		return res, fmt.Errorf("iceberg: the elected committer left parts out: %w", &fence.Error{Failed: failed})
 	}
 	return res, nil
+}
+
+// failedClaims returns the claims that no longer hold: their source's
+// lease row has another owner or epoch, or none.
+func (s *Sink) failedClaims(ctx context.Context, claims []fence.Claim) ([]fence.Claim, error) {
+	ids := make([]string, len(claims))
+	for i, c := range claims {
+		ids[i] = c.Source
+	}
+	rows, err := s.partsDB().QueryContext(ctx, `SELECT source_id, owner, epoch FROM `+fence.LeaseTable+` WHERE source_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
+	}
+	defer rows.Close()
+	held := make(map[string]fence.Lease, len(ids))
+	for rows.Next() {
+		var (
+			id    string
+			l     fence.Lease
+			epoch int64
+		)
+		if err := rows.Scan(&id, &l.Owner, &epoch); err != nil {
+			return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
+		}
+		l.Epoch = uint64(epoch)
+		held[id] = l
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
+	}
+	var failed []fence.Claim
+	for _, c := range claims {
+		if l, ok := held[c.Source]; !ok || l.Owner != s.cfg.InstanceID || l.Epoch != c.Epoch {
+			failed = append(failed, c)
+		}
+	}
+	return failed, nil
 }
 
 func dedupClaims(in []fence.Claim) []fence.Claim {
