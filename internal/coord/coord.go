@@ -338,18 +338,20 @@ func (s *Store) MarkCommitted(ctx context.Context, marks []Mark, keep Window) (m
 	}
 	ids, ranges := make([]string, len(marks)), make([]string, len(marks))
 	epochs, seqs, entries := make([]int64, len(marks)), make([]int64, len(marks)), make([]int64, len(marks))
+	los, his := make([]int64, len(marks)), make([]int64, len(marks))
 	for i, m := range marks {
 		ids[i], epochs[i], seqs[i], entries[i] = m.Source, int64(m.Epoch), int64(m.Seq), int64(m.Entry)
-		ranges[i] = encodeRanges(m.Ranges)
+		ranges[i], los[i], his[i] = encodeRanges(m.Ranges)
 	}
 	rows, err := s.db.QueryContext(ctx, `UPDATE `+fence.LeaseTable+` AS l SET
 			committed_seq = GREATEST(COALESCE(l.committed_seq, 0), m.seq),
 			committed_entry = GREATEST(COALESCE(l.committed_entry, 0), m.entry),
 			committed_ranges = `+mergeRangesSQL+`
-		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $8::text[]) AS m(source_id, epoch, seq, entry, ranges),
+		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+				AS m(source_id, epoch, seq, entry, ranges, lo, hi),
 			(SELECT (extract(epoch FROM now()) * 1000)::bigint) AS c(now_ms)
 		WHERE l.source_id = m.source_id AND l.epoch = m.epoch AND l.owner = $1
-		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries, keep.Age.Milliseconds(), int64(keep.Entries), ranges)
+		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries, keep.Age.Milliseconds(), int64(keep.Entries), ranges, los, his)
 	if err != nil {
 		return nil, fmt.Errorf("coord: mark committed: %w", err)
 	}

@@ -47,7 +47,21 @@ const rangesColumnSQL = `ALTER TABLE %s ADD COLUMN IF NOT EXISTS committed_range
 // overlapping or adjacent ones merged (stamped with the newest), and the
 // highest $7 sequences kept (the range that straddles the bound is cut).
 // One scalar subquery per row, in the mark's own UPDATE.
-const mergeRangesSQL = `CASE WHEN m.ranges = '' THEN l.committed_ranges ELSE (
+//
+// The usual case has a fast path: a source whose entry sequences have no
+// gaps holds one range, which each commit's single span (m.lo, m.hi; lo above
+// hi when the mark has several spans) extends. The general subquery cost
+// about 0.09 ms per row (2,000 rows with 10 ranges each: 180 ms).
+const mergeRangesSQL = `CASE WHEN m.ranges = '' THEN l.committed_ranges
+WHEN $7::bigint > 0 AND m.lo <= m.hi AND (l.committed_ranges IS NULL OR (
+	jsonb_array_length(l.committed_ranges) = 1
+	AND (l.committed_ranges->0->>2)::bigint >= c.now_ms - $6::bigint
+	AND m.lo BETWEEN (l.committed_ranges->0->>0)::bigint AND (l.committed_ranges->0->>1)::bigint + 1))
+THEN jsonb_build_array(jsonb_build_array(
+	GREATEST(COALESCE((l.committed_ranges->0->>0)::bigint, m.lo),
+		GREATEST((l.committed_ranges->0->>1)::bigint, m.hi) - $7::bigint + 1),
+	GREATEST((l.committed_ranges->0->>1)::bigint, m.hi), c.now_ms))
+ELSE (
 	SELECT jsonb_agg(jsonb_build_array(GREATEST(k.lo, k.hi - ($7::bigint - (k.cum - (k.hi - k.lo + 1))) + 1)::bigint, k.hi, k.t) ORDER BY k.lo)
 	FROM (
 		SELECT g.lo, g.hi, g.t, (sum(g.hi - g.lo + 1) OVER (ORDER BY g.hi DESC))::bigint AS cum
@@ -74,17 +88,22 @@ const mergeRangesSQL = `CASE WHEN m.ranges = '' THEN l.committed_ranges ELSE (
 	WHERE k.cum - (k.hi - k.lo + 1) < $7::bigint) END`
 
 // encodeRanges is the JSON of a mark's new ranges ([[lo,hi],...]), or ""
-// for none.
-func encodeRanges(rs []EntryRange) string {
+// for none, and the span of the only one (lo > hi unless there is one: the
+// fast path of mergeRangesSQL).
+func encodeRanges(rs []EntryRange) (js string, lo, hi int64) {
 	if len(rs) == 0 {
-		return ""
+		return "", 1, 0
+	}
+	lo, hi = 1, 0
+	if len(rs) == 1 {
+		lo, hi = int64(rs[0].Lo), int64(rs[0].Hi)
 	}
 	pairs := make([][2]uint64, len(rs))
 	for i, r := range rs {
 		pairs[i] = [2]uint64{r.Lo, r.Hi}
 	}
 	b, _ := json.Marshal(pairs) // cannot fail: numbers only
-	return string(b)
+	return string(b), lo, hi
 }
 
 // decodeRanges reads a lease row's committed_ranges ([[lo,hi,atMs],...]).

@@ -113,13 +113,15 @@ func TestCommittedRangesMergeAndTrim(t *testing.T) {
 
 // TestCommittedRangesMatchMergeRanges: the SQL merge and trim agrees with
 // MergeRanges (the server's in-memory one) over random marks: overlaps,
-// gaps, adjacent spans, out-of-order spans and cuts at the entry bound.
+// gaps, adjacent spans, out-of-order spans and cuts at the entry bound, in
+// the general path and in the fast path (one span extending one range: the
+// even rounds, with an occasional gap or second span).
 func TestCommittedRangesMatchMergeRanges(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
 	a := open(t, dsn, "inst-a", 0)
 	r := rand.New(rand.NewPCG(1, 2))
-	for round := range 4 {
+	for round := range 8 {
 		source := "s" + string(rune('a'+round))
 		l, err := a.Acquire(ctx, source, coord.Resume{})
 		if err != nil {
@@ -127,11 +129,22 @@ func TestCommittedRangesMatchMergeRanges(t *testing.T) {
 		}
 		keep := coord.Window{Age: time.Hour, Entries: 20 + r.IntN(200)}
 		var model []coord.EntryRange
+		next := uint64(1)
 		for range 40 {
 			var rs []coord.EntryRange
-			for range 1 + r.IntN(3) {
-				lo := uint64(1 + r.IntN(500))
-				rs = append(rs, rng(lo, lo+uint64(r.IntN(15))))
+			if round%2 == 0 {
+				lo := next - min(next-1, uint64(r.IntN(3))) + uint64(r.IntN(8)/7)
+				next = lo + uint64(r.IntN(30))
+				rs = append(rs, rng(lo, next))
+				next++
+				if r.IntN(10) == 0 {
+					rs = append(rs, rng(next+2, next+4))
+				}
+			} else {
+				for range 1 + r.IntN(3) {
+					lo := uint64(1 + r.IntN(500))
+					rs = append(rs, rng(lo, lo+uint64(r.IntN(15))))
+				}
 			}
 			if _, err := a.MarkCommitted(ctx, []coord.Mark{{Source: source, Epoch: l.Epoch, Seq: 1, Entry: 1, Ranges: rs}}, keep); err != nil {
 				t.Fatal(err)
