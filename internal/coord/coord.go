@@ -351,7 +351,7 @@ func (s *Store) MarkCommitted(ctx context.Context, marks []Mark, keep Window) (m
 				AS m(source_id, epoch, seq, entry, ranges, lo, hi),
 			(SELECT (extract(epoch FROM now()) * 1000)::bigint) AS c(now_ms)
 		WHERE l.source_id = m.source_id AND l.epoch = m.epoch AND l.owner = $1
-		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries, keep.Age.Milliseconds(), int64(keep.Entries), ranges, los, his)
+		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries, keep.Age.Milliseconds(), int64(keep.Entries), ranges, los, his, int64(MaxRanges))
 	if err != nil {
 		return nil, fmt.Errorf("coord: mark committed: %w", err)
 	}

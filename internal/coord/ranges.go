@@ -37,15 +37,22 @@ type Window struct {
 	Entries int
 }
 
+// MaxRanges is the most ranges a lease row keeps (the newest ones). A source
+// whose entry sequences have no gaps holds one; one with gaps between its
+// batches holds one per batch, which would make every mark rewrite, and
+// every acquire read, up to DedupEntries ranges.
+const MaxRanges = 32
+
 // rangesColumnSQL adds the column to tables created before it.
 const rangesColumnSQL = `ALTER TABLE %s ADD COLUMN IF NOT EXISTS committed_ranges jsonb`
 
 // mergeRangesSQL is the committed_ranges of a lease row l after a mark m
-// with new ranges m.ranges (JSON [[lo,hi],...], or NULL for none), at c.now_ms
-// (the database's clock), kept within $6 ms of age and $7 entries: the row's
-// ranges and the new ones, stamped now, those older than the age dropped,
-// overlapping or adjacent ones merged (stamped with the newest), and the
-// highest $7 sequences kept (the range that straddles the bound is cut).
+// with new ranges m.ranges (JSON [[lo,hi],...], or empty for none), at c.now_ms
+// (the database's clock), kept within $6 ms of age, $7 entries and $11
+// ranges: the row's ranges and the new ones, stamped now, those older than
+// the age dropped, overlapping or adjacent ones merged (stamped with the
+// newest), and the highest $7 sequences in at most $11 ranges kept (the range
+// that straddles the entry bound is cut).
 // One scalar subquery per row, in the mark's own UPDATE.
 //
 // The usual case has a fast path: a source whose entry sequences have no
@@ -64,7 +71,8 @@ THEN jsonb_build_array(jsonb_build_array(
 ELSE (
 	SELECT jsonb_agg(jsonb_build_array(GREATEST(k.lo, k.hi - ($7::bigint - (k.cum - (k.hi - k.lo + 1))) + 1)::bigint, k.hi, k.t) ORDER BY k.lo)
 	FROM (
-		SELECT g.lo, g.hi, g.t, (sum(g.hi - g.lo + 1) OVER (ORDER BY g.hi DESC))::bigint AS cum
+		SELECT g.lo, g.hi, g.t, (sum(g.hi - g.lo + 1) OVER (ORDER BY g.hi DESC))::bigint AS cum,
+			row_number() OVER (ORDER BY g.hi DESC) AS rn
 		FROM (
 			SELECT min(i.lo) AS lo, max(i.hi) AS hi, max(i.t) AS t
 			FROM (
@@ -85,7 +93,7 @@ ELSE (
 			GROUP BY i.grp
 		) AS g
 	) AS k
-	WHERE k.cum - (k.hi - k.lo + 1) < $7::bigint) END`
+	WHERE k.cum - (k.hi - k.lo + 1) < $7::bigint AND k.rn <= $11::bigint) END`
 
 // encodeRanges is the JSON of a mark's new ranges ([[lo,hi],...]), or ""
 // for none, and the span of the only one (lo > hi unless there is one: the
@@ -126,9 +134,9 @@ func decodeRanges(raw []byte) ([]EntryRange, error) {
 }
 
 // MergeRanges returns rs sorted, with overlapping and adjacent ranges
-// merged (AtMs the newest), and only the highest limit sequences kept: what
-// MarkCommitted does in SQL, for ranges held in memory before they are
-// recorded.
+// merged (AtMs the newest), and only the highest limit sequences in at most
+// MaxRanges ranges kept: what MarkCommitted does in SQL, for ranges held in
+// memory before they are recorded.
 func MergeRanges(rs []EntryRange, limit int) []EntryRange {
 	if len(rs) == 0 || limit <= 0 {
 		return nil
@@ -159,6 +167,7 @@ func MergeRanges(rs []EntryRange, limit int) []EntryRange {
 		}
 		out = append(out, r)
 	}
+	out = out[max(0, len(out)-MaxRanges):]
 	// Keep the highest limit sequences.
 	left := uint64(limit)
 	for i := len(out) - 1; i >= 0; i-- {

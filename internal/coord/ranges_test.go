@@ -121,13 +121,14 @@ func TestCommittedRangesMatchMergeRanges(t *testing.T) {
 	ctx := context.Background()
 	a := open(t, dsn, "inst-a", 0)
 	r := rand.New(rand.NewPCG(1, 2))
+	capped := false
 	for round := range 8 {
 		source := "s" + string(rune('a'+round))
 		l, err := a.Acquire(ctx, source, coord.Resume{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		keep := coord.Window{Age: time.Hour, Entries: 20 + r.IntN(200)}
+		keep := coord.Window{Age: time.Hour, Entries: 20 + r.IntN(200) + round/4*10000}
 		var model []coord.EntryRange
 		next := uint64(1)
 		for range 40 {
@@ -142,7 +143,7 @@ func TestCommittedRangesMatchMergeRanges(t *testing.T) {
 				}
 			} else {
 				for range 1 + r.IntN(3) {
-					lo := uint64(1 + r.IntN(500))
+					lo := uint64(1 + r.IntN(500*(1+round/4*10)))
 					rs = append(rs, rng(lo, lo+uint64(r.IntN(15))))
 				}
 			}
@@ -154,10 +155,14 @@ func TestCommittedRangesMatchMergeRanges(t *testing.T) {
 		if err := a.Release(ctx, source, l.Epoch); err != nil {
 			t.Fatal(err)
 		}
+		capped = capped || len(model) == coord.MaxRanges
 		got := rangesOf(t, a, source).Ranges
 		if g, w := spans(got), spans(model); !slices.Equal(g, w) {
 			t.Fatalf("round %d (keep %d): SQL %v, MergeRanges %v", round, keep.Entries, g, w)
 		}
+	}
+	if !capped {
+		t.Error("no round reached MaxRanges ranges")
 	}
 }
 
