@@ -22,7 +22,11 @@ type bufBatch struct {
 	size      int64
 	arrivedMs int64
 	lastEntry uint64
-	epoch     uint64 // the source's lease epoch at accept (lease.go); 0 without coordination
+	// firstEntry is the lowest entry sequence; with lastEntry the span a
+	// commit of an entry-mode batch records in the lease row (entryranges.go).
+	firstEntry uint64
+	entryMode  bool   // the source sent it in SEQUENCE_MODE_ENTRY
+	epoch      uint64 // the source's lease epoch at accept (lease.go); 0 without coordination
 }
 
 // buffer holds accepted batches from the moment their write-ahead log append

@@ -491,7 +491,11 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	res.EntriesFlushed = uint64(entries)
 	res.BytesWritten = uint64(out.BytesWritten)
 	res.Paths = out.Paths
-	type mark struct{ seq, entry, epoch uint64 }
+	type mark struct {
+		seq, entry, epoch uint64
+		ranges            []coord.EntryRange
+		gen               uint64
+	}
 	marks := make(map[*source]mark)
 	for _, b := range batches {
 		m := marks[b.src]
@@ -507,10 +511,12 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	if was, attempts := s.recovery.succeeded(); was {
 		s.log.Info("storage recovered", "attempts", attempts)
 	}
+	s.noteRangesLocked(batches)
 	for src, m := range marks {
 		src.persistedSeq = max(src.persistedSeq, m.seq)
 		src.persistedEntry = max(src.persistedEntry, m.entry)
-		marks[src] = mark{src.persistedSeq, src.persistedEntry, m.epoch}
+		ranges, gen := unmarkedLocked(src)
+		marks[src] = mark{src.persistedSeq, src.persistedEntry, m.epoch, ranges, gen}
 	}
 	s.lastFlush, s.lastFlushT = res, time.Now()
 	s.recordCommitsLocked(s.lastFlushT, reasonName(reason), time.Since(start), out)
@@ -529,11 +535,13 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	var recorded map[string]bool
 	if s.coord != nil {
 		cm := make([]coord.Mark, 0, len(marks))
+		gens := make(map[string]uint64, len(marks))
 		for src, m := range marks {
-			cm = append(cm, coord.Mark{Source: src.id, Epoch: m.epoch, Seq: m.seq, Entry: m.entry})
+			cm = append(cm, coord.Mark{Source: src.id, Epoch: m.epoch, Seq: m.seq, Entry: m.entry, Ranges: m.ranges})
+			gens[src.id] = m.gen
 		}
 		ctx, cancel := s.sinkContext()
-		recorded = s.markCommitted(ctx, cm)
+		recorded = s.markCommitted(ctx, cm, gens)
 		cancel()
 	}
 	for src, m := range marks {

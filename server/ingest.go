@@ -236,7 +236,8 @@ func (s *Server) accept(sess *session, frame []byte, opts codec.DecodeOptions) (
 	}
 	src.appending++
 	bb := &bufBatch{src: src, shard: src.shard, seq: seq, lsn: wal.LSN(lsn), frame: frame, entries: len(b.Entries),
-		size: size, arrivedMs: nowMs, lastEntry: last, epoch: epoch}
+		size: size, arrivedMs: nowMs, lastEntry: last, firstEntry: minEntrySeq(b), epoch: epoch,
+		entryMode: sess.mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY}
 	return reply{pending: &pendingBatch{done: done, bb: bb, lower: lower, corr: corr, seq: b.Sequence, dups: dups, start: start,
 		prevLastEntry: prevLastEntry, added: added}}, nil
 }

@@ -31,7 +31,7 @@ type Coordinator interface {
 	Reclaim(ctx context.Context, source string, epoch uint64) (bool, error)
 	Renew(ctx context.Context, held map[string]uint64) (lost []string, err error)
 	Release(ctx context.Context, source string, epoch uint64) error
-	MarkCommitted(ctx context.Context, marks []coord.Mark) (map[string]bool, error)
+	MarkCommitted(ctx context.Context, marks []coord.Mark, keep coord.Window) (map[string]bool, error)
 }
 
 // acquireLease takes the source's lease for a connect. A lease another live
@@ -86,7 +86,10 @@ func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 // committed state is read from the lease row (everything up to its mark is
 // in every table); for a source never marked, it is 0 if another instance
 // held it (batch mode) and the tables' watermarks otherwise. Batches held here under an older epoch are dropped by the
-// flusher (dropStale) and fenced if already staged.
+// flusher (dropStale) and fenced if already staged. An entry-mode source's
+// dedup window starts from the entry ranges the row says were committed
+// (entryranges.go), so that resent entries another instance committed are
+// duplicates here too.
 func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mode lakehousev1.SequenceMode) error {
 	if src.epoch.Load() == l.Epoch {
 		src.leaseHeld = true
@@ -115,12 +118,17 @@ func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mod
 		w := wms[src.id]
 		seq, entry = w.BatchSeq, w.EntrySeq
 	}
-	s.log.Info("source lease acquired; committed state read from the catalog", "source", src.id, "epoch", l.Epoch,
-		"previous_epoch", src.epoch.Load(), "last_sequence", seq, "local_last_sequence", src.lastSeq, "from_mark", l.HasCommitted)
-	src.lastSeq, src.lastEntry = seq, entry
-	if src.dedup != nil {
+	seeded := 0
+	if src.dedup != nil || mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
 		src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
+		if mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY {
+			seeded = s.seedDedup(src.dedup, l, time.Now().UnixMilli())
+		}
 	}
+	s.log.Info("source lease acquired; committed state read from the catalog", "source", src.id, "epoch", l.Epoch,
+		"previous_epoch", src.epoch.Load(), "last_sequence", seq, "local_last_sequence", src.lastSeq, "from_mark", l.HasCommitted,
+		"dedup_seeded", seeded)
+	src.lastSeq, src.lastEntry = seq, entry
 	s.mu.Lock()
 	src.persistedSeq, src.persistedEntry, src.markedSeq = seq, entry, seq
 	s.mu.Unlock()
@@ -236,12 +244,13 @@ func (s *Server) loseLeaseLocked(src *source) {
 }
 
 // markCommitted records the committed marks of a finished commit in the
-// lease rows, and returns the sources whose marks were recorded: only they
-// are told persisted now (a client that drops a batch once persisted must
-// find it under the mark wherever it reconnects). The lease loop retries
-// the others.
-func (s *Server) markCommitted(ctx context.Context, marks []coord.Mark) map[string]bool {
-	ok, err := s.coord.MarkCommitted(ctx, marks)
+// lease rows, with their entry ranges (gens: the sources' rangesGen when the
+// ranges were read), and returns the sources whose marks were recorded: only
+// they are told persisted now (a client that drops a batch once persisted
+// must find it under the mark wherever it reconnects). The lease loop
+// retries the others.
+func (s *Server) markCommitted(ctx context.Context, marks []coord.Mark, gens map[string]uint64) map[string]bool {
+	ok, err := s.coord.MarkCommitted(ctx, marks, s.keepWindow())
 	if err != nil {
 		s.log.Warn("recording committed marks failed; persisted messages wait for the next renewal", "error", err)
 		return nil
@@ -251,6 +260,9 @@ func (s *Server) markCommitted(ctx context.Context, marks []coord.Mark) map[stri
 		if ok[m.Source] {
 			if src := s.sources[m.Source]; src != nil {
 				src.markedSeq = max(src.markedSeq, m.Seq)
+				if len(m.Ranges) > 0 && src.rangesGen == gens[m.Source] {
+					src.unmarked = nil
+				}
 			}
 		}
 	}
@@ -281,6 +293,8 @@ type heldLease struct {
 	epoch                  uint64
 	idle                   bool
 	persisted, entry, mark uint64
+	ranges                 []coord.EntryRange
+	rangesGen              uint64
 	owner                  *session
 }
 
@@ -307,22 +321,25 @@ func (s *Server) leaseRound(stopping bool) {
 		}
 		s.mu.Lock()
 		h.persisted, h.entry, h.mark = src.persistedSeq, src.persistedEntry, src.markedSeq
+		h.ranges, h.rangesGen = unmarkedLocked(src)
 		h.idle = h.owner == nil && h.persisted >= last && (stopping || now-src.lastSeenMs > idleFor)
 		s.mu.Unlock()
 		leases = append(leases, h)
 	}
 	var marks []coord.Mark
+	gens := make(map[string]uint64)
 	renew := make(map[string]uint64)
 	for _, h := range leases {
 		if h.persisted > h.mark {
-			marks = append(marks, coord.Mark{Source: h.src.id, Epoch: h.epoch, Seq: h.persisted, Entry: h.entry})
+			marks = append(marks, coord.Mark{Source: h.src.id, Epoch: h.epoch, Seq: h.persisted, Entry: h.entry, Ranges: h.ranges})
+			gens[h.src.id] = h.rangesGen
 		}
 		if !h.idle {
 			renew[h.src.id] = h.epoch
 		}
 	}
 	if len(marks) > 0 {
-		ok := s.markCommitted(ctx, marks)
+		ok := s.markCommitted(ctx, marks, gens)
 		for _, h := range leases {
 			if ok[h.src.id] && h.owner != nil {
 				h.owner.notifyPersisted(h.persisted, h.entry)

@@ -243,7 +243,8 @@ func (s *Server) restore(ctx context.Context) error {
 		}
 		src := s.sourceLocked(rec.SourceID)
 		bb := &bufBatch{src: src, seq: rec.Seq, lsn: lsn, shard: rec.ShardName, arrivedMs: rec.ArrivalMs,
-			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch), epoch: rec.Epoch}
+			frame: frame, entries: len(scratch.Entries), size: int64(len(frame)), lastEntry: maxEntrySeq(&scratch),
+			firstEntry: minEntrySeq(&scratch), epoch: rec.Epoch, entryMode: rec.Mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY}
 		if rec.ShardName != "" {
 			src.shard = rec.ShardName
 		}
@@ -275,6 +276,17 @@ func (s *Server) restore(ctx context.Context) error {
 		s.log.Info("replayed write-ahead log", "batches", n, "entries", entries, "bytes", bytes, "skipped", skipped)
 	}
 	return nil
+}
+
+// minEntrySeq is the lowest entry sequence of b, 0 if it has none.
+func minEntrySeq(b *codec.Batch) uint64 {
+	var m uint64
+	for i := range b.Entries {
+		if i == 0 || b.Entries[i].Sequence < m {
+			m = b.Entries[i].Sequence
+		}
+	}
+	return m
 }
 
 func maxEntrySeq(b *codec.Batch) uint64 {

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
 )
 
 // source is the server's state for one source id.
@@ -49,9 +50,13 @@ type source struct {
 	persistedSeq   uint64
 	persistedEntry uint64
 	markedSeq      uint64 // the committed mark recorded in the lease row (lease.go)
-	batches        uint64
-	entries        uint64
-	lastSeenMs     int64
+	// unmarked are entry ranges committed here and not yet recorded in the
+	// lease row; rangesGen counts additions to them (entryranges.go).
+	unmarked   []coord.EntryRange
+	rangesGen  uint64
+	batches    uint64
+	entries    uint64
+	lastSeenMs int64
 }
 
 // dedupWindow remembers the entry sequences a legacy source sent recently.

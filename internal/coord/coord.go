@@ -80,6 +80,11 @@ type Lease struct {
 	// batches up to it); HasCommitted is false when no owner recorded one.
 	CommittedSeq, CommittedEntry uint64
 	HasCommitted                 bool
+	// Ranges are the entry sequences committed recently (ranges.go), by
+	// this or earlier owners; NowMs is the database's clock when they were
+	// read, to judge their age.
+	Ranges []EntryRange
+	NowMs  int64
 }
 
 // HeldError is an acquire refused because another live instance holds the
@@ -118,6 +123,9 @@ type Mark struct {
 	Source     string
 	Epoch      uint64
 	Seq, Entry uint64
+	// Ranges are the entry sequences the commits behind the mark wrote,
+	// for an entry-mode source (none for a batch-mode one); see ranges.go.
+	Ranges []EntryRange
 }
 
 // Open connects and creates the lease table if needed.
@@ -176,6 +184,9 @@ func (s *Store) createTable(ctx context.Context) error {
 		committed_entry bigint)`); err != nil {
 		return fmt.Errorf("coord: create lease table: %w", err)
 	}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(rangesColumnSQL, fence.LeaseTable)); err != nil {
+		return fmt.Errorf("coord: create lease table: %w", err)
+	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("coord: create lease table: %w", err)
 	}
@@ -198,7 +209,7 @@ WHERE l.owner = EXCLUDED.owner OR (l.expires_at < now() AND ($5
 	OR (COALESCE(l.committed_seq, 0) >= $6 AND COALESCE(l.committed_entry, 0) >= $9)
 	OR ($7 > 0 AND $7 <= COALESCE(l.committed_seq, 0) + 1)
 	OR l.expires_at + make_interval(secs => $8) < now()))
-RETURNING epoch, committed_seq, committed_entry`
+RETURNING epoch, committed_seq, committed_entry, committed_ranges, (extract(epoch FROM now()) * 1000)::bigint`
 
 const leaseStateSQL = `SELECT owner, addr, expires_at > now(), COALESCE(committed_seq, 0), COALESCE(committed_entry, 0),
 	expires_at + make_interval(secs => $2) FROM ` + fence.LeaseTable + ` WHERE source_id = $1`
@@ -222,10 +233,11 @@ func (s *Store) Acquire(ctx context.Context, source string, r Resume) (Lease, er
 		l            Lease
 		epoch        int64
 		cseq, centry sql.NullInt64
+		ranges       []byte
 	)
 	err = tx.QueryRowContext(ctx, acquireSQL, source, s.opts.Owner, s.opts.Addr, s.ttlSecs(),
 		s.opts.OrphanWait <= 0, int64(r.LastAcked), int64(r.ResendFrom), s.opts.OrphanWait.Seconds(), int64(r.LastAckedEntry)).
-		Scan(&epoch, &cseq, &centry)
+		Scan(&epoch, &cseq, &centry, &ranges, &l.NowMs)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Lease{}, s.refusal(ctx, tx, source, r)
 	}
@@ -238,6 +250,9 @@ func (s *Store) Acquire(ctx context.Context, source string, r Resume) (Lease, er
 	l.Epoch = uint64(epoch)
 	l.CommittedSeq, l.CommittedEntry = uint64(cseq.Int64), uint64(centry.Int64)
 	l.HasCommitted = cseq.Valid
+	if l.Ranges, err = decodeRanges(ranges); err != nil {
+		return Lease{}, fmt.Errorf("coord: acquire %q: %w", source, err)
+	}
 	return l, nil
 }
 
@@ -314,22 +329,29 @@ func (s *Store) Release(ctx context.Context, source string, epoch uint64) error 
 }
 
 // MarkCommitted raises the committed marks of sources this instance holds at
-// the marks' epochs, and returns the sources whose mark was recorded.
-func (s *Store) MarkCommitted(ctx context.Context, marks []Mark) (map[string]bool, error) {
+// the marks' epochs, adds their committed entry ranges to those the rows
+// hold (kept within keep), and returns the sources whose mark was recorded.
+// One statement for every mark.
+func (s *Store) MarkCommitted(ctx context.Context, marks []Mark, keep Window) (map[string]bool, error) {
 	if len(marks) == 0 {
 		return nil, nil
 	}
-	ids := make([]string, len(marks))
+	ids, ranges := make([]string, len(marks)), make([]string, len(marks))
 	epochs, seqs, entries := make([]int64, len(marks)), make([]int64, len(marks)), make([]int64, len(marks))
+	los, his := make([]int64, len(marks)), make([]int64, len(marks))
 	for i, m := range marks {
 		ids[i], epochs[i], seqs[i], entries[i] = m.Source, int64(m.Epoch), int64(m.Seq), int64(m.Entry)
+		ranges[i], los[i], his[i] = encodeRanges(m.Ranges)
 	}
 	rows, err := s.db.QueryContext(ctx, `UPDATE `+fence.LeaseTable+` AS l SET
 			committed_seq = GREATEST(COALESCE(l.committed_seq, 0), m.seq),
-			committed_entry = GREATEST(COALESCE(l.committed_entry, 0), m.entry)
-		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[]) AS m(source_id, epoch, seq, entry)
+			committed_entry = GREATEST(COALESCE(l.committed_entry, 0), m.entry),
+			committed_ranges = `+mergeRangesSQL+`
+		FROM unnest($2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $8::text[], $9::bigint[], $10::bigint[])
+				AS m(source_id, epoch, seq, entry, ranges, lo, hi),
+			(SELECT (extract(epoch FROM now()) * 1000)::bigint) AS c(now_ms)
 		WHERE l.source_id = m.source_id AND l.epoch = m.epoch AND l.owner = $1
-		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries)
+		RETURNING l.source_id`, s.opts.Owner, ids, epochs, seqs, entries, keep.Age.Milliseconds(), int64(keep.Entries), ranges, los, his, int64(MaxRanges))
 	if err != nil {
 		return nil, fmt.Errorf("coord: mark committed: %w", err)
 	}

@@ -32,7 +32,7 @@ func deadOwner(t *testing.T, a *coord.Store, source string) coord.Lease {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := a.MarkCommitted(ctx, []coord.Mark{{Source: source, Epoch: l.Epoch, Seq: 5, Entry: 50}}); err != nil {
+	if _, err := a.MarkCommitted(ctx, []coord.Mark{{Source: source, Epoch: l.Epoch, Seq: 5, Entry: 50}}, coord.Window{}); err != nil {
 		t.Fatal(err)
 	}
 	return l
