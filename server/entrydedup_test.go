@@ -18,6 +18,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 	"github.com/dot-do/lakehouse-rpc/server"
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // coordInstance starts a server coordinated through the lease table in
@@ -244,5 +245,73 @@ func TestEntryModeReplayedLogRecordsRanges(t *testing.T) {
 	wantAckStatus(t, "1..10 resent to b", sb.sendFrame(legacyBatch(src, 2, 1, 10, true)), lakehousev1.AckStatus_ACK_STATUS_DUPLICATE)
 	if got, want := entrySeqs(t, src, a, b), seqRange(1, 10); !slices.Equal(got, want) {
 		t.Fatalf("stored entries %v, want each of 1..10 once", got)
+	}
+}
+
+// marksFailFrom fails every MarkCommitted once fail is set: an instance
+// that dies after a catalog commit and before recording its mark.
+type marksFailFrom struct {
+	*coord.Store
+	fail atomic.Bool
+}
+
+func (f *marksFailFrom) MarkCommitted(ctx context.Context, marks []coord.Mark, keep coord.Window) (map[string]bool, error) {
+	if f.fail.Load() {
+		return nil, errors.New("injected: died before recording the mark")
+	}
+	return f.Store.MarkCommitted(ctx, marks, keep)
+}
+
+// sharedWatermarks makes a sink report the committed watermarks of another
+// instance's sink as well: one catalog shared by both instances.
+type sharedWatermarks struct {
+	sink.Sink
+	other *servertest.Instance
+}
+
+func (s sharedWatermarks) Watermarks(ctx context.Context) (map[string]sink.Watermark, error) {
+	out, err := s.Sink.Watermarks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	theirs, err := s.other.Sink.Watermarks(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for id, w := range theirs {
+		mine := out[id]
+		out[id] = sink.Watermark{BatchSeq: max(mine.BatchSeq, w.BatchSeq), EntrySeq: max(mine.EntrySeq, w.EntrySeq)}
+	}
+	return out, nil
+}
+
+// TestEntryModeStaleMarkKeepsNumbering: instance a commits an entry-mode
+// source's batches 1 and 2, records the mark of 1 only, and dies. The
+// server numbers an entry-mode source's batches, and the tables skip a
+// batch at or below their watermark as already committed, so b must number
+// on from the tables' watermark (2), not from the lagging mark (1): batch 2
+// at b would hold new entries and be skipped, losing them.
+func TestEntryModeStaleMarkKeepsNumbering(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	var marks *marksFailFrom
+	a := coordInstanceWith(t, dsn, "inst-a", func(st *coord.Store) server.Coordinator {
+		marks = &marksFailFrom{Store: st}
+		return marks
+	})
+	b := coordInstance(t, dsn, "inst-b")
+	b.WrapSink(func(s sink.Sink) sink.Sink { return sharedWatermarks{Sink: s, other: a} })
+	b.Restart()
+	const src = "legacy-stale-mark"
+	sa := entryStream(t, a, src)
+	wantAckStatus(t, "batch 1 at a", sa.sendFrame(legacyBatch(src, 1, 1, 10, false)), lakehousev1.AckStatus_ACK_STATUS_OK)
+	flushNow(t, a)
+	marks.fail.Store(true)
+	wantAckStatus(t, "batch 2 at a", sa.sendFrame(legacyBatch(src, 2, 11, 20, false)), lakehousev1.AckStatus_ACK_STATUS_OK)
+	flushNow(t, a)
+	a.Crash()
+
+	sb := entryStream(t, b, src)
+	if got := sb.conn.GetLastSequence(); got != 2 {
+		t.Fatalf("b: connected.last_sequence %d, want 2 (the tables' watermark; the mark says 1)", got)
 	}
 }

@@ -84,7 +84,8 @@ func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 // stream's appends have settled. If another instance held the source since
 // this one last did (or this one never did), the state here is stale: the
 // committed state is read from the lease row (everything up to its mark is
-// in every table); for a source never marked, it is 0 if another instance
+// in every table; for an entry-mode source, numbered here, the tables'
+// watermarks count too); for a source never marked, it is 0 if another instance
 // held it (batch mode) and the tables' watermarks otherwise. Batches held here under an older epoch are dropped by the
 // flusher (dropStale) and fenced if already staged. An entry-mode source's
 // dedup window starts from the entry ranges the row says were committed
@@ -97,6 +98,19 @@ func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mod
 	}
 	seq, entry := l.CommittedSeq, l.CommittedEntry
 	switch {
+	case l.HasCommitted && mode == lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
+		// The server numbers an entry-mode source's batches, and a mark
+		// can lag its commit (an instance that died in between): numbering
+		// from the mark would reuse batch numbers the tables hold, and
+		// they would skip the new entries as committed. Number on from
+		// the higher of the two. (The read starts after the lease was
+		// taken: the previous owner cannot commit any more.)
+		wms, err := s.sink.Watermarks(ctx)
+		if err != nil {
+			return status.Errorf(codes.Unavailable, "read the committed watermarks: %v", err)
+		}
+		w := wms[src.id]
+		seq, entry = max(seq, w.BatchSeq), max(entry, w.EntrySeq)
 	case l.HasCommitted:
 	case l.Epoch > 1 && mode != lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY:
 		// Another instance held the source and never recorded a mark: it
