@@ -1,0 +1,102 @@
+package main
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+)
+
+// TestAppStopWithClientsThatStayOpen: clients that keep their calls open
+// through a shutdown, a health watch (it never ends by itself) and a CDC
+// stream whose peer stopped reading, do not hold the stop for its whole
+// budget: gRPC's graceful stop gets a bounded share, then Stop cuts them.
+// Before, stop waited for them until its context ended (lakehouse serve's
+// --shutdown-timeout, 60 s by default, as long as a supervisor or the
+// integration harness waits for the process), so the process did not exit
+// in time.
+func TestAppStopWithClientsThatStayOpen(t *testing.T) {
+	a, err := startApp(t.Context(), testAppConfig(t.TempDir(), ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const window = 64 << 10 // gRPC's minimum; also turns its window growth off
+	cc, err := grpc.NewClient(a.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(window), grpc.WithInitialConnWindowSize(window))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+
+	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health watch: %v %v", r, err)
+	}
+	go func() { // keeps reading the watch, which never ends by itself
+		for watch.RecvMsg(new(healthpb.HealthCheckResponse)) == nil {
+		}
+	}()
+
+	st, err := lakehousev1.NewCDCServiceClient(cc).Stream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{
+		Connect: &lakehousev1.ConnectRequest{SourceId: "not-reading"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.GetConnected() == nil {
+		t.Fatalf("connect: %v %v", r, err)
+	}
+	// Heartbeats, never reading their pongs, until the server stops
+	// taking them (its sends block) or 30,000 (more pongs than the window
+	// and the server's write buffer hold).
+	var sent atomic.Int64
+	sending := make(chan struct{})
+	go func() {
+		defer close(sending)
+		for range 30_000 {
+			if st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Heartbeat{
+				Heartbeat: &lakehousev1.Heartbeat{TimestampMs: time.Now().UnixMilli()}}}) != nil {
+				return
+			}
+			sent.Add(1)
+		}
+	}()
+	defer func() { cancel(); <-sending }()
+	for last, since := int64(-1), time.Now(); time.Since(since) < time.Second; {
+		time.Sleep(100 * time.Millisecond)
+		if n := sent.Load(); n != last {
+			last, since = n, time.Now()
+		}
+	}
+
+	const bound = 15 * time.Second // the drain share and the nack's wait, with room
+	sctx, scancel := context.WithTimeout(context.Background(), time.Minute)
+	defer scancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- a.stop(sctx) }()
+	select {
+	case err := <-done:
+		t.Logf("stop returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+		if err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	case <-time.After(bound):
+		cancel() // the clients leave, so that stop can end
+		<-done
+		t.Fatalf("stop still waiting after %v for clients that stay open", bound)
+	}
+}
