@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,8 +13,10 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/dirlock"
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
 	"github.com/dot-do/lakehouse-rpc/server"
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // shutdownBound is how long Shutdown may take with a peer that does not
@@ -156,4 +159,66 @@ func stickAcks(t *testing.T, in *servertest.Instance, st *notReading) {
 		t.Fatalf("%d of %d batches buffered: the acks did not block", last, batches)
 	}
 	t.Logf("the reply goroutine blocked after %d acks", last)
+}
+
+// deafSink is a sink whose commits wait until released, whatever their
+// context says (a store client that does not honour cancellation).
+type deafSink struct {
+	sink.Sink
+	entered chan struct{} // closed by the first commit
+	once    sync.Once
+	release chan struct{}
+}
+
+func (d *deafSink) Commit(ctx context.Context, fl *sink.Flush) (sink.Result, error) {
+	d.once.Do(func() { close(d.entered) })
+	<-d.release
+	return d.Sink.Commit(context.Background(), fl)
+}
+
+// TestShutdownWithSinkIgnoringContext: a final flush stuck in a sink call
+// that ignores its context does not hold Shutdown past its deadline; the
+// log and the data directory are closed once the call returns. Before,
+// Shutdown waited for the flusher without bound.
+func TestShutdownWithSinkIgnoringContext(t *testing.T) {
+	in := servertest.Start(t, servertest.WithConfig(func(c *server.Config) { c.FlushInterval = time.Hour }))
+	ds := &deafSink{entered: make(chan struct{}), release: make(chan struct{})}
+	in.WrapSink(func(s sink.Sink) sink.Sink { ds.Sink = s; return ds })
+	in.Restart()
+	var once sync.Once
+	release := func() { once.Do(func() { close(ds.release) }) }
+	t.Cleanup(release)
+	ts := openStream(t, in.Dial(), "deaf", 0)
+	if a := ts.sendFrame(smallBatch("deaf", 1, 2)).GetAck(); a == nil {
+		t.Fatal("batch not acked")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- in.Server.Shutdown(ctx) }()
+	<-ds.entered
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "sink call still running") {
+			t.Fatalf("Shutdown with a stuck sink call: %v", err)
+		}
+	case <-time.After(shutdownBound):
+		t.Fatalf("Shutdown (deadline 1 s) still waiting after %v for a sink call that ignores its context", shutdownBound)
+	}
+	// Once the call returns, the data directory is released.
+	release()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		l, err := dirlock.Acquire(in.DataDir)
+		if err == nil {
+			if err := l.Release(); err != nil {
+				t.Fatal(err)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("data directory still locked 10 s after the sink call returned: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
