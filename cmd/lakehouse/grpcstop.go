@@ -20,7 +20,9 @@ const grpcDrainMax = 5 * time.Second
 
 // stopGRPC stops gs gracefully for its share of ctx's budget, then
 // forcibly. Stop closes every connection, which ends the sends blocked on
-// them; a handler blocked elsewhere is not waited for past ctx.
+// them; it still waits for handshakes in progress (up to
+// --grpc-handshake-timeout), and GracefulStop for handlers blocked
+// elsewhere: neither is waited for past ctx.
 func stopGRPC(ctx context.Context, gs *grpc.Server, log *slog.Logger) error {
 	drain := grpcDrainMax
 	if dl, ok := ctx.Deadline(); ok {
@@ -37,11 +39,11 @@ func stopGRPC(ctx context.Context, gs *grpc.Server, log *slog.Logger) error {
 	case <-ctx.Done():
 	}
 	log.Warn("gRPC calls still open after the drain period are cut", "drain", drain.Round(time.Millisecond))
-	gs.Stop()
+	go gs.Stop()
 	select {
 	case <-stopped:
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("gRPC handlers still running after the shutdown timeout: %w", ctx.Err())
+		return fmt.Errorf("gRPC connections or handlers still open after the shutdown timeout: %w", ctx.Err())
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"flag"
+	"net"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -98,5 +100,66 @@ func TestAppStopWithClientsThatStayOpen(t *testing.T) {
 		cancel() // the clients leave, so that stop can end
 		<-done
 		t.Fatalf("stop still waiting after %v for clients that stay open", bound)
+	}
+}
+
+// TestAppStopWithSilentConnection: a connection accepted but silent since
+// (its client's link blackholed before the HTTP/2 preface) is not yet a
+// gRPC transport, so keepalives do not cover it, and gRPC's Stop and
+// GracefulStop wait for its handshake: --grpc-handshake-timeout bounds that
+// (gRPC's default is 120 s), and stop does not wait past its own deadline
+// either way. Before, the stop of lakehouse serve in TestNetworkFaults hung
+// here until the harness gave up (goroutine in newHTTP2Transport).
+func TestAppStopWithSilentConnection(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		args     []string      // limit flags; nil: no gRPC options
+		deadline time.Duration // stop's
+		wantErr  bool
+	}{
+		{"handshake timeout", []string{"--" + grpcHandshakeTimeoutKey, "1s"}, time.Minute, false},
+		{"no handshake timeout", nil, 2 * time.Second, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testAppConfig(t.TempDir(), "")
+			if tc.args != nil {
+				var lf limitFlags
+				fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+				lf.register(fs)
+				if err := fs.Parse(tc.args); err != nil {
+					t.Fatal(err)
+				}
+				cfg.GRPCOptions = lf.grpcOptions()
+			}
+			a, err := startApp(t.Context(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			silent, err := net.Dial("tcp", a.grpcAddr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer silent.Close()
+			time.Sleep(100 * time.Millisecond) // accepted: its handshake waits
+			const bound = 10 * time.Second
+			ctx, cancel := context.WithTimeout(context.Background(), tc.deadline)
+			defer cancel()
+			start := time.Now()
+			done := make(chan error, 1)
+			go func() { done <- a.stop(ctx) }()
+			select {
+			case err := <-done:
+				t.Logf("stop returned after %v: %v", time.Since(start).Round(time.Millisecond), err)
+				if (err != nil) != tc.wantErr {
+					t.Errorf("stop: %v (want an error: %v)", err, tc.wantErr)
+				}
+			case <-time.After(bound):
+				silent.Close()
+				t.Fatalf("stop still waiting after %v for a connection that never sent its preface", bound)
+			}
+			silent.Close()
+			// gRPC's Stop, if left running, ends with the connection.
+			time.Sleep(100 * time.Millisecond)
+		})
 	}
 }
