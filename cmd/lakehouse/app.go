@@ -341,7 +341,16 @@ func (a *app) stop(ctx context.Context) error {
 		}
 	}
 	if a.sink != nil && !running {
-		note("sink close", a.sink.Close())
+		// A sink call still stuck (the server's shutdown left it running
+		// past the deadline) may hold what Close waits for.
+		closed := make(chan error, 1)
+		go func() { closed <- a.sink.Close() }()
+		select {
+		case err := <-closed:
+			note("sink close", err)
+		case <-ctx.Done():
+			note("sink close", fmt.Errorf("still running after the shutdown timeout: %w", ctx.Err()))
+		}
 	}
 	return errors.Join(errs...)
 }

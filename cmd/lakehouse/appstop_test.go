@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"net"
+	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,7 +15,11 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/workload"
+	"github.com/dot-do/lakehouse-rpc/sink"
+	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
 )
 
 // TestAppStopWithClientsThatStayOpen: clients that keep their calls open
@@ -161,5 +168,96 @@ func TestAppStopWithSilentConnection(t *testing.T) {
 			// gRPC's Stop, if left running, ends with the connection.
 			time.Sleep(100 * time.Millisecond)
 		})
+	}
+}
+
+// stuckSink is a sink whose commits never return (a store client that
+// ignores its context) and whose Close waits for the commit in progress, as
+// the Iceberg sink's does.
+type stuckSink struct {
+	sink.Sink
+	mu      sync.Mutex
+	entered chan struct{}
+	once    sync.Once
+	release chan struct{}
+}
+
+func (s *stuckSink) Commit(ctx context.Context, fl *sink.Flush) (sink.Result, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.once.Do(func() { close(s.entered) })
+	<-s.release
+	return sink.Result{}, errors.New("released")
+}
+
+func (s *stuckSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.Sink.Close()
+}
+
+// TestAppStopWithStuckSink: a final commit stuck in a sink that ignores its
+// context does not hold the stop past its deadline, neither in the server's
+// shutdown nor in the sink's Close. Before, both waited without bound.
+func TestAppStopWithStuckSink(t *testing.T) {
+	dir := t.TempDir()
+	ss := &stuckSink{entered: make(chan struct{}), release: make(chan struct{})}
+	cfg := testAppConfig(dir, "")
+	cfg.OpenSink = func(context.Context) (sink.Sink, error) {
+		js, err := jsonl.Open(filepath.Join(dir, "sink"))
+		ss.Sink = js
+		return ss, err
+	}
+	a, err := startApp(t.Context(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close(ss.release) // lets the leftover commit and Close end
+	cc, err := grpc.NewClient(a.grpcAddr(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	st, err := lakehousev1.NewCDCServiceClient(cc).Stream(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{
+		Connect: &lakehousev1.ConnectRequest{SourceId: "stuck"}}}); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := st.Recv(); err != nil || r.GetConnected() == nil {
+		t.Fatalf("connect: %v %v", r, err)
+	}
+	frame, err := codec.EncodeBatch(&codec.Batch{Sequence: 1, SourceID: []byte("stuck"), Entries: workload.Entries(0, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_BinaryBatch{BinaryBatch: frame}}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := st.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.GetAck() != nil {
+			break
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	const bound = 10 * time.Second
+	done := make(chan error, 1)
+	go func() { done <- a.stop(ctx) }()
+	<-ss.entered
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("stop with a stuck sink call reported no error")
+		}
+		t.Logf("stop: %v", err)
+	case <-time.After(bound):
+		t.Fatalf("stop (deadline 2 s) still waiting after %v for a stuck sink call", bound)
 	}
 }
