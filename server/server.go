@@ -540,8 +540,19 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	// abandoned: its data stays in the write-ahead log.
 	s.cancelFlush()
 	close(s.stop)
-	<-s.done
-	s.bg.Wait() // a write-ahead log recovery in progress gives up
+	// The flusher's sink call ends with its cancelled context, and a log
+	// recovery gives up; a sink that ignores its context is not waited for
+	// past ctx (see below).
+	stopped := make(chan struct{})
+	go func() {
+		<-s.done
+		s.bg.Wait()
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+	}
 
 	s.mu.Lock()
 	sessions := make([]*session, 0, len(s.sessions))
@@ -558,9 +569,27 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 		case <-ctx.Done():
 		}
 	}
+	select {
+	case <-stopped:
+	default:
+		// The flusher still uses the log and the data directory: they
+		// are closed once it returns, and the process's exit releases
+		// them if it never does (the next start replays the log).
+		go func() {
+			<-stopped
+			s.closeLog(ctx, sessions)
+		}()
+		return errors.Join(err, fmt.Errorf("server: shutdown: a sink call still running after the deadline (the sink ignores its context): %w", ctx.Err()))
+	}
+	return errors.Join(err, s.closeLog(ctx, sessions))
+}
+
+// closeLog closes the write-ahead log, waits (within ctx) for the sessions'
+// reply goroutines, then releases the data directory.
+func (s *Server) closeLog(ctx context.Context, sessions []*session) error {
 	// Closing the log completes every queued append, so the sessions'
 	// reply goroutines can finish.
-	err = errors.Join(err, s.wal.Close())
+	err := s.wal.Close()
 	for _, sess := range sessions {
 		select {
 		case <-sess.repliesDone:

@@ -164,6 +164,9 @@ func (s *Server) Stream(st stream) error {
 		select {
 		case req := <-reqs:
 			if err := sess.handle(req); err != nil {
+				if errors.Is(err, errSendAbandoned) {
+					return sess.end()
+				}
 				return statusFromErr(err)
 			}
 		case err := <-recvErr:
@@ -180,7 +183,7 @@ func (s *Server) Stream(st stream) error {
 			eof, recvErr = true, nil
 		case <-sess.persistedSig:
 			if err := sess.sendPersisted(); err != nil {
-				return err
+				return sess.sendFailed(err)
 			}
 		case res := <-sess.flushDone:
 			sess.pendingFlushes--
@@ -189,32 +192,55 @@ func (s *Server) Stream(st stream) error {
 			select {
 			case <-sess.persistedSig:
 				if err := sess.sendPersisted(); err != nil {
-					return err
+					return sess.sendFailed(err)
 				}
 			default:
 			}
 			st := s.Status()
 			st.LastFlush = res
-			if err := sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Status{Status: st}}); err != nil {
-				return err
+			if err := sess.sendOwn(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Status{Status: st}}); err != nil {
+				return sess.sendFailed(err)
 			}
 			if eof && sess.pendingFlushes == 0 {
 				return nil
 			}
 		case <-ctx.Done():
-			cause := context.Cause(ctx)
-			if errors.Is(cause, errShuttingDown) {
-				_ = sess.send(nackResp(&lakehousev1.Nack{
-					Reason: lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, ErrorMessage: "server is shutting down",
-					ShouldRetry: true, TimestampMs: time.Now().UnixMilli(),
-				}))
-			}
-			if errors.Is(cause, errFenced) || errors.Is(cause, errShuttingDown) {
-				return statusFromErr(cause)
-			}
-			return status.FromContextError(ctx.Err()).Err()
+			return sess.end()
 		}
 	}
+}
+
+// shutdownNackWait bounds how long a stream's shutting_down nack may wait
+// to be sent. It is best-effort: a peer that does not read (its flow-control
+// window full) would otherwise hold the stream, and the server's shutdown,
+// until the connection dies.
+const shutdownNackWait = time.Second
+
+// end ends the stream once its context is done: on shutdown the client is
+// told first (within shutdownNackWait), then the cause becomes the status.
+func (sess *session) end() error {
+	cause := context.Cause(sess.ctx)
+	if errors.Is(cause, errShuttingDown) {
+		wait, cancel := context.WithTimeout(context.Background(), shutdownNackWait)
+		_ = sess.sendOrQuit(nackResp(&lakehousev1.Nack{
+			Reason: lakehousev1.NackReason_NACK_REASON_SHUTTING_DOWN, ErrorMessage: "server is shutting down",
+			ShouldRetry: true, TimestampMs: time.Now().UnixMilli(),
+		}), wait.Done())
+		cancel()
+	}
+	if errors.Is(cause, errFenced) || errors.Is(cause, errShuttingDown) {
+		return statusFromErr(cause)
+	}
+	return status.FromContextError(sess.ctx.Err()).Err()
+}
+
+// sendFailed is the stream's end after a send of the session's goroutine
+// failed or was abandoned.
+func (sess *session) sendFailed(err error) error {
+	if errors.Is(err, errSendAbandoned) {
+		return sess.end()
+	}
+	return err
 }
 
 // send sends one response; the session goroutine and the reply goroutine
@@ -223,6 +249,32 @@ func (sess *session) send(r *lakehousev1.StreamResponse) error {
 	sess.sendMu.Lock()
 	defer sess.sendMu.Unlock()
 	return sess.stream.Send(r)
+}
+
+// errSendAbandoned: the session's goroutine stopped waiting for a send.
+var errSendAbandoned = errors.New("server: send abandoned")
+
+// sendOwn is send for the session's goroutine (the handler's), which gives
+// up once the stream's context is done (shutdown, takeover): it must stay
+// free to return, because a send blocked by a peer that does not read (or
+// waiting for the reply goroutine's blocked send) ends only when the stream
+// does, and the stream ends when the handler returns.
+func (sess *session) sendOwn(r *lakehousev1.StreamResponse) error {
+	return sess.sendOrQuit(r, sess.ctx.Done())
+}
+
+// sendOrQuit sends r, or returns errSendAbandoned once quit is closed. An
+// abandoned send stays pending until the stream ends (the handler returns),
+// then fails; the reply goroutine sends nothing once the context is done.
+func (sess *session) sendOrQuit(r *lakehousev1.StreamResponse, quit <-chan struct{}) error {
+	done := make(chan error, 1)
+	go func() { done <- sess.send(r) }()
+	select {
+	case err := <-done:
+		return err
+	case <-quit:
+		return errSendAbandoned
+	}
 }
 
 // pipelineDepth bounds the batches of one stream between arrival and ack:
@@ -402,7 +454,7 @@ func (sess *session) sendPersisted() error {
 		return nil
 	}
 	sess.sentSeq, sess.sentEntry = max(seq, sess.sentSeq), max(entry, sess.sentEntry)
-	return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
+	return sess.sendOwn(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Persisted{Persisted: &lakehousev1.Persisted{
 		SequenceNumber: sess.sentSeq,
 		EntrySequence:  sess.sentEntry,
 		TimestampMs:    time.Now().UnixMilli(),
@@ -547,7 +599,7 @@ func (sess *session) handle(req *lakehousev1.StreamRequest) error {
 		opts.ValidateJSON, opts.SkipChecksum = false, true
 		return sess.batch(frame, opts)
 	case *lakehousev1.StreamRequest_Heartbeat:
-		return sess.send(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
+		return sess.sendOwn(&lakehousev1.StreamResponse{Kind: &lakehousev1.StreamResponse_Pong{Pong: &lakehousev1.Pong{
 			TimestampMs: k.Heartbeat.GetTimestampMs(), ServerTimeMs: time.Now().UnixMilli(),
 		}}})
 	case *lakehousev1.StreamRequest_Flush:

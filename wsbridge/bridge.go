@@ -311,6 +311,13 @@ func (b *Bridge) Shutdown(ctx context.Context) error {
 	case <-done:
 	case <-ctx.Done():
 		err = fmt.Errorf("wsbridge: shutdown: %w", ctx.Err())
+		// A closing handshake still waiting (a peer that does not read
+		// waits out the library's own timeouts, seconds per connection)
+		// ends with its connection: CloseNow cannot cut a Close in
+		// progress.
+		for _, c := range conns {
+			_ = c.raw.Close()
+		}
 	}
 	<-done
 	_ = b.Close()
@@ -399,7 +406,7 @@ func (b *Bridge) serveWS(w http.ResponseWriter, r *http.Request) {
 	}
 	c.sourceFromHeader = c.source != ""
 	c.shardFromHeader = c.shard != ""
-	ws, err := websocket.Accept(smallBufWriter{w, b.cfg.ReadBufferSize, b.cfg.WriteBufferSize}, r, &websocket.AcceptOptions{
+	ws, err := websocket.Accept(smallBufWriter{w, b.cfg.ReadBufferSize, b.cfg.WriteBufferSize, &c.raw}, r, &websocket.AcceptOptions{
 		OriginPatterns: b.cfg.OriginPatterns,
 	})
 	if err != nil {

@@ -390,6 +390,31 @@ func TestShutdown(t *testing.T) {
 	eventually(t, 5*time.Second, "upstream streams closed", func() bool { return fake.open() == 0 })
 }
 
+// TestShutdownWithChildNotReading: a child that does not read never
+// answers the close frame; the coder/websocket library then waits for it
+// (seconds per connection) and CloseNow cannot cut that wait. Shutdown still
+// returns soon after its deadline, by closing the connection under the
+// WebSocket. Before, it waited for the library's timeouts whatever ctx said.
+func TestShutdownWithChildNotReading(t *testing.T) {
+	env := newEnv(t, startFake(t, newFakeServer()), nil)
+	c := env.dial(t, nil)
+	connect(t, c, "deaf", "")
+	// c is not read from now on.
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := env.bridge.Shutdown(ctx)
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Shutdown (deadline 300 ms) took %v with a child that does not read", took)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown: %v, want its deadline exceeded", err)
+	}
+	if n := env.bridge.Connections(); n != 0 {
+		t.Fatalf("%d connections left", n)
+	}
+}
+
 func TestMaxConnections(t *testing.T) {
 	env := newEnv(t, startFake(t, newFakeServer()), func(c *Config) { c.MaxConnections = 1 })
 	c := env.dial(t, nil)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,7 @@ import (
 type conn struct {
 	b      *Bridge
 	ws     *websocket.Conn
+	raw    net.Conn // the hijacked connection under ws (for Shutdown)
 	remote string
 	auth   string // the upgrade's Authorization header, passed upstream
 

@@ -17,6 +17,7 @@ import (
 type smallBufWriter struct {
 	http.ResponseWriter
 	readSize, writeSize int
+	raw                 *net.Conn // set to the hijacked connection
 }
 
 // Unwrap returns the wrapped ResponseWriter (for http.ResponseController).
@@ -29,6 +30,7 @@ func (w smallBufWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("hijack: %w", err)
 	}
+	*w.raw = nc
 	var src io.Reader = nc
 	size := w.readSize
 	n := brw.Reader.Buffered()

@@ -282,8 +282,9 @@ func (a *app) wait(ctx context.Context) error {
 
 // stop drains and closes everything that was started, within ctx: legacy
 // children are told "going away", the server flushes and closes its
-// streams, gRPC stops (forcibly once ctx ends), then the bridge's upstream
-// connections and the sink close. Parts not started are skipped.
+// streams, gRPC stops (forcibly after its drain share, stopGRPC), then the
+// bridge's upstream connections and the sink close. Parts not started are
+// skipped; no wait outlasts ctx.
 func (a *app) stop(ctx context.Context) error {
 	var errs []error
 	note := func(what string, err error) {
@@ -303,15 +304,7 @@ func (a *app) stop(ctx context.Context) error {
 		note("server shutdown", a.srv.Shutdown(ctx))
 	}
 	if a.gs != nil {
-		stopped := make(chan struct{})
-		go func() { a.gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-ctx.Done():
-			a.gs.Stop()
-			<-stopped
-			note("gRPC stop", fmt.Errorf("connections still open after the shutdown timeout were closed: %w", ctx.Err()))
-		}
+		note("gRPC stop", stopGRPC(ctx, a.gs, a.log))
 	} else if a.grpcLis != nil {
 		note("gRPC listener", a.grpcLis.Close())
 	}
@@ -326,20 +319,38 @@ func (a *app) stop(ctx context.Context) error {
 	if a.upstream != nil {
 		note("bridge upstream", a.upstream.Close())
 	}
-	if a.stopHist != nil {
-		a.stopHist()
-		<-a.histDone
+	// The background loops end when cancelled; one stuck in a call that
+	// ignores its context is left to the process's exit, and so is the
+	// sink it may still use.
+	running := false
+	for _, bg := range []struct {
+		what string
+		stop context.CancelFunc
+		done chan struct{}
+	}{{"status history", a.stopHist, a.histDone}, {"mirror compaction", a.stopMirror, a.mirrorDone},
+		{"maintenance", a.stopMaint, a.maintDone}} {
+		if bg.stop == nil {
+			continue
+		}
+		bg.stop()
+		select {
+		case <-bg.done:
+		case <-ctx.Done():
+			running = true
+			note(bg.what, fmt.Errorf("still running after the shutdown timeout: %w", ctx.Err()))
+		}
 	}
-	if a.stopMirror != nil {
-		a.stopMirror()
-		<-a.mirrorDone
-	}
-	if a.stopMaint != nil {
-		a.stopMaint()
-		<-a.maintDone
-	}
-	if a.sink != nil {
-		note("sink close", a.sink.Close())
+	if a.sink != nil && !running {
+		// A sink call still stuck (the server's shutdown left it running
+		// past the deadline) may hold what Close waits for.
+		closed := make(chan error, 1)
+		go func() { closed <- a.sink.Close() }()
+		select {
+		case err := <-closed:
+			note("sink close", err)
+		case <-ctx.Done():
+			note("sink close", fmt.Errorf("still running after the shutdown timeout: %w", ctx.Err()))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -57,6 +57,12 @@ const (
 	grpcKeepaliveTimeDefault    = 30 * time.Second
 	grpcKeepaliveTimeoutKey     = "grpc-keepalive-timeout"
 	grpcKeepaliveTimeoutDefault = 10 * time.Second
+	// Keepalives start only after the handshake, and gRPC's own default
+	// (120 s) is longer than the shutdown timeout: a connection that went
+	// silent before its handshake (a blackholed link) held a stop for that
+	// long, since gRPC's Stop waits for handshakes in progress.
+	grpcHandshakeTimeoutKey     = "grpc-handshake-timeout"
+	grpcHandshakeTimeoutDefault = 10 * time.Second
 )
 
 // limitDocs says, for docs/limits.md, what each limit applies to and what a
@@ -81,6 +87,7 @@ var limitDocs = []struct{ key, scope, beyond string }{
 	{grpcKeepaliveMinTimeKey, "shortest interval between a client's keepalive pings", "the connection is closed with `ENHANCE_YOUR_CALM` (too_many_pings)"},
 	{grpcKeepaliveTimeKey, "the server pings a connection idle this long", "—"},
 	{grpcKeepaliveTimeoutKey, "wait for the answer to the server's ping", "the connection is closed, and its streams released"},
+	{grpcHandshakeTimeoutKey, "time from accepting a gRPC connection to the end of its handshake (TLS and HTTP/2 settings)", "the connection is closed"},
 }
 
 // limitFlags are the values of the limit flags.
@@ -98,6 +105,7 @@ type limitFlags struct {
 	keepaliveMinTime       time.Duration
 	keepaliveTime          time.Duration
 	keepaliveTimeout       time.Duration
+	handshakeTimeout       time.Duration
 }
 
 func (l *limitFlags) register(fs *flag.FlagSet) {
@@ -114,6 +122,7 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&l.keepaliveMinTime, grpcKeepaliveMinTimeKey, grpcKeepaliveMinTimeDefault, "gRPC keepalive enforcement: clients pinging more often than this are disconnected")
 	fs.DurationVar(&l.keepaliveTime, grpcKeepaliveTimeKey, grpcKeepaliveTimeDefault, "the server pings gRPC connections idle this long, so a vanished client's streams are released")
 	fs.DurationVar(&l.keepaliveTimeout, grpcKeepaliveTimeoutKey, grpcKeepaliveTimeoutDefault, "how long the server waits for a keepalive ping's answer before closing the connection")
+	fs.DurationVar(&l.handshakeTimeout, grpcHandshakeTimeoutKey, grpcHandshakeTimeoutDefault, "how long a new gRPC connection may take to complete its handshake (TLS, HTTP/2) before it is closed; a stop waits for handshakes in progress")
 }
 
 // validate checks every limit, naming the flag of a bad value.
@@ -136,6 +145,7 @@ func (l *limitFlags) validate() error {
 		{l.keepaliveMinTime > 0, grpcKeepaliveMinTimeKey, l.keepaliveMinTime, "more than 0"},
 		{l.keepaliveTime >= time.Second, grpcKeepaliveTimeKey, l.keepaliveTime, "1s or more"},
 		{l.keepaliveTimeout > 0, grpcKeepaliveTimeoutKey, l.keepaliveTimeout, "more than 0"},
+		{l.handshakeTimeout > 0, grpcHandshakeTimeoutKey, l.handshakeTimeout, "more than 0"},
 	}
 	for _, c := range checks {
 		if !c.ok { // NaN fails every comparison
@@ -183,9 +193,11 @@ func (l *limitFlags) applyBridge(cfg *wsbridge.Config) {
 	cfg.MaxConnectionsPerAddr = l.maxWSConnsPerAddr
 }
 
-// grpcOptions are the gRPC server's keepalive parameters and enforcement.
+// grpcOptions are the gRPC server's keepalive parameters and enforcement,
+// and its handshake timeout.
 func (l *limitFlags) grpcOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
+		grpc.ConnectionTimeout(l.handshakeTimeout),
 		// Ping idle connections so a source whose host vanished (no FIN)
 		// is noticed and its stream released.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: l.keepaliveTime, Timeout: l.keepaliveTimeout}),
