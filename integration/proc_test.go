@@ -31,6 +31,13 @@ type builtBinary struct {
 	err  error
 }
 
+// remove deletes the built program's directory, if it was built.
+func (b *builtBinary) remove() {
+	if b.path != "" {
+		_ = os.RemoveAll(filepath.Dir(b.path))
+	}
+}
+
 // get builds the program the first time and returns its path.
 func (b *builtBinary) get(t *testing.T) string {
 	t.Helper()
