@@ -12,6 +12,7 @@ import (
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -81,23 +82,13 @@ func setPartsState(ctx context.Context, db *sql.DB, ids []int64, state string) e
 // precheckClaims returns the ids of parts whose claims no longer hold, read
 // without locks (the commit checks again under locks).
 func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, error) {
-	conn, err := s.partsDB().Conn(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("iceberg: part fence check: %w", err)
-	}
-	defer conn.Close()
 	var check error
-	err = conn.Raw(func(dc any) error {
-		fc, ok := dc.(*fencedConn)
-		if !ok {
-			return fmt.Errorf("iceberg: catalog connection is %T", dc)
-		}
-		check = checkPartClaims(ctx, fc.Conn.Conn(), parts,
-			`SELECT source_id, owner, epoch FROM `+fence.LeaseTable+` WHERE source_id = ANY($1)`)
+	err := s.withCatalogConn(ctx, func(c *pgx.Conn) error {
+		check = checkPartClaims(ctx, c, parts, leaseReadSQL)
 		return nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("iceberg: part fence check: %w", err)
 	}
 	var pf *partsFencedError
 	if errors.As(check, &pf) {

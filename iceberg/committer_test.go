@@ -211,6 +211,25 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 	}
 }
 
+// moveBeforeFirstCommit returns a Config.BeforeTableCommit hook that, at
+// the first table commit, moves source to another instance ('inst-z', a
+// new epoch), and a channel that gets the move's error.
+func moveBeforeFirstCommit(dsn, source string) (func(string) error, <-chan error) {
+	var once sync.Once
+	moved := make(chan error, 1)
+	return func(string) error {
+		once.Do(func() {
+			db, err := sql.Open("pgx", dsn)
+			if err == nil {
+				_, err = db.Exec(`UPDATE `+fence.LeaseTable+` SET owner = 'inst-z', epoch = epoch + 1 WHERE source_id = $1`, source)
+				_ = db.Close()
+			}
+			moved <- err
+		})
+		return nil
+	}, moved
+}
+
 // TestElectedCommitterFencesMovedSource: two instances publish parts in
 // one round; between the committer's claim pre-check and its catalog
 // commit, a's source moves to another instance. a's parts are fenced (a's
@@ -221,21 +240,7 @@ func TestElectedCommitterOneSnapshotPerInterval(t *testing.T) {
 func TestElectedCommitterFencesMovedSource(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
-	var (
-		once  sync.Once
-		moved = make(chan error, 1)
-	)
-	move := func(string) error {
-		once.Do(func() {
-			db, err := sql.Open("pgx", dsn)
-			if err == nil {
-				_, err = db.Exec(`UPDATE `+fence.LeaseTable+` SET owner = 'inst-z', epoch = epoch + 1 WHERE source_id = $1`, testSources[0].id)
-				_ = db.Close()
-			}
-			moved <- err
-		})
-		return nil
-	}
+	move, moved := moveBeforeFirstCommit(dsn, testSources[0].id)
 	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b"}, func(c *Config) { c.BeforeTableCommit = move })
 	a, b := insts[0], insts[1]
 	a.acquire(t, testSources[0].id)
@@ -285,20 +290,7 @@ func TestElectedCommitterFencesMovedSource(t *testing.T) {
 // three-process run: an ok-mode source lost entries).
 func TestElectedCommitterFenceNamesOnlyMovedSources(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
-	var once sync.Once
-	move := func(string) error {
-		once.Do(func() {
-			db, err := sql.Open("pgx", dsn)
-			if err == nil {
-				_, err = db.Exec(`UPDATE `+fence.LeaseTable+` SET owner = 'inst-z', epoch = epoch + 1 WHERE source_id = $1`, testSources[0].id)
-				_ = db.Close()
-			}
-			if err != nil {
-				t.Error(err)
-			}
-		})
-		return nil
-	}
+	move, moved := moveBeforeFirstCommit(dsn, testSources[0].id)
 	a := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) { c.BeforeTableCommit = move })[0]
 	a.acquire(t, testSources[0].id)
 	a.acquire(t, testSources[2].id)
@@ -306,6 +298,9 @@ func TestElectedCommitterFenceNamesOnlyMovedSources(t *testing.T) {
 	cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	_, err := a.commit(cctx, w1Flush(1, both, 1, 1, 8))
+	if err := <-moved; err != nil {
+		t.Fatal(err)
+	}
 	var fe *fence.Error
 	if !errors.As(err, &fe) {
 		t.Fatalf("commit after one of its sources moved: %v, want a fence error", err)

@@ -2,9 +2,12 @@ package iceberg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"slices"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -128,34 +131,19 @@ func (s *Sink) failedClaims(ctx context.Context, claims []fence.Claim) ([]fence.
 	for i, c := range claims {
 		ids[i] = c.Source
 	}
-	rows, err := s.partsDB().QueryContext(ctx, `SELECT source_id, owner, epoch FROM `+fence.LeaseTable+` WHERE source_id = ANY($1)`, ids)
+	var rows map[string]fence.Lease
+	err := s.withCatalogConn(ctx, func(c *pgx.Conn) (err error) {
+		rows, err = readLeases(ctx, c, leaseReadSQL, ids)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
 	}
-	defer rows.Close()
-	held := make(map[string]fence.Lease, len(ids))
-	for rows.Next() {
-		var (
-			id    string
-			l     fence.Lease
-			epoch int64
-		)
-		if err := rows.Scan(&id, &l.Owner, &epoch); err != nil {
-			return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
-		}
-		l.Epoch = uint64(epoch)
-		held[id] = l
+	var fe *fence.Error
+	if errors.As(fence.Check(fence.Claims{Owner: s.cfg.InstanceID, Claims: claims}, rows), &fe) {
+		return fe.Failed, nil
 	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("iceberg: check the claims of fenced parts: %w", err)
-	}
-	var failed []fence.Claim
-	for _, c := range claims {
-		if l, ok := held[c.Source]; !ok || l.Owner != s.cfg.InstanceID || l.Epoch != c.Epoch {
-			failed = append(failed, c)
-		}
-	}
-	return failed, nil
+	return nil, nil
 }
 
 func dedupClaims(in []fence.Claim) []fence.Claim {

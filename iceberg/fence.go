@@ -110,6 +110,26 @@ func checkClaims(ctx context.Context, conn *pgx.Conn, c fence.Claims) error {
 	return fence.Check(c, got)
 }
 
+// leaseReadSQL reads the lease rows of the sources $1 without locking
+// them: a check whose answer the commit's own transaction checks again.
+const leaseReadSQL = `SELECT source_id, owner, epoch FROM ` + fence.LeaseTable + ` WHERE source_id = ANY($1)`
+
+// withCatalogConn runs fn on one of the catalog's PostgreSQL connections.
+func (s *Sink) withCatalogConn(ctx context.Context, fn func(*pgx.Conn) error) error {
+	conn, err := s.partsDB().Conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	return conn.Raw(func(dc any) error {
+		fc, ok := dc.(*fencedConn)
+		if !ok {
+			return fmt.Errorf("iceberg: catalog connection is %T", dc)
+		}
+		return fn(fc.Conn.Conn())
+	})
+}
+
 // querier is what readLeases needs of a connection.
 type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
