@@ -552,6 +552,14 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	select {
 	case <-stopped:
 	case <-ctx.Done():
+		// The deadline has passed and the flush is cancelled: a sink
+		// that honours its context returns within a moment, and only
+		// then are the log and the data directory released here (an
+		// in-process restart needs the lock back at once).
+		select {
+		case <-stopped:
+		case <-time.After(cancelGrace):
+		}
 	}
 
 	s.mu.Lock()
@@ -583,6 +591,10 @@ func (s *Server) stopServer(ctx context.Context, flush bool) error {
 	}
 	return errors.Join(err, s.closeLog(ctx, sessions))
 }
+
+// cancelGrace is how long Shutdown, past its deadline, waits for a
+// cancelled sink call to return before treating it as stuck.
+const cancelGrace = 500 * time.Millisecond
 
 // closeLog closes the write-ahead log, waits (within ctx) for the sessions'
 // reply goroutines, then releases the data directory.
