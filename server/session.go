@@ -53,7 +53,11 @@ type session struct {
 	// touches it, and nothing keeps it after accept.
 	decoded codec.Batch
 
+	// sendMu serializes sends (gRPC allows one sender at a time);
+	// returned, set as the handler returns, stops a send that was waiting
+	// for it from starting after the stream has ended.
 	sendMu      sync.Mutex
+	returned    atomic.Bool
 	slots       chan struct{} // one per batch between arrival and reply
 	replies     replyQueue
 	repliesDone chan struct{}
@@ -113,6 +117,7 @@ func (s *Server) Stream(st stream) error {
 	sess.slots = make(chan struct{}, pipelineDepth)
 	sess.replies.cond.L = &sess.replies.mu
 	sess.repliesDone = make(chan struct{})
+	defer sess.returned.Store(true) // runs last: see send
 	defer close(sess.finished)
 	defer cancel(nil)
 	connected, err := s.attach(sess, conn)
@@ -244,10 +249,16 @@ func (sess *session) sendFailed(err error) error {
 }
 
 // send sends one response; the session goroutine and the reply goroutine
-// both send, and a gRPC stream allows one sender at a time.
+// both send, and a gRPC stream allows one sender at a time. A send that got
+// the lock only after the handler returned (an abandoned sendOrQuit whose
+// turn came when the stream ended) is not made: gRPC forbids sending on a
+// stream whose handler has returned.
 func (sess *session) send(r *lakehousev1.StreamResponse) error {
 	sess.sendMu.Lock()
 	defer sess.sendMu.Unlock()
+	if sess.returned.Load() {
+		return errStreamEnded
+	}
 	return sess.stream.Send(r)
 }
 

@@ -222,3 +222,51 @@ func TestShutdownWithSinkIgnoringContext(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// lateSends counts the sends made on a stream after its handler returned,
+// which gRPC forbids (they race with the stream's status).
+type lateSends struct{ n atomic.Int64 }
+
+func (l *lateSends) intercept(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	w := &watchedStream{ServerStream: ss, late: l}
+	err := handler(srv, w)
+	w.returned.Store(true)
+	return err
+}
+
+type watchedStream struct {
+	grpc.ServerStream
+	late     *lateSends
+	returned atomic.Bool
+}
+
+func (w *watchedStream) SendMsg(m any) error {
+	if w.returned.Load() {
+		w.late.n.Add(1)
+	}
+	return w.ServerStream.SendMsg(m)
+}
+
+// TestNoSendAfterStreamEnds: at shutdown, the shutting_down nack of a
+// stream whose reply goroutine is blocked sending (the peer does not read)
+// is abandoned after a second; the stream then ends. The abandoned send
+// must not be made once the handler has returned. Before the fix, it got
+// the send lock when the blocked ack failed and sent on the ended stream.
+func TestNoSendAfterStreamEnds(t *testing.T) {
+	in := servertest.Start(t, servertest.WithConfig(func(c *server.Config) { c.FlushInterval = time.Hour }))
+	var late lateSends
+	in.AddGRPCOptions(grpc.ChainStreamInterceptor(late.intercept))
+	in.Restart()
+	stickAcks(t, in, notReadingStream(t, in, "stuck-acks"))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := in.Server.Shutdown(ctx); err != nil {
+		t.Logf("Shutdown: %v", err)
+	}
+	// The blocked ack fails once the stream ends, and the abandoned nack
+	// gets its turn right after.
+	time.Sleep(time.Second)
+	if n := late.n.Load(); n != 0 {
+		t.Fatalf("%d sends on a stream after its handler returned", n)
+	}
+}

@@ -54,6 +54,7 @@ type Instance struct {
 	opts []Option
 	gs   *grpc.Server
 	wrap func(sink.Sink) sink.Sink
+	grpc []grpc.ServerOption
 }
 
 // Start starts a server in t.TempDir() and stops it when the test ends.
@@ -113,10 +114,16 @@ func (in *Instance) start(addr string) {
 		srv.Close()
 		in.t.Fatalf("servertest: listen: %v", err)
 	}
-	gs := grpc.NewServer(srv.GRPCOptions()...)
+	gs := grpc.NewServer(append(srv.GRPCOptions(), in.grpc...)...)
 	srv.Register(gs)
 	go gs.Serve(lis)
 	in.Addr, in.Server, in.gs, in.cfg = lis.Addr().String(), srv, gs, cfg
+}
+
+// AddGRPCOptions adds options to the gRPC server of the next Restart (an
+// interceptor that watches streams, say).
+func (in *Instance) AddGRPCOptions(opts ...grpc.ServerOption) {
+	in.grpc = append(in.grpc, opts...)
 }
 
 // Stop shuts the server down gracefully (flushing). Safe to call twice.
