@@ -1,0 +1,72 @@
+package iceberg
+
+import (
+	"sync"
+
+	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/klauspost/compress/zstd"
+)
+
+// zstdWindow is the zstd window of the Parquet pages this sink writes.
+// Pages are cut at about 1 MiB (arrow-go's default data page size), so a
+// longer back-reference never finds anything; arrow-go's encoders use
+// zstd's default 8-MiB window, and each pooled encoder then keeps 16 MiB of
+// history (twice the window) for nothing.
+const zstdWindow = 1 << 20
+
+// The Parquet writer compresses pages with the process-wide zstd codec of
+// arrow-go's registry, so the smaller window is registered once, the way
+// arrow-go documents replacing a codec. Decoding and streaming stay
+// arrow-go's.
+func init() {
+	c, err := compress.GetCodec(compress.Codecs.Zstd)
+	if err != nil {
+		return
+	}
+	if base, ok := c.(arrowZstd); ok {
+		compress.RegisterCodec(compress.Codecs.Zstd, newZstdCodec(base))
+	}
+}
+
+// arrowZstd is what arrow-go's zstd codec implements.
+type arrowZstd interface {
+	compress.Codec
+	compress.StreamingCodec
+	DecodeWithError(dst, src []byte) ([]byte, error)
+}
+
+// zstdCodec encodes pages with pooled encoders of window zstdWindow.
+type zstdCodec struct {
+	arrowZstd
+	// pools holds one encoder pool per zstd.EncoderLevel (1-4).
+	pools [zstd.SpeedBestCompression + 1]sync.Pool
+}
+
+func newZstdCodec(base arrowZstd) *zstdCodec {
+	c := &zstdCodec{arrowZstd: base}
+	for l := zstd.SpeedFastest; l <= zstd.SpeedBestCompression; l++ {
+		c.pools[l].New = func() any {
+			// The options are constants, valid for every level.
+			enc, _ := zstd.NewWriter(nil, zstd.WithZeroFrames(true), zstd.WithEncoderLevel(l),
+				zstd.WithEncoderConcurrency(1), zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(zstdWindow))
+			return enc
+		}
+	}
+	return c
+}
+
+func (c *zstdCodec) Encode(dst, src []byte) []byte {
+	return c.EncodeLevel(dst, src, compress.DefaultCompressionLevel)
+}
+
+// EncodeLevel maps levels as arrow-go does: the default level is zstd's
+// SpeedDefault, any other is a zstd level.
+func (c *zstdCodec) EncodeLevel(dst, src []byte, level int) []byte {
+	l := zstd.SpeedDefault
+	if level != compress.DefaultCompressionLevel {
+		l = zstd.EncoderLevelFromZstd(level)
+	}
+	enc := c.pools[l].Get().(*zstd.Encoder)
+	defer c.pools[l].Put(enc)
+	return enc.EncodeAll(src, dst[:0])
+}

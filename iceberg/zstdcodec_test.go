@@ -1,0 +1,62 @@
+package iceberg
+
+import (
+	"bytes"
+	"fmt"
+	"runtime"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/parquet/compress"
+)
+
+// pageOfRows returns about n bytes of W1-like column data: compressible,
+// but not trivially.
+func pageOfRows(n int) []byte {
+	var b bytes.Buffer
+	for i := 0; b.Len() < n; i++ {
+		fmt.Fprintf(&b, `{"id":%d,"name":"user-%d","city":"city-%d","score":%d.%d}`, i, i*7919%100003, i%97, i*31%1000, i%10)
+	}
+	return b.Bytes()[:n]
+}
+
+// TestZstdCodecWindow: the Parquet writer's zstd codec is the small-window
+// one. A fresh encoder costs a few MiB for a 1-MiB page, where arrow-go's
+// own (8-MiB window) allocated over 16 MiB of history per pooled encoder;
+// the page compresses as well and decodes with arrow-go's decoder.
+func TestZstdCodecWindow(t *testing.T) {
+	c, err := compress.GetCodec(compress.Codecs.Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zc, ok := c.(*zstdCodec)
+	if !ok {
+		t.Fatalf("registered zstd codec is %T, not the small-window codec", c)
+	}
+	page := pageOfRows(1 << 20)
+	// Two collections empty the encoder pools, so the next encode builds a
+	// new encoder, as after an idle period.
+	runtime.GC()
+	runtime.GC()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	out := c.EncodeLevel(nil, page, compress.DefaultCompressionLevel)
+	runtime.ReadMemStats(&after)
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 8<<20 {
+		t.Errorf("compressing one 1-MiB page with a fresh encoder allocated %d MiB", alloc>>20)
+	}
+	back, err := compress.Decode(c, nil, out)
+	if err != nil || !bytes.Equal(back, page) {
+		t.Fatalf("round trip: %v (equal %v)", err, bytes.Equal(back, page))
+	}
+	ref := zc.arrowZstd.EncodeLevel(nil, page, compress.DefaultCompressionLevel)
+	if float64(len(out)) > 1.01*float64(len(ref)) {
+		t.Errorf("1-MiB page: %d bytes with a 1-MiB window, %d with arrow-go's 8-MiB window", len(out), len(ref))
+	}
+	t.Logf("1-MiB page: %d bytes (arrow-go's codec: %d)", len(out), len(ref))
+	for _, level := range []int{1, 3, 7, 12} {
+		out := c.EncodeLevel(nil, page, level)
+		if back, err := compress.Decode(c, nil, out); err != nil || !bytes.Equal(back, page) {
+			t.Fatalf("level %d: round trip failed: %v", level, err)
+		}
+	}
+}
