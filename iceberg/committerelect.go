@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dot-do/lakehouse-rpc/internal/commitslot"
+	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -129,6 +130,7 @@ func (s *Sink) stopCommitter() {
 
 func (s *Sink) runCommitter(loopCtx context.Context) {
 	defer close(s.committer.done)
+	proflabel.Set(loopCtx, proflabel.Commit)
 	t := time.NewTicker(committerPoll(s.cfg.CommitterInterval))
 	defer t.Stop()
 	for {

@@ -13,6 +13,7 @@ import (
 	"github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
 
+	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -88,6 +89,7 @@ type MaintainOptions struct {
 // RunMaintenance runs maintenance passes every Maintenance.Interval until ctx
 // ends. It is what `lakehouse serve` runs in the background.
 func (s *Sink) RunMaintenance(ctx context.Context) {
+	proflabel.Set(ctx, proflabel.Maintenance)
 	t := time.NewTicker(s.cfg.Maintenance.Interval)
 	defer t.Stop()
 	for {

@@ -14,6 +14,7 @@ import (
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
+	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -39,6 +40,7 @@ const maxStageSpacing = time.Second
 // most one snapshot per interval however fast data arrives.
 func (s *Server) runFlusher() {
 	defer close(s.done)
+	proflabel.Set(context.Background(), proflabel.Flush)
 	interval := newCommitClock(s.cfg.FlushInterval, s.cfg.AlignCommits)
 	defer interval.Stop()
 	house := time.NewTicker(housekeepingInterval)

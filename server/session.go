@@ -16,6 +16,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
+	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/internal/protomap"
 )
 
@@ -88,7 +89,12 @@ func storeMax(v *atomic.Uint64, x uint64) {
 }
 
 // Stream implements the CDC stream.
-func (s *Server) Stream(st stream) error {
+func (s *Server) Stream(st stream) (err error) {
+	proflabel.Do(st.Context(), proflabel.Ingest, func(context.Context) { err = s.stream(st) })
+	return err
+}
+
+func (s *Server) stream(st stream) error {
 	first, err := st.Recv()
 	if err != nil {
 		return err
