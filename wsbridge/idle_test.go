@@ -16,7 +16,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -181,32 +180,12 @@ func sample() memSample {
 	return s
 }
 
-func raiseNoFile(tb testing.TB, want uint64) {
-	var lim syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatal(err)
-	}
-	if lim.Cur >= want {
-		return
-	}
-	lim.Cur = min(max(want, lim.Cur), lim.Max)
-	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
-		tb.Fatalf("raise RLIMIT_NOFILE: %v", err)
-	}
-	if lim.Cur < want {
-		tb.Fatalf("RLIMIT_NOFILE hard limit %d < %d needed", lim.Max, want)
-	}
-}
-
 // idleClientMain is the client process: it opens the connections, sends a
 // connect on each, prints READY and idles until stdin closes.
 func idleClientMain() int {
 	url := os.Getenv(idleClientEnv)
 	n, _ := strconv.Atoi(os.Getenv("LAKEHOUSE_IDLE_N"))
-	var lim syscall.Rlimit
-	_ = syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
-	lim.Cur = lim.Max
-	_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim)
+	raiseNoFileToMax()
 
 	conns := make([]*websocket.Conn, n)
 	work := make(chan int)

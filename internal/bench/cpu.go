@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -104,15 +103,6 @@ func (s *CPUStart) Stop(ctx context.Context, entries uint64) (*CPUReport, error)
 	}
 	r.ServerPerMillion, r.GeneratorPerMillion = perM(r.ServerSeconds), perM(r.GeneratorSeconds)
 	return r, nil
-}
-
-// selfCPU is this process's user and system CPU time in seconds.
-func selfCPU() float64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return float64(ru.Utime.Nano()+ru.Stime.Nano()) / 1e9
 }
 
 // ScrapeCPU reads process_cpu_seconds_total from http://addr/metrics.
