@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -240,6 +241,13 @@ func TestStorageOutageAbsorbedByTheLog(t *testing.T) {
 		}
 		s.mu.Unlock()
 	}
+	results := map[string]float64{}
+	for k, v := range m {
+		if r, ok := strings.CutPrefix(k, "lakehouse_batches_total{result="); ok {
+			results[strings.Trim(r, `"}`)] = v
+		}
+	}
+	t.Logf("nacks received by the sources, by reason: %v; the server's batches by result: %v", nacks, results)
 	if len(nacks) != 0 {
 		t.Errorf("nacks during the outage: %v, want none", nacks)
 	}
