@@ -18,6 +18,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/iceberg"
+	"github.com/dot-do/lakehouse-rpc/internal/bench"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 	"github.com/dot-do/lakehouse-rpc/sink/jsonl"
 )
@@ -39,6 +40,16 @@ type resumingSource struct {
 	nacks   map[lakehousev1.NackReason]int // nacks received, by reason
 	noDelay int                            // retryable nacks without a retry delay
 	dopts   []grpc.DialOption              // TLS and token, when the server wants them
+
+	// pool, when set, makes the frames (pre-encoded W1, patched per batch:
+	// a cheap generator for high rates); they are made again for a resend.
+	pool *bench.FramePool
+	// pace, when set, is an open loop: batch seq is first sent at
+	// start+(seq-1)*pace, or as soon after as the window allows.
+	pace  time.Duration
+	start time.Time
+	// maxLag is the most a first send came after its scheduled time.
+	maxLag time.Duration
 }
 
 // nackError ends a session on a nack; run reconnects after its retry delay.
@@ -53,6 +64,10 @@ func newResumingSource(id, addr string, batchSize, window int) *resumingSource {
 }
 
 func (s *resumingSource) frame(seq uint64) []byte {
+	if s.pool != nil {
+		s.pending[seq] = nil
+		return s.pool.Frame(int64(seq-1), seq, 0)
+	}
 	if f, ok := s.pending[seq]; ok {
 		return f
 	}
@@ -168,6 +183,17 @@ func (s *resumingSource) session(ctx context.Context, c lakehousev1.CDCServiceCl
 			}
 			return true, nil
 		}
+		var due time.Time
+		if s.pace > 0 && seq >= s.nextSeq {
+			due = s.start.Add(time.Duration(seq-1) * s.pace)
+			select {
+			case <-time.After(time.Until(due)):
+			case err := <-recvErr:
+				return false, err
+			case <-ctx.Done():
+				return false, ctx.Err()
+			}
+		}
 		select {
 		case sem <- struct{}{}:
 		case err := <-recvErr:
@@ -176,6 +202,9 @@ func (s *resumingSource) session(ctx context.Context, c lakehousev1.CDCServiceCl
 			return false, ctx.Err()
 		}
 		s.mu.Lock()
+		if !due.IsZero() {
+			s.maxLag = max(s.maxLag, time.Since(due))
+		}
 		if seq >= s.nextSeq {
 			s.nextSeq = seq + 1
 		}

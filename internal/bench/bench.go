@@ -124,7 +124,9 @@ type Summary struct {
 	PersistedLatency client.LatencySummary `json:"persistedLatency"`
 	// Nacks counts nacks by reason.
 	Nacks map[string]uint64 `json:"nacks,omitempty"`
-	// StaleNacks counts nacks of pipelined batches behind a refused one.
+	// StaleNacks counts nacks of pipelined batches behind a refused one:
+	// the expected echo of a refusal (the server takes a stream's batches
+	// in order), sent again, not counted in Nacks and not errors.
 	StaleNacks uint64 `json:"staleNacks,omitempty"`
 	// Retried counts retransmissions.
 	Retried uint64 `json:"retried"`
@@ -164,11 +166,17 @@ func (s *Summary) String() string {
 	if len(s.Nacks) > 0 {
 		fmt.Fprintf(&b, ", nacks %v", s.Nacks)
 	}
+	if s.StaleNacks > 0 {
+		fmt.Fprintf(&b, ", %d stale nacks (batches in flight behind a refused one, sent again)", s.StaleNacks)
+	}
 	if s.Retried > 0 {
 		fmt.Fprintf(&b, ", retried %d", s.Retried)
 	}
 	if s.Errors > 0 {
 		fmt.Fprintf(&b, ", %d errors", s.Errors)
+		if len(s.ErrorMessages) > 0 {
+			fmt.Fprintf(&b, " (first: %s)", s.ErrorMessages[0])
+		}
 	}
 	if s.UnackedEntries > 0 || s.UnackedBatches > 0 {
 		fmt.Fprintf(&b, ", UNACKNOWLEDGED: %d entries in %d batches", s.UnackedEntries, s.UnackedBatches)

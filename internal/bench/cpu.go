@@ -29,6 +29,9 @@ type CPUReport struct {
 	GeneratorPerMillion float64 `json:"generatorPerMillionEntries,omitempty"`
 	// WallSeconds is the wall time between the two readings.
 	WallSeconds float64 `json:"wallSeconds"`
+	// Note qualifies the figures (for example: the flush after the run
+	// failed, so the server's figure may leave part of the run's cost out).
+	Note string `json:"note,omitempty"`
 }
 
 // String formats the report as one line.
@@ -42,6 +45,9 @@ func (r *CPUReport) String() string {
 			b.WriteString("; ")
 		}
 		fmt.Fprintf(&b, "generator CPU %.1fs, %.2f CPU-s per million entries", r.GeneratorSeconds, r.GeneratorPerMillion)
+	}
+	if r.Note != "" {
+		fmt.Fprintf(&b, " (%s)", r.Note)
 	}
 	return b.String()
 }

@@ -23,8 +23,14 @@ import (
 // offer N entries/s whatever the server does, and latencies are measured
 // from that scheduled time, so a stall of the server or of the sender is
 // not hidden. A refused batch (buffer_full and other retryable nacks) is sent
-// again after the server's retry delay with the batches after it, keeping
-// its scheduled time. Acks and persisted watermarks are recorded per batch.
+// again after the server's retry delay, keeping its scheduled time, alone
+// until it is acknowledged: the server takes a stream's batches only in
+// order, so batches pipelined behind a refused one are refused too
+// (invalid_sequence), and sending them with a retry that is refused again
+// would only provoke more of those. The nacks of batches that were already
+// in flight behind a refusal are counted apart (Summary.StaleNacks): they
+// are the expected echo of the refusal, not failures. Acks and persisted
+// watermarks are recorded per batch.
 func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := cfg.normalize(); err != nil {
 		return nil, err
@@ -103,6 +109,7 @@ func Frames(ctx context.Context, cfg Config) (*Summary, error) {
 		f.mu.Lock()
 		f.addTo(s)
 		s.Retried += f.resent
+		s.StaleNacks += f.staleNacks
 		ackH.Merge(&f.ackH)
 		persH.Merge(&f.persH)
 		winEntries += f.winEntries
@@ -156,10 +163,14 @@ type frameSource struct {
 	sched    []time.Time // by k: scheduled (open loop) or first send time
 	epoch    int         // raised by each rewind; answers to older sends are stale
 	rewind   int64       // batch to send again from, -1 for none
-	resume   time.Time   // not before (the server's retry delay)
-	acked    int64       // batches 0..acked-1 are acknowledged
-	persist  int64       // batches 0..persist-1 are persisted
-	readErr  error
+	// slow is set by a refusal and cleared by the next ack: meanwhile a
+	// batch is sent only when none is in flight, so that a retry refused
+	// again has no followers to be refused with it.
+	slow    bool
+	resume  time.Time // not before (the server's retry delay)
+	acked   int64     // batches 0..acked-1 are acknowledged
+	persist int64     // batches 0..persist-1 are persisted
+	readErr error
 
 	sendingDone bool  // the sending window is over
 	stalled     bool  // it ended because no ack came for the grace period
@@ -167,6 +178,7 @@ type frameSource struct {
 	sendEnd     time.Time
 	streamCounts
 	resent               uint64
+	staleNacks           uint64 // nacks of sends behind a refused batch
 	winEntries, winBytes uint64 // acknowledged by the end of the sending window
 	ackH, persH          client.Histogram
 	lastAck              time.Time
@@ -220,7 +232,11 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 				continue
 			}
 			if k < next || !f.sendingDone {
-				if f.interval > 0 || len(f.inFlight) < maxPending {
+				if f.slow {
+					if len(f.inFlight) == 0 {
+						break // the refused batch, alone
+					}
+				} else if f.interval > 0 || len(f.inFlight) < maxPending {
 					break // something to send
 				}
 			} else if len(f.inFlight) == 0 && f.acked >= next {
@@ -262,7 +278,7 @@ func (f *frameSource) run(ctx context.Context, stop time.Time, limit int64, maxP
 			}
 		}
 		f.mu.Lock()
-		if f.rewind >= 0 { // refused meanwhile: start over from there
+		if f.rewind >= 0 || (f.slow && len(f.inFlight) > 0) { // refused meanwhile: start over from there
 			f.mu.Unlock()
 			continue
 		}
@@ -369,16 +385,18 @@ func (f *frameSource) answerLocked(now time.Time, dup bool, nack *lakehousev1.Na
 	sf := f.inFlight[0]
 	f.inFlight = f.inFlight[1:]
 	if nack != nil {
-		f.nacks[client.NackReasonName(nack.GetReason())]++
 		if sf.epoch != f.epoch || sf.k < f.acked {
-			return // behind a refused batch: sent again with it
+			f.staleNacks++
+			return // behind a refused batch: sent again after it
 		}
+		f.nacks[client.NackReasonName(nack.GetReason())]++
 		if !nack.GetShouldRetry() {
 			f.readErr = fmt.Errorf("batch %d refused: %s: %s", f.first+uint64(sf.k), client.NackReasonName(nack.GetReason()), nack.GetErrorMessage())
 			return
 		}
 		f.epoch++
 		f.rewind = sf.k
+		f.slow = true
 		if e := nack.GetExpectedSequence(); nack.GetReason() == lakehousev1.NackReason_NACK_REASON_INVALID_SEQUENCE && e >= f.first {
 			if kk := int64(e - f.first); kk >= f.acked && kk < sf.k {
 				f.rewind = kk // the server lacks an earlier batch
@@ -391,6 +409,7 @@ func (f *frameSource) answerLocked(now time.Time, dup bool, nack *lakehousev1.Na
 		return // an answer to a batch sent twice
 	}
 	f.acked++
+	f.slow = false
 	if dup {
 		f.dups++
 	}

@@ -1,0 +1,57 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/dot-do/lakehouse-rpc/internal/servertest"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// heldSink holds every commit with rows until release is closed (or the
+// commit's context ends): storage that stopped answering.
+type heldSink struct {
+	sink.Sink
+	release chan struct{}
+}
+
+func (s heldSink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
+	rows := 0
+	for _, t := range f.Tables {
+		rows += len(t.Rows)
+	}
+	if rows > 0 {
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return sink.Result{}, ctx.Err()
+		}
+	}
+	return s.Sink.Commit(ctx, f)
+}
+
+// TestBenchCPULineWhenTheFinalFlushFails: the flush after the run times out
+// (storage holds the commit past --grace). The run's figures and its CPU
+// line are still printed, with the error named; before, the summary said
+// "1 errors" and left the CPU line out.
+func TestBenchCPULineWhenTheFinalFlushFails(t *testing.T) {
+	in := servertest.Start(t)
+	release := make(chan struct{})
+	in.WrapSink(func(s sink.Sink) sink.Sink { return heldSink{Sink: s, release: release} })
+	in.Restart()
+	t.Cleanup(func() { close(release) }) // before in.Stop (cleanups run last first)
+	inProcess := func(context.Context) (string, func() error, error) { return in.Addr, func() error { return nil }, nil }
+	var out, errb bytes.Buffer
+	if err := runBench(t.Context(), []string{"--entries", "2000", "--frames", "--progress", "0", "--grace", "1s"}, &out, &errb, inProcess); err != nil {
+		t.Fatalf("bench: %v\n%s", err, errb.String())
+	}
+	got := out.String()
+	t.Log(got)
+	for _, want := range []string{"2000 entries", "1 errors (first: flush after the run:", "server CPU", "the flush after the run failed"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("summary lacks %q: %s", want, got)
+		}
+	}
+}
