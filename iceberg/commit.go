@@ -96,7 +96,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			if mr.snapshotID != 0 {
 				res.Commits = append(res.Commits, sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(name),
 					SnapshotID: mr.snapshotID, Rows: mr.written + mr.deleted, Duration: mr.duration})
-				if s.cfg.MirrorCompactDeleteFiles >= 0 {
+				if s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
 					s.mirrorCompact.note(name) // compacted in the background, never here
 				}
 			}

@@ -78,17 +78,34 @@ func compareOrder(a, b orderKey) int {
 // mirrorPart is the mirror side of a staged table: the winner per key of
 // the staged rows the mirror's watermarks did not cover.
 type mirrorPart struct {
-	changes map[string]*mirrorChange
+	changes []mirrorChange // one per key
 	spans   map[string]span
 	rows    int64
 }
 
 // foldMirror folds the rows of t above the mirror's watermarks have.
+//
+// It runs on every row a server stages, so it allocates per table, not per
+// row: one string of every row id (the map's and the changes' keys are
+// slices of it), the winners found by row index, then copied out into one
+// slice of changes and one buffer of `after` texts (rows beaten later in
+// the same table are never copied).
 func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
-	mp := &mirrorPart{changes: make(map[string]*mirrorChange), spans: make(map[string]span)}
-	sources := make(map[string]string) // interned source ids
+	var ids strings.Builder
+	for i := range t.Rows {
+		ids.Grow(len(t.Rows[i].RowID))
+	}
+	for i := range t.Rows {
+		ids.Write(t.Rows[i].RowID)
+	}
+	all := ids.String()
+	mp := &mirrorPart{spans: make(map[string]span)}
+	win := make(map[string]int, min(len(t.Rows), maxFoldSizeHint)) // key -> winning row
+	off := 0
 	for i := range t.Rows {
 		r := &t.Rows[i]
+		key := all[off : off+len(r.RowID)]
+		off += len(r.RowID)
 		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
 			continue
 		}
@@ -96,29 +113,51 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		sp := mp.spans[r.SourceID]
 		sp.add(r.BatchSeq, r.Sequence)
 		mp.spans[r.SourceID] = sp
-		ord := orderKey{r.Timestamp, r.SourceID, r.Sequence}
-		if cur, ok := mp.changes[string(r.RowID)]; ok && compareOrder(ord, cur.order()) <= 0 {
-			continue
+		if j, ok := win[key]; !ok || compareOrder(rowOrder(r), rowOrder(&t.Rows[j])) > 0 {
+			win[key] = i
 		}
+	}
+	if mp.rows == 0 {
+		return nil
+	}
+	type winner struct {
+		row int
+		key string
+	}
+	wins := make([]winner, 0, len(win))
+	var afterBytes int
+	for k, i := range win {
+		wins = append(wins, winner{i, k})
+		afterBytes += len(t.Rows[i].After)
+	}
+	// Arrival order: deterministic, and the rows are read in order.
+	slices.SortFunc(wins, func(a, b winner) int { return cmp.Compare(a.row, b.row) })
+	afters := make([]byte, 0, afterBytes)
+	mp.changes = make([]mirrorChange, len(wins))
+	sources := make(map[string]string) // interned source ids
+	for n, w := range wins {
+		r := &t.Rows[w.row]
 		src, ok := sources[r.SourceID]
 		if !ok {
 			src = strings.Clone(r.SourceID)
 			sources[src] = src
 		}
-		ch := &mirrorChange{key: string(r.RowID), source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
+		ch := &mp.changes[n]
+		*ch = mirrorChange{key: w.key, source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
 		if r.Op != codec.OpDelete {
-			ch.after = slices.Clone(r.After)
-			if ch.after == nil {
-				ch.after = []byte{}
-			}
+			at := len(afters)
+			afters = append(afters, r.After...)
+			ch.after = afters[at:len(afters):len(afters)]
 		}
-		mp.changes[ch.key] = ch
-	}
-	if mp.rows == 0 {
-		return nil
 	}
 	return mp
 }
+
+// maxFoldSizeHint caps the initial size of foldMirror's map (a table of a
+// flush rarely has more distinct keys than that; the map grows past it).
+const maxFoldSizeHint = 1 << 16
+
+func rowOrder(r *sink.Row) orderKey { return orderKey{r.Timestamp, r.SourceID, r.Sequence} }
 
 // mirrorState is the sink's mirror bookkeeping.
 type mirrorState struct {

@@ -16,8 +16,9 @@ import (
 
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
-// returns the number of rows whose `after` went to _extra.
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
+// returns the number of rows whose `after` went to _extra. docs are the
+// rows' decoded `after` texts (decodeAfters).
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, docs []mirrorDoc, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
 		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
@@ -45,14 +46,13 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		keyName = ""
 	}
 	var extraRows int64
-	dec := newAfterDecoder()
-	for _, r := range rows {
+	for n, r := range rows {
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
 		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
-		m, fit := dec.parse(r.after)
+		m, fit := docs[n].m, docs[n].ok
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue

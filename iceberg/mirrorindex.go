@@ -28,6 +28,13 @@ type mirrorIndex struct {
 	maxEventMs uint64            // the newest event time applied
 	tombstones int               // entries that are deletes
 	files      []tombstoneFile   // the table's tombstone files (its property)
+	// snapshot is the table snapshot the index reflects (0: none): the
+	// one it was loaded from, then each of its mirror commits'
+	// (mirrorDeleteKeys).
+	snapshot int64
+	// complete: every key with a row in the table is in entries (false
+	// once another writer's snapshot was seen).
+	complete bool
 
 	reportedKeys, reportedTombstones int // as counted in MirrorTotals
 }
@@ -98,10 +105,12 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return idx, nil
 	}
 	idx := newMirrorIndex()
+	idx.complete = true
 	if _, pinned := s.cfg.MirrorSchemas[name]; pinned {
 		s.pinnedAdds(tbl, s.mirrorPin(name), true) // warns once per load about a table that differs
 	}
-	if tbl.CurrentSnapshot() != nil {
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		idx.snapshot = snap.SnapshotID
 		keyCol := mirrorKeyColumn(tbl)
 		_, it, err := tbl.Scan(table.WithSelectedFields(keyCol, mirrorColSourceID, mirrorColEntrySeq, mirrorColEventTime)).
 			ToArrowRecords(ctx)

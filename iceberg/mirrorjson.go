@@ -15,13 +15,24 @@ import (
 // for every row of a commit (BenchmarkMirrorRows). parseAfterStd is the
 // reference; TestAfterDecoderMatchesStd and FuzzAfterDecoder hold the two
 // equal. Not safe for concurrent use.
+//
+// Rows of a table repeat their member names: the decoder interns them (up
+// to maxInternedNames), so a name costs no allocation after its first row,
+// and sizes each top-level map for the previous row's member count.
 type afterDecoder struct {
-	rd  bytes.Reader
-	dec *jsontext.Decoder
+	rd      bytes.Reader
+	dec     *jsontext.Decoder
+	names   map[string]string
+	scratch []byte
+	topLen  int // members of the last top-level object
 }
 
+// maxInternedNames bounds an afterDecoder's interned member names (rows
+// with ever-new names, such as maps keyed by ids, allocate them as usual).
+const maxInternedNames = 4096
+
 func newAfterDecoder() *afterDecoder {
-	d := &afterDecoder{}
+	d := &afterDecoder{names: make(map[string]string)}
 	d.dec = jsontext.NewDecoder(&d.rd, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	return d
 }
@@ -40,7 +51,10 @@ func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
 	if d.dec.PeekKind() != '{' {
 		return nil, false
 	}
-	v, err := d.value()
+	v, err := d.value(0)
+	if errors.Is(err, errDecodeFallback) {
+		return parseAfterStd(b)
+	}
 	if err != nil {
 		return nil, false
 	}
@@ -53,7 +67,7 @@ func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
 	return v.(map[string]any), true
 }
 
-func (d *afterDecoder) value() (any, error) {
+func (d *afterDecoder) value(depth int) (any, error) {
 	tok, err := d.dec.ReadToken()
 	if err != nil {
 		return nil, err
@@ -68,23 +82,30 @@ func (d *afterDecoder) value() (any, error) {
 	case '0':
 		return json.Number(tok.String()), nil
 	case '{':
-		m := make(map[string]any)
+		var m map[string]any
+		if depth == 0 {
+			m = make(map[string]any, d.topLen)
+		} else {
+			m = make(map[string]any)
+		}
 		for d.dec.PeekKind() != '}' {
-			k, err := d.dec.ReadToken()
+			key, err := d.name()
 			if err != nil {
 				return nil, err
 			}
-			key := k.String()
-			if m[key], err = d.value(); err != nil {
+			if m[key], err = d.value(depth + 1); err != nil {
 				return nil, err
 			}
+		}
+		if depth == 0 {
+			d.topLen = len(m)
 		}
 		_, err := d.dec.ReadToken()
 		return m, err
 	case '[':
 		a := []any{}
 		for d.dec.PeekKind() != ']' {
-			v, err := d.value()
+			v, err := d.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
@@ -96,7 +117,56 @@ func (d *afterDecoder) value() (any, error) {
 	return nil, errUnexpectedToken
 }
 
-var errUnexpectedToken = errors.New("unexpected JSON token")
+// name reads an object member's name, interned.
+func (d *afterDecoder) name() (string, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", errUnexpectedToken
+	}
+	body := raw[1 : len(raw)-1]
+	if bytes.IndexByte(body, '\\') >= 0 {
+		if d.scratch, err = jsontext.AppendUnquote(d.scratch[:0], raw); err != nil {
+			// An escape encoding/json replaces (a lone surrogate):
+			// it is the reference.
+			return "", errDecodeFallback
+		}
+		body = d.scratch
+	}
+	if s, ok := d.names[string(body)]; ok {
+		return s, nil
+	}
+	s := string(body)
+	if len(d.names) < maxInternedNames {
+		d.names[s] = s
+	}
+	return s, nil
+}
+
+var (
+	errUnexpectedToken = errors.New("unexpected JSON token")
+	errDecodeFallback  = errors.New("decode with encoding/json")
+)
+
+// mirrorDoc is a row's decoded `after`: ok is false when it is not a JSON
+// object (the row goes to _extra).
+type mirrorDoc struct {
+	m  map[string]any
+	ok bool
+}
+
+// decodeAfters decodes the rows' `after` texts, once per commit: the schema
+// plan and the record builder both read them.
+func decodeAfters(rows []*mirrorChange) []mirrorDoc {
+	docs := make([]mirrorDoc, len(rows))
+	dec := newAfterDecoder()
+	for i, r := range rows {
+		docs[i].m, docs[i].ok = dec.parse(r.after)
+	}
+	return docs
+}
 
 // parseAfterStd decodes an `after` JSON object with encoding/json; ok is
 // false when the text is not a JSON object.
