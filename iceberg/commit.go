@@ -63,6 +63,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 	}
 	// The tables change (watermarks): the next Stage loads them again.
 	clear(s.stageTables)
+	clear(s.stageMirrorMarks)
 	byTable := make(map[string][]*stagedTable)
 	for _, st := range sts {
 		res.RowsSkipped += st.skipped

@@ -239,6 +239,23 @@ func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]si
 	return watermarksFromProps(tbl.Properties())
 }
 
+// stageMirrorWatermarks is mirrorWatermarks once per commit, for Stage (a
+// load reads and parses the table's metadata, as stageTable says).
+func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
+	if wm, ok := s.stageMirrorMarks[name]; ok {
+		return wm, nil
+	}
+	wm, err := s.mirrorWatermarks(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.stageMirrorMarks == nil {
+		s.stageMirrorMarks = make(map[string]map[string]sink.Watermark)
+	}
+	s.stageMirrorMarks[name] = wm
+	return wm, nil
+}
+
 // loadOrCreateMirror loads a CDC table's mirror, creating it as needed.
 func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.Table, error) {
 	ident := s.MirrorIdentifier(original)

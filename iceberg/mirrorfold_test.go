@@ -1,6 +1,8 @@
 package iceberg
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -138,4 +140,54 @@ func BenchmarkFoldMirror(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64((processCPU()-cpu0).Nanoseconds())/float64(len(rows)*b.N), "cpu-ns/row")
+}
+
+// TestStageMirrorWatermarksOncePerCommit: Stage reads a mirror's watermarks
+// once until the next commit; after a commit whose mirror side failed, the
+// flush staged again still folds its rows for the mirror (the cache went
+// with the commit), and after a successful one it folds none.
+func TestStageMirrorWatermarksOncePerCommit(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), mirrorOn)
+	mirrorRows := func(st sink.Staged) (n int64) {
+		for _, p := range st.(*staged).tables {
+			if p.mirror != nil {
+				n += p.mirror.rows
+			}
+		}
+		return n
+	}
+	f1 := updateFlush(1, "t", []string{"a", "b"}, 1)
+	f2 := updateFlush(2, "t", []string{"b", "c"}, 2)
+	st1, err := s.Stage(ctx, f1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, ok := s.stageMirrorMarks["t"]
+	if !ok {
+		t.Fatal("the mirror's watermarks are not cached")
+	}
+	s.stageMirrorMarks["t"] = map[string]sink.Watermark{"src": {BatchSeq: 2}} // a second read would undo this
+	if st2, err := s.Stage(ctx, f2); err != nil || mirrorRows(st2) != 0 {
+		t.Fatalf("second stage: %v, %d mirror rows: the watermarks were read again", err, mirrorRows(st2))
+	}
+	s.stageMirrorMarks["t"] = orig
+	s.cfg.BeforeMirrorCommit = func(string) error { return errCrash }
+	if _, err := s.CommitStaged(ctx, []sink.Staged{st1}, sink.CommitInfo{ID: 1}); !errors.Is(err, errCrash) {
+		t.Fatalf("commit: %v, want the mirror's failure", err)
+	}
+	s.cfg.BeforeMirrorCommit = nil
+	again, err := s.Stage(ctx, f1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.StagedRows() != 0 || mirrorRows(again) != 2 {
+		t.Fatalf("after the failed mirror commit: %d changelog rows, %d mirror rows staged; want 0 and 2", again.StagedRows(), mirrorRows(again))
+	}
+	if _, err := s.CommitStaged(ctx, []sink.Staged{again}, sink.CommitInfo{ID: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := s.Stage(ctx, f1); err != nil || mirrorRows(st) != 0 {
+		t.Fatalf("after the mirror commit: %v, %d mirror rows staged, want 0", err, mirrorRows(st))
+	}
 }
