@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -91,31 +90,51 @@ type mirrorPart struct {
 // slice of changes and one buffer of `after` texts (rows beaten later in
 // the same table are never copied).
 func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
-	var ids strings.Builder
+	n := 0
 	for i := range t.Rows {
-		ids.Grow(len(t.Rows[i].RowID))
+		n += len(t.Rows[i].RowID)
 	}
+	var ids strings.Builder
+	ids.Grow(n)
 	for i := range t.Rows {
 		ids.Write(t.Rows[i].RowID)
 	}
 	all := ids.String()
 	mp := &mirrorPart{spans: make(map[string]span)}
 	win := make(map[string]int, min(len(t.Rows), maxFoldSizeHint)) // key -> winning row
+	// A source's rows come in runs (batches): its watermark and span are
+	// looked up once per run.
+	var (
+		src             string
+		sp              span
+		mark            sink.Watermark
+		marked, spanned bool
+	)
 	off := 0
 	for i := range t.Rows {
 		r := &t.Rows[i]
 		key := all[off : off+len(r.RowID)]
 		off += len(r.RowID)
-		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
+		if i == 0 || r.SourceID != src {
+			if spanned {
+				mp.spans[src] = sp
+			}
+			src = r.SourceID
+			sp, spanned = mp.spans[src]
+			mark, marked = have[src]
+		}
+		if marked && r.BatchSeq <= mark.BatchSeq {
 			continue
 		}
 		mp.rows++
-		sp := mp.spans[r.SourceID]
 		sp.add(r.BatchSeq, r.Sequence)
-		mp.spans[r.SourceID] = sp
+		spanned = true
 		if j, ok := win[key]; !ok || compareOrder(rowOrder(r), rowOrder(&t.Rows[j])) > 0 {
 			win[key] = i
 		}
+	}
+	if spanned {
+		mp.spans[src] = sp
 	}
 	if mp.rows == 0 {
 		return nil
@@ -130,8 +149,6 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		wins = append(wins, winner{i, k})
 		afterBytes += len(t.Rows[i].After)
 	}
-	// Arrival order: deterministic, and the rows are read in order.
-	slices.SortFunc(wins, func(a, b winner) int { return cmp.Compare(a.row, b.row) })
 	afters := make([]byte, 0, afterBytes)
 	mp.changes = make([]mirrorChange, len(wins))
 	sources := make(map[string]string) // interned source ids

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"testing"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -92,13 +93,18 @@ func TestFoldMirrorMatchesReference(t *testing.T) {
 			}
 		}
 		var rows int64
+		spans := map[string]span{}
 		for i := range tbl.Rows {
-			if w, ok := have[tbl.Rows[i].SourceID]; !ok || tbl.Rows[i].BatchSeq > w.BatchSeq {
+			r := &tbl.Rows[i]
+			if w, ok := have[r.SourceID]; !ok || r.BatchSeq > w.BatchSeq {
 				rows++
+				sp := spans[r.SourceID]
+				sp.add(r.BatchSeq, r.Sequence)
+				spans[r.SourceID] = sp
 			}
 		}
-		if mp.rows != rows {
-			t.Fatalf("round %d: rows %d, want %d", round, mp.rows, rows)
+		if mp.rows != rows || !reflect.DeepEqual(mp.spans, spans) {
+			t.Fatalf("round %d: rows %d spans %v, want %d %v", round, mp.rows, mp.spans, rows, spans)
 		}
 	}
 }
