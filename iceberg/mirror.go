@@ -52,7 +52,7 @@ type mirrorChange struct {
 	entry   uint64
 	eventMs uint64
 	op      codec.Op
-	after   []byte // a copy; nil for deletes
+	after   string // a copy; "" for deletes
 }
 
 // orderKey is a change's place in the winner order.
@@ -149,7 +149,16 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		wins = append(wins, winner{i, k})
 		afterBytes += len(t.Rows[i].After)
 	}
-	afters := make([]byte, 0, afterBytes)
+	// One string of every winning `after` (the decoder hands out its string
+	// values as slices of it).
+	var afters strings.Builder
+	afters.Grow(afterBytes)
+	for _, w := range wins {
+		if r := &t.Rows[w.row]; r.Op != codec.OpDelete {
+			afters.Write(r.After)
+		}
+	}
+	text := afters.String()
 	mp.changes = make([]mirrorChange, len(wins))
 	sources := make(map[string]string) // interned source ids
 	for n, w := range wins {
@@ -162,9 +171,7 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		ch := &mp.changes[n]
 		*ch = mirrorChange{key: w.key, source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
 		if r.Op != codec.OpDelete {
-			at := len(afters)
-			afters = append(afters, r.After...)
-			ch.after = afters[at:len(afters):len(afters)]
+			ch.after, text = text[:len(r.After)], text[len(r.After):]
 		}
 	}
 	return mp

@@ -19,7 +19,7 @@ func mirrorBenchRows(b *testing.B, n int) []*mirrorChange {
 	for len(rows) < n {
 		for _, e := range g.Next().Entries {
 			if e.Op != codec.OpDelete && len(rows) < n {
-				rows = append(rows, &mirrorChange{key: string(e.RowID), source: "s", entry: e.Sequence, eventMs: e.Timestamp, op: e.Op, after: e.After})
+				rows = append(rows, &mirrorChange{key: string(e.RowID), source: "s", entry: e.Sequence, eventMs: e.Timestamp, op: e.Op, after: string(e.After)})
 			}
 		}
 	}

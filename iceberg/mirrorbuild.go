@@ -73,7 +73,7 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, docs []mirrorDo
 		if fit {
 			eb.AppendNull()
 		} else {
-			eb.Append(string(r.after))
+			eb.Append(r.after)
 			extraRows++
 		}
 	}

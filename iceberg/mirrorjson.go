@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -20,7 +21,8 @@ import (
 // to maxInternedNames), so a name costs no allocation after its first row,
 // and sizes each top-level map for the previous row's member count.
 type afterDecoder struct {
-	rd      bytes.Reader
+	rd      strings.Reader
+	src     string // the text being decoded
 	dec     *jsontext.Decoder
 	names   map[string]string
 	scratch []byte
@@ -37,15 +39,17 @@ func newAfterDecoder() *afterDecoder {
 	return d
 }
 
-// parse is parseAfter.
-func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
+// parse decodes an `after` JSON object; ok is false when the text is not
+// one. Its strings and numbers are slices of b.
+func (d *afterDecoder) parse(b string) (map[string]any, bool) {
 	if len(b) == 0 {
 		return nil, true
 	}
-	if !utf8.Valid(b) {
+	if !utf8.ValidString(b) {
 		// encoding/json's replacement of invalid bytes is the reference.
-		return parseAfterStd(b)
+		return parseAfterStd([]byte(b))
 	}
+	d.src = b
 	d.rd.Reset(b)
 	d.dec.Reset(&d.rd, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	if d.dec.PeekKind() != '{' {
@@ -53,14 +57,14 @@ func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
 	}
 	v, err := d.value(0)
 	if errors.Is(err, errDecodeFallback) {
-		return parseAfterStd(b)
+		return parseAfterStd([]byte(b))
 	}
 	if err != nil {
 		return nil, false
 	}
 	// As encoding/json's Decoder.More: text after the object other than
 	// a closing bracket means it is not one object.
-	rest := bytes.TrimLeft(b[d.dec.InputOffset():], " \t\r\n")
+	rest := strings.TrimLeft(b[d.dec.InputOffset():], " \t\r\n")
 	if len(rest) > 0 && rest[0] != '}' && rest[0] != ']' {
 		return nil, false
 	}
@@ -68,6 +72,17 @@ func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
 }
 
 func (d *afterDecoder) value(depth int) (any, error) {
+	switch d.dec.PeekKind() {
+	case '"':
+		return d.readString()
+	case '0':
+		raw, err := d.dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		end := int(d.dec.InputOffset())
+		return json.Number(d.src[end-len(raw) : end]), nil
+	}
 	tok, err := d.dec.ReadToken()
 	if err != nil {
 		return nil, err
@@ -115,6 +130,22 @@ func (d *afterDecoder) value(depth int) (any, error) {
 		return a, err
 	}
 	return nil, errUnexpectedToken
+}
+
+// readString reads a string value: a slice of the text unless it has escapes.
+func (d *afterDecoder) readString() (any, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return nil, err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		end := int(d.dec.InputOffset())
+		return d.src[end-len(raw)+1 : end-1], nil
+	}
+	if d.scratch, err = jsontext.AppendUnquote(d.scratch[:0], raw); err != nil {
+		return nil, errDecodeFallback
+	}
+	return string(d.scratch), nil
 }
 
 // name reads an object member's name, interned.

@@ -24,7 +24,7 @@ func TestAfterDecoderMatchesStd(t *testing.T) {
 	d := newAfterDecoder()
 	check := func(in string) {
 		t.Helper()
-		gotM, gotOK := d.parse([]byte(in))
+		gotM, gotOK := d.parse(in)
 		wantM, wantOK := parseAfterStd([]byte(in))
 		if gotOK != wantOK || !reflect.DeepEqual(gotM, wantM) {
 			t.Errorf("%q: got %v %#v, encoding/json %v %#v", in, gotOK, gotM, wantOK, wantM)
@@ -83,7 +83,7 @@ func FuzzAfterDecoder(f *testing.F) {
 	}
 	d := newAfterDecoder()
 	f.Fuzz(func(t *testing.T, in []byte) {
-		gotM, gotOK := d.parse(in)
+		gotM, gotOK := d.parse(string(in))
 		wantM, wantOK := parseAfterStd(in)
 		if gotOK != wantOK || !reflect.DeepEqual(gotM, wantM) {
 			t.Errorf("%q: got %v %#v, encoding/json %v %#v", in, gotOK, gotM, wantOK, wantM)
