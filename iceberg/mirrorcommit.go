@@ -230,7 +230,7 @@ func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mir
 	}
 	dels := make([]*mirrorChange, 0, len(apply))
 	for _, ch := range apply {
-		if e, ok := idx.entries[ch.key]; ok && !e.deleted {
+		if e, ok := idx.entries.get(ch.key); ok && !e.deleted {
 			dels = append(dels, ch)
 		}
 	}

@@ -22,7 +22,7 @@ import (
 // plus its length (BenchmarkMirrorIndexMemory: 116 bytes per key of 10
 // characters).
 type mirrorIndex struct {
-	entries    map[string]indexEntry
+	entries    keyTable
 	sources    []string          // interned source ids, by number
 	sourceNums map[string]uint32 // source id -> number
 	maxEventMs uint64            // the newest event time applied
@@ -47,12 +47,12 @@ type indexEntry struct {
 }
 
 func newMirrorIndex() *mirrorIndex {
-	return &mirrorIndex{entries: make(map[string]indexEntry), sourceNums: make(map[string]uint32)}
+	return &mirrorIndex{entries: newKeyTable(), sourceNums: make(map[string]uint32)}
 }
 
 // get returns the order of key's current change.
 func (x *mirrorIndex) get(key string) (orderKey, bool) {
-	e, ok := x.entries[key]
+	e, ok := x.entries.get(key)
 	if !ok {
 		return orderKey{}, false
 	}
@@ -71,28 +71,19 @@ func (x *mirrorIndex) set(key string, o orderKey, deleted bool) {
 		x.sources = append(x.sources, src)
 		x.sourceNums[src] = n
 	}
-	old, had := x.entries[key]
-	if had && old.deleted {
+	if old, had := x.entries.get(key); had && old.deleted {
 		x.tombstones--
-	} else if !had {
-		key = strings.Clone(key)
 	}
 	if deleted {
 		x.tombstones++
 	}
-	x.entries[key] = indexEntry{eventMs: o.eventMs, entry: o.entry, source: n, deleted: deleted}
+	x.entries.put(key, indexEntry{eventMs: o.eventMs, entry: o.entry, source: n, deleted: deleted})
 	x.maxEventMs = max(x.maxEventMs, o.eventMs)
 }
 
 // forgetTombstones drops the tombstones older than cutoffMs.
 func (x *mirrorIndex) forgetTombstones(cutoffMs uint64) int {
-	n := 0
-	for k, e := range x.entries {
-		if e.deleted && e.eventMs < cutoffMs {
-			delete(x.entries, k)
-			n++
-		}
-	}
+	n := x.entries.forget(func(e indexEntry) bool { return e.deleted && e.eventMs < cutoffMs })
 	x.tombstones -= n
 	return n
 }
