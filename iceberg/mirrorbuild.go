@@ -16,12 +16,12 @@ import (
 
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
-// returns the number of rows whose `after` went to _extra. docs are the
-// rows' decoded `after` texts (decodeAfters).
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, docs []mirrorDoc, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
+// returns the number of rows whose `after` went to _extra, and the decoded
+// `after` objects of those rows (in order: the schema plan's input).
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, []map[string]any, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
-		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
+		return nil, 0, nil, fmt.Errorf("mirror arrow schema: %w", err)
 	}
 	fields := sc.Fields()
 	b := array.NewRecordBuilder(memory.DefaultAllocator, asc)
@@ -45,14 +45,19 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, docs []mirrorDo
 	if keyName == mirrorColRowID {
 		keyName = ""
 	}
-	var extraRows int64
-	for n, r := range rows {
+	var (
+		extraRows int64
+		misfits   []map[string]any
+	)
+	dec := newAfterDecoder()
+	for _, r := range rows {
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
 		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
-		m, fit := docs[n].m, docs[n].ok
+		m, fit := dec.parse(r.after)
+		isObject := fit
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue
@@ -75,9 +80,12 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, docs []mirrorDo
 		} else {
 			eb.Append(r.after)
 			extraRows++
+			if isObject {
+				misfits = append(misfits, m)
+			}
 		}
 	}
-	return b.NewRecordBatch(), extraRows, nil
+	return b.NewRecordBatch(), extraRows, misfits, nil
 }
 
 // isRowID reports whether a JSON value is the row id: a string equal to it,

@@ -112,11 +112,25 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	mr.written = int64(len(rows))
 
-	// Each `after` is decoded once, for the schema plan and the record.
-	docs := decodeAfters(rows)
-	if tbl, err = s.evolveMirrorSchema(ctx, tbl, s.mirrorPin(name), docs); err != nil {
+	// The record is built against the current schema, decoding each
+	// `after` once. Only rows that did not fit it can need new or wider
+	// columns: the schema plan reads those alone, and only a schema change
+	// builds the record again (a table's first commits).
+	pin, ty := s.mirrorPin(name), s.mirrorTyping()
+	rec, extra, misfits, err := buildMirrorRecord(tbl.Schema(), rows, ty, pin)
+	if err != nil {
 		return mr, err
 	}
+	if next, err := s.evolveMirrorSchema(ctx, tbl, pin, misfits); err != nil {
+		return mr, err
+	} else if next != tbl {
+		tbl = next
+		rec.Release()
+		if rec, extra, _, err = buildMirrorRecord(tbl.Schema(), rows, ty, pin); err != nil {
+			return mr, err
+		}
+	}
+	misfits = nil
 
 	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
 	if err != nil {
@@ -124,7 +138,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	txn := tbl.NewTransaction()
 	if len(apply) > 0 {
-		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, name, rows, docs)
+		dataFiles, err := s.writeMirrorRows(ctx, tbl, rec)
 		if err != nil {
 			return mr, err
 		}
@@ -291,14 +305,14 @@ func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
 
 // evolveMirrorSchema adds the columns the rows need and widens the ones
 // they outgrow, in a commit of its own before the rows' (a crash in
-// between leaves optional columns no row uses yet).
-func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, docs []mirrorDoc) (*table.Table, error) {
+// between leaves optional columns no row uses yet). It returns tbl itself
+// when the schema stays. rows are the decoded `after` objects of the rows
+// that did not fit the schema, in order: a row that fits needs no change.
+func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []map[string]any) (*table.Table, error) {
 	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
 	plan.pin(pin, s.pinnedAdds(tbl, pin, false))
-	for _, d := range docs {
-		if d.ok {
-			plan.observeRow(d.m)
-		}
+	for _, m := range rows {
+		plan.observeRow(m)
 	}
 	if len(plan.adds)+len(plan.widens) == 0 {
 		return tbl, nil
@@ -319,14 +333,11 @@ func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin Mir
 	return s.wrap(next), nil
 }
 
-// writeMirrorRows writes the rows as data files of the mirror table.
-func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name string, rows []*mirrorChange, docs []mirrorDoc) ([]iceberg.DataFile, int64, error) {
-	if len(rows) == 0 {
-		return nil, 0, nil
-	}
-	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, docs, s.mirrorTyping(), s.mirrorPin(name))
-	if err != nil {
-		return nil, 0, err
+// writeMirrorRows writes the record of the rows (buildMirrorRecord) as data
+// files of the mirror table.
+func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rec arrow.RecordBatch) ([]iceberg.DataFile, error) {
+	if rec.NumRows() == 0 {
+		return nil, nil
 	}
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
 	var (
@@ -342,14 +353,14 @@ func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name strin
 		files = append(files, df)
 		n += df.Count()
 	}
-	if werr == nil && n != int64(len(rows)) {
-		werr = fmt.Errorf("%w: %d of %d mirror rows written", ErrIncompleteWrite, n, len(rows))
+	if werr == nil && n != rec.NumRows() {
+		werr = fmt.Errorf("%w: %d of %d mirror rows written", ErrIncompleteWrite, n, rec.NumRows())
 	}
 	if werr != nil {
 		s.removeFiles(ctx, tbl, files)
-		return nil, 0, fmt.Errorf("mirror: write data files: %w", werr)
+		return nil, fmt.Errorf("mirror: write data files: %w", werr)
 	}
-	return files, extra, nil
+	return files, nil
 }
 
 // keyRecords is the equality delete record of the touched keys.

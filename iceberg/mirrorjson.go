@@ -181,24 +181,6 @@ var (
 	errDecodeFallback  = errors.New("decode with encoding/json")
 )
 
-// mirrorDoc is a row's decoded `after`: ok is false when it is not a JSON
-// object (the row goes to _extra).
-type mirrorDoc struct {
-	m  map[string]any
-	ok bool
-}
-
-// decodeAfters decodes the rows' `after` texts, once per commit: the schema
-// plan and the record builder both read them.
-func decodeAfters(rows []*mirrorChange) []mirrorDoc {
-	docs := make([]mirrorDoc, len(rows))
-	dec := newAfterDecoder()
-	for i, r := range rows {
-		docs[i].m, docs[i].ok = dec.parse(r.after)
-	}
-	return docs
-}
-
 // parseAfterStd decodes an `after` JSON object with encoding/json; ok is
 // false when the text is not a JSON object.
 func parseAfterStd(b []byte) (map[string]any, bool) {
