@@ -130,7 +130,6 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			return mr, err
 		}
 	}
-	misfits = nil
 
 	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
 	if err != nil {
