@@ -63,6 +63,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 	}
 	// The tables change (watermarks): the next Stage loads them again.
 	clear(s.stageTables)
+	clear(s.stageMirrorMarks)
 	byTable := make(map[string][]*stagedTable)
 	for _, st := range sts {
 		res.RowsSkipped += st.skipped
@@ -96,7 +97,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			if mr.snapshotID != 0 {
 				res.Commits = append(res.Commits, sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(name),
 					SnapshotID: mr.snapshotID, Rows: mr.written + mr.deleted, Duration: mr.duration})
-				if s.cfg.MirrorCompactDeleteFiles >= 0 {
+				if s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
 					s.mirrorCompact.note(name) // compacted in the background, never here
 				}
 			}

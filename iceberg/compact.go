@@ -117,7 +117,7 @@ func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.C
 		return err
 	}
 	txn := tbl.NewTransaction()
-	rw := txn.NewRewrite(iceberg.Properties{"lakehouse.maintenance": "compaction"})
+	rw := txn.NewRewrite(iceberg.Properties{SummaryMaintenance: "compaction"})
 	for _, gr := range results {
 		rw.ApplyResult(gr)
 	}

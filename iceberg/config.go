@@ -76,6 +76,9 @@ const (
 	// them (comma-separated, sorted).
 	SummaryParts     = "lakehouse.parts"
 	SummaryInstances = "lakehouse.instances"
+	// SummaryMaintenance marks a maintenance snapshot (a compaction), which
+	// keeps the table's rows as they were; its value names the kind.
+	SummaryMaintenance = "lakehouse.maintenance"
 )
 
 // Config configures the Iceberg sink. The zero value, with DataDir set, is a

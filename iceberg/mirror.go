@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
 	"sync"
 
@@ -53,7 +52,7 @@ type mirrorChange struct {
 	entry   uint64
 	eventMs uint64
 	op      codec.Op
-	after   []byte // a copy; nil for deletes
+	after   string // a copy; "" for deletes
 }
 
 // orderKey is a change's place in the winner order.
@@ -78,47 +77,111 @@ func compareOrder(a, b orderKey) int {
 // mirrorPart is the mirror side of a staged table: the winner per key of
 // the staged rows the mirror's watermarks did not cover.
 type mirrorPart struct {
-	changes map[string]*mirrorChange
+	changes []mirrorChange // one per key
 	spans   map[string]span
 	rows    int64
 }
 
 // foldMirror folds the rows of t above the mirror's watermarks have.
+//
+// It runs on every row a server stages, so it allocates per table, not per
+// row: one string of every row id (the map's and the changes' keys are
+// slices of it), the winners found by row index, then copied out into one
+// slice of changes and one buffer of `after` texts (rows beaten later in
+// the same table are never copied).
 func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
-	mp := &mirrorPart{changes: make(map[string]*mirrorChange), spans: make(map[string]span)}
-	sources := make(map[string]string) // interned source ids
+	n := 0
+	for i := range t.Rows {
+		n += len(t.Rows[i].RowID)
+	}
+	var ids strings.Builder
+	ids.Grow(n)
+	for i := range t.Rows {
+		ids.Write(t.Rows[i].RowID)
+	}
+	all := ids.String()
+	mp := &mirrorPart{spans: make(map[string]span)}
+	win := make(map[string]int, min(len(t.Rows), maxFoldSizeHint)) // key -> winning row
+	// A source's rows come in runs (batches): its watermark and span are
+	// looked up once per run.
+	var (
+		src             string
+		sp              span
+		mark            sink.Watermark
+		marked, spanned bool
+	)
+	off := 0
 	for i := range t.Rows {
 		r := &t.Rows[i]
-		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
+		key := all[off : off+len(r.RowID)]
+		off += len(r.RowID)
+		if i == 0 || r.SourceID != src {
+			if spanned {
+				mp.spans[src] = sp
+			}
+			src = r.SourceID
+			sp, spanned = mp.spans[src]
+			mark, marked = have[src]
+		}
+		if marked && r.BatchSeq <= mark.BatchSeq {
 			continue
 		}
 		mp.rows++
-		sp := mp.spans[r.SourceID]
 		sp.add(r.BatchSeq, r.Sequence)
-		mp.spans[r.SourceID] = sp
-		ord := orderKey{r.Timestamp, r.SourceID, r.Sequence}
-		if cur, ok := mp.changes[string(r.RowID)]; ok && compareOrder(ord, cur.order()) <= 0 {
-			continue
+		spanned = true
+		if j, ok := win[key]; !ok || compareOrder(rowOrder(r), rowOrder(&t.Rows[j])) > 0 {
+			win[key] = i
 		}
+	}
+	if spanned {
+		mp.spans[src] = sp
+	}
+	if mp.rows == 0 {
+		return nil
+	}
+	type winner struct {
+		row int
+		key string
+	}
+	wins := make([]winner, 0, len(win))
+	var afterBytes int
+	for k, i := range win {
+		wins = append(wins, winner{i, k})
+		afterBytes += len(t.Rows[i].After)
+	}
+	// One string of every winning `after` (the decoder hands out its string
+	// values as slices of it).
+	var afters strings.Builder
+	afters.Grow(afterBytes)
+	for _, w := range wins {
+		if r := &t.Rows[w.row]; r.Op != codec.OpDelete {
+			afters.Write(r.After)
+		}
+	}
+	text := afters.String()
+	mp.changes = make([]mirrorChange, len(wins))
+	sources := make(map[string]string) // interned source ids
+	for n, w := range wins {
+		r := &t.Rows[w.row]
 		src, ok := sources[r.SourceID]
 		if !ok {
 			src = strings.Clone(r.SourceID)
 			sources[src] = src
 		}
-		ch := &mirrorChange{key: string(r.RowID), source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
+		ch := &mp.changes[n]
+		*ch = mirrorChange{key: w.key, source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
 		if r.Op != codec.OpDelete {
-			ch.after = slices.Clone(r.After)
-			if ch.after == nil {
-				ch.after = []byte{}
-			}
+			ch.after, text = text[:len(r.After)], text[len(r.After):]
 		}
-		mp.changes[ch.key] = ch
-	}
-	if mp.rows == 0 {
-		return nil
 	}
 	return mp
 }
+
+// maxFoldSizeHint caps the initial size of foldMirror's map (a table of a
+// flush rarely has more distinct keys than that; the map grows past it).
+const maxFoldSizeHint = 1 << 16
+
+func rowOrder(r *sink.Row) orderKey { return orderKey{r.Timestamp, r.SourceID, r.Sequence} }
 
 // mirrorState is the sink's mirror bookkeeping.
 type mirrorState struct {
@@ -198,6 +261,23 @@ func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]si
 		return nil, fmt.Errorf("load mirror table: %w", err)
 	}
 	return watermarksFromProps(tbl.Properties())
+}
+
+// stageMirrorWatermarks is mirrorWatermarks once per commit, for Stage (a
+// load reads and parses the table's metadata, as stageTable says).
+func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
+	if wm, ok := s.stageMirrorMarks[name]; ok {
+		return wm, nil
+	}
+	wm, err := s.mirrorWatermarks(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	if s.stageMirrorMarks == nil {
+		s.stageMirrorMarks = make(map[string]map[string]sink.Watermark)
+	}
+	s.stageMirrorMarks[name] = wm
+	return wm, nil
 }
 
 // loadOrCreateMirror loads a CDC table's mirror, creating it as needed.

@@ -16,11 +16,12 @@ import (
 
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
-// returns the number of rows whose `after` went to _extra.
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, error) {
+// returns the number of rows whose `after` went to _extra, and the decoded
+// `after` objects of those rows (in order: the schema plan's input).
+func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, []map[string]any, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
-		return nil, 0, fmt.Errorf("mirror arrow schema: %w", err)
+		return nil, 0, nil, fmt.Errorf("mirror arrow schema: %w", err)
 	}
 	fields := sc.Fields()
 	b := array.NewRecordBuilder(memory.DefaultAllocator, asc)
@@ -44,7 +45,10 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 	if keyName == mirrorColRowID {
 		keyName = ""
 	}
-	var extraRows int64
+	var (
+		extraRows int64
+		misfits   []map[string]any
+	)
 	dec := newAfterDecoder()
 	for _, r := range rows {
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
@@ -53,6 +57,7 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		b.Field(idx[mirrorFieldEventTime]).(*array.TimestampBuilder).Append(arrow.Timestamp(int64(r.eventMs) * 1000))
 		b.Field(idx[mirrorFieldOp]).(*array.StringBuilder).Append(string(opBytes(r.op)))
 		m, fit := dec.parse(r.after)
+		isObject := fit
 		for i, f := range fields {
 			if f.ID <= mirrorFieldExtra {
 				continue
@@ -73,11 +78,14 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		if fit {
 			eb.AppendNull()
 		} else {
-			eb.Append(string(r.after))
+			eb.Append(r.after)
 			extraRows++
+			if isObject {
+				misfits = append(misfits, m)
+			}
 		}
 	}
-	return b.NewRecordBatch(), extraRows, nil
+	return b.NewRecordBatch(), extraRows, misfits, nil
 }
 
 // isRowID reports whether a JSON value is the row id: a string equal to it,

@@ -31,6 +31,7 @@ const (
 type mirrorResult struct {
 	written, deleted, stale, extra, skipped int64
 	snapshotID                              int64
+	deleteFiles                             int // equality delete files added
 	duration                                time.Duration
 }
 
@@ -51,7 +52,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	if err != nil {
 		return mr, err
 	}
-	winners := make(map[string]*mirrorChange)
+	var live []*mirrorPart
 	marks := make(map[string]sink.Watermark)
 	for _, p := range parts {
 		if p.mirror == nil {
@@ -65,11 +66,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			mr.skipped += p.mirror.rows
 			continue
 		}
-		for k, ch := range p.mirror.changes {
-			if cur, ok := winners[k]; !ok || compareOrder(ch.order(), cur.order()) > 0 {
-				winners[k] = ch
-			}
-		}
+		live = append(live, p.mirror)
 		for src, sp := range p.mirror.spans {
 			sink.MergeWatermark(marks, src, sink.Watermark{BatchSeq: sp.maxBatch, EntrySeq: sp.maxEntry})
 		}
@@ -81,9 +78,10 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	if err != nil {
 		return mr, err
 	}
+	winners := mergeMirrorParts(live)
 	apply := make([]*mirrorChange, 0, len(winners))
-	for k, ch := range winners {
-		if cur, ok := idx.get(k); ok && compareOrder(ch.order(), cur) <= 0 {
+	for _, ch := range winners {
+		if cur, ok := idx.get(ch.key); ok && compareOrder(ch.order(), cur) <= 0 {
 			mr.stale++
 			continue
 		}
@@ -99,6 +97,8 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 		}
 		s.reportIndex(idx, !committedOK)
 	}()
+	// Decided before the index takes this commit's changes.
+	dels := s.mirrorDeleteKeys(tbl, idx, apply)
 	var rows []*mirrorChange
 	var deletes []tombstone
 	for _, ch := range apply {
@@ -112,8 +112,23 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	mr.written = int64(len(rows))
 
-	if tbl, err = s.evolveMirrorSchema(ctx, tbl, s.mirrorPin(name), rows); err != nil {
+	// The record is built against the current schema, decoding each
+	// `after` once. Only rows that did not fit it can need new or wider
+	// columns: the schema plan reads those alone, and only a schema change
+	// builds the record again (a table's first commits).
+	pin, ty := s.mirrorPin(name), s.mirrorTyping()
+	rec, extra, misfits, err := buildMirrorRecord(tbl.Schema(), rows, ty, pin)
+	if err != nil {
 		return mr, err
+	}
+	if next, err := s.evolveMirrorSchema(ctx, tbl, pin, misfits); err != nil {
+		return mr, err
+	} else if next != tbl {
+		tbl = next
+		rec.Release()
+		if rec, extra, _, err = buildMirrorRecord(tbl.Schema(), rows, ty, pin); err != nil {
+			return mr, err
+		}
 	}
 
 	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
@@ -122,16 +137,22 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	txn := tbl.NewTransaction()
 	if len(apply) > 0 {
-		dataFiles, extra, err := s.writeMirrorRows(ctx, tbl, name, rows)
+		dataFiles, err := s.writeMirrorRows(ctx, tbl, rec)
 		if err != nil {
 			return mr, err
 		}
 		mr.extra = extra
-		delFiles, err := txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(tbl, apply))
-		if err != nil {
-			s.removeFiles(ctx, tbl, dataFiles)
-			return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
+		if len(dataFiles) == 0 {
+			dels = apply // a row delta needs a file: deletes of keys the table never held
 		}
+		var delFiles []iceberg.DataFile
+		if len(dels) > 0 {
+			if delFiles, err = txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(tbl, dels)); err != nil {
+				s.removeFiles(ctx, tbl, dataFiles)
+				return mr, fmt.Errorf("mirror: write equality deletes: %w", err)
+			}
+		}
+		mr.deleteFiles = len(delFiles)
 		summary := iceberg.Properties{
 			SummaryFlushID:       strconv.FormatUint(c.ID, 10),
 			SummaryTrigger:       c.Reason,
@@ -181,6 +202,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	}
 	if snap := committed.CurrentSnapshot(); snap != nil && len(apply) > 0 {
 		mr.snapshotID = snap.SnapshotID
+		idx.snapshot = snap.SnapshotID
 	}
 	mr.duration = time.Since(start)
 	s.countMirror(func(t *MirrorTotals) {
@@ -197,17 +219,99 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	return mr, nil
 }
 
+// mirrorDeleteKeys returns the changes whose keys need an equality delete:
+// those that may have a row in the table. An index loaded from the table's
+// rows and kept by each commit since holds every key with a row, so a key
+// it does not know, or knows as deleted, has none: writing no delete for it
+// keeps ever-new keys (W1's) from making delete files that compaction would
+// only drop again. That holds only while this writer alone changes the
+// table's rows: with multi-instance mode (ExclusiveMaintenance: another
+// instance may commit concurrently) every key gets one, as the upsert rule
+// says, and so does every commit of an index that has seen a snapshot since
+// its own that is not a compaction (another writer's rows it does not hold),
+// until it is reloaded. A crash or a failed commit drops the index; it is
+// reloaded from the table, and a replay the mirror's watermarks cover
+// applies nothing.
+func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mirrorChange) []*mirrorChange {
+	if idx.complete && !onlyCompactedSince(tbl, idx.snapshot) {
+		idx.complete = false
+		s.log.Info("iceberg mirror table written by another writer: every key gets an equality delete until restart",
+			"table", tbl.Identifier())
+	}
+	if s.cfg.ExclusiveMaintenance || !idx.complete {
+		return apply
+	}
+	dels := make([]*mirrorChange, 0, len(apply))
+	for _, ch := range apply {
+		if e, ok := idx.entries.get(ch.key); ok && !e.deleted {
+			dels = append(dels, ch)
+		}
+	}
+	return dels
+}
+
+// onlyCompactedSince reports whether every snapshot of tbl after snapshot
+// id since (0: none) is a compaction, which keeps the rows as they were.
+// A chain that does not reach since (expired, another writer's commit)
+// answers false.
+func onlyCompactedSince(tbl *table.Table, since int64) bool {
+	snap := tbl.CurrentSnapshot()
+	for range maxSnapshotWalk {
+		switch {
+		case snap == nil:
+			return since == 0
+		case snap.SnapshotID == since:
+			return true
+		case snap.Summary == nil || snap.Summary.Properties[SummaryMaintenance] == "" || snap.ParentSnapshotID == nil:
+			return false
+		}
+		snap = tbl.Metadata().SnapshotByID(*snap.ParentSnapshotID)
+	}
+	return false
+}
+
+// maxSnapshotWalk bounds onlyCompactedSince's walk up the snapshot chain.
+const maxSnapshotWalk = 1000
+
+// mergeMirrorParts returns the winner per key across parts (each part has
+// one change per key already).
+func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
+	n := 0
+	for _, p := range parts {
+		n += len(p.changes)
+	}
+	out := make([]*mirrorChange, 0, n)
+	if len(parts) == 1 {
+		for i := range parts[0].changes {
+			out = append(out, &parts[0].changes[i])
+		}
+		return out
+	}
+	at := make(map[string]int, n) // key -> position in out
+	for _, p := range parts {
+		for i := range p.changes {
+			ch := &p.changes[i]
+			if j, ok := at[ch.key]; !ok {
+				at[ch.key] = len(out)
+				out = append(out, ch)
+			} else if compareOrder(ch.order(), out[j].order()) > 0 {
+				out[j] = ch
+			}
+		}
+	}
+	return out
+}
+
 // evolveMirrorSchema adds the columns the rows need and widens the ones
 // they outgrow, in a commit of its own before the rows' (a crash in
-// between leaves optional columns no row uses yet).
-func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []*mirrorChange) (*table.Table, error) {
+// between leaves optional columns no row uses yet). It returns tbl itself
+// when the schema stays. rows are the decoded `after` objects of the rows
+// that did not fit the schema, in order: a row that fits needs no change.
+func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin MirrorTableSchema, rows []map[string]any) (*table.Table, error) {
 	plan := newSchemaPlan(tbl.Schema(), s.mirrorTyping())
 	plan.pin(pin, s.pinnedAdds(tbl, pin, false))
-	dec := newAfterDecoder()
-	for _, ch := range rows {
-		if m, ok := dec.parse(ch.after); ok {
-			plan.observeRow(m)
-		}
+	for _, m := range rows {
+		plan.observeRow(m)
 	}
 	if len(plan.adds)+len(plan.widens) == 0 {
 		return tbl, nil
@@ -228,14 +332,11 @@ func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin Mir
 	return s.wrap(next), nil
 }
 
-// writeMirrorRows writes the rows as data files of the mirror table.
-func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name string, rows []*mirrorChange) ([]iceberg.DataFile, int64, error) {
-	if len(rows) == 0 {
-		return nil, 0, nil
-	}
-	rec, extra, err := buildMirrorRecord(tbl.Schema(), rows, s.mirrorTyping(), s.mirrorPin(name))
-	if err != nil {
-		return nil, 0, err
+// writeMirrorRows writes the record of the rows (buildMirrorRecord) as data
+// files of the mirror table.
+func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, rec arrow.RecordBatch) ([]iceberg.DataFile, error) {
+	if rec.NumRows() == 0 {
+		return nil, nil
 	}
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
 	var (
@@ -251,14 +352,14 @@ func (s *Sink) writeMirrorRows(ctx context.Context, tbl *table.Table, name strin
 		files = append(files, df)
 		n += df.Count()
 	}
-	if werr == nil && n != int64(len(rows)) {
-		werr = fmt.Errorf("%w: %d of %d mirror rows written", ErrIncompleteWrite, n, len(rows))
+	if werr == nil && n != rec.NumRows() {
+		werr = fmt.Errorf("%w: %d of %d mirror rows written", ErrIncompleteWrite, n, rec.NumRows())
 	}
 	if werr != nil {
 		s.removeFiles(ctx, tbl, files)
-		return nil, 0, fmt.Errorf("mirror: write data files: %w", werr)
+		return nil, fmt.Errorf("mirror: write data files: %w", werr)
 	}
-	return files, extra, nil
+	return files, nil
 }
 
 // keyRecords is the equality delete record of the touched keys.

@@ -236,7 +236,7 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 	if len(groups) == 0 && len(dead) == 0 {
 		return 0, more, nil
 	}
-	props := iceberg.Properties{"lakehouse.maintenance": "mirror-compaction"}
+	props := iceberg.Properties{SummaryMaintenance: "mirror-compaction"}
 	txn := tbl.NewTransaction()
 	var res *table.RewriteResult
 	if len(groups) > 0 {

@@ -109,10 +109,9 @@ func TestMirrorCompactionPerPartition(t *testing.T) {
 	for key, p := range parts {
 		if p.deleteFiles > threshold {
 			hotKey = key
-		} else if p.deleteFiles > 1 {
-			// Every touched key gets an equality delete, new ones too: the
-			// first commit's, which deletes nothing older.
-			t.Errorf("partition %s: %d delete files, want at most the first commit's", key, p.deleteFiles)
+		} else if p.deleteFiles != 0 {
+			// The first commit inserted new keys: no equality deletes.
+			t.Errorf("partition %s: %d delete files, want none", key, p.deleteFiles)
 		}
 	}
 	if hotKey == "" || len(parts) != buckets {
@@ -139,10 +138,9 @@ func TestMirrorCompactionPerPartition(t *testing.T) {
 			t.Errorf("partition %s below the threshold had its data rewritten: %v -> %v", key, files, after[key])
 		}
 	}
-	// The hot partition's threshold+2 delete files go, and the first
-	// commit's in the other partitions, which apply to no data file.
-	if tot := s.MirrorTotals(); tot.Compactions != 1 || tot.DeleteFilesRemoved < threshold+2 {
-		t.Errorf("totals %+v: want one compaction removing at least %d delete files", tot, threshold+2)
+	// The hot partition's delete files go, one per update commit.
+	if tot := s.MirrorTotals(); tot.Compactions != 1 || tot.DeleteFilesRemoved != threshold+1 {
+		t.Errorf("totals %+v: want one compaction removing %d delete files", tot, threshold+1)
 	}
 }
 

@@ -17,17 +17,24 @@ import (
 // table, deletes included (tombstones). It is loaded from the table's live
 // rows and its tombstone files (mirrortombstone.go) on first use.
 //
-// An entry is 24 bytes (the source id is interned to a small number); with
-// the map's own overhead and the key string, a key costs about 105 bytes
-// plus its length (BenchmarkMirrorIndexMemory: 116 bytes per key of 10
-// characters).
+// An entry is 24 bytes (the source id is interned to a small number); in
+// the pointer-free key table (mirrorkeys.go), with its hash map, a key
+// costs about 80 bytes plus its length (BenchmarkMirrorIndexMemory: 92
+// bytes per key of 10 characters).
 type mirrorIndex struct {
-	entries    map[string]indexEntry
+	entries    keyTable
 	sources    []string          // interned source ids, by number
 	sourceNums map[string]uint32 // source id -> number
 	maxEventMs uint64            // the newest event time applied
 	tombstones int               // entries that are deletes
 	files      []tombstoneFile   // the table's tombstone files (its property)
+	// snapshot is the table snapshot the index reflects (0: none): the
+	// one it was loaded from, then each of its mirror commits'
+	// (mirrorDeleteKeys).
+	snapshot int64
+	// complete: every key with a row in the table is in entries (false
+	// once another writer's snapshot was seen).
+	complete bool
 
 	reportedKeys, reportedTombstones int // as counted in MirrorTotals
 }
@@ -40,12 +47,12 @@ type indexEntry struct {
 }
 
 func newMirrorIndex() *mirrorIndex {
-	return &mirrorIndex{entries: make(map[string]indexEntry), sourceNums: make(map[string]uint32)}
+	return &mirrorIndex{entries: newKeyTable(), sourceNums: make(map[string]uint32)}
 }
 
 // get returns the order of key's current change.
 func (x *mirrorIndex) get(key string) (orderKey, bool) {
-	e, ok := x.entries[key]
+	e, ok := x.entries.get(key)
 	if !ok {
 		return orderKey{}, false
 	}
@@ -64,28 +71,19 @@ func (x *mirrorIndex) set(key string, o orderKey, deleted bool) {
 		x.sources = append(x.sources, src)
 		x.sourceNums[src] = n
 	}
-	old, had := x.entries[key]
-	if had && old.deleted {
+	if old, had := x.entries.get(key); had && old.deleted {
 		x.tombstones--
-	} else if !had {
-		key = strings.Clone(key)
 	}
 	if deleted {
 		x.tombstones++
 	}
-	x.entries[key] = indexEntry{eventMs: o.eventMs, entry: o.entry, source: n, deleted: deleted}
+	x.entries.put(key, indexEntry{eventMs: o.eventMs, entry: o.entry, source: n, deleted: deleted})
 	x.maxEventMs = max(x.maxEventMs, o.eventMs)
 }
 
 // forgetTombstones drops the tombstones older than cutoffMs.
 func (x *mirrorIndex) forgetTombstones(cutoffMs uint64) int {
-	n := 0
-	for k, e := range x.entries {
-		if e.deleted && e.eventMs < cutoffMs {
-			delete(x.entries, k)
-			n++
-		}
-	}
+	n := x.entries.forget(func(e indexEntry) bool { return e.deleted && e.eventMs < cutoffMs })
 	x.tombstones -= n
 	return n
 }
@@ -98,10 +96,12 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return idx, nil
 	}
 	idx := newMirrorIndex()
+	idx.complete = true
 	if _, pinned := s.cfg.MirrorSchemas[name]; pinned {
 		s.pinnedAdds(tbl, s.mirrorPin(name), true) // warns once per load about a table that differs
 	}
-	if tbl.CurrentSnapshot() != nil {
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		idx.snapshot = snap.SnapshotID
 		keyCol := mirrorKeyColumn(tbl)
 		_, it, err := tbl.Scan(table.WithSelectedFields(keyCol, mirrorColSourceID, mirrorColEntrySeq, mirrorColEventTime)).
 			ToArrowRecords(ctx)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -15,45 +16,73 @@ import (
 // for every row of a commit (BenchmarkMirrorRows). parseAfterStd is the
 // reference; TestAfterDecoderMatchesStd and FuzzAfterDecoder hold the two
 // equal. Not safe for concurrent use.
+//
+// Rows of a table repeat their member names: the decoder interns them (up
+// to maxInternedNames), so a name costs no allocation after its first row,
+// and sizes each top-level map for the previous row's member count.
 type afterDecoder struct {
-	rd  bytes.Reader
-	dec *jsontext.Decoder
+	rd      strings.Reader
+	src     string // the text being decoded
+	dec     *jsontext.Decoder
+	names   map[string]string
+	scratch []byte
+	topLen  int // members of the last top-level object
 }
 
+// maxInternedNames bounds an afterDecoder's interned member names (rows
+// with ever-new names, such as maps keyed by ids, allocate them as usual).
+const maxInternedNames = 4096
+
 func newAfterDecoder() *afterDecoder {
-	d := &afterDecoder{}
+	d := &afterDecoder{names: make(map[string]string)}
 	d.dec = jsontext.NewDecoder(&d.rd, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	return d
 }
 
-// parse is parseAfter.
-func (d *afterDecoder) parse(b []byte) (map[string]any, bool) {
+// parse decodes an `after` JSON object; ok is false when the text is not
+// one. Its strings and numbers are slices of b.
+func (d *afterDecoder) parse(b string) (map[string]any, bool) {
 	if len(b) == 0 {
 		return nil, true
 	}
-	if !utf8.Valid(b) {
+	if !utf8.ValidString(b) {
 		// encoding/json's replacement of invalid bytes is the reference.
-		return parseAfterStd(b)
+		return parseAfterStd([]byte(b))
 	}
+	d.src = b
 	d.rd.Reset(b)
 	d.dec.Reset(&d.rd, jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true))
 	if d.dec.PeekKind() != '{' {
 		return nil, false
 	}
-	v, err := d.value()
+	v, err := d.value(0)
+	if errors.Is(err, errDecodeFallback) {
+		return parseAfterStd([]byte(b))
+	}
 	if err != nil {
 		return nil, false
 	}
 	// As encoding/json's Decoder.More: text after the object other than
 	// a closing bracket means it is not one object.
-	rest := bytes.TrimLeft(b[d.dec.InputOffset():], " \t\r\n")
+	rest := strings.TrimLeft(b[d.dec.InputOffset():], " \t\r\n")
 	if len(rest) > 0 && rest[0] != '}' && rest[0] != ']' {
 		return nil, false
 	}
 	return v.(map[string]any), true
 }
 
-func (d *afterDecoder) value() (any, error) {
+func (d *afterDecoder) value(depth int) (any, error) {
+	switch d.dec.PeekKind() {
+	case '"':
+		return d.readString()
+	case '0':
+		raw, err := d.dec.ReadValue()
+		if err != nil {
+			return nil, err
+		}
+		end := int(d.dec.InputOffset())
+		return json.Number(d.src[end-len(raw) : end]), nil
+	}
 	tok, err := d.dec.ReadToken()
 	if err != nil {
 		return nil, err
@@ -68,23 +97,30 @@ func (d *afterDecoder) value() (any, error) {
 	case '0':
 		return json.Number(tok.String()), nil
 	case '{':
-		m := make(map[string]any)
+		var m map[string]any
+		if depth == 0 {
+			m = make(map[string]any, d.topLen)
+		} else {
+			m = make(map[string]any)
+		}
 		for d.dec.PeekKind() != '}' {
-			k, err := d.dec.ReadToken()
+			key, err := d.name()
 			if err != nil {
 				return nil, err
 			}
-			key := k.String()
-			if m[key], err = d.value(); err != nil {
+			if m[key], err = d.value(depth + 1); err != nil {
 				return nil, err
 			}
+		}
+		if depth == 0 {
+			d.topLen = len(m)
 		}
 		_, err := d.dec.ReadToken()
 		return m, err
 	case '[':
 		a := []any{}
 		for d.dec.PeekKind() != ']' {
-			v, err := d.value()
+			v, err := d.value(depth + 1)
 			if err != nil {
 				return nil, err
 			}
@@ -96,7 +132,54 @@ func (d *afterDecoder) value() (any, error) {
 	return nil, errUnexpectedToken
 }
 
-var errUnexpectedToken = errors.New("unexpected JSON token")
+// readString reads a string value: a slice of the text unless it has escapes.
+func (d *afterDecoder) readString() (any, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return nil, err
+	}
+	if bytes.IndexByte(raw, '\\') < 0 {
+		end := int(d.dec.InputOffset())
+		return d.src[end-len(raw)+1 : end-1], nil
+	}
+	if d.scratch, err = jsontext.AppendUnquote(d.scratch[:0], raw); err != nil {
+		return nil, errDecodeFallback
+	}
+	return string(d.scratch), nil
+}
+
+// name reads an object member's name, interned.
+func (d *afterDecoder) name() (string, error) {
+	raw, err := d.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	if len(raw) < 2 || raw[0] != '"' {
+		return "", errUnexpectedToken
+	}
+	body := raw[1 : len(raw)-1]
+	if bytes.IndexByte(body, '\\') >= 0 {
+		if d.scratch, err = jsontext.AppendUnquote(d.scratch[:0], raw); err != nil {
+			// An escape encoding/json replaces (a lone surrogate):
+			// it is the reference.
+			return "", errDecodeFallback
+		}
+		body = d.scratch
+	}
+	if s, ok := d.names[string(body)]; ok {
+		return s, nil
+	}
+	s := string(body)
+	if len(d.names) < maxInternedNames {
+		d.names[s] = s
+	}
+	return s, nil
+}
+
+var (
+	errUnexpectedToken = errors.New("unexpected JSON token")
+	errDecodeFallback  = errors.New("decode with encoding/json")
+)
 
 // parseAfterStd decodes an `after` JSON object with encoding/json; ok is
 // false when the text is not a JSON object.

@@ -24,7 +24,7 @@ func collectMirrorIndex(ch chan<- prometheus.Metric, m MirrorTotals) {
 // reportIndex brings the index gauges of the totals up to date with idx;
 // gone: the index was dropped.
 func (s *Sink) reportIndex(idx *mirrorIndex, gone bool) {
-	keys, tombs := len(idx.entries), idx.tombstones
+	keys, tombs := idx.entries.len(), idx.tombstones
 	if gone {
 		keys, tombs = 0, 0
 	}

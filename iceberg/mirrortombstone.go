@@ -235,11 +235,11 @@ func (s *Sink) planTombstones(ctx context.Context, tbl *table.Table, idx *mirror
 	default:
 		// Merge: one file of every tombstone still kept.
 		var all []tombstone
-		for k, e := range idx.entries {
+		idx.entries.each(func(k []byte, e indexEntry) {
 			if e.deleted && e.eventMs >= up.cutoff {
-				all = append(all, tombstone{key: k, ord: orderKey{eventMs: e.eventMs, source: idx.sources[e.source], entry: e.entry}})
+				all = append(all, tombstone{key: string(k), ord: orderKey{eventMs: e.eventMs, source: idx.sources[e.source], entry: e.entry}})
 			}
-		}
+		})
 		up.merged, changed, keep = true, true, nil
 		if len(all) > 0 {
 			slices.SortFunc(all, func(a, b tombstone) int { return strings.Compare(a.key, b.key) })

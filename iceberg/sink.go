@@ -71,6 +71,9 @@ type Sink struct {
 	// stageTables caches the tables as Stage loaded them, until the next
 	// commit (guarded by mu; see stageTable).
 	stageTables map[string]*table.Table
+	// stageMirrorMarks caches the mirror tables' watermarks as Stage read
+	// them, by CDC table name, until the next commit (as stageTables).
+	stageMirrorMarks map[string]map[string]sink.Watermark
 
 	// commitLock (a one-slot semaphore, see lockCommits) serialises
 	// catalog commits of ingest and maintenance, so that they never

@@ -149,7 +149,7 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 		// The mirror's own watermarks decide what it still needs: after a
 		// crash between the changelog's commit and the mirror's, the
 		// changelog skips rows the mirror must still apply.
-		mwm, err := s.mirrorWatermarks(ctx, t.Name)
+		mwm, err := s.stageMirrorWatermarks(ctx, t.Name)
 		if err != nil {
 			p.err = err
 			return p

@@ -1,0 +1,103 @@
+package iceberg
+
+import (
+	"context"
+	"testing"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// TestMirrorNewKeysNoDeletes: a key the table holds no row of (new, or
+// deleted) gets no equality delete; a key with a row does. Across a
+// restart, a replay, a compaction and another writer's commits, no key is
+// duplicated or brought back, and the mirror equals the model throughout.
+func TestMirrorNewKeysNoDeletes(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	mod := func(c *Config) { c.Mirror = true; c.MirrorPartitionBuckets = 4; c.MirrorCompactDeleteFiles = -1 }
+	s := openTestSink(t, dir, mod)
+	model := mirrorModel{}
+	var acked []*sink.Flush
+	commit := func(s *Sink, f *sink.Flush) {
+		t.Helper()
+		applyFlush(model, f)
+		mustCommit(t, s, f)
+		acked = append(acked, f)
+	}
+	deleteFiles := func(s *Sink) int {
+		t.Helper()
+		tbl, err := s.LoadMirrorTable(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		checkMirror(t, readMirror(t, tbl), model)
+		if t.Failed() {
+			t.FailNow()
+		}
+		return mirrorDeleteFiles(tbl)
+	}
+	want := func(s *Sink, n int, what string) {
+		t.Helper()
+		if got := deleteFiles(s); got != n {
+			t.Fatalf("%s: %d delete files, want %d", what, got, n)
+		}
+	}
+	commit(s, updateFlush(1, "t", []string{"a", "b", "c"}, 1))
+	commit(s, updateFlush(2, "t", []string{"d", "e"}, 2))
+	want(s, 0, "new keys only")
+	commit(s, updateFlush(3, "t", []string{"a", "f"}, 3))
+	want(s, 1, "one key updated")
+	del := updateFlush(4, "t", []string{"b"}, 4)
+	del.Tables[0].Rows[0].Op, del.Tables[0].Rows[0].After = codec.OpDelete, nil
+	commit(s, del)
+	want(s, 2, "a key deleted")
+	commit(s, updateFlush(5, "t", []string{"b"}, 5)) // its row is gone: no delete
+	want(s, 2, "a deleted key inserted again")
+
+	// Restart: the index is reloaded from the table; a replay of what was
+	// acknowledged applies nothing; the keys it holds get deletes.
+	s = openTestSink(t, dir, mod)
+	snapshots := func() int {
+		t.Helper()
+		tbl, err := s.LoadMirrorTable(ctx, "t")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(tbl.Metadata().Snapshots())
+	}
+	snaps := snapshots()
+	for _, f := range acked {
+		mustCommit(t, s, f)
+	}
+	if got := snapshots(); got != snaps {
+		t.Fatalf("the replay added mirror snapshots: %v -> %v", snaps, got)
+	}
+	commit(s, updateFlush(6, "t", []string{"c", "g"}, 6))
+	want(s, 3, "after the restart, one known key updated")
+
+	// A compaction keeps the rows: new keys still get no delete.
+	if _, err := s.compactMirror(ctx, "t", 1); err != nil {
+		t.Fatal(err)
+	}
+	n := deleteFiles(s)
+	commit(s, updateFlush(7, "t", []string{"h"}, 7))
+	want(s, n, "a new key after a compaction")
+	commit(s, updateFlush(8, "t", []string{"h"}, 8))
+	want(s, n+1, "that key updated")
+
+	// Another writer inserts x and y, which this sink's index does not
+	// hold: from then on every key gets a delete, so neither is duplicated.
+	other := openTestSink(t, dir, mod)
+	f := updateFlush(9, "t", []string{"x", "y"}, 9)
+	for i := range f.Tables[0].Rows {
+		f.Tables[0].Rows[i].SourceID = "other"
+	}
+	commit(other, f)
+	n = deleteFiles(s)
+	commit(s, updateFlush(10, "t", []string{"x"}, 10))
+	commit(s, updateFlush(11, "t", []string{"y", "z"}, 11))
+	if got := deleteFiles(s); got < n+2 {
+		t.Fatalf("%d delete files: another writer's keys were written without deletes", got)
+	}
+}
