@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
 	"google.golang.org/grpc"
 
@@ -69,9 +70,14 @@ type FreshnessReport struct {
 	LastPollError string `json:"lastPollError,omitempty"`
 }
 
+// String is the report's summary line; failed polls name the last error.
 func (r *FreshnessReport) String() string {
-	return fmt.Sprintf("mirror freshness: %d markers, %d seen, visible after p50 %.0fms p99 %.0fms max %.0fms (polled every %.0fms, %d polls, %d failed)",
+	s := fmt.Sprintf("mirror freshness: %d markers, %d seen, visible after p50 %.0fms p99 %.0fms max %.0fms (polled every %.0fms, %d polls, %d failed)",
 		r.Markers, r.Seen, r.P50Ms, r.P99Ms, r.MaxMs, r.PollMs, r.Polls, r.PollErrors)
+	if r.PollErrors > 0 && r.LastPollError != "" {
+		s += "; last poll error: " + r.LastPollError
+	}
+	return s
 }
 
 // ProbeFreshness sends markers until ctx ends, then waits up to Grace for
@@ -105,6 +111,9 @@ func ProbeFreshness(ctx context.Context, cfg FreshnessConfig) (*FreshnessReport,
 	poll := func() {
 		rep.Polls++
 		tbl, err := cfg.LoadMirror(pctx)
+		if errors.Is(err, catalog.ErrNoSuchTable) {
+			return // the first commit has not created the mirror yet: nothing visible
+		}
 		if err != nil {
 			rep.PollErrors++
 			rep.LastPollError = err.Error()
