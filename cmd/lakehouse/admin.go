@@ -150,12 +150,13 @@ func openForRead(ctx context.Context, name string, args []string, stdout, stderr
 
 func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	var table string
-	var asJSON bool
+	var asJSON, mirror bool
 	var limit int
 	s, _, err := openForRead(ctx, "scan", args, stdout, stderr, func(fs *flag.FlagSet) {
 		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
 		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
+		fs.BoolVar(&mirror, "mirror", false, "read the table's mirror (its current state, one row per key; serve --mirror) instead of its changelog")
 	}, nil)
 	if err != nil {
 		return err
@@ -163,6 +164,9 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	defer s.Close()
 	if table == "" {
 		return fmt.Errorf("--table is required (see 'lakehouse tables')")
+	}
+	if mirror {
+		return scanMirror(ctx, s, table, limit, asJSON, stdout)
 	}
 	recs, err := s.Scan(ctx, table, limit)
 	if err != nil {
