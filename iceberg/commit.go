@@ -61,9 +61,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 	if s.closed {
 		return res, errors.New("iceberg: sink is closed")
 	}
-	// The tables change (watermarks): the next Stage loads them again.
-	clear(s.stageTables)
-	clear(s.stageMirrorMarks)
+	s.dropStageCache()
 	byTable := make(map[string][]*stagedTable)
 	for _, st := range sts {
 		res.RowsSkipped += st.skipped

@@ -35,7 +35,7 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	if s.closed {
 		return res, fmt.Errorf("iceberg: sink is closed")
 	}
-	clear(s.stageTables)
+	s.dropStageCache()
 	claims := make(map[string]uint64)
 	if c, ok := fence.From(ctx); ok {
 		if c.Owner != s.cfg.InstanceID {

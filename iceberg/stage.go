@@ -182,8 +182,8 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 // once per commit: a table's metadata is read from the catalog and parsed at
 // each load, which cost about 9% of the server's CPU at 150k entries/s with a
 // stage every half second. Staging needs the schema, spec, location and
-// properties, which only a commit changes (commitStagedLocked drops the
-// cache); the watermarks read from them only drop rows early, and the commit
+// properties, which only a commit changes (a commit drops the cache:
+// dropStageCache); the watermarks read from them only drop rows early, and the commit
 // checks against the latest table anyway.
 func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error) {
 	if tbl, ok := s.stageTables[name]; ok {
@@ -198,6 +198,14 @@ func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error
 	}
 	s.stageTables[name] = tbl
 	return tbl, nil
+}
+
+// dropStageCache forgets what Stage cached (the tables, the mirrors'
+// watermarks): a commit attempt changes the tables' watermarks, so the next
+// Stage loads them again. Called with mu held.
+func (s *Sink) dropStageCache() {
+	clear(s.stageTables)
+	clear(s.stageMirrorMarks)
 }
 
 // writePrepared writes a prepared table's record as data files and records
