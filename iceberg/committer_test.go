@@ -409,7 +409,11 @@ func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flus
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d parts published", n, len(f.Tables))
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case err := <-done: // the stager gave up before publishing everything
+			t.Fatalf("%d of %d parts published, then the stager returned: %v", n, len(f.Tables), err)
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {
