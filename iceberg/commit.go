@@ -172,7 +172,7 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 		return tr, nil
 	}
 
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.changelogManagedProps())
 	if err != nil {
 		return tr, err
 	}
@@ -221,10 +221,10 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 
 // watermarkProps merges the table's watermarks (have) into marks, the
 // sources' new ones, and returns the table properties a commit sets (the
-// watermarks that moved, and any managed property the table lacks) and the
-// merged watermarks as the snapshot summary's JSON.
-func (s *Sink) watermarkProps(tbl *table.Table, have, marks map[string]sink.Watermark) (iceberg.Properties, []byte, error) {
-	props := s.missingManagedProps(tbl.Properties())
+// watermarks that moved, and any of the managed properties the table lacks)
+// and the merged watermarks as the snapshot summary's JSON.
+func (s *Sink) watermarkProps(tbl *table.Table, have, marks map[string]sink.Watermark, managed iceberg.Properties) (iceberg.Properties, []byte, error) {
+	props := missingProps(tbl.Properties(), managed)
 	for src := range marks {
 		if old, ok := have[src]; ok {
 			sink.MergeWatermark(marks, src, old)

@@ -245,7 +245,7 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 		return setPartsState(ctx, s.partsDB(), ids, partCommitted)
 	}
 	pc.written = written
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.changelogManagedProps())
 	if err != nil {
 		return err
 	}

@@ -166,12 +166,33 @@ func (s *Sink) managedProps() iceberg.Properties {
 	return p
 }
 
-// missingManagedProps returns the managed properties a table lacks or holds
-// with another value (a table created before maintenance existed, or a
-// changed setting): they are set with the next commit.
-func (s *Sink) missingManagedProps(have iceberg.Properties) iceberg.Properties {
+// changelogManagedProps are managedProps plus the changelog tables' Parquet
+// settings, set on tables created before a setting existed with their next
+// commit too. Properties the user set in Config.TableProperties win.
+func (s *Sink) changelogManagedProps() iceberg.Properties {
+	p := s.managedProps()
+	// Columns written without a Parquet dictionary. Row images and row ids
+	// are nearly all distinct, and so is entry_seq within a file: the
+	// dictionary is built for every page, on every flush and compaction,
+	// and then dropped by the cost-based fallback (hashing entry_seq was
+	// about 2 of the 3.5% of the CPU that int64 dictionaries took at
+	// saturation).
+	for _, col := range []string{"before", "after", "row_id", "entry_seq"} {
+		k := dictColumnPrefix + col
+		p[k] = "false"
+		if v, ok := s.cfg.TableProperties[k]; ok {
+			p[k] = v
+		}
+	}
+	return p
+}
+
+// missingProps returns the properties of want a table lacks or holds with
+// another value (a table created before maintenance existed, or a changed
+// setting): they are set with the next commit.
+func missingProps(have, want iceberg.Properties) iceberg.Properties {
 	out := iceberg.Properties{}
-	for k, v := range s.managedProps() {
+	for k, v := range want {
 		if have[k] != v {
 			out[k] = v
 		}

@@ -131,7 +131,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 		}
 	}
 
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks)
+	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.managedProps())
 	if err != nil {
 		return mr, err
 	}

@@ -269,12 +269,7 @@ func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original
 		table.WriteTargetFileSizeBytesKey: strconv.FormatInt(s.cfg.TargetFileSizeBytes, 10),
 		table.CommitNumRetriesKey:         strconv.Itoa(s.cfg.CommitRetries),
 	}
-	// Row images and row ids are nearly all distinct: a dictionary for them
-	// costs CPU on every flush and is then abandoned for plain encoding.
-	for _, col := range []string{"before", "after", "row_id"} {
-		props[dictColumnPrefix+col] = "false"
-	}
-	maps.Copy(props, s.managedProps())
+	maps.Copy(props, s.changelogManagedProps())
 	maps.Copy(props, s.cfg.TableProperties)
 	tbl, err := s.cat.CreateTable(ctx, ident, sc,
 		catalog.WithPartitionSpec(&spec),
