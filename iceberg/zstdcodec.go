@@ -59,10 +59,14 @@ func (c *zstdCodec) Encode(dst, src []byte) []byte {
 	return c.EncodeLevel(dst, src, compress.DefaultCompressionLevel)
 }
 
-// EncodeLevel maps levels as arrow-go does: the default level is zstd's
-// SpeedDefault, any other is a zstd level.
+// EncodeLevel maps a level as arrow-go does (a zstd level), except the
+// default: zstd's fastest encoder, where arrow-go uses SpeedDefault (level
+// 3). On a 1-MiB page of CDC row images it compresses as well (W1: 0.3%
+// smaller, the keyed workload: 0.5% bigger) for half and three quarters of
+// the CPU respectively, and zstd is 10 to 30% of the server's CPU. A table
+// can still ask for a level with write.parquet.compression-level.
 func (c *zstdCodec) EncodeLevel(dst, src []byte, level int) []byte {
-	l := zstd.SpeedDefault
+	l := zstd.SpeedFastest
 	if level != compress.DefaultCompressionLevel {
 		l = zstd.EncoderLevelFromZstd(level)
 	}

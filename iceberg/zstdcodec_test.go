@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/klauspost/compress/zstd"
 )
 
 // pageOfRows returns about n bytes of W1-like column data: compressible,
@@ -20,7 +21,7 @@ func pageOfRows(n int) []byte {
 }
 
 // TestZstdCodecWindow: the Parquet writer's zstd codec is the small-window
-// one. A fresh encoder costs a few MiB for a 1-MiB page, where arrow-go's
+// one, with the fastest encoder at the default level. A fresh encoder costs a few MiB for a 1-MiB page, where arrow-go's
 // own (8-MiB window) allocated over 16 MiB of history per pooled encoder;
 // the page compresses as well and decodes with arrow-go's decoder.
 func TestZstdCodecWindow(t *testing.T) {
@@ -53,6 +54,15 @@ func TestZstdCodecWindow(t *testing.T) {
 		t.Errorf("1-MiB page: %d bytes with a 1-MiB window, %d with arrow-go's 8-MiB window", len(out), len(ref))
 	}
 	t.Logf("1-MiB page: %d bytes (arrow-go's codec: %d)", len(out), len(ref))
+	// The default level is zstd's fastest encoder (see EncodeLevel).
+	fastest, err := zstd.NewWriter(nil, zstd.WithZeroFrames(true), zstd.WithEncoderLevel(zstd.SpeedFastest),
+		zstd.WithEncoderConcurrency(1), zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(zstdWindow))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fastest.EncodeAll(page, nil); !bytes.Equal(out, want) {
+		t.Errorf("the default level did not use the fastest encoder: %d bytes, the fastest gives %d", len(out), len(want))
+	}
 	for _, level := range []int{1, 3, 7, 12} {
 		out := c.EncodeLevel(nil, page, level)
 		if back, err := compress.Decode(c, nil, out); err != nil || !bytes.Equal(back, page) {
