@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -57,11 +58,8 @@ func (m *mirrorModels) check(t *testing.T, s *Sink, name string) {
 	checkWithReaders(t, s, name, m.own)
 }
 
-func mirrorCommitter(c *Config) { c.Mirror = true }
-
 // mirrorAppendSnapshots returns the timestamps (ms) of the mirror table's
-// snapshots (every one is a committer's mirror commit: nothing compacts in
-// these tests).
+// snapshots that are not compactions (a committer's mirror commits).
 func mirrorAppendSnapshots(t *testing.T, s *Sink, name string) []int64 {
 	t.Helper()
 	tbl, err := s.LoadMirrorTable(context.Background(), name)
@@ -70,7 +68,9 @@ func mirrorAppendSnapshots(t *testing.T, s *Sink, name string) []int64 {
 	}
 	var out []int64
 	for _, snap := range tbl.Metadata().Snapshots() {
-		out = append(out, snap.TimestampMs)
+		if snap.Summary == nil || snap.Summary.Properties[SummaryMaintenance] == "" {
+			out = append(out, snap.TimestampMs)
+		}
 	}
 	return out
 }
@@ -138,13 +138,17 @@ func readPartCounts(dsn string) (byState map[string]int, pending int, err error)
 // committers commit the changelog and the mirror. After every round the
 // mirror equals the model (latest (event time, source, entry) per key,
 // deleted keys gone) through iceberg-go's scan and icebergcheck's own
-// reader, and its watermarks are the changelog's; mirror snapshots are in
-// distinct commit slots, some holding the parts of several instances; no
-// change file is left.
+// reader, and its watermarks are the changelog's; one mirror snapshot per
+// changelog snapshot (at most one per commit slot), some holding the parts
+// of several instances; no
+// change file is left. The mirror compaction that the committer's commits
+// wake runs after every round and keeps the mirror equal to the model.
 func TestElectedCommitterMirrorMatchesModel(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
-	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b", "inst-c"}, mirrorCommitter)
+	insts := openCommitterInstances(t, dsn, []string{"inst-a", "inst-b", "inst-c"}, func(c *Config) {
+		c.Mirror, c.MirrorCompactDeleteFiles, c.MirrorPartitionBuckets = true, 3, 2
+	})
 	sources := []string{"src-a", "src-b", "src-c"}
 	for i, ci := range insts {
 		ci.acquire(t, sources[i])
@@ -183,15 +187,43 @@ func TestElectedCommitterMirrorMatchesModel(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("after round %d", r)
 		}
+		// The background compaction (RunMirrorCompaction's pass) of the
+		// instance whose commits queued the table.
+		for _, ci := range insts {
+			if err := ci.s.CompactMirrors(ctx); err != nil {
+				t.Fatalf("round %d: %s: mirror compaction: %v", r, ci.id, err)
+			}
+		}
+		models.check(t, insts[0].s, "users")
+		if t.Failed() {
+			t.Fatalf("after the compaction of round %d", r)
+		}
+	}
+	var compactions int64
+	for _, ci := range insts {
+		compactions += ci.s.MirrorTotals().Compactions
+	}
+	if compactions == 0 {
+		t.Error("no mirror compaction ran")
 	}
 	snaps := mirrorAppendSnapshots(t, insts[0].s, "users")
 	if len(snaps) < rounds || len(snaps) > 3*rounds {
 		t.Errorf("%d mirror snapshots for %d rounds of 3 instances", len(snaps), rounds)
 	}
+	// One mirror commit per changelog commit (so per commit slot): a
+	// changelog snapshot between any two mirror snapshots. (The mirror's
+	// snapshot follows its changelog's, and may fall in the next slot when
+	// the changelog's commit ends late in its own.)
+	logSnaps := appendSnapshots(t, insts[0].s, "users")
 	for i := 1; i < len(snaps); i++ {
-		at, prev := time.UnixMilli(snaps[i]), time.UnixMilli(snaps[i-1])
+		if !slices.ContainsFunc(logSnaps, func(c int64) bool { return snaps[i-1] < c && c <= snaps[i] }) {
+			t.Errorf("mirror snapshots at %d and %d ms with no changelog commit between (changelog's: %v)", snaps[i-1], snaps[i], logSnaps)
+		}
+	}
+	for i := 1; i < len(logSnaps); i++ {
+		at, prev := time.UnixMilli(logSnaps[i]), time.UnixMilli(logSnaps[i-1])
 		if commitslot.Of(at, testCommitterInterval) == commitslot.Of(prev, testCommitterInterval) {
-			t.Errorf("mirror snapshots %d ms apart in one commit slot (%v)", at.Sub(prev).Milliseconds(), testCommitterInterval)
+			t.Errorf("changelog snapshots %d ms apart in one commit slot (%v)", at.Sub(prev).Milliseconds(), testCommitterInterval)
 		}
 	}
 	if len(snaps) == 3*rounds {
