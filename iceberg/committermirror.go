@@ -138,8 +138,13 @@ func (s *Sink) commitPublishedMirror(ctx context.Context, name string) error {
 // when there was nothing to commit), and the mirror snapshot that applied
 // them when not 0.
 func markMirrorApplied(ctx context.Context, db *sql.DB, ids []int64, snapshotID int64) error {
-	_, err := db.ExecContext(ctx, `UPDATE `+PartsTable+` SET mirror_applied = true,
-		mirror_snapshot_id = CASE WHEN $2 = 0 THEN mirror_snapshot_id ELSE $2 END WHERE id = ANY($1)`, ids, snapshotID)
+	var err error
+	if snapshotID == 0 {
+		_, err = db.ExecContext(ctx, `UPDATE `+PartsTable+` SET mirror_applied = true WHERE id = ANY($1)`, ids)
+	} else {
+		_, err = db.ExecContext(ctx, `UPDATE `+PartsTable+` SET mirror_applied = true, mirror_snapshot_id = $2 WHERE id = ANY($1)`,
+			ids, snapshotID)
+	}
 	if err != nil {
 		return fmt.Errorf("iceberg: mark mirror parts applied: %w", err)
 	}

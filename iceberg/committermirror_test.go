@@ -427,8 +427,32 @@ func TestElectedCommitterMirrorFailedOnce(t *testing.T) {
 		t.Errorf("mirror commit tried %d times, %d parts pending at the failure; want 2 and 1", fails.Load(), pending.Load())
 	}
 	models.check(t, a.s, "users")
-	if n := len(mirrorAppendSnapshots(t, a.s, "users")); n != 1 {
-		t.Errorf("%d mirror snapshots, want 1", n)
+	snaps := mirrorAppendSnapshots(t, a.s, "users")
+	if len(snaps) != 1 {
+		t.Errorf("%d mirror snapshots, want 1", len(snaps))
+	}
+	// The part names the mirror snapshot that applied it (for the
+	// stager's result), recorded right after the commit.
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	mtbl, err := a.s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		var got sql.NullInt64
+		if err := db.QueryRow(`SELECT max(mirror_snapshot_id) FROM ` + PartsTable).Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Int64 == mtbl.CurrentSnapshot().SnapshotID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the part's mirror snapshot id is %v, the mirror's %d", got, mtbl.CurrentSnapshot().SnapshotID)
+		}
 	}
 }
 

@@ -110,7 +110,7 @@ func TestScaleOutMirrorElectedCommitter(t *testing.T) {
 	}
 	// The command line's view of one mirror table.
 	name := gen.Tables()[1]
-	out, err := runLakehouse(t, "scan", "--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--table", name, "--mirror", "--json")
+	out, err := runLakehouse(t, "scan", "--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--table", name, "--mirror", "--json", "--limit", "0")
 	if err != nil {
 		t.Fatalf("scan --mirror --json: %v\n%s", err, out)
 	}
