@@ -61,7 +61,6 @@ type committerState struct {
 	lastSnap map[string]time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
-	mirrorCommits                                atomic.Int64
 	waitSeconds                                  prometheus.Histogram
 }
 
@@ -80,15 +79,12 @@ func newCommitterState() committerState {
 // CommitterTotals are the elected committer's counters.
 type CommitterTotals struct {
 	Commits, PartsCommitted, PartsFenced int64
-	// MirrorCommits counts the committer's applications of pending
-	// mirror parts (Config.Mirror).
-	MirrorCommits int64
 }
 
 // CommitterTotals returns the elected committer's counters.
 func (s *Sink) CommitterTotals() CommitterTotals {
 	return CommitterTotals{Commits: s.committer.commits.Load(), PartsCommitted: s.committer.partsCommitted.Load(),
-		PartsFenced: s.committer.partsFenced.Load(), MirrorCommits: s.committer.mirrorCommits.Load()}
+		PartsFenced: s.committer.partsFenced.Load()}
 }
 
 // startCommitter creates the parts table, abandons this instance's parts

@@ -97,6 +97,10 @@ func (s *Sink) commitPublishedMirror(ctx context.Context, name string) error {
 		}
 		ids[i], parts[i], paths[i] = p.id, p.part, p.file.path
 	}
+	// Applied whatever this instance's Config.Mirror: the parts of
+	// instances with the mirror on (their Open made its namespace) do not
+	// wait for a committer with it on (the mirror turned on one instance
+	// at a time).
 	ma := &mirrorApply{ids: ids}
 	c := sink.CommitInfo{ID: uint64(ids[len(ids)-1]), Reason: "elected-committer"}
 	mr, err := s.commitMirror(ctx, name, parts, c, func(ctx context.Context) context.Context {
@@ -125,7 +129,6 @@ func (s *Sink) commitPublishedMirror(ctx context.Context, name string) error {
 	for _, p := range paths {
 		s.unmarkStagedPath(p)
 	}
-	s.committer.mirrorCommits.Add(1)
 	if mr.snapshotID != 0 && s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
 		s.mirrorCompact.note(name) // compacted in the background, never here
 	}

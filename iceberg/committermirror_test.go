@@ -231,7 +231,7 @@ func TestElectedCommitterMirrorMatchesModel(t *testing.T) {
 	}
 	var mirrorCommits int64
 	for _, ci := range insts {
-		mirrorCommits += ci.s.CommitterTotals().MirrorCommits
+		mirrorCommits += ci.s.MirrorTotals().Commits
 	}
 	if mirrorCommits != int64(len(snaps)) {
 		t.Errorf("committers made %d mirror commits, the mirror has %d snapshots", mirrorCommits, len(snaps))
@@ -663,4 +663,34 @@ func TestElectedCommitterMirrorIndexAfterHandOver(t *testing.T) {
 	commit(b.s, "src-b", 1, 1, 3_000, `{"v":3}`) // the role moved to b
 	commit(a.s, "src-a", 2, 2, 2_000, `{"v":2}`) // and back to a: older than b's row
 	models.check(t, a.s, "users")
+}
+
+// TestElectedCommitterMirrorOffCommitter: the table's committer runs
+// without the mirror (the mirror being turned on one instance at a time)
+// while another instance has it on. That instance's parts are not left
+// waiting: the committer applies them with its own (default) mirror
+// options, and the mirror holds their changes alone.
+func TestElectedCommitterMirrorOffCommitter(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	wh := "file://" + t.TempDir() + "/warehouse"
+	g := newKeyedGen(17, 25)
+	off := openMirrorInstance(t, dsn, wh, "inst-off", "src-b", func(c *Config) { c.Mirror = false })
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	// off commits first: it holds the table's committer role from then on.
+	if _, err := off.commit(cctx, g.flush("users", 1_700_000_000_000, 20, "src-b")); err != nil {
+		t.Fatal(err)
+	}
+	on := openMirrorInstance(t, dsn, wh, "inst-on", "src-a", nil)
+	f := g.flush("users", 1_700_000_001_000, 30, "src-a")
+	if _, err := on.commit(cctx, f); err != nil {
+		t.Fatal(err)
+	}
+	if off.s.CommitterTotals().Commits != 2 || on.s.CommitterTotals().Commits != 0 {
+		t.Fatalf("committer commits: off %+v, on %+v; want off's both", off.s.CommitterTotals(), on.s.CommitterTotals())
+	}
+	models := newMirrorModels()
+	models.apply(f)
+	models.check(t, on.s, "users")
 }
