@@ -57,6 +57,30 @@ type changeFile struct {
 // (the changelog table).
 func writeMirrorChanges(ctx context.Context, tbl *table.Table, mp *mirrorPart) (changeFile, error) {
 	cf := changeFile{path: strings.TrimSuffix(tbl.Location(), "/") + "/" + mirrorChangesDir + "/" + uuid.NewString() + ".parquet"}
+	data, err := encodeMirrorChanges(mp)
+	if err != nil {
+		return cf, err
+	}
+	sum := sha256.Sum256(data)
+	cf.sha256 = hex.EncodeToString(sum[:])
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		return cf, err
+	}
+	wfs, ok := fs.(icebergio.WriteFileIO)
+	if !ok {
+		return cf, fmt.Errorf("mirror change file: the table's file IO %T cannot write files", fs)
+	}
+	if err := wfs.WriteFile(cf.path, data); err != nil {
+		return cf, fmt.Errorf("write mirror change file: %w", err)
+	}
+	return cf, nil
+}
+
+// encodeMirrorChanges is the Parquet file of mp's changes. zstd frames
+// carry a checksum of their content; the SHA-256 in the part's row covers
+// the whole file (a truncated or replaced one).
+func encodeMirrorChanges(mp *mirrorPart) ([]byte, error) {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, mirrorChangesSchema)
 	defer b.Release()
 	for i := range mp.changes {
@@ -75,30 +99,15 @@ func writeMirrorChanges(ctx context.Context, tbl *table.Table, mp *mirrorPart) (
 	rec := b.NewRecordBatch()
 	defer rec.Release()
 	var buf bytes.Buffer
-	// zstd frames carry a checksum of their content; the SHA-256 in the
-	// part's row covers the whole file (a truncated or replaced one).
 	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
 	w, err := pqarrow.NewFileWriter(mirrorChangesSchema, &buf, props, pqarrow.DefaultWriterProps())
 	if err != nil {
-		return cf, fmt.Errorf("mirror change file: %w", err)
+		return nil, fmt.Errorf("mirror change file: %w", err)
 	}
 	if err := errors.Join(w.Write(rec), w.Close()); err != nil {
-		return cf, fmt.Errorf("mirror change file: %w", err)
+		return nil, fmt.Errorf("mirror change file: %w", err)
 	}
-	sum := sha256.Sum256(buf.Bytes())
-	cf.sha256 = hex.EncodeToString(sum[:])
-	fs, err := tbl.FS(ctx)
-	if err != nil {
-		return cf, err
-	}
-	wfs, ok := fs.(icebergio.WriteFileIO)
-	if !ok {
-		return cf, fmt.Errorf("mirror change file: the table's file IO %T cannot write files", fs)
-	}
-	if err := wfs.WriteFile(cf.path, buf.Bytes()); err != nil {
-		return cf, fmt.Errorf("write mirror change file: %w", err)
-	}
-	return cf, nil
+	return buf.Bytes(), nil
 }
 
 // readMirrorChanges reads a change file back into mp.changes, checking its
