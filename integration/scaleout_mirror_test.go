@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,9 +36,28 @@ func TestScaleOutMirrorElectedCommitter(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real server processes")
 	}
+	scaleOutMirrorRun(t, 0)
+}
+
+// TestScaleOutMirrorElectedCommitterKill9 is
+// TestScaleOutMirrorElectedCommitter with instance a killed (SIGKILL) while
+// the changes stream, and restarted on its data directory: a holds some
+// tables' committer roles, so kills land between a table's changelog and
+// mirror commits, after parts are published, and in the middle of staging.
+// The mirror must still equal the model, and the changelog hold every
+// change once.
+func TestScaleOutMirrorElectedCommitterKill9(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real server processes")
+	}
+	scaleOutMirrorRun(t, 3)
+}
+
+func scaleOutMirrorRun(t *testing.T, kills int) {
 	so := newScaleOut(t)
 	seed := mirrorSeed(t)
-	rc := mirrorConfig(0)
+	rng := rand.New(rand.NewPCG(seed, 2))
+	rc := mirrorConfig(kills)
 	rc.sources = 4
 	gen, err := workload.NewKeyed(workload.KeyedConfig{Seed: seed, Keys: rc.keys, Sources: rc.sources, BatchSize: rc.batchSize})
 	if err != nil {
@@ -71,8 +93,15 @@ func TestScaleOutMirrorElectedCommitter(t *testing.T) {
 		}
 		queues[i] <- b
 	}
-	var wg sync.WaitGroup
+	var (
+		wg       sync.WaitGroup
+		progress atomic.Int64 // batches sent, both instances
+	)
 	errs := make([]error, 2)
+	pace := time.Duration(0)
+	if kills > 0 {
+		pace = 10 * time.Millisecond // let commits happen between the kills
+	}
 	for i := range senders {
 		close(queues[i])
 		wg.Add(1)
@@ -83,10 +112,32 @@ func TestScaleOutMirrorElectedCommitter(t *testing.T) {
 					errs[i] = err
 					return
 				}
+				progress.Add(1)
+				time.Sleep(pace)
 			}
 		}()
 	}
+	var at []int
+	for range kills {
+		at = append(at, rc.batches/10+rng.IntN(rc.batches*8/10))
+	}
+	slices.Sort(at)
+	killed := 0
+	for _, k := range at {
+		for progress.Load() < int64(k) && ctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond)
+		}
+		time.Sleep(time.Duration(rng.IntN(300)) * time.Millisecond)
+		a.kill()
+		killed++
+		// Restarts keep the address (the lease rows advertise it).
+		a = startProcEnv(t, so.env, addrA, filepath.Join(so.dir, "a.log"), a.args...)
+	}
 	wg.Wait()
+	if kills > 0 {
+		t.Logf("%d kills of a while streaming, %d send attempts repeated, %d restarts abandoned published parts", killed,
+			senders[0].resends, strings.Count(readLog(t, filepath.Join(so.dir, "a.log")), "parts published by a previous run abandoned"))
+	}
 	for i, err := range errs {
 		if err != nil {
 			t.Fatalf("sender %d: %v\n%s", i, err, so.logs("a", "b"))
