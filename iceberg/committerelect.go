@@ -59,6 +59,9 @@ type committerState struct {
 	// lastSnap holds, per table, the time of its last snapshot this
 	// instance made or saw (the loop's goroutine only).
 	lastSnap map[string]time.Time
+	// mirrorRetryAt holds, per table whose pending mirror failed, when to
+	// try it again outside a changelog commit (the loop's goroutine only).
+	mirrorRetryAt map[string]time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
 	waitSeconds                                  prometheus.Histogram
@@ -66,8 +69,9 @@ type committerState struct {
 
 func newCommitterState() committerState {
 	return committerState{
-		held:     make(map[string]bool),
-		lastSnap: make(map[string]time.Time),
+		held:          make(map[string]bool),
+		lastSnap:      make(map[string]time.Time),
+		mirrorRetryAt: make(map[string]time.Time),
 		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lakehouse_committer_wait_seconds",
 			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
@@ -197,8 +201,10 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		w := tables[name]
 		due := w.staged && s.commitDue(name, now, w.urgent)
 		// A pending mirror (a committer that stopped between a table's
-		// changelog commit and its mirror's) is applied at once.
-		if !due && !w.mirrorPending {
+		// changelog commit and its mirror's) is applied at once, and
+		// after a failure at most every mirrorRetryDelay: not at every
+		// poll, against a store that fails.
+		if !due && (!w.mirrorPending || now.Before(s.committer.mirrorRetryAt[name])) {
 			continue
 		}
 		held, err := s.takeCommitter(ctx, name)
@@ -218,7 +224,10 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		// Right after the changelog's commit: the parts it committed
 		// wait for their mirror.
 		if err := s.commitPublishedMirror(ctx, name); err != nil {
+			s.committer.mirrorRetryAt[name] = time.Now().Add(mirrorRetryDelay)
 			errs = append(errs, fmt.Errorf("table %q: mirror: %w", name, err))
+		} else {
+			delete(s.committer.mirrorRetryAt, name)
 		}
 	}
 	if time.Since(s.committer.lastCleanup) > partsKeep {
@@ -230,6 +239,10 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// mirrorRetryDelay is the least time between two tries of a table's
+// pending mirror after a failure (outside its changelog commits).
+const mirrorRetryDelay = time.Second
 
 // committerPoll is how often the committer loop looks for staged parts:
 // often enough that a slot's commit starts soon after its gather delay.

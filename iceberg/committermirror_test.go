@@ -454,3 +454,25 @@ func TestElectedCommitterMirrorFailedOnce(t *testing.T) {
 		}
 	}
 }
+
+// TestElectedCommitterMirrorRetryDelay: a mirror commit that keeps failing
+// (a store that is down) is tried again at most every mirrorRetryDelay,
+// not at every poll of the committer (every 35 ms here: about 80 tries in
+// the 3 s the stager waits, before the delay).
+func TestElectedCommitterMirrorRetryDelay(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	var tries atomic.Int64
+	a := openMirrorInstance(t, dsn, "file://"+t.TempDir()+"/warehouse", "inst-a", "src-a", func(c *Config) {
+		c.BeforeMirrorCommit = func(string) error { tries.Add(1); return errCrash }
+	})
+	g := newKeyedGen(19, 25)
+	cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	if _, err := a.commit(cctx, g.flush("users", 1_700_000_000_000, 20, "src-a")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("commit with a failing mirror: %v, want it waiting", err)
+	}
+	if n := tries.Load(); n < 1 || n > 5 {
+		t.Errorf("the mirror commit was tried %d times in 3 s, want 1 to 5 (one a second)", n)
+	}
+}
