@@ -88,7 +88,13 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 				Rows: tr.written, Duration: tr.duration})
 		}
 		if s.cfg.Mirror {
-			mr, err := s.commitMirror(ctx, name, parts, c)
+			var mps []*mirrorPart
+			for _, p := range parts {
+				if p.mirror != nil {
+					mps = append(mps, p.mirror)
+				}
+			}
+			mr, err := s.commitMirror(ctx, name, mps, c, nil)
 			if err != nil {
 				return res, fmt.Errorf("iceberg: commit mirror of table %q (commit %d): %w", name, c.ID, err)
 			}

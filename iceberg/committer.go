@@ -33,10 +33,13 @@ type pubPart struct {
 	files  []byte // dataFileJSON, decoded against the table at commit
 	claims []fence.Claim
 	st     *stagedTable // spans, rows and bytes
+	// mirrorFile is the part's change file ("": none), deleted when the
+	// part is fenced.
+	mirrorFile string
 }
 
 func loadParts(ctx context.Context, db *sql.DB, ns, name string) ([]*pubPart, error) {
-	rows, err := db.QueryContext(ctx, `SELECT id, owner, data_files, spans, claims, rows, bytes FROM `+PartsTable+`
+	rows, err := db.QueryContext(ctx, `SELECT id, owner, data_files, spans, claims, rows, bytes, COALESCE(mirror_file, '') FROM `+PartsTable+`
 		WHERE namespace = $1 AND table_name = $2 AND state = 'staged' ORDER BY id LIMIT $3`, ns, name, maxPartsPerCommit)
 	if err != nil {
 		return nil, fmt.Errorf("iceberg: read staged parts: %w", err)
@@ -48,7 +51,7 @@ func loadParts(ctx context.Context, db *sql.DB, ns, name string) ([]*pubPart, er
 			p            = &pubPart{st: &stagedTable{name: name, spans: make(map[string]span)}}
 			spans, claim []byte
 		)
-		if err := rows.Scan(&p.id, &p.owner, &p.files, &spans, &claim, &p.st.rows, &p.st.bytes); err != nil {
+		if err := rows.Scan(&p.id, &p.owner, &p.files, &spans, &claim, &p.st.rows, &p.st.bytes, &p.mirrorFile); err != nil {
 			return nil, fmt.Errorf("iceberg: read staged parts: %w", err)
 		}
 		var sj map[string]spanJSON
@@ -66,17 +69,32 @@ func loadParts(ctx context.Context, db *sql.DB, ns, name string) ([]*pubPart, er
 	return out, rows.Err()
 }
 
-// setPartsState finishes parts that are still staged.
-func setPartsState(ctx context.Context, db *sql.DB, ids []int64, state string) error {
+// setPartsState finishes parts that are still staged. It returns the
+// change files of the parts it changed.
+func setPartsState(ctx context.Context, db *sql.DB, ids []int64, state string) ([]string, error) {
 	if len(ids) == 0 {
-		return nil
+		return nil, nil
 	}
-	_, err := db.ExecContext(ctx, `UPDATE `+PartsTable+` SET state = $2, finished_at = now(), rows_written = 0
-		WHERE id = ANY($1) AND state = 'staged'`, ids, state)
+	rows, err := db.QueryContext(ctx, `UPDATE `+PartsTable+` SET state = $2, finished_at = now(), rows_written = 0
+		WHERE id = ANY($1) AND state = 'staged' RETURNING COALESCE(mirror_file, '')`, ids, state)
 	if err != nil {
-		return fmt.Errorf("iceberg: mark parts %s: %w", state, err)
+		return nil, fmt.Errorf("iceberg: mark parts %s: %w", state, err)
 	}
-	return nil
+	defer rows.Close()
+	var files []string
+	for rows.Next() {
+		var f string
+		if err := rows.Scan(&f); err != nil {
+			return nil, fmt.Errorf("iceberg: mark parts %s: %w", state, err)
+		}
+		if f != "" {
+			files = append(files, f)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("iceberg: mark parts %s: %w", state, err)
+	}
+	return files, nil
 }
 
 // precheckClaims returns the ids of parts whose claims no longer hold, read
@@ -162,9 +180,10 @@ func (s *Sink) dropFenced(ctx context.Context, name string, parts []*pubPart, id
 	if len(ids) == 0 {
 		return parts
 	}
-	if err := setPartsState(ctx, s.partsDB(), ids, partFenced); err != nil {
+	if files, err := setPartsState(ctx, s.partsDB(), ids, partFenced); err != nil {
 		s.log.Warn("elected committer: marking fenced parts failed", "table", name, "err", err)
 	} else {
+		s.removeChangeFiles(ctx, name, files) // never applied
 		s.committer.partsFenced.Add(int64(len(ids)))
 		s.log.Warn("elected committer: parts fenced (their sources moved)", "table", name, "parts", ids)
 	}
@@ -216,7 +235,10 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 		}
 		pc.parts = append(pc.parts, p)
 		lastID = max(lastID, p.id)
-		if done {
+		// A part without spans has mirror changes alone (the changelog
+		// held its rows when staged): committed with no files, its mirror
+		// is applied after.
+		if done || len(p.st.spans) == 0 {
 			continue
 		}
 		dfs, err := decodeDataFiles(tbl.Metadata(), p.files)
@@ -242,7 +264,8 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 		for i, p := range pc.parts {
 			ids[i] = p.id
 		}
-		return setPartsState(ctx, s.partsDB(), ids, partCommitted)
+		_, err := setPartsState(ctx, s.partsDB(), ids, partCommitted)
+		return err
 	}
 	pc.written = written
 	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.changelogManagedProps())

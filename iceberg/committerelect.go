@@ -59,6 +59,9 @@ type committerState struct {
 	// lastSnap holds, per table, the time of its last snapshot this
 	// instance made or saw (the loop's goroutine only).
 	lastSnap map[string]time.Time
+	// mirrorRetryAt holds, per table whose pending mirror failed, when to
+	// try it again outside a changelog commit (the loop's goroutine only).
+	mirrorRetryAt map[string]time.Time
 
 	commits, partsCommitted, partsFenced, rounds atomic.Int64
 	waitSeconds                                  prometheus.Histogram
@@ -66,8 +69,9 @@ type committerState struct {
 
 func newCommitterState() committerState {
 	return committerState{
-		held:     make(map[string]bool),
-		lastSnap: make(map[string]time.Time),
+		held:          make(map[string]bool),
+		lastSnap:      make(map[string]time.Time),
+		mirrorRetryAt: make(map[string]time.Time),
 		waitSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "lakehouse_committer_wait_seconds",
 			Help:    "Time a commit of this instance's staged parts waited for the elected committers to commit them (multi-instance mode).",
@@ -194,8 +198,13 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	var errs []error
 	now := time.Now()
 	for _, name := range slices.Sorted(maps.Keys(tables)) {
-		urgent := tables[name]
-		if !s.commitDue(name, now, urgent) {
+		w := tables[name]
+		due := w.staged && s.commitDue(name, now, w.urgent)
+		// A pending mirror (a committer that stopped between a table's
+		// changelog commit and its mirror's) is applied at once, and
+		// after a failure at most every mirrorRetryDelay: not at every
+		// poll, against a store that fails.
+		if !due && (!w.mirrorPending || now.Before(s.committer.mirrorRetryAt[name])) {
 			continue
 		}
 		held, err := s.takeCommitter(ctx, name)
@@ -206,19 +215,34 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		if !held {
 			continue
 		}
-		if err := s.commitPublished(ctx, name, urgent); err != nil {
-			errs = append(errs, fmt.Errorf("table %q: %w", name, err))
+		if due {
+			if err := s.commitPublished(ctx, name, w.urgent); err != nil {
+				errs = append(errs, fmt.Errorf("table %q: %w", name, err))
+				continue
+			}
+		}
+		// Right after the changelog's commit: the parts it committed
+		// wait for their mirror.
+		if err := s.commitPublishedMirror(ctx, name); err != nil {
+			s.committer.mirrorRetryAt[name] = time.Now().Add(mirrorRetryDelay)
+			errs = append(errs, fmt.Errorf("table %q: mirror: %w", name, err))
+		} else {
+			delete(s.committer.mirrorRetryAt, name)
 		}
 	}
 	if time.Since(s.committer.lastCleanup) > partsKeep {
 		s.committer.lastCleanup = time.Now()
 		if _, err := db.ExecContext(ctx, `DELETE FROM `+PartsTable+` WHERE namespace = $1 AND state <> 'staged'
-			AND finished_at < now() - make_interval(secs => $2)`, s.cfg.Namespace, partsKeep.Seconds()); err != nil {
+			AND NOT (`+mirrorPendingSQL+`) AND finished_at < now() - make_interval(secs => $2)`, s.cfg.Namespace, partsKeep.Seconds()); err != nil {
 			errs = append(errs, fmt.Errorf("remove finished parts: %w", err))
 		}
 	}
 	return errors.Join(errs...)
 }
+
+// mirrorRetryDelay is the least time between two tries of a table's
+// pending mirror after a failure (outside its changelog commits).
+const mirrorRetryDelay = time.Second
 
 // committerPoll is how often the committer loop looks for staged parts:
 // often enough that a slot's commit starts soon after its gather delay.
@@ -241,24 +265,30 @@ func (s *Sink) commitDue(name string, now time.Time, urgent bool) bool {
 	return commitslot.Of(s.committer.lastSnap[name], iv) < commitslot.Of(now, iv)
 }
 
-// stagedTables returns the tables with staged parts, and whether any of
-// them is urgent.
-func stagedTables(ctx context.Context, db *sql.DB, ns string) (map[string]bool, error) {
-	rows, err := db.QueryContext(ctx, `SELECT table_name, bool_or(urgent) FROM `+PartsTable+` WHERE namespace = $1 AND state = 'staged' GROUP BY 1`, ns)
+// tableWork is what a table's committer has to do.
+type tableWork struct {
+	staged, urgent bool // staged parts, some of them urgent
+	mirrorPending  bool // committed parts whose mirror is not applied
+}
+
+// stagedTables returns the tables with staged parts or pending mirrors.
+func stagedTables(ctx context.Context, db *sql.DB, ns string) (map[string]tableWork, error) {
+	rows, err := db.QueryContext(ctx, `SELECT table_name, bool_or(state = 'staged'), bool_or(state = 'staged' AND urgent),
+		bool_or(`+mirrorPendingSQL+`) FROM `+PartsTable+` WHERE namespace = $1 AND (state = 'staged' OR `+mirrorPendingSQL+`) GROUP BY 1`, ns)
 	if err != nil {
 		return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 	}
 	defer rows.Close()
-	out := make(map[string]bool)
+	out := make(map[string]tableWork)
 	for rows.Next() {
 		var (
-			n      string
-			urgent bool
+			n string
+			w tableWork
 		)
-		if err := rows.Scan(&n, &urgent); err != nil {
+		if err := rows.Scan(&n, &w.staged, &w.urgent, &w.mirrorPending); err != nil {
 			return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 		}
-		out[n] = urgent
+		out[n] = w
 	}
 	return out, rows.Err()
 }

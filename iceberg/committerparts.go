@@ -26,7 +26,10 @@ import (
 // its batches were accepted under. The elected committer of the table
 // changes its state from staged to committed in the same PostgreSQL
 // transaction as the catalog's commit (fence.go), or to fenced when its
-// claims no longer hold.
+// claims no longer hold. With the mirror, a part also names its change
+// file (mirrorchanges.go): a committed part's mirror is pending until the
+// committer's mirror commit sets mirror_applied, in that commit's catalog
+// transaction (committermirror.go).
 
 // PartsTable is the table of published parts.
 const PartsTable = "lakehouse_staged_parts"
@@ -40,6 +43,10 @@ const (
 	// write-ahead log stages the same batches again.
 	partAbandoned = "abandoned"
 )
+
+// mirrorPendingSQL selects the parts whose changelog is committed and
+// whose mirror changes are not applied yet.
+const mirrorPendingSQL = `state = 'committed' AND mirror_file IS NOT NULL AND NOT mirror_applied`
 
 // partsKeep is how long finished parts' rows are kept (a waiting stager
 // reads its parts' state within a poll interval of the change).
@@ -78,7 +85,15 @@ func (s *Sink) createPartsTable(ctx context.Context, db *sql.DB) error {
 			urgent boolean NOT NULL DEFAULT false)`,
 		// Parts tables created before urgent parts existed.
 		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS urgent boolean NOT NULL DEFAULT false`,
+		// Parts tables created before mirror parts existed.
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_file text`,
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_sha256 text`,
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_spans jsonb`,
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_rows bigint NOT NULL DEFAULT 0`,
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_applied boolean NOT NULL DEFAULT false`,
+		`ALTER TABLE ` + PartsTable + ` ADD COLUMN IF NOT EXISTS mirror_snapshot_id bigint`,
 		`CREATE INDEX IF NOT EXISTS ` + PartsTable + `_staged ON ` + PartsTable + ` (namespace, table_name) WHERE state = 'staged'`,
+		`CREATE INDEX IF NOT EXISTS ` + PartsTable + `_mirror_pending ON ` + PartsTable + ` (namespace, table_name) WHERE ` + mirrorPendingSQL,
 	} {
 		if _, err := tx.ExecContext(ctx, q); err != nil {
 			return fmt.Errorf("iceberg: create parts table: %w", err)
@@ -95,16 +110,54 @@ func (s *Sink) createPartsTable(ctx context.Context, db *sql.DB) error {
 // log stages their batches again. Run at Open, before anything is staged: a
 // committer that committed one first made the table's watermarks cover it
 // (the row lock orders the two), so staging drops those rows.
+//
+// A part committed before the restart whose mirror is still pending stays
+// pending: the committer applies it. An abandoned part's change file is
+// deleted (it is never applied).
 func (s *Sink) abandonParts(ctx context.Context, db *sql.DB) error {
-	res, err := db.ExecContext(ctx, `UPDATE `+PartsTable+` SET state = $3, finished_at = now()
-		WHERE namespace = $1 AND owner = $2 AND state = 'staged'`, s.cfg.Namespace, s.cfg.InstanceID, partAbandoned)
+	rows, err := db.QueryContext(ctx, `UPDATE `+PartsTable+` SET state = $3, finished_at = now()
+		WHERE namespace = $1 AND owner = $2 AND state = 'staged' RETURNING table_name, COALESCE(mirror_file, '')`,
+		s.cfg.Namespace, s.cfg.InstanceID, partAbandoned)
 	if err != nil {
 		return fmt.Errorf("iceberg: abandon parts of a previous run: %w", err)
 	}
-	if n, _ := res.RowsAffected(); n > 0 {
+	defer rows.Close()
+	n := 0
+	files := make(map[string][]string) // table -> change files
+	for rows.Next() {
+		var name, path string
+		if err := rows.Scan(&name, &path); err != nil {
+			return fmt.Errorf("iceberg: abandon parts of a previous run: %w", err)
+		}
+		n++
+		if path != "" {
+			files[name] = append(files[name], path)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("iceberg: abandon parts of a previous run: %w", err)
+	}
+	if n > 0 {
 		s.log.Info("parts published by a previous run abandoned; the write-ahead log stages them again", "parts", n)
 	}
+	for name, paths := range files {
+		s.removeChangeFiles(ctx, name, paths)
+	}
 	return nil
+}
+
+// removeChangeFiles deletes change files of CDC table name that no part
+// will apply (best effort: orphan cleanup removes what is left).
+func (s *Sink) removeChangeFiles(ctx context.Context, name string, paths []string) {
+	if len(paths) == 0 {
+		return
+	}
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		s.log.Debug("could not remove mirror change files", "table", name, "err", err)
+		return
+	}
+	s.removePaths(ctx, tbl, paths...)
 }
 
 // spanJSON is a published part's span of one source.
@@ -133,13 +186,35 @@ func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTabl
 				cl = append(cl, fence.Claim{Source: src, Epoch: e})
 			}
 		}
+		var (
+			mfile, msum, mspans sql.NullString
+			mrows               int64
+		)
+		if p.mirror != nil {
+			// The mirror's spans can differ from the changelog's (its
+			// watermarks can lag the changelog's: see prepare).
+			ms := make(map[string]spanJSON, len(p.mirror.spans))
+			// No claims for the mirror's spans: rows below the changelog's
+			// spans are in the changelog already, and applying their
+			// changes is right whoever owns the source now.
+			for src, sp := range p.mirror.spans {
+				ms[src] = spanJSON{Min: sp.minBatch, Max: sp.maxBatch, Entry: sp.maxEntry}
+			}
+			j, _ := json.Marshal(ms) // cannot fail
+			mfile = sql.NullString{String: p.mirrorFile.path, Valid: true}
+			msum = sql.NullString{String: p.mirrorFile.sha256, Valid: true}
+			mspans = sql.NullString{String: string(j), Valid: true}
+			mrows = p.mirror.rows
+		}
 		slices.SortFunc(cl, func(a, b fence.Claim) int { return strings.Compare(a.Source, b.Source) })
 		sj, _ := json.Marshal(spans) // cannot fail
 		cj, _ := json.Marshal(cl)    // cannot fail
 		var id int64
-		err = db.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes, urgent)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id`,
-			s.cfg.Namespace, p.name, s.cfg.InstanceID, string(files), string(sj), string(cj), p.rows, p.bytes, urgent).Scan(&id)
+		err = db.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes, urgent,
+				mirror_file, mirror_sha256, mirror_spans, mirror_rows)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
+			s.cfg.Namespace, p.name, s.cfg.InstanceID, string(files), string(sj), string(cj), p.rows, p.bytes, urgent,
+			mfile, msum, mspans, mrows).Scan(&id)
 		if err != nil {
 			return fmt.Errorf("iceberg: publish part of table %q: %w", p.name, err)
 		}
@@ -153,6 +228,9 @@ type partOutcome struct {
 	state       string
 	rowsWritten int64
 	snapshotID  int64
+	// mirrorSnapshotID is the mirror commit that applied the part's
+	// changes (0: none, or none needed).
+	mirrorSnapshotID int64
 }
 
 // waitParts polls the parts' states until none is staged, or ctx ends.
@@ -178,7 +256,8 @@ func (s *Sink) waitParts(ctx context.Context, db *sql.DB, ids []int64) (map[int6
 }
 
 func readParts(ctx context.Context, db *sql.DB, ids []int64) (map[int64]partOutcome, int, error) {
-	rows, err := db.QueryContext(ctx, `SELECT id, state, COALESCE(rows_written, 0), COALESCE(snapshot_id, 0) FROM `+PartsTable+` WHERE id = ANY($1)`, ids)
+	rows, err := db.QueryContext(ctx, `SELECT id, state, COALESCE(rows_written, 0), COALESCE(snapshot_id, 0),
+		COALESCE(mirror_snapshot_id, 0), `+mirrorPendingSQL+` FROM `+PartsTable+` WHERE id = ANY($1)`, ids)
 	if err != nil {
 		return nil, 0, fmt.Errorf("iceberg: read part states: %w", err)
 	}
@@ -187,13 +266,16 @@ func readParts(ctx context.Context, db *sql.DB, ids []int64) (map[int64]partOutc
 	open := 0
 	for rows.Next() {
 		var (
-			id int64
-			o  partOutcome
+			id      int64
+			o       partOutcome
+			pending bool
 		)
-		if err := rows.Scan(&id, &o.state, &o.rowsWritten, &o.snapshotID); err != nil {
+		if err := rows.Scan(&id, &o.state, &o.rowsWritten, &o.snapshotID, &o.mirrorSnapshotID, &pending); err != nil {
 			return nil, 0, fmt.Errorf("iceberg: read part states: %w", err)
 		}
-		if o.state == partStaged {
+		// A committed part waits for its mirror too, as a direct commit
+		// returns once both are committed.
+		if o.state == partStaged || pending {
 			open++
 		}
 		out[id] = o

@@ -49,7 +49,9 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	for _, st := range sts {
 		res.RowsSkipped += st.skipped
 		for _, t := range st.tables {
-			if len(t.files) > 0 {
+			// A table with mirror changes alone is published too: the
+			// committer applies them to the mirror.
+			if len(t.files) > 0 || t.mirror != nil {
 				parts = append(parts, t)
 			}
 		}
@@ -59,6 +61,9 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	}
 	db := s.partsDB()
 	if err := s.publishParts(ctx, db, parts, claims, urgent); err != nil {
+		// Parts not published keep their change files for a retry of the
+		// same staged flushes; a stage that is never retried leaves them
+		// to orphan cleanup.
 		return res, err
 	}
 	ids := make([]int64, len(parts))
@@ -72,6 +77,7 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 		return res, err
 	}
 	byTable := make(map[string]*sink.TableCommit)
+	mirrors := make(map[string]*sink.TableCommit)
 	var (
 		suspects []fence.Claim // the claims of fenced parts
 		fenced   bool
@@ -79,6 +85,17 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	for _, p := range parts {
 		o := out[p.partID]
 		s.unmarkStaged(p.files)
+		// The committer deletes the change file once applied or fenced.
+		s.unmarkStagedPath(p.mirrorFile.path)
+		if o.state == partCommitted && o.mirrorSnapshotID != 0 && p.mirror != nil {
+			mc := mirrors[p.name]
+			if mc == nil {
+				mc = &sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(p.name)}
+				mirrors[p.name] = mc
+			}
+			mc.Rows += p.mirror.rows
+			mc.SnapshotID = max(mc.SnapshotID, o.mirrorSnapshotID)
+		}
 		switch o.state {
 		case partCommitted:
 			res.RowsSkipped += p.rows - o.rowsWritten
@@ -109,6 +126,9 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 	for _, name := range slices.Sorted(maps.Keys(byTable)) {
 		res.Tables++
 		res.Commits = append(res.Commits, *byTable[name])
+	}
+	for _, name := range slices.Sorted(maps.Keys(mirrors)) {
+		res.Commits = append(res.Commits, *mirrors[name])
 	}
 	if fenced {
 		// A part is fenced as a whole when one of its sources moved; the

@@ -187,6 +187,24 @@ func (s *Sink) removeFiles(ctx context.Context, tbl *table.Table, files []iceber
 	}
 }
 
+// removePaths deletes files of tbl's IO by path, logging failures (orphan
+// cleanup removes what is left).
+func (s *Sink) removePaths(ctx context.Context, tbl *table.Table, paths ...string) {
+	if len(paths) == 0 {
+		return
+	}
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		s.log.Debug("could not remove files", "err", err)
+		return
+	}
+	for _, p := range paths {
+		if err := fs.Remove(p); err != nil {
+			s.log.Debug("could not remove a file", "path", p, "err", err)
+		}
+	}
+}
+
 // merger is a k-way merge of sorted Arrow streams by (source_id, entry_seq).
 type merger struct {
 	schema   *arrow.Schema

@@ -202,7 +202,8 @@ type Config struct {
 	// waits until one elected committer per table (a PostgreSQL advisory
 	// lock) has committed them, all instances' parts of a table in one
 	// snapshot per CommitterInterval. Needs the SQL catalog on PostgreSQL
-	// and InstanceID; refused with Mirror.
+	// and InstanceID. With Mirror the committer commits the mirror tables
+	// too (committermirror.go).
 	ElectedCommitter bool
 	// CommitterInterval is how often the elected committer commits a
 	// table. Default DefaultCommitterInterval; give the server's commit
@@ -305,9 +306,6 @@ func (cfg *Config) committerDefaults() error {
 	}
 	if cfg.InstanceID == "" {
 		return errors.New("iceberg: Config.ElectedCommitter needs Config.InstanceID")
-	}
-	if cfg.Mirror {
-		return errors.New("iceberg: Config.ElectedCommitter does not support Config.Mirror yet (turn the mirror off)")
 	}
 	if cfg.CommitterInterval <= 0 {
 		cfg.CommitterInterval = DefaultCommitterInterval

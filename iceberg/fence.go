@@ -86,6 +86,13 @@ func (c *fencedConn) BeginTx(ctx context.Context, opts driver.TxOptions) (driver
 			return nil, errorsJoinRollback(err, tx)
 		}
 	}
+	// An elected committer's mirror commit of published parts
+	// (committermirror.go).
+	if ma, ok := ctx.Value(mirrorApplyKey{}).(*mirrorApply); ok {
+		if err := ma.apply(ctx, c.Conn.Conn()); err != nil {
+			return nil, errorsJoinRollback(err, tx)
+		}
+	}
 	return tx, nil
 }
 

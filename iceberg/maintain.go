@@ -382,8 +382,8 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 	res, err := tbl.DeleteOrphanFiles(ctx,
 		table.WithFilesOlderThan(s.cfg.Maintenance.OrphanAge),
 		table.WithDeleteFunc(func(path string) error {
-			if s.isStaged(path) || isTombstoneFile(tbl.Properties(), path) {
-				return nil // a mirror's tombstones are referenced by a property
+			if s.isStaged(path) || isTombstoneFile(tbl.Properties(), path) || s.isPendingChangeFile(ctx, path) {
+				return nil // a mirror's tombstones are referenced by a property, change files by parts
 			}
 			if err := fs.Remove(path); err != nil {
 				return err

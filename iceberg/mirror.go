@@ -305,8 +305,3 @@ func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.
 	}
 	return s.wrap(tbl), nil
 }
-
-// spansCommitted is committedBefore for any span set.
-func spansCommitted(spans map[string]span, have map[string]sink.Watermark) (bool, error) {
-	return committedBefore(&stagedTable{spans: spans}, have)
-}

@@ -33,11 +33,19 @@ type mirrorResult struct {
 	snapshotID                              int64
 	deleteFiles                             int // equality delete files added
 	duration                                time.Duration
+	// committed: the catalog commit ran (false when the mirror's
+	// watermarks covered every part).
+	committed bool
 }
 
 // commitMirror commits the mirror side of a table's staged parts (see
-// mirror.go). It runs after the changelog commit of the same table.
-func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) (mirrorResult, error) {
+// mirror.go): in direct mode after the changelog commit of the same table,
+// with the elected committer after the changelog commit that committed the
+// published parts (committermirror.go). commitCtx, when set, wraps the
+// context of the mirror's catalog commit alone (the committer marks its
+// parts applied in that transaction).
+func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
+	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
 	if err := s.lockCommits(ctx); err != nil {
@@ -55,24 +63,23 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 	var live []*mirrorPart
 	marks := make(map[string]sink.Watermark)
 	for _, p := range parts {
-		if p.mirror == nil {
+		// A part the watermarks cover in part is applied whole: a change
+		// applied again changes nothing (the newest order per key wins,
+		// and the index holds every key's, deletes included).
+		if mirrorCovered(p.spans, have) {
+			mr.skipped += p.rows
 			continue
 		}
-		done, err := spansCommitted(p.mirror.spans, have)
-		if err != nil {
-			return mr, fmt.Errorf("mirror: %w", err)
-		}
-		if done {
-			mr.skipped += p.mirror.rows
-			continue
-		}
-		live = append(live, p.mirror)
-		for src, sp := range p.mirror.spans {
+		live = append(live, p)
+		for src, sp := range p.spans {
 			sink.MergeWatermark(marks, src, sink.Watermark{BatchSeq: sp.maxBatch, EntrySeq: sp.maxEntry})
 		}
 	}
 	if len(marks) == 0 {
 		return mr, nil
+	}
+	if s.cfg.ElectedCommitter {
+		s.dropForeignIndex(name, tbl)
 	}
 	idx, err := s.mirrorIndexFor(ctx, name, tbl)
 	if err != nil {
@@ -186,7 +193,11 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 			return mr, fmt.Errorf("before mirror commit hook: %w", err)
 		}
 	}
-	committed, err := txn.Commit(ctx)
+	cctx := ctx
+	if commitCtx != nil {
+		cctx = commitCtx(ctx)
+	}
+	committed, err := txn.Commit(cctx)
 	if err != nil {
 		// The outcome may be unknown: the index is reloaded next time
 		// (the tombstone file may be referenced: it is left to orphan
@@ -194,6 +205,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*stagedTab
 		return mr, fmt.Errorf("mirror: catalog commit: %w", err)
 	}
 	committedOK = true
+	mr.committed = true
 	if tup.files != nil {
 		idx.files = tup.files
 	}
@@ -238,7 +250,10 @@ func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mir
 		s.log.Info("iceberg mirror table written by another writer: every key gets an equality delete until restart",
 			"table", tbl.Identifier())
 	}
-	if s.cfg.ExclusiveMaintenance || !idx.complete {
+	// The elected committer is the mirror's only writer, but a role
+	// hand-over while the previous holder is still committing can make
+	// two for a moment: every key gets a delete there too.
+	if s.cfg.ExclusiveMaintenance || s.cfg.ElectedCommitter || !idx.complete {
 		return apply
 	}
 	dels := make([]*mirrorChange, 0, len(apply))
@@ -248,6 +263,35 @@ func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mir
 		}
 	}
 	return dels
+}
+
+// dropForeignIndex forgets the table's index when the mirror has a
+// snapshot since the index's that is not a compaction: the elected
+// committer's role moves between instances, and an index that missed
+// another holder's commits would hold keys' orders older than the
+// table's (a change it takes for new would replace a newer row). It is
+// reloaded from the table.
+func (s *Sink) dropForeignIndex(name string, tbl *table.Table) {
+	san := sink.SanitizeName(name)
+	idx, ok := s.mirror.indexes[san]
+	if !ok || onlyCompactedSince(tbl, idx.snapshot) {
+		return
+	}
+	delete(s.mirror.indexes, san)
+	s.reportIndex(idx, true)
+	s.log.Info("iceberg mirror table written by another committer since this one's last commit: reloading its index",
+		"table", tbl.Identifier())
+}
+
+// mirrorCovered reports whether the mirror's watermarks have cover every
+// source of spans.
+func mirrorCovered(spans map[string]span, have map[string]sink.Watermark) bool {
+	for src, sp := range spans {
+		if have[src].BatchSeq < sp.maxBatch {
+			return false
+		}
+	}
+	return len(spans) > 0
 }
 
 // onlyCompactedSince reports whether every snapshot of tbl after snapshot

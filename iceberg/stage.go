@@ -42,7 +42,10 @@ type stagedTable struct {
 	// table's watermarks to tell a committed stage from a new one.
 	spans map[string]span
 	// mirror is the folded mirror side of the rows (Config.Mirror), or nil.
-	mirror *mirrorPart
+	// With Config.ElectedCommitter its changes are in mirrorFile instead
+	// (mirrorchanges.go), and mirror.changes is nil.
+	mirror     *mirrorPart
+	mirrorFile changeFile
 	// partID is the part's row in PartsTable once published
 	// (Config.ElectedCommitter), 0 before.
 	partID int64
@@ -215,10 +218,14 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		return nil, p.err
 	}
 	if p.rec == nil {
-		if p.mirror != nil {
-			return &stagedTable{name: t.Name, spans: map[string]span{}, mirror: p.mirror}, nil
+		if p.mirror == nil {
+			return nil, nil
 		}
-		return nil, nil
+		stt := &stagedTable{name: t.Name, spans: map[string]span{}, mirror: p.mirror}
+		if err := s.stageMirrorChanges(ctx, p.tbl, stt); err != nil {
+			return nil, err
+		}
+		return stt, nil
 	}
 	rec := p.rec
 	p.rec = nil // WriteRecords releases it
@@ -245,6 +252,10 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		s.discardFiles(ctx, p.tbl, stt.files)
 		return nil, fmt.Errorf("write data files: %w", werr)
 	}
+	if err := s.stageMirrorChanges(ctx, p.tbl, stt); err != nil {
+		s.discardFiles(ctx, p.tbl, stt.files)
+		return nil, err
+	}
 	s.count(func(t *MaintenanceTotals) { t.BytesStaged += stt.bytes })
 	// Files in a stable order, for the manifests and the tests.
 	sort.Slice(stt.files, func(i, j int) bool { return stt.files[i].FilePath() < stt.files[j].FilePath() })
@@ -259,12 +270,44 @@ func (s *Sink) markStaged(files []iceberg.DataFile) {
 	}
 }
 
+func (s *Sink) markStagedPath(path string) {
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	s.staged[pathKey(path)] = struct{}{}
+}
+
+func (s *Sink) unmarkStagedPath(path string) {
+	if path == "" {
+		return
+	}
+	s.stagedMu.Lock()
+	defer s.stagedMu.Unlock()
+	delete(s.staged, pathKey(path))
+}
+
 func (s *Sink) unmarkStaged(files []iceberg.DataFile) {
 	s.stagedMu.Lock()
 	defer s.stagedMu.Unlock()
 	for _, df := range files {
 		delete(s.staged, pathKey(df.FilePath()))
 	}
+}
+
+// stageMirrorChanges writes the mirror changes of stt as a change file
+// for the elected committer (Config.ElectedCommitter), and drops them from
+// memory: the file holds them until the commit.
+func (s *Sink) stageMirrorChanges(ctx context.Context, tbl *table.Table, stt *stagedTable) error {
+	if !s.cfg.ElectedCommitter || stt.mirror == nil {
+		return nil
+	}
+	cf, err := writeMirrorChanges(ctx, tbl, stt.mirror)
+	if err != nil {
+		return err
+	}
+	s.markStagedPath(cf.path)
+	stt.mirrorFile = cf
+	stt.mirror.changes = nil
+	return nil
 }
 
 // forgetStaged drops a staged flush that will not be committed (its stage
@@ -274,10 +317,26 @@ func (s *Sink) forgetStaged(ctx context.Context, st *staged) {
 		tbl, ok := s.stageTables[t.name]
 		if !ok {
 			s.unmarkStaged(t.files) // orphans, for cleanup
+			s.unmarkStagedPath(t.mirrorFile.path)
 			continue
 		}
 		s.discardFiles(ctx, tbl, t.files)
+		s.discardChangeFile(ctx, tbl, t)
 	}
+}
+
+// discardChangeFile deletes the change file of a staged table that will
+// not be published (or whose part the committer will not apply).
+func (s *Sink) discardChangeFile(ctx context.Context, tbl *table.Table, t *stagedTable) {
+	path := t.mirrorFile.path
+	if path == "" {
+		return
+	}
+	s.unmarkStagedPath(path)
+	t.mirrorFile = changeFile{}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discardTimeout)
+	defer cancel()
+	s.removePaths(ctx, tbl, path)
 }
 
 // discardFiles deletes the data files of a stage that failed. No snapshot

@@ -312,8 +312,14 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 // exactly once.
 func checkChangelogOnce(t *testing.T, dataDir string, tables []string, made map[string]uint64) {
 	t.Helper()
+	checkChangelogOnceOf(t, iceberg.Config{DataDir: dataDir, Logger: slog.New(slog.DiscardHandler)}, tables, made)
+}
+
+// checkChangelogOnceOf is checkChangelogOnce on the catalog cfg describes.
+func checkChangelogOnceOf(t *testing.T, cfg iceberg.Config, tables []string, made map[string]uint64) {
+	t.Helper()
 	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Logger: slog.New(slog.DiscardHandler)})
+	sk, err := iceberg.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -353,9 +359,17 @@ func checkChangelogOnce(t *testing.T, dataDir string, tables []string, made map[
 // false, checking nothing, when the server wrote no mirror table.
 func checkMirror(t *testing.T, dataDir string, gen *workload.Keyed, label string) bool {
 	t.Helper()
+	return checkMirrorOf(t, iceberg.Config{DataDir: dataDir, Logger: slog.New(slog.DiscardHandler)}, gen, label)
+}
+
+// checkMirrorOf is checkMirror on the catalog base describes (its
+// Namespace is ignored).
+func checkMirrorOf(t *testing.T, base iceberg.Config, gen *workload.Keyed, label string) bool {
+	t.Helper()
 	ctx := context.Background()
-	log := slog.New(slog.DiscardHandler)
-	mk, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Namespace: mirrorNamespace, Logger: log})
+	mcfg, ccfg := base, base
+	mcfg.Namespace, ccfg.Namespace = mirrorNamespace, ""
+	mk, err := iceberg.Open(ctx, mcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,7 +381,7 @@ func checkMirror(t *testing.T, dataDir string, gen *workload.Keyed, label string
 	if len(infos) == 0 {
 		return false
 	}
-	cl, err := iceberg.Open(ctx, iceberg.Config{DataDir: dataDir, Logger: log})
+	cl, err := iceberg.Open(ctx, ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,8 +67,8 @@ func (so *scaleOut) launch(name string, extra ...string) (*proc, string) {
 	addr := freeAddr(so.t)
 	args := append([]string{"serve", "--data-dir", filepath.Join(so.dir, name), "--grpc-addr", addr, "--http-addr", "",
 		"--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--coordination", "catalog", "--lease-ttl", "2s",
-		// Mirror tables are tested on their own (mirror_test.go); the
-		// elected committer refuses them.
+		// Mirror tables are tested on their own (mirror_test.go,
+		// scaleout_mirror_test.go, which give --mirror in extra).
 		"--mirror=false", "--log-level", "info"}, extra...)
 	if !so.maintain {
 		args = append(args, "--no-maintenance")

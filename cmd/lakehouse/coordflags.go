@@ -75,7 +75,7 @@ func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
 	fs.DurationVar(&c.orphanWait, KeyOrphanWait, DefaultOrphanWait, "with --coordination: how long a dead instance keeps a source whose client was acked batches that are not committed and that it cannot resend (ok mode): they are in the dead instance's write-ahead log, committed when it restarts on its data directory or by lakehouse replay; after this the source moves and they are lost (0: move at once)")
 	c.committer.value = DefaultElectedCommitter
-	fs.Var(&c.committer, KeyElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; commits happen at the interval's multiples of Unix time, plus a gather delay of a quarter interval (at most 2s), so keep the instances' clocks in step (see docs/scale-out.md; not yet with --mirror: set it to false there)")
+	fs.Var(&c.committer, KeyElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; commits happen at the interval's multiples of Unix time, plus a gather delay of a quarter interval (at most 2s), so keep the instances' clocks in step; with --mirror it commits the mirror tables too, right after their changelog tables (see docs/scale-out.md)")
 	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
@@ -91,9 +91,6 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 	}
 	if sf.kind != "iceberg" || !coordinatedCatalog(sf) {
 		return fmt.Errorf("--%s=catalog needs the iceberg sink with --catalog sql and a postgres:// --catalog-uri: the fence is checked in the catalog's PostgreSQL transactions", KeyCoordination)
-	}
-	if c.committer.value && sf.mirror != nil && sf.mirror.on {
-		return fmt.Errorf("--%s (on by default with --%s) does not support --mirror yet: give --%s=false, and each instance commits its own mirror and changelog snapshots", KeyElectedCommitter, KeyCoordination, KeyElectedCommitter)
 	}
 	if c.ttl < time.Second {
 		return fmt.Errorf("--%s: %v is below 1s", KeyLeaseTTL, c.ttl)

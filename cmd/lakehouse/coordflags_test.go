@@ -9,8 +9,8 @@ import (
 
 // TestElectedCommitterDefault: the elected committer is on whenever
 // --coordination is; given explicitly without --coordination it is an
-// error, and with --mirror it must be turned off explicitly (the error says
-// how). The environment sets it as the command line does.
+// error, and it works with --mirror (the committer commits the mirror
+// tables too). The environment sets it as the command line does.
 func TestElectedCommitterDefault(t *testing.T) {
 	pg := []string{"--catalog-uri", "postgres://u@h/db"}
 	for _, tc := range []struct {
@@ -27,7 +27,7 @@ func TestElectedCommitterDefault(t *testing.T) {
 		{name: "given without coordination", args: []string{"--elected-committer"}, wantErr: "--elected-committer needs --coordination=catalog"},
 		{name: "given by env without coordination", env: "true", wantErr: "--elected-committer needs --coordination=catalog"},
 		{name: "off without coordination", args: []string{"--elected-committer=false"}},
-		{name: "mirror by default", args: append([]string{"--coordination", "catalog", "--mirror"}, pg...), wantErr: "--elected-committer=false"},
+		{name: "mirror by default", args: append([]string{"--coordination", "catalog", "--mirror"}, pg...), on: true},
 		{name: "mirror, committer off", args: append([]string{"--coordination", "catalog", "--mirror", "--elected-committer=false"}, pg...)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
