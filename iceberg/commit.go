@@ -178,7 +178,7 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 		return tr, nil
 	}
 
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.changelogManagedProps())
+	props, wmJSON, err := s.watermarkProps(have, marks, s.changelogProps(tbl.Properties()))
 	if err != nil {
 		return tr, err
 	}
@@ -226,11 +226,10 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 }
 
 // watermarkProps merges the table's watermarks (have) into marks, the
-// sources' new ones, and returns the table properties a commit sets (the
-// watermarks that moved, and any of the managed properties the table lacks)
-// and the merged watermarks as the snapshot summary's JSON.
-func (s *Sink) watermarkProps(tbl *table.Table, have, marks map[string]sink.Watermark, managed iceberg.Properties) (iceberg.Properties, []byte, error) {
-	props := missingProps(tbl.Properties(), managed)
+// sources' new ones, and returns the table properties a commit sets (props,
+// and the watermarks that moved) and the merged watermarks as the snapshot
+// summary's JSON.
+func (s *Sink) watermarkProps(have, marks map[string]sink.Watermark, props iceberg.Properties) (iceberg.Properties, []byte, error) {
 	for src := range marks {
 		if old, ok := have[src]; ok {
 			sink.MergeWatermark(marks, src, old)

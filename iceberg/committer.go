@@ -268,7 +268,7 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 		return err
 	}
 	pc.written = written
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.changelogManagedProps())
+	props, wmJSON, err := s.watermarkProps(have, marks, s.changelogProps(tbl.Properties()))
 	if err != nil {
 		return err
 	}

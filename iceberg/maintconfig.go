@@ -166,11 +166,13 @@ func (s *Sink) managedProps() iceberg.Properties {
 	return p
 }
 
-// changelogManagedProps are managedProps plus the changelog tables' Parquet
-// settings, set on tables created before a setting existed with their next
-// commit too. Properties the user set in Config.TableProperties win.
-func (s *Sink) changelogManagedProps() iceberg.Properties {
-	p := s.managedProps()
+// changelogWriteProps are the changelog tables' Parquet settings: set when
+// a table is created, and on a table created before a setting existed with
+// its next commit (changelogProps). Unlike managedProps, a value the table
+// already holds is left alone: someone who changed it on purpose (ALTER
+// TABLE) keeps it. Properties the user set in Config.TableProperties win.
+func (s *Sink) changelogWriteProps() iceberg.Properties {
+	p := iceberg.Properties{}
 	// Columns written without a Parquet dictionary. Row images and row ids
 	// are nearly all distinct, and so is entry_seq within a file: the
 	// dictionary is built for every page, on every flush and compaction,
@@ -185,6 +187,19 @@ func (s *Sink) changelogManagedProps() iceberg.Properties {
 		}
 	}
 	return p
+}
+
+// changelogProps returns the properties a commit of a changelog table with
+// properties have sets besides its watermarks: the managed properties it
+// lacks or holds with another value, and the write settings it lacks.
+func (s *Sink) changelogProps(have iceberg.Properties) iceberg.Properties {
+	out := missingProps(have, s.managedProps())
+	for k, v := range s.changelogWriteProps() {
+		if _, ok := have[k]; !ok {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // missingProps returns the properties of want a table lacks or holds with

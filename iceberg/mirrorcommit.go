@@ -138,7 +138,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 		}
 	}
 
-	props, wmJSON, err := s.watermarkProps(tbl, have, marks, s.managedProps())
+	props, wmJSON, err := s.watermarkProps(have, marks, missingProps(tbl.Properties(), s.managedProps()))
 	if err != nil {
 		return mr, err
 	}

@@ -3,50 +3,81 @@ package iceberg
 import (
 	"context"
 	"testing"
+
+	iceberg "github.com/apache/iceberg-go"
 )
 
 // TestChangelogColumnsWithoutDictionary: entry_seq, the row images and the
 // row id are written without a Parquet dictionary (each nearly distinct: the
 // dictionary is built for every page and then dropped by the cost-based
-// fallback, CPU for nothing), on new tables and, from their next commit, on
-// tables created with a dictionary for them. A user's table property wins.
+// fallback, CPU for nothing): set on new tables, and with the next commit on
+// a table created before the setting existed; a value set on purpose (ALTER
+// TABLE, or Config.TableProperties) is left alone.
 func TestChangelogColumnsWithoutDictionary(t *testing.T) {
-	dir := t.TempDir()
+	ctx := context.Background()
 	dictKey := dictColumnPrefix + "entry_seq"
-	props := func(s *Sink) map[string]string {
+	s := openTestSink(t, t.TempDir(), nil)
+	props := func() iceberg.Properties {
 		t.Helper()
-		tbl, err := s.LoadTable(context.Background(), "users")
+		tbl, err := s.LoadTable(ctx, "users")
 		if err != nil {
 			t.Fatal(err)
 		}
 		return tbl.Properties()
 	}
-	// A table created as before: entry_seq with a dictionary.
-	s := openTestSink(t, dir, func(c *Config) { c.TableProperties = map[string]string{dictKey: "true"} })
-	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 8))
-	if got := props(s)[dictKey]; got != "true" {
-		t.Fatalf("%s = %q on a table created with it true", dictKey, got)
-	}
-	s.Close()
-
-	s2 := openTestSink(t, dir, nil)
-	mustCommit(t, s2, w1Flush(2, oneSource, 2, 1, 8))
-	for _, col := range []string{"entry_seq", "before", "after", "row_id"} {
-		if got := props(s2)[dictColumnPrefix+col]; got != "false" {
-			t.Errorf("%s%s = %q after a commit by a sink with defaults, want false", dictColumnPrefix, col, got)
+	alter := func(remove []string, set iceberg.Properties) {
+		t.Helper()
+		tbl, err := s.LoadTable(ctx, "users")
+		if err != nil {
+			t.Fatal(err)
+		}
+		txn := tbl.NewTransaction()
+		if len(remove) > 0 {
+			if err := txn.RemoveProperties(remove); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if len(set) > 0 {
+			if err := txn.SetProperties(set); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := txn.Commit(ctx); err != nil {
+			t.Fatal(err)
 		}
 	}
-	s2.Close()
-	// A new table gets them at creation.
-	fresh := openTestSink(t, t.TempDir(), nil)
-	mustCommit(t, fresh, w1Flush(1, oneSource, 1, 1, 8))
-	if got := props(fresh)[dictKey]; got != "false" {
-		t.Errorf("%s = %q on a new table", dictKey, got)
+	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 8))
+	for _, col := range []string{"entry_seq", "before", "after", "row_id"} {
+		if got := props()[dictColumnPrefix+col]; got != "false" {
+			t.Errorf("new table: %s%s = %q, want false", dictColumnPrefix, col, got)
+		}
 	}
 
-	s3 := openTestSink(t, dir, func(c *Config) { c.TableProperties = map[string]string{dictKey: "true"} })
-	mustCommit(t, s3, w1Flush(4, oneSource, 3, 1, 8))
-	if got := props(s3)[dictKey]; got != "true" {
-		t.Errorf("%s = %q after a commit with the user's property true", dictKey, got)
+	// A table from before the setting: it gets it with the next commit.
+	alter([]string{dictKey}, nil)
+	if _, ok := props()[dictKey]; ok {
+		t.Fatal("property not removed")
+	}
+	mustCommit(t, s, w1Flush(2, oneSource, 2, 1, 8))
+	if got := props()[dictKey]; got != "false" {
+		t.Errorf("old table after a commit: %s = %q, want false", dictKey, got)
+	}
+
+	// Someone turned the dictionary back on: the next commit leaves it.
+	alter(nil, iceberg.Properties{dictKey: "true"})
+	mustCommit(t, s, w1Flush(3, oneSource, 3, 1, 8))
+	if got := props()[dictKey]; got != "true" {
+		t.Errorf("after ALTER TABLE and a commit: %s = %q, want the altered true", dictKey, got)
+	}
+
+	// Config.TableProperties wins at creation.
+	s2 := openTestSink(t, t.TempDir(), func(c *Config) { c.TableProperties = map[string]string{dictKey: "true"} })
+	mustCommit(t, s2, w1Flush(1, oneSource, 1, 1, 8))
+	tbl, err := s2.LoadTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := tbl.Properties()[dictKey]; got != "true" {
+		t.Errorf("with Config.TableProperties true: %s = %q", dictKey, got)
 	}
 }

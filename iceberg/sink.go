@@ -269,7 +269,8 @@ func (s *Sink) createTable(ctx context.Context, ident table.Identifier, original
 		table.WriteTargetFileSizeBytesKey: strconv.FormatInt(s.cfg.TargetFileSizeBytes, 10),
 		table.CommitNumRetriesKey:         strconv.Itoa(s.cfg.CommitRetries),
 	}
-	maps.Copy(props, s.changelogManagedProps())
+	maps.Copy(props, s.changelogWriteProps())
+	maps.Copy(props, s.managedProps())
 	maps.Copy(props, s.cfg.TableProperties)
 	tbl, err := s.cat.CreateTable(ctx, ident, sc,
 		catalog.WithPartitionSpec(&spec),
