@@ -15,6 +15,14 @@ import (
 // DefaultCommitTimeout is the default of Config.CommitTimeout.
 const DefaultCommitTimeout = 2 * time.Minute
 
+// DefaultRecoveryInitialDelay and DefaultRecoveryMaxDelay are the defaults
+// of Config.RecoveryInitialDelay and Config.RecoveryMaxDelay (the
+// original's: 1 s, doubling, at most 60 s).
+const (
+	DefaultRecoveryInitialDelay = time.Second
+	DefaultRecoveryMaxDelay     = 60 * time.Second
+)
+
 // DefaultMaxMessageSize is the default bound on a batch frame: 16 MiB, the
 // legacy protocol's maximum message, and also the most it may be set to.
 const DefaultMaxMessageSize = codec.MaxMessageSize
@@ -108,7 +116,9 @@ type Config struct {
 
 	// Recovery of failing commits: up to RecoveryRetries attempts per round,
 	// the first after RecoveryInitialDelay, doubling up to RecoveryMaxDelay;
-	// rounds repeat until a commit succeeds. Defaults 10, 1 s, 60 s.
+	// rounds repeat until a commit succeeds. Defaults 10, 1 s, 60 s; an
+	// initial delay above the maximum is the maximum. After an outage, the
+	// backlog is committed at most RecoveryMaxDelay after the store returns.
 	RecoveryRetries      int
 	RecoveryInitialDelay time.Duration
 	RecoveryMaxDelay     time.Duration
@@ -186,8 +196,8 @@ func (c *Config) setDefaults() error {
 	if c.RecoveryRetries <= 0 {
 		c.RecoveryRetries = 10
 	}
-	defD(&c.RecoveryInitialDelay, time.Second)
-	defD(&c.RecoveryMaxDelay, 60*time.Second)
+	defD(&c.RecoveryInitialDelay, DefaultRecoveryInitialDelay)
+	defD(&c.RecoveryMaxDelay, DefaultRecoveryMaxDelay)
 	if c.MaxMessageSize <= 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}

@@ -221,6 +221,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	fs.DurationVar(&cfg.FlushAge, "flush-age", 60*time.Second, "write the buffer as data files when its oldest batch is this old")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", 30*time.Second, "commit interval: what is buffered and staged is committed this often, one snapshot per table (freshness; 1s works)")
 	fs.DurationVar(&cfg.CommitTimeout, "commit-timeout", server.DefaultCommitTimeout, "bound on each staging, commit and start-up read of the catalog and store; a stalled store fails the flush (acks say fallback) and the recovery loop retries")
+	fs.DurationVar(&cfg.RecoveryMaxDelay, "recovery-max-delay", server.DefaultRecoveryMaxDelay,
+		"longest wait between retries of a failing commit (storage or catalog outage; the first retry is after 1s, doubling): after an outage the backlog is committed at most this long after the store returns")
 	o.noMaint = fs.Bool("no-maintenance", false, "do not run table maintenance (snapshot expiry, compaction, orphan cleanup) in the background")
 	sf.maint = &maintFlags{}
 	sf.maint.register(fs)
@@ -266,6 +268,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	}
 	if t := cfg.WALCommitThreshold; t <= 0 || t > 1 {
 		return fmt.Errorf("--wal-commit-threshold %v: want a share of --wal-max-bytes above 0 and at most 1", t)
+	}
+	if cfg.RecoveryMaxDelay < 100*time.Millisecond {
+		return fmt.Errorf("--recovery-max-delay %v: want at least 100ms", cfg.RecoveryMaxDelay)
 	}
 	if *o.memLimit < -1 {
 		return fmt.Errorf("--%s %d: want bytes, 0 (derived from --max-buffer-bytes) or -1 (none)", memoryLimitKey, *o.memLimit)
