@@ -7,15 +7,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
@@ -67,11 +64,7 @@ func writeMirrorChanges(ctx context.Context, tbl *table.Table, mp *mirrorPart) (
 	if err != nil {
 		return cf, err
 	}
-	wfs, ok := fs.(icebergio.WriteFileIO)
-	if !ok {
-		return cf, fmt.Errorf("mirror change file: the table's file IO %T cannot write files", fs)
-	}
-	if err := wfs.WriteFile(cf.path, data); err != nil {
+	if err := writeSideFile(fs, cf.path, data); err != nil {
 		return cf, fmt.Errorf("write mirror change file: %w", err)
 	}
 	return cf, nil
@@ -98,16 +91,11 @@ func encodeMirrorChanges(mp *mirrorPart) ([]byte, error) {
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	var buf bytes.Buffer
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
-	w, err := pqarrow.NewFileWriter(mirrorChangesSchema, &buf, props, pqarrow.DefaultWriterProps())
+	data, err := encodeSideFile(rec)
 	if err != nil {
 		return nil, fmt.Errorf("mirror change file: %w", err)
 	}
-	if err := errors.Join(w.Write(rec), w.Close()); err != nil {
-		return nil, fmt.Errorf("mirror change file: %w", err)
-	}
-	return buf.Bytes(), nil
+	return data, nil
 }
 
 // readMirrorChanges reads a change file back into mp.changes, checking its
@@ -143,24 +131,9 @@ func readWholeFile(fs icebergio.IO, path string) ([]byte, error) {
 }
 
 func decodeMirrorChanges(data []byte, mp *mirrorPart) error {
-	pf, err := file.NewParquetReader(bytes.NewReader(data))
-	if err != nil {
-		return err
-	}
-	defer pf.Close()
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 64 << 10}, memory.DefaultAllocator)
-	if err != nil {
-		return err
-	}
-	rr, err := fr.GetRecordReader(context.Background(), nil, nil)
-	if err != nil {
-		return err
-	}
-	defer rr.Release()
-	mp.changes = make([]mirrorChange, 0, pf.NumRows())
+	mp.changes = nil
 	sources := make(map[string]string) // interned source ids
-	for rr.Next() {
-		rec := rr.RecordBatch()
+	return readSideFile(context.Background(), bytes.NewReader(data), func(rec arrow.RecordBatch) error {
 		keys, ok1 := rec.Column(0).(*array.String)
 		srcs, ok2 := rec.Column(1).(*array.String)
 		seqs, ok3 := rec.Column(2).(*array.Int64)
@@ -170,6 +143,7 @@ func decodeMirrorChanges(data []byte, mp *mirrorPart) error {
 		if rec.NumCols() != 6 || !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
 			return errors.New("unexpected columns")
 		}
+		mp.changes = slices.Grow(mp.changes, keys.Len())
 		for i := range keys.Len() {
 			src, ok := sources[srcs.Value(i)]
 			if !ok {
@@ -191,8 +165,8 @@ func decodeMirrorChanges(data []byte, mp *mirrorPart) error {
 			}
 			mp.changes = append(mp.changes, ch)
 		}
-	}
-	return rr.Err()
+		return nil
+	})
 }
 
 // isChangeFilePath reports whether path is under a table's change files'

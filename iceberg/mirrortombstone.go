@@ -1,7 +1,6 @@
 package iceberg
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,10 +11,6 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
-	"github.com/apache/arrow-go/v18/parquet"
-	"github.com/apache/arrow-go/v18/parquet/compress"
-	"github.com/apache/arrow-go/v18/parquet/file"
-	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
@@ -125,24 +120,15 @@ func writeTombstones(ctx context.Context, tbl *table.Table, ts []tombstone) (tom
 	}
 	rec := b.NewRecordBatch()
 	defer rec.Release()
-	var buf bytes.Buffer
-	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
-	w, err := pqarrow.NewFileWriter(tombstoneSchema, &buf, props, pqarrow.DefaultWriterProps())
+	data, err := encodeSideFile(rec)
 	if err != nil {
-		return tf, fmt.Errorf("mirror: tombstone file: %w", err)
-	}
-	if err := errors.Join(w.Write(rec), w.Close()); err != nil {
 		return tf, fmt.Errorf("mirror: tombstone file: %w", err)
 	}
 	fs, err := tbl.FS(ctx)
 	if err != nil {
 		return tf, err
 	}
-	wfs, ok := fs.(icebergio.WriteFileIO)
-	if !ok {
-		return tf, fmt.Errorf("mirror: the table's file IO %T cannot write files", fs)
-	}
-	if err := wfs.WriteFile(tf.Path, buf.Bytes()); err != nil {
+	if err := writeSideFile(fs, tf.Path, data); err != nil {
 		return tf, fmt.Errorf("mirror: write tombstone file: %w", err)
 	}
 	return tf, nil
@@ -173,22 +159,7 @@ func readTombstones(ctx context.Context, fs icebergio.IO, path string, idx *mirr
 		return err
 	}
 	defer f.Close()
-	pf, err := file.NewParquetReader(f)
-	if err != nil {
-		return err
-	}
-	defer pf.Close()
-	fr, err := pqarrow.NewFileReader(pf, pqarrow.ArrowReadProperties{BatchSize: 64 << 10}, memory.DefaultAllocator)
-	if err != nil {
-		return err
-	}
-	rr, err := fr.GetRecordReader(ctx, nil, nil)
-	if err != nil {
-		return err
-	}
-	defer rr.Release()
-	for rr.Next() {
-		rec := rr.RecordBatch()
+	return readSideFile(ctx, f, func(rec arrow.RecordBatch) error {
 		keys, ok1 := rec.Column(0).(*array.String)
 		ms, ok2 := rec.Column(1).(*array.Int64)
 		srcs, ok3 := rec.Column(2).(*array.String)
@@ -199,8 +170,8 @@ func readTombstones(ctx context.Context, fs icebergio.IO, path string, idx *mirr
 		for i := range keys.Len() {
 			idx.set(keys.Value(i), orderKey{eventMs: uint64(ms.Value(i)), source: srcs.Value(i), entry: uint64(seqs.Value(i))}, true)
 		}
-	}
-	return rr.Err()
+		return nil
+	})
 }
 
 // tombstoneUpdate is what a mirror commit changes in the tombstone files.
