@@ -76,19 +76,86 @@ func compareOrder(a, b orderKey) int {
 
 // mirrorPart is the mirror side of a staged table: the winner per key of
 // the staged rows the mirror's watermarks did not cover.
+//
+// It lives from stage to commit (in direct mode up to a commit interval:
+// millions of changes at a high rate of new keys), so its changes hold no
+// pointers and the GC never scans them: offsets into two strings of the
+// part (keys, afters) and an index into its small table of source ids.
+// Commit materializes mirrorChange values for the winners alone
+// (mergeMirrorParts).
 type mirrorPart struct {
-	changes []mirrorChange // one per key
+	changes []stagedChange // one per key
+	keys    string         // the changes' keys are slices of it
+	afters  string         // the changes' `after` texts are slices of it
+	sources []string       // by stagedChange.source
 	spans   map[string]span
 	rows    int64
+}
+
+// stagedChange is a mirrorChange as a part keeps it: without pointers (see
+// mirrorPart). Lengths fit 32 bits: a row id or an `after` text is one
+// field of one request (and an Arrow string of a change file).
+type stagedChange struct {
+	keyOff, afterOff int
+	entry, eventMs   uint64
+	keyLen, afterLen uint32
+	source           uint32
+	op               codec.Op
+}
+
+// len is the number of changes of p.
+func (p *mirrorPart) len() int { return len(p.changes) }
+
+// key is the key of p's change i.
+func (p *mirrorPart) key(i int) string {
+	c := &p.changes[i]
+	return p.keys[c.keyOff : c.keyOff+int(c.keyLen)]
+}
+
+// order is the place of p's change i in the winner order.
+func (p *mirrorPart) order(i int) orderKey {
+	c := &p.changes[i]
+	return orderKey{c.eventMs, p.sources[c.source], c.entry}
+}
+
+// change materializes p's change i (its strings are slices of p's).
+func (p *mirrorPart) change(i int) mirrorChange {
+	c := &p.changes[i]
+	return mirrorChange{key: p.key(i), source: p.sources[c.source], entry: c.entry, eventMs: c.eventMs, op: c.op,
+		after: p.afters[c.afterOff : c.afterOff+int(c.afterLen)]}
+}
+
+// dropChanges forgets p's changes (its spans and row count stay).
+func (p *mirrorPart) dropChanges() {
+	p.changes, p.keys, p.afters, p.sources = nil, "", "", nil
+}
+
+// sourceIndex interns the source ids of a part being built.
+type sourceIndex struct {
+	at   map[string]uint32
+	list []string
+}
+
+func (x *sourceIndex) index(src string) uint32 {
+	if i, ok := x.at[src]; ok {
+		return i
+	}
+	if x.at == nil {
+		x.at = make(map[string]uint32)
+	}
+	src = strings.Clone(src)
+	i := uint32(len(x.list))
+	x.at[src] = i
+	x.list = append(x.list, src)
+	return i
 }
 
 // foldMirror folds the rows of t above the mirror's watermarks have.
 //
 // It runs on every row a server stages, so it allocates per table, not per
-// row: one string of every row id (the map's and the changes' keys are
-// slices of it), the winners found by row index, then copied out into one
-// slice of changes and one buffer of `after` texts (rows beaten later in
-// the same table are never copied).
+// row: one string of every row id (the part's keys), the winners found by
+// row index, then copied out into one slice of changes and one string of
+// `after` texts (rows beaten later in the same table are never copied).
 func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	n := 0
 	for i := range t.Rows {
@@ -100,8 +167,9 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		ids.Write(t.Rows[i].RowID)
 	}
 	all := ids.String()
-	mp := &mirrorPart{spans: make(map[string]span)}
-	win := make(map[string]int, min(len(t.Rows), maxFoldSizeHint)) // key -> winning row
+	mp := &mirrorPart{keys: all, spans: make(map[string]span)}
+	type winner struct{ row, keyOff int }
+	win := make(map[string]winner, min(len(t.Rows), maxFoldSizeHint)) // key -> winning row
 	// A source's rows come in runs (batches): its watermark and span are
 	// looked up once per run.
 	var (
@@ -113,6 +181,7 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	off := 0
 	for i := range t.Rows {
 		r := &t.Rows[i]
+		keyOff := off
 		key := all[off : off+len(r.RowID)]
 		off += len(r.RowID)
 		if i == 0 || r.SourceID != src {
@@ -129,8 +198,8 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 		mp.rows++
 		sp.add(r.BatchSeq, r.Sequence)
 		spanned = true
-		if j, ok := win[key]; !ok || compareOrder(rowOrder(r), rowOrder(&t.Rows[j])) > 0 {
-			win[key] = i
+		if w, ok := win[key]; !ok || compareOrder(rowOrder(r), rowOrder(&t.Rows[w.row])) > 0 {
+			win[key] = winner{i, keyOff}
 		}
 	}
 	if spanned {
@@ -139,18 +208,13 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	if mp.rows == 0 {
 		return nil
 	}
-	type winner struct {
-		row int
-		key string
-	}
 	wins := make([]winner, 0, len(win))
 	var afterBytes int
-	for k, i := range win {
-		wins = append(wins, winner{i, k})
-		afterBytes += len(t.Rows[i].After)
+	for _, w := range win {
+		wins = append(wins, w)
+		afterBytes += len(t.Rows[w.row].After)
 	}
-	// One string of every winning `after` (the decoder hands out its string
-	// values as slices of it).
+	// One string of every winning `after`.
 	var afters strings.Builder
 	afters.Grow(afterBytes)
 	for _, w := range wins {
@@ -158,22 +222,21 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 			afters.Write(r.After)
 		}
 	}
-	text := afters.String()
-	mp.changes = make([]mirrorChange, len(wins))
-	sources := make(map[string]string) // interned source ids
+	mp.afters = afters.String()
+	mp.changes = make([]stagedChange, len(wins))
+	var sources sourceIndex
+	afterOff := 0
 	for n, w := range wins {
 		r := &t.Rows[w.row]
-		src, ok := sources[r.SourceID]
-		if !ok {
-			src = strings.Clone(r.SourceID)
-			sources[src] = src
-		}
 		ch := &mp.changes[n]
-		*ch = mirrorChange{key: w.key, source: src, entry: r.Sequence, eventMs: r.Timestamp, op: r.Op}
+		*ch = stagedChange{keyOff: w.keyOff, keyLen: uint32(len(r.RowID)), source: sources.index(r.SourceID),
+			entry: r.Sequence, eventMs: r.Timestamp, op: r.Op, afterOff: afterOff}
 		if r.Op != codec.OpDelete {
-			ch.after, text = text[:len(r.After)], text[len(r.After):]
+			ch.afterLen = uint32(len(r.After))
+			afterOff += len(r.After)
 		}
 	}
+	mp.sources = sources.list
 	return mp
 }
 

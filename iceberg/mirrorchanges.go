@@ -22,7 +22,7 @@ import (
 )
 
 // Mirror change files (Config.ElectedCommitter with Config.Mirror): a
-// stager hands its folded mirror changes of one table (mirrorPart.changes)
+// stager hands its folded mirror changes of one table (a mirrorPart)
 // to the elected committer as a Parquet file of (row_id, source_id,
 // entry_seq, event_ms, op, after) under the changelog table's
 // data/mirror-changes/, and records its path and SHA-256 in the part's row
@@ -76,8 +76,8 @@ func writeMirrorChanges(ctx context.Context, tbl *table.Table, mp *mirrorPart) (
 func encodeMirrorChanges(mp *mirrorPart) ([]byte, error) {
 	b := array.NewRecordBuilder(memory.DefaultAllocator, mirrorChangesSchema)
 	defer b.Release()
-	for i := range mp.changes {
-		ch := &mp.changes[i]
+	for i := range mp.len() {
+		ch := mp.change(i)
 		b.Field(0).(*array.StringBuilder).Append(ch.key)
 		b.Field(1).(*array.StringBuilder).Append(ch.source)
 		b.Field(2).(*array.Int64Builder).Append(int64(ch.entry))
@@ -98,7 +98,7 @@ func encodeMirrorChanges(mp *mirrorPart) ([]byte, error) {
 	return data, nil
 }
 
-// readMirrorChanges reads a change file back into mp.changes, checking its
+// readMirrorChanges reads a change file back into mp's changes, checking its
 // SHA-256 first.
 func readMirrorChanges(fs icebergio.IO, cf changeFile, mp *mirrorPart) error {
 	data, err := readWholeFile(fs, cf.path)
@@ -130,10 +130,12 @@ func readWholeFile(fs icebergio.IO, path string) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// decodeMirrorChanges builds mp's changes from a change file's data
+// directly in the part's compact form (mirror.go): the keys and `after`
+// texts appended to one string each, per file, not per row.
 func decodeMirrorChanges(data []byte, mp *mirrorPart) error {
-	mp.changes = nil
-	sources := make(map[string]string) // interned source ids
-	return readSideFile(context.Background(), bytes.NewReader(data), func(rec arrow.RecordBatch) error {
+	var pb partBuilder
+	err := readSideFile(context.Background(), bytes.NewReader(data), func(rec arrow.RecordBatch) error {
 		keys, ok1 := rec.Column(0).(*array.String)
 		srcs, ok2 := rec.Column(1).(*array.String)
 		seqs, ok3 := rec.Column(2).(*array.Int64)
@@ -143,30 +145,61 @@ func decodeMirrorChanges(data []byte, mp *mirrorPart) error {
 		if rec.NumCols() != 6 || !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 {
 			return errors.New("unexpected columns")
 		}
-		mp.changes = slices.Grow(mp.changes, keys.Len())
+		pb.grow(keys.Len(), len(keys.ValueBytes()), len(afters.ValueBytes()))
 		for i := range keys.Len() {
-			src, ok := sources[srcs.Value(i)]
-			if !ok {
-				src = strings.Clone(srcs.Value(i))
-				sources[src] = src
-			}
 			op := codec.Op(ops.Value(i))
 			if ops.Value(i) < 0 || op > codec.OpDelete {
 				return fmt.Errorf("row %q: unknown op %d", keys.Value(i), ops.Value(i))
 			}
-			ch := mirrorChange{key: strings.Clone(keys.Value(i)), source: src, entry: uint64(seqs.Value(i)),
+			ch := mirrorChange{key: keys.Value(i), source: srcs.Value(i), entry: uint64(seqs.Value(i)),
 				eventMs: uint64(ms.Value(i)), op: op}
 			switch {
 			case op == codec.OpDelete:
 			case afters.IsNull(i):
 				return fmt.Errorf("row %q: %v without after", ch.key, op)
 			default:
-				ch.after = strings.Clone(afters.Value(i))
+				ch.after = afters.Value(i)
 			}
-			mp.changes = append(mp.changes, ch)
+			pb.add(ch)
 		}
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	pb.finish(mp)
+	return nil
+}
+
+// partBuilder builds a mirrorPart's changes one by one, copying their
+// strings into the part's own.
+type partBuilder struct {
+	keys, afters strings.Builder
+	changes      []stagedChange
+	sources      sourceIndex
+}
+
+// grow makes room for n more changes of keyBytes and afterBytes.
+func (b *partBuilder) grow(n, keyBytes, afterBytes int) {
+	b.changes = slices.Grow(b.changes, n)
+	b.keys.Grow(keyBytes)
+	b.afters.Grow(afterBytes)
+}
+
+func (b *partBuilder) add(ch mirrorChange) {
+	sc := stagedChange{keyOff: b.keys.Len(), keyLen: uint32(len(ch.key)), source: b.sources.index(ch.source),
+		entry: ch.entry, eventMs: ch.eventMs, op: ch.op}
+	b.keys.WriteString(ch.key)
+	if ch.op != codec.OpDelete {
+		sc.afterOff, sc.afterLen = b.afters.Len(), uint32(len(ch.after))
+		b.afters.WriteString(ch.after)
+	}
+	b.changes = append(b.changes, sc)
+}
+
+// finish sets mp's changes to the ones added.
+func (b *partBuilder) finish(mp *mirrorPart) {
+	mp.changes, mp.keys, mp.afters, mp.sources = b.changes, b.keys.String(), b.afters.String(), b.sources.list
 }
 
 // isChangeFilePath reports whether path is under a table's change files'

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -20,12 +21,12 @@ import (
 // op is unknown, is refused with an error naming the file, never a panic.
 func TestMirrorChangeFileRoundTrip(t *testing.T) {
 	dir := t.TempDir()
-	mp := &mirrorPart{changes: []mirrorChange{
+	mp := partOf([]mirrorChange{
 		{key: "k1", source: "src-a", entry: 7, eventMs: 1_700_000_000_123, op: codec.OpInsert, after: `{"a":1}`},
 		{key: "k2", source: "src-b", entry: 1 << 40, eventMs: 5, op: codec.OpUpdate, after: `{"name":"Zoë ✓"}`},
 		{key: "k3", source: "src-a", entry: 9, eventMs: 6, op: codec.OpDelete},
 		{key: "", source: "src-a", entry: 10, eventMs: 6, op: codec.OpUpdate, after: `{}`},
-	}}
+	}...)
 	data, err := encodeMirrorChanges(mp)
 	if err != nil {
 		t.Fatal(err)
@@ -45,8 +46,17 @@ func TestMirrorChangeFileRoundTrip(t *testing.T) {
 	if err := readMirrorChanges(fs, cf, got); err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(got.changes, mp.changes) {
-		t.Fatalf("read back %+v, wrote %+v", got.changes, mp.changes)
+	if !reflect.DeepEqual(got.all(), mp.all()) {
+		t.Fatalf("read back %+v, wrote %+v", got.all(), mp.all())
+	}
+	// The part built from a file's data owns its strings.
+	direct, buf := &mirrorPart{}, slices.Clone(data)
+	if err := decodeMirrorChanges(buf, direct); err != nil {
+		t.Fatal(err)
+	}
+	clear(buf)
+	if !reflect.DeepEqual(direct.all(), mp.all()) {
+		t.Fatalf("after its data was overwritten, read %+v, wrote %+v", direct.all(), mp.all())
 	}
 
 	bad := cf
@@ -58,7 +68,7 @@ func TestMirrorChangeFileRoundTrip(t *testing.T) {
 	if err := readMirrorChanges(fs, trunc, &mirrorPart{}); err == nil || !strings.Contains(err.Error(), trunc.path) {
 		t.Errorf("truncated file: %v", err)
 	}
-	odd, err := encodeMirrorChanges(&mirrorPart{changes: []mirrorChange{{key: "k", source: "s", op: codec.Op(9), after: "{}"}}})
+	odd, err := encodeMirrorChanges(partOf(mirrorChange{key: "k", source: "s", op: codec.Op(9), after: "{}"}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -318,30 +318,39 @@ func onlyCompactedSince(tbl *table.Table, since int64) bool {
 const maxSnapshotWalk = 1000
 
 // mergeMirrorParts returns the winner per key across parts (each part has
-// one change per key already).
+// one change per key already), materialized for the commit.
 func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
 	n := 0
 	for _, p := range parts {
-		n += len(p.changes)
+		n += p.len()
 	}
-	out := make([]*mirrorChange, 0, n)
+	vals := make([]mirrorChange, 0, n)
 	if len(parts) == 1 {
-		for i := range parts[0].changes {
-			out = append(out, &parts[0].changes[i])
+		for i := range parts[0].len() {
+			vals = append(vals, parts[0].change(i))
 		}
-		return out
-	}
-	at := make(map[string]int, n) // key -> position in out
-	for _, p := range parts {
-		for i := range p.changes {
-			ch := &p.changes[i]
-			if j, ok := at[ch.key]; !ok {
-				at[ch.key] = len(out)
-				out = append(out, ch)
-			} else if compareOrder(ch.order(), out[j].order()) > 0 {
-				out[j] = ch
+	} else {
+		type at struct{ part, i int }
+		win := make([]at, 0, n)
+		pos := make(map[string]int, n) // key -> position in win
+		for pi, p := range parts {
+			for i := range p.len() {
+				key := p.key(i)
+				if j, ok := pos[key]; !ok {
+					pos[key] = len(win)
+					win = append(win, at{pi, i})
+				} else if w := win[j]; compareOrder(p.order(i), parts[w.part].order(w.i)) > 0 {
+					win[j] = at{pi, i}
+				}
 			}
 		}
+		for _, w := range win {
+			vals = append(vals, parts[w.part].change(w.i))
+		}
+	}
+	out := make([]*mirrorChange, len(vals))
+	for i := range vals {
+		out[i] = &vals[i]
 	}
 	return out
 }

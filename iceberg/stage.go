@@ -43,7 +43,7 @@ type stagedTable struct {
 	spans map[string]span
 	// mirror is the folded mirror side of the rows (Config.Mirror), or nil.
 	// With Config.ElectedCommitter its changes are in mirrorFile instead
-	// (mirrorchanges.go), and mirror.changes is nil.
+	// (mirrorchanges.go), and mirror has no changes.
 	mirror     *mirrorPart
 	mirrorFile changeFile
 	// partID is the part's row in PartsTable once published
@@ -306,7 +306,7 @@ func (s *Sink) stageMirrorChanges(ctx context.Context, tbl *table.Table, stt *st
 	}
 	s.markStagedPath(cf.path)
 	stt.mirrorFile = cf
-	stt.mirror.changes = nil
+	stt.mirror.dropChanges()
 	return nil
 }
 
