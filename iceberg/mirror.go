@@ -93,8 +93,9 @@ type mirrorPart struct {
 }
 
 // stagedChange is a mirrorChange as a part keeps it: without pointers (see
-// mirrorPart). Lengths fit 32 bits: a row id or an `after` text is one
-// field of one request (and an Arrow string of a change file).
+// mirrorPart). Lengths fit 32 bits: a row id or an `after` text is part of
+// one batch frame (at most codec.MaxMessageSize) or one Arrow string of a
+// change file.
 type stagedChange struct {
 	keyOff, afterOff int
 	entry, eventMs   uint64
