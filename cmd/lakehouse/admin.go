@@ -156,7 +156,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
 		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
-		fs.BoolVar(&mirror, "mirror", false, "read the table's mirror (its current state, one row per key; serve --mirror) instead of its changelog")
+		fs.BoolVar(&mirror, "mirror", false, "read the table's mirror (its current state, one row per key; written by serve unless --mirror=false) instead of its changelog")
 	}, nil)
 	if err != nil {
 		return err
