@@ -213,15 +213,23 @@ func runTables(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	rows, err := withMirrors(ctx, s, infos)
+	if err != nil {
+		return err
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(infos)
+		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TABLE\tCDC NAME\tROWS\tSNAPSHOTS")
-	for _, t := range infos {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", t.Name, t.OriginalName, t.Rows, t.Snapshots)
+	fmt.Fprintln(tw, "TABLE\tCDC NAME\tROWS\tSNAPSHOTS\tMIRROR")
+	for _, t := range rows {
+		m := t.Mirror
+		if m == "" {
+			m = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, t.OriginalName, t.Rows, t.Snapshots, m)
 	}
 	return tw.Flush()
 }
