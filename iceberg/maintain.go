@@ -374,6 +374,7 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 	if err != nil {
 		return 0, err
 	}
+	tbl = s.tolerantWalk(tbl)
 	fs, err := tbl.FS(ctx)
 	if err != nil {
 		return 0, err

@@ -3,11 +3,16 @@
 package integration
 
 import (
+	"context"
+	"fmt"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dot-do/lakehouse-rpc/iceberg"
 )
 
 // replay runs `lakehouse replay` on instance name's data directory, as a
@@ -64,6 +69,9 @@ func TestScaleOutReplay(t *testing.T) {
 	if !strings.Contains(out, ": 20 batches, 1000 entries committed; 10 batches dropped") {
 		t.Errorf("replay report: %q, want 20 batches (2 sources x 11..20) committed and 10 dropped (the moved source)", out)
 	}
+	// Mirrors are on by default, in replay too: the mirror tables catch up
+	// with their changelog tables (the replayed batches included).
+	so.waitMirrorsCaughtUp()
 	if out := so.replay("a"); !strings.Contains(out, ": 0 batches, 0 entries committed; 0 batches dropped") {
 		t.Errorf("second replay: %q, want nothing", out)
 	}
@@ -100,4 +108,55 @@ func storedOf(stored []storedEntry, srcs []*resumingSource) []storedEntry {
 		}
 	}
 	return out
+}
+
+// waitMirrorsCaughtUp waits until every changelog table has a mirror table
+// with the same watermarks (a mirror commit follows its changelog commit,
+// possibly by another instance's committer), and fails the test if that
+// does not happen within 30 s.
+func (so *scaleOut) waitMirrorsCaughtUp() {
+	so.t.Helper()
+	ctx := context.Background()
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if last = so.mirrorLag(ctx); last == "" {
+			return
+		}
+	}
+	so.t.Errorf("mirrors behind their changelog tables after 30 s: %s", last)
+}
+
+// mirrorLag describes the first table whose mirror lags its changelog
+// table, "" when none does.
+func (so *scaleOut) mirrorLag(ctx context.Context) string {
+	cl, err := iceberg.Open(ctx, so.config())
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	defer cl.Close()
+	mcfg := so.config()
+	mcfg.Namespace = mirrorNamespace
+	mk, err := iceberg.Open(ctx, mcfg)
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	defer mk.Close()
+	tables, err := cl.Tables(ctx)
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	mirrors, err := mk.Tables(ctx)
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	mwm := map[string]any{}
+	for _, m := range mirrors {
+		mwm[m.Name] = m.Watermarks
+	}
+	for _, tb := range tables {
+		if !reflect.DeepEqual(mwm[tb.Name], any(tb.Watermarks)) {
+			return fmt.Sprintf("%s: changelog %v, mirror %v", tb.Name, tb.Watermarks, mwm[tb.Name])
+		}
+	}
+	return ""
 }

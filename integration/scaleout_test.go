@@ -69,7 +69,7 @@ func (so *scaleOut) launch(name string, extra ...string) (*proc, string) {
 		"--catalog-uri", so.dsn, "--warehouse", so.warehouse, "--coordination", "catalog", "--lease-ttl", "2s",
 		// Mirror tables are tested on their own (mirror_test.go,
 		// scaleout_mirror_test.go, which give --mirror in extra).
-		"--mirror=false", "--log-level", "info"}, extra...)
+		"--log-level", "info"}, extra...)
 	if !so.maintain {
 		args = append(args, "--no-maintenance")
 	}

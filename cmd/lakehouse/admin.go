@@ -156,7 +156,7 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		fs.StringVar(&table, "table", "", "CDC table name (as sent, or its sanitised Iceberg name); required")
 		fs.BoolVar(&asJSON, "json", false, "print one JSON object per row")
 		fs.IntVar(&limit, "limit", 100, "print at most this many rows (0: all)")
-		fs.BoolVar(&mirror, "mirror", false, "read the table's mirror (its current state, one row per key; serve --mirror) instead of its changelog")
+		fs.BoolVar(&mirror, "mirror", false, "read the table's mirror (its current state, one row per key; written by serve unless --mirror=false) instead of its changelog")
 	}, nil)
 	if err != nil {
 		return err
@@ -213,15 +213,23 @@ func runTables(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
+	rows, err := withMirrors(ctx, s, infos)
+	if err != nil {
+		return err
+	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
-		return enc.Encode(infos)
+		return enc.Encode(rows)
 	}
 	tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TABLE\tCDC NAME\tROWS\tSNAPSHOTS")
-	for _, t := range infos {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\n", t.Name, t.OriginalName, t.Rows, t.Snapshots)
+	fmt.Fprintln(tw, "TABLE\tCDC NAME\tROWS\tSNAPSHOTS\tMIRROR")
+	for _, t := range rows {
+		m := t.Mirror
+		if m == "" {
+			m = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", t.Name, t.OriginalName, t.Rows, t.Snapshots, m)
 	}
 	return tw.Flush()
 }

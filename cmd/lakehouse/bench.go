@@ -28,7 +28,7 @@ type benchComparison struct {
 // throughput, latency and CPU per million entries. With no --addr it calls
 // startServer to run a server in-process (nil: --addr is required).
 func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
-	startServer func(ctx context.Context) (addr string, stop func() error, err error)) (err error) {
+	startServer func(ctx context.Context, mirror bool) (addr string, stop func() error, err error)) (err error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", "", "server gRPC address (empty: start a server in-process)")
@@ -55,6 +55,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
 		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
 	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
+	mirror := fs.Bool(KeyMirror, DefaultMirror, "in-process server (no --addr): keep mirror tables, as serve does by default; "+
+		"--mirror=false measures the changelog alone")
 	var lf legacyFlags
 	lf.register(fs)
 	var fresh freshnessFlags
@@ -107,7 +109,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if startServer == nil {
 			return errors.New("--addr is required")
 		}
-		a, stop, err := startServer(ctx)
+		a, stop, err := startServer(ctx, *mirror)
 		if err != nil {
 			return fmt.Errorf("starting a server: %w", err)
 		}

@@ -42,7 +42,9 @@ func TestBenchCPULineWhenTheFinalFlushFails(t *testing.T) {
 	in.WrapSink(func(s sink.Sink) sink.Sink { return heldSink{Sink: s, release: release} })
 	in.Restart()
 	t.Cleanup(func() { close(release) }) // before in.Stop (cleanups run last first)
-	inProcess := func(context.Context) (string, func() error, error) { return in.Addr, func() error { return nil }, nil }
+	inProcess := func(context.Context, bool) (string, func() error, error) {
+		return in.Addr, func() error { return nil }, nil
+	}
 	var out, errb bytes.Buffer
 	if err := runBench(t.Context(), []string{"--entries", "2000", "--frames", "--progress", "0", "--grace", "1s"}, &out, &errb, inProcess); err != nil {
 		t.Fatalf("bench: %v\n%s", err, errb.String())

@@ -257,6 +257,13 @@ progress:
 	if tbl, err := sk.LoadTable(fctx, first); err == nil {
 		metaLoc = tbl.MetadataLocation()
 	}
+	// The mirror (on by default): the table as it is now, typed columns.
+	fmt.Fprintf(stdout, "\n%s as it is now (its mirror table %s: one row per key, typed columns), first %d rows:\n",
+		first, strings.Join(sk.MirrorIdentifier(first), "."), *rows)
+	if err := scanMirror(fctx, sk, first, *rows, false, stdout); err != nil {
+		fmt.Fprintf(stdout, "  %v\n", err)
+	}
+	fmt.Fprintf(stdout, "  (all of it: lakehouse scan --data-dir %s --table %s --mirror --limit 0)\n", dir, first)
 	fmt.Fprint(stdout, readSnippets(dir, first, metaLoc))
 	if interrupted {
 		fmt.Fprintln(stdout, "\n(stopped early by Ctrl-C)")

@@ -36,6 +36,8 @@ func TestDemo(t *testing.T) {
 		"iceberg_scan('" + dir + "/warehouse/cdc.db/users/metadata/",
 		"spark.sql.catalog.lakehouse.uri=jdbc:sqlite:" + dir + "/catalog.db",
 		"FROM lakehouse.cdc.users",
+		"users as it is now (its mirror table cdc_current.users: one row per key, typed columns), first 3 rows:\nROW_ID",
+		"--table users --mirror --limit 0",
 	} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q", want)

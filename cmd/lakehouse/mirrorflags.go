@@ -23,11 +23,19 @@ type mirrorFlags struct {
 	buckets      int
 }
 
+// KeyMirror turns the mirror tables on or off. On by default (issue 16):
+// users expect a table's current state; --mirror=false keeps only the
+// changelog and saves the mirror's CPU (docs/mirror.md, "Known limits").
+const (
+	KeyMirror     = "mirror"
+	DefaultMirror = true
+)
+
 // register adds the flags; writer adds those only a writer uses.
 func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
-	// Off by default for now: a mirror commit's row building costs several
-	// times the changelog's CPU (docs/mirror.md, "Known limits").
-	fs.BoolVar(&m.on, "mirror", false, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns (see docs/mirror.md)")
+	fs.BoolVar(&m.on, KeyMirror, DefaultMirror, "keep a mirror table per CDC table: its current state, one row per row_id with typed columns, "+
+		"in the namespace --mirror-namespace (see docs/mirror.md); --mirror=false keeps only the changelog tables and saves the mirror's CPU "+
+		"(with the iceberg sink; the jsonl sink has no mirrors)")
 	fs.StringVar(&m.namespace, "mirror-namespace", "", "Iceberg namespace of the mirror tables (default: the CDC namespace + \""+iceberg.DefaultMirrorNamespaceSuffix+"\")")
 	fs.IntVar(&m.compactAt, "mirror-compact-delete-files", iceberg.DefaultMirrorCompactDeleteFiles, "compact a mirror table partition in the background once it has this many equality delete files (at least 2; negative: no mirror compaction)")
 	fs.Int64Var(&m.scanBudget, "mirror-scan-budget", iceberg.DefaultMirrorScanBudget, "also compact a mirror partition once a scan of it would apply more than this many delete rows (each delete file's rows counted once per data file it applies to; negative: off)")

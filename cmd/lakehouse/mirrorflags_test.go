@@ -2,6 +2,8 @@ package main
 
 import (
 	"flag"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,5 +42,39 @@ func TestMirrorSchemasFlag(t *testing.T) {
 		if _, err := parse("--mirror-schemas", file); err == nil || !strings.Contains(err.Error(), "--mirror-schemas") || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v", file, err)
 		}
+	}
+}
+
+// TestMirrorOnByDefault: serve and replay keep mirror tables unless told
+// not to (issue 16); --mirror=false, LAKEHOUSE_MIRROR=false and
+// `mirror: false` in the YAML file turn them off.
+func TestMirrorOnByDefault(t *testing.T) {
+	mirrorOf := func(args ...string) bool {
+		t.Helper()
+		fs, o := serveFlagSet(io.Discard)
+		if err := parseFlags(fs, args); err != nil {
+			t.Fatal(err)
+		}
+		cfg, err := o.sf.icebergConfig(t.TempDir(), slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg.Mirror
+	}
+	if !mirrorOf() {
+		t.Error("serve: mirrors off by default")
+	}
+	if mirrorOf("--mirror=false") {
+		t.Error("serve --mirror=false: mirrors on")
+	}
+	if mirrorOf("--config", writeConfig(t, "mirror: false\n")) {
+		t.Error("mirror: false in the config file: mirrors on")
+	}
+	t.Setenv("LAKEHOUSE_MIRROR", "false")
+	if mirrorOf() {
+		t.Error("LAKEHOUSE_MIRROR=false: mirrors on")
+	}
+	if !mirrorOf("--mirror") {
+		t.Error("--mirror beats LAKEHOUSE_MIRROR=false: mirrors off")
 	}
 }

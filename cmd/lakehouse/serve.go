@@ -333,8 +333,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if ready != nil {
 		ready(a.grpcAddr(), a.httpAddr())
 	}
+	// mirror says whether the current-state tables are written (on by
+	// default; --mirror=false turns them off), so a log shows which.
 	log.Info("lakehouse serving", "grpc", a.grpcAddr(), "data_dir", cfg.DataDir, "sink", sf.kind,
-		"tls", sec.tls != nil, "tokens", sec.tokens != nil)
+		"mirror", sf.kind == "iceberg" && sf.mirror.on, "tls", sec.tls != nil, "tokens", sec.tokens != nil)
 
 	runErr := a.wait(ctx)
 	if runErr != nil {
