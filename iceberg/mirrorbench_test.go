@@ -60,7 +60,7 @@ func BenchmarkMirrorRows(b *testing.B) {
 	cpu0 := processCPU()
 	b.ResetTimer()
 	for range b.N {
-		rec, extra, misfits, err := buildMirrorRecord(sc, rows, ty, MirrorTableSchema{})
+		rec, extra, misfits, err := buildMirrorRecord(context.Background(), sc, rows, ty, MirrorTableSchema{})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -1,6 +1,7 @@
 package iceberg
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -14,11 +15,15 @@ import (
 	"github.com/apache/iceberg-go/table"
 )
 
+// mirrorBuildCheckRows is how many rows buildMirrorRecord decodes between
+// two looks at its context (a few milliseconds' work).
+const mirrorBuildCheckRows = 1024
+
 // buildMirrorRecord builds the Arrow record of the rows to write (the
 // winners that are not deletes), typed by the table's current schema. It
 // returns the number of rows whose `after` went to _extra, and the decoded
 // `after` objects of those rows (in order: the schema plan's input).
-func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, []map[string]any, error) {
+func buildMirrorRecord(ctx context.Context, sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping, pin MirrorTableSchema) (arrow.RecordBatch, int64, []map[string]any, error) {
 	asc, err := table.SchemaToArrowSchema(sc, nil, true, false)
 	if err != nil {
 		return nil, 0, nil, fmt.Errorf("mirror arrow schema: %w", err)
@@ -50,7 +55,12 @@ func buildMirrorRecord(sc *iceberg.Schema, rows []*mirrorChange, ty mirrorTyping
 		misfits   []map[string]any
 	)
 	dec := newAfterDecoder()
-	for _, r := range rows {
+	for n, r := range rows {
+		// Decoding a large commit's rows takes seconds (tens under -race):
+		// a commit timeout or a shutdown's deadline must cut it short.
+		if n%mirrorBuildCheckRows == 0 && ctx.Err() != nil {
+			return nil, 0, nil, fmt.Errorf("mirror rows: %w", context.Cause(ctx))
+		}
 		b.Field(idx[mirrorFieldRowID]).(*array.StringBuilder).Append(r.key)
 		b.Field(idx[mirrorFieldSourceID]).(*array.StringBuilder).Append(r.source)
 		b.Field(idx[mirrorFieldEntrySeq]).(*array.Int64Builder).Append(int64(r.entry))

@@ -124,7 +124,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 	// columns: the schema plan reads those alone, and only a schema change
 	// builds the record again (a table's first commits).
 	pin, ty := s.mirrorPin(name), s.mirrorTyping()
-	rec, extra, misfits, err := buildMirrorRecord(tbl.Schema(), rows, ty, pin)
+	rec, extra, misfits, err := buildMirrorRecord(ctx, tbl.Schema(), rows, ty, pin)
 	if err != nil {
 		return mr, err
 	}
@@ -133,7 +133,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 	} else if next != tbl {
 		tbl = next
 		rec.Release()
-		if rec, extra, _, err = buildMirrorRecord(tbl.Schema(), rows, ty, pin); err != nil {
+		if rec, extra, _, err = buildMirrorRecord(ctx, tbl.Schema(), rows, ty, pin); err != nil {
 			return mr, err
 		}
 	}

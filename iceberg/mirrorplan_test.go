@@ -51,7 +51,7 @@ func TestMirrorPlanFromMisfits(t *testing.T) {
 					all.observeRow(m)
 				}
 			}
-			_, _, misfits, err := buildMirrorRecord(tbl.Schema(), rows, ty, MirrorTableSchema{})
+			_, _, misfits, err := buildMirrorRecord(ctx, tbl.Schema(), rows, ty, MirrorTableSchema{})
 			if err != nil {
 				t.Fatal(err)
 			}
