@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	iofs "io/fs"
 	"slices"
 	"strconv"
 	"strings"
@@ -374,24 +375,36 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 	if err != nil {
 		return 0, err
 	}
-	tbl = s.tolerantWalk(tbl)
 	fs, err := tbl.FS(ctx)
 	if err != nil {
 		return 0, err
 	}
 	removed := 0
-	res, err := tbl.DeleteOrphanFiles(ctx,
-		table.WithFilesOlderThan(s.cfg.Maintenance.OrphanAge),
-		table.WithDeleteFunc(func(path string) error {
-			if s.isStaged(path) || isTombstoneFile(tbl.Properties(), path) || s.isPendingChangeFile(ctx, path) {
-				return nil // a mirror's tombstones are referenced by a property, change files by parts
-			}
-			if err := fs.Remove(path); err != nil {
-				return err
-			}
-			removed++
-			return nil
-		}))
+	var res table.OrphanCleanupResult
+	// A directory that disappears while the walk lists the table (the
+	// committer deleting applied mirror change files: on an object store
+	// the prefix goes with its last object) fails iceberg-go's walk with
+	// "file does not exist"; the next walk no longer meets it. (Wrapping the
+	// table's IO to skip such errors instead hid the IO's other interfaces,
+	// and a walk on a stalled store then outlived its deadline.)
+	for attempt := 1; ; attempt++ {
+		res, err = tbl.DeleteOrphanFiles(ctx,
+			table.WithFilesOlderThan(s.cfg.Maintenance.OrphanAge),
+			table.WithDeleteFunc(func(path string) error {
+				if s.isStaged(path) || isTombstoneFile(tbl.Properties(), path) || s.isPendingChangeFile(ctx, path) {
+					return nil // a mirror's tombstones are referenced by a property, change files by parts
+				}
+				if err := fs.Remove(path); err != nil {
+					return err
+				}
+				removed++
+				return nil
+			}))
+		if err == nil || !errors.Is(err, iofs.ErrNotExist) || attempt == orphanWalkAttempts || ctx.Err() != nil {
+			break
+		}
+		s.log.Debug("orphan cleanup: a directory vanished during the walk; walking again", "table", name, "err", err)
+	}
 	if err != nil {
 		return removed, err
 	}
