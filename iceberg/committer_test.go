@@ -386,6 +386,24 @@ func TestElectedCommitterConfig(t *testing.T) {
 func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flush) {
 	t.Helper()
 	ctx := context.Background()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	// The tables' committer roles are held here until ci is closed: a table
+	// never committed is due at once, and ci's own committer would
+	// otherwise commit the parts at its first poll.
+	roles, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer roles.Close()
+	for _, tb := range f.Tables {
+		if _, err := roles.ExecContext(ctx, `SELECT pg_advisory_lock($1)`, ci.s.committerLockKey(tb.Name)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	st, err := ci.s.Stage(ctx, f)
 	if err != nil {
 		t.Fatal(err)
@@ -397,11 +415,6 @@ func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flus
 		_, err := ci.commitStaged(cctx, f, st)
 		done <- err
 	}()
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	for deadline := time.Now().Add(time.Minute); ; {
 		var n int
 		if err := db.QueryRow(`SELECT count(*) FROM `+PartsTable+` WHERE owner = $1 AND state = 'staged'`, ci.id).Scan(&n); err != nil {
@@ -424,6 +437,9 @@ func publishAndDie(t *testing.T, ci *committerInstance, dsn string, f *sink.Flus
 		t.Fatalf("waiting stager: %v, want canceled", err)
 	}
 	if err := ci.s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := roles.ExecContext(ctx, `SELECT pg_advisory_unlock_all()`); err != nil {
 		t.Fatal(err)
 	}
 }
