@@ -233,18 +233,20 @@ func (s *Sink) loadOrCreate(ctx context.Context, name, original string) (*table.
 }
 
 // wrap rebinds a loaded table to the sink's catalog (so commits go through
-// the sink's catalog wrapper) and applies Config.WrapIO to its FileIO.
+// the sink's catalog wrapper), binds its FileIO's directory walks to the
+// caller's context (bindWalkContext) and applies Config.WrapIO.
 func (s *Sink) wrap(tbl *table.Table) *table.Table {
-	if s.cfg.WrapIO == nil {
-		return table.New(tbl.Identifier(), tbl.Metadata(), tbl.MetadataLocation(), tbl.FS, s.cat)
-	}
 	inner := tbl.FS
 	wrapped := func(ctx context.Context) (icebergio.IO, error) {
 		fs, err := inner(ctx)
 		if err != nil {
 			return nil, err
 		}
-		return s.cfg.WrapIO(fs), nil
+		bindWalkContext(ctx, fs)
+		if s.cfg.WrapIO != nil {
+			fs = s.cfg.WrapIO(fs)
+		}
+		return fs, nil
 	}
 	return table.New(tbl.Identifier(), tbl.Metadata(), tbl.MetadataLocation(), wrapped, s.cat)
 }
