@@ -19,6 +19,7 @@ import (
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	// Catalog and storage back ends that register themselves.
 	_ "github.com/apache/iceberg-go/catalog/glue"
@@ -329,7 +330,8 @@ func (cfg *Config) catalogProps() iceberg.Properties {
 }
 
 // openCatalog opens the configured catalog.
-func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
+// The SQL catalog opens its metadata IOs with s3cfg (sharedS3Config).
+func openCatalog(ctx context.Context, cfg *Config, s3cfg *aws.Config) (catalog.Catalog, error) {
 	props := cfg.catalogProps()
 	switch cfg.CatalogType {
 	case CatalogSQL:
@@ -370,7 +372,7 @@ func openCatalog(ctx context.Context, cfg *Config) (catalog.Catalog, error) {
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
 		}
-		oc := &ownedDBCatalog{Catalog: cat, db: db}
+		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg}
 		if dialect == string(sqlcat.SQLite) {
 			oc.writeMu = new(sync.Mutex)
 		}
@@ -460,6 +462,7 @@ type ownedDBCatalog struct {
 	db      *sql.DB
 	writeMu *sync.Mutex // nil unless SQLite
 	commits commitCounter
+	s3cfg   *aws.Config // for the metadata IOs (sharedS3Config); nil without S3
 }
 
 // sqliteBusyRetries bounds the retries of a busy SQLite catalog write.
@@ -505,6 +508,7 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 		meta table.Metadata
 		loc  string
 	)
+	ctx = withS3Config(ctx, c.s3cfg)
 	err := c.write(ctx, func() (err error) {
 		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
 		return err
@@ -518,12 +522,18 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 
 // CreateTable creates a table under the SQLite write rules.
 func (c *ownedDBCatalog) CreateTable(ctx context.Context, ident table.Identifier, sc *iceberg.Schema, opts ...catalog.CreateTableOpt) (*table.Table, error) {
+	ctx = withS3Config(ctx, c.s3cfg)
 	var tbl *table.Table
 	err := c.write(ctx, func() (err error) {
 		tbl, err = c.Catalog.CreateTable(ctx, ident, sc, opts...)
 		return err
 	})
 	return tbl, err
+}
+
+// LoadTable loads a table, reading its metadata with the shared S3 client.
+func (c *ownedDBCatalog) LoadTable(ctx context.Context, ident table.Identifier) (*table.Table, error) {
+	return c.Catalog.LoadTable(withS3Config(ctx, c.s3cfg), ident)
 }
 
 // CreateNamespace creates a namespace under the SQLite write rules.

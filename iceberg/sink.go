@@ -51,6 +51,7 @@ import (
 	"github.com/apache/iceberg-go/catalog"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
+	"github.com/aws/aws-sdk-go-v2/aws"
 
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -62,6 +63,8 @@ import (
 type Sink struct {
 	cfg    Config
 	cat    catalog.Catalog
+	s3cfg  *aws.Config  // shared by every S3 IO (sharedS3Config); nil without S3
+	s3conn *connTracker // its client's connections, closed by Close; may be nil
 	ns     table.Identifier
 	log    *slog.Logger
 	schema *arrow.Schema
@@ -109,13 +112,19 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	cat, err := openCatalog(ctx, &cfg)
+	s3cfg, s3conn, err := sharedS3Config(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	cat, err := openCatalog(ctx, &cfg, s3cfg)
 	if err != nil {
 		return nil, err
 	}
 	s := &Sink{
 		cfg:        cfg,
 		cat:        cat,
+		s3cfg:      s3cfg,
+		s3conn:     s3conn,
 		ns:         catalog.ToIdentifier(cfg.Namespace),
 		log:        cfg.Logger.With("component", "iceberg-sink"),
 		schema:     asc,
@@ -191,7 +200,11 @@ func (s *Sink) Close() error {
 	return s.closeCatalog()
 }
 
+// closeCatalog closes the catalog and the shared S3 client's connections.
 func (s *Sink) closeCatalog() error {
+	if s.s3conn != nil {
+		defer s.s3conn.close()
+	}
 	if c, ok := s.cat.(catalog.Closer); ok {
 		if err := c.Close(); err != nil {
 			return fmt.Errorf("iceberg: close catalog: %w", err)
@@ -238,7 +251,7 @@ func (s *Sink) loadOrCreate(ctx context.Context, name, original string) (*table.
 func (s *Sink) wrap(tbl *table.Table) *table.Table {
 	inner := tbl.FS
 	wrapped := func(ctx context.Context) (icebergio.IO, error) {
-		fs, err := inner(ctx)
+		fs, err := inner(s.ioContext(ctx))
 		if err != nil {
 			return nil, err
 		}
