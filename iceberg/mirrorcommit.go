@@ -46,6 +46,20 @@ type mirrorResult struct {
 // parts applied in that transaction).
 func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
 	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
+	for attempt := 1; ; attempt++ {
+		mr, err := s.commitMirrorOnce(ctx, name, parts, c, commitCtx)
+		if !errors.Is(err, errMirrorMoved) || attempt >= s.cfg.CommitAttempts || ctx.Err() != nil {
+			return mr, err
+		}
+		// Its index was dropped: the next attempt reloads it from the
+		// table and decides again (mirrorbase.go).
+		s.log.Info("iceberg mirror commit raced another committer; deciding it again", "table", name, "attempt", attempt, "err", err)
+	}
+}
+
+// commitMirrorOnce is one attempt of commitMirror.
+func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
+	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
 	if err := s.lockCommits(ctx); err != nil {
@@ -143,6 +157,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 		return mr, err
 	}
 	txn := tbl.NewTransaction()
+	var written []iceberg.DataFile // this attempt's data and delete files
 	if len(apply) > 0 {
 		dataFiles, err := s.writeMirrorRows(ctx, tbl, rec)
 		if err != nil {
@@ -169,8 +184,9 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 			SummaryMirrorStale:   strconv.FormatInt(mr.stale, 10),
 			SummaryMirrorExtra:   strconv.FormatInt(mr.extra, 10),
 		}
+		written = append(dataFiles, delFiles...)
 		if err := txn.NewRowDelta(summary).AddRows(dataFiles...).AddDeletes(delFiles...).Commit(ctx); err != nil {
-			s.removeFiles(ctx, tbl, append(dataFiles, delFiles...))
+			s.removeFiles(ctx, tbl, written)
 			return mr, fmt.Errorf("mirror: stage row delta: %w", err)
 		}
 	}
@@ -197,7 +213,20 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 	if commitCtx != nil {
 		cctx = commitCtx(ctx)
 	}
+	if s.cfg.ElectedCommitter {
+		var base int64
+		if snap := tbl.CurrentSnapshot(); snap != nil {
+			base = snap.SnapshotID
+		}
+		cctx = withMirrorBase(cctx, base)
+	}
 	committed, err := txn.Commit(cctx)
+	if errors.Is(err, errMirrorMoved) {
+		// Refused before the catalog's update: nothing refers to the
+		// files.
+		s.removeFiles(ctx, tbl, written)
+		tup.abandon(ctx, tbl)
+	}
 	if err != nil {
 		// The outcome may be unknown: the index is reloaded next time
 		// (the tombstone file may be referenced: it is left to orphan
