@@ -15,14 +15,16 @@ import (
 // dropForeignIndex) and which keys get an equality delete. iceberg-go's
 // optimistic retry replays a conflicting commit on the new head as it was
 // decided; that is right only when the head moved by compactions, which
-// keep the rows. Two elected committers of one table at once (a holder
-// whose session broke mid-commit while the next one already commits) would
-// otherwise both apply their decisions: the replayed commit's equality
-// delete removes the other's newer row of a key and its older row stays.
-// So with the elected committer, each catalog commit attempt after the
-// first (a replay) checks that the table has only compactions since the
-// snapshot the commit was decided on, and otherwise fails with
-// errMirrorMoved: the commit drops its index and is decided again.
+// keep the rows. Two writers of one table at once (two elected committers:
+// a holder whose session broke mid-commit while the next one already
+// commits; instances with --elected-committer=false) would otherwise both
+// apply their decisions: the replayed commit's equality delete removes the
+// other's newer row of a key and its older row stays. So each catalog
+// commit attempt after the first (a replay) checks that the table has only
+// compactions since the snapshot the commit was decided on, and otherwise
+// fails with errMirrorMoved: the commit drops its index and is decided
+// again. (SQL catalogs only: the REST and Glue catalogs' commits do not
+// pass through ownedDBCatalog.)
 
 // errMirrorMoved: another writer committed to the mirror while a commit
 // was being made; nothing was committed.

@@ -149,7 +149,8 @@ func testMirrorNewKeys(t *testing.T, dir string, cat func(*Config), everyKey boo
 	want(s, n+1, r+2, "that key updated")
 
 	// Another writer inserts x and y, which this sink's index does not
-	// hold: from then on every key gets a delete, so neither is duplicated.
+	// hold: the index is reloaded from the table first, so both get a
+	// delete and neither is duplicated.
 	other := openTestSink(t, dir, mod)
 	f := updateFlush(9, "t", []string{"x", "y"}, 9)
 	for i := range f.Tables[0].Rows {
