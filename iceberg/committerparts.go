@@ -5,7 +5,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -427,9 +426,6 @@ func decodeDataFiles(meta table.Metadata, b []byte) ([]iceberg.DataFile, error) 
 	}
 	return out, nil
 }
-
-// errPartRefused is a part the elected committer left out for good.
-var errPartRefused = errors.New("iceberg: the elected committer refused a published part")
 
 // sortedOwners lists the distinct owners of parts, sorted.
 func sortedOwners(owners map[string]struct{}) []string {
