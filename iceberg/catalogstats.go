@@ -28,7 +28,7 @@ func (c *commitCounter) record(err error) {
 	c.attempts.Add(1)
 	switch {
 	case err == nil:
-	case errors.Is(err, table.ErrCommitFailed):
+	case errors.Is(err, table.ErrCommitFailed), errors.Is(err, errMirrorMoved):
 		c.conflicts.Add(1)
 	default:
 		c.errors.Add(1)

@@ -63,8 +63,8 @@ type committerState struct {
 	// try it again outside a changelog commit (the loop's goroutine only).
 	mirrorRetryAt map[string]time.Time
 
-	commits, partsCommitted, partsFenced, rounds atomic.Int64
-	waitSeconds                                  prometheus.Histogram
+	commits, partsCommitted, partsFenced atomic.Int64
+	waitSeconds                          prometheus.Histogram
 }
 
 func newCommitterState() committerState {
@@ -189,7 +189,6 @@ func (s *Sink) keepCommitterSession(ctx context.Context) {
 // committerRound commits, for each table with staged parts whose committer
 // role this instance holds or takes, all its staged parts.
 func (s *Sink) committerRound(ctx context.Context) error {
-	s.committer.rounds.Add(1)
 	db := s.partsDB()
 	tables, err := stagedTables(ctx, db, s.cfg.Namespace)
 	if err != nil {

@@ -1,10 +1,10 @@
 package iceberg
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -169,7 +169,7 @@ type spanJSON struct {
 
 // publishParts inserts the parts not yet published (a retried CommitStaged
 // hands the same parts again) and records their ids.
-func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTable, claims map[string]uint64, urgent bool) error {
+func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTable, claims map[string][]uint64, urgent bool) error {
 	for _, p := range parts {
 		if p.partID != 0 {
 			continue
@@ -182,7 +182,7 @@ func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTabl
 		var cl []fence.Claim
 		for src, sp := range p.spans {
 			spans[src] = spanJSON{Min: sp.minBatch, Max: sp.maxBatch, Entry: sp.maxEntry}
-			if e, ok := claims[src]; ok {
+			for _, e := range claims[src] {
 				cl = append(cl, fence.Claim{Source: src, Epoch: e})
 			}
 		}
@@ -206,7 +206,9 @@ func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTabl
 			mspans = sql.NullString{String: string(j), Valid: true}
 			mrows = p.mirror.rows
 		}
-		slices.SortFunc(cl, func(a, b fence.Claim) int { return strings.Compare(a.Source, b.Source) })
+		slices.SortFunc(cl, func(a, b fence.Claim) int {
+			return cmp.Or(strings.Compare(a.Source, b.Source), cmp.Compare(a.Epoch, b.Epoch))
+		})
 		sj, _ := json.Marshal(spans) // cannot fail
 		cj, _ := json.Marshal(cl)    // cannot fail
 		var id int64
@@ -424,9 +426,6 @@ func decodeDataFiles(meta table.Metadata, b []byte) ([]iceberg.DataFile, error) 
 	}
 	return out, nil
 }
-
-// errPartRefused is a part the elected committer left out for good.
-var errPartRefused = errors.New("iceberg: the elected committer refused a published part")
 
 // sortedOwners lists the distinct owners of parts, sorted.
 func sortedOwners(owners map[string]struct{}) []string {

@@ -36,13 +36,18 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 		return res, fmt.Errorf("iceberg: sink is closed")
 	}
 	s.dropStageCache()
-	claims := make(map[string]uint64)
+	// Every epoch a source's batches were accepted under is claimed, as the
+	// direct commit's fence does: a part holding batches of an epoch the
+	// source has left is fenced even if a later epoch of it still holds.
+	claims := make(map[string][]uint64)
 	if c, ok := fence.From(ctx); ok {
 		if c.Owner != s.cfg.InstanceID {
 			return res, fmt.Errorf("iceberg: fencing claims of instance %q, but this sink is instance %q", c.Owner, s.cfg.InstanceID)
 		}
 		for _, cl := range c.Claims {
-			claims[cl.Source] = max(claims[cl.Source], cl.Epoch)
+			if !slices.Contains(claims[cl.Source], cl.Epoch) {
+				claims[cl.Source] = append(claims[cl.Source], cl.Epoch)
+			}
 		}
 	}
 	var parts []*stagedTable
@@ -117,7 +122,7 @@ func (s *Sink) commitViaCommitter(ctx context.Context, sts []*staged, urgent boo
 		default: // fenced or abandoned
 			fenced = true
 			for src := range p.spans {
-				if e, ok := claims[src]; ok {
+				for _, e := range claims[src] {
 					suspects = append(suspects, fence.Claim{Source: src, Epoch: e})
 				}
 			}

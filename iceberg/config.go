@@ -509,6 +509,10 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 		loc  string
 	)
 	ctx = withS3Config(ctx, c.s3cfg)
+	if err := checkMirrorBase(ctx, c.Catalog, ident); err != nil {
+		c.commits.record(err)
+		return nil, "", err
+	}
 	err := c.write(ctx, func() (err error) {
 		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
 		return err

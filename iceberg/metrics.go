@@ -58,7 +58,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		mirrorDelRemoved:  d("lakehouse_mirror_delete_files_removed_total", "Delete files dropped by mirror compaction.", nil),
 
 		catalogAttempts:  d("lakehouse_catalog_commit_attempts_total", "Table commits sent to the SQL catalog, retries included.", nil),
-		catalogConflicts: d("lakehouse_catalog_commit_conflicts_total", "SQL catalog commits refused because another writer had moved the table (then replayed).", nil),
+		catalogConflicts: d("lakehouse_catalog_commit_conflicts_total", "SQL catalog commits refused because another writer had moved the table (then replayed; a mirror commit over another writer's snapshot is decided again instead).", nil),
 		catalogErrors:    d("lakehouse_catalog_commit_errors_total", "SQL catalog commits that failed for another reason than a conflict.", nil),
 		committerCommits: d("lakehouse_committer_commits_total", "Snapshots committed by this instance as a table's elected committer (multi-instance mode).", nil),
 		committerParts:   d("lakehouse_committer_parts_committed_total", "Published parts (one instance's staged files for one table) this instance committed as elected committer.", nil),

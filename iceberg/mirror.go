@@ -297,7 +297,16 @@ func (s *Sink) LoadMirrorTable(ctx context.Context, name string) (*table.Table, 
 	return s.wrap(tbl), nil
 }
 
-// ensureMirrorNamespace creates the mirror namespace when missing.
+// mirrorMissing reports whether err is a mirror table's load failing
+// because the table does not exist: the mirror namespace is created with
+// its first table, so a catalog may also lack the namespace (the SQL
+// catalog then says no such table, others no such namespace).
+func mirrorMissing(err error) bool {
+	return errors.Is(err, catalog.ErrNoSuchTable) || errors.Is(err, catalog.ErrNoSuchNamespace)
+}
+
+// ensureMirrorNamespace creates the mirror namespace when missing, before
+// the first mirror table is created.
 func (s *Sink) ensureMirrorNamespace(ctx context.Context) error {
 	ns := catalog.ToIdentifier(s.cfg.MirrorNamespace)
 	ok, err := s.cat.CheckNamespaceExists(ctx, ns)
@@ -318,7 +327,7 @@ func (s *Sink) ensureMirrorNamespace(ctx context.Context) error {
 // when the mirror does not exist yet.
 func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
 	tbl, err := s.cat.LoadTable(ctx, s.MirrorIdentifier(name))
-	if errors.Is(err, catalog.ErrNoSuchTable) {
+	if mirrorMissing(err) {
 		return map[string]sink.Watermark{}, nil
 	}
 	if err != nil {
@@ -348,7 +357,10 @@ func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[stri
 func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.Table, error) {
 	ident := s.MirrorIdentifier(original)
 	tbl, err := s.cat.LoadTable(ctx, ident)
-	if errors.Is(err, catalog.ErrNoSuchTable) {
+	if mirrorMissing(err) {
+		if err := s.ensureMirrorNamespace(ctx); err != nil {
+			return nil, err
+		}
 		spec := s.mirrorPartitionSpec(mirrorFieldRowID)
 		tbl, err = s.cat.CreateTable(ctx, ident, s.mirrorPin(original).schemaFor(), catalog.WithProperties(s.mirrorTableProps(original)),
 			catalog.WithPartitionSpec(&spec))

@@ -46,6 +46,20 @@ type mirrorResult struct {
 // parts applied in that transaction).
 func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
 	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
+	for attempt := 1; ; attempt++ {
+		mr, err := s.commitMirrorOnce(ctx, name, parts, c, commitCtx)
+		if !errors.Is(err, errMirrorMoved) || attempt >= s.cfg.CommitAttempts || ctx.Err() != nil {
+			return mr, err
+		}
+		// Its index was dropped: the next attempt reloads it from the
+		// table and decides again (mirrorbase.go).
+		s.log.Info("iceberg mirror commit raced another committer; deciding it again", "table", name, "attempt", attempt, "err", err)
+	}
+}
+
+// commitMirrorOnce is one attempt of commitMirror.
+func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
+	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
 	if err := s.lockCommits(ctx); err != nil {
@@ -78,9 +92,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 	if len(marks) == 0 {
 		return mr, nil
 	}
-	if s.cfg.ElectedCommitter {
-		s.dropForeignIndex(name, tbl)
-	}
+	s.dropForeignIndex(name, tbl)
 	idx, err := s.mirrorIndexFor(ctx, name, tbl)
 	if err != nil {
 		return mr, err
@@ -105,7 +117,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 		s.reportIndex(idx, !committedOK)
 	}()
 	// Decided before the index takes this commit's changes.
-	dels := s.mirrorDeleteKeys(tbl, idx, apply)
+	dels := s.mirrorDeleteKeys(idx, apply)
 	var rows []*mirrorChange
 	var deletes []tombstone
 	for _, ch := range apply {
@@ -143,6 +155,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 		return mr, err
 	}
 	txn := tbl.NewTransaction()
+	var written []iceberg.DataFile // this attempt's data and delete files
 	if len(apply) > 0 {
 		dataFiles, err := s.writeMirrorRows(ctx, tbl, rec)
 		if err != nil {
@@ -169,8 +182,9 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 			SummaryMirrorStale:   strconv.FormatInt(mr.stale, 10),
 			SummaryMirrorExtra:   strconv.FormatInt(mr.extra, 10),
 		}
+		written = append(dataFiles, delFiles...)
 		if err := txn.NewRowDelta(summary).AddRows(dataFiles...).AddDeletes(delFiles...).Commit(ctx); err != nil {
-			s.removeFiles(ctx, tbl, append(dataFiles, delFiles...))
+			s.removeFiles(ctx, tbl, written)
 			return mr, fmt.Errorf("mirror: stage row delta: %w", err)
 		}
 	}
@@ -197,7 +211,18 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 	if commitCtx != nil {
 		cctx = commitCtx(ctx)
 	}
+	var base int64
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		base = snap.SnapshotID
+	}
+	cctx = withMirrorBase(cctx, base)
 	committed, err := txn.Commit(cctx)
+	if errors.Is(err, errMirrorMoved) {
+		// Refused before the catalog's update: nothing refers to the
+		// files.
+		s.removeFiles(ctx, tbl, written)
+		tup.abandon(ctx, tbl)
+	}
 	if err != nil {
 		// The outcome may be unknown: the index is reloaded next time
 		// (the tombstone file may be referenced: it is left to orphan
@@ -232,28 +257,18 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 }
 
 // mirrorDeleteKeys returns the changes whose keys need an equality delete:
-// those that may have a row in the table. An index loaded from the table's
-// rows and kept by each commit since holds every key with a row, so a key
-// it does not know, or knows as deleted, has none: writing no delete for it
-// keeps ever-new keys (W1's) from making delete files that compaction would
-// only drop again. That holds only while this writer alone changes the
-// table's rows: with multi-instance mode (ExclusiveMaintenance: another
-// instance may commit concurrently) every key gets one, as the upsert rule
-// says, and so does every commit of an index that has seen a snapshot since
-// its own that is not a compaction (another writer's rows it does not hold),
-// until it is reloaded. A crash or a failed commit drops the index; it is
-// reloaded from the table, and a replay the mirror's watermarks cover
-// applies nothing.
-func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mirrorChange) []*mirrorChange {
-	if idx.complete && !onlyCompactedSince(tbl, idx.snapshot) {
-		idx.complete = false
-		s.log.Info("iceberg mirror table written by another writer: every key gets an equality delete until restart",
-			"table", tbl.Identifier())
-	}
-	// The elected committer is the mirror's only writer, but a role
-	// hand-over while the previous holder is still committing can make
-	// two for a moment: every key gets a delete there too.
-	if s.cfg.ExclusiveMaintenance || s.cfg.ElectedCommitter || !idx.complete {
+// those that may have a row in the table. The index holds every key with a
+// row (it is reloaded when the table has another writer's commit since its
+// own: dropForeignIndex), so a key it does not know, or knows as deleted,
+// has none: writing no delete for it keeps ever-new keys (W1's) from making
+// delete files that compaction would only drop again. In multi-instance
+// mode (ExclusiveMaintenance, ElectedCommitter) another instance may
+// commit between the index's reload and this commit, and every key gets
+// one, as the upsert rule says. A crash or a failed commit drops the
+// index; it is reloaded from the table, and a replay the mirror's
+// watermarks cover applies nothing.
+func (s *Sink) mirrorDeleteKeys(idx *mirrorIndex, apply []*mirrorChange) []*mirrorChange {
+	if s.cfg.ExclusiveMaintenance || s.cfg.ElectedCommitter {
 		return apply
 	}
 	dels := make([]*mirrorChange, 0, len(apply))
@@ -266,11 +281,13 @@ func (s *Sink) mirrorDeleteKeys(tbl *table.Table, idx *mirrorIndex, apply []*mir
 }
 
 // dropForeignIndex forgets the table's index when the mirror has a
-// snapshot since the index's that is not a compaction: the elected
-// committer's role moves between instances, and an index that missed
-// another holder's commits would hold keys' orders older than the
-// table's (a change it takes for new would replace a newer row). It is
-// reloaded from the table.
+// snapshot since the index's that is not a compaction: another writer
+// committed (the elected committer's role moved between instances, other
+// instances with --elected-committer=false, another process on the
+// catalog). An index that missed its commits would hold keys' orders older
+// than the table's: a change it takes for new would replace a newer row,
+// and a key it does not hold would get no delete. It is reloaded from the
+// table, at the cost of reading the mirror's keys.
 func (s *Sink) dropForeignIndex(name string, tbl *table.Table) {
 	san := sink.SanitizeName(name)
 	idx, ok := s.mirror.indexes[san]
@@ -279,7 +296,7 @@ func (s *Sink) dropForeignIndex(name string, tbl *table.Table) {
 	}
 	delete(s.mirror.indexes, san)
 	s.reportIndex(idx, true)
-	s.log.Info("iceberg mirror table written by another committer since this one's last commit: reloading its index",
+	s.log.Info("iceberg mirror table written by another writer since this one's last commit: reloading its index",
 		"table", tbl.Identifier())
 }
 

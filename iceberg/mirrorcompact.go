@@ -2,7 +2,6 @@ package iceberg
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	iceberg "github.com/apache/iceberg-go"
-	"github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
 	"github.com/apache/iceberg-go/table/compaction"
 )
@@ -277,7 +275,7 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allDeletes bool) []error {
 	load := func() (*table.Table, error) { return s.LoadMirrorTable(ctx, name) }
 	if _, err := load(); err != nil {
-		if errors.Is(err, catalog.ErrNoSuchTable) {
+		if mirrorMissing(err) {
 			return nil
 		}
 		return []error{fmt.Errorf("mirror: %w", err)}

@@ -29,12 +29,10 @@ type mirrorIndex struct {
 	tombstones int               // entries that are deletes
 	files      []tombstoneFile   // the table's tombstone files (its property)
 	// snapshot is the table snapshot the index reflects (0: none): the
-	// one it was loaded from, then each of its mirror commits'
-	// (mirrorDeleteKeys).
+	// one it was loaded from, then each of its mirror commits'. A commit
+	// reloads the index when the table has another writer's snapshot
+	// since (dropForeignIndex), so the index holds every key with a row.
 	snapshot int64
-	// complete: every key with a row in the table is in entries (false
-	// once another writer's snapshot was seen).
-	complete bool
 
 	reportedKeys, reportedTombstones int // as counted in MirrorTotals
 }
@@ -96,7 +94,6 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 		return idx, nil
 	}
 	idx := newMirrorIndex()
-	idx.complete = true
 	if _, pinned := s.cfg.MirrorSchemas[name]; pinned {
 		s.pinnedAdds(tbl, s.mirrorPin(name), true) // warns once per load about a table that differs
 	}

@@ -139,12 +139,9 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		_ = s.closeCatalog()
 		return nil, err
 	}
-	if cfg.Mirror {
-		if err := s.ensureMirrorNamespace(ctx); err != nil {
-			_ = s.closeCatalog()
-			return nil, err
-		}
-	}
+	// The mirror namespace is created with the first mirror table
+	// (loadOrCreateMirror), not here: a sink opened to maintain or read a
+	// catalog must not add a namespace to it.
 	if cfg.ElectedCommitter {
 		if err := s.startCommitter(ctx); err != nil {
 			_ = s.closeCatalog()

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
+	"github.com/dot-do/lakehouse-rpc/server"
 )
 
 // Multi-instance mode (docs/scale-out.md).
@@ -75,7 +76,7 @@ func (c *coordFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.ttl, KeyLeaseTTL, DefaultLeaseTTL, "with --coordination: how long a source's lease outlives its instance's last renewal (a dead instance's sources move after it)")
 	fs.DurationVar(&c.orphanWait, KeyOrphanWait, DefaultOrphanWait, "with --coordination: how long a dead instance keeps a source whose client was acked batches that are not committed and that it cannot resend (ok mode): they are in the dead instance's write-ahead log, committed when it restarts on its data directory or by lakehouse replay; after this the source moves and they are lost (0: move at once)")
 	c.committer.value = DefaultElectedCommitter
-	fs.Var(&c.committer, KeyElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; commits happen at the interval's multiples of Unix time, plus a gather delay of a quarter interval (at most 2s), so keep the instances' clocks in step; with mirrors on (--mirror, the default) it commits the mirror tables too, right after their changelog tables (see docs/scale-out.md)")
+	fs.Var(&c.committer, KeyElectedCommitter, "with --coordination: instances publish their staged files and one elected committer per table (a PostgreSQL advisory lock) commits all of them, so a table gets at most one snapshot per --flush-interval whatever the number of instances; commits happen at the interval's multiples of Unix time, plus a gather delay of a quarter interval (at most 2s), so keep the instances' clocks in step; with mirrors on (--mirror, the default) it commits the mirror tables too, right after their changelog tables; a commit waits for the committer, so keep --commit-timeout at least twice --flush-interval (see docs/scale-out.md)")
 	fs.StringVar(&c.advertise, KeyAdvertiseAddr, "", "with --coordination: the gRPC address other instances redirect clients of this instance's sources to (default --grpc-addr, unless it is a wildcard address: then none, and such connects fail with UNAVAILABLE instead)")
 }
 
@@ -99,6 +100,23 @@ func (c *coordFlags) validate(sf *sinkFlags) error {
 		return fmt.Errorf("--%s: %v is negative", KeyOrphanWait, c.orphanWait)
 	}
 	return nil
+}
+
+// committerTimeoutShort reports whether a commit's wait for the elected
+// committer may not fit in --commit-timeout, which bounds it: a part
+// published after its table's commit in the slot (an early commit: the
+// buffer or the write-ahead log filled) waits for the next slot's, up to an
+// interval plus the gather delay (a quarter interval at most) plus that
+// commit. Twice the interval leaves at least three quarters of one for the
+// staging and the commit; with less, such commits can time out again and
+// again (acks say fallback) although nothing is wrong. Not an error: a long
+// interval with manual commits alone (urgent parts do not wait for a slot)
+// works with any timeout.
+func (c *coordFlags) committerTimeoutShort(interval, commitTimeout time.Duration) bool {
+	if commitTimeout <= 0 {
+		commitTimeout = server.DefaultCommitTimeout
+	}
+	return c.electedCommitter() && commitTimeout < 2*interval
 }
 
 func (c *coordFlags) validateMode() error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,5 +110,74 @@ func TestMaintainCoordinated(t *testing.T) {
 	err = runMaintain(ctx, []string{"--data-dir", t.TempDir(), "--coordination", "catalog"}, &stdout, &stderr)
 	if err == nil || !strings.Contains(err.Error(), "--coordination=catalog needs --catalog sql and a postgres://") {
 		t.Errorf("maintain --coordination on the embedded catalog: %v", err)
+	}
+}
+
+// TestMaintainCreatesNoNamespace: `lakehouse maintain` (mirrors on, its
+// default) on a catalog that holds only changelog tables leaves the
+// catalog's namespaces as they were: the mirror namespace is created with
+// the first mirror table, not by a sink opened to maintain. It created an
+// empty cdc_current before. On the embedded catalog, and on PostgreSQL when
+// LAKEHOUSE_TEST_POSTGRES_DSN is set.
+func TestMaintainCreatesNoNamespace(t *testing.T) {
+	type catalogCase struct {
+		name string
+		cfg  func(dir string) (iceberg.Config, []string)
+	}
+	cases := []catalogCase{{"embedded", func(dir string) (iceberg.Config, []string) {
+		return iceberg.Config{DataDir: dir}, []string{"--data-dir", dir}
+	}}}
+	if os.Getenv(pgtest.EnvDSN) != "" {
+		cases = append(cases, catalogCase{"postgres", func(dir string) (iceberg.Config, []string) {
+			dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+			wh := "file://" + dir + "/warehouse"
+			return iceberg.Config{DataDir: dir, CatalogURI: dsn, Warehouse: wh},
+				[]string{"--data-dir", t.TempDir(), "--catalog-uri", dsn, "--warehouse", wh}
+		}})
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			cfg, args := tc.cfg(t.TempDir())
+			namespaces := func() []string {
+				t.Helper()
+				sk, err := iceberg.Open(ctx, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer sk.Close()
+				nss, err := sk.Catalog().ListNamespaces(ctx, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var out []string
+				for _, ns := range nss {
+					out = append(out, strings.Join(ns, "."))
+				}
+				return out
+			}
+			sk, err := iceberg.Open(ctx, cfg) // mirrors off
+			if err != nil {
+				t.Fatal(err)
+			}
+			commitW1(t, sk, 2)
+			if err := sk.Close(); err != nil {
+				t.Fatal(err)
+			}
+			before := namespaces()
+			if len(before) != 1 || before[0] != "cdc" {
+				t.Fatalf("namespaces before maintain: %v, want [cdc]", before)
+			}
+			var stdout, stderr strings.Builder
+			if err := runMaintain(ctx, append(args, "--orphans=false"), &stdout, &stderr); err != nil {
+				t.Fatalf("maintain: %v\n%s%s", err, stdout.String(), stderr.String())
+			}
+			if !strings.Contains(stdout.String(), "maintained") {
+				t.Fatalf("maintain output:\n%s", stdout.String())
+			}
+			if after := namespaces(); !slices.Equal(after, before) {
+				t.Errorf("namespaces after maintain: %v, want %v", after, before)
+			}
+		})
 	}
 }

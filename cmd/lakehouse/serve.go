@@ -266,6 +266,10 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	if err := o.coord.validate(&sf); err != nil {
 		return err
 	}
+	if o.coord.committerTimeoutShort(cfg.FlushInterval, cfg.CommitTimeout) {
+		log.Warn("--commit-timeout is below twice --flush-interval: with --elected-committer an early commit (the buffer or the write-ahead log filled) waits up to an interval and a quarter for its table's committer and can time out, acks then say fallback; manual commits do not wait",
+			"commit_timeout", cfg.CommitTimeout, "flush_interval", cfg.FlushInterval, "want_at_least", 2*cfg.FlushInterval)
+	}
 	if t := cfg.WALCommitThreshold; t <= 0 || t > 1 {
 		return fmt.Errorf("--wal-commit-threshold %v: want a share of --wal-max-bytes above 0 and at most 1", t)
 	}

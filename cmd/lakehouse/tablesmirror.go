@@ -29,7 +29,9 @@ func withMirrors(ctx context.Context, s *iceberg.Sink, infos []iceberg.TableInfo
 			name = t.Name
 		}
 		if _, err := s.LoadMirrorTable(ctx, name); err != nil {
-			if errors.Is(err, catalog.ErrNoSuchTable) {
+			// No mirror, or no mirror namespace yet (created with the
+			// first mirror table; some catalogs say so).
+			if errors.Is(err, catalog.ErrNoSuchTable) || errors.Is(err, catalog.ErrNoSuchNamespace) {
 				continue
 			}
 			return nil, err

@@ -1,0 +1,141 @@
+package iceberg
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
+	"github.com/dot-do/lakehouse-rpc/sink"
+)
+
+// TestElectedCommitterMirrorConcurrentCommitters: two committers of one
+// mirror at once (a role holder whose session broke mid-commit while the
+// next holder already commits). a decides its commit of k1 (event time 2 s)
+// against the mirror as it was (k1 at 1 s: the change is new) and stops
+// just before its catalog commit; b commits k1 at 3 s meanwhile; then a's
+// commit goes on. Its catalog commit conflicts, and iceberg-go replayed it
+// on b's snapshot as it was decided: its equality delete removed b's newer
+// row and its older row stayed (the mirror held k1 at 2 s, the model 3 s).
+// Now a replay onto anything but compactions is refused and a's commit is
+// decided again against the table's current state: its change is stale,
+// and the mirror equals the model. A compaction by b meanwhile instead
+// lets a's commit be replayed as it was decided (no second decision).
+func TestElectedCommitterMirrorConcurrentCommitters(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		compact bool // b compacts the mirror instead of committing k1
+		redo    bool // a's commit is decided again
+	}{{"another commit", false, true}, {"a compaction", true, false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			testConcurrentMirrorCommit(t, tc.compact, tc.redo)
+		})
+	}
+}
+
+func testConcurrentMirrorCommit(t *testing.T, compact, redo bool) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	wh := "file://" + t.TempDir() + "/warehouse"
+	var (
+		hold    atomic.Bool
+		logMu   sync.Mutex
+		logs    bytes.Buffer
+		entered = make(chan struct{}, 1)
+		proceed = make(chan struct{})
+	)
+	a := openMirrorInstance(t, dsn, wh, "inst-a", "src-a", func(c *Config) {
+		c.CommitterInterval = time.Hour
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+		c.BeforeMirrorCommit = func(string) error {
+			if hold.CompareAndSwap(true, false) {
+				entered <- struct{}{}
+				<-proceed
+			}
+			return nil
+		}
+	})
+	b := openMirrorInstance(t, dsn, wh, "inst-b", "src-b", func(c *Config) { c.CommitterInterval = time.Hour })
+	models := newMirrorModels()
+	change := func(src string, batch, entry, eventMs uint64, after string) *mirrorPart {
+		tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
+			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
+		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
+		return foldMirror(&tb, nil)
+	}
+	commit := func(s *Sink, mp *mirrorPart, id uint64) error {
+		_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
+		return err
+	}
+	if err := commit(a.s, change("src-a", 1, 1, 1_000, `{"v":1}`), 1); err != nil {
+		t.Fatal(err)
+	}
+	hold.Store(true)
+	pa := change("src-a", 2, 2, 2_000, `{"v":2}`)
+	done := make(chan error, 1)
+	go func() { done <- commit(a.s, pa, 2) }()
+	select {
+	case <-entered:
+	case err := <-done:
+		t.Fatalf("a's commit ended before its catalog commit: %v", err)
+	case <-time.After(time.Minute):
+		t.Fatal("a's commit never reached its catalog commit")
+	}
+	var err error
+	if compact {
+		var n int
+		if n, err = b.s.compactMirror(ctx, "users", 1); err == nil && n == 0 {
+			t.Error("b's compaction rewrote nothing")
+		}
+	} else {
+		err = commit(b.s, change("src-b", 1, 1, 3_000, `{"v":3}`), 1)
+	}
+	close(proceed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("a's commit: %v", err)
+	}
+	models.check(t, a.s, "users")
+	if got := a.s.CatalogTotals().Conflicts; got == 0 {
+		t.Errorf("a's catalog commits had no conflict: the race did not happen")
+	}
+	logMu.Lock()
+	decidedAgain := strings.Contains(logs.String(), "deciding it again")
+	logMu.Unlock()
+	if decidedAgain != redo {
+		t.Errorf("a's commit decided again: %v, want %v", decidedAgain, redo)
+	}
+	// a's commit is recorded all the same: its watermark.
+	mtbl, err := a.s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm, err := watermarksFromProps(mtbl.Properties())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wm["src-a"].BatchSeq != 2 || (!compact && wm["src-b"].BatchSeq != 1) {
+		t.Errorf("mirror watermarks %+v, want src-a at batch 2 (and src-b at 1)", wm)
+	}
+}
+
+// lockedWriter serialises writes to w, which the test reads.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
