@@ -119,10 +119,11 @@ func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, e
 // whose claims no longer hold is marked fenced and left out; a part whose
 // rows the table already holds is marked committed with none written.
 func (s *Sink) commitPublished(ctx context.Context, name string, urgent bool) error {
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	if err != nil {
 		return err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	db := s.partsDB()
 	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
 	if err != nil {
