@@ -50,30 +50,39 @@ type tableOutcome struct {
 func (s *Sink) commitTables(ctx context.Context, byTable map[string][]*stagedTable, c sink.CommitInfo) ([]string, []tableOutcome) {
 	names := slices.Sorted(maps.Keys(byTable))
 	out := make([]tableOutcome, len(names))
-	workers := min(s.cfg.CommitParallelism, len(names))
+	inParallel(s.cfg.CommitParallelism, len(names), func(i int) {
+		out[i] = s.commitTableAndMirror(ctx, names[i], byTable[names[i]], c)
+	})
+	return names, out
+}
+
+// inParallel calls fn(0) ... fn(n-1), at most workers at once, started in
+// that order, and returns when all have returned. With one worker the
+// calls run one after the other on the caller's goroutine.
+func inParallel(workers, n int, fn func(i int)) {
+	workers = min(workers, n)
 	if workers <= 1 {
-		for i, name := range names {
-			out[i] = s.commitTableAndMirror(ctx, name, byTable[name], c)
+		for i := range n {
+			fn(i)
 		}
-		return names, out
+		return
 	}
 	var (
-		next atomic.Int64 // index of the next table to start
+		next atomic.Int64 // the next i to start
 		wg   sync.WaitGroup
 	)
 	for range workers {
 		wg.Go(func() {
 			for {
 				i := int(next.Add(1) - 1)
-				if i >= len(names) {
+				if i >= n {
 					return
 				}
-				out[i] = s.commitTableAndMirror(ctx, names[i], byTable[names[i]], c)
+				fn(i)
 			}
 		})
 	}
 	wg.Wait()
-	return names, out
 }
 
 // commitTableAndMirror commits a table's changelog and then its mirror.
