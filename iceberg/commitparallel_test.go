@@ -456,3 +456,16 @@ func TestElectedCommitterTablesInParallel(t *testing.T) {
 	t.Logf("at most %d table commits at once; %d commits met all four", most, commitsInOverlap.Load())
 	checkTables(t, ci.s, models, total)
 }
+
+func TestSmallestFirst(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	byTable := map[string][]*stagedTable{
+		"a": {{rows: 50}, {rows: 50}},
+		"b": {{rows: 10, mirror: &mirrorPart{rows: 10}}},
+		"c": {{rows: 5}},
+		"d": {{rows: 20}},
+	}
+	if got, want := smallestFirst(names, byTable), []int{2, 1, 3, 0}; !reflect.DeepEqual(got, want) {
+		t.Errorf("order %v, want %v (c 5 rows, b 20, d 20, a 100; ties by name)", got, want)
+	}
+}

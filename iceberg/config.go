@@ -149,7 +149,7 @@ type Config struct {
 	// mirror's stay in order, different tables commit in parallel, so a
 	// commit takes about as long as its slowest table rather than the sum
 	// of all (commitparallel.go). Default DefaultCommitParallelism; 1
-	// commits the tables one after the other, in name order.
+	// commits the tables one after the other, the smallest first.
 	CommitParallelism int
 
 	// Maintenance configures the online table maintenance (see

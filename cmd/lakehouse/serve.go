@@ -66,7 +66,7 @@ func (f *sinkFlags) register(fs *flag.FlagSet) {
 const (
 	commitParallelismKey     = "commit-parallelism"
 	commitParallelismDefault = iceberg.DefaultCommitParallelism
-	commitParallelismUsage   = "how many tables a commit works on at once (each table's changelog commit, then its mirror's): " +
+	commitParallelismUsage   = "how many tables a commit works on at once, the smallest first (each table's changelog commit, then its mirror's): " +
 		"a commit takes about as long as its slowest table instead of the sum of all; 1: one table after the other"
 )
 
