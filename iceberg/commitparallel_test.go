@@ -410,6 +410,7 @@ func TestElectedCommitterTablesInParallel(t *testing.T) {
 	)
 	insts := openCommitterInstances(t, dsn, []string{"inst-a"}, func(c *Config) {
 		c.Mirror, c.MirrorPartitionBuckets = true, 2
+		c.CommitParallelism = 4
 		c.BeforeTableCommit = func(string) error {
 			mu.Lock()
 			inFlight++

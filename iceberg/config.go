@@ -54,10 +54,13 @@ const (
 	// DefaultCommitterInterval is Config.CommitterInterval's default.
 	DefaultCommitterInterval = 30 * time.Second
 	// DefaultCommitParallelism is Config.CommitParallelism's default: a
-	// commit's tables are committed four at a time (a server's flush
-	// usually touches a handful of tables; the catalog and store calls of
-	// each wait more than they compute).
-	DefaultCommitParallelism = 4
+	// commit's tables are committed two at a time. A table's commit mostly
+	// computes (its mirror's records, Parquet and zstd, across iceberg-go's
+	// writer goroutines): on the reference machine (2 cores, ingest
+	// beside) four at a time took as long as two, and the acks of the
+	// ingest beside them waited longer (p90 2-3x at 80k entries/s), as
+	// they did when staging overlapped its tables (stage.go).
+	DefaultCommitParallelism = 2
 	// MaxCommitParallelism bounds Config.CommitParallelism: each table in
 	// flight holds its commit's manifests and a catalog connection.
 	MaxCommitParallelism = 64
