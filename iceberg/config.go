@@ -57,7 +57,7 @@ const (
 	// commit's tables are committed two at a time. A table's commit mostly
 	// computes (its mirror's records, Parquet and zstd, across iceberg-go's
 	// writer goroutines), beside ingest. On the reference machine (2 cores,
-	// 80k keyed entries/s, four tables with mirrors) a commit took 540 ms
+	// 80k keyed entries/s, four tables with mirrors) a commit took 500 ms
 	// one table at a time, 345 ms two and 300 ms four at a time, while the
 	// acks' p99 went from 30 ms to 80 ms and 125 ms: the commits' CPU
 	// delays the write-ahead log's writer, as overlapping stages did
