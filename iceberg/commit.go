@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"maps"
-	"slices"
 	"strconv"
 	"time"
 
@@ -33,12 +31,14 @@ func (s *Sink) Commit(ctx context.Context, f *sink.Flush) (sink.Result, error) {
 	return s.commitStagedLocked(ctx, []*staged{st}, sink.CommitInfo{ID: f.ID, Reason: f.Reason})
 }
 
-// CommitStaged implements sink.Stager: for each table, in name order, one
-// transaction adds the staged data files of every given flush and raises the
-// watermarks of the sources that wrote rows to it. A staged part whose rows
-// the table's watermarks already cover was committed before (a commit whose
-// reply was lost, then retried) and is left out. It stops at the first table
-// that fails; tables committed before stay committed.
+// CommitStaged implements sink.Stager: for each table, one transaction adds
+// the staged data files of every given flush and raises the watermarks of
+// the sources that wrote rows to it, then (with mirrors) the table's mirror
+// commit follows. A staged part whose rows the table's watermarks already
+// cover was committed before (a commit whose reply was lost, then retried)
+// and is left out. Tables commit in parallel (Config.CommitParallelism,
+// commitparallel.go); every table is tried, the ones that committed stay
+// committed when others fail, and the error names each failing table.
 func (s *Sink) CommitStaged(ctx context.Context, in []sink.Staged, c sink.CommitInfo) (sink.Result, error) {
 	sts := make([]*staged, 0, len(in))
 	for _, x := range in {
@@ -69,45 +69,30 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			byTable[t.name] = append(byTable[t.name], t)
 		}
 	}
-	for _, name := range slices.Sorted(maps.Keys(byTable)) {
-		parts := byTable[name]
-		tr, err := s.commitTable(ctx, name, parts, c)
-		res.RowsSkipped += tr.skipped
-		if err != nil {
-			return res, fmt.Errorf("iceberg: commit table %q (commit %d): %w", name, c.ID, err)
+	names, outcomes := s.commitTables(ctx, byTable, c)
+	var errs []error
+	for i, o := range outcomes {
+		res.RowsSkipped += o.changelog.skipped
+		if o.err != nil {
+			errs = append(errs, o.err)
 		}
-		for _, p := range parts {
-			s.unmarkStaged(p.files)
-		}
-		if tr.written > 0 {
+		if tr := o.changelog; o.committed && tr.written > 0 {
 			res.RowsWritten += tr.written
 			res.BytesWritten += tr.bytes
 			res.Paths = append(res.Paths, tr.paths...)
 			res.Tables++
-			res.Commits = append(res.Commits, sink.TableCommit{Table: sink.SanitizeName(name), SnapshotID: tr.snapshotID,
+			res.Commits = append(res.Commits, sink.TableCommit{Table: sink.SanitizeName(names[i]), SnapshotID: tr.snapshotID,
 				Rows: tr.written, Duration: tr.duration})
 		}
-		if s.cfg.Mirror {
-			var mps []*mirrorPart
-			for _, p := range parts {
-				if p.mirror != nil {
-					mps = append(mps, p.mirror)
-				}
-			}
-			mr, err := s.commitMirror(ctx, name, mps, c, nil)
-			if err != nil {
-				return res, fmt.Errorf("iceberg: commit mirror of table %q (commit %d): %w", name, c.ID, err)
-			}
-			if mr.snapshotID != 0 {
-				res.Commits = append(res.Commits, sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(name),
-					SnapshotID: mr.snapshotID, Rows: mr.written + mr.deleted, Duration: mr.duration})
-				if s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
-					s.mirrorCompact.note(name) // compacted in the background, never here
-				}
-			}
+		if mr := o.mirror; mr.snapshotID != 0 {
+			res.Commits = append(res.Commits, sink.TableCommit{Table: s.cfg.MirrorNamespace + "." + sink.SanitizeName(names[i]),
+				SnapshotID: mr.snapshotID, Rows: mr.written + mr.deleted, Duration: mr.duration})
 		}
 	}
-	return res, nil
+	if len(errs) == 1 {
+		return res, errs[0]
+	}
+	return res, errors.Join(errs...)
 }
 
 type tableResult struct {
@@ -141,10 +126,11 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
 	// at most one of them and never conflicts with it.
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	if err != nil {
 		return tr, err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
 	if err != nil {
 		return tr, err

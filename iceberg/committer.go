@@ -119,10 +119,11 @@ func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, e
 // whose claims no longer hold is marked fenced and left out; a part whose
 // rows the table already holds is marked committed with none written.
 func (s *Sink) commitPublished(ctx context.Context, name string, urgent bool) error {
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	if err != nil {
 		return err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	db := s.partsDB()
 	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
 	if err != nil {
@@ -132,10 +133,7 @@ func (s *Sink) commitPublished(ctx context.Context, name string, urgent bool) er
 	// this one (a role just taken from a committer that died right after
 	// its commit), or by maintenance.
 	if snap := tbl.CurrentSnapshot(); snap != nil {
-		at := time.UnixMilli(snap.TimestampMs)
-		if at.After(s.committer.lastSnap[name]) {
-			s.committer.lastSnap[name] = at
-		}
+		s.committer.sawSnap(name, time.UnixMilli(snap.TimestampMs))
 		if !s.commitDue(name, time.Now(), urgent) {
 			return nil
 		}
@@ -305,7 +303,7 @@ func (s *Sink) commitPartsOnce(ctx context.Context, name string, parts []*pubPar
 	s.committer.commits.Add(1)
 	s.committer.partsCommitted.Add(int64(len(pc.parts)))
 	if snap := committed.CurrentSnapshot(); snap != nil {
-		s.committer.lastSnap[name] = time.UnixMilli(snap.TimestampMs)
+		s.committer.sawSnap(name, time.UnixMilli(snap.TimestampMs))
 		// For the stagers' results only: the state changed with the commit.
 		if _, err := s.partsDB().ExecContext(ctx, `UPDATE `+PartsTable+` SET snapshot_id = $2 WHERE id = ANY($1)`,
 			written, snap.SnapshotID); err != nil {

@@ -56,8 +56,10 @@ type committerState struct {
 	held map[string]bool
 
 	lastCleanup time.Time
+	// snapMu guards lastSnap: a round's tables commit in parallel.
+	snapMu sync.Mutex
 	// lastSnap holds, per table, the time of its last snapshot this
-	// instance made or saw (the loop's goroutine only).
+	// instance made or saw.
 	lastSnap map[string]time.Time
 	// mirrorRetryAt holds, per table whose pending mirror failed, when to
 	// try it again outside a changelog commit (the loop's goroutine only).
@@ -65,6 +67,23 @@ type committerState struct {
 
 	commits, partsCommitted, partsFenced atomic.Int64
 	waitSeconds                          prometheus.Histogram
+}
+
+// lastSnapOf returns the time of the table's last snapshot this instance
+// made or saw.
+func (c *committerState) lastSnapOf(name string) time.Time {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	return c.lastSnap[name]
+}
+
+// sawSnap records a snapshot of the table made at, when newer than the last.
+func (c *committerState) sawSnap(name string, at time.Time) {
+	c.snapMu.Lock()
+	defer c.snapMu.Unlock()
+	if at.After(c.lastSnap[name]) {
+		c.lastSnap[name] = at
+	}
 }
 
 func newCommitterState() committerState {
@@ -194,8 +213,16 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var errs []error
-	now := time.Now()
+	type job struct {
+		name                  string
+		due, urgent           bool
+		changelogErr, mirrErr error
+	}
+	var (
+		errs []error
+		jobs []*job
+		now  = time.Now()
+	)
 	for _, name := range slices.Sorted(maps.Keys(tables)) {
 		w := tables[name]
 		due := w.staged && s.commitDue(name, now, w.urgent)
@@ -211,22 +238,32 @@ func (s *Sink) committerRound(ctx context.Context) error {
 			errs = append(errs, err)
 			continue
 		}
-		if !held {
-			continue
+		if held {
+			jobs = append(jobs, &job{name: name, due: due, urgent: w.urgent})
 		}
-		if due {
-			if err := s.commitPublished(ctx, name, w.urgent); err != nil {
-				errs = append(errs, fmt.Errorf("table %q: %w", name, err))
-				continue
+	}
+	// The tables held commit in parallel, as a direct commit's do
+	// (commitparallel.go): each its changelog, then its mirror.
+	inParallel(s.cfg.CommitParallelism, len(jobs), func(i int) {
+		j := jobs[i]
+		if j.due {
+			if j.changelogErr = s.commitPublished(ctx, j.name, j.urgent); j.changelogErr != nil {
+				return
 			}
 		}
 		// Right after the changelog's commit: the parts it committed
 		// wait for their mirror.
-		if err := s.commitPublishedMirror(ctx, name); err != nil {
-			s.committer.mirrorRetryAt[name] = time.Now().Add(mirrorRetryDelay)
-			errs = append(errs, fmt.Errorf("table %q: mirror: %w", name, err))
-		} else {
-			delete(s.committer.mirrorRetryAt, name)
+		j.mirrErr = s.commitPublishedMirror(ctx, j.name)
+	})
+	for _, j := range jobs {
+		switch {
+		case j.changelogErr != nil:
+			errs = append(errs, fmt.Errorf("table %q: %w", j.name, j.changelogErr))
+		case j.mirrErr != nil:
+			s.committer.mirrorRetryAt[j.name] = time.Now().Add(mirrorRetryDelay)
+			errs = append(errs, fmt.Errorf("table %q: mirror: %w", j.name, j.mirrErr))
+		default:
+			delete(s.committer.mirrorRetryAt, j.name)
 		}
 	}
 	if time.Since(s.committer.lastCleanup) > partsKeep {
@@ -261,7 +298,7 @@ func (s *Sink) commitDue(name string, now time.Time, urgent bool) bool {
 	if now.Sub(commitslot.Start(now, iv)) < commitslot.Gather(iv) {
 		return false
 	}
-	return commitslot.Of(s.committer.lastSnap[name], iv) < commitslot.Of(now, iv)
+	return commitslot.Of(s.committer.lastSnapOf(name), iv) < commitslot.Of(now, iv)
 }
 
 // tableWork is what a table's committer has to do.

@@ -108,10 +108,11 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 // commitRewrite replaces the groups' old files with their new ones in one
 // snapshot on the latest table state, under the commit lock.
 func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.CompactionGroupResult) error {
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	if err != nil {
 		return err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	tbl, err := s.LoadTable(ctx, name)
 	if err != nil {
 		return err

@@ -54,6 +54,19 @@ const (
 	DefaultCommitAttempts      = 3
 	// DefaultCommitterInterval is Config.CommitterInterval's default.
 	DefaultCommitterInterval = 30 * time.Second
+	// DefaultCommitParallelism is Config.CommitParallelism's default: a
+	// commit's tables are committed two at a time. A table's commit mostly
+	// computes (its mirror's records, Parquet and zstd, across iceberg-go's
+	// writer goroutines), beside ingest. On the reference machine (2 cores,
+	// 80k keyed entries/s, four tables with mirrors) a commit took 500 ms
+	// one table at a time, 345 ms two and 300 ms four at a time, while the
+	// acks' p99 went from 30 ms to 80 ms and 125 ms: the commits' CPU
+	// delays the write-ahead log's writer, as overlapping stages did
+	// (stage.go).
+	DefaultCommitParallelism = 2
+	// MaxCommitParallelism bounds Config.CommitParallelism: each table in
+	// flight holds its commit's manifests and a catalog connection.
+	MaxCommitParallelism = 64
 )
 
 // Table and snapshot property keys written by the sink.
@@ -137,6 +150,13 @@ type Config struct {
 	// still conflicts: each reloads the table, re-reads its watermarks and
 	// rewrites the rows. Default 3.
 	CommitAttempts int
+	// CommitParallelism is how many tables one commit (CommitStaged,
+	// Commit) works on at once: each table's changelog commit and then its
+	// mirror's stay in order, different tables commit in parallel, so a
+	// commit takes about as long as its slowest table rather than the sum
+	// of all (commitparallel.go). Default DefaultCommitParallelism; 1
+	// commits the tables one after the other, the smallest first.
+	CommitParallelism int
 
 	// Maintenance configures the online table maintenance (see
 	// MaintenanceConfig).
@@ -224,6 +244,8 @@ type Config struct {
 	// BeforeTableCommit, when set, is called with the original table name
 	// before each table's rows are written and committed; an error it
 	// returns fails the Commit at that table (fault injection in tests).
+	// It and BeforeMirrorCommit are called from several goroutines at once
+	// when CommitParallelism > 1 (each table's calls from one).
 	BeforeTableCommit func(table string) error
 	// BeforeRewriteCommit, when set, is called with the table name after a
 	// compaction has written its files and before it commits them; an
@@ -258,6 +280,12 @@ func (cfg Config) withDefaults() (Config, error) {
 	}
 	if cfg.CommitAttempts <= 0 {
 		cfg.CommitAttempts = DefaultCommitAttempts
+	}
+	switch {
+	case cfg.CommitParallelism == 0:
+		cfg.CommitParallelism = DefaultCommitParallelism
+	case cfg.CommitParallelism < 0 || cfg.CommitParallelism > MaxCommitParallelism:
+		return cfg, fmt.Errorf("iceberg: Config.CommitParallelism %d: want 1 to %d tables at once", cfg.CommitParallelism, MaxCommitParallelism)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -307,16 +307,18 @@ func (s *Sink) count(f func(*MaintenanceTotals)) {
 // files only they referenced. The commit lock keeps it from racing an ingest
 // commit of this process.
 func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
-	return s.expireSnapshotsOf(ctx, func() (*table.Table, error) { return s.LoadTable(ctx, name) })
+	return s.expireSnapshotsOf(ctx, s.Identifier(name), func() (*table.Table, error) { return s.LoadTable(ctx, name) })
 }
 
-// expireSnapshotsOf is expireSnapshots for the table load returns.
-func (s *Sink) expireSnapshotsOf(ctx context.Context, load func() (*table.Table, error)) (int, error) {
+// expireSnapshotsOf is expireSnapshots for the table ident, which load
+// returns.
+func (s *Sink) expireSnapshotsOf(ctx context.Context, ident table.Identifier, load func() (*table.Table, error)) (int, error) {
 	cfg := s.cfg.Maintenance
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, ident)
+	if err != nil {
 		return 0, err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	tbl, err := load()
 	if err != nil {
 		return 0, err

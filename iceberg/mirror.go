@@ -249,9 +249,34 @@ func rowOrder(r *sink.Row) orderKey { return orderKey{r.Timestamp, r.SourceID, r
 
 // mirrorState is the sink's mirror bookkeeping.
 type mirrorState struct {
+	// mu guards the fields below. A commit's tables run in parallel, so
+	// the map is shared; each index in it is used only under its mirror
+	// table's commit lock (commitMirror), never under mu.
 	mu      sync.Mutex
-	indexes map[string]*mirrorIndex // by sanitised table name; guarded by Sink.mu
+	indexes map[string]*mirrorIndex // by sanitised table name
 	totals  MirrorTotals
+}
+
+// index returns the table's loaded index (san: sanitised name).
+func (m *mirrorState) index(san string) (*mirrorIndex, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	idx, ok := m.indexes[san]
+	return idx, ok
+}
+
+// setIndex records the table's loaded index.
+func (m *mirrorState) setIndex(san string, idx *mirrorIndex) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.indexes[san] = idx
+}
+
+// dropIndex forgets the table's index: it is loaded again from the table.
+func (m *mirrorState) dropIndex(san string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.indexes, san)
 }
 
 // MirrorTotals are counters of the mirror writer over the sink's life.

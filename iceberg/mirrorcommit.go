@@ -62,10 +62,11 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.MirrorIdentifier(name))
+	if err != nil {
 		return mr, err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	tbl, err := s.loadOrCreateMirror(ctx, name)
 	if err != nil {
 		return mr, err
@@ -112,7 +113,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	committedOK := false
 	defer func() {
 		if !committedOK {
-			delete(s.mirror.indexes, sink.SanitizeName(name))
+			s.mirror.dropIndex(sink.SanitizeName(name))
 		}
 		s.reportIndex(idx, !committedOK)
 	}()
@@ -290,11 +291,11 @@ func (s *Sink) mirrorDeleteKeys(idx *mirrorIndex, apply []*mirrorChange) []*mirr
 // table, at the cost of reading the mirror's keys.
 func (s *Sink) dropForeignIndex(name string, tbl *table.Table) {
 	san := sink.SanitizeName(name)
-	idx, ok := s.mirror.indexes[san]
+	idx, ok := s.mirror.index(san)
 	if !ok || onlyCompactedSince(tbl, idx.snapshot) {
 		return
 	}
-	delete(s.mirror.indexes, san)
+	s.mirror.dropIndex(san)
 	s.reportIndex(idx, true)
 	s.log.Info("iceberg mirror table written by another writer since this one's last commit: reloading its index",
 		"table", tbl.Identifier())

@@ -153,10 +153,11 @@ func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) (
 // rewrite must see every equality delete it drops). more reports due
 // partitions left for another step.
 func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes int, tried map[string]bool) (n int, more bool, err error) {
-	if err := s.lockCommits(ctx); err != nil {
+	unlock, err := s.lockTable(ctx, s.MirrorIdentifier(name))
+	if err != nil {
 		return 0, false, err
 	}
-	defer s.unlockCommits()
+	defer unlock()
 	start := time.Now()
 	tbl, err := s.LoadMirrorTable(ctx, name)
 	if err != nil {
@@ -281,7 +282,7 @@ func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allD
 		return []error{fmt.Errorf("mirror: %w", err)}
 	}
 	var errs []error
-	if _, err := s.expireSnapshotsOf(ctx, load); err != nil {
+	if _, err := s.expireSnapshotsOf(ctx, s.MirrorIdentifier(name), load); err != nil {
 		errs = append(errs, fmt.Errorf("mirror: expire snapshots: %w", err))
 	}
 	if !s.cfg.Maintenance.CompactDisabled && s.cfg.MirrorCompactDeleteFiles >= 0 {

@@ -90,7 +90,7 @@ func (x *mirrorIndex) forgetTombstones(cutoffMs uint64) int {
 // rows and tombstone files on first use.
 func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table) (*mirrorIndex, error) {
 	san := sink.SanitizeName(name)
-	if idx, ok := s.mirror.indexes[san]; ok {
+	if idx, ok := s.mirror.index(san); ok {
 		return idx, nil
 	}
 	idx := newMirrorIndex()
@@ -119,7 +119,7 @@ func (s *Sink) mirrorIndexFor(ctx context.Context, name string, tbl *table.Table
 	if err := s.loadTombstones(ctx, tbl, idx); err != nil {
 		return nil, err
 	}
-	s.mirror.indexes[san] = idx
+	s.mirror.setIndex(san, idx)
 	s.reportIndex(idx, false)
 	return idx, nil
 }

@@ -19,8 +19,9 @@
 // Maintenance (maintain.go, compact.go): manifest merging and metadata-file
 // cleanup are table properties applied on every commit; Maintain expires
 // snapshots, compacts small files with a sorted merge, and removes orphan
-// files. Maintenance and ingest commits share one lock, so they never
-// conflict inside one process.
+// files. Maintenance and ingest commits of a table share its commit lock,
+// so they never conflict inside one process; different tables commit in
+// parallel (commitparallel.go).
 //
 // Failures: a failed commit leaves no snapshot referencing its files (they
 // become orphans for cleanup). Commit conflicts are replayed by iceberg-go
@@ -78,10 +79,9 @@ type Sink struct {
 	// them, by CDC table name, until the next commit (as stageTables).
 	stageMirrorMarks map[string]map[string]sink.Watermark
 
-	// commitLock (a one-slot semaphore, see lockCommits) serialises
-	// catalog commits of ingest and maintenance, so that they never
-	// conflict with each other inside one process.
-	commitLock chan struct{}
+	// commitLocks serialise the catalog commits of ingest and
+	// maintenance per table (commitlock.go).
+	commitLocks tableLocks
 
 	stagedMu sync.Mutex
 	// staged holds the paths of data files written by Stage and not yet
@@ -121,16 +121,15 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		return nil, err
 	}
 	s := &Sink{
-		cfg:        cfg,
-		cat:        cat,
-		s3cfg:      s3cfg,
-		s3conn:     s3conn,
-		ns:         catalog.ToIdentifier(cfg.Namespace),
-		log:        cfg.Logger.With("component", "iceberg-sink"),
-		schema:     asc,
-		staged:     make(map[string]struct{}),
-		commitLock: make(chan struct{}, 1),
-		committer:  newCommitterState(),
+		cfg:       cfg,
+		cat:       cat,
+		s3cfg:     s3cfg,
+		s3conn:    s3conn,
+		ns:        catalog.ToIdentifier(cfg.Namespace),
+		log:       cfg.Logger.With("component", "iceberg-sink"),
+		schema:    asc,
+		staged:    make(map[string]struct{}),
+		committer: newCommitterState(),
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
@@ -151,21 +150,6 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	s.log.Info("iceberg sink open", "catalog", cfg.CatalogType, "warehouse", cfg.Warehouse, "namespace", cfg.Namespace)
 	return s, nil
 }
-
-// lockCommits takes the commit lock, or gives up when ctx ends: whoever
-// holds it (a maintenance job on a stalled store, until its own deadline)
-// must not keep an ingest commit past the commit's deadline. Release it with
-// unlockCommits.
-func (s *Sink) lockCommits(ctx context.Context) error {
-	select {
-	case s.commitLock <- struct{}{}:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("waiting for the commit lock: %w", context.Cause(ctx))
-	}
-}
-
-func (s *Sink) unlockCommits() { <-s.commitLock }
 
 func (s *Sink) ensureNamespace(ctx context.Context) error {
 	ok, err := s.cat.CheckNamespaceExists(ctx, s.ns)

@@ -188,18 +188,24 @@ func TestOrphanCleanupStalledListing(t *testing.T) {
 	diffKeys(t, flushKeys(w1Flush(1, testSources[:1], 1, 2, 16), w1Flush(2, testSources[:1], 3, 2, 16)), scanKeys(t, s))
 }
 
-// TestCommitLockHonoursDeadline: a commit waiting for the commit lock (held
-// by a maintenance job, say one stuck on a stalled store) gives up at its
-// own deadline instead of waiting as long as the holder does.
+// TestCommitLockHonoursDeadline: a commit waiting for a table's commit
+// lock (held by a maintenance job, say one stuck on a stalled store) gives
+// up at its own deadline instead of waiting as long as the holder does.
 func TestCommitLockHonoursDeadline(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), nil)
 	mustCommit(t, s, w1Flush(1, testSources[:1], 1, 1, 16))
-	staged, err := s.Stage(context.Background(), w1Flush(2, testSources[:1], 2, 1, 16))
+	f := w1Flush(2, testSources[:1], 2, 1, 16)
+	staged, err := s.Stage(context.Background(), f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.lockCommits(context.Background()); err != nil {
-		t.Fatal(err)
+	var unlocks []func()
+	for _, tb := range f.Tables {
+		unlock, err := s.lockTable(context.Background(), s.Identifier(tb.Name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		unlocks = append(unlocks, unlock)
 	}
 	within(t, 10*time.Second, "commit waiting for a held commit lock", func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
@@ -209,7 +215,9 @@ func TestCommitLockHonoursDeadline(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "commit lock") {
 		t.Errorf("commit behind a held lock: %v", err)
 	}
-	s.unlockCommits()
+	for _, unlock := range unlocks {
+		unlock()
+	}
 	if _, err := s.CommitStaged(context.Background(), []sink.Staged{staged}, sink.CommitInfo{ID: 2, Reason: "test"}); err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,9 @@ func TestScaleOutPartialFlushBeforeMark(t *testing.T) {
 	// one instance's direct commit, table by table (the elected
 	// committer's own commits are TestElectedCommitterDeadStager's).
 	so.env = []string{exitFaultEnv + "=3"} // a exits before its 3rd table commit
-	a, addrA := so.start("a", "--flush-interval", "1h", "--flush-age", "1h", "--elected-committer=false")
+	// One table after the other, so that two are committed when it exits
+	// (side by side, the exit could cut every commit in flight).
+	a, addrA := so.start("a", "--flush-interval", "1h", "--flush-age", "1h", "--elected-committer=false", "--commit-parallelism", "1")
 	so.env = nil
 	b, addrB := so.start("b", "--flush-interval", "1h", "--flush-age", "1h", "--elected-committer=false")
 	src := newResumingSource("partial", addrA, scaleOutBatch, 4)

@@ -37,8 +37,11 @@ type sinkFlags struct {
 	namespace  string
 	fileSize   int64
 	props      string
-	maint      *maintFlags  // serve and maintain only
-	mirror     *mirrorFlags // serve and maintain only
+	// commitParallelism: tables one commit works on at once (serve and
+	// replay only).
+	commitParallelism int
+	maint             *maintFlags  // serve and maintain only
+	mirror            *mirrorFlags // serve and maintain only
 	// fenceIdleTx is the lease TTL in multi-instance mode (coordflags.go).
 	fenceIdleTx time.Duration
 	// exclusiveMaint: multi-instance mode maintains each table on one
@@ -56,8 +59,16 @@ type sinkFlags struct {
 func (f *sinkFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.kind, "sink", "iceberg", "where flushes go: iceberg, or jsonl (JSON-lines files under <data-dir>/jsonl, for debugging)")
 	fs.Int64Var(&f.fileSize, "target-file-size", 128<<20, "target Parquet data file size in bytes")
+	fs.IntVar(&f.commitParallelism, commitParallelismKey, commitParallelismDefault, commitParallelismUsage)
 	f.registerCatalog(fs)
 }
+
+const (
+	commitParallelismKey     = "commit-parallelism"
+	commitParallelismDefault = iceberg.DefaultCommitParallelism
+	commitParallelismUsage   = "how many tables a commit works on at once, the smallest first (each table's changelog commit, then its mirror's): " +
+		"a commit takes about as long as its slowest table instead of the sum of all; 1: one table after the other"
+)
 
 // registerCatalog adds the flags that locate the catalog and the warehouse,
 // the only ones readers (scan, tables) need.
@@ -85,6 +96,10 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 			props[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
+	// 0: a command without the flag (readers), which commits nothing.
+	if f.commitParallelism < 0 || f.commitParallelism > iceberg.MaxCommitParallelism {
+		return iceberg.Config{}, fmt.Errorf("--%s %d: want 1 to %d", commitParallelismKey, f.commitParallelism, iceberg.MaxCommitParallelism)
+	}
 	var mc iceberg.MaintenanceConfig
 	if f.maint != nil {
 		mc = f.maint.cfg
@@ -99,6 +114,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		Warehouse:            f.warehouse,
 		Namespace:            f.namespace,
 		TargetFileSizeBytes:  f.fileSize,
+		CommitParallelism:    f.commitParallelism,
 		Properties:           props,
 		Logger:               log,
 		FenceIdleTxTimeout:   f.fenceIdleTx,
