@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -371,8 +372,20 @@ func TestCommitParallelismValidated(t *testing.T) {
 		}
 	}
 	cfg, err := Config{DataDir: t.TempDir()}.withDefaults()
-	if err != nil || cfg.CommitParallelism != DefaultCommitParallelism {
-		t.Errorf("default: %d, %v", cfg.CommitParallelism, err)
+	if err != nil || cfg.CommitParallelism != AutoCommitParallelism() {
+		t.Errorf("default: %d, %v, want %d", cfg.CommitParallelism, err, AutoCommitParallelism())
+	}
+}
+
+// TestAutoCommitParallelism: the default leaves half the CPUs to ingest
+// (two cores commit one table at a time) and stays within its cap.
+func TestAutoCommitParallelism(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(0))
+	for procs, want := range map[int]int{1: 1, 2: 1, 3: 1, 4: 2, 6: 3, 8: 4, 64: MaxAutoCommitParallelism} {
+		runtime.GOMAXPROCS(procs)
+		if got := AutoCommitParallelism(); got != want {
+			t.Errorf("GOMAXPROCS %d: %d tables at once, want %d", procs, got, want)
+		}
 	}
 }
 

@@ -67,7 +67,8 @@ const (
 	commitParallelismKey     = "commit-parallelism"
 	commitParallelismDefault = iceberg.DefaultCommitParallelism
 	commitParallelismUsage   = "how many tables a commit works on at once, the smallest first (each table's changelog commit, then its mirror's): " +
-		"a commit takes about as long as its slowest table instead of the sum of all; 1: one table after the other"
+		"a commit takes about as long as its slowest table instead of the sum of all, but takes CPU from ingest and the acks; " +
+		"1: one table after the other; 0: half the CPUs (GOMAXPROCS), at least 1, at most 4"
 )
 
 // registerCatalog adds the flags that locate the catalog and the warehouse,
