@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/iceberg-go/catalog"
@@ -381,7 +382,8 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 	if err != nil {
 		return 0, err
 	}
-	removed := 0
+	// iceberg-go calls the delete function from several goroutines.
+	var removed atomic.Int64
 	var res table.OrphanCleanupResult
 	// A directory that disappears while the walk lists the table (the
 	// committer deleting applied mirror change files: on an object store
@@ -399,7 +401,7 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 				if err := fs.Remove(path); err != nil {
 					return err
 				}
-				removed++
+				removed.Add(1)
 				return nil
 			}))
 		if err == nil || !errors.Is(err, iofs.ErrNotExist) || attempt == orphanWalkAttempts || ctx.Err() != nil {
@@ -407,14 +409,15 @@ func (s *Sink) removeOrphansOf(ctx context.Context, name string, load func() (*t
 		}
 		s.log.Debug("orphan cleanup: a directory vanished during the walk; walking again", "table", name, "err", err)
 	}
+	n := int(removed.Load())
 	if err != nil {
-		return removed, err
+		return n, err
 	}
-	if skipped := len(res.OrphanFiles) - removed; skipped > 0 {
+	if skipped := len(res.OrphanFiles) - n; skipped > 0 {
 		s.log.Debug("orphan cleanup kept staged files", "table", name, "kept", skipped)
 	}
-	s.count(func(t *MaintenanceTotals) { t.OrphanRuns++; t.OrphansRemoved += int64(removed) })
-	return removed, nil
+	s.count(func(t *MaintenanceTotals) { t.OrphanRuns++; t.OrphansRemoved += int64(n) })
+	return n, nil
 }
 
 // measure reads a table's size: snapshots, live data files, manifests of the

@@ -572,3 +572,44 @@ func TestManifestEntriesClaimSortOrder(t *testing.T) {
 		t.Errorf("a filter on the data's day plans %d files, want 1", len(tasks))
 	}
 }
+
+// TestOrphanCleanupCountsEveryRemoval: iceberg-go calls the delete function
+// from several goroutines at once, so the count of removed orphans is
+// shared between them (under -race an unguarded counter failed here and,
+// now and then, in TestElectedCommitterMirrorOrphanCleanup).
+func TestOrphanCleanupCountsEveryRemoval(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Maintenance.OrphanAge = time.Hour
+		c.Maintenance.CompactDisabled = true
+	})
+	commitN(t, s, 2)
+	tbl, err := s.LoadTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dataDir := filepath.Join(localPath(tbl.Location()), "data")
+	old := time.Now().Add(-2 * time.Hour)
+	const orphans = 64
+	var paths []string
+	for i := range orphans {
+		p := filepath.Join(dataDir, fmt.Sprintf("orphan-%02d.parquet", i))
+		if err := os.WriteFile(p, []byte("not referenced"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chtimes(p, old, old); err != nil {
+			t.Fatal(err)
+		}
+		paths = append(paths, p)
+	}
+	before := s.MaintenanceTotals().OrphansRemoved
+	maintain(t, s, MaintainOptions{Orphans: true})
+	for _, p := range paths {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("orphan %s survived (err %v)", p, err)
+		}
+	}
+	if got := s.MaintenanceTotals().OrphansRemoved - before; got != orphans {
+		t.Errorf("orphans removed: counted %d, want %d", got, orphans)
+	}
+}
