@@ -101,10 +101,11 @@ func (s *Server) runFlusher() {
 		}
 		var res *lakehousev1.FlushResult
 		if commit || early || s.stager == nil {
+			started := time.Now()
 			res = s.flushOnce(reason, !early)
-			// The next scheduled commit is a full interval after this one
-			// (or at the next commit slot), whatever triggered it.
-			interval.Reset()
+			// The next scheduled commit is an interval after this one
+			// started (or at the next commit slot), whatever triggered it.
+			interval.Reset(started)
 			s.mu.Lock()
 			s.nextFlushT = interval.Next()
 			s.mu.Unlock()
