@@ -61,32 +61,6 @@ func stageAll(t *testing.T, s *Sink, fs ...*sink.Flush) []sink.Staged {
 	return out
 }
 
-// checkTables checks every mirror against its model and the changelogs'
-// row count against the changes made.
-func checkTables(t *testing.T, s *Sink, models map[string]mirrorModel, total int64) {
-	t.Helper()
-	ctx := context.Background()
-	infos, err := s.Tables(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var rows int64
-	for _, in := range infos {
-		rows += in.Rows
-		tbl, err := s.LoadMirrorTable(ctx, in.OriginalName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		checkMirror(t, readMirror(t, tbl), models[in.OriginalName])
-	}
-	if len(infos) != len(parTables) {
-		t.Errorf("%d tables, want %d", len(infos), len(parTables))
-	}
-	if rows != total {
-		t.Errorf("changelogs hold %d rows, %d changes made: a change was written twice or lost", rows, total)
-	}
-}
-
 // resultShape is a Result without what differs between two equal runs
 // (snapshot ids, durations).
 func resultShape(r sink.Result) string {
@@ -208,8 +182,8 @@ func TestCommitTablesInParallel(t *testing.T) {
 	if !reflect.DeepEqual(models, serialModels) {
 		t.Fatal("the two generators diverged: the test compares nothing")
 	}
-	checkTables(t, parallel, models, total)
-	checkTables(t, serial, serialModels, total)
+	checkMirrorState(t, parallel, parTables, models, total)
+	checkMirrorState(t, serial, parTables, serialModels, total)
 }
 
 // TestCommitTableFailureLeavesOthers: a storage failure in one table's
@@ -243,7 +217,7 @@ func TestCommitTableFailureLeavesOthers(t *testing.T) {
 	f1 := parFlush(g, models, 0)
 	mustCommit(t, s, f1)
 	total := flushRows(f1)
-	before := mirrorSnapshotCounts(t, s)
+	before := mirrorSnapshots(t, s, parTables...)
 
 	f2, f3 := parFlush(g, models, 1), parFlush(g, models, 2)
 	total += flushRows(f2) + flushRows(f3)
@@ -277,7 +251,7 @@ func TestCommitTableFailureLeavesOthers(t *testing.T) {
 	if !reflect.DeepEqual(got, want) || res.Tables != len(parTables)-1 {
 		t.Errorf("result of the partly failed commit: %d tables, commits %v, want %v", res.Tables, got, want)
 	}
-	after := mirrorSnapshotCounts(t, s)
+	after := mirrorSnapshots(t, s, parTables...)
 	for _, name := range parTables {
 		grew := after[name] > before[name]
 		if grew == (name == victim) {
@@ -302,13 +276,13 @@ func TestCommitTableFailureLeavesOthers(t *testing.T) {
 	if res.RowsWritten != victimRows || res.RowsSkipped != flushRows(f2)+flushRows(f3)-victimRows || res.Tables != 1 {
 		t.Errorf("retry result %+v: want %d rows of %s written, the rest skipped", res, victimRows, victim)
 	}
-	final := mirrorSnapshotCounts(t, s)
+	final := mirrorSnapshots(t, s, parTables...)
 	for _, name := range parTables {
 		if grew := final[name] > after[name]; grew != (name == victim) {
 			t.Errorf("table %s: mirror snapshots %d -> %d after the retry", name, after[name], final[name])
 		}
 	}
-	checkTables(t, s, models, total)
+	checkMirrorState(t, s, parTables, models, total)
 }
 
 // TestCommitFailuresJoined: when several tables fail, the error names
@@ -387,19 +361,6 @@ func TestAutoCommitParallelism(t *testing.T) {
 			t.Errorf("GOMAXPROCS %d: %d tables at once, want %d", procs, got, want)
 		}
 	}
-}
-
-func mirrorSnapshotCounts(t *testing.T, s *Sink) map[string]int {
-	t.Helper()
-	out := map[string]int{}
-	for _, name := range parTables {
-		tbl, err := s.LoadMirrorTable(context.Background(), name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out[name] = len(tbl.Metadata().Snapshots())
-	}
-	return out
 }
 
 func TestSmallestFirst(t *testing.T) {

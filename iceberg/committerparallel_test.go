@@ -75,5 +75,5 @@ func TestElectedCommitterTablesInParallel(t *testing.T) {
 	}
 	mu.Unlock()
 	t.Logf("at most %d table commits at once; %d commits met all four", most, commitsInOverlap.Load())
-	checkTables(t, ci.s, models, total)
+	checkMirrorState(t, ci.s, parTables, models, total)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"reflect"
-	"slices"
 	"testing"
 
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -91,16 +90,16 @@ func TestMirrorCrashBetweenCommits(t *testing.T) {
 		}
 		acked := pending
 		pending = nil
-		checkCrashState(t, s, models, total)
+		checkMirrorState(t, s, []string{"orders", "users"}, models, total)
 		if t.Failed() {
 			t.Fatalf("after commit %d (%d crashes)", i, crashes)
 		}
 		// A replay of what was acknowledged applies nothing.
-		snaps := mirrorSnapshots(t, s)
+		snaps := mirrorSnapshots(t, s, "orders", "users")
 		for _, f := range acked {
 			mustCommit(t, s, f)
 		}
-		if got := mirrorSnapshots(t, s); !reflect.DeepEqual(got, snaps) {
+		if got := mirrorSnapshots(t, s, "orders", "users"); !reflect.DeepEqual(got, snaps) {
 			t.Fatalf("after commit %d: replaying acknowledged flushes added mirror snapshots: %v -> %v", i, snaps, got)
 		}
 	}
@@ -109,10 +108,11 @@ func TestMirrorCrashBetweenCommits(t *testing.T) {
 	}
 }
 
-func mirrorSnapshots(t *testing.T, s *Sink) map[string]int {
+// mirrorSnapshots counts the snapshots of the named tables' mirrors.
+func mirrorSnapshots(t *testing.T, s *Sink, names ...string) map[string]int {
 	t.Helper()
 	out := map[string]int{}
-	for _, name := range []string{"orders", "users"} {
+	for _, name := range names {
 		tbl, err := s.LoadMirrorTable(context.Background(), name)
 		if err != nil {
 			t.Fatal(err)
@@ -122,9 +122,11 @@ func mirrorSnapshots(t *testing.T, s *Sink) map[string]int {
 	return out
 }
 
-// checkCrashState checks the mirrors against the models, their watermarks
-// against the changelog's, and the changelog's row count.
-func checkCrashState(t *testing.T, s *Sink, models map[string]mirrorModel, total int64) {
+// checkMirrorState checks that the sink holds exactly the tables names
+// (sorted), each mirror equal to its model and at its changelog's
+// watermarks, and that the changelogs hold total rows: no change written
+// twice or lost.
+func checkMirrorState(t *testing.T, s *Sink, names []string, models map[string]mirrorModel, total int64) {
 	t.Helper()
 	ctx := context.Background()
 	infos, err := s.Tables(ctx)
@@ -132,8 +134,10 @@ func checkCrashState(t *testing.T, s *Sink, models map[string]mirrorModel, total
 		t.Fatal(err)
 	}
 	var rows int64
+	var got []string
 	for _, in := range infos {
 		rows += in.Rows
+		got = append(got, in.Name)
 		tbl, err := s.LoadMirrorTable(ctx, in.OriginalName)
 		if err != nil {
 			t.Fatal(err)
@@ -144,16 +148,10 @@ func checkCrashState(t *testing.T, s *Sink, models map[string]mirrorModel, total
 			t.Errorf("%s: mirror watermarks %v (%v), changelog's %v", in.Name, mw, err, in.Watermarks)
 		}
 	}
-	if names := slices.Collect(func(yield func(string) bool) {
-		for _, in := range infos {
-			if !yield(in.Name) {
-				return
-			}
-		}
-	}); !reflect.DeepEqual(names, []string{"orders", "users"}) {
-		t.Errorf("tables %v", names)
+	if !reflect.DeepEqual(got, names) {
+		t.Errorf("tables %v, want %v", got, names)
 	}
 	if rows != total {
-		t.Errorf("changelog holds %d rows, %d changes made: a change was written twice or lost", rows, total)
+		t.Errorf("changelogs hold %d rows, %d changes made: a change was written twice or lost", rows, total)
 	}
 }

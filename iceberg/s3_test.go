@@ -26,13 +26,7 @@ func TestS3Compatible(t *testing.T) {
 	dir := t.TempDir()
 	s := openTestSink(t, dir, func(c *Config) {
 		c.Warehouse = "s3://lake/warehouse"
-		c.Properties = map[string]string{
-			"s3.endpoint":                 srv.URL,
-			"s3.region":                   "us-east-1",
-			"s3.access-key-id":            "test-key",
-			"s3.secret-access-key":        "test-secret",
-			"s3.force-virtual-addressing": "false",
-		}
+		c.Properties = fakeS3Props(srv.URL)
 	})
 	ctx := context.Background()
 	f := w1Flush(1, testSources[:2], 1, 2, 16)
@@ -72,5 +66,17 @@ func TestS3Compatible(t *testing.T) {
 	}
 	if _, err := s.Watermarks(ctx); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fakeS3Props are the sink's S3 properties for a test's in-process S3
+// server at endpoint (path-style addressing, static credentials).
+func fakeS3Props(endpoint string) map[string]string {
+	return map[string]string{
+		"s3.endpoint":                 endpoint,
+		"s3.region":                   "us-east-1",
+		"s3.access-key-id":            "test-key",
+		"s3.secret-access-key":        "test-secret",
+		"s3.force-virtual-addressing": "false",
 	}
 }

@@ -40,13 +40,7 @@ func TestS3ClientShared(t *testing.T) {
 	t.Setenv("AWS_EC2_METADATA_DISABLED", "true")
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Warehouse = "s3://lake/warehouse"
-		c.Properties = map[string]string{
-			"s3.endpoint":                 srv.URL,
-			"s3.region":                   "us-east-1",
-			"s3.access-key-id":            "test-key",
-			"s3.secret-access-key":        "test-secret",
-			"s3.force-virtual-addressing": "false",
-		}
+		c.Properties = fakeS3Props(srv.URL)
 	})
 	const commits = 8
 	flushes := make([]*sink.Flush, 0, commits)

@@ -58,15 +58,7 @@ func newStallingS3(t *testing.T, bucket string) *stallingS3 {
 	return st
 }
 
-func (st *stallingS3) props() map[string]string {
-	return map[string]string{
-		"s3.endpoint":                 st.srv.URL,
-		"s3.region":                   "us-east-1",
-		"s3.access-key-id":            "test-key",
-		"s3.secret-access-key":        "test-secret",
-		"s3.force-virtual-addressing": "false",
-	}
-}
+func (st *stallingS3) props() map[string]string { return fakeS3Props(st.srv.URL) }
 
 // within runs f and fails the test if it has not returned after limit (the
 // call is then left running: it is what the test found hanging).
