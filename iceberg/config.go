@@ -293,7 +293,7 @@ func (cfg Config) withDefaults() (Config, error) {
 	case cfg.CommitParallelism == 0:
 		cfg.CommitParallelism = AutoCommitParallelism()
 	case cfg.CommitParallelism < 0 || cfg.CommitParallelism > MaxCommitParallelism:
-		return cfg, fmt.Errorf("iceberg: Config.CommitParallelism %d: want 1 to %d tables at once", cfg.CommitParallelism, MaxCommitParallelism)
+		return cfg, fmt.Errorf("iceberg: Config.CommitParallelism %d: want 0 (automatic) or 1 to %d tables at once", cfg.CommitParallelism, MaxCommitParallelism)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

@@ -97,9 +97,10 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 			props[strings.TrimSpace(k)] = strings.TrimSpace(v)
 		}
 	}
-	// 0: a command without the flag (readers), which commits nothing.
+	// 0: automatic (iceberg.AutoCommitParallelism), also for commands
+	// without the flag (readers), which commit nothing.
 	if f.commitParallelism < 0 || f.commitParallelism > iceberg.MaxCommitParallelism {
-		return iceberg.Config{}, fmt.Errorf("--%s %d: want 1 to %d", commitParallelismKey, f.commitParallelism, iceberg.MaxCommitParallelism)
+		return iceberg.Config{}, fmt.Errorf("--%s %d: want 0 (automatic) or 1 to %d", commitParallelismKey, f.commitParallelism, iceberg.MaxCommitParallelism)
 	}
 	var mc iceberg.MaintenanceConfig
 	if f.maint != nil {
