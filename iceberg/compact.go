@@ -155,7 +155,11 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 	}
 	defer m.close()
 	var gotRows int64
-	for df, err := range table.WriteRecords(ctx, tbl, m.schema, m.batches(), table.WithClusteredWrite()) {
+	wtbl, err := s.presorted(tbl) // the merge keeps the order
+	if err != nil {
+		return gr, err
+	}
+	for df, err := range table.WriteRecords(ctx, wtbl, m.schema, m.batches(), table.WithClusteredWrite()) {
 		if err == nil {
 			df, err = claimSorted(tbl.Metadata(), df) // the merge keeps the order
 		}

@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 )
 
 // mirrorCompactor is the queue of the background mirror compaction: each
@@ -52,6 +54,7 @@ func (s *Sink) RunMirrorCompaction(ctx context.Context) {
 	if !s.cfg.Mirror || s.cfg.MirrorCompactDeleteFiles < 0 {
 		return
 	}
+	proflabel.Set(ctx, proflabel.Maintenance)
 	for {
 		select {
 		case <-ctx.Done():

@@ -9,9 +9,9 @@ import (
 
 // claimSorted returns df with the table's default sort order id, for data
 // files the sink wrote sorted (every staged file and every compaction
-// output): readers and planners may then rely on the order. iceberg-go
-// v0.7.0's WriteRecords sorts each batch but never claims an order in the
-// manifest entry, so the entry is rebuilt with every statistic of df.
+// output, written through presorted): readers and planners may then rely
+// on the order. iceberg-go v0.7.0's WriteRecords never claims an order in
+// the manifest entry, so the entry is rebuilt with every statistic of df.
 func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, error) {
 	order := meta.DefaultSortOrder()
 	if order == table.UnsortedSortOrderID {
@@ -60,4 +60,37 @@ func partitionLogicalTypes(meta table.Metadata, spec *iceberg.PartitionSpec) map
 		}
 	}
 	return logical
+}
+
+// presorted returns tbl as table.WriteRecords should see it when the
+// records are already in the table's sort order (staged rows are sorted
+// before their record is built; a compaction merges sorted files).
+// iceberg-go v0.7.0 sorts every batch it writes by the table's default sort
+// order: sort indices, then a copy of every column (compute.SortRecordBatch).
+// For sorted input that is only a copy, and it was about 8% of the server's
+// CPU at saturation (3.6 s in staging and 4.3 s in compaction of a 108-s
+// profile). The view's default sort order is unsorted; the write reads
+// only its schema, spec, properties and location, the view is never
+// committed, and claimSorted still claims the real order on each file.
+func (s *Sink) presorted(tbl *table.Table) (*table.Table, error) {
+	meta := tbl.Metadata()
+	if meta.DefaultSortOrder() == table.UnsortedSortOrderID {
+		return tbl, nil
+	}
+	b, err := table.MetadataBuilderFromBase(meta, tbl.MetadataLocation())
+	if err != nil {
+		return nil, err
+	}
+	unsorted := table.UnsortedSortOrder // AddSortOrder sets the id of what it is given
+	if err := b.AddSortOrder(&unsorted); err != nil {
+		return nil, err
+	}
+	if err := b.SetDefaultSortOrderID(-1); err != nil {
+		return nil, err
+	}
+	view, err := b.Build()
+	if err != nil {
+		return nil, err
+	}
+	return table.New(tbl.Identifier(), view, tbl.MetadataLocation(), tbl.FS, s.cat), nil
 }

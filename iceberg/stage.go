@@ -231,8 +231,13 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	p.rec = nil // WriteRecords releases it
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
 	stt := &stagedTable{name: t.Name, spans: p.spans, mirror: p.mirror}
+	wtbl, err := s.presorted(p.tbl) // prepare sorted the rows
+	if err != nil {
+		rec.Release()
+		return nil, err
+	}
 	var werr error
-	for df, err := range table.WriteRecords(ctx, p.tbl, s.schema, records) {
+	for df, err := range table.WriteRecords(ctx, wtbl, s.schema, records) {
 		if err == nil {
 			df, err = claimSorted(p.tbl.Metadata(), df)
 		}

@@ -21,7 +21,7 @@ const (
 	Ingest      = "ingest"      // gRPC stream handlers: decode, validate, log
 	Flush       = "flush"       // the flusher: build flushes, stage, commit
 	Commit      = "commit"      // the elected committer (coordinated mode)
-	Maintenance = "maintenance" // compaction, snapshot expiry, orphan cleanup
+	Maintenance = "maintenance" // compaction (changelog and mirror), snapshot expiry, orphan cleanup
 )
 
 // Set labels the calling goroutine, and the goroutines it starts from now
