@@ -69,7 +69,9 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			byTable[t.name] = append(byTable[t.name], t)
 		}
 	}
+	s.mirrorCompact.passStarted()
 	names, outcomes := s.commitTables(ctx, byTable, c)
+	s.mirrorCompact.passEnded()
 	var errs []error
 	for i, o := range outcomes {
 		res.RowsSkipped += o.changelog.skipped

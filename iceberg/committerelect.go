@@ -244,6 +244,8 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	}
 	// The tables held commit in parallel, as a direct commit's do
 	// (commitparallel.go): each its changelog, then its mirror.
+	s.mirrorCompact.passStarted()
+	defer s.mirrorCompact.passEnded()
 	inParallel(s.cfg.CommitParallelism, len(jobs), func(i int) {
 		j := jobs[i]
 		if j.due {

@@ -2,6 +2,7 @@ package iceberg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -136,10 +137,16 @@ func (s *Sink) mirrorPartitionDue(p *mirrorPartition, minDeletes int) bool {
 // commits of at most about the table's target file size of input each, so
 // that an ingest commit waits for at most one such rewrite. It returns the
 // number of partitions compacted.
+//
+// No step starts while a commit pass runs (see mirrorCompactor): it
+// returns errCommitPassRunning then, with the partitions compacted so far.
 func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) (int, error) {
 	tried := make(map[string]bool)
 	total := 0
 	for {
+		if s.mirrorCompact.committing() {
+			return total, errCommitPassRunning
+		}
 		n, more, err := s.compactMirrorStep(ctx, name, minDeletes, tried)
 		total += n
 		if err != nil || !more {
@@ -147,6 +154,10 @@ func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) (
 		}
 	}
 }
+
+// errCommitPassRunning says that a mirror compaction stopped for a commit
+// pass; it is tried again after the pass.
+var errCommitPassRunning = errors.New("iceberg: mirror compaction waits for the commit pass")
 
 // compactMirrorStep rewrites the due partitions not tried yet, up to the
 // input cap, in one commit under the commit lock (from plan to commit: the
@@ -290,7 +301,7 @@ func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allD
 		if allDeletes {
 			minDeletes = 1
 		}
-		if _, err := s.compactMirror(ctx, name, minDeletes); err != nil {
+		if _, err := s.compactMirror(ctx, name, minDeletes); err != nil && !errors.Is(err, errCommitPassRunning) {
 			errs = append(errs, fmt.Errorf("mirror: compaction: %w", err))
 		}
 	}

@@ -195,3 +195,62 @@ func TestMirrorScanBudget(t *testing.T) {
 	tbl, _ := s.LoadMirrorTable(ctx, "t")
 	checkMirror(t, readMirror(t, tbl), model)
 }
+
+// TestMirrorCompactionWaitsForCommitPass: the background compaction starts
+// no rewrite while a commit pass runs (a rewrite holds the mirror's commit
+// lock, and each mirror commit of the pass would wait for it); a commit
+// during the pass queues its table without waking the compactor, and the
+// pass's end wakes it.
+func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Mirror = true
+		c.MirrorCompactDeleteFiles = 2
+		c.MirrorScanBudget = -1
+	})
+	keys := keysInBuckets("k", 10, 1, 0, true)
+	model := mirrorModel{}
+	for i := 1; i <= 4; i++ {
+		f := updateFlush(uint64(i), "t", keys, i)
+		applyFlush(model, f)
+		mustCommit(t, s, f)
+	}
+	woken := func() bool {
+		select {
+		case <-s.mirrorCompact.wake:
+			return true
+		default:
+			return false
+		}
+	}
+	if !woken() {
+		t.Fatal("the commits' end did not wake the compactor")
+	}
+
+	s.mirrorCompact.passStarted()
+	s.mirrorCompact.note("t")
+	if woken() {
+		t.Error("a mirror commit during a pass woke the compactor")
+	}
+	if err := s.CompactMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MirrorTotals().Compactions; n != 0 {
+		t.Fatalf("%d compactions while a commit pass ran", n)
+	}
+	s.mirrorCompact.passEnded()
+	if !woken() {
+		t.Fatal("the pass's end did not wake the compactor for the table it put off")
+	}
+	if err := s.CompactMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MirrorTotals().Compactions; n != 1 {
+		t.Errorf("%d compactions after the pass, want 1", n)
+	}
+	tbl, err := s.LoadMirrorTable(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMirror(t, readMirror(t, tbl), model)
+}
