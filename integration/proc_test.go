@@ -237,3 +237,26 @@ func scrapeMetrics(t *testing.T, httpAddr string) map[string]float64 {
 	}
 	return m
 }
+
+// busyGoroutines returns the goroutines of the server at httpAddr (started
+// with --pprof) whose stacks mention one of words: what a test that waited
+// in vain for background work logs, to show where that work was stuck.
+func busyGoroutines(t *testing.T, httpAddr string, words ...string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/debug/pprof/goroutine?debug=2")
+	if err != nil {
+		return "goroutine dump: " + err.Error()
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	var out []string
+	for _, g := range strings.Split(string(body), "\n\n") {
+		for _, w := range words {
+			if strings.Contains(g, w) {
+				out = append(out, g)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n\n")
+}

@@ -38,7 +38,11 @@ func TestS3PostgresScaleOut(t *testing.T) {
 	httpA, httpB := freeAddr(t), freeAddr(t)
 	opts := []string{"--flush-interval", "300ms", "--flush-entries", "500",
 		"--maintenance-interval", "300ms", "--snapshot-retention", "2s", "--min-snapshots", "2",
-		"--compact-min-files", "3", "--compact-small-file-bytes", "65536", "--orphan-age", "1h"}
+		"--compact-min-files", "3", "--compact-small-file-bytes", "65536", "--orphan-age", "1h",
+		// A job stuck on the store fails at this deadline and frees its
+		// table for the next pass, as in production; the default (5 min)
+		// outlasts the wait below. --pprof: see busyGoroutines.
+		"--maintenance-timeout", "10s", "--pprof"}
 	a, addrA := so.start("a", append(opts, "--http-addr", httpA)...)
 	b, addrB := so.start("b", append(opts, "--http-addr", httpB)...)
 
@@ -121,6 +125,9 @@ func TestS3PostgresScaleOut(t *testing.T) {
 	}
 	if !ran() {
 		t.Errorf("maintenance did not both compact and expire on either instance")
+		for name, addr := range map[string]string{"a": httpA, "b": httpB} {
+			t.Logf("instance %s, maintenance goroutines:\n%s", name, busyGoroutines(t, addr, "Maintain", "ompact", "expire", "rphan"))
+		}
 	}
 	t.Logf("reader checked %d table snapshots (%d reads retried)", reads.Load(), readErrs.Load())
 	if reads.Load() == 0 {
