@@ -1,6 +1,7 @@
 package iceberg
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -216,6 +217,7 @@ func (s *Sink) committerRound(ctx context.Context) error {
 	type job struct {
 		name                  string
 		due, urgent           bool
+		rows                  int64 // staged rows
 		changelogErr, mirrErr error
 	}
 	var (
@@ -239,9 +241,12 @@ func (s *Sink) committerRound(ctx context.Context) error {
 			continue
 		}
 		if held {
-			jobs = append(jobs, &job{name: name, due: due, urgent: w.urgent})
+			jobs = append(jobs, &job{name: name, due: due, urgent: w.urgent, rows: w.stagedRows})
 		}
 	}
+	// Smallest first, as a direct commit's (smallestFirst): a small table
+	// waits for no large one. Ties stay in name order.
+	slices.SortStableFunc(jobs, func(a, b *job) int { return cmp.Compare(a.rows, b.rows) })
 	// The tables held commit in parallel, as a direct commit's do
 	// (commitparallel.go): each its changelog, then its mirror.
 	s.mirrorCompact.passStarted()
@@ -257,7 +262,8 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		// wait for their mirror.
 		j.mirrErr = s.commitPublishedMirror(ctx, j.name)
 	})
-	for _, j := range jobs {
+	// The errors in name order, as a direct commit's.
+	for _, j := range slices.SortedFunc(slices.Values(jobs), func(a, b *job) int { return strings.Compare(a.name, b.name) }) {
 		switch {
 		case j.changelogErr != nil:
 			errs = append(errs, fmt.Errorf("table %q: %w", j.name, j.changelogErr))
@@ -305,14 +311,16 @@ func (s *Sink) commitDue(name string, now time.Time, urgent bool) bool {
 
 // tableWork is what a table's committer has to do.
 type tableWork struct {
-	staged, urgent bool // staged parts, some of them urgent
-	mirrorPending  bool // committed parts whose mirror is not applied
+	staged, urgent bool  // staged parts, some of them urgent
+	mirrorPending  bool  // committed parts whose mirror is not applied
+	stagedRows     int64 // rows of the staged parts, changelog and mirror
 }
 
 // stagedTables returns the tables with staged parts or pending mirrors.
 func stagedTables(ctx context.Context, db *sql.DB, ns string) (map[string]tableWork, error) {
 	rows, err := db.QueryContext(ctx, `SELECT table_name, bool_or(state = 'staged'), bool_or(state = 'staged' AND urgent),
-		bool_or(`+mirrorPendingSQL+`) FROM `+PartsTable+` WHERE namespace = $1 AND (state = 'staged' OR `+mirrorPendingSQL+`) GROUP BY 1`, ns)
+		bool_or(`+mirrorPendingSQL+`), coalesce(sum(rows + mirror_rows) FILTER (WHERE state = 'staged'), 0)
+		FROM `+PartsTable+` WHERE namespace = $1 AND (state = 'staged' OR `+mirrorPendingSQL+`) GROUP BY 1`, ns)
 	if err != nil {
 		return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 	}
@@ -323,7 +331,7 @@ func stagedTables(ctx context.Context, db *sql.DB, ns string) (map[string]tableW
 			n string
 			w tableWork
 		)
-		if err := rows.Scan(&n, &w.staged, &w.urgent, &w.mirrorPending); err != nil {
+		if err := rows.Scan(&n, &w.staged, &w.urgent, &w.mirrorPending, &w.stagedRows); err != nil {
 			return nil, fmt.Errorf("iceberg: list tables with staged parts: %w", err)
 		}
 		out[n] = w

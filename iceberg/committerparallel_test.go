@@ -2,13 +2,18 @@ package iceberg
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // TestElectedCommitterTablesInParallel: the elected committer commits the
@@ -76,4 +81,71 @@ func TestElectedCommitterTablesInParallel(t *testing.T) {
 	mu.Unlock()
 	t.Logf("at most %d table commits at once; %d commits met all four", most, commitsInOverlap.Load())
 	checkMirrorState(t, ci.s, parTables, models, total)
+}
+
+// sizedFlush returns a flush from source "src" with one table per entry of
+// sizes, holding that many new rows.
+func sizedFlush(id uint64, sizes map[string]int) *sink.Flush {
+	f := &sink.Flush{ID: id, Time: time.Now(), Watermarks: map[string]sink.Watermark{}}
+	seq := id * 100_000
+	for _, name := range slices.Sorted(maps.Keys(sizes)) {
+		tb := sink.Table{Name: name}
+		for i := range sizes[name] {
+			seq++
+			tb.Rows = append(tb.Rows, sink.Row{SourceID: "src", BatchSeq: id, Entry: codec.Entry{Sequence: seq,
+				Timestamp: 1_700_000_000_000 + seq, Op: codec.OpInsert, Table: []byte(name),
+				RowID: fmt.Appendf(nil, "k%d", i), After: []byte(`{"v":1}`)}})
+		}
+		f.Tables = append(f.Tables, tb)
+		sink.MergeWatermark(f.Watermarks, "src", sink.Watermark{BatchSeq: id, EntrySeq: seq})
+	}
+	return f
+}
+
+// TestCommitsSmallestTableFirst: one table at a time, a commit starts with
+// the table with the fewest staged rows, directly and through the elected
+// committer (which committed in name order before).
+func TestCommitsSmallestTableFirst(t *testing.T) {
+	ctx := context.Background()
+	sizes := map[string]int{"a_big": 300, "b_small": 1, "c_mid": 30}
+	want := []string{"b_small", "c_mid", "a_big"}
+	var (
+		mu    sync.Mutex
+		order []string
+	)
+	record := func(c *Config) {
+		c.Mirror = true
+		c.CommitParallelism = 1
+		c.BeforeTableCommit = func(name string) error {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, name)
+			return nil
+		}
+	}
+	check := func(t *testing.T) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if !slices.Equal(order, want) {
+			t.Errorf("tables committed in the order %v, want %v", order, want)
+		}
+		order = nil
+	}
+	t.Run("direct", func(t *testing.T) {
+		s := openTestSink(t, t.TempDir(), record)
+		mustCommit(t, s, sizedFlush(1, sizes))
+		check(t)
+	})
+	t.Run("elected committer", func(t *testing.T) {
+		dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+		ci := openCommitterInstances(t, dsn, []string{"inst-a"}, record)[0]
+		ci.acquire(t, "src")
+		cctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		if _, err := ci.commit(cctx, sizedFlush(1, sizes)); err != nil {
+			t.Fatal(err)
+		}
+		check(t)
+	})
 }
