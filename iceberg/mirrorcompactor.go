@@ -18,7 +18,7 @@ import (
 // commit, and a pass commits every table's mirror: woken by each mirror
 // commit, the compactor ran one table behind the pass, so each mirror
 // commit of a pass waited for a rewrite of its table (0.4-2 s each at
-// saturation with W1, passes of 2-3 s, and a 10-s window in which ingest
+// saturation with W1, passes of up to 5 s, and a 10-s window in which ingest
 // acked nothing). So a note made during a pass wakes the compactor when
 // the pass ends, and the compactor starts no step while a pass runs.
 type mirrorCompactor struct {
