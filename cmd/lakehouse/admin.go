@@ -4,13 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/apache/iceberg-go/catalog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -166,11 +169,11 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return fmt.Errorf("--table is required (see 'lakehouse tables')")
 	}
 	if mirror {
-		return scanMirror(ctx, s, table, limit, asJSON, stdout)
+		return withTableHint(ctx, s, table, scanMirror(ctx, s, table, limit, asJSON, stdout))
 	}
 	recs, err := s.Scan(ctx, table, limit)
 	if err != nil {
-		return err
+		return withTableHint(ctx, s, table, err)
 	}
 	if asJSON {
 		enc := json.NewEncoder(stdout)
@@ -188,6 +191,37 @@ func runScan(ctx context.Context, args []string, stdout, stderr io.Writer) error
 			r.EventTime.UTC().Format(time.RFC3339Nano), r.RowID, clip(r.Before), clip(r.After))
 	}
 	return tw.Flush()
+}
+
+// maxTableHint bounds the table names a "no such table" error lists.
+const maxTableHint = 10
+
+// withTableHint adds to err, when it says that table does not exist, the
+// tables that do: `bench` writes to bench_users, not users, and a user
+// copying a command learns the name from the error.
+func withTableHint(ctx context.Context, s *iceberg.Sink, table string, err error) error {
+	if !errors.Is(err, catalog.ErrNoSuchTable) {
+		return err
+	}
+	infos, terr := s.Tables(ctx)
+	if terr != nil || len(infos) == 0 {
+		return fmt.Errorf("%w (no CDC tables yet)", err)
+	}
+	var names, likely []string
+	for _, t := range infos {
+		names = append(names, t.OriginalName)
+		if strings.HasSuffix(t.OriginalName, "_"+table) {
+			likely = append(likely, t.OriginalName)
+		}
+	}
+	hint := ""
+	if len(likely) > 0 {
+		hint = "; did you mean " + strings.Join(likely, " or ") + "?"
+	}
+	if len(names) > maxTableHint {
+		names = append(names[:maxTableHint], fmt.Sprintf("and %d more", len(names)-maxTableHint))
+	}
+	return fmt.Errorf("%w%s (tables: %s; see 'lakehouse tables')", err, hint, strings.Join(names, ", "))
 }
 
 func clip(s *string) string {

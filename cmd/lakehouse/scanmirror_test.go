@@ -71,3 +71,30 @@ func TestScanMirror(t *testing.T) {
 		t.Fatalf("scan --mirror printed:\n%s", out.String())
 	}
 }
+
+// TestScanNamesTablesWhenMissing: scanning a table that does not exist
+// names the tables that do, and the likely one: `bench` writes bench_users,
+// and the README's scan of users failed with only "table does not exist".
+func TestScanNamesTablesWhenMissing(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := iceberg.Open(ctx, iceberg.Config{DataDir: dir, CatalogType: "sql", Mirror: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := codec.Entry{Sequence: 1, Timestamp: 1_700_000_000_001, Op: codec.OpInsert, Table: []byte("bench_users"), RowID: []byte("u1"), After: []byte(`{"a":1}`)}
+	if _, err := s.Commit(ctx, &sink.Flush{ID: 1, Time: time.Now(), Watermarks: map[string]sink.Watermark{"src": {BatchSeq: 1, EntrySeq: 1}},
+		Tables: []sink.Table{{Name: "bench_users", Rows: []sink.Row{{SourceID: "src", BatchSeq: 1, Entry: e}}}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for _, extra := range [][]string{nil, {"--mirror"}} {
+		var out, errOut bytes.Buffer
+		err := runScan(ctx, append([]string{"--data-dir", dir, "--table", "users"}, extra...), &out, &errOut)
+		if err == nil || !strings.Contains(err.Error(), "did you mean bench_users?") || !strings.Contains(err.Error(), "tables: bench_users") {
+			t.Errorf("scan %v of a missing table: %v, want the existing tables named", extra, err)
+		}
+	}
+}
