@@ -8,8 +8,8 @@ import (
 )
 
 // claimSorted returns df with the table's default sort order id, for data
-// files the sink wrote sorted (every staged file and every compaction
-// output, written through presorted): readers and planners may then rely
+// files the sink wrote sorted (every staged file, and every compaction
+// output whose inputs all claim the order; written through presorted): readers and planners may then rely
 // on the order. iceberg-go v0.7.0's WriteRecords never claims an order in
 // the manifest entry, so the entry is rebuilt with every statistic of df.
 func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, error) {
@@ -60,6 +60,21 @@ func partitionLogicalTypes(meta table.Metadata, spec *iceberg.PartitionSpec) map
 		}
 	}
 	return logical
+}
+
+// claimOrder reports whether every file of files claims the table's
+// default sort order (and the table has one).
+func claimOrder(meta table.Metadata, files []iceberg.DataFile) bool {
+	order := meta.DefaultSortOrder()
+	if order == table.UnsortedSortOrderID {
+		return false
+	}
+	for _, df := range files {
+		if id := df.SortOrderID(); id == nil || *id != order {
+			return false
+		}
+	}
+	return true
 }
 
 // presorted returns tbl as table.WriteRecords should see it when the

@@ -4,6 +4,11 @@ import (
 	"context"
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -54,4 +59,74 @@ func TestFilesSortedWithoutIcebergSort(t *testing.T) {
 	maintain(t, s, MaintainOptions{})
 	check("after compaction", 1)
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+}
+
+// TestCompactionClaimsOrderOnlyOfClaimedInputs: a file another writer
+// appended claims no sort order (iceberg-go never claims one), so a
+// compaction that merges it claims none either; merges of the sink's own
+// files claim the order (TestFilesSortedWithoutIcebergSort).
+func TestCompactionClaimsOrderOnlyOfClaimedInputs(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 3 })
+	fs := []*sink.Flush{w1Flush(1, oneSource, 1, 1, 16), w1Flush(2, oneSource, 2, 1, 16)}
+	for _, f := range fs {
+		mustCommit(t, s, f)
+	}
+	// Another writer's append, through iceberg-go, of rows of their own.
+	other := w1Flush(3, testSources[1:2], 1, 1, 16)
+	var rows []*sink.Row
+	for i := range other.Tables {
+		if other.Tables[i].Name == "users" {
+			for j := range other.Tables[i].Rows {
+				rows = append(rows, &other.Tables[i].Rows[j])
+			}
+		}
+	}
+	rec, err := buildRecord(s.schema, rows, time.Now().UnixMicro())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := s.LoadTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdr, err := array.NewRecordReader(rec.Schema(), []arrow.RecordBatch{rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.Append(ctx, rdr, nil); err != nil {
+		t.Fatal(err)
+	}
+	rdr.Release()
+	rec.Release()
+	if _, err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(liveFiles(t, s, "users")); n != 3 {
+		t.Fatalf("%d files before compaction, want 3", n)
+	}
+	maintain(t, s, MaintainOptions{})
+	if tbl, err = s.LoadTable(ctx, "users"); err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil || len(tasks) != 1 {
+		t.Fatalf("%d files after compaction (%v), want 1", len(tasks), err)
+	}
+	if id := tasks[0].File.SortOrderID(); id != nil && *id != table.UnsortedSortOrderID {
+		t.Errorf("the merge of an unclaimed input claims sort order %d", *id)
+	}
+	want := flushKeys(fs...)
+	for k, n := range flushKeys(other) {
+		if k.table == "users" {
+			want[k] += n
+		}
+	}
+	got := scanKeys(t, s)
+	for k, n := range want {
+		if k.table == "users" && got[k] != n {
+			t.Errorf("%v: %d rows after compaction, want %d", k, got[k], n)
+		}
+	}
 }
