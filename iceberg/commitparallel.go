@@ -66,18 +66,27 @@ func (s *Sink) commitTables(ctx context.Context, byTable map[string][]*stagedTab
 // the commit as a whole takes as long as in any other order; a commit
 // whose CPU the tables share (two cores, ingest beside) gains the most.
 func smallestFirst(names []string, byTable map[string][]*stagedTable) []int {
-	cost := make([]int64, len(names))
-	order := make([]int, len(names))
+	rows := make([]int64, len(names))
 	for i, name := range names {
-		order[i] = i
 		for _, p := range byTable[name] {
-			cost[i] += p.rows
+			rows[i] += p.rows
 			if p.mirror != nil {
-				cost[i] += p.mirror.rows
+				rows[i] += p.mirror.rows
 			}
 		}
 	}
-	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(cost[a], cost[b]) })
+	return fewestFirst(rows)
+}
+
+// fewestFirst returns the indexes of rows in increasing order of their
+// values, ties in index order: the order in which a commit's tables start
+// (the elected committer's rounds use it too).
+func fewestFirst(rows []int64) []int {
+	order := make([]int, len(rows))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rows[a], rows[b]) })
 	return order
 }
 

@@ -1,7 +1,6 @@
 package iceberg
 
 import (
-	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -244,15 +243,18 @@ func (s *Sink) committerRound(ctx context.Context) error {
 			jobs = append(jobs, &job{name: name, due: due, urgent: w.urgent, rows: w.stagedRows})
 		}
 	}
-	// Smallest first, as a direct commit's (smallestFirst): a small table
-	// waits for no large one. Ties stay in name order.
-	slices.SortStableFunc(jobs, func(a, b *job) int { return cmp.Compare(a.rows, b.rows) })
 	// The tables held commit in parallel, as a direct commit's do
-	// (commitparallel.go): each its changelog, then its mirror.
+	// (commitparallel.go): each its changelog, then its mirror, the
+	// smallest first (a small table waits for no large one).
+	rows := make([]int64, len(jobs))
+	for i, j := range jobs {
+		rows[i] = j.rows
+	}
+	order := fewestFirst(rows)
 	s.mirrorCompact.passStarted()
 	defer s.mirrorCompact.passEnded()
-	inParallel(s.cfg.CommitParallelism, len(jobs), func(i int) {
-		j := jobs[i]
+	inParallel(s.cfg.CommitParallelism, len(jobs), func(k int) {
+		j := jobs[order[k]]
 		if j.due {
 			if j.changelogErr = s.commitPublished(ctx, j.name, j.urgent); j.changelogErr != nil {
 				return
@@ -262,8 +264,7 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		// wait for their mirror.
 		j.mirrErr = s.commitPublishedMirror(ctx, j.name)
 	})
-	// The errors in name order, as a direct commit's.
-	for _, j := range slices.SortedFunc(slices.Values(jobs), func(a, b *job) int { return strings.Compare(a.name, b.name) }) {
+	for _, j := range jobs { // in name order, as a direct commit's errors
 		switch {
 		case j.changelogErr != nil:
 			errs = append(errs, fmt.Errorf("table %q: %w", j.name, j.changelogErr))
