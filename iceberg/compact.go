@@ -220,14 +220,13 @@ func (s *Sink) removePaths(ctx context.Context, tbl *table.Table, paths ...strin
 
 // merger is a k-way merge of sorted Arrow streams by (source_id, entry_seq).
 type merger struct {
-	schema   *arrow.Schema
-	srcCol   int
-	seqCol   int
-	inputs   []*mergeInput
-	h        mergeHeap
-	err      error
-	stops    []func()
-	building *array.RecordBuilder
+	schema *arrow.Schema
+	srcCol int
+	seqCol int
+	inputs []*mergeInput
+	h      mergeHeap
+	err    error
+	stops  []func()
 }
 
 type mergeInput struct {
