@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/apache/arrow-go/v18/parquet/file"
 	iceberg "github.com/apache/iceberg-go"
 )
 
@@ -79,5 +80,56 @@ func TestChangelogColumnsWithoutDictionary(t *testing.T) {
 	}
 	if got := tbl.Properties()[dictKey]; got != "true" {
 		t.Errorf("with Config.TableProperties true: %s = %q", dictKey, got)
+	}
+}
+
+// TestChangelogPagesBounded: a staged file's Parquet pages stay near
+// changelogPageBytes, whatever the flush's size. A compaction holds a page
+// of every column of each of its inputs; with iceberg-go's defaults a staged
+// file of a large flush held each row-image column in one page of megabytes.
+func TestChangelogPagesBounded(t *testing.T) {
+	s := openTestSink(t, t.TempDir(), nil)
+	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 100_000))
+	files := liveFiles(t, s, "users")
+	if len(files) == 0 {
+		t.Fatal("users has no data file")
+	}
+	// A page is cut at the first check past the size: at most
+	// changelogPageRows values beyond it (W1 row images are well under
+	// 1 KiB each).
+	const limit = changelogPageBytes + changelogPageRows<<10
+	var largest, columnBytes int
+	for _, p := range files {
+		r, err := file.OpenParquetFile(localPath(p), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rg := range r.NumRowGroups() {
+			rgr := r.RowGroup(rg)
+			for c := range r.MetaData().Schema.NumColumns() {
+				cc, err := rgr.MetaData().ColumnChunk(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				columnBytes = max(columnBytes, int(cc.TotalUncompressedSize()))
+				pr, err := rgr.GetColumnPageReader(c)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for pr.Next() {
+					largest = max(largest, len(pr.Page().Data()))
+				}
+				if err := pr.Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		r.Close()
+	}
+	if columnBytes < 4*changelogPageBytes {
+		t.Fatalf("largest column chunk %d bytes: too small to need several pages; the test needs a larger flush", columnBytes)
+	}
+	if largest > limit {
+		t.Errorf("largest page %d bytes (column chunks up to %d), want at most %d", largest, columnBytes, limit)
 	}
 }
