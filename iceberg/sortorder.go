@@ -8,10 +8,11 @@ import (
 )
 
 // claimSorted returns df with the table's default sort order id, for data
-// files the sink wrote sorted (every staged file, and every compaction
-// output whose inputs all claim the order; written through presorted): readers and planners may then rely
-// on the order. iceberg-go v0.7.0's WriteRecords never claims an order in
-// the manifest entry, so the entry is rebuilt with every statistic of df.
+// files the sink wrote sorted through presorted: every staged file, and
+// every compaction output whose inputs all claim the order (claimOrder).
+// Readers and planners may then rely on the order. iceberg-go v0.7.0's
+// WriteRecords never claims an order in the manifest entry, so the entry is
+// rebuilt with every statistic of df.
 func claimSorted(meta table.Metadata, df iceberg.DataFile) (iceberg.DataFile, error) {
 	order := meta.DefaultSortOrder()
 	if order == table.UnsortedSortOrderID {

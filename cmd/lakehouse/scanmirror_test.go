@@ -22,29 +22,12 @@ import (
 func TestScanMirror(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := iceberg.Open(ctx, iceberg.Config{DataDir: dir, CatalogType: "sql", Mirror: true, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	row := func(seq uint64, op codec.Op, key, after string) sink.Row {
-		e := codec.Entry{Sequence: seq, Timestamp: 1_700_000_000_000 + seq, Op: op, Table: []byte("users"), RowID: []byte(key)}
-		if after != "" {
-			e.After = []byte(after)
-		}
-		return sink.Row{SourceID: "src", BatchSeq: 1, Entry: e}
-	}
-	if _, err := s.Commit(ctx, &sink.Flush{ID: 1, Time: time.Now(), Watermarks: map[string]sink.Watermark{"src": {BatchSeq: 1, EntrySeq: 4}},
-		Tables: []sink.Table{{Name: "users", Rows: []sink.Row{
-			row(1, codec.OpInsert, "u1", `{"name":"Ada","city":"Paris","visits":1}`),
-			row(2, codec.OpInsert, "u2", `{"name":"Bob","city":"Oslo","visits":2}`),
-			row(3, codec.OpUpdate, "u1", `{"name":"Ada","city":"Lyon","visits":3}`),
-			row(4, codec.OpDelete, "u2", ""),
-		}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	commitRows(t, dir, "users",
+		scanRow(1, codec.OpInsert, "u1", `{"name":"Ada","city":"Paris","visits":1}`),
+		scanRow(2, codec.OpInsert, "u2", `{"name":"Bob","city":"Oslo","visits":2}`),
+		scanRow(3, codec.OpUpdate, "u1", `{"name":"Ada","city":"Lyon","visits":3}`),
+		scanRow(4, codec.OpDelete, "u2", ""),
+	)
 
 	var out, errOut bytes.Buffer
 	if err := runScan(ctx, []string{"--data-dir", dir, "--table", "users", "--mirror", "--json"}, &out, &errOut); err != nil {
@@ -78,23 +61,45 @@ func TestScanMirror(t *testing.T) {
 func TestScanNamesTablesWhenMissing(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	s, err := iceberg.Open(ctx, iceberg.Config{DataDir: dir, CatalogType: "sql", Mirror: true, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e := codec.Entry{Sequence: 1, Timestamp: 1_700_000_000_001, Op: codec.OpInsert, Table: []byte("bench_users"), RowID: []byte("u1"), After: []byte(`{"a":1}`)}
-	if _, err := s.Commit(ctx, &sink.Flush{ID: 1, Time: time.Now(), Watermarks: map[string]sink.Watermark{"src": {BatchSeq: 1, EntrySeq: 1}},
-		Tables: []sink.Table{{Name: "bench_users", Rows: []sink.Row{{SourceID: "src", BatchSeq: 1, Entry: e}}}}}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
+	commitRows(t, dir, "bench_users", scanRow(1, codec.OpInsert, "u1", `{"a":1}`))
 	for _, extra := range [][]string{nil, {"--mirror"}} {
 		var out, errOut bytes.Buffer
 		err := runScan(ctx, append([]string{"--data-dir", dir, "--table", "users"}, extra...), &out, &errOut)
 		if err == nil || !strings.Contains(err.Error(), "did you mean bench_users?") || !strings.Contains(err.Error(), "tables: bench_users") {
 			t.Errorf("scan %v of a missing table: %v, want the existing tables named", extra, err)
 		}
+	}
+}
+
+// scanRow is one entry of source "src", batch 1, for commitRows; an empty
+// after leaves the row image null.
+func scanRow(seq uint64, op codec.Op, key, after string) sink.Row {
+	e := codec.Entry{Sequence: seq, Timestamp: 1_700_000_000_000 + seq, Op: op, RowID: []byte(key)}
+	if after != "" {
+		e.After = []byte(after)
+	}
+	return sink.Row{SourceID: "src", BatchSeq: 1, Entry: e}
+}
+
+// commitRows commits rows to table in a sink (with mirrors) on dir, in one
+// flush whose watermark is the last row's, and closes the sink.
+func commitRows(t *testing.T, dir, table string, rows ...sink.Row) {
+	t.Helper()
+	ctx := context.Background()
+	s, err := iceberg.Open(ctx, iceberg.Config{DataDir: dir, CatalogType: "sql", Mirror: true, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range rows {
+		rows[i].Entry.Table = []byte(table)
+	}
+	last := rows[len(rows)-1]
+	if _, err := s.Commit(ctx, &sink.Flush{ID: 1, Time: time.Now(),
+		Watermarks: map[string]sink.Watermark{last.SourceID: {BatchSeq: last.BatchSeq, EntrySeq: last.Entry.Sequence}},
+		Tables:     []sink.Table{{Name: table, Rows: rows}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
 	}
 }
