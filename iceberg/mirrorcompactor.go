@@ -25,6 +25,7 @@ type mirrorCompactor struct {
 	mu      sync.Mutex
 	pending map[string]struct{} // CDC table names (original)
 	passes  int                 // commit passes running
+	resume  string              // where the last round stopped for a pass
 	wake    chan struct{}       // one slot: a wake-up is pending
 }
 
@@ -87,13 +88,31 @@ func (c *mirrorCompactor) requeue(names ...string) {
 	}
 }
 
-// take empties the queue.
+// putOff puts back the tables a round did not reach because a commit
+// pass started, without waking the compactor; the next round starts with
+// the first of them. Otherwise, with passes close together, each round
+// would reach the same first tables in name order and never the last.
+func (c *mirrorCompactor) putOff(names []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, n := range names {
+		c.pending[n] = struct{}{}
+	}
+	if len(names) > 0 {
+		c.resume = names[0]
+	}
+}
+
+// take empties the queue: the tables in name order, from where the last
+// round stopped for a pass, round the end.
 func (c *mirrorCompactor) take() []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	names := slices.Sorted(maps.Keys(c.pending))
 	clear(c.pending)
-	return names
+	i, _ := slices.BinarySearch(names, c.resume)
+	c.resume = ""
+	return slices.Concat(names[i:], names[:i])
 }
 
 // RunMirrorCompaction compacts mirror partitions in the background until
@@ -137,7 +156,7 @@ func (s *Sink) CompactMirrors(ctx context.Context) error {
 		cancel()
 		if errors.Is(err, errCommitPassRunning) {
 			// The rest waits for the pass's end, which wakes us.
-			s.mirrorCompact.requeue(names[i:]...)
+			s.mirrorCompact.putOff(names[i:])
 			return firstErr
 		}
 		if err != nil {
