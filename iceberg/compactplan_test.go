@@ -1,10 +1,14 @@
 package iceberg
 
 import (
+	"fmt"
 	"math"
 	"slices"
 	"testing"
 	"time"
+
+	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -109,4 +113,94 @@ func TestCompactionMergesRuns(t *testing.T) {
 	}
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
 	sameMultiset(t, "parquet-go read after compaction", flushParquetKeys(fs...), parquetKeys(t, s))
+}
+
+// TestCompactionRewritesBoundedAtEveryRate runs the planner alone over ten
+// hours of one partition, a maintenance pass a minute, at the stage file
+// sizes of several ingest rates, with the default settings: a byte is
+// rewritten about log_F(3/4 target / stage file size) times at every rate.
+// With small files up to 8 MiB all in one tier, a table's remainder below
+// 8 MiB was merged again with every few new files: at 100 entries/s (two
+// files of 20 KB a minute) each byte was rewritten 26 times.
+func TestCompactionRewritesBoundedAtEveryRate(t *testing.T) {
+	m, err := MaintenanceConfig{}.withDefaults()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Sink{cfg: Config{Maintenance: m, TargetFileSizeBytes: DefaultTargetFileSizeBytes}}
+	fanIn := float64(m.CompactMinFiles)
+	for _, c := range []struct {
+		name    string
+		perPass int   // files staged per pass (a minute)
+		size    int64 // bytes per staged file
+	}{
+		{"W1 at saturation: a stage a second", 60, 160 << 10},
+		{"5,000 entries/s", 60, 35 << 10},
+		{"1,000 entries/s: a stage per 10,000 entries", 6, 10 << 10},
+		{"100 entries/s: a commit per 30 s", 2, 20 << 10},
+		{"a file of 1 KB every 30 s", 2, 1 << 10},
+		{"2 MB files", 60, 2 << 20},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			amp, most := simulateCompaction(t, s, c.perPass, c.size, 600)
+			limit := math.Log(float64(DefaultTargetFileSizeBytes*3/4)/float64(c.size))/math.Log(fanIn) + 1
+			t.Logf("rewritten %.2f times per staged byte (limit %.2f); at most %d files below the target", amp, limit, most)
+			if amp > limit {
+				t.Errorf("each staged byte rewritten %.2f times, want at most %.2f", amp, limit)
+			}
+			if most > 8*m.CompactMinFiles+c.perPass {
+				t.Errorf("up to %d files below the target size", most)
+			}
+		})
+	}
+}
+
+// simulateCompaction feeds perPass files of size bytes to the planner per
+// pass, replaces each planned group by its merge (the sum of its inputs, in
+// files of at most the target size), and returns the bytes rewritten per
+// byte staged and the most files below 3/4 of the target after a pass.
+func simulateCompaction(t *testing.T, s *Sink, perPass int, size int64, passes int) (float64, int) {
+	t.Helper()
+	target := s.cfg.TargetFileSizeBytes
+	var (
+		files             []table.FileScanTask
+		staged, rewritten int64
+		most, n           int
+	)
+	add := func(size int64) {
+		n++
+		b, err := iceberg.NewDataFileBuilder(*iceberg.UnpartitionedSpec, iceberg.EntryContentData,
+			fmt.Sprintf("f%d.parquet", n), iceberg.ParquetFile, nil, nil, nil, 1, size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, table.FileScanTask{File: b.Build()})
+	}
+	for range passes {
+		for range perPass {
+			add(size)
+			staged += size
+		}
+		gone := make(map[string]bool)
+		for _, g := range s.planCompaction(files, target) {
+			var sum int64
+			for _, f := range g {
+				sum += f.File.FileSizeBytes()
+				gone[f.File.FilePath()] = true
+			}
+			rewritten += sum
+			for ; sum > 0; sum -= min(sum, target) {
+				add(min(sum, target))
+			}
+		}
+		files = slices.DeleteFunc(files, func(f table.FileScanTask) bool { return gone[f.File.FilePath()] })
+		small := 0
+		for _, f := range files {
+			if f.File.FileSizeBytes() < target*3/4 {
+				small++
+			}
+		}
+		most = max(most, small)
+	}
+	return float64(rewritten) / float64(staged), most
 }
