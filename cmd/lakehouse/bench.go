@@ -13,6 +13,9 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
+// defaultBenchFlushTimeout is the default of bench --flush-timeout.
+const defaultBenchFlushTimeout = 5 * time.Minute
+
 // benchComparison is the --compare result: the client run, the raw stream
 // baseline and their throughput ratio.
 type benchComparison struct {
@@ -52,6 +55,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cf.register(fs, "tls")
 	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
 		"once no ack has come for this long; what stays unacknowledged is reported, and the exit status is then non-zero")
+	flushTimeout := fs.Duration("flush-timeout", defaultBenchFlushTimeout, "wait at most this long for the server's commit "+
+		"before the run (of what it buffered earlier) and after it (of what the run left buffered, part of the CPU figure): "+
+		"a server slower to commit than to ack leaves a backlog in its write-ahead log, which can take minutes after a long run")
 	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
 		" (inserts, updates and deletes over a key space shared by the sources; client and --frames modes)")
 	keys := fs.Int("keys", workload.DefaultKeyedKeys, "key space of --workload keyed")
@@ -69,6 +75,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	}
 	if *grace <= 0 {
 		return fmt.Errorf("--grace %v must be positive", *grace)
+	}
+	if *flushTimeout <= 0 {
+		return fmt.Errorf("--flush-timeout %v must be positive", *flushTimeout)
 	}
 	keysSet := false
 	fs.Visit(func(f *flag.Flag) { keysSet = keysSet || f.Name == "keys" })
@@ -139,10 +148,12 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		Workload:      *workloadName,
 		Keys:          *keys,
 	}
-	// flush asks the server to commit, bounded by the grace period: a
-	// server that stopped answering must not hang the run.
+	// flush asks the server to commit, bounded by --flush-timeout: a
+	// server that stopped answering must not hang the run. It is not
+	// --grace, the wait for acks: the server acks what its log holds, and
+	// on a slow machine it took 40 s to commit what a 10-s run left.
 	flush := func() error {
-		fctx, cancel := context.WithTimeout(ctx, *grace)
+		fctx, cancel := context.WithTimeout(ctx, *flushTimeout)
 		defer cancel()
 		_, err := bench.FlushServer(fctx, cfg.Addr, dopts...)
 		return err
@@ -186,7 +197,11 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 			// The run's figures stand if this fails; the CPU figure is
 			// still reported, marked as missing (part of) the commit of
 			// what the run left buffered.
-			flushErr = flush()
+			fmt.Fprintf(stderr, "bench: the server commits what the run left buffered (part of its CPU figure; --flush-timeout %v)\n", *flushTimeout)
+			started := time.Now()
+			if flushErr = flush(); flushErr == nil {
+				fmt.Fprintf(stderr, "bench: committed in %v\n", time.Since(started).Round(100*time.Millisecond))
+			}
 		}
 		if s.CPU, err = cpu.Stop(ctx, s.Entries); err != nil {
 			return nil, err
