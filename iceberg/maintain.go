@@ -153,7 +153,9 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		return nil
 	}
 	if err != nil {
-		s.count(func(t *MaintenanceTotals) { t.Runs++; t.Failures++ })
+		if ctx.Err() == nil {
+			s.count(func(t *MaintenanceTotals) { t.Runs++; t.Failures++ })
+		}
 		return fmt.Errorf("iceberg: maintain table %s: %w", sink.SanitizeName(name), err)
 	}
 	defer release()
@@ -232,6 +234,10 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		errs = append(errs, fmt.Errorf("measure: %w", herr))
 	}
 	err = errors.Join(errs...)
+	// A pass that ctx ended (the server stopping) was interrupted, not
+	// failed: the table is as it was, and neither the failure count nor a
+	// warning should tell an operator otherwise on every clean shutdown.
+	interrupted := err != nil && ctx.Err() != nil
 
 	s.maint.mu.Lock()
 	cur := s.maint.tables[h.Name]
@@ -241,24 +247,27 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	cur.LastRun, cur.LastDuration = start, time.Since(start)
 	cur.ExpiredSnapshots, cur.FilesCompacted, cur.FilesWritten, cur.OrphansRemoved = run.ExpiredSnapshots, run.FilesCompacted, run.FilesWritten, run.OrphansRemoved
 	cur.LastError = ""
-	if err != nil {
+	if err != nil && !interrupted {
 		cur.LastError = err.Error()
 	}
 	if orphansDue {
 		cur.lastOrphanRun = start
 	}
 	s.maint.totals.Runs++
-	if err != nil {
+	if err != nil && !interrupted {
 		s.maint.totals.Failures++
 	}
 	s.maint.mu.Unlock()
 
 	if run.ExpiredSnapshots+run.FilesCompacted+run.OrphansRemoved > 0 || err != nil {
-		level := s.log.Info
-		if err != nil {
+		level, msg := s.log.Info, "table maintenance"
+		switch {
+		case interrupted:
+			msg = "table maintenance interrupted"
+		case err != nil:
 			level = s.log.Warn
 		}
-		level("table maintenance", "table", h.Name, "expired_snapshots", run.ExpiredSnapshots,
+		level(msg, "table", h.Name, "expired_snapshots", run.ExpiredSnapshots,
 			"files_compacted", run.FilesCompacted, "files_written", run.FilesWritten,
 			"orphans_removed", run.OrphansRemoved, "snapshots", health.Snapshots, "data_files", health.DataFiles,
 			"manifests", health.Manifests, "metadata_bytes", health.MetadataBytes,

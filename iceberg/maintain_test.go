@@ -2,10 +2,13 @@ package iceberg
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -612,4 +615,82 @@ func TestOrphanCleanupCountsEveryRemoval(t *testing.T) {
 	if got := s.MaintenanceTotals().OrphansRemoved - before; got != orphans {
 		t.Errorf("orphans removed: counted %d, want %d", got, orphans)
 	}
+}
+
+// TestMaintenanceInterruptedIsNoFailure: a pass whose context ends in the
+// middle (the server stopping during a compaction) leaves the table as it
+// was and is no failure: no warning, no count in
+// lakehouse_maintenance_failures_total, no last error. Before, every clean
+// shutdown during a compaction logged "table maintenance" at WARN with
+// "context canceled" and counted a failure. A real failure still does all
+// three.
+func TestMaintenanceInterruptedIsNoFailure(t *testing.T) {
+	var logs syncLog
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	fail := false
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Maintenance.CompactMinFiles = 2
+		c.Maintenance.OrphanDisabled = true
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		c.BeforeRewriteCommit = func(string) error {
+			if fail {
+				return errors.New("the store refused")
+			}
+			cancel() // the server stops while the group is merged
+			return ctx.Err()
+		}
+	})
+	commitN(t, s, 3)
+	before := liveFiles(t, s, "users")
+	if err := s.MaintainTable(ctx, "users", MaintainOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("MaintainTable: %v, want it interrupted", err)
+	}
+	if got := liveFiles(t, s, "users"); len(got) != len(before) {
+		t.Errorf("the interrupted pass changed the table: %d files, had %d", len(got), len(before))
+	}
+	if tot := s.MaintenanceTotals(); tot.Failures != 0 {
+		t.Errorf("an interrupted pass counted %d failures", tot.Failures)
+	}
+	if h := s.healthOf("users"); h.LastError != "" {
+		t.Errorf("an interrupted pass left the last error %q", h.LastError)
+	}
+	if strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("an interrupted pass logged a warning:\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "table maintenance interrupted") {
+		t.Errorf("the interruption is not logged:\n%s", logs.String())
+	}
+
+	fail = true
+	if err := s.MaintainTable(context.Background(), "users", MaintainOptions{}); err == nil {
+		t.Fatal("a pass whose commit fails reported no error")
+	}
+	if tot := s.MaintenanceTotals(); tot.Failures != 1 {
+		t.Errorf("a failed pass counted %d failures, want 1", tot.Failures)
+	}
+	if h := s.healthOf("users"); !strings.Contains(h.LastError, "the store refused") {
+		t.Errorf("last error %q", h.LastError)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("a failed pass logged no warning:\n%s", logs.String())
+	}
+}
+
+// syncLog is a log destination safe for concurrent writers.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
