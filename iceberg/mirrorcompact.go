@@ -138,13 +138,14 @@ func (s *Sink) mirrorPartitionDue(p *mirrorPartition, minDeletes int) bool {
 // that an ingest commit waits for at most one such rewrite. It returns the
 // number of partitions compacted.
 //
-// No step starts while a commit pass runs (see mirrorCompactor): it
-// returns errCommitPassRunning then, with the partitions compacted so far.
+// No step starts while a commit pass runs (see mirrorCompactor), unless the
+// background compaction has been put off too long: it returns
+// errCommitPassRunning then, with the partitions compacted so far.
 func (s *Sink) compactMirror(ctx context.Context, name string, minDeletes int) (int, error) {
 	tried := make(map[string]bool)
 	total := 0
 	for {
-		if s.mirrorCompact.committing() {
+		if s.mirrorCompact.yieldToPass() {
 			return total, errCommitPassRunning
 		}
 		n, more, err := s.compactMirrorStep(ctx, name, minDeletes, tried)

@@ -254,3 +254,58 @@ func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 	}
 	checkMirror(t, readMirror(t, tbl), model)
 }
+
+// TestMirrorCompactionPutOffBounded: with commit passes back to back (here
+// one that never ends), the background compaction yields to them only for
+// maxPutOff; then it compacts during a pass. Before, it yielded for ever,
+// and the mirror's delete files grew with every commit.
+func TestMirrorCompactionPutOffBounded(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Mirror = true
+		c.MirrorCompactDeleteFiles = 2
+		c.MirrorScanBudget = -1
+	})
+	s.mirrorCompact.maxPutOff = 200 * time.Millisecond
+	keys := keysInBuckets("k", 10, 1, 0, true)
+	model := mirrorModel{}
+	s.mirrorCompact.passStarted()
+	for i := 1; i <= 4; i++ {
+		f := updateFlush(uint64(i), "t", keys, i)
+		applyFlush(model, f)
+		mustCommit(t, s, f)
+	}
+	if err := s.CompactMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MirrorTotals().Compactions; n != 0 {
+		t.Fatalf("%d compactions as a pass started", n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	s.mirrorCompact.note("t")
+	if err := s.CompactMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MirrorTotals().Compactions; n != 1 {
+		t.Fatalf("%d compactions after yielding for longer than maxPutOff, want 1", n)
+	}
+	// Having caught up, it yields to passes again.
+	f := updateFlush(5, "t", keys, 5)
+	applyFlush(model, f)
+	mustCommit(t, s, f)
+	f = updateFlush(6, "t", keys, 6)
+	applyFlush(model, f)
+	mustCommit(t, s, f)
+	if err := s.CompactMirrors(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.MirrorTotals().Compactions; n != 1 {
+		t.Errorf("%d compactions right after catching up, want 1", n)
+	}
+	s.mirrorCompact.passEnded()
+	tbl, err := s.LoadMirrorTable(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkMirror(t, readMirror(t, tbl), model)
+}

@@ -20,18 +20,32 @@ import (
 // commit of a pass waited for a rewrite of its table (0.4-2 s each at
 // saturation with W1, passes of up to 5 s, and a 10-s window in which ingest
 // acked nothing). So a note made during a pass wakes the compactor when
-// the pass ends, and the compactor starts no step while a pass runs.
+// the pass ends, and the compactor starts no step while a pass runs,
+// unless it has been put off for maxPutOff: passes back to back (a commit
+// interval shorter than a pass) would otherwise starve it, and a mirror's
+// delete files, with its scan cost, would grow without bound. A step
+// then runs during the pass, whose mirror commit of that table waits for
+// it (one step: at most about the table's target file size rewritten).
 type mirrorCompactor struct {
-	mu      sync.Mutex
-	pending map[string]struct{} // CDC table names (original)
-	passes  int                 // commit passes running
-	resume  string              // where the last round stopped for a pass
-	wake    chan struct{}       // one slot: a wake-up is pending
+	mu        sync.Mutex
+	pending   map[string]struct{} // CDC table names (original)
+	passes    int                 // commit passes running
+	resume    string              // where the last round stopped for a pass
+	putOffAt  time.Time           // first yield to a pass since the last full round (zero: none)
+	maxPutOff time.Duration       // how long rounds yield to passes (mirrorCompactMaxPutOff; shorter in tests)
+	wake      chan struct{}       // one slot: a wake-up is pending
 }
+
+// mirrorCompactMaxPutOff is how long the background mirror compaction
+// yields to commit passes before it runs a step during one: the
+// maintenance interval's default, so that a starved table is compacted at
+// most about as late as by the maintenance loop.
+const mirrorCompactMaxPutOff = DefaultMaintenanceInterval
 
 func (c *mirrorCompactor) init() {
 	c.pending = make(map[string]struct{})
 	c.wake = make(chan struct{}, 1)
+	c.maxPutOff = mirrorCompactMaxPutOff
 }
 
 // note queues a table and, unless a commit pass runs, wakes the compactor,
@@ -72,11 +86,27 @@ func (c *mirrorCompactor) passEnded() {
 	}
 }
 
-// committing reports whether a commit pass runs.
-func (c *mirrorCompactor) committing() bool {
+// yieldToPass reports whether a compaction step should wait for a commit
+// pass: one runs, and compaction has not yielded for maxPutOff since its
+// last full round. The first yield starts that clock.
+func (c *mirrorCompactor) yieldToPass() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.passes > 0
+	if c.passes == 0 {
+		return false
+	}
+	if c.putOffAt.IsZero() {
+		c.putOffAt = time.Now()
+	}
+	return time.Since(c.putOffAt) < c.maxPutOff
+}
+
+// roundDone records a round that reached every table it took: the
+// compactor is no longer behind.
+func (c *mirrorCompactor) roundDone() {
+	c.mu.Lock()
+	c.putOffAt = time.Time{}
+	c.mu.Unlock()
 }
 
 // requeue puts names back in the queue, without waking the compactor.
@@ -166,5 +196,6 @@ func (s *Sink) CompactMirrors(ctx context.Context) error {
 			}
 		}
 	}
+	s.mirrorCompact.roundDone()
 	return firstErr
 }
