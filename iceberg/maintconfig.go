@@ -41,8 +41,8 @@ const (
 	// not once per pass. It is small because tier 0 is the exception: a
 	// table's remainder in it is merged again with every CompactMinFiles
 	// new files until it outgrows the tier. At 8 MiB a table fed 100
-	// entries/s rewrote each byte 26 times (TestCompactionRewritesBounded-
-	// AtEveryRate), and W1 at full load 3.7 times instead of 3.2.
+	// entries/s rewrote each byte 26 times, and W1 at full load 3.7 times
+	// instead of 3.2 (TestCompactionRewritesBoundedAtEveryRate).
 	DefaultCompactSmallFileBytes = 64 << 10
 	// DefaultOrphanAge: files under a table's location that no snapshot
 	// references are removed once they are this old. It must exceed the
