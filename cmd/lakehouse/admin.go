@@ -84,7 +84,7 @@ func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs := flag.NewFlagSet("flush", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
-	timeout := fs.Duration("timeout", 5*time.Minute, "how long to wait for the flush")
+	timeout := fs.Duration("timeout", defaultFlushTimeout, "how long to wait for the flush")
 	var cf connFlags
 	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {

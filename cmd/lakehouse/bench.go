@@ -13,8 +13,9 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
 )
 
-// defaultBenchFlushTimeout is the default of bench --flush-timeout.
-const defaultBenchFlushTimeout = 5 * time.Minute
+// defaultFlushTimeout is how long flush --timeout and bench
+// --flush-timeout wait for a server's commit by default.
+const defaultFlushTimeout = 5 * time.Minute
 
 // benchComparison is the --compare result: the client run, the raw stream
 // baseline and their throughput ratio.
@@ -55,7 +56,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	cf.register(fs, "tls")
 	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
 		"once no ack has come for this long; what stays unacknowledged is reported, and the exit status is then non-zero")
-	flushTimeout := fs.Duration("flush-timeout", defaultBenchFlushTimeout, "wait at most this long for the server's commit "+
+	flushTimeout := fs.Duration("flush-timeout", defaultFlushTimeout, "wait at most this long for the server's commit "+
 		"before the run (of what it buffered earlier) and after it (of what the run left buffered, part of the CPU figure): "+
 		"a server slower to commit than to ack leaves a backlog in its write-ahead log, which can take minutes after a long run")
 	workloadName := fs.String("workload", bench.WorkloadW1, "what to send: "+bench.WorkloadW1+" (DESIGN.md) or "+bench.WorkloadKeyed+
