@@ -269,12 +269,15 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 	s.mirrorCompact.maxPutOff = 200 * time.Millisecond
 	keys := keysInBuckets("k", 10, 1, 0, true)
 	model := mirrorModel{}
-	s.mirrorCompact.passStarted()
-	for i := 1; i <= 4; i++ {
-		f := updateFlush(uint64(i), "t", keys, i)
-		applyFlush(model, f)
-		mustCommit(t, s, f)
+	commit := func(from, to int) {
+		for i := from; i <= to; i++ {
+			f := updateFlush(uint64(i), "t", keys, i)
+			applyFlush(model, f)
+			mustCommit(t, s, f)
+		}
 	}
+	s.mirrorCompact.passStarted()
+	commit(1, 4)
 	if err := s.CompactMirrors(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -290,12 +293,7 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 		t.Fatalf("%d compactions after yielding for longer than maxPutOff, want 1", n)
 	}
 	// Having caught up, it yields to passes again.
-	f := updateFlush(5, "t", keys, 5)
-	applyFlush(model, f)
-	mustCommit(t, s, f)
-	f = updateFlush(6, "t", keys, 6)
-	applyFlush(model, f)
-	mustCommit(t, s, f)
+	commit(5, 6)
 	if err := s.CompactMirrors(ctx); err != nil {
 		t.Fatal(err)
 	}
