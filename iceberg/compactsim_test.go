@@ -11,19 +11,20 @@ import (
 )
 
 // TestCompactionSustainedSim (LAKEHOUSE_COMPACT_SIM=<commits>) simulates a
-// sustained load at 1/8 scale: a commit per stage of a few kilobytes of
-// users rows (about 65 KB at full scale), a maintenance pass every 60
-// commits (a minute of one-second stages), small files below 1 MiB and a
-// 16 MiB target (8 MiB and 128 MiB at full scale). It prints how often a
-// row was rewritten and the compaction time.
+// sustained load at 1/8 scale: a commit per stage of 24,000 users rows
+// (about 32 KB of Parquet), a maintenance pass every 60
+// commits (a minute of one-second stages), and the default small-file size
+// and target at 1/8 (8 KiB and 16 MiB). It prints how often a row was
+// rewritten and the compaction time. TestCompactionRewritesBoundedAtEveryRate
+// simulates the planner alone, at full scale, in a fraction of a second.
 func TestCompactionSustainedSim(t *testing.T) {
 	commits, _ := strconv.Atoi(os.Getenv("LAKEHOUSE_COMPACT_SIM"))
 	if commits == 0 {
 		t.Skip("set LAKEHOUSE_COMPACT_SIM=<commits> (600 is ten minutes)")
 	}
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
-		c.TargetFileSizeBytes = 16 << 20
-		c.Maintenance.CompactSmallFileBytes = 1 << 20
+		c.TargetFileSizeBytes = DefaultTargetFileSizeBytes / 8
+		c.Maintenance.CompactSmallFileBytes = DefaultCompactSmallFileBytes / 8
 		c.Maintenance.SnapshotRetention = time.Millisecond
 		c.Maintenance.MinSnapshots = 1
 	})
