@@ -153,9 +153,12 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 		return nil
 	}
 	if err != nil {
-		if ctx.Err() == nil {
-			s.count(func(t *MaintenanceTotals) { t.Runs++; t.Failures++ })
-		}
+		s.count(func(t *MaintenanceTotals) {
+			t.Runs++
+			if ctx.Err() == nil { // not interrupted: see below
+				t.Failures++
+			}
+		})
 		return fmt.Errorf("iceberg: maintain table %s: %w", sink.SanitizeName(name), err)
 	}
 	defer release()
@@ -237,7 +240,7 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	// A pass that ctx ended (the server stopping) was interrupted, not
 	// failed: the table is as it was, and neither the failure count nor a
 	// warning should tell an operator otherwise on every clean shutdown.
-	interrupted := err != nil && ctx.Err() != nil
+	failed := err != nil && ctx.Err() == nil
 
 	s.maint.mu.Lock()
 	cur := s.maint.tables[h.Name]
@@ -247,14 +250,14 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	cur.LastRun, cur.LastDuration = start, time.Since(start)
 	cur.ExpiredSnapshots, cur.FilesCompacted, cur.FilesWritten, cur.OrphansRemoved = run.ExpiredSnapshots, run.FilesCompacted, run.FilesWritten, run.OrphansRemoved
 	cur.LastError = ""
-	if err != nil && !interrupted {
+	if failed {
 		cur.LastError = err.Error()
 	}
 	if orphansDue {
 		cur.lastOrphanRun = start
 	}
 	s.maint.totals.Runs++
-	if err != nil && !interrupted {
+	if failed {
 		s.maint.totals.Failures++
 	}
 	s.maint.mu.Unlock()
@@ -262,10 +265,10 @@ func (s *Sink) MaintainTable(ctx context.Context, name string, opts MaintainOpti
 	if run.ExpiredSnapshots+run.FilesCompacted+run.OrphansRemoved > 0 || err != nil {
 		level, msg := s.log.Info, "table maintenance"
 		switch {
-		case interrupted:
-			msg = "table maintenance interrupted"
-		case err != nil:
+		case failed:
 			level = s.log.Warn
+		case err != nil:
+			msg = "table maintenance interrupted"
 		}
 		level(msg, "table", h.Name, "expired_snapshots", run.ExpiredSnapshots,
 			"files_compacted", run.FilesCompacted, "files_written", run.FilesWritten,

@@ -203,11 +203,7 @@ func TestMirrorScanBudget(t *testing.T) {
 // pass's end wakes it.
 func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 	ctx := context.Background()
-	s := openTestSink(t, t.TempDir(), func(c *Config) {
-		c.Mirror = true
-		c.MirrorCompactDeleteFiles = 2
-		c.MirrorScanBudget = -1
-	})
+	s := openCompactorTestSink(t)
 	keys := keysInBuckets("k", 10, 1, 0, true)
 	model := mirrorModel{}
 	for i := 1; i <= 4; i++ {
@@ -261,11 +257,7 @@ func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 // and the mirror's delete files grew with every commit.
 func TestMirrorCompactionPutOffBounded(t *testing.T) {
 	ctx := context.Background()
-	s := openTestSink(t, t.TempDir(), func(c *Config) {
-		c.Mirror = true
-		c.MirrorCompactDeleteFiles = 2
-		c.MirrorScanBudget = -1
-	})
+	s := openCompactorTestSink(t)
 	s.mirrorCompact.maxPutOff = 200 * time.Millisecond
 	keys := keysInBuckets("k", 10, 1, 0, true)
 	model := mirrorModel{}
@@ -306,4 +298,14 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkMirror(t, readMirror(t, tbl), model)
+}
+
+// openCompactorTestSink opens a sink with mirrors whose partitions are due
+// for compaction at 2 delete files (no scan budget).
+func openCompactorTestSink(t *testing.T) *Sink {
+	return openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Mirror = true
+		c.MirrorCompactDeleteFiles = 2
+		c.MirrorScanBudget = -1
+	})
 }

@@ -113,6 +113,10 @@ func (c *mirrorCompactor) roundDone() {
 func (c *mirrorCompactor) requeue(names ...string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.queueLocked(names)
+}
+
+func (c *mirrorCompactor) queueLocked(names []string) {
 	for _, n := range names {
 		c.pending[n] = struct{}{}
 	}
@@ -125,9 +129,7 @@ func (c *mirrorCompactor) requeue(names ...string) {
 func (c *mirrorCompactor) putOff(names []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, n := range names {
-		c.pending[n] = struct{}{}
-	}
+	c.queueLocked(names)
 	if len(names) > 0 {
 		c.resume = names[0]
 	}
