@@ -11,7 +11,8 @@ import (
 // TestChangelogColumnsWithoutDictionary: entry_seq, the row images and the
 // row id are written without a Parquet dictionary (each nearly distinct: the
 // dictionary is built for every page and then dropped by the cost-based
-// fallback, CPU for nothing): set on new tables, and with the next commit on
+// fallback, CPU for nothing), and the files written have none for them while
+// source_id and op keep theirs: set on new tables, and with the next commit on
 // a table created before the setting existed; a value set on purpose (ALTER
 // TABLE, or Config.TableProperties) is left alone.
 func TestChangelogColumnsWithoutDictionary(t *testing.T) {
@@ -47,12 +48,15 @@ func TestChangelogColumnsWithoutDictionary(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 8))
-	for _, col := range []string{"entry_seq", "before", "after", "row_id"} {
+	// Enough rows for a dictionary to pay for itself where one is kept.
+	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 20_000))
+	plain := []string{"before", "after", "row_id", "entry_seq"}
+	for _, col := range plain {
 		if got := props()[dictColumnPrefix+col]; got != "false" {
 			t.Errorf("new table: %s%s = %q, want false", dictColumnPrefix, col, got)
 		}
 	}
+	checkDictionaries(t, liveFiles(t, s, "users"), plain, []string{"source_id", "op"})
 
 	// A table from before the setting: it gets it with the next commit.
 	alter([]string{dictKey}, nil)
@@ -131,5 +135,42 @@ func TestChangelogPagesBounded(t *testing.T) {
 	}
 	if largest > limit {
 		t.Errorf("largest page %d bytes (column chunks up to %d), want at most %d", largest, columnBytes, limit)
+	}
+}
+
+// checkDictionaries checks that the files' column chunks of the columns
+// plain have no dictionary page and those of dict have one.
+func checkDictionaries(t *testing.T, files []string, plain, dict []string) {
+	t.Helper()
+	if len(files) == 0 {
+		t.Fatal("no data file")
+	}
+	for _, p := range files {
+		r, err := file.OpenParquetFile(localPath(p), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := r.MetaData().Schema
+		for rg := range r.NumRowGroups() {
+			for _, c := range []struct {
+				cols []string
+				want bool
+			}{{plain, false}, {dict, true}} {
+				for _, col := range c.cols {
+					idx := sc.ColumnIndexByName(col)
+					if idx < 0 {
+						t.Fatalf("%s: no column %s", p, col)
+					}
+					cc, err := r.MetaData().RowGroup(rg).ColumnChunk(idx)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got := cc.HasDictionaryPage(); got != c.want {
+						t.Errorf("%s: column %s has a dictionary page: %v, want %v", p, col, got, c.want)
+					}
+				}
+			}
+		}
+		r.Close()
 	}
 }
