@@ -251,8 +251,13 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		rows[i] = j.rows
 	}
 	order := fewestFirst(rows)
-	s.mirrorCompact.passStarted()
-	defer s.mirrorCompact.passEnded()
+	if len(jobs) > 0 {
+		// A round with nothing to commit (most of the polls, ten a
+		// second) is no pass: the mirror compaction would yield to it,
+		// and a compaction started during the poll stop, for nothing.
+		s.mirrorCompact.passStarted()
+		defer s.mirrorCompact.passEnded()
+	}
 	inParallel(s.cfg.CommitParallelism, len(jobs), func(k int) {
 		j := jobs[order[k]]
 		if j.due {

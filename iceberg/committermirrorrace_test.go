@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -138,4 +139,42 @@ func (l lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestElectedCommitterIdleRoundIsNoPass: the committer loop polls ten times
+// a second; a round with nothing to commit starts no commit pass, which the
+// mirror compaction would yield to. A compaction called during such a poll
+// failed with errCommitPassRunning (TestElectedCommitterMirrorConcurrentCommitters
+// flaked so). A round that commits is a pass.
+func TestElectedCommitterIdleRoundIsNoPass(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	a := openMirrorInstance(t, dsn, "file://"+t.TempDir()+"/warehouse", "inst-a", "src-a", func(c *Config) { c.CommitterInterval = time.Hour })
+	started := func() int {
+		a.s.mirrorCompact.mu.Lock()
+		defer a.s.mirrorCompact.mu.Unlock()
+		return a.s.mirrorCompact.started
+	}
+	before := started()
+	if err := a.s.committerRound(ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * committerPoll(time.Hour)) // the loop's own polls
+	if got := started(); got != before {
+		t.Fatalf("%d commit passes started by rounds with nothing to commit", got-before)
+	}
+	f := w1Flush(1, []testSource{{id: "src-a"}}, 1, 1, 8)
+	st, err := a.s.Stage(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	c := fence.Claims{Owner: a.id, Claims: []fence.Claim{{Source: "src-a", Epoch: a.epochs["src-a"]}}}
+	if _, err := a.s.CommitStaged(fence.With(cctx, c), []sink.Staged{st}, sink.CommitInfo{ID: f.ID, Reason: sink.ReasonManual}); err != nil {
+		t.Fatal(err)
+	}
+	if started() == before {
+		t.Error("a round that committed started no commit pass")
+	}
 }

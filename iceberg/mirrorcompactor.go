@@ -30,6 +30,7 @@ type mirrorCompactor struct {
 	mu        sync.Mutex
 	pending   map[string]struct{} // CDC table names (original)
 	passes    int                 // commit passes running
+	started   int                 // commit passes started (tests check that an empty round starts none)
 	resume    string              // where the last round stopped for a pass
 	putOffAt  time.Time           // first yield to a pass since the last full round (zero: none)
 	maxPutOff time.Duration       // how long rounds yield to passes (mirrorCompactMaxPutOff; shorter in tests)
@@ -73,6 +74,7 @@ func (c *mirrorCompactor) signal() {
 func (c *mirrorCompactor) passStarted() {
 	c.mu.Lock()
 	c.passes++
+	c.started++
 	c.mu.Unlock()
 }
 
