@@ -395,6 +395,12 @@ func (s *Sink) evolveMirrorSchema(ctx context.Context, tbl *table.Table, pin Mir
 	}
 	next, err := txn.Commit(ctx)
 	if err != nil {
+		if isRequirementFailure(err) {
+			// Another writer changed the table since it was loaded (two
+			// instances evolving one mirror's schema at once): decided
+			// again on the table as it is now (commitMirror).
+			return nil, fmt.Errorf("mirror: schema commit: %w: %w", errMirrorMoved, err)
+		}
 		return nil, fmt.Errorf("mirror: schema commit: %w", err)
 	}
 	s.countMirror(func(t *MirrorTotals) { t.SchemaUpdates++ })
@@ -451,4 +457,12 @@ func keyRecords(tbl *table.Table, changes []*mirrorChange) func(func(arrow.Recor
 		defer col.Release()
 		yield(array.NewRecordBatch(sc, []arrow.Array{col}, int64(len(changes))), nil)
 	}
+}
+
+// isRequirementFailure reports whether err is a catalog commit refused
+// because the table changed since it was loaded: table.ErrCommitFailed,
+// or iceberg-go's requirement errors, some of which it spells
+// "Requirement failed" and some "requirement failed".
+func isRequirementFailure(err error) bool {
+	return errors.Is(err, table.ErrCommitFailed) || strings.Contains(strings.ToLower(err.Error()), "requirement failed")
 }

@@ -2,6 +2,7 @@ package iceberg
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"strings"
@@ -62,6 +63,50 @@ func TestMirrorPlanFromMisfits(t *testing.T) {
 			if a, b := planString(all), planString(some); a != b {
 				t.Fatalf("typing %+v round %d: plan of all rows %q, of the misfits %q", ty, round, a, b)
 			}
+		}
+	}
+}
+
+// TestMirrorSchemaCommitRacedIsDecidedAgain: two writers evolve one
+// mirror's schema at once (instances committing directly). The one whose
+// table was loaded before the other's schema commit is refused by the
+// catalog; that refusal is errMirrorMoved, which commitMirror decides
+// again on the table as it is now, not a failed flush. It was a plain
+// error ("Requirement failed: current schema id has changed"), and
+// TestScaleOutMirrorDirectCommits' manual flush failed on it.
+func TestMirrorSchemaCommitRacedIsDecidedAgain(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true })
+	stale, err := s.loadOrCreateMirror(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fresh, err := s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.evolveMirrorSchema(ctx, fresh, MirrorTableSchema{}, []map[string]any{{"a": "x"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.evolveMirrorSchema(ctx, stale, MirrorTableSchema{}, []map[string]any{{"b": "y"}})
+	if !errors.Is(err, errMirrorMoved) {
+		t.Fatalf("schema commit on a table changed since it was loaded: %v, want errMirrorMoved", err)
+	}
+	// Decided again on the table as it is now, both columns are there.
+	now, err := s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.evolveMirrorSchema(ctx, now, MirrorTableSchema{}, []map[string]any{{"b": "y"}}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, col := range []string{"a", "b"} {
+		if _, ok := got.Schema().FindFieldByName(col); !ok {
+			t.Errorf("mirror schema has no column %s: %s", col, got.Schema())
 		}
 	}
 }
