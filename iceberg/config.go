@@ -539,6 +539,10 @@ func isSQLiteBusy(err error) bool {
 // table.ErrCommitFailed, as the REST catalog does with HTTP 409, so that
 // iceberg-go's optimistic-commit retry replays the commit. Nothing was
 // written to the catalog when a requirement fails, so the retry is safe.
+// Only the lower-case spelling is matched: iceberg-go spells the schema and
+// field-id requirements "Requirement failed", and a replay of a schema
+// update onto a schema another writer changed would drop that writer's
+// columns; the mirror decides those again instead (isRequirementFailure).
 func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier, reqs []table.Requirement, updates []table.Update) (table.Metadata, string, error) {
 	var (
 		meta table.Metadata
