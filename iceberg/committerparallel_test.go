@@ -2,10 +2,12 @@ package iceberg
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,7 +21,7 @@ import (
 // TestElectedCommitterTablesInParallel: the elected committer commits the
 // tables of a round in parallel too. BeforeTableCommit holds each table's
 // commit until all four are in theirs (or, should a round have found only
-// some of the tables published, for a while): with serial commits never
+// some of the tables due, for a while): with serial commits never
 // more than one is. The mirrors equal the model and every change is in
 // its changelog once.
 func TestElectedCommitterTablesInParallel(t *testing.T) {
@@ -148,4 +150,62 @@ func TestCommitsSmallestTableFirst(t *testing.T) {
 		}
 		check(t)
 	})
+}
+
+// TestElectedCommitterPublishesAFlushAtOnce: a flush's parts are published
+// in one transaction. A trigger refuses the part of the last table; none of
+// the flush's parts may be left published (before, the first two were, and
+// a committer round could take them alone: TestCommitsSmallestTableFirst
+// then saw the tables committed in name order). Without the trigger, the
+// same staged flush is committed again, every row once.
+func TestElectedCommitterPublishesAFlushAtOnce(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	ci := openCommitterInstances(t, dsn, []string{"inst-a"}, nil)[0]
+	ci.acquire(t, "src")
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{
+		`CREATE FUNCTION refuse_part() RETURNS trigger LANGUAGE plpgsql AS $$
+		BEGIN
+			IF NEW.table_name = 'c_refused' THEN RAISE EXCEPTION 'part refused by the test'; END IF;
+			RETURN NEW;
+		END $$`,
+		`CREATE TRIGGER refuse_part BEFORE INSERT ON ` + PartsTable + ` FOR EACH ROW EXECUTE FUNCTION refuse_part()`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f := sizedFlush(1, map[string]int{"a_ok": 5, "b_ok": 3, "c_refused": 2})
+	st, err := ci.s.Stage(ctx, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := ci.commitStaged(cctx, f, st); err == nil || !strings.Contains(err.Error(), "part refused by the test") {
+		t.Fatalf("commit with a refused part: %v, want the trigger's error", err)
+	}
+	var n int
+	if err := db.QueryRowContext(ctx, `SELECT count(*) FROM `+PartsTable).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Fatalf("%d parts published by a flush whose publication failed, want 0", n)
+	}
+	if _, err := db.ExecContext(ctx, `DROP TRIGGER refuse_part ON `+PartsTable); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ci.commitStaged(cctx, f, st)
+	if err != nil {
+		t.Fatalf("commit again: %v", err)
+	}
+	if res.RowsWritten != flushRows(f) {
+		t.Errorf("%d rows written, want %d", res.RowsWritten, flushRows(f))
+	}
+	diffKeys(t, flushKeys(f), scanKeys(t, ci.s))
 }

@@ -168,9 +168,18 @@ type spanJSON struct {
 }
 
 // publishParts inserts the parts not yet published (a retried CommitStaged
-// hands the same parts again) and records their ids.
+// hands the same parts again) and records their ids, in one transaction: a
+// committer round sees all of a flush's parts or none of them, so it orders
+// the tables as a direct commit does (smallest first) and never commits the
+// first tables of a flush alone, and a failed insert publishes nothing.
 func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTable, claims map[string][]uint64, urgent bool) error {
-	for _, p := range parts {
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("iceberg: publish parts: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	ids := make([]int64, len(parts))
+	for i, p := range parts {
 		if p.partID != 0 {
 			continue
 		}
@@ -211,16 +220,22 @@ func (s *Sink) publishParts(ctx context.Context, db *sql.DB, parts []*stagedTabl
 		})
 		sj, _ := json.Marshal(spans) // cannot fail
 		cj, _ := json.Marshal(cl)    // cannot fail
-		var id int64
-		err = db.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes, urgent,
+		err = tx.QueryRowContext(ctx, `INSERT INTO `+PartsTable+` (namespace, table_name, owner, data_files, spans, claims, rows, bytes, urgent,
 				mirror_file, mirror_sha256, mirror_spans, mirror_rows)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING id`,
 			s.cfg.Namespace, p.name, s.cfg.InstanceID, string(files), string(sj), string(cj), p.rows, p.bytes, urgent,
-			mfile, msum, mspans, mrows).Scan(&id)
+			mfile, msum, mspans, mrows).Scan(&ids[i])
 		if err != nil {
 			return fmt.Errorf("iceberg: publish part of table %q: %w", p.name, err)
 		}
-		p.partID = id
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("iceberg: publish parts: %w", err)
+	}
+	for i, p := range parts {
+		if ids[i] != 0 {
+			p.partID = ids[i]
+		}
 	}
 	return nil
 }
