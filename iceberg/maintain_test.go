@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,6 +15,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/dot-do/lakehouse-rpc/internal/testing/logbuf"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -625,7 +625,7 @@ func TestOrphanCleanupCountsEveryRemoval(t *testing.T) {
 // "context canceled" and counted a failure. A real failure still does all
 // three.
 func TestMaintenanceInterruptedIsNoFailure(t *testing.T) {
-	var logs syncLog
+	var logs logbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	fail := false
@@ -675,22 +675,4 @@ func TestMaintenanceInterruptedIsNoFailure(t *testing.T) {
 	if !strings.Contains(logs.String(), "level=WARN") {
 		t.Errorf("a failed pass logged no warning:\n%s", logs.String())
 	}
-}
-
-// syncLog is a log destination safe for concurrent writers.
-type syncLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *syncLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

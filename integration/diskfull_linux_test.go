@@ -4,11 +4,9 @@ package integration
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -16,67 +14,19 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/tmpfs"
 )
 
-// mountTmpfs mounts a tmpfs of the given size on a new directory and
-// unmounts it when the test ends, or skips the test when it cannot mount.
+// mountTmpfs mounts a tmpfs of the given size on a new directory, unmounted
+// when the test ends, or skips the test when it cannot mount.
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+	dir, err := tmpfs.Mount(t, size)
+	if err != nil {
 		t.Skipf("skipping: cannot mount a %s tmpfs to fill (%v); the full-disk test needs root or CAP_SYS_ADMIN "+
 			"(server/wal's fault-injection tests cover the log without a real filesystem)", size, err)
 	}
-	// Registered first, so it runs after the server process is killed.
-	t.Cleanup(func() {
-		for i := 0; ; i++ {
-			err := syscall.Unmount(dir, 0)
-			if err == nil || i == 50 {
-				if err != nil {
-					t.Errorf("unmount %s: %v", dir, err)
-				}
-				return
-			}
-			time.Sleep(100 * time.Millisecond) // the process is still closing its files
-		}
-	})
 	return dir
-}
-
-// fillDisk writes a file in dir until the filesystem is full and returns
-// its path and how much it wrote.
-func fillDisk(t *testing.T, dir string) (string, int64) {
-	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	var n int64
-	for {
-		w, err := f.Write(buf)
-		n += int64(w)
-		if errors.Is(err, syscall.ENOSPC) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	// What is left is below a page: take it too.
-	for {
-		w, err := f.Write(buf[:512])
-		n += int64(w)
-		if err != nil {
-			break
-		}
-	}
-	return path, n
 }
 
 // TestDiskFullRecoversWithoutRestart runs `lakehouse serve` with its data
@@ -146,7 +96,7 @@ func diskFull(t *testing.T, warehouseElsewhere bool) {
 	for ackedCount(srcs) < sources*batchSize*40 && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
-	filler, n := fillDisk(t, mnt)
+	filler, n := tmpfs.Fill(t, mnt)
 	fullAt := time.Now()
 	t.Logf("disk full (filler %d MiB) with %d entries acked", n>>20, ackedCount(srcs))
 	var sawFailed, sawRecovering bool

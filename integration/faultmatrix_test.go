@@ -14,6 +14,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/internal/faultproxy"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/tmpfs"
 )
 
 // The fault matrix runs lakehouse serve and a standalone bridge as
@@ -79,9 +80,9 @@ func (fr *faultRun) between(lo, hi time.Duration) time.Duration {
 // table files and the filler alone decides when it is full.
 func diskSetup(dir *string) func(t *testing.T, cfg *clusterConfig) string {
 	return func(t *testing.T, cfg *clusterConfig) string {
-		mnt, why := smallDisk(t, "64m")
-		if mnt == "" {
-			return why
+		mnt, err := tmpfs.Mount(t, "64m")
+		if err != nil {
+			return "cannot mount a 64m tmpfs to fill (" + err.Error() + "): the full-disk scenario needs root or CAP_SYS_ADMIN"
 		}
 		*dir = mnt
 		cfg.dataDir = filepath.Join(mnt, "data")
@@ -108,7 +109,11 @@ func matrixScenarios() []faultScenario {
 			if fr.long {
 				d = fr.between(time.Second, 10*time.Second)
 			}
-			fullDisk(fr.t, fr.disk, d)
+			path, _ := tmpfs.Fill(fr.t, fr.disk)
+			time.Sleep(d)
+			if err := os.Remove(path); err != nil {
+				fr.t.Error(err)
+			}
 			return "full for " + d.String(), 1
 		}},
 		{name: "network", kind: kindNetwork, inject: networkEpisode},

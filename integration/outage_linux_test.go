@@ -17,6 +17,7 @@ import (
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/bench"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/tmpfs"
 )
 
 // w1EntryBytes is about what a W1 entry takes in a batch frame.
@@ -121,7 +122,7 @@ func TestStorageOutageAbsorbedByTheLog(t *testing.T) {
 	for ackedCount(srcs) < warm && ctx.Err() == nil {
 		time.Sleep(50 * time.Millisecond)
 	}
-	filler, n := fillDisk(t, mnt)
+	filler, n := tmpfs.Fill(t, mnt)
 	fullAt := time.Now()
 	ackedAtFull, sentAtFull := ackedCount(srcs), sentCount(srcs)
 	t.Logf("warehouse full (filler %d MiB) with %d entries acked", n>>20, ackedAtFull)

@@ -4,10 +4,8 @@ package server_test
 
 import (
 	"context"
-	"errors"
 	"os"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -15,6 +13,7 @@ import (
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/tmpfs"
 	"github.com/dot-do/lakehouse-rpc/server"
 )
 
@@ -22,42 +21,18 @@ import (
 // ends (after the server, whose cleanup is registered later), or skips.
 func smallDisk(t *testing.T, size string) string {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "mnt")
-	if err := os.Mkdir(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size); err != nil {
+	dir, err := tmpfs.Mount(t, size)
+	if err != nil {
 		t.Skipf("skipping: cannot mount a tmpfs to fill (%v): needs root or CAP_SYS_ADMIN; "+
 			"server/wal's fault-injection tests cover the log's recovery without it", err)
 	}
-	t.Cleanup(func() {
-		if err := syscall.Unmount(dir, 0); err != nil {
-			t.Errorf("unmount %s: %v", dir, err)
-		}
-	})
 	return dir
 }
 
-// fill writes a file until the filesystem is full; the returned func frees it.
+// fill fills the filesystem of dir; the returned func frees it.
 func fill(t *testing.T, dir string) func() {
 	t.Helper()
-	path := filepath.Join(dir, "filler")
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	buf := make([]byte, 64<<10)
-	for _, n := range []int{64 << 10, 512} {
-		for {
-			if _, err := f.Write(buf[:n]); err != nil {
-				if !errors.Is(err, syscall.ENOSPC) {
-					t.Fatal(err)
-				}
-				break
-			}
-		}
-	}
+	path, _ := tmpfs.Fill(t, dir)
 	return func() {
 		if err := os.Remove(path); err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/servertest"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/logbuf"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -73,7 +74,7 @@ func TestBenchFinalFlushOutlastsGrace(t *testing.T) {
 	}
 	var (
 		out  bytes.Buffer
-		errb syncBuffer
+		errb logbuf.Buffer
 	)
 	done := make(chan error, 1)
 	go func() {

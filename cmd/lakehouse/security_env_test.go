@@ -12,7 +12,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +25,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/auth"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/logbuf"
 	"github.com/dot-do/lakehouse-rpc/internal/tlsconfig"
 	"github.com/dot-do/lakehouse-rpc/internal/tlsconfig/tlstest"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
@@ -45,24 +45,7 @@ type secEnv struct {
 	clientTLS  *tls.Config // nil: plaintext
 	secrets    map[string]string
 	cc         *grpc.ClientConn
-	logs       *syncBuffer // every log of the app, at debug level
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs       *logbuf.Buffer // every log of the app, at debug level
 }
 
 // checkNoSecretsLogged fails if any secret appears in the app's logs.
@@ -138,7 +121,7 @@ func startSecure(t *testing.T, tlsOn bool, clientAuth string) *secEnv {
 	e.tokensFile = filepath.Join(e.dir, "tokens.yaml")
 	writeTokenFile(t, e.tokensFile, e.secrets, "")
 	reg := prometheus.NewRegistry()
-	e.logs = &syncBuffer{}
+	e.logs = &logbuf.Buffer{}
 	log := slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var err error
 	if e.store, err = auth.Open(e.tokensFile, log, reg); err != nil {
