@@ -178,3 +178,78 @@ func TestElectedCommitterIdleRoundIsNoPass(t *testing.T) {
 		t.Error("a round that committed started no commit pass")
 	}
 }
+
+// TestMirrorSchemaCommitOverAnotherWritersRows: a decides its commit of k1
+// (event time 2 s, with a new column) against the mirror holding k1 at 1 s;
+// b commits k1 at 3 s before a's schema commit. The schema commit requires
+// only the schema, so it succeeded on top of b's rows, and a's row delta,
+// built on the table it returned, committed at the first attempt as
+// decided: its equality delete removed b's newer row (the mirror held k1 at
+// 2 s, the model 3 s; TestScaleOutMirrorDirectCommits failed so). Now a's
+// commit is decided again: its change is stale, and the mirror equals the
+// model, with a's new column added.
+func TestMirrorSchemaCommitOverAnotherWritersRows(t *testing.T) {
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	ctx := context.Background()
+	wh := "file://" + t.TempDir() + "/warehouse"
+	var (
+		logMu sync.Mutex
+		logs  bytes.Buffer
+	)
+	a := openMirrorInstance(t, dsn, wh, "inst-a", "src-a", func(c *Config) {
+		c.CommitterInterval = time.Hour
+		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+	})
+	b := openMirrorInstance(t, dsn, wh, "inst-b", "src-b", func(c *Config) { c.CommitterInterval = time.Hour })
+	models := newMirrorModels()
+	change := func(src string, batch, entry, eventMs uint64, after string) *mirrorPart {
+		tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
+			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
+		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
+		return foldMirror(&tb, nil)
+	}
+	commit := func(s *Sink, mp *mirrorPart, id uint64) error {
+		_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
+		return err
+	}
+	if err := commit(a.s, change("src-a", 1, 1, 1_000, `{"v":1}`), 1); err != nil {
+		t.Fatal(err)
+	}
+	pa := change("src-a", 2, 2, 2_000, `{"v":2,"w":"new"}`)
+	pb := change("src-b", 1, 1, 3_000, `{"v":3}`)
+	var bErr error
+	raced := false
+	a.s.afterMirrorDecided = func(string) {
+		if !raced {
+			raced = true
+			bErr = commit(b.s, pb, 1)
+		}
+	}
+	if err := commit(a.s, pa, 2); err != nil {
+		t.Fatalf("a's commit: %v", err)
+	}
+	if bErr != nil {
+		t.Fatalf("b's commit: %v", bErr)
+	}
+	models.check(t, a.s, "users")
+	logMu.Lock()
+	decidedAgain := strings.Contains(logs.String(), "deciding it again")
+	logMu.Unlock()
+	if !decidedAgain {
+		t.Error("a's commit was not decided again")
+	}
+	mtbl, err := a.s.LoadMirrorTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := mtbl.Schema().FindFieldByName("w"); !ok {
+		t.Errorf("the mirror has no column w: %s", mtbl.Schema())
+	}
+	wm, err := watermarksFromProps(mtbl.Properties())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wm["src-a"].BatchSeq != 2 || wm["src-b"].BatchSeq != 1 {
+		t.Errorf("mirror watermarks %+v, want src-a at batch 2 and src-b at 1", wm)
+	}
+}

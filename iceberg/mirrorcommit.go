@@ -141,9 +141,26 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	if err != nil {
 		return mr, err
 	}
+	// The snapshot this commit was decided on.
+	var decided int64
+	if snap := tbl.CurrentSnapshot(); snap != nil {
+		decided = snap.SnapshotID
+	}
+	if hook := s.afterMirrorDecided; hook != nil {
+		hook(name)
+	}
 	if next, err := s.evolveMirrorSchema(ctx, tbl, pin, misfits); err != nil {
 		return mr, err
 	} else if next != tbl {
+		// The schema commit requires only the schema it changed, so the
+		// table it returns can hold another writer's rows committed since
+		// the decision: the row delta, built on it, would then commit at
+		// the first attempt, its equality deletes removing newer rows the
+		// decision never saw. Decided again instead.
+		if !onlyCompactedSince(next, decided) {
+			return mr, fmt.Errorf("mirror: schema commit: %w (%s, decided on snapshot %d)", errMirrorMoved,
+				strings.Join(next.Identifier(), "."), decided)
+		}
 		tbl = next
 		rec.Release()
 		if rec, extra, _, err = buildMirrorRecord(ctx, tbl.Schema(), rows, ty, pin); err != nil {
@@ -212,11 +229,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	if commitCtx != nil {
 		cctx = commitCtx(ctx)
 	}
-	var base int64
-	if snap := tbl.CurrentSnapshot(); snap != nil {
-		base = snap.SnapshotID
-	}
-	cctx = withMirrorBase(cctx, base)
+	cctx = withMirrorBase(cctx, decided)
 	committed, err := txn.Commit(cctx)
 	if errors.Is(err, errMirrorMoved) {
 		// Refused before the catalog's update: nothing refers to the

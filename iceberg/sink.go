@@ -94,6 +94,10 @@ type Sink struct {
 
 	committer     committerState  // the elected committer (committer.go)
 	mirrorCompact mirrorCompactor // tables for RunMirrorCompaction
+
+	// afterMirrorDecided, set by this package's tests only, is called when
+	// a mirror commit has been decided, before its schema commit.
+	afterMirrorDecided func(table string)
 }
 
 var (
