@@ -213,7 +213,7 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 	}
 	dir := t.TempDir()
 	dataDir := filepath.Join(dir, "data")
-	addr := freeAddr(t)
+	addr, httpAddr := freeAddr(t), freeAddr(t)
 	logPath := filepath.Join(dir, "server.log")
 	// One table's schema is pinned: another key column name and fixed
 	// types (the workload's type changes then land in _extra).
@@ -221,7 +221,7 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 	if err := os.WriteFile(schemas, []byte("tables:\n  "+gen.Tables()[0]+":\n    key: pk\n    columns: {age: int, score: double, updated_at: timestamptz, note: string}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", "",
+	args := []string{"serve", "--data-dir", dataDir, "--grpc-addr", addr, "--http-addr", httpAddr,
 		"--sink", "iceberg", "--mirror", "--mirror-infer-timestamps", "--mirror-schemas", schemas,
 		"--flush-interval", "300ms", "--flush-entries", "3000", "--log-level", "warn",
 		"--mirror-compact-delete-files", strconv.Itoa(mirrorCompactAt)}
@@ -295,6 +295,7 @@ func mirrorRun(t *testing.T, rc mirrorRunConfig) {
 		}
 	}
 	sender.reset()
+	waitMirrorCompactionIdle(t, httpAddr)
 	if err := p.stop(60 * time.Second); err != nil {
 		t.Fatalf("graceful stop: %v\n%s", err, readLog(t, logPath))
 	}
@@ -436,4 +437,26 @@ func checkMirrorOf(t *testing.T, base iceberg.Config, gen *workload.Keyed, label
 		}
 	}
 	return true
+}
+
+// waitMirrorCompactionIdle waits until the server's background mirror
+// compaction has committed nothing for a few seconds. It yields to commit
+// passes for up to a minute (they ran back to back on a slow machine, with
+// 300-ms flushes), and a kill drops its queue, so a partition's delete
+// files can pass the bound while ingest runs; once the stream ends it
+// catches up, and the graceful stop does not wait for it.
+func waitMirrorCompactionIdle(t *testing.T, httpAddr string) {
+	t.Helper()
+	const quiet = 3 * time.Second
+	last, since := -1.0, time.Now()
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		n := scrapeMetrics(t, httpAddr)["lakehouse_mirror_compactions_total"]
+		if n != last {
+			last, since = n, time.Now()
+		} else if time.Since(since) >= quiet {
+			t.Logf("mirror compactions: %v, none in the last %v", n, quiet)
+			return
+		}
+	}
+	t.Logf("mirror compactions: %v, still running after a minute", last)
 }
