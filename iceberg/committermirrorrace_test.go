@@ -1,12 +1,10 @@
 package iceberg
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +12,7 @@ import (
 	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
 	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/logbuf"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -47,14 +46,13 @@ func testConcurrentMirrorCommit(t *testing.T, compact, redo bool) {
 	wh := "file://" + t.TempDir() + "/warehouse"
 	var (
 		hold    atomic.Bool
-		logMu   sync.Mutex
-		logs    bytes.Buffer
+		logs    logbuf.Buffer
 		entered = make(chan struct{}, 1)
 		proceed = make(chan struct{})
 	)
 	a := openMirrorInstance(t, dsn, wh, "inst-a", "src-a", func(c *Config) {
 		c.CommitterInterval = time.Hour
-		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		c.BeforeMirrorCommit = func(string) error {
 			if hold.CompareAndSwap(true, false) {
 				entered <- struct{}{}
@@ -66,15 +64,9 @@ func testConcurrentMirrorCommit(t *testing.T, compact, redo bool) {
 	b := openMirrorInstance(t, dsn, wh, "inst-b", "src-b", func(c *Config) { c.CommitterInterval = time.Hour })
 	models := newMirrorModels()
 	change := func(src string, batch, entry, eventMs uint64, after string) *mirrorPart {
-		tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
-			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
-		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
-		return foldMirror(&tb, nil)
+		return k1Change(models, src, batch, entry, eventMs, after)
 	}
-	commit := func(s *Sink, mp *mirrorPart, id uint64) error {
-		_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
-		return err
-	}
+	commit := func(s *Sink, mp *mirrorPart, id uint64) error { return commitUsersMirror(ctx, s, mp, id) }
 	if err := commit(a.s, change("src-a", 1, 1, 1_000, `{"v":1}`), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +101,7 @@ func testConcurrentMirrorCommit(t *testing.T, compact, redo bool) {
 	if got := a.s.CatalogTotals().Conflicts; got == 0 {
 		t.Errorf("a's catalog commits had no conflict: the race did not happen")
 	}
-	logMu.Lock()
 	decidedAgain := strings.Contains(logs.String(), "deciding it again")
-	logMu.Unlock()
 	if decidedAgain != redo {
 		t.Errorf("a's commit decided again: %v, want %v", decidedAgain, redo)
 	}
@@ -129,16 +119,19 @@ func testConcurrentMirrorCommit(t *testing.T, compact, redo bool) {
 	}
 }
 
-// lockedWriter serialises writes to w, which the test reads.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  *bytes.Buffer
+// k1Change is an update of key k1 of table users from src, applied to
+// models and folded for a mirror commit.
+func k1Change(models *mirrorModels, src string, batch, entry, eventMs uint64, after string) *mirrorPart {
+	tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
+		Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
+	models.apply(&sink.Flush{Tables: []sink.Table{tb}})
+	return foldMirror(&tb, nil)
 }
 
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
+// commitUsersMirror commits mp to the users mirror of s.
+func commitUsersMirror(ctx context.Context, s *Sink, mp *mirrorPart, id uint64) error {
+	_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
+	return err
 }
 
 // TestElectedCommitterIdleRoundIsNoPass: the committer loop polls ten times
@@ -192,26 +185,17 @@ func TestMirrorSchemaCommitOverAnotherWritersRows(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
 	wh := "file://" + t.TempDir() + "/warehouse"
-	var (
-		logMu sync.Mutex
-		logs  bytes.Buffer
-	)
+	var logs logbuf.Buffer
 	a := openMirrorInstance(t, dsn, wh, "inst-a", "src-a", func(c *Config) {
 		c.CommitterInterval = time.Hour
-		c.Logger = slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, nil))
+		c.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	})
 	b := openMirrorInstance(t, dsn, wh, "inst-b", "src-b", func(c *Config) { c.CommitterInterval = time.Hour })
 	models := newMirrorModels()
 	change := func(src string, batch, entry, eventMs uint64, after string) *mirrorPart {
-		tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
-			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
-		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
-		return foldMirror(&tb, nil)
+		return k1Change(models, src, batch, entry, eventMs, after)
 	}
-	commit := func(s *Sink, mp *mirrorPart, id uint64) error {
-		_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
-		return err
-	}
+	commit := func(s *Sink, mp *mirrorPart, id uint64) error { return commitUsersMirror(ctx, s, mp, id) }
 	if err := commit(a.s, change("src-a", 1, 1, 1_000, `{"v":1}`), 1); err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +216,7 @@ func TestMirrorSchemaCommitOverAnotherWritersRows(t *testing.T) {
 		t.Fatalf("b's commit: %v", bErr)
 	}
 	models.check(t, a.s, "users")
-	logMu.Lock()
 	decidedAgain := strings.Contains(logs.String(), "deciding it again")
-	logMu.Unlock()
 	if !decidedAgain {
 		t.Error("a's commit was not decided again")
 	}
