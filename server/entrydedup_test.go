@@ -62,6 +62,13 @@ func (f *failingMarks) MarkCommitted(ctx context.Context, marks []coord.Mark, ke
 // stream), retrying while another instance's lease on it lives.
 func entryStream(t *testing.T, in *servertest.Instance, source string) *testStream {
 	t.Helper()
+	return coordStream(t, in, source, lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY)
+}
+
+// coordStream connects source to in in mode, retrying while another
+// instance's lease on it lives.
+func coordStream(t *testing.T, in *servertest.Instance, source string, mode lakehousev1.SequenceMode) *testStream {
+	t.Helper()
 	cc := in.Dial()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -69,7 +76,7 @@ func entryStream(t *testing.T, in *servertest.Instance, source string) *testStre
 		st, err := lakehousev1.NewCDCServiceClient(cc).Stream(ctx)
 		if err == nil {
 			err = st.Send(&lakehousev1.StreamRequest{Kind: &lakehousev1.StreamRequest_Connect{Connect: &lakehousev1.ConnectRequest{
-				SourceId: source, SequenceMode: lakehousev1.SequenceMode_SEQUENCE_MODE_ENTRY}}})
+				SourceId: source, SequenceMode: mode}}})
 		}
 		var r *lakehousev1.StreamResponse
 		if err == nil {

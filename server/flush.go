@@ -518,6 +518,7 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	for src, m := range marks {
 		src.persistedSeq = max(src.persistedSeq, m.seq)
 		src.persistedEntry = max(src.persistedEntry, m.entry)
+		src.persistedEpoch = max(src.persistedEpoch, m.epoch)
 		ranges, gen := unmarkedLocked(src)
 		marks[src] = mark{src.persistedSeq, src.persistedEntry, m.epoch, ranges, gen}
 	}

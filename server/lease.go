@@ -145,9 +145,37 @@ func (s *Server) adoptLease(ctx context.Context, src *source, l coord.Lease, mod
 	src.lastSeq, src.lastEntry = seq, entry
 	s.mu.Lock()
 	src.persistedSeq, src.persistedEntry, src.markedSeq = seq, entry, seq
+	src.persistedEpoch = 0
 	s.mu.Unlock()
 	src.epoch.Store(l.Epoch)
 	src.leaseHeld = true
+	return nil
+}
+
+// recordMarks runs at start: it records the committed marks the saved state
+// says may be missing from the lease rows, those of a commit this instance
+// made just before it died (the state is saved, and the log released,
+// before the mark is recorded). Without them the lease rows understate what
+// the tables hold: this instance, or the one the source moves to, would
+// tell the client it lacks batches it acked and committed, and a client
+// that keeps batches only until ok cannot send them again. It fails the
+// start, as reclaimLeases does, when the lease store cannot be reached.
+func (s *Server) recordMarks(ctx context.Context, marks []coord.Mark) error {
+	if len(marks) == 0 {
+		return nil
+	}
+	ok, err := s.coord.MarkCommitted(ctx, marks, s.keepWindow())
+	if err != nil {
+		return fmt.Errorf("server: record the committed marks saved before the last stop: %w", err)
+	}
+	s.mu.Lock()
+	for _, m := range marks {
+		if src := s.sources[m.Source]; src != nil && ok[m.Source] {
+			src.markedSeq = max(src.markedSeq, m.Seq)
+		}
+	}
+	s.mu.Unlock()
+	s.log.Info("recorded the committed marks saved before the last stop", "sources", len(marks), "recorded", len(ok))
 	return nil
 }
 

@@ -31,6 +31,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/dirlock"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -151,12 +152,17 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	s.m = newMetrics(cfg.Metrics, s)
 	s.rates, s.streams = newSourceRates(cfg.Limits), newStreamCaps(cfg.Limits, cfg.Metrics)
 	s.manual = newFlushGate(cfg.Limits.MinManualFlushInterval, s.stop, s.flushDirect)
-	if err := s.restore(ctx); err != nil {
+	unrecorded, err := s.restore(ctx)
+	if err != nil {
 		s.cancelFlush()
 		return nil, errors.Join(err, l.Close(), lock.Release())
 	}
 	if s.coord != nil {
-		if err := s.reclaimLeases(ctx); err != nil {
+		err := s.recordMarks(ctx, unrecorded)
+		if err == nil {
+			err = s.reclaimLeases(ctx)
+		}
+		if err != nil {
 			s.cancelFlush()
 			return nil, errors.Join(err, l.Close(), lock.Release())
 		}
@@ -182,17 +188,19 @@ func (s *Server) Register(gs *grpc.Server) {
 
 // restore rebuilds the sequencing state: the saved state file, the sink's
 // watermarks (in case the local state was lost), then every record still in
-// the write-ahead log, which also refills the buffer.
-func (s *Server) restore(ctx context.Context) error {
+// the write-ahead log, which also refills the buffer. It returns the saved
+// committed marks that may not be recorded in the lease rows.
+func (s *Server) restore(ctx context.Context) ([]coord.Mark, error) {
 	st, err := loadState(s.cfg.DataDir)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for id, ss := range st.Sources {
 		src := s.sourceLocked(id)
 		src.shard = ss.Shard
 		src.mode = ss.Mode
 		src.lastSeq, src.persistedSeq = ss.LastSeq, ss.LastSeq
+		src.persistedEpoch, src.markedSeq = ss.Epoch, ss.MarkedSeq
 		src.lastEntry, src.persistedEntry = ss.LastEntry, ss.LastEntry
 		if len(ss.Dedup) > 0 {
 			src.dedup = newDedupWindow(s.cfg.DedupEntries, s.cfg.DedupWindow)
@@ -205,22 +213,19 @@ func (s *Server) restore(ctx context.Context) error {
 	wms, err := s.sink.Watermarks(wctx)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("server: read sink watermarks (commit timeout %v): %w", s.cfg.CommitTimeout, err)
+		return nil, fmt.Errorf("server: read sink watermarks (commit timeout %v): %w", s.cfg.CommitTimeout, err)
 	}
 	for id, w := range wms {
 		src := s.sourceLocked(id)
-		if w.BatchSeq > src.lastSeq {
-			src.lastSeq, src.persistedSeq = w.BatchSeq, w.BatchSeq
-		}
-		if w.EntrySeq > src.lastEntry {
-			src.lastEntry, src.persistedEntry = w.EntrySeq, w.EntrySeq
-		}
+		src.lastSeq = max(src.lastSeq, w.BatchSeq)
+		src.lastEntry = max(src.lastEntry, w.EntrySeq)
 	}
 	// Records at or below the saved committed sequence need no replay.
 	replayed := make(map[string]uint64, len(st.Sources))
 	for id, ss := range st.Sources {
 		replayed[id] = ss.LastSeq
 	}
+	inLog := make(map[string]bool)
 	n, skipped, entries, bytes := 0, 0, 0, int64(0)
 	var scratch codec.Batch
 	err = s.wal.Replay(func(lsn wal.LSN, data []byte) error {
@@ -235,6 +240,7 @@ func (s *Server) restore(ctx context.Context) error {
 			return nil
 		}
 		replayed[rec.SourceID] = rec.Seq
+		inLog[rec.SourceID] = true
 		// The frame is the replay's buffer: restore copies it if it stays
 		// in memory.
 		frame := rec.Frame
@@ -270,12 +276,23 @@ func (s *Server) restore(ctx context.Context) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("server: replay write-ahead log: %w", err)
+		return nil, fmt.Errorf("server: replay write-ahead log: %w", err)
 	}
 	if n+skipped > 0 {
 		s.log.Info("replayed write-ahead log", "batches", n, "entries", entries, "bytes", bytes, "skipped", skipped)
 	}
-	return nil
+	// The watermarks are the highest of any table's: a flush that died
+	// between two tables left the others without the batches the log
+	// replays. So they count as persisted only for a source the log holds
+	// nothing of (a lost state file); a replayed source's batches are
+	// persisted when their flush commits every table.
+	for id, w := range wms {
+		if src := s.sources[id]; !inLog[id] {
+			src.persistedSeq = max(src.persistedSeq, w.BatchSeq)
+			src.persistedEntry = max(src.persistedEntry, w.EntrySeq)
+		}
+	}
+	return st.unrecordedMarks(), nil
 }
 
 // minEntrySeq is the lowest entry sequence of b, 0 if it has none.

@@ -49,6 +49,11 @@ type source struct {
 	// Guarded by Server.mu (updated by the flusher).
 	persistedSeq   uint64
 	persistedEntry uint64
+	// persistedEpoch is the lease epoch this instance committed the
+	// batches up to persistedSeq under: 0 without coordination, or when
+	// they are known from the lease row (adoptLease). It is saved with the
+	// state, so that a restart records a mark a crash left unrecorded.
+	persistedEpoch uint64
 	markedSeq      uint64 // the committed mark recorded in the lease row (lease.go)
 	// unmarked are entry ranges committed here and not yet recorded in the
 	// lease row; rangesGen counts additions to them (entryranges.go).

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
+	"github.com/dot-do/lakehouse-rpc/internal/coord"
 )
 
 // stateFile holds the committed sequencing state, written after every
@@ -27,6 +28,35 @@ type savedSource struct {
 	LastSeq   uint64                   `json:"last_seq"`   // committed batch sequence
 	LastEntry uint64                   `json:"last_entry"` // committed entry sequence
 	Dedup     []dedupItem              `json:"dedup,omitempty"`
+	// With coordination: the lease epoch LastSeq was committed under (0:
+	// not by this instance), the mark known recorded in the lease row when
+	// the state was saved, and the committed entry ranges not yet recorded
+	// there. The state is saved before the mark is recorded, so a crash in
+	// between leaves LastSeq above MarkedSeq: the restart records it
+	// (unrecordedMarks).
+	Epoch     uint64      `json:"epoch,omitempty"`
+	MarkedSeq uint64      `json:"marked_seq,omitempty"`
+	Unmarked  [][2]uint64 `json:"unmarked,omitempty"`
+}
+
+// unrecordedMarks are the committed marks of st that may not be in the
+// lease rows: sources this instance committed under a lease epoch whose
+// mark, when the state was saved, was below the committed sequence or
+// lacked entry ranges. Recording one twice is harmless (marks only rise;
+// ranges merge), and the lease store ignores a source that moved since.
+func (st *savedState) unrecordedMarks() []coord.Mark {
+	var out []coord.Mark
+	for id, ss := range st.Sources {
+		if ss.Epoch == 0 || (ss.LastSeq <= ss.MarkedSeq && len(ss.Unmarked) == 0) {
+			continue
+		}
+		m := coord.Mark{Source: id, Epoch: ss.Epoch, Seq: ss.LastSeq, Entry: ss.LastEntry}
+		for _, r := range ss.Unmarked {
+			m.Ranges = append(m.Ranges, coord.EntryRange{Lo: r[0], Hi: r[1]})
+		}
+		out = append(out, m)
+	}
+	return out
 }
 
 func loadState(dir string) (*savedState, error) {
@@ -50,18 +80,23 @@ func loadState(dir string) (*savedState, error) {
 // saveState writes the committed sequencing state atomically.
 func (s *Server) saveState() error {
 	type snap struct {
-		src              *source
-		persisted, entry uint64
+		src                                *source
+		persisted, entry, epoch, markedSeq uint64
+		unmarked                           [][2]uint64
 	}
 	s.mu.Lock()
 	list := make([]snap, 0, len(s.sources))
 	for _, src := range s.sources {
-		list = append(list, snap{src, src.persistedSeq, src.persistedEntry})
+		sn := snap{src: src, persisted: src.persistedSeq, entry: src.persistedEntry, epoch: src.persistedEpoch, markedSeq: src.markedSeq}
+		for _, r := range src.unmarked {
+			sn.unmarked = append(sn.unmarked, [2]uint64{r.Lo, r.Hi})
+		}
+		list = append(list, sn)
 	}
 	s.mu.Unlock()
 	st := savedState{Version: 1, Sources: make(map[string]*savedSource, len(list))}
 	for _, sn := range list {
-		ss := &savedSource{LastSeq: sn.persisted, LastEntry: sn.entry}
+		ss := &savedSource{LastSeq: sn.persisted, LastEntry: sn.entry, Epoch: sn.epoch, MarkedSeq: sn.markedSeq, Unmarked: sn.unmarked}
 		sn.src.mu.Lock()
 		ss.Shard, ss.Mode = sn.src.shard, sn.src.mode
 		if sn.src.dedup != nil {
