@@ -292,7 +292,7 @@ func (s *Server) restore(ctx context.Context) ([]coord.Mark, error) {
 			src.persistedEntry = max(src.persistedEntry, w.EntrySeq)
 		}
 	}
-	return st.unrecordedMarks(), nil
+	return st.unrecordedMarks(time.Now().UnixMilli(), s.cfg.DedupWindow), nil
 }
 
 // minEntrySeq is the lowest entry sequence of b, 0 if it has none.

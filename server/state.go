@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"time"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
@@ -20,6 +21,7 @@ const stateFile = "sequencing.json"
 type savedState struct {
 	Version int                     `json:"version"`
 	Sources map[string]*savedSource `json:"sources"`
+	SavedMs int64                   `json:"saved_ms,omitempty"` // when, by this host's clock
 }
 
 type savedSource struct {
@@ -44,15 +46,21 @@ type savedSource struct {
 // mark, when the state was saved, was below the committed sequence or
 // lacked entry ranges. Recording one twice is harmless (marks only rise;
 // ranges merge), and the lease store ignores a source that moved since.
-func (st *savedState) unrecordedMarks() []coord.Mark {
+// The ranges are left out once the state is older than the dedup window
+// (dedupAge): the lease row stamps them when recorded, and a stale range
+// stamped afresh would make old entries duplicates again.
+func (st *savedState) unrecordedMarks(nowMs int64, dedupAge time.Duration) []coord.Mark {
+	ranges := nowMs-st.SavedMs < dedupAge.Milliseconds()
 	var out []coord.Mark
 	for id, ss := range st.Sources {
-		if ss.Epoch == 0 || (ss.LastSeq <= ss.MarkedSeq && len(ss.Unmarked) == 0) {
+		if ss.Epoch == 0 || (ss.LastSeq <= ss.MarkedSeq && (len(ss.Unmarked) == 0 || !ranges)) {
 			continue
 		}
 		m := coord.Mark{Source: id, Epoch: ss.Epoch, Seq: ss.LastSeq, Entry: ss.LastEntry}
 		for _, r := range ss.Unmarked {
-			m.Ranges = append(m.Ranges, coord.EntryRange{Lo: r[0], Hi: r[1]})
+			if ranges {
+				m.Ranges = append(m.Ranges, coord.EntryRange{Lo: r[0], Hi: r[1]})
+			}
 		}
 		out = append(out, m)
 	}
@@ -94,7 +102,7 @@ func (s *Server) saveState() error {
 		list = append(list, sn)
 	}
 	s.mu.Unlock()
-	st := savedState{Version: 1, Sources: make(map[string]*savedSource, len(list))}
+	st := savedState{Version: 1, Sources: make(map[string]*savedSource, len(list)), SavedMs: time.Now().UnixMilli()}
 	for _, sn := range list {
 		ss := &savedSource{LastSeq: sn.persisted, LastEntry: sn.entry, Epoch: sn.epoch, MarkedSeq: sn.markedSeq, Unmarked: sn.unmarked}
 		sn.src.mu.Lock()
