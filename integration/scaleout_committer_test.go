@@ -36,24 +36,31 @@ func TestScaleOutElectedCommitter(t *testing.T) {
 		}
 		srcs = append(srcs, newResumingSource("committer-"+string(rune('a'+i)), addr, scaleOutBatch, 4))
 	}
-	const steps, perStep = 5, 6
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// At least minSteps; then on until some table has a snapshot holding
+	// both instances' parts. Whether one does depends on the instances'
+	// flushes falling in one commit slot: on a loaded machine a flush
+	// takes a whole interval, and the two can alternate for a few slots.
+	const minSteps, maxSteps, perStep = 5, 30, 6
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	for step := uint64(1); step <= steps; step++ {
+	steps := uint64(0)
+	for steps < minSteps || (steps < maxSteps && sharedSnapshots(t, ctx, so) == 0) {
+		steps++
 		var wg sync.WaitGroup
 		for _, s := range srcs {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				_ = s.run(ctx, step*perStep)
+				_ = s.run(ctx, steps*perStep)
 			}()
 		}
 		wg.Wait()
 		if ctx.Err() != nil {
-			t.Fatalf("sources did not finish step %d\n%s", step, so.logs("a", "b"))
+			t.Fatalf("sources did not finish step %d\n%s", steps, so.logs("a", "b"))
 		}
 		time.Sleep(interval / 2)
 	}
+	t.Logf("%d steps of %d batches per source", steps, perStep)
 	// Manual flushes are committed at once, outside the one-per-slot
 	// bound: the check below stops at them.
 	manualAt := time.Now()
@@ -67,7 +74,7 @@ func TestScaleOutElectedCommitter(t *testing.T) {
 			t.Fatalf("stop: %v\n%s", err, so.logs("a", "b"))
 		}
 	}
-	checkExactlyOnce(t, srcs, so.read(), steps*perStep*scaleOutBatch)
+	checkExactlyOnce(t, srcs, so.read(), int(steps)*perStep*scaleOutBatch)
 
 	sk, err := iceberg.Open(ctx, so.config())
 	if err != nil {
@@ -171,4 +178,32 @@ func TestScaleOutElectedCommitterPaused(t *testing.T) {
 	if t.Failed() {
 		t.Log(so.logs("a", "b"))
 	}
+}
+
+// sharedSnapshots counts the snapshots, over every table, that hold both
+// instances' parts (read while the instances run).
+func sharedSnapshots(t *testing.T, ctx context.Context, so *scaleOut) int {
+	t.Helper()
+	sk, err := iceberg.Open(ctx, so.config())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sk.Close()
+	tables, err := sk.Tables(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, tb := range tables {
+		tbl, err := sk.LoadTable(ctx, tb.Name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, snap := range tbl.Metadata().Snapshots() {
+			if snap.Summary != nil && strings.Contains(snap.Summary.Properties[iceberg.SummaryInstances], ",") {
+				n++
+			}
+		}
+	}
+	return n
 }
