@@ -83,7 +83,9 @@ func (e *redirectError) GRPCStatus() *status.Status { return e.st }
 // adoptLease makes l the source's lease; src.mu is held, and the previous
 // stream's appends have settled. If another instance held the source since
 // this one last did (or this one never did), the state here is stale: the
-// committed state is read from the lease row (everything up to its mark is
+// committed state is read from the lease row (so it is after a restart whose
+// log held none of the source's batches: recordMarks brought the row up to
+// what this instance committed before it stopped; everything up to its mark is
 // in every table; for an entry-mode source, numbered here, the tables'
 // watermarks count too); for a source never marked, it is 0 if another instance
 // held it (batch mode) and the tables' watermarks otherwise. Batches held here under an older epoch are dropped by the
