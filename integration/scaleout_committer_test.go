@@ -4,11 +4,15 @@ package integration
 
 import (
 	"context"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
 	"github.com/dot-do/lakehouse-rpc/internal/commitslot"
@@ -44,7 +48,7 @@ func TestScaleOutElectedCommitter(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	steps := uint64(0)
-	for steps < minSteps || (steps < maxSteps && sharedSnapshots(t, ctx, so) == 0) {
+	for steps < minSteps || (steps < maxSteps && sharedSnapshots(ctx, so) == 0) {
 		steps++
 		var wg sync.WaitGroup
 		for _, s := range srcs {
@@ -76,45 +80,33 @@ func TestScaleOutElectedCommitter(t *testing.T) {
 	}
 	checkExactlyOnce(t, srcs, so.read(), int(steps)*perStep*scaleOutBatch)
 
-	sk, err := iceberg.Open(ctx, so.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sk.Close()
-	tables, err := sk.Tables(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tables := so.snapshots(ctx)
 	shared, snapshots := 0, 0
-	for _, tb := range tables {
-		tbl, err := sk.LoadTable(ctx, tb.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, name := range slices.Sorted(maps.Keys(tables)) {
 		var (
 			last   int64
 			minGap time.Duration
 		)
-		for _, snap := range tbl.Metadata().Snapshots() {
+		for _, snap := range tables[name] {
 			if snap.Summary == nil || snap.Summary.Properties[iceberg.SummaryFlushID] == "" {
 				continue
 			}
 			snapshots++
-			if strings.Contains(snap.Summary.Properties[iceberg.SummaryInstances], ",") {
+			if holdsBothInstances(snap) {
 				shared++
 			}
 			// A committer commits a table once per commit slot at most
 			// (same clock: one machine).
 			at, prev := time.UnixMilli(snap.TimestampMs), time.UnixMilli(last)
 			if last != 0 && at.Before(manualAt) && commitslot.Of(at, interval) == commitslot.Of(prev, interval) {
-				t.Errorf("table %s: two snapshots %v apart in one %v commit slot", tb.Name, at.Sub(prev), interval)
+				t.Errorf("table %s: two snapshots %v apart in one %v commit slot", name, at.Sub(prev), interval)
 			}
 			if gap := at.Sub(prev); last != 0 && at.Before(manualAt) && (minGap == 0 || gap < minGap) {
 				minGap = gap
 			}
 			last = snap.TimestampMs
 		}
-		t.Logf("table %s: shortest gap between snapshots %v", tb.Name, minGap)
+		t.Logf("table %s: shortest gap between snapshots %v", name, minGap)
 	}
 	t.Logf("%d tables, %d snapshots, %d holding both instances' parts", len(tables), snapshots, shared)
 	if shared == 0 {
@@ -182,28 +174,19 @@ func TestScaleOutElectedCommitterPaused(t *testing.T) {
 
 // sharedSnapshots counts the snapshots, over every table, that hold both
 // instances' parts (read while the instances run).
-func sharedSnapshots(t *testing.T, ctx context.Context, so *scaleOut) int {
-	t.Helper()
-	sk, err := iceberg.Open(ctx, so.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sk.Close()
-	tables, err := sk.Tables(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+func sharedSnapshots(ctx context.Context, so *scaleOut) int {
 	n := 0
-	for _, tb := range tables {
-		tbl, err := sk.LoadTable(ctx, tb.Name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, snap := range tbl.Metadata().Snapshots() {
-			if snap.Summary != nil && strings.Contains(snap.Summary.Properties[iceberg.SummaryInstances], ",") {
+	for _, snaps := range so.snapshots(ctx) {
+		for _, snap := range snaps {
+			if holdsBothInstances(snap) {
 				n++
 			}
 		}
 	}
 	return n
+}
+
+// holdsBothInstances says whether snap commits parts of several instances.
+func holdsBothInstances(snap table.Snapshot) bool {
+	return snap.Summary != nil && strings.Contains(snap.Summary.Properties[iceberg.SummaryInstances], ",")
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/iceberg-go/table"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -95,28 +96,47 @@ func (so *scaleOut) config() iceberg.Config {
 
 // read returns every stored row, read through the shared catalog.
 func (so *scaleOut) read() []storedEntry {
-	t := so.t
-	ctx := context.Background()
-	sk, err := iceberg.Open(ctx, so.config())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sk.Close()
-	tables, err := sk.Tables(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []storedEntry
-	for _, tb := range tables {
-		recs, err := sk.Scan(ctx, tb.Name, 0)
+	so.eachTable(context.Background(), func(ctx context.Context, sk *iceberg.Sink, name string) {
+		recs, err := sk.Scan(ctx, name, 0)
 		if err != nil {
-			t.Fatal(err)
+			so.t.Fatal(err)
 		}
 		for _, r := range recs {
 			out = append(out, storedEntry{r.SourceID, r.EntrySeq})
 		}
-	}
+	})
 	return out
+}
+
+// snapshots returns every table's snapshots, oldest first, read through the
+// shared catalog (while the instances run, too).
+func (so *scaleOut) snapshots(ctx context.Context) map[string][]table.Snapshot {
+	out := make(map[string][]table.Snapshot)
+	so.eachTable(ctx, func(ctx context.Context, sk *iceberg.Sink, name string) {
+		tbl, err := sk.LoadTable(ctx, name)
+		if err != nil {
+			so.t.Fatal(err)
+		}
+		out[name] = tbl.Metadata().Snapshots()
+	})
+	return out
+}
+
+// eachTable calls f with each table of the shared catalog.
+func (so *scaleOut) eachTable(ctx context.Context, f func(ctx context.Context, sk *iceberg.Sink, name string)) {
+	sk, err := iceberg.Open(ctx, so.config())
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	defer sk.Close()
+	tables, err := sk.Tables(ctx)
+	if err != nil {
+		so.t.Fatal(err)
+	}
+	for _, tb := range tables {
+		f(ctx, sk, tb.Name)
+	}
 }
 
 // runAll streams every source to addr up to batch maxBatches.

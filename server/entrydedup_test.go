@@ -269,6 +269,18 @@ func (f *marksFailFrom) MarkCommitted(ctx context.Context, marks []coord.Mark, k
 	return f.Store.MarkCommitted(ctx, marks, keep)
 }
 
+// pairWithFailingMarks starts instances a and b coordinated through a fresh
+// database (coordInstance); a's marks fail once marks.fail is set.
+func pairWithFailingMarks(t *testing.T) (a, b *servertest.Instance, marks *marksFailFrom) {
+	t.Helper()
+	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
+	a = coordInstanceWith(t, dsn, "inst-a", func(st *coord.Store) server.Coordinator {
+		marks = &marksFailFrom{Store: st}
+		return marks
+	})
+	return a, coordInstance(t, dsn, "inst-b"), marks
+}
+
 // sharedWatermarks makes a sink report the committed watermarks of another
 // instance's sink as well: one catalog shared by both instances.
 type sharedWatermarks struct {
@@ -299,13 +311,7 @@ func (s sharedWatermarks) Watermarks(ctx context.Context) (map[string]sink.Water
 // on from the tables' watermark (2), not from the lagging mark (1): batch 2
 // at b would hold new entries and be skipped, losing them.
 func TestEntryModeStaleMarkKeepsNumbering(t *testing.T) {
-	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
-	var marks *marksFailFrom
-	a := coordInstanceWith(t, dsn, "inst-a", func(st *coord.Store) server.Coordinator {
-		marks = &marksFailFrom{Store: st}
-		return marks
-	})
-	b := coordInstance(t, dsn, "inst-b")
+	a, b, marks := pairWithFailingMarks(t)
 	b.WrapSink(func(s sink.Sink) sink.Sink { return sharedWatermarks{Sink: s, other: a} })
 	b.Restart()
 	const src = "legacy-stale-mark"

@@ -57,8 +57,8 @@ func (st *savedState) unrecordedMarks(nowMs int64, dedupAge time.Duration) []coo
 			continue
 		}
 		m := coord.Mark{Source: id, Epoch: ss.Epoch, Seq: ss.LastSeq, Entry: ss.LastEntry}
-		for _, r := range ss.Unmarked {
-			if ranges {
+		if ranges {
+			for _, r := range ss.Unmarked {
 				m.Ranges = append(m.Ranges, coord.EntryRange{Lo: r[0], Hi: r[1]})
 			}
 		}

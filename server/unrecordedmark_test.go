@@ -1,14 +1,10 @@
 package server_test
 
 import (
-	"os"
 	"slices"
 	"testing"
 
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
-	"github.com/dot-do/lakehouse-rpc/internal/coord"
-	"github.com/dot-do/lakehouse-rpc/internal/pgtest"
-	"github.com/dot-do/lakehouse-rpc/server"
 )
 
 // TestRestartRecordsTheMarkACrashLeftUnrecorded: instance a commits a
@@ -22,13 +18,7 @@ import (
 // it no longer needs to hold, and a child that keeps batches only until
 // ok was stuck (it failed so in TestScaleOutMirrorElectedCommitterKill9).
 func TestRestartRecordsTheMarkACrashLeftUnrecorded(t *testing.T) {
-	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
-	var marks *marksFailFrom
-	a := coordInstanceWith(t, dsn, "inst-a", func(st *coord.Store) server.Coordinator {
-		marks = &marksFailFrom{Store: st}
-		return marks
-	})
-	b := coordInstance(t, dsn, "inst-b")
+	a, b, marks := pairWithFailingMarks(t)
 	const src = "batch-unmarked"
 	batchMode := lakehousev1.SequenceMode_SEQUENCE_MODE_BATCH
 	sa := coordStream(t, a, src, batchMode)
@@ -65,13 +55,7 @@ func TestRestartRecordsTheMarkACrashLeftUnrecorded(t *testing.T) {
 // entry ranges with the mark, so the entries are duplicates at b when the
 // child, which never saw their acks, resends them there.
 func TestRestartRecordsTheRangesACrashLeftUnrecorded(t *testing.T) {
-	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
-	var marks *marksFailFrom
-	a := coordInstanceWith(t, dsn, "inst-a", func(st *coord.Store) server.Coordinator {
-		marks = &marksFailFrom{Store: st}
-		return marks
-	})
-	b := coordInstance(t, dsn, "inst-b")
+	a, b, marks := pairWithFailingMarks(t)
 	const src = "legacy-unmarked"
 	sa := entryStream(t, a, src)
 	marks.fail.Store(true)
