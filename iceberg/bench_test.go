@@ -10,6 +10,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/workload"
@@ -218,6 +219,50 @@ func BenchmarkCommitSourceWatermarks(b *testing.B) {
 // the k-way merge and Parquet writing.
 func BenchmarkCompactMerge(b *testing.B) {
 	ctx := context.Background()
+	s, tbl, tasks, rows := compactBenchTable(b)
+	b.ResetTimer()
+	for range b.N {
+		gr, err := s.mergeGroup(ctx, tbl, tasks)
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.removeFiles(ctx, tbl, gr.NewDataFiles)
+	}
+	b.ReportMetric(float64(rows)/(b.Elapsed().Seconds()/float64(b.N)), "rows/s")
+}
+
+// BenchmarkCompactRead measures the read side of that merge, the sink's
+// own reader (direct) against iceberg-go's scan.
+func BenchmarkCompactRead(b *testing.B) {
+	ctx := context.Background()
+	_, tbl, tasks, rows := compactBenchTable(b)
+	for _, direct := range []bool{true, false} {
+		b.Run(map[bool]string{true: "direct", false: "scan"}[direct], func(b *testing.B) {
+			for range b.N {
+				m, err := newMerger(ctx, tbl, tasks, direct)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if m.direct != direct {
+					b.Fatalf("read directly: %v", m.direct)
+				}
+				for rec, err := range m.batches() {
+					if err != nil {
+						b.Fatal(err)
+					}
+					rec.Release()
+				}
+				m.close()
+			}
+			b.ReportMetric(float64(rows)/(b.Elapsed().Seconds()/float64(b.N)), "rows/s")
+		})
+	}
+}
+
+// compactBenchTable commits 16 flushes of 24,000 users rows (three
+// sources), each a file, and returns the table's files to merge.
+func compactBenchTable(b *testing.B) (*Sink, *table.Table, []table.FileScanTask, int64) {
+	ctx := context.Background()
 	s := openTestSink(b, b.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
 	for i := 1; i <= 16; i++ {
 		f := w1Flush(uint64(i), testSources, uint64(i), 1, 8000)
@@ -238,13 +283,5 @@ func BenchmarkCompactMerge(b *testing.B) {
 	for _, t := range tasks {
 		rows += t.File.Count()
 	}
-	b.ResetTimer()
-	for range b.N {
-		gr, err := s.mergeGroup(ctx, tbl, tasks)
-		if err != nil {
-			b.Fatal(err)
-		}
-		s.removeFiles(ctx, tbl, gr.NewDataFiles)
-	}
-	b.ReportMetric(float64(rows)/(b.Elapsed().Seconds()/float64(b.N)), "rows/s")
+	return s, tbl, tasks, rows
 }

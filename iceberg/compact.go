@@ -31,7 +31,8 @@ const (
 	// (unless CompactMinFiles is above half of it). Each
 	// input holds a decompressed page per column besides its batch: 64
 	// inputs held about 430 MB of W1 in readers during a merge, which the
-	// garbage collector then doubled.
+	// garbage collector then doubled (read through iceberg-go's scan, which
+	// holds each column chunk whole; see compactread.go).
 	compactMaxInputs = 16
 )
 
@@ -149,7 +150,7 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 		gr.BytesBefore += t.File.FileSizeBytes()
 		wantRows += t.File.Count()
 	}
-	m, err := newMerger(ctx, tbl, tasks)
+	m, err := newMerger(ctx, tbl, tasks, true)
 	if err != nil {
 		return gr, err
 	}
@@ -224,6 +225,8 @@ type merger struct {
 	srcCol int
 	seqCol int
 	inputs []*mergeInput
+	// direct: the inputs are read by compactread.go, not iceberg-go's scan.
+	direct bool
 	h      mergeHeap
 	err    error
 	stops  []func()
@@ -237,30 +240,23 @@ type mergeInput struct {
 	seq  *array.Int64
 }
 
-func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask) (*merger, error) {
+// newMerger opens a merge of tasks' files. readDirect lets it read them
+// itself where it can (compactread.go); tests compare it with the scan.
+func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) (*merger, error) {
 	m := &merger{}
-	for _, t := range tasks {
-		sc, it, err := tbl.Scan(table.WithMaxConcurrency(1), table.WithArrowBatchSize(compactBatchRows)).
-			ReadTasks(ctx, []table.FileScanTask{t})
-		if err != nil {
-			m.close()
-			return nil, fmt.Errorf("compaction: read %s: %w", t.File.FilePath(), err)
-		}
-		if m.schema == nil {
-			m.schema = sc
-			m.srcCol = fieldIndex(sc, "source_id")
-			m.seqCol = fieldIndex(sc, "entry_seq")
-			if m.srcCol < 0 || m.seqCol < 0 {
-				m.close()
-				return nil, errors.New("compaction: the table has no source_id or entry_seq column")
-			}
-		} else if !m.schema.Equal(sc) {
-			m.close()
-			return nil, errors.New("compaction: input files read with different schemas")
-		}
-		next, stop := iter.Pull2(it)
-		m.stops = append(m.stops, stop)
-		m.inputs = append(m.inputs, &mergeInput{next: next})
+	if err := m.openInputs(ctx, tbl, tasks, readDirect); err != nil {
+		m.close()
+		return nil, err
+	}
+	if m.schema == nil {
+		m.close()
+		return nil, errors.New("compaction: no input files")
+	}
+	m.srcCol = fieldIndex(m.schema, "source_id")
+	m.seqCol = fieldIndex(m.schema, "entry_seq")
+	if m.srcCol < 0 || m.seqCol < 0 {
+		m.close()
+		return nil, errors.New("compaction: the table has no source_id or entry_seq column")
 	}
 	for _, in := range m.inputs {
 		if err := m.advanceBatch(in); err != nil {
@@ -273,6 +269,47 @@ func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask
 	}
 	heap.Init(&m.h)
 	return m, nil
+}
+
+// openInputs opens the tasks' files for reading, directly when their
+// columns are the table's (compactread.go), else through iceberg-go's scan.
+func (m *merger) openInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) error {
+	opts := table.ArrowSchemaOptions{TableProperties: tbl.Properties()}
+	out, err := table.SchemaToArrowSchemaWithOptions(tbl.Schema(), opts)
+	if err != nil {
+		return fmt.Errorf("compaction: the table's Arrow schema: %w", err)
+	}
+	opts.IncludeFieldIDs = true
+	want, err := table.SchemaToArrowSchemaWithOptions(tbl.Schema(), opts)
+	if err != nil {
+		return fmt.Errorf("compaction: the table's Arrow schema: %w", err)
+	}
+	if readDirect {
+		inputs, stops, ok, err := openDirectInputs(ctx, tbl, tasks, want, out)
+		if err != nil {
+			return err
+		}
+		if ok {
+			m.schema, m.inputs, m.stops, m.direct = out, inputs, stops, true
+			return nil
+		}
+	}
+	for _, t := range tasks {
+		sc, it, err := tbl.Scan(table.WithMaxConcurrency(1), table.WithArrowBatchSize(compactBatchRows)).
+			ReadTasks(ctx, []table.FileScanTask{t})
+		if err != nil {
+			return fmt.Errorf("compaction: read %s: %w", t.File.FilePath(), err)
+		}
+		if m.schema == nil {
+			m.schema = sc
+		} else if !m.schema.Equal(sc) {
+			return errors.New("compaction: input files read with different schemas")
+		}
+		next, stop := iter.Pull2(it)
+		m.stops = append(m.stops, stop)
+		m.inputs = append(m.inputs, &mergeInput{next: next})
+	}
+	return nil
 }
 
 func fieldIndex(sc *arrow.Schema, name string) int {
