@@ -30,15 +30,12 @@ import (
 // column chunks instead of reading each whole (compactReadBuffer).
 
 // compactReadBuffer bounds what a merge reads of one input's column at a
-// time. Unbuffered, arrow-go reads each column chunk whole, so a merge of
-// 16 files of 20 MB held all 320 MB; buffered, it holds at most this much
-// per column of an input. Each read is a range request on object storage:
+// time. Unbuffered, arrow-go reads each column chunk whole, so a merge
+// holds every input's current row group, compressed: for the larger
+// inputs, most of the file. Buffered, it holds at most this much per
+// column of an input. Each read is a range request on object storage:
 // 1 MiB keeps them few.
 const compactReadBuffer = 1 << 20
-
-// fieldIDKey is the Arrow field metadata key that carries a Parquet
-// field id, in pqarrow's schemas and iceberg-go's.
-const fieldIDKey = "PARQUET:field_id"
 
 // openDirectInputs opens tasks' files for a merge when every file's columns
 // are those of want (the table's schema with field ids). ok is false, with
@@ -136,9 +133,9 @@ func sameColumns(got, want *arrow.Schema) bool {
 	return true
 }
 
+// fieldID returns f's Parquet field id, as pqarrow and iceberg-go both
+// keep it in the field's metadata; "" when it has none.
 func fieldID(f arrow.Field) string {
-	if i := f.Metadata.FindKey(fieldIDKey); i >= 0 {
-		return f.Metadata.Values()[i]
-	}
-	return ""
+	id, _ := f.Metadata.GetValue(table.ArrowParquetFieldIDKey)
+	return id
 }
