@@ -2,12 +2,18 @@ package iceberg
 
 import (
 	"context"
+	"encoding/base64"
+	"math/rand/v2"
+	"runtime"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 
+	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -127,5 +133,66 @@ func TestCompactionAfterSchemaChange(t *testing.T) {
 	}
 	if _, direct := mergedRows(t, tbl, true); !direct {
 		t.Error("the compacted file, written under the new schema, was not read directly")
+	}
+}
+
+// TestCompactionReaderMemoryBounded: a merge holds a bounded amount of each
+// input (a batch, a page and compactReadBuffer per column), not the input's
+// column chunks whole, so large inputs do not multiply a merge's memory.
+func TestCompactionReaderMemoryBounded(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
+	rnd := rand.New(rand.NewPCG(1, 2))
+	blob := make([]byte, 700)
+	const files, rows = 3, 20000
+	for i := range uint64(files) {
+		f := &sink.Flush{ID: i + 1, Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
+		tb := sink.Table{Name: "blobs"}
+		for j := range uint64(rows) {
+			for k := range blob {
+				blob[k] = byte(rnd.Uint32())
+			}
+			seq := i*rows + j + 1
+			e := codec.Entry{Sequence: seq, Timestamp: uint64(time.Now().UnixMilli()), Op: codec.OpInsert,
+				Table: []byte("blobs"), RowID: []byte(strconv.FormatUint(seq, 10)),
+				After: []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)}
+			tb.Rows = append(tb.Rows, sink.Row{SourceID: "src", BatchSeq: i + 1, Entry: e})
+			sink.MergeWatermark(f.Watermarks, "src", sink.Watermark{BatchSeq: i + 1, EntrySeq: seq})
+		}
+		f.Tables = []sink.Table{tb}
+		mustCommit(t, s, f)
+	}
+	tbl, err := s.LoadTable(ctx, "blobs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	for _, task := range tasks {
+		size += task.File.FileSizeBytes()
+	}
+	if len(tasks) != files || size < files*8<<20 {
+		t.Fatalf("%d files of %d bytes in all: the inputs are not large", len(tasks), size)
+	}
+	var before, open runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	m, err := newMerger(ctx, tbl, tasks, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	runtime.GC()
+	runtime.ReadMemStats(&open)
+	if !m.direct {
+		t.Fatal("the merge did not read the sink's files directly")
+	}
+	held := int64(open.HeapAlloc) - int64(before.HeapAlloc)
+	t.Logf("%d inputs of %d bytes in all: %d bytes held by the open merge", len(tasks), size, held)
+	if held > size/2 {
+		t.Errorf("the open merge holds %d bytes for inputs of %d bytes", held, size)
 	}
 }
