@@ -91,6 +91,13 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 	}
 	if err := s.commitRewrite(ctx, name, results); err != nil {
 		cleanup()
+		if errors.Is(err, errRewriteInputsGone) {
+			// Another maintainer (`lakehouse maintain` beside the server,
+			// without --coordination) compacted the files first: the
+			// table is compacted, and the next pass plans afresh.
+			s.log.Info("compaction dropped: another maintainer rewrote its files first", "table", name)
+			return res, nil
+		}
 		return res, err
 	}
 	for _, gr := range results {
@@ -106,8 +113,15 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 	return res, nil
 }
 
+// errRewriteInputsGone: some of a rewrite's old files are no longer in the
+// table, because another process compacted (or deleted) them meanwhile.
+var errRewriteInputsGone = errors.New("compaction: some of the rewritten files are no longer in the table")
+
 // commitRewrite replaces the groups' old files with their new ones in one
-// snapshot on the latest table state, under the commit lock.
+// snapshot on the latest table state, under the commit lock. It returns
+// errRewriteInputsGone, committing nothing, when the latest state lacks an
+// old file (iceberg-go would refuse with "cannot delete files that do not
+// belong to the table").
 func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.CompactionGroupResult) error {
 	unlock, err := s.lockTable(ctx, s.Identifier(name))
 	if err != nil {
@@ -117,6 +131,21 @@ func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.C
 	tbl, err := s.LoadTable(ctx, name)
 	if err != nil {
 		return err
+	}
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil {
+		return fmt.Errorf("plan files: %w", err)
+	}
+	live := make(map[string]bool, len(tasks))
+	for _, t := range tasks {
+		live[t.File.FilePath()] = true
+	}
+	for _, gr := range results {
+		for _, df := range gr.OldDataFiles {
+			if !live[df.FilePath()] {
+				return errRewriteInputsGone
+			}
+		}
 	}
 	txn := tbl.NewTransaction()
 	rw := txn.NewRewrite(iceberg.Properties{SummaryMaintenance: "compaction"})
