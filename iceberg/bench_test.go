@@ -271,14 +271,7 @@ func compactBenchTable(b *testing.B) (*Sink, *table.Table, []table.FileScanTask,
 			b.Fatal(err)
 		}
 	}
-	tbl, err := s.LoadTable(ctx, "users")
-	if err != nil {
-		b.Fatal(err)
-	}
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil {
-		b.Fatal(err)
-	}
+	tbl, tasks := tableTasks(b, s, "users")
 	var rows int64
 	for _, t := range tasks {
 		rows += t.File.Count()

@@ -11,23 +11,18 @@ import (
 	"time"
 
 	iceberg "github.com/apache/iceberg-go"
-	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// mergedRows runs a merge of every file of the table and returns its rows,
+// mergedRows runs a merge of every file of table name and returns its rows,
 // each as its columns' values, in the order written, and whether the merge
 // read its inputs directly.
-func mergedRows(t *testing.T, tbl *table.Table, readDirect bool) ([]string, bool) {
+func mergedRows(t *testing.T, s *Sink, name string, readDirect bool) ([]string, bool) {
 	t.Helper()
-	ctx := context.Background()
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m, err := newMerger(ctx, tbl, tasks, readDirect)
+	tbl, tasks := tableTasks(t, s, name)
+	m, err := newMerger(context.Background(), tbl, tasks, readDirect)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,15 +65,11 @@ func TestCompactionReadsSinkFilesDirectly(t *testing.T) {
 		// merge batch, and nulls in before, after and shard_name.
 		mustCommit(t, s, w1Flush(i, testSources, i, 1, 700))
 	}
-	tbl, err := s.LoadTable(context.Background(), "users")
-	if err != nil {
-		t.Fatal(err)
-	}
-	direct, ok := mergedRows(t, tbl, true)
+	direct, ok := mergedRows(t, s, "users", true)
 	if !ok {
 		t.Fatal("the merge of the sink's own files read them through iceberg-go's scan")
 	}
-	scanned, ok := mergedRows(t, tbl, false)
+	scanned, ok := mergedRows(t, s, "users", false)
 	if ok {
 		t.Fatal("readDirect false read directly")
 	}
@@ -115,10 +106,10 @@ func TestCompactionAfterSchemaChange(t *testing.T) {
 	if err := txn.UpdateSchema(true, false).AddColumn([]string{"reviewed_by"}, iceberg.PrimitiveTypes.String, "", false, nil).Commit(); err != nil {
 		t.Fatal(err)
 	}
-	if tbl, err = txn.Commit(ctx); err != nil {
+	if _, err := txn.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, direct := mergedRows(t, tbl, true); direct {
+	if _, direct := mergedRows(t, s, "users", true); direct {
 		t.Fatal("files without the new column were read directly")
 	}
 	maintain(t, s, MaintainOptions{})
@@ -128,10 +119,7 @@ func TestCompactionAfterSchemaChange(t *testing.T) {
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
 	// The merged file has the table's new columns: a second merge reads
 	// it directly.
-	if tbl, err = s.LoadTable(ctx, "users"); err != nil {
-		t.Fatal(err)
-	}
-	if _, direct := mergedRows(t, tbl, true); !direct {
+	if _, direct := mergedRows(t, s, "users", true); !direct {
 		t.Error("the compacted file, written under the new schema, was not read directly")
 	}
 }
@@ -162,14 +150,7 @@ func TestCompactionReaderMemoryBounded(t *testing.T) {
 		f.Tables = []sink.Table{tb}
 		mustCommit(t, s, f)
 	}
-	tbl, err := s.LoadTable(ctx, "blobs")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tbl, tasks := tableTasks(t, s, "blobs")
 	var size int64
 	for _, task := range tasks {
 		size += task.File.FileSizeBytes()

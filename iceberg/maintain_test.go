@@ -54,6 +54,17 @@ func healthOf(t *testing.T, s *Sink, name string) sink.TableHealth {
 // liveFiles lists the data files of a table's current snapshot.
 func liveFiles(t *testing.T, s *Sink, name string) []string {
 	t.Helper()
+	_, tasks := tableTasks(t, s, name)
+	var out []string
+	for _, task := range tasks {
+		out = append(out, task.File.FilePath())
+	}
+	return out
+}
+
+// tableTasks loads table name of s and plans its files.
+func tableTasks(t testing.TB, s *Sink, name string) (*table.Table, []table.FileScanTask) {
+	t.Helper()
 	tbl, err := s.LoadTable(context.Background(), name)
 	if err != nil {
 		t.Fatal(err)
@@ -62,11 +73,7 @@ func liveFiles(t *testing.T, s *Sink, name string) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, task := range tasks {
-		out = append(out, task.File.FilePath())
-	}
-	return out
+	return tbl, tasks
 }
 
 func localPath(p string) string { return strings.TrimPrefix(p, "file://") }
@@ -530,14 +537,7 @@ func TestManifestEntriesClaimSortOrder(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 3 })
 	fs := commitN(t, s, 4)
 	check := func(when string) {
-		tbl, err := s.LoadTable(ctx, "users")
-		if err != nil {
-			t.Fatal(err)
-		}
-		tasks, err := tbl.Scan().PlanFiles(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
+		tbl, tasks := tableTasks(t, s, "users")
 		for _, task := range tasks {
 			id := task.File.SortOrderID()
 			if id == nil || *id != tbl.Metadata().DefaultSortOrder() {

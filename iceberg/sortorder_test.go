@@ -19,7 +19,6 @@ import (
 // order come out sorted in every staged and compacted file, each file
 // claims the table's order, and the table's sort orders are untouched.
 func TestFilesSortedWithoutIcebergSort(t *testing.T) {
-	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 3 })
 	rng := rand.New(rand.NewPCG(1, 2))
 	var fs []*sink.Flush
@@ -33,17 +32,10 @@ func TestFilesSortedWithoutIcebergSort(t *testing.T) {
 	}
 	check := func(when string, wantFiles int) {
 		t.Helper()
-		tbl, err := s.LoadTable(ctx, "users")
-		if err != nil {
-			t.Fatal(err)
-		}
+		tbl, tasks := tableTasks(t, s, "users")
 		meta := tbl.Metadata()
 		if n := len(meta.SortOrders()); n != 1 || meta.DefaultSortOrder() != meta.SortOrders()[0].OrderID() {
 			t.Errorf("%s: the table has %d sort orders, default %d: the write view leaked", when, n, meta.DefaultSortOrder())
-		}
-		tasks, err := tbl.Scan().PlanFiles(ctx)
-		if err != nil {
-			t.Fatal(err)
 		}
 		if len(tasks) != wantFiles {
 			t.Fatalf("%s: %d files, want %d", when, len(tasks), wantFiles)
@@ -107,12 +99,9 @@ func TestCompactionClaimsOrderOnlyOfClaimedInputs(t *testing.T) {
 		t.Fatalf("%d files before compaction, want 3", n)
 	}
 	maintain(t, s, MaintainOptions{})
-	if tbl, err = s.LoadTable(ctx, "users"); err != nil {
-		t.Fatal(err)
-	}
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil || len(tasks) != 1 {
-		t.Fatalf("%d files after compaction (%v), want 1", len(tasks), err)
+	_, tasks := tableTasks(t, s, "users")
+	if len(tasks) != 1 {
+		t.Fatalf("%d files after compaction, want 1", len(tasks))
 	}
 	if id := tasks[0].File.SortOrderID(); id != nil && *id != table.UnsortedSortOrderID {
 		t.Errorf("the merge of an unclaimed input claims sort order %d", *id)
