@@ -3,7 +3,6 @@ package iceberg
 import (
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -63,15 +62,7 @@ func TestCompactionLosingARaceIsNoFailure(t *testing.T) {
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
 	// On disk: the 6 staged files (still in older snapshots) and the
 	// winner's output; the loser's output is gone.
-	var onDisk int
-	if err := filepath.WalkDir(dataDir, func(p string, d os.DirEntry, err error) error {
-		if err == nil && strings.HasSuffix(p, ".parquet") {
-			onDisk++
-		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
+	onDisk := countParquet(t, dataDir)
 	if onDisk != 6+len(live) {
 		t.Errorf("%d data files on disk, want %d: the dropped rewrite left its files", onDisk, 6+len(live))
 	}

@@ -247,32 +247,33 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 	if len(groups) == 0 && len(dead) == 0 {
 		return 0, more, nil
 	}
-	props := iceberg.Properties{SummaryMaintenance: "mirror-compaction"}
 	txn := tbl.NewTransaction()
-	var res *table.RewriteResult
-	if len(groups) > 0 {
-		res, err = txn.RewriteDataFiles(ctx, groups, table.RewriteDataFilesOptions{ExtraDeleteFilesToRemove: dead, SnapshotProps: props})
-		if err != nil {
-			return 0, false, fmt.Errorf("rewrite: %w", err)
-		}
-	} else {
-		rw := txn.NewRewrite(props)
-		for _, df := range dead {
-			rw.DeleteFile(df)
-		}
-		if err := rw.Commit(ctx); err != nil {
-			return 0, false, fmt.Errorf("drop dead deletes: %w", err)
-		}
-		res = &table.RewriteResult{RemovedEqualityDeleteFiles: len(dead)}
-	}
-	if hook := s.cfg.BeforeRewriteCommit; hook != nil {
-		if err := hook(name); err != nil {
-			return 0, false, fmt.Errorf("before rewrite commit hook: %w", err)
+	res, written, err := rewriteMirror(ctx, tbl, txn, groups, dead)
+	if err == nil {
+		if hook := s.cfg.BeforeRewriteCommit; hook != nil {
+			if err = hook(name); err != nil {
+				err = fmt.Errorf("before rewrite commit hook: %w", err)
+			}
 		}
 	}
-	after, err := txn.Commit(ctx)
+	var after *table.Table
+	if err == nil {
+		if after, err = txn.Commit(ctx); err != nil {
+			err = fmt.Errorf("commit: %w", err)
+		}
+	}
 	if err != nil {
-		return 0, false, fmt.Errorf("commit: %w", err)
+		s.removeFiles(ctx, tbl, written)
+		if isRequirementFailure(err) && ctx.Err() == nil {
+			// Only a process outside the commit lock changes the mirror
+			// between plan and commit: `lakehouse maintain` beside the
+			// server on the embedded catalog (no maintenance lock), or
+			// another engine. The next pass plans afresh.
+			s.log.Info("mirror compaction dropped: the mirror changed since it was planned (another maintainer?)",
+				"table", name, "error", err)
+			return 0, false, nil
+		}
+		return 0, false, err
 	}
 	removed := res.RemovedEqualityDeleteFiles + res.RemovedPositionDeleteFiles
 	s.countMirror(func(t *MirrorTotals) { t.Compactions++; t.DeleteFilesRemoved += int64(removed) })
@@ -312,4 +313,58 @@ func (s *Sink) maintainMirror(ctx context.Context, name string, orphansDue, allD
 		}
 	}
 	return errs
+}
+
+// rewriteMirror stages in txn the rewrite of groups (their deletes applied)
+// and the removal of the dead delete files. It returns the data files it
+// wrote, which the caller removes if the rewrite is not committed:
+// iceberg-go's Transaction.RewriteDataFiles stages the same but does not
+// say which files it wrote.
+func rewriteMirror(ctx context.Context, tbl *table.Table, txn *table.Transaction, groups []table.CompactionTaskGroup, dead []iceberg.DataFile) (*table.RewriteResult, []iceberg.DataFile, error) {
+	res := &table.RewriteResult{}
+	rw := txn.NewRewrite(iceberg.Properties{SummaryMaintenance: "mirror-compaction"})
+	var written []iceberg.DataFile
+	removed := make(map[string]bool)
+	for _, g := range groups {
+		if len(g.Tasks) == 0 {
+			continue
+		}
+		gr, err := table.ExecuteCompactionGroup(ctx, tbl, g)
+		written = append(written, gr.NewDataFiles...)
+		if err != nil {
+			return nil, written, fmt.Errorf("rewrite: %w", err)
+		}
+		if len(gr.OldDataFiles) == 0 && len(gr.NewDataFiles) == 0 {
+			continue
+		}
+		rw.ApplyResult(gr)
+		res.RewrittenGroups++
+		res.AddedDataFiles += len(gr.NewDataFiles)
+		res.RemovedDataFiles += len(gr.OldDataFiles)
+		res.RemovedPositionDeleteFiles += len(gr.SafePosDeletes)
+		for _, df := range slices.Concat(gr.SafePosDeletes, gr.SafeDeletionVectors) {
+			removed[df.FilePath()] = true
+		}
+	}
+	// A dead delete file may also be one a group removes: ReplaceFiles
+	// refuses a file removed twice.
+	for _, df := range dead {
+		if removed[df.FilePath()] {
+			continue
+		}
+		removed[df.FilePath()] = true
+		rw.DeleteFile(df)
+		if df.ContentType() == iceberg.EntryContentEqDeletes {
+			res.RemovedEqualityDeleteFiles++
+		} else {
+			res.RemovedPositionDeleteFiles++
+		}
+	}
+	if len(removed) == 0 && res.RewrittenGroups == 0 {
+		return res, written, nil // nothing to commit
+	}
+	if err := rw.Commit(ctx); err != nil {
+		return nil, written, fmt.Errorf("stage rewrite: %w", err)
+	}
+	return res, written, nil
 }
