@@ -179,21 +179,13 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 	}
 	defer m.close()
 	var gotRows int64
-	// A merge of sorted files is sorted: written as it is, it claims the
-	// table's order. An input that does not claim the order (written by
-	// another engine, or before the sink claimed orders) may be unsorted:
-	// iceberg-go then sorts each batch it writes, and the output claims
-	// nothing.
-	ordered := claimOrder(tbl.Metadata(), gr.OldDataFiles)
-	wtbl := tbl
-	if ordered {
-		if wtbl, err = s.presorted(tbl); err != nil {
-			return gr, err
-		}
+	wtbl, entry, err := s.mergeView(tbl, gr.OldDataFiles)
+	if err != nil {
+		return gr, err
 	}
 	for df, err := range table.WriteRecords(ctx, wtbl, m.schema, m.batches(), table.WithClusteredWrite()) {
-		if err == nil && ordered {
-			df, err = claimSorted(tbl.Metadata(), df)
+		if err == nil {
+			df, err = entry(df)
 		}
 		if err != nil {
 			s.removeFiles(ctx, tbl, gr.NewDataFiles)

@@ -69,23 +69,21 @@ func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask
 // openInputs opens the tasks' files for reading, directly when their
 // columns are the table's (compactread.go), else through iceberg-go's scan.
 func (m *merger) openInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) error {
-	opts := table.ArrowSchemaOptions{TableProperties: tbl.Properties()}
-	out, err := table.SchemaToArrowSchemaWithOptions(tbl.Schema(), opts)
-	if err != nil {
-		return fmt.Errorf("compaction: the table's Arrow schema: %w", err)
-	}
-	opts.IncludeFieldIDs = true
-	want, err := table.SchemaToArrowSchemaWithOptions(tbl.Schema(), opts)
-	if err != nil {
-		return fmt.Errorf("compaction: the table's Arrow schema: %w", err)
-	}
 	if readDirect {
-		inputs, stops, ok, err := openDirectInputs(ctx, tbl, tasks, want, out)
+		// The table's columns with their field ids: the files' schema,
+		// and the one iceberg-go's writer writes. Batches of that very
+		// schema skip its per-batch projection (toRequestedSchema).
+		want, err := table.SchemaToArrowSchemaWithOptions(tbl.Schema(),
+			table.ArrowSchemaOptions{IncludeFieldIDs: true, TableProperties: tbl.Properties()})
+		if err != nil {
+			return fmt.Errorf("compaction: the table's Arrow schema: %w", err)
+		}
+		inputs, stops, ok, err := openDirectInputs(ctx, tbl, tasks, want)
 		if err != nil {
 			return err
 		}
 		if ok {
-			m.schema, m.inputs, m.stops, m.direct = out, inputs, stops, true
+			m.schema, m.inputs, m.stops, m.direct = want, inputs, stops, true
 			return nil
 		}
 	}

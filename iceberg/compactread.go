@@ -41,7 +41,7 @@ const compactReadBuffer = 1 << 20
 // are those of want (the table's schema with field ids). ok is false, with
 // nothing left open, when some file is not: the merge then reads through
 // iceberg-go's scan.
-func openDirectInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, want, out *arrow.Schema) (inputs []*mergeInput, stops []func(), ok bool, err error) {
+func openDirectInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, want *arrow.Schema) (inputs []*mergeInput, stops []func(), ok bool, err error) {
 	fs, err := tbl.FS(ctx)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("compaction: open the table's IO: %w", err)
@@ -57,7 +57,7 @@ func openDirectInputs(ctx context.Context, tbl *table.Table, tasks []table.FileS
 			closeAll()
 			return nil, nil, false, nil
 		}
-		in, stop, match, err := openDirectInput(ctx, fs, df.FilePath(), want, out)
+		in, stop, match, err := openDirectInput(ctx, fs, df.FilePath(), want)
 		if err != nil || !match {
 			closeAll()
 			return nil, nil, false, err
@@ -70,7 +70,7 @@ func openDirectInputs(ctx context.Context, tbl *table.Table, tasks []table.FileS
 
 // openDirectInput opens one file; match is false (and nothing open) when
 // its columns are not want's.
-func openDirectInput(ctx context.Context, fs icebergio.IO, path string, want, out *arrow.Schema) (in *mergeInput, stop func(), match bool, err error) {
+func openDirectInput(ctx context.Context, fs icebergio.IO, path string, want *arrow.Schema) (in *mergeInput, stop func(), match bool, err error) {
 	f, err := fs.Open(path)
 	if err != nil {
 		return nil, nil, false, fmt.Errorf("compaction: open %s: %w", path, err)
@@ -109,7 +109,7 @@ func openDirectInput(ctx context.Context, fs icebergio.IO, path string, want, ou
 		// The reader releases its batch at the next call; the merge
 		// releases this one, which holds the columns.
 		rec := rr.RecordBatch()
-		return array.NewRecordBatch(out, rec.Columns(), rec.NumRows()), nil, true
+		return array.NewRecordBatch(want, rec.Columns(), rec.NumRows()), nil, true
 	}
 	stop = func() {
 		rr.Release()
