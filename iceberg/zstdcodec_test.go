@@ -56,7 +56,8 @@ func TestZstdCodecWindow(t *testing.T) {
 	t.Logf("1-MiB page: %d bytes (arrow-go's codec: %d)", len(out), len(ref))
 	// The default level is zstd's fastest encoder (see EncodeLevel).
 	fastest, err := zstd.NewWriter(nil, zstd.WithZeroFrames(true), zstd.WithEncoderLevel(zstd.SpeedFastest),
-		zstd.WithEncoderConcurrency(1), zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(zstdWindow))
+		zstd.WithEncoderConcurrency(1), zstd.WithAllLitEntropyCompression(true), zstd.WithWindowSize(zstdWindow),
+		zstd.WithEncoderCRC(false))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,6 +68,11 @@ func TestZstdCodecWindow(t *testing.T) {
 		out := c.EncodeLevel(nil, page, level)
 		if back, err := compress.Decode(c, nil, out); err != nil || !bytes.Equal(back, page) {
 			t.Fatalf("level %d: round trip failed: %v", level, err)
+		}
+		// The frame header's descriptor (after the 4-byte magic) has
+		// Content_Checksum_flag at bit 2: no page is hashed.
+		if len(out) < 5 || out[4]&0x04 != 0 {
+			t.Errorf("level %d: the frame carries a content checksum", level)
 		}
 	}
 }
