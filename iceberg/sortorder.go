@@ -8,7 +8,7 @@ import (
 )
 
 // claimSorted returns df with the table's default sort order id, for data
-// files the sink wrote sorted (presorted): every staged file, and every
+// files the sink wrote sorted (through an unsorted writeView): every staged file, and every
 // compaction output whose inputs all claim the order (claimOrder). Readers
 // and planners may then rely on the order. iceberg-go v0.7.0's WriteRecords
 // never claims an order in the manifest entry, so the entry is rebuilt.

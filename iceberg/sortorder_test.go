@@ -14,7 +14,7 @@ import (
 )
 
 // TestFilesSortedWithoutIcebergSort: the sink writes through a view whose
-// sort order is unsorted (presorted), so iceberg-go no longer sorts each
+// sort order is unsorted (writeView), so iceberg-go no longer sorts each
 // batch; the order of every file is the sink's own. Rows handed over in no
 // order come out sorted in every staged and compacted file, each file
 // claims the table's order, and the table's sort orders are untouched.

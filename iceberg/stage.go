@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net/url"
 	"sort"
 	"time"
@@ -123,9 +124,11 @@ type prepared struct {
 	rows    int64
 	skipped int64
 	spans   map[string]span
-	rec     arrow.RecordBatch // nil when every row was already committed
-	mirror  *mirrorPart       // nil when the mirror is off or already holds every row
-	err     error
+	// minMs and maxMs bound the event times (ms) of the rows to write.
+	minMs, maxMs int64
+	rec          arrow.RecordBatch // nil when every row was already committed
+	mirror       *mirrorPart       // nil when the mirror is off or already holds every row
+	err          error
 }
 
 func (p *prepared) release() {
@@ -161,6 +164,7 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 	}
 	rows := make([]*sink.Row, 0, len(t.Rows))
 	p.spans = make(map[string]span)
+	p.minMs, p.maxMs = math.MaxInt64, math.MinInt64
 	for i := range t.Rows {
 		r := &t.Rows[i]
 		if w, ok := have[r.SourceID]; ok && r.BatchSeq <= w.BatchSeq {
@@ -168,6 +172,7 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 			continue
 		}
 		rows = append(rows, r)
+		p.minMs, p.maxMs = min(p.minMs, int64(r.Timestamp)), max(p.maxMs, int64(r.Timestamp))
 		sp := p.spans[r.SourceID]
 		sp.add(r.BatchSeq, r.Sequence)
 		p.spans[r.SourceID] = sp
@@ -231,7 +236,7 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	p.rec = nil // WriteRecords releases it
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
 	stt := &stagedTable{name: t.Name, spans: p.spans, mirror: p.mirror}
-	wtbl, err := s.presorted(p.tbl) // prepare sorted the rows
+	wtbl, entry, err := s.stageView(p.tbl, p.minMs, p.maxMs) // prepare sorted the rows
 	if err != nil {
 		rec.Release()
 		return nil, err
@@ -239,7 +244,7 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	var werr error
 	for df, err := range table.WriteRecords(ctx, wtbl, s.schema, records) {
 		if err == nil {
-			df, err = claimSorted(p.tbl.Metadata(), df)
+			df, err = entry(df)
 		}
 		if err != nil {
 			werr = errors.Join(werr, err)

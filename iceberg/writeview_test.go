@@ -3,6 +3,7 @@ package iceberg
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -83,5 +84,64 @@ func TestCompactionKeepsEachFilesPartition(t *testing.T) {
 		if len(tasks) != 1 {
 			t.Errorf("a filter on %s plans %d files, want 1", day, len(tasks))
 		}
+	}
+}
+
+// TestStagedFileInItsPartition: a stage whose rows fall in one day writes
+// through an unpartitioned view (timePartition), so its file must get the
+// very partition value, spec, directory and sort order
+// that iceberg-go's partitioned writer gives a file of that day: the
+// second flush spans two days and takes iceberg-go's path.
+func TestStagedFileInItsPartition(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
+	users := func(f *sink.Flush) *sink.Flush {
+		f.Tables = slices.DeleteFunc(f.Tables, func(t sink.Table) bool { return t.Name != "users" })
+		return f
+	}
+	oneDay := users(w1Flush(1, oneSource, 1, 1, 200))
+	twoDays := users(w1Flush(2, oneSource, 2, 1, 200))
+	for ri := range twoDays.Tables[0].Rows {
+		if ri%2 == 1 {
+			twoDays.Tables[0].Rows[ri].Entry.Timestamp += 86_400_000
+		}
+	}
+	mustCommit(t, s, oneDay)
+	_, tasks := tableTasks(t, s, "users")
+	if len(tasks) != 1 {
+		t.Fatalf("one day's stage wrote %d files", len(tasks))
+	}
+	direct := tasks[0].File
+	mustCommit(t, s, twoDays)
+	tbl, tasks := tableTasks(t, s, "users")
+	var sameDay []iceberggo.DataFile
+	for _, task := range tasks {
+		if task.File.FilePath() != direct.FilePath() && fmt.Sprint(task.File.Partition()) == fmt.Sprint(direct.Partition()) {
+			sameDay = append(sameDay, task.File)
+		}
+	}
+	if len(tasks) != 3 || len(sameDay) != 1 {
+		t.Fatalf("%d files, %d of them iceberg-go's in the first flush's day, want 3 and 1", len(tasks), len(sameDay))
+	}
+	ref := sameDay[0]
+	if got, want := fmt.Sprintf("%#v", direct.Partition()), fmt.Sprintf("%#v", ref.Partition()); got != want {
+		t.Errorf("partition %s, iceberg-go's writer gives %s", got, want)
+	}
+	if direct.SpecID() != ref.SpecID() || fileDir(direct.FilePath()) != fileDir(ref.FilePath()) {
+		t.Errorf("spec %d in %s, iceberg-go's writer: spec %d in %s", direct.SpecID(), fileDir(direct.FilePath()), ref.SpecID(), fileDir(ref.FilePath()))
+	}
+	if id := direct.SortOrderID(); id == nil || *id != tbl.Metadata().DefaultSortOrder() {
+		t.Errorf("sort order %v, want the table's", id)
+	}
+	diffKeys(t, flushKeys(oneDay, twoDays), scanKeys(t, s))
+	// Partition pruning: the first flush's day plans both of its files.
+	filter := iceberggo.NewAnd(iceberggo.GreaterThanEqual(iceberggo.Reference("event_time"), "2023-11-14T00:00:00+00:00"),
+		iceberggo.LessThan(iceberggo.Reference("event_time"), "2023-11-15T00:00:00+00:00"))
+	planned, err := tbl.Scan(table.WithRowFilter(filter)).PlanFiles(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(planned) != 2 {
+		t.Errorf("a filter on the first day plans %d files, want 2", len(planned))
 	}
 }
