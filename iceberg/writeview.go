@@ -46,28 +46,14 @@ func (s *Sink) mergeView(tbl *table.Table, inputs []iceberg.DataFile) (*table.Ta
 	if err != nil {
 		return nil, nil, err
 	}
-	entry := func(df iceberg.DataFile) (iceberg.DataFile, error) {
-		switch {
-		case one:
-			var order *int
-			if ordered {
-				o := meta.DefaultSortOrder()
-				order = &o
-			}
-			spec := meta.PartitionSpec()
-			return rebuildDataFile(meta, df, &spec, partition, order)
-		case ordered:
-			return claimSorted(meta, df)
-		}
-		return df, nil
-	}
-	return view, entry, nil
+	return view, viewEntry(meta, ordered, one, partition), nil
 }
 
 // stageView returns the view a stage of rows whose event times (ms) span
 // [minMs, maxMs] writes through, and the function that turns each file it
-// writes into the manifest entry to stage. Staged rows are sorted; when they all fall in one partition (timePartition), the
-// view is unpartitioned too, as for a merge (onePartition).
+// writes into the manifest entry to stage. Staged rows are sorted; when
+// they all fall in one partition (timePartition), the view is
+// unpartitioned too, as for a merge (onePartition).
 func (s *Sink) stageView(tbl *table.Table, minMs, maxMs int64) (*table.Table, func(iceberg.DataFile) (iceberg.DataFile, error), error) {
 	meta := tbl.Metadata()
 	dir, partition, one := timePartition(tbl, minMs, maxMs)
@@ -75,18 +61,27 @@ func (s *Sink) stageView(tbl *table.Table, minMs, maxMs int64) (*table.Table, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	entry := func(df iceberg.DataFile) (iceberg.DataFile, error) {
-		if !one {
+	return view, viewEntry(meta, true, one, partition), nil
+}
+
+// viewEntry returns the function that turns a file written through a view
+// into its manifest entry: bound back to the table's spec and to partition
+// if the view hid them (one), claiming the table's order if sorted.
+func viewEntry(meta table.Metadata, sorted, one bool, partition map[int]any) func(iceberg.DataFile) (iceberg.DataFile, error) {
+	return func(df iceberg.DataFile) (iceberg.DataFile, error) {
+		switch {
+		case one:
+			var order *int
+			if o := meta.DefaultSortOrder(); sorted && o != table.UnsortedSortOrderID {
+				order = &o
+			}
+			spec := meta.PartitionSpec()
+			return rebuildDataFile(meta, df, &spec, partition, order)
+		case sorted:
 			return claimSorted(meta, df)
 		}
-		var order *int
-		if o := meta.DefaultSortOrder(); o != table.UnsortedSortOrderID {
-			order = &o
-		}
-		spec := meta.PartitionSpec()
-		return rebuildDataFile(meta, df, &spec, partition, order)
+		return df, nil
 	}
-	return view, entry, nil
 }
 
 // writeView returns tbl with no default sort order if unsorted, and, if
