@@ -2,6 +2,7 @@ package iceberg
 
 import (
 	"fmt"
+	"math"
 	"net/url"
 	"strings"
 
@@ -166,7 +167,10 @@ func fileDir(p string) string {
 func timePartition(tbl *table.Table, minMs, maxMs int64) (dir string, partition map[int]any, ok bool) {
 	meta := tbl.Metadata()
 	spec := meta.PartitionSpec()
-	if spec.IsUnpartitioned() || minMs > maxMs ||
+	// Event times are milliseconds; the column holds microseconds, and
+	// beyond ±MaxInt64/1000 ms the product wraps and is no longer ordered.
+	const limitMs = math.MaxInt64 / 1000
+	if spec.IsUnpartitioned() || minMs > maxMs || minMs < -limitMs || maxMs > limitMs ||
 		meta.Properties().GetBool(table.ObjectStoreEnabledKey, table.ObjectStoreEnabledDefault) {
 		return "", nil, false
 	}

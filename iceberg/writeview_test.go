@@ -3,6 +3,7 @@ package iceberg
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"testing"
@@ -143,5 +144,41 @@ func TestStagedFileInItsPartition(t *testing.T) {
 	}
 	if len(planned) != 2 {
 		t.Errorf("a filter on the first day plans %d files, want 2", len(planned))
+	}
+}
+
+// TestTimePartitionBounds: a stage takes the unpartitioned view only when
+// both ends of its event times give one partition, and never for event
+// times whose microseconds would wrap (they would no longer be ordered).
+func TestTimePartitionBounds(t *testing.T) {
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
+	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 16))
+	tbl, err := s.LoadTable(context.Background(), "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const day = 86_400_000
+	start := int64(1_700_000_000_000) / day * day // a day's first millisecond
+	for _, c := range []struct {
+		name     string
+		min, max int64
+		one      bool
+	}{
+		{"one day", start, start + day - 1, true},
+		{"one instant", start + 5, start + 5, true},
+		{"across midnight", start + day - 1, start + day, false},
+		{"before the epoch, one day", -day, -1, true},
+		{"no rows", math.MaxInt64, math.MinInt64, false},
+		{"microseconds wrap", math.MaxInt64 - 1, math.MaxInt64, false},
+		{"microseconds wrap below", math.MinInt64, math.MinInt64 + 1, false},
+	} {
+		dir, part, one := timePartition(tbl, c.min, c.max)
+		if one != c.one {
+			t.Errorf("%s: one partition %v, want %v (%s, %v)", c.name, one, c.one, dir, part)
+			continue
+		}
+		if one && (len(part) != 1 || !strings.Contains(dir, "/data/event_time_day=")) {
+			t.Errorf("%s: partition %v in %s", c.name, part, dir)
+		}
 	}
 }
