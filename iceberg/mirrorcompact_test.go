@@ -65,6 +65,27 @@ func partitionFiles(t *testing.T, tbl *table.Table) map[string][]string {
 	return out
 }
 
+// commitHotPartition commits to mirror "t" 60 keys over buckets
+// partitions, then threshold+1 updates of the 20 keys of bucket 1: that
+// partition is over a delete-file threshold of threshold, the others have
+// no delete file. It returns the model of the mirror.
+func commitHotPartition(t *testing.T, s *Sink, buckets, threshold int) mirrorModel {
+	t.Helper()
+	hot := keysInBuckets("k", 20, buckets, 1, true)
+	cold := keysInBuckets("k", 40, buckets, 1, false)
+	model := mirrorModel{}
+	commit := func(f *sink.Flush) {
+		t.Helper()
+		applyFlush(model, f)
+		mustCommit(t, s, f)
+	}
+	commit(updateFlush(1, "t", append(append([]string{}, hot...), cold...), 1))
+	for i := 2; i <= 2+threshold; i++ {
+		commit(updateFlush(uint64(i), "t", hot, i))
+	}
+	return model
+}
+
 // TestMirrorCompactionPerPartition: commits never compact (compaction used
 // to run inside the commit and rewrite the whole table); the background
 // pass rewrites only the partition over its delete-file threshold and
@@ -78,18 +99,7 @@ func TestMirrorCompactionPerPartition(t *testing.T) {
 		c.MirrorPartitionBuckets = buckets
 		c.MirrorScanBudget = -1
 	})
-	hot := keysInBuckets("k", 20, buckets, 1, true)
-	cold := keysInBuckets("k", 40, buckets, 1, false)
-	model := mirrorModel{}
-	commit := func(f *sink.Flush) {
-		t.Helper()
-		applyFlush(model, f)
-		mustCommit(t, s, f)
-	}
-	commit(updateFlush(1, "t", append(append([]string{}, hot...), cold...), 1))
-	for i := 2; i <= 2+threshold; i++ {
-		commit(updateFlush(uint64(i), "t", hot, i))
-	}
+	model := commitHotPartition(t, s, buckets, threshold)
 	if n := s.MirrorTotals().Compactions; n != 0 {
 		t.Fatalf("%d compactions ran inside commits", n)
 	}

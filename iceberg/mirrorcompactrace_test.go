@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/dot-do/lakehouse-rpc/internal/testing/logbuf"
-	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // TestMirrorCompactionLosingARaceIsNoFailure: the server and `lakehouse
@@ -49,18 +48,7 @@ func TestMirrorCompactionLosingARaceIsNoFailure(t *testing.T) {
 			return nil
 		}
 	})
-	hot := keysInBuckets("k", 20, buckets, 1, true)
-	cold := keysInBuckets("k", 40, buckets, 1, false)
-	model := mirrorModel{}
-	commit := func(f *sink.Flush) {
-		t.Helper()
-		applyFlush(model, f)
-		mustCommit(t, s, f)
-	}
-	commit(updateFlush(1, "t", append(append([]string{}, hot...), cold...), 1))
-	for i := 2; i <= 2+threshold; i++ {
-		commit(updateFlush(uint64(i), "t", hot, i))
-	}
+	model := commitHotPartition(t, s, buckets, threshold)
 	tbl, err := s.LoadMirrorTable(ctx, "t")
 	if err != nil {
 		t.Fatal(err)
