@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/status"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -33,13 +34,16 @@ func GRPCCallLimits() grpc.DialOption {
 }
 
 // GRPCOptions returns the options the grpc.Server that hosts s must have: its
-// receive limit (twice Config.MaxMessageSize, see MaxGRPCMessageSize) and the
-// stream caps of Config.Limits. Add transport options such as keepalive to
-// them.
+// receive limit (twice Config.MaxMessageSize, see MaxGRPCMessageSize), the
+// stream caps of Config.Limits and its receive buffers (recvBufferPool,
+// recvCodec). Add transport options such as keepalive to them.
 func (s *Server) GRPCOptions() []grpc.ServerOption {
+	pool := &recvBufferPool{}
 	return []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(2 * s.cfg.MaxMessageSize),
 		grpc.ChainStreamInterceptor(s.streams.intercept),
+		experimental.BufferPool(pool),
+		grpc.ForceServerCodecV2(newRecvCodec(pool)),
 	}
 }
 
