@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -39,5 +40,21 @@ func TestMemoryLimit(t *testing.T) {
 	err = serve(context.Background(), []string{"--wal-commit-threshold", "1.5", "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--wal-commit-threshold") {
 		t.Errorf("serve --wal-commit-threshold 1.5: %v, want an error naming the flag", err)
+	}
+}
+
+// TestHeapProfilingOnlyWithPprof: serve samples allocations for heap
+// profiles only when --pprof serves them.
+func TestHeapProfilingOnlyWithPprof(t *testing.T) {
+	prev := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = prev })
+	runtime.MemProfileRate = 512 << 10
+	startServe(t, "--pprof")
+	if runtime.MemProfileRate != 512<<10 {
+		t.Errorf("with --pprof: MemProfileRate %d, want it left at %d", runtime.MemProfileRate, 512<<10)
+	}
+	startServe(t)
+	if runtime.MemProfileRate != 0 {
+		t.Errorf("without --pprof: MemProfileRate %d, want 0", runtime.MemProfileRate)
 	}
 }

@@ -300,6 +300,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
 	defer applyMemoryLimit(log, *o.memLimit, cfg.MaxBufferBytes)()
+	if !*o.pprofOn {
+		stopHeapProfiling()
+	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	cfg.Metrics = reg
