@@ -195,7 +195,6 @@ func (s *Sink) changelogWriteProps() iceberg.Properties {
 	// Parquet pages of about changelogPageBytes (see there).
 	p[table.ParquetPageSizeBytesKey] = strconv.Itoa(changelogPageBytes)
 	p[table.ParquetPageRowLimitKey] = strconv.Itoa(changelogPageRows)
-	p[table.ParquetRowGroupSizeBytesKey] = strconv.Itoa(rowGroupBytes)
 	for k := range p {
 		if v, ok := s.cfg.TableProperties[k]; ok {
 			p[k] = v
@@ -222,28 +221,12 @@ const (
 	changelogPageRows  = 256
 )
 
-// The sink's tables are written in row groups of about rowGroupBytes of
-// compressed pages instead of iceberg-go's 128 MiB. A Parquet writer holds
-// the row group it writes in memory until it is complete (arrow-go's
-// buffered row groups, as parquet-mr's), and 128 MiB is the target file
-// size: a compaction writing a full-size file held all of it, beside its
-// inputs' pages, on top of the memory buffer. Readers lose little: a
-// 16-MiB row group is still hundreds of thousands of W1 rows, and min/max
-// statistics per row group prune finer.
-const rowGroupBytes = 16 << 20
-
 // changelogProps returns the properties a commit of a changelog table with
-// properties have sets besides its watermarks (commitProps).
+// properties have sets besides its watermarks: the managed properties it
+// lacks or holds with another value, and the write settings it lacks.
 func (s *Sink) changelogProps(have iceberg.Properties) iceberg.Properties {
-	return s.commitProps(have, s.changelogWriteProps())
-}
-
-// commitProps returns the properties a commit of a table with properties
-// have sets besides its watermarks: the managed properties it lacks or holds
-// with another value, and the write settings of write it lacks.
-func (s *Sink) commitProps(have, write iceberg.Properties) iceberg.Properties {
 	out := missingProps(have, s.managedProps())
-	for k, v := range write {
+	for k, v := range s.changelogWriteProps() {
 		if _, ok := have[k]; !ok {
 			out[k] = v
 		}

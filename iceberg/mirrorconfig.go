@@ -130,20 +130,9 @@ func (s *Sink) mirrorTableProps(original string) iceberg.Properties {
 		table.WriteTargetFileSizeBytesKey:  strconv.FormatInt(s.cfg.TargetFileSizeBytes, 10),
 		table.CommitNumRetriesKey:          strconv.Itoa(s.cfg.CommitRetries),
 		table.WriteDeleteIsolationLevelKey: string(table.IsolationSnapshot), // one writer per table
+		dictColumnPrefix + mirrorColRowID:  "false",
+		dictColumnPrefix + mirrorColExtra:  "false",
 	}
-	maps.Copy(props, mirrorWriteProps())
 	maps.Copy(props, s.managedProps())
 	return props
-}
-
-// mirrorWriteProps are the mirror tables' Parquet settings: set when a
-// mirror is created, and on a mirror created before a setting existed with
-// its next commit (commitProps); a value the table already holds is left
-// alone, as for changelog tables (changelogWriteProps).
-func mirrorWriteProps() iceberg.Properties {
-	return iceberg.Properties{
-		dictColumnPrefix + mirrorColRowID: "false",
-		dictColumnPrefix + mirrorColExtra: "false",
-		table.ParquetRowGroupSizeBytesKey: strconv.Itoa(rowGroupBytes),
-	}
 }

@@ -2,14 +2,10 @@ package iceberg
 
 import (
 	"context"
-	"strconv"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/file"
 	iceberg "github.com/apache/iceberg-go"
-	"github.com/apache/iceberg-go/table"
-
-	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // TestChangelogColumnsWithoutDictionary: entry_seq, the row images, the
@@ -178,111 +174,4 @@ func checkDictionaries(t *testing.T, files []string, plain, dict []string) {
 		}
 		r.Close()
 	}
-}
-
-// TestRowGroupsBounded: the sink's tables are written in row groups of
-// about rowGroupBytes (a writer holds its row group in memory until it is
-// complete), set on new tables and, with its next commit, on a table
-// created before the setting; and a compaction's output is cut into row
-// groups at the table's setting.
-func TestRowGroupsBounded(t *testing.T) {
-	ctx := context.Background()
-	key := table.ParquetRowGroupSizeBytesKey
-	want := strconv.Itoa(rowGroupBytes)
-	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true })
-	tables := map[string]func(context.Context, string) (*table.Table, error){"table": s.LoadTable, "mirror table": s.LoadMirrorTable}
-	check := func(when string) {
-		t.Helper()
-		for kind, load := range tables {
-			tbl, err := load(ctx, "users")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got := tbl.Properties()[key]; got != want {
-				t.Errorf("%s %s: %s = %q, want %q", when, kind, key, got, want)
-			}
-		}
-	}
-	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 8))
-	check("new")
-	for _, load := range tables {
-		tbl, err := load(ctx, "users")
-		if err != nil {
-			t.Fatal(err)
-		}
-		txn := tbl.NewTransaction()
-		if err := txn.RemoveProperties([]string{key}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := txn.Commit(ctx); err != nil {
-			t.Fatal(err)
-		}
-	}
-	mustCommit(t, s, w1Flush(2, oneSource, 2, 1, 8))
-	check("after a commit, an old")
-
-	// A small setting, so that a compaction of a few flushes spans several
-	// row groups.
-	const limit = 16 << 10
-	s = openTestSink(t, t.TempDir(), func(c *Config) {
-		c.Maintenance.CompactMinFiles = 4
-		c.Maintenance.CompactSmallFileBytes = 1 << 20 // every file in one tier
-		c.TableProperties = map[string]string{key: strconv.Itoa(limit)}
-	})
-	var fs []*sink.Flush
-	for i := 1; i <= 4; i++ {
-		f := w1Flush(uint64(i), oneSource, uint64(i), 1, 20_000)
-		mustCommit(t, s, f)
-		fs = append(fs, f)
-	}
-	if _, err := s.compactTable(ctx, "users"); err != nil {
-		t.Fatal(err)
-	}
-	files := liveFiles(t, s, "users")
-	if len(files) != 1 {
-		t.Fatalf("%d files after compaction, want 1", len(files))
-	}
-	r, err := file.OpenParquetFile(localPath(files[0]), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	var sizes []int64
-	for rg := range r.NumRowGroups() {
-		var size int64
-		for c := range r.MetaData().Schema.NumColumns() {
-			cc, err := r.MetaData().RowGroup(rg).ColumnChunk(c)
-			if err != nil {
-				t.Fatal(err)
-			}
-			size += cc.TotalCompressedSize()
-		}
-		sizes = append(sizes, size)
-	}
-	// A row group is complete at the first batch boundary past the
-	// setting (iceberg-go's writer checks between batches).
-	if len(sizes) < 3 {
-		t.Fatalf("compaction output in %d row groups of %v bytes, want at least 3 at a %d-byte setting", len(sizes), sizes, limit)
-	}
-	for i, size := range sizes[:len(sizes)-1] {
-		if size < limit {
-			t.Errorf("row group %d of %d bytes is complete below the setting (%d): %v", i, size, limit, sizes)
-		}
-	}
-	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
-
-	// A merge reads such a file, row group after row group.
-	for i := 5; i <= 7; i++ {
-		f := w1Flush(uint64(i), oneSource, uint64(i), 1, 20_000)
-		mustCommit(t, s, f)
-		fs = append(fs, f)
-	}
-	res, err := s.compactTable(ctx, "users")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if res.filesRemoved != 4 || len(liveFiles(t, s, "users")) != 1 {
-		t.Fatalf("second compaction %+v, want the file of %d row groups and 3 more merged into 1", res, len(sizes))
-	}
-	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
 }
