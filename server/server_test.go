@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
@@ -454,6 +455,28 @@ func TestHealthAndReflection(t *testing.T) {
 	st, err := lakehousev1.NewCDCServiceClient(cc).GetStatus(context.Background(), &lakehousev1.GetStatusRequest{})
 	if err != nil || st.Status.State != lakehousev1.ParentState_PARENT_STATE_IDLE {
 		t.Fatalf("status: %v %v", st, err)
+	}
+	// Reflection, as grpcurl uses it: list the services.
+	rs, err := reflectionpb.NewServerReflectionClient(cc).ServerReflectionInfo(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := rs.Recv()
+	if err != nil {
+		t.Fatalf("reflection: %v", err)
+	}
+	var names []string
+	for _, svc := range resp.GetListServicesResponse().GetService() {
+		names = append(names, svc.GetName())
+	}
+	if !slices.Contains(names, server.ServiceName) {
+		t.Errorf("reflection lists %v, want %s among them", names, server.ServiceName)
+	}
+	if err := rs.CloseSend(); err != nil {
+		t.Fatal(err)
 	}
 }
 
