@@ -6,16 +6,11 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
-// recvBufferPool is the buffer pool of the server's gRPC transport
-// (GRPCOptions): gRPC's default size classes, without clearing a reused
-// buffer before handing it out. gRPC's default pool clears a buffer's whole
-// capacity at every Get, so that a careless reader cannot see another
-// message's bytes (grpc-go issue 8790): a batch of 200 KB is read into a
-// 1-MiB buffer, and clearing it was 2.1% of the server's CPU at 150,000
-// entries/s. gRPC fills every byte it hands out (a message is read whole
-// into its buffer, and protobuf decoding copies the frame out of it), and
-// grpc-go keeps such an uncleared pool for its own transports; this is the
-// same pool, which grpc-go does not export.
+// recvBufferPool is the buffer pool of the server's gRPC transport and of
+// recvCodec (GRPCOptions): gRPC's default size classes, without clearing a
+// reused buffer before handing it out (why that matters: recvCodec). gRPC
+// fills every byte of a buffer it takes before reading it; grpc-go keeps
+// such an uncleared pool for its own transports, but does not export it.
 //
 // A buffer above the largest class is allocated for its message and not
 // kept: frames of several MiB are rare, and pooling them would keep that
