@@ -84,6 +84,10 @@ func (s *Sink) compactTable(ctx context.Context, name string) (compactResult, er
 		}
 	}
 	if err := s.commitRewrite(ctx, name, results); err != nil {
+		if errors.Is(err, errCommitUnknown) {
+			// The new files may be the table's now.
+			return res, err
+		}
 		cleanup()
 		if errors.Is(err, errRewriteInputsGone) {
 			// Another maintainer (`lakehouse maintain` beside the server,
@@ -150,7 +154,7 @@ func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.C
 		return fmt.Errorf("stage rewrite: %w", err)
 	}
 	if _, err := txn.Commit(ctx); err != nil {
-		return fmt.Errorf("commit rewrite: %w", err)
+		return fmt.Errorf("commit rewrite: %w", catalogCommitError(err))
 	}
 	return nil
 }

@@ -264,6 +264,12 @@ type Config struct {
 	// before it commits them (after the changelog's commit); an error fails
 	// the Commit there (fault injection in tests).
 	BeforeMirrorCommit func(table string) error
+	// AfterCatalogCommit, when set, is called after each commit attempt of
+	// the SQL catalog with the attempt's error, and what it returns is the
+	// attempt's error. Tests make a commit's outcome unknown with it: the
+	// catalog applied the commit and its caller is told it failed, as when
+	// the connection breaks after the database committed.
+	AfterCatalogCommit func(table table.Identifier, err error) error
 }
 
 // withDefaults returns cfg with every default filled in.
@@ -408,7 +414,7 @@ func openCatalog(ctx context.Context, cfg *Config, s3cfg *aws.Config) (catalog.C
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
 		}
-		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg}
+		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg, afterCommit: cfg.AfterCatalogCommit}
 		if dialect == string(sqlcat.SQLite) {
 			oc.writeMu = new(sync.Mutex)
 		}
@@ -499,6 +505,8 @@ type ownedDBCatalog struct {
 	writeMu *sync.Mutex // nil unless SQLite
 	commits commitCounter
 	s3cfg   *aws.Config // for the metadata IOs (sharedS3Config); nil without S3
+	// afterCommit is Config.AfterCatalogCommit.
+	afterCommit func(table.Identifier, error) error
 }
 
 // sqliteBusyRetries bounds the retries of a busy SQLite catalog write.
@@ -557,6 +565,9 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
 		return err
 	})
+	if c.afterCommit != nil {
+		err = c.afterCommit(ident, err)
+	}
 	if err != nil && !errors.Is(err, table.ErrCommitFailed) && strings.Contains(err.Error(), "requirement failed") {
 		err = fmt.Errorf("%w: %w", table.ErrCommitFailed, err)
 	}

@@ -259,11 +259,13 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 	var after *table.Table
 	if err == nil {
 		if after, err = txn.Commit(ctx); err != nil {
-			err = fmt.Errorf("commit: %w", err)
+			err = fmt.Errorf("commit: %w", catalogCommitError(err))
 		}
 	}
 	if err != nil {
-		s.removeFiles(ctx, tbl, written)
+		if !errors.Is(err, errCommitUnknown) {
+			s.removeFiles(ctx, tbl, written)
+		}
 		if isRequirementFailure(err) && ctx.Err() == nil {
 			// Only a process outside the commit lock changes the mirror
 			// between plan and commit: `lakehouse maintain` beside the
