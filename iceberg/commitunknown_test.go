@@ -4,20 +4,35 @@ import (
 	"context"
 	"errors"
 	"os"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
-// lostReply makes the next armed catalog commit that succeeds fail for its
+// lostReply makes an armed catalog commit that succeeds fail for its
 // caller, as a connection broken after the database committed does.
-type lostReply struct{ armed atomic.Bool }
+type lostReply struct {
+	countdown atomic.Int64 // the countdown-th successful commit fails; 0: none
+	mu        sync.Mutex
+	lost      []string // the tables whose commit replies were lost
+}
 
 var errLostReply = errors.New("test: connection reset after the catalog's commit")
 
-func (l *lostReply) hook(_ table.Identifier, err error) error {
-	if err == nil && l.armed.CompareAndSwap(true, false) {
+// arm makes the n-th successful catalog commit from now fail.
+func (l *lostReply) arm(n int) { l.countdown.Store(int64(n)) }
+
+func (l *lostReply) hook(ident table.Identifier, err error) error {
+	if err == nil && l.countdown.Load() > 0 && l.countdown.Add(-1) == 0 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.lost = append(l.lost, strings.Join(ident, "."))
 		return errLostReply
 	}
 	return err
@@ -57,7 +72,7 @@ func TestCompactionWithUnknownOutcomeKeepsItsFiles(t *testing.T) {
 		c.AfterCatalogCommit = lost.hook
 	})
 	fs := commitN(t, s, 6)
-	lost.armed.Store(true)
+	lost.arm(1)
 	_, err := s.compactTable(ctx, "users")
 	if !errors.Is(err, errLostReply) || !errors.Is(err, errCommitUnknown) {
 		t.Fatalf("compaction with its reply lost: %v, want the lost reply, marked as an unknown outcome", err)
@@ -90,7 +105,7 @@ func TestMirrorCompactionWithUnknownOutcomeKeepsItsFiles(t *testing.T) {
 		c.AfterCatalogCommit = lost.hook
 	})
 	model := commitHotPartition(t, s, buckets, threshold)
-	lost.armed.Store(true)
+	lost.arm(1)
 	err := s.CompactMirrors(ctx)
 	if !errors.Is(err, errLostReply) || !errors.Is(err, errCommitUnknown) {
 		t.Fatalf("mirror compaction with its reply lost: %v, want the lost reply, marked as an unknown outcome", err)
@@ -103,5 +118,47 @@ func TestMirrorCompactionWithUnknownOutcomeKeepsItsFiles(t *testing.T) {
 		t.Fatalf("the mirror has %d delete files: the compaction did not land, the test tests nothing", mirrorDeleteFiles(tbl))
 	}
 	checkFilesExist(t, tbl)
+	checkMirror(t, readMirror(t, tbl), model)
+}
+
+// TestCommitWithUnknownOutcomeAppliedOnce: a Commit whose changelog or
+// mirror commit was applied but reported failed, committed again as the
+// server does with a failed flush, holds every change once and leaves the
+// mirror equal to the model: the watermarks the applied commit set skip
+// what it committed.
+func TestCommitWithUnknownOutcomeAppliedOnce(t *testing.T) {
+	ctx := context.Background()
+	var lost lostReply
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Mirror = true
+		c.MirrorPartitionBuckets = 2
+		c.AfterCatalogCommit = lost.hook
+	})
+	model := mirrorModel{}
+	var flushes []*sink.Flush
+	keys := []string{"a", "b", "c", "d", "e"}
+	for i := 1; i <= 8; i++ {
+		f := updateFlush(uint64(i), "t", keys[i%2:i%2+3], i)
+		applyFlush(model, f)
+		flushes = append(flushes, f)
+		lost.arm(i%2 + 1) // the changelog's commit, or the mirror's
+		before := len(lost.lost)
+		if _, err := s.Commit(ctx, f); !errors.Is(err, errLostReply) {
+			t.Fatalf("flush %d with a commit's reply lost: %v, want the lost reply", i, err)
+		}
+		if len(lost.lost) != before+1 {
+			t.Fatalf("flush %d: no reply lost", i)
+		}
+		mustCommit(t, s, f)
+	}
+	lost.arm(0)
+	if !slices.Contains(lost.lost, "cdc.t") || !slices.Contains(lost.lost, "cdc_current.t") {
+		t.Fatalf("replies lost for %v: want the changelog's and the mirror's", lost.lost)
+	}
+	diffKeys(t, flushKeys(flushes...), scanKeys(t, s))
+	tbl, err := s.LoadMirrorTable(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
 	checkMirror(t, readMirror(t, tbl), model)
 }
