@@ -124,6 +124,12 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
+	if oc, ok := cat.(*ownedDBCatalog); ok {
+		if err := checkEmbeddedLocations(ctx, &cfg, oc.db); err != nil {
+			_ = oc.Close()
+			return nil, err
+		}
+	}
 	s := &Sink{
 		cfg:       cfg,
 		cat:       cat,
