@@ -1,8 +1,10 @@
 package iceberg
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // errCommitUnknown marks a catalog commit that failed after it may have
@@ -21,4 +23,22 @@ func catalogCommitError(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w: %w", errCommitUnknown, err)
+}
+
+// rewriteCommitGrace bounds the catalog commit of a compaction whose
+// context was cancelled (a graceful stop) once its files were written.
+const rewriteCommitGrace = 30 * time.Second
+
+// rewriteCommitContext returns the context of a compaction's catalog
+// commit, which its caller's cancellation does not interrupt: cancelled in
+// the middle of the database's COMMIT, the commit's outcome would be
+// unknown, and the rewrite's files left to orphan cleanup whether it landed
+// or not. ctx's deadline (a maintenance job's timeout) still holds, and
+// rewriteCommitGrace bounds the commit in any case.
+func rewriteCommitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	d := time.Now().Add(rewriteCommitGrace)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(d) {
+		d = dl
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
 }

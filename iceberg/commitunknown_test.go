@@ -28,7 +28,8 @@ var errLostReply = errors.New("test: connection reset after the catalog's commit
 // arm makes the n-th successful catalog commit from now fail.
 func (l *lostReply) arm(n int) { l.countdown.Store(int64(n)) }
 
-func (l *lostReply) hook(ident table.Identifier, err error) error {
+func (l *lostReply) hook(ident table.Identifier, commit func() error) error {
+	err := commit()
 	if err == nil && l.countdown.Load() > 0 && l.countdown.Add(-1) == 0 {
 		l.mu.Lock()
 		defer l.mu.Unlock()
@@ -69,7 +70,7 @@ func TestCompactionWithUnknownOutcomeKeepsItsFiles(t *testing.T) {
 	var lost lostReply
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Maintenance.CompactMinFiles = 4
-		c.AfterCatalogCommit = lost.hook
+		c.AroundCatalogCommit = lost.hook
 	})
 	fs := commitN(t, s, 6)
 	lost.arm(1)
@@ -102,7 +103,7 @@ func TestMirrorCompactionWithUnknownOutcomeKeepsItsFiles(t *testing.T) {
 		c.MirrorCompactDeleteFiles = threshold
 		c.MirrorPartitionBuckets = buckets
 		c.MirrorScanBudget = -1
-		c.AfterCatalogCommit = lost.hook
+		c.AroundCatalogCommit = lost.hook
 	})
 	model := commitHotPartition(t, s, buckets, threshold)
 	lost.arm(1)
@@ -132,7 +133,7 @@ func TestCommitWithUnknownOutcomeAppliedOnce(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Mirror = true
 		c.MirrorPartitionBuckets = 2
-		c.AfterCatalogCommit = lost.hook
+		c.AroundCatalogCommit = lost.hook
 	})
 	model := mirrorModel{}
 	var flushes []*sink.Flush
@@ -161,4 +162,62 @@ func TestCommitWithUnknownOutcomeAppliedOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkMirror(t, readMirror(t, tbl), model)
+}
+
+// TestCompactionCommitOutlivesCancellation: a compaction cancelled while
+// its catalog commit runs (a graceful stop) still commits: the commit does
+// not see the cancellation, so its outcome is known. Before, the catalog
+// commit ran on the cancelled context: the commit failed, or, cancelled in
+// the middle of the database's COMMIT, its outcome was unknown
+// (TestScaleOutMirrorDirectCommits).
+func TestCompactionCommitOutlivesCancellation(t *testing.T) {
+	for _, mirror := range []bool{false, true} {
+		t.Run(map[bool]string{false: "changelog", true: "mirror"}[mirror], func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var stopping atomic.Bool
+			const buckets, threshold = 4, 3
+			s := openTestSink(t, t.TempDir(), func(c *Config) {
+				c.Maintenance.CompactMinFiles = 4
+				c.Mirror = mirror
+				c.MirrorCompactDeleteFiles = threshold
+				c.MirrorPartitionBuckets = buckets
+				c.MirrorScanBudget = -1
+				// The stop comes as the catalog commits, which then
+				// sees the cancellation it was given, if any.
+				c.AroundCatalogCommit = func(_ table.Identifier, commit func() error) error {
+					if stopping.Load() {
+						cancel()
+					}
+					return commit()
+				}
+			})
+			if !mirror {
+				fs := commitN(t, s, 6)
+				stopping.Store(true)
+				if _, err := s.compactTable(ctx, "users"); err != nil {
+					t.Fatalf("compaction cancelled during its commit: %v", err)
+				}
+				if n := len(liveFiles(t, s, "users")); n != 1 {
+					t.Errorf("users has %d files, want the compaction's one", n)
+				}
+				diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+				return
+			}
+			model := commitHotPartition(t, s, buckets, threshold)
+			stopping.Store(true)
+			if err := s.CompactMirrors(ctx); err != nil {
+				t.Fatalf("mirror compaction cancelled during its commit: %v", err)
+			}
+			tbl, err := s.LoadMirrorTable(context.Background(), "t")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := mirrorDeleteFiles(tbl); n != 0 {
+				t.Errorf("the mirror has %d delete files: the compaction did not commit", n)
+			}
+			checkFilesExist(t, tbl)
+			checkMirror(t, readMirror(t, tbl), model)
+		})
+	}
 }

@@ -153,7 +153,9 @@ func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.C
 	if err := rw.Commit(ctx); err != nil {
 		return fmt.Errorf("stage rewrite: %w", err)
 	}
-	if _, err := txn.Commit(ctx); err != nil {
+	cctx, cancel := rewriteCommitContext(ctx)
+	defer cancel()
+	if _, err := txn.Commit(cctx); err != nil {
 		return fmt.Errorf("commit rewrite: %w", catalogCommitError(err))
 	}
 	return nil

@@ -264,12 +264,12 @@ type Config struct {
 	// before it commits them (after the changelog's commit); an error fails
 	// the Commit there (fault injection in tests).
 	BeforeMirrorCommit func(table string) error
-	// AfterCatalogCommit, when set, is called after each commit attempt of
-	// the SQL catalog with the attempt's error, and what it returns is the
-	// attempt's error. Tests make a commit's outcome unknown with it: the
-	// catalog applied the commit and its caller is told it failed, as when
-	// the connection breaks after the database committed.
-	AfterCatalogCommit func(table table.Identifier, err error) error
+	// AroundCatalogCommit, when set, wraps each commit attempt of the SQL
+	// catalog: it is called with the table and the attempt, and what it
+	// returns is the attempt's error (fault injection in tests: a reply
+	// lost after the catalog applied the commit, a stop in the middle of
+	// one).
+	AroundCatalogCommit func(table table.Identifier, commit func() error) error
 }
 
 // withDefaults returns cfg with every default filled in.
@@ -414,7 +414,7 @@ func openCatalog(ctx context.Context, cfg *Config, s3cfg *aws.Config) (catalog.C
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
 		}
-		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg, afterCommit: cfg.AfterCatalogCommit}
+		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg, aroundCommit: cfg.AroundCatalogCommit}
 		if dialect == string(sqlcat.SQLite) {
 			oc.writeMu = new(sync.Mutex)
 		}
@@ -505,8 +505,8 @@ type ownedDBCatalog struct {
 	writeMu *sync.Mutex // nil unless SQLite
 	commits commitCounter
 	s3cfg   *aws.Config // for the metadata IOs (sharedS3Config); nil without S3
-	// afterCommit is Config.AfterCatalogCommit.
-	afterCommit func(table.Identifier, error) error
+	// aroundCommit is Config.AroundCatalogCommit.
+	aroundCommit func(table.Identifier, func() error) error
 }
 
 // sqliteBusyRetries bounds the retries of a busy SQLite catalog write.
@@ -561,13 +561,15 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 		c.commits.record(err)
 		return nil, "", err
 	}
-	err := c.write(ctx, func() (err error) {
+	commit := func() (err error) {
 		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
 		return err
-	})
-	if c.afterCommit != nil {
-		err = c.afterCommit(ident, err)
 	}
+	if c.aroundCommit != nil {
+		inner := commit
+		commit = func() error { return c.aroundCommit(ident, inner) }
+	}
+	err := c.write(ctx, commit)
 	if err != nil && !errors.Is(err, table.ErrCommitFailed) && strings.Contains(err.Error(), "requirement failed") {
 		err = fmt.Errorf("%w: %w", table.ErrCommitFailed, err)
 	}

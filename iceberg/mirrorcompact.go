@@ -258,9 +258,11 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 	}
 	var after *table.Table
 	if err == nil {
-		if after, err = txn.Commit(ctx); err != nil {
+		cctx, cancel := rewriteCommitContext(ctx)
+		if after, err = txn.Commit(cctx); err != nil {
 			err = fmt.Errorf("commit: %w", catalogCommitError(err))
 		}
+		cancel()
 	}
 	if err != nil {
 		if !errors.Is(err, errCommitUnknown) {
