@@ -33,9 +33,6 @@ func checkEmbeddedLocations(ctx context.Context, cfg *Config, db *sql.DB) error 
 		"SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ? AND metadata_location IS NOT NULL",
 		cfg.CatalogName)
 	if err != nil {
-		if isNoSuchTable(err) {
-			return nil // a new catalog: iceberg-go creates its tables lazily
-		}
 		return fmt.Errorf("iceberg: list the embedded catalog's tables: %w", err)
 	}
 	defer rows.Close()
@@ -95,9 +92,4 @@ func resolveExisting(path string) string {
 func pathWithin(path, dir string) bool {
 	dir = resolveExisting(dir)
 	return path == dir || strings.HasPrefix(path, dir+string(os.PathSeparator))
-}
-
-// isNoSuchTable reports whether err is SQLite's "no such table".
-func isNoSuchTable(err error) bool {
-	return strings.Contains(err.Error(), "no such table")
 }

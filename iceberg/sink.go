@@ -124,12 +124,6 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	if oc, ok := cat.(*ownedDBCatalog); ok {
-		if err := checkEmbeddedLocations(ctx, &cfg, oc.db); err != nil {
-			_ = oc.Close()
-			return nil, err
-		}
-	}
 	s := &Sink{
 		cfg:       cfg,
 		cat:       cat,
@@ -144,6 +138,12 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
 	s.mirrorCompact.init()
+	if oc, ok := cat.(*ownedDBCatalog); ok {
+		if err := checkEmbeddedLocations(ctx, &cfg, oc.db); err != nil {
+			_ = s.closeCatalog()
+			return nil, err
+		}
+	}
 	if err := s.ensureNamespace(ctx); err != nil {
 		_ = s.closeCatalog()
 		return nil, err
