@@ -48,8 +48,8 @@ func checkFilesExist(t *testing.T, tbl *table.Table) {
 		t.Fatal(err)
 	}
 	for _, task := range tasks {
-		files := append([]string{task.File.FilePath()}, nil...)
-		for _, d := range append(append(task.DeleteFiles, task.EqualityDeleteFiles...), task.DeletionVectorFiles...) {
+		files := []string{task.File.FilePath()}
+		for _, d := range slices.Concat(task.DeleteFiles, task.EqualityDeleteFiles, task.DeletionVectorFiles) {
 			files = append(files, d.FilePath())
 		}
 		for _, f := range files {

@@ -29,6 +29,7 @@ func checkEmbeddedLocations(ctx context.Context, cfg *Config, db *sql.DB) error 
 	if !ok {
 		return nil // an object store: its paths do not move with the directory
 	}
+	warehouse = resolveExisting(warehouse)
 	rows, err := db.QueryContext(ctx,
 		"SELECT table_namespace, table_name, metadata_location FROM iceberg_tables WHERE catalog_name = ? AND metadata_location IS NOT NULL",
 		cfg.CatalogName)
@@ -87,9 +88,7 @@ func resolveExisting(path string) string {
 	}
 }
 
-// pathWithin reports whether path is dir or below it (both cleaned);
-// dir's links are resolved.
+// pathWithin reports whether path is dir or below it (both cleaned).
 func pathWithin(path, dir string) bool {
-	dir = resolveExisting(dir)
 	return path == dir || strings.HasPrefix(path, dir+string(os.PathSeparator))
 }
