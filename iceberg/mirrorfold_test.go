@@ -94,6 +94,17 @@ func TestFoldMirrorMatchesReference(t *testing.T) {
 				t.Fatalf("round %d key %s: got %+v after %q, want %+v after %q", round, ch.key, ch, ch.after, w, w.after)
 			}
 		}
+		// A part lives until its commit, beside the other stages' parts:
+		// it holds its winners' bytes, not every row id of the flush.
+		var keyBytes, afterBytes int
+		for k, w := range want {
+			keyBytes += len(k)
+			afterBytes += len(w.after)
+		}
+		if len(mp.keys) != keyBytes || len(mp.afters) != afterBytes {
+			t.Fatalf("round %d: the part holds %d bytes of keys and %d of afters, want its winners' %d and %d",
+				round, len(mp.keys), len(mp.afters), keyBytes, afterBytes)
+		}
 		var rows int64
 		spans := map[string]span{}
 		for i := range tbl.Rows {
