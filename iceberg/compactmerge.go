@@ -10,12 +10,16 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go/table"
 )
 
 // merger is a k-way merge of sorted Arrow streams by (source_id, entry_seq).
 type merger struct {
+	// mem allocates what the merge reads and builds: the context's
+	// allocator (compute.WithAllocator), as iceberg-go's writer uses.
+	mem    memory.Allocator
 	schema *arrow.Schema
 	srcCol int
 	seqCol int
@@ -38,7 +42,7 @@ type mergeInput struct {
 // newMerger opens a merge of tasks' files. readDirect lets it read them
 // itself where it can (compactread.go); tests compare it with the scan.
 func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) (*merger, error) {
-	m := &merger{}
+	m := &merger{mem: compute.GetAllocator(ctx)}
 	if err := m.openInputs(ctx, tbl, tasks, readDirect); err != nil {
 		m.close()
 		return nil, err
@@ -150,7 +154,7 @@ func (m *merger) advanceBatch(in *mergeInput) error {
 // merge's CPU.
 func (m *merger) batches() iter.Seq2[arrow.RecordBatch, error] {
 	return func(yield func(arrow.RecordBatch, error) bool) {
-		b := array.NewRecordBuilder(memory.DefaultAllocator, m.schema)
+		b := array.NewRecordBuilder(m.mem, m.schema)
 		defer b.Release()
 		n := 0
 		flush := func() bool {

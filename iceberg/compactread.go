@@ -7,7 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/file"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
@@ -78,13 +78,14 @@ func openDirectInput(ctx context.Context, fs icebergio.IO, path string, want *ar
 	fail := func(err error) (*mergeInput, func(), bool, error) {
 		return nil, nil, false, errors.Join(err, f.Close())
 	}
-	props := parquet.NewReaderProperties(memory.DefaultAllocator)
+	mem := compute.GetAllocator(ctx)
+	props := parquet.NewReaderProperties(mem)
 	props.BufferedStreamEnabled, props.BufferSize = true, compactReadBuffer
 	pr, err := file.NewParquetReader(f, file.WithReadProps(props))
 	if err != nil {
 		return fail(fmt.Errorf("compaction: read %s: %w", path, err))
 	}
-	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: compactBatchRows, PreAllocBinaryData: true}, memory.DefaultAllocator)
+	fr, err := pqarrow.NewFileReader(pr, pqarrow.ArrowReadProperties{BatchSize: compactBatchRows, PreAllocBinaryData: true}, mem)
 	if err != nil {
 		return fail(fmt.Errorf("compaction: read %s: %w", path, err))
 	}

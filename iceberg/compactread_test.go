@@ -130,26 +130,8 @@ func TestCompactionAfterSchemaChange(t *testing.T) {
 func TestCompactionReaderMemoryBounded(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
-	rnd := rand.New(rand.NewPCG(1, 2))
-	blob := make([]byte, 700)
-	const files, rows = 3, 20000
-	for i := range uint64(files) {
-		f := &sink.Flush{ID: i + 1, Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
-		tb := sink.Table{Name: "blobs"}
-		for j := range uint64(rows) {
-			for k := range blob {
-				blob[k] = byte(rnd.Uint32())
-			}
-			seq := i*rows + j + 1
-			e := codec.Entry{Sequence: seq, Timestamp: uint64(time.Now().UnixMilli()), Op: codec.OpInsert,
-				Table: []byte("blobs"), RowID: []byte(strconv.FormatUint(seq, 10)),
-				After: []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)}
-			tb.Rows = append(tb.Rows, sink.Row{SourceID: "src", BatchSeq: i + 1, Entry: e})
-			sink.MergeWatermark(f.Watermarks, "src", sink.Watermark{BatchSeq: i + 1, EntrySeq: seq})
-		}
-		f.Tables = []sink.Table{tb}
-		mustCommit(t, s, f)
-	}
+	const files = 3
+	commitBlobFiles(t, s, files, 20000)
 	tbl, tasks := tableTasks(t, s, "blobs")
 	var size int64
 	for _, task := range tasks {
@@ -175,5 +157,29 @@ func TestCompactionReaderMemoryBounded(t *testing.T) {
 	t.Logf("%d inputs of %d bytes in all: %d bytes held by the open merge", len(tasks), size, held)
 	if held > size/2 {
 		t.Errorf("the open merge holds %d bytes for inputs of %d bytes", held, size)
+	}
+}
+
+// commitBlobFiles commits files data files of rows rows each to table
+// "blobs", one source in entry order, each row's after a JSON text of a
+// random 700-byte blob (about 1 KB that compresses little).
+func commitBlobFiles(t *testing.T, s *Sink, files, rows uint64) {
+	t.Helper()
+	rnd := rand.NewChaCha8([32]byte{1, 2})
+	blob := make([]byte, 700)
+	for i := range files {
+		f := &sink.Flush{ID: i + 1, Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
+		tb := sink.Table{Name: "blobs"}
+		for j := range rows {
+			_, _ = rnd.Read(blob)
+			seq := i*rows + j + 1
+			e := codec.Entry{Sequence: seq, Timestamp: uint64(time.Now().UnixMilli()), Op: codec.OpInsert,
+				Table: []byte("blobs"), RowID: []byte(strconv.FormatUint(seq, 10)),
+				After: []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)}
+			tb.Rows = append(tb.Rows, sink.Row{SourceID: "src", BatchSeq: i + 1, Entry: e})
+			sink.MergeWatermark(f.Watermarks, "src", sink.Watermark{BatchSeq: i + 1, EntrySeq: seq})
+		}
+		f.Tables = []sink.Table{tb}
+		mustCommit(t, s, f)
 	}
 }
