@@ -225,8 +225,12 @@ const (
 // properties have sets besides its watermarks: the managed properties it
 // lacks or holds with another value, and the write settings it lacks.
 func (s *Sink) changelogProps(have iceberg.Properties) iceberg.Properties {
-	out := missingProps(have, s.managedProps())
-	for k, v := range s.changelogWriteProps() {
+	return withAbsentProps(missingProps(have, s.managedProps()), have, s.changelogWriteProps())
+}
+
+// withAbsentProps adds to out the properties of write that have lacks.
+func withAbsentProps(out, have, write iceberg.Properties) iceberg.Properties {
+	for k, v := range write {
 		if _, ok := have[k]; !ok {
 			out[k] = v
 		}

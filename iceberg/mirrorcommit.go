@@ -168,7 +168,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 		}
 	}
 
-	props, wmJSON, err := s.watermarkProps(have, marks, missingProps(tbl.Properties(), s.managedProps()))
+	props, wmJSON, err := s.watermarkProps(have, marks, s.mirrorProps(tbl.Properties()))
 	if err != nil {
 		return mr, err
 	}

@@ -37,6 +37,25 @@ import (
 // An unpartitioned mirror (created before partitioning, or with
 // MirrorPartitionBuckets < 0) is one partition.
 
+// mirrorCompactBatchRows is the rows per batch a mirror compaction reads.
+// It reads one file at a time, and at most compactWriteQueue batches wait
+// for the writer, so it holds a few batches whatever the partition's size.
+// With iceberg-go's defaults (batches of 131,072 rows, a reader per core,
+// 64 batches for the writer, and pages checked every 20,000 rows: see
+// mirrorWriteProps), a rewrite of a 48-MB partition held 93 MB of reads and
+// queued batches; 14 MB so (TestMirrorCompactionMemoryBounded).
+const mirrorCompactBatchRows = compactBatchRows
+
+// mirrorCompactOptions bound a mirror compaction's memory (see
+// mirrorCompactBatchRows).
+func mirrorCompactOptions() []table.CompactionGroupOption {
+	return []table.CompactionGroupOption{
+		table.WithCompactionScanConcurrency(1),
+		table.WithCompactionArrowBatchSize(mirrorCompactBatchRows),
+		table.WithCompactionRecordBatchBufferSize(compactWriteQueue),
+	}
+}
+
 // mirrorDeleteFiles is the number of delete files of a table's current
 // snapshot, from its summary.
 func mirrorDeleteFiles(tbl *table.Table) int {
@@ -333,7 +352,7 @@ func rewriteMirror(ctx context.Context, tbl *table.Table, txn *table.Transaction
 		if len(g.Tasks) == 0 {
 			continue
 		}
-		gr, err := table.ExecuteCompactionGroup(ctx, tbl, g)
+		gr, err := table.ExecuteCompactionGroup(ctx, tbl, g, mirrorCompactOptions()...)
 		written = append(written, gr.NewDataFiles...)
 		if err != nil {
 			return nil, written, fmt.Errorf("rewrite: %w", err)

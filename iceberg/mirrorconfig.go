@@ -133,6 +133,27 @@ func (s *Sink) mirrorTableProps(original string) iceberg.Properties {
 		dictColumnPrefix + mirrorColRowID:  "false",
 		dictColumnPrefix + mirrorColExtra:  "false",
 	}
+	maps.Copy(props, mirrorWriteProps())
 	maps.Copy(props, s.managedProps())
 	return props
+}
+
+// mirrorWriteProps are the mirror tables' Parquet page settings, those of
+// the changelog tables (changelogPageBytes): set when a mirror is created,
+// and on an older mirror with its next commit (mirrorProps). With
+// iceberg-go's (1 MiB, checked every 20,000 values) a page of row images
+// reached 20,000 rows, 16 MB in TestMirrorCompactionMemoryBounded, and a
+// reader holds a page per column, compressed and decompressed.
+func mirrorWriteProps() iceberg.Properties {
+	return iceberg.Properties{
+		table.ParquetPageSizeBytesKey: strconv.Itoa(changelogPageBytes),
+		table.ParquetPageRowLimitKey:  strconv.Itoa(changelogPageRows),
+	}
+}
+
+// mirrorProps returns the properties a commit of a mirror table with
+// properties have sets besides its watermarks: the managed properties it
+// lacks or holds with another value, and the write settings it lacks.
+func (s *Sink) mirrorProps(have iceberg.Properties) iceberg.Properties {
+	return withAbsentProps(missingProps(have, s.managedProps()), have, mirrorWriteProps())
 }

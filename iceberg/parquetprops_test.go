@@ -2,10 +2,12 @@ package iceberg
 
 import (
 	"context"
+	"strconv"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/file"
 	iceberg "github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
 )
 
 // TestChangelogColumnsWithoutDictionary: entry_seq, the row images, the
@@ -173,5 +175,53 @@ func checkDictionaries(t *testing.T, files []string, plain, dict []string) {
 			}
 		}
 		r.Close()
+	}
+}
+
+// TestMirrorPageProps: mirror tables get the changelog's page settings
+// (mirrorWriteProps) when created, an older mirror with its next commit,
+// and a value someone set on purpose stays.
+func TestMirrorPageProps(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true })
+	key := table.ParquetPageRowLimitKey
+	want := strconv.Itoa(changelogPageRows)
+	props := func() iceberg.Properties {
+		t.Helper()
+		tbl, err := s.LoadMirrorTable(ctx, "users")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tbl.Properties()
+	}
+	alter := func(f func(*table.Transaction) error) {
+		t.Helper()
+		tbl, err := s.LoadMirrorTable(ctx, "users")
+		if err != nil {
+			t.Fatal(err)
+		}
+		txn := tbl.NewTransaction()
+		if err := f(txn); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := txn.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mustCommit(t, s, w1Flush(1, oneSource, 1, 1, 8))
+	for k, v := range mirrorWriteProps() {
+		if got := props()[k]; got != v {
+			t.Errorf("new mirror: %s = %q, want %q", k, got, v)
+		}
+	}
+	alter(func(txn *table.Transaction) error { return txn.RemoveProperties([]string{key}) })
+	mustCommit(t, s, w1Flush(2, oneSource, 2, 1, 8))
+	if got := props()[key]; got != want {
+		t.Errorf("older mirror after a commit: %s = %q, want %q", key, got, want)
+	}
+	alter(func(txn *table.Transaction) error { return txn.SetProperties(iceberg.Properties{key: "1000"}) })
+	mustCommit(t, s, w1Flush(3, oneSource, 3, 1, 8))
+	if got := props()[key]; got != "1000" {
+		t.Errorf("after ALTER TABLE and a commit: %s = %q, want the altered 1000", key, got)
 	}
 }
