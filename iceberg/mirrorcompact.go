@@ -43,7 +43,7 @@ import (
 // With iceberg-go's defaults (batches of 131,072 rows, a reader per core,
 // 64 batches for the writer, and pages checked every 20,000 rows: see
 // mirrorWriteProps), a rewrite of a 48-MB partition held 93 MB of reads and
-// queued batches; 14 MB so (TestMirrorCompactionMemoryBounded).
+// queued batches; 14 MB so (see TestMirrorCompactionMemoryBounded).
 const mirrorCompactBatchRows = compactBatchRows
 
 // mirrorCompactOptions bound a mirror compaction's memory (see
