@@ -171,15 +171,20 @@ func commitBlobFiles(t *testing.T, s *Sink, files, rows uint64) {
 		f := &sink.Flush{ID: i + 1, Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
 		tb := sink.Table{Name: "blobs"}
 		for j := range rows {
-			_, _ = rnd.Read(blob)
 			seq := i*rows + j + 1
 			e := codec.Entry{Sequence: seq, Timestamp: uint64(time.Now().UnixMilli()), Op: codec.OpInsert,
-				Table: []byte("blobs"), RowID: []byte(strconv.FormatUint(seq, 10)),
-				After: []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)}
+				Table: []byte("blobs"), RowID: []byte(strconv.FormatUint(seq, 10)), After: blobRow(rnd, blob)}
 			tb.Rows = append(tb.Rows, sink.Row{SourceID: "src", BatchSeq: i + 1, Entry: e})
 			sink.MergeWatermark(f.Watermarks, "src", sink.Watermark{BatchSeq: i + 1, EntrySeq: seq})
 		}
 		f.Tables = []sink.Table{tb}
 		mustCommit(t, s, f)
 	}
+}
+
+// blobRow returns a row image of blob filled from rnd: about 1 KB of JSON
+// text (for a 700-byte blob) that compresses little.
+func blobRow(rnd *rand.ChaCha8, blob []byte) []byte {
+	_, _ = rnd.Read(blob)
+	return []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)
 }

@@ -37,21 +37,18 @@ import (
 // An unpartitioned mirror (created before partitioning, or with
 // MirrorPartitionBuckets < 0) is one partition.
 
-// mirrorCompactBatchRows is the rows per batch a mirror compaction reads.
-// It reads one file at a time, and at most compactWriteQueue batches wait
-// for the writer, so it holds a few batches whatever the partition's size.
-// With iceberg-go's defaults (batches of 131,072 rows, a reader per core,
-// 64 batches for the writer, and pages checked every 20,000 rows: see
-// mirrorWriteProps), a rewrite of a 48-MB partition held 93 MB of reads and
-// queued batches; 14 MB so (see TestMirrorCompactionMemoryBounded).
-const mirrorCompactBatchRows = compactBatchRows
-
-// mirrorCompactOptions bound a mirror compaction's memory (see
-// mirrorCompactBatchRows).
+// mirrorCompactOptions bound a mirror compaction's memory: it reads one
+// file at a time in batches of compactBatchRows, and at most
+// compactWriteQueue batches wait for the writer, so it holds a few batches
+// whatever the partition's size. With iceberg-go's defaults (batches of
+// 131,072 rows, a reader per core, 64 batches for the writer, and pages
+// checked every 20,000 rows: see mirrorWriteProps), a rewrite of a 48-MB
+// partition held 93 MB of reads and queued batches; 14 MB so (see
+// TestMirrorCompactionMemoryBounded).
 func mirrorCompactOptions() []table.CompactionGroupOption {
 	return []table.CompactionGroupOption{
 		table.WithCompactionScanConcurrency(1),
-		table.WithCompactionArrowBatchSize(mirrorCompactBatchRows),
+		table.WithCompactionArrowBatchSize(compactBatchRows),
 		table.WithCompactionRecordBatchBufferSize(compactWriteQueue),
 	}
 }

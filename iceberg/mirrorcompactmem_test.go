@@ -2,7 +2,6 @@ package iceberg
 
 import (
 	"context"
-	"encoding/base64"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -41,11 +40,10 @@ func TestMirrorCompactionMemoryBounded(t *testing.T) {
 	for i := range uint64(files) {
 		rows := make([]sink.Row, keys)
 		for j := range uint64(keys) {
-			_, _ = rnd.Read(blob)
 			seq := i*keys + j + 1
 			rows[j] = sink.Row{SourceID: "src", BatchSeq: i + 1, Entry: codec.Entry{Sequence: seq, Timestamp: 1_700_000_000_000 + seq,
 				Op: codec.OpInsert, Table: []byte("t"), RowID: fmt.Appendf(nil, "k%d", seq),
-				After: []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)}}
+				After: blobRow(rnd, blob)}}
 		}
 		commit(&sink.Flush{ID: i + 1, Time: time.Now(), Tables: []sink.Table{{Name: "t", Rows: rows}}})
 	}
