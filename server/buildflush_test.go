@@ -1,6 +1,8 @@
 package server
 
 import (
+	"cmp"
+	"slices"
 	"testing"
 	"time"
 
@@ -58,6 +60,46 @@ func TestBuildFlushGroupsByTable(t *testing.T) {
 	}
 	if w := f.Watermarks["bench-src"]; w.BatchSeq != 3 || w.EntrySeq != 3000 {
 		t.Errorf("watermark %+v", w)
+	}
+}
+
+// TestBuildFlushSourceBySource: the buffer interleaves sources, and each
+// table's rows come out source by source (in id order), each source's rows
+// by batch then entry: the order the Iceberg sink writes, so that it has no
+// rows to sort.
+func TestBuildFlushSourceBySource(t *testing.T) {
+	a, b := &source{id: "a"}, &source{id: "b"}
+	var batches []*bufBatch
+	for i := range 4 {
+		// b's batches first: arrival order is not id order.
+		for _, src := range []*source{b, a} {
+			seq := uint64(i + 1)
+			frame, err := codec.EncodeBatch(&codec.Batch{Sequence: seq, SourceID: []byte(src.id), Entries: workload.Entries(int64(i)*100, 100)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			batches = append(batches, &bufBatch{src: src, seq: seq, frame: frame, entries: 100, lastEntry: seq * 100})
+		}
+	}
+	arrival := slices.Clone(batches)
+	f, err := buildFlush(1, 0, time.Now(), batches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(batches, arrival) {
+		t.Error("buildFlush reordered the caller's batches")
+	}
+	for _, tb := range f.Tables {
+		if len(tb.Rows) != 2*4*100/8 {
+			t.Fatalf("table %s: %d rows, want 100", tb.Name, len(tb.Rows))
+		}
+		for i := 1; i < len(tb.Rows); i++ {
+			p, r := &tb.Rows[i-1], &tb.Rows[i]
+			if c := cmp.Or(cmp.Compare(p.SourceID, r.SourceID), cmp.Compare(p.Sequence, r.Sequence)); c >= 0 {
+				t.Fatalf("table %s: row %d (%s, entry %d) after (%s, entry %d): not by (source, entry sequence)",
+					tb.Name, i, r.SourceID, r.Sequence, p.SourceID, p.Sequence)
+			}
+		}
 	}
 }
 

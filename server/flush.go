@@ -562,12 +562,21 @@ func (s *Server) committed(reason lakehousev1.FlushReason, start time.Time, res 
 	return res
 }
 
-// buildFlush groups the batches' entries by table, in arrival order. The
-// buffer keeps only frames (decoded entries would cost more memory than the
-// frames and give the garbage collector pointers to scan), so each frame is
-// decoded again here, zero-copy: the rows reference the frames.
+// buildFlush groups the batches' entries by table, source by source (see
+// sink.Table). The buffer keeps only frames (decoded entries would cost more
+// memory than the frames and give the garbage collector pointers to scan),
+// so each frame is decoded again here, zero-copy: the rows reference the
+// frames.
 func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches []*bufBatch) (*sink.Flush, error) {
 	f := &sink.Flush{ID: id, Reason: reasonName(reason), Time: at, Watermarks: make(map[string]sink.Watermark)}
+	// The buffer interleaves sources. Taken source by source, each table's
+	// rows come out in the order the Iceberg sink writes them, (source id,
+	// entry sequence), which it then checks in one pass instead of sorting:
+	// the sort was 2.8% of the server's CPU at 150,000 W1 entries/s.
+	batches = slices.Clone(batches)
+	slices.SortFunc(batches, func(a, b *bufBatch) int {
+		return cmp.Or(cmp.Compare(a.src.id, b.src.id), cmp.Compare(a.seq, b.seq))
+	})
 	opts := codec.DecodeOptions{SkipChecksum: true}
 	var scratch codec.Batch
 	// A first pass counts each table's rows, so that every table's rows are

@@ -23,8 +23,8 @@ type Row struct {
 	codec.Entry
 }
 
-// Table is the rows of one CDC table in a flush, in arrival order (per source,
-// by BatchSeq then entry order).
+// Table is the rows of one CDC table in a flush, source by source in the
+// order of their ids, each source's rows by BatchSeq then entry order.
 type Table struct {
 	Name string // the CDC table name as sent, not sanitised
 	Rows []Row
