@@ -51,7 +51,7 @@ func stableJSON(m proto.Message) ([]byte, error) {
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	addr := fs.String("addr", defaultGRPCAddr, "server gRPC address")
 	var cf connFlags
 	cf.register(fs, "tls")
 	if err := parseFlags(fs, args); err != nil {
@@ -83,7 +83,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 func runFlush(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("flush", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	addr := fs.String("addr", defaultGRPCAddr, "server gRPC address")
 	timeout := fs.Duration("timeout", defaultFlushTimeout, "how long to wait for the flush")
 	var cf connFlags
 	cf.register(fs, "tls")

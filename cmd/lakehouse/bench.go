@@ -119,6 +119,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if startServer == nil {
 			return errors.New("--addr is required")
 		}
+		if hint := listeningHint(ctx, defaultGRPCAddr); hint != "" {
+			fmt.Fprintln(stderr, hint)
+		}
 		a, stop, err := startServer(ctx, *mirror)
 		if err != nil {
 			return fmt.Errorf("starting a server: %w", err)

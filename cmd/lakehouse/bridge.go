@@ -31,7 +31,7 @@ func runBridge(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stdout)
 	var (
 		upstream    = fs.String("upstream", "", "gRPC address of the lakehouse server, HOST:PORT (required)")
-		httpAddr    = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
+		httpAddr    = fs.String("http-addr", defaultHTTPAddr, "HTTP listen address: WebSocket upgrade on any path, /health, /status, /flush")
 		level       = fs.String("log-level", "info", "log level: debug, info, warn, error")
 		maxConns    = fs.Int("max-connections", 0, "cap on concurrent WebSocket connections (0: no cap)")
 		maxPerAddr  = fs.Int(maxWSConnsPerAddrKey, maxWSConnsPerAddrDefault, "cap on concurrent WebSocket connections from one IP address; more get HTTP 503 (0: no cap)")

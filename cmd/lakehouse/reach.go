@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"google.golang.org/grpc"
@@ -14,6 +15,34 @@ import (
 
 // reachTimeout bounds the first contact with a server.
 const reachTimeout = 10 * time.Second
+
+// The listen addresses of `serve`, and the server address of the commands
+// that talk to one.
+const (
+	defaultGRPCAddr = "127.0.0.1:50051"
+	defaultHTTPAddr = "127.0.0.1:8080"
+)
+
+// listenerProbeTimeout bounds the look for a server at the default address
+// (listeningHint).
+const listenerProbeTimeout = 200 * time.Millisecond
+
+// listeningHint returns, when something accepts connections at addr, a line
+// telling a `bench` run without --addr that it does not load that server:
+// a user who started `serve` and then `bench` expects to see its figures
+// (and its tables) change, and would otherwise measure an in-process server
+// on a temporary directory without noticing.
+func listeningHint(ctx context.Context, addr string) string {
+	ctx, cancel := context.WithTimeout(ctx, listenerProbeTimeout)
+	defer cancel()
+	conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return ""
+	}
+	conn.Close()
+	return fmt.Sprintf("bench: a server listens on %s, but without --addr bench loads a server of its own, in this process, "+
+		"on a temporary data directory; pass --addr %s to load that one", addr, addr)
+}
 
 // checkReachable fails fast, with the transport's own error (for example
 // "connection refused"), when no server answers at addr. The Go client keeps

@@ -47,3 +47,22 @@ func TestDeadServerFailsFast(t *testing.T) {
 		})
 	}
 }
+
+// TestListeningHint: bench without --addr says so when a server (anything
+// accepting connections) listens at the address it would otherwise have
+// loaded, and says nothing when none does.
+func TestListeningHint(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	hint := listeningHint(t.Context(), addr)
+	if !strings.Contains(hint, "a server listens on "+addr) || !strings.Contains(hint, "--addr "+addr) {
+		t.Errorf("with a listener at %s: hint %q, want it named with the --addr to pass", addr, hint)
+	}
+	ln.Close()
+	if hint := listeningHint(t.Context(), addr); hint != "" {
+		t.Errorf("with nothing at %s: hint %q, want none", addr, hint)
+	}
+}

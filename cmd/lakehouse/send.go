@@ -48,7 +48,7 @@ func runSend(ctx context.Context, args []string, stdout, stderr io.Writer) error
 func sendCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("send", flag.ContinueOnError)
 	fs.SetOutput(stdout)
-	addr := fs.String("addr", "127.0.0.1:50051", "server gRPC address")
+	addr := fs.String("addr", defaultGRPCAddr, "server gRPC address")
 	source := fs.String("source", "", "source id (required)")
 	shard := fs.String("shard", "", "shard name stored with every row")
 	file := fs.String("file", "", "JSON-lines file (default: stdin)")

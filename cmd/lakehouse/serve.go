@@ -228,8 +228,8 @@ func serveFlagSet(out io.Writer) (*flag.FlagSet, *serveOptions) {
 	o := &serveOptions{}
 	cfg, sf := &o.cfg, &o.sf
 	fs.String(configFlag, "", "YAML configuration file whose keys are these flags' names; flags and LAKEHOUSE_* variables override it")
-	o.grpcAddr = fs.String("grpc-addr", "127.0.0.1:50051", "gRPC listen address")
-	o.httpAddr = fs.String("http-addr", "127.0.0.1:8080", "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
+	o.grpcAddr = fs.String("grpc-addr", defaultGRPCAddr, "gRPC listen address")
+	o.httpAddr = fs.String("http-addr", defaultHTTPAddr, "HTTP listen address: status page at /, WebSocket bridge for legacy children, /health, /status, /flush, /metrics (empty: off)")
 	o.level = fs.String("log-level", "info", "log level: debug, info, warn, error")
 	o.drain = fs.Duration("shutdown-timeout", 60*time.Second, "how long SIGTERM/SIGINT may take to flush and close")
 	o.pprofOn = fs.Bool("pprof", false, "serve Go profiling endpoints under /debug/pprof/ on --http-addr")
