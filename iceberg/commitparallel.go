@@ -132,7 +132,7 @@ func (s *Sink) commitTableAndMirror(ctx context.Context, name string, parts []*s
 	for _, p := range parts {
 		s.unmarkStaged(p.files)
 	}
-	if !s.cfg.Mirror {
+	if !s.mirrored(name) {
 		return o
 	}
 	var mps []*mirrorPart

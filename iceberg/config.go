@@ -190,6 +190,10 @@ type Config struct {
 	// MirrorSchemas pins the schemas of mirror tables, by CDC table name
 	// (see MirrorTableSchema and ParseMirrorSchemas).
 	MirrorSchemas map[string]MirrorTableSchema
+	// MirrorExclude lists the CDC tables that get no mirror table with
+	// Mirror on: names or path.Match patterns ("log_*"), matched against
+	// the table name as sent. See mirrorExcluded.
+	MirrorExclude []string
 	// MirrorCompactDeleteFiles is the number of delete files of a mirror
 	// table partition at which the background mirror compaction
 	// (RunMirrorCompaction) rewrites that partition, applying and dropping
@@ -274,6 +278,9 @@ type Config struct {
 
 // withDefaults returns cfg with every default filled in.
 func (cfg Config) withDefaults() (Config, error) {
+	if err := ValidateMirrorExclude(cfg.MirrorExclude); err != nil {
+		return cfg, fmt.Errorf("iceberg: %w", err)
+	}
 	if cfg.CatalogType == "" {
 		cfg.CatalogType = CatalogSQL
 	}

@@ -3,6 +3,7 @@ package iceberg
 import (
 	"fmt"
 	"maps"
+	"path"
 	"strconv"
 	"time"
 
@@ -156,4 +157,37 @@ func mirrorWriteProps() iceberg.Properties {
 // lacks or holds with another value, and the write settings it lacks.
 func (s *Sink) mirrorProps(have iceberg.Properties) iceberg.Properties {
 	return withAbsentProps(missingProps(have, s.managedProps()), have, mirrorWriteProps())
+}
+
+// ValidateMirrorExclude checks Config.MirrorExclude: each item a table
+// name or a path.Match pattern.
+func ValidateMirrorExclude(patterns []string) error {
+	for _, p := range patterns {
+		if _, err := path.Match(p, ""); p == "" || err != nil {
+			return fmt.Errorf("mirror exclusion %q: not a table name or pattern (path.Match syntax: *, ?, [a-z])", p)
+		}
+	}
+	return nil
+}
+
+// mirrorExcluded reports whether the CDC table name gets no mirror table
+// (Config.MirrorExclude). A table whose keys are all new (events, logs)
+// gains nothing from one: the mirror repeats its inserts, while the
+// writer's order index keeps every key in memory for good (about 80 bytes
+// plus the key) and each commit interval's staged changes hold every new
+// key's change until the commit, outside the server's memory budget.
+// Nothing is written to an excluded table's mirror, nor created; one that
+// exists stays as it is and is still maintained.
+func (s *Sink) mirrorExcluded(name string) bool {
+	for _, p := range s.cfg.MirrorExclude {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// mirrored reports whether the rows of CDC table name go to a mirror table.
+func (s *Sink) mirrored(name string) bool {
+	return s.cfg.Mirror && !s.mirrorExcluded(name)
 }

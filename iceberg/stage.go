@@ -151,7 +151,7 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table) *prepa
 		p.err = err
 		return p
 	}
-	if s.cfg.Mirror {
+	if s.mirrored(t.Name) {
 		// The mirror's own watermarks decide what it still needs: after a
 		// crash between the changelog's commit and the mirror's, the
 		// changelog skips rows the mirror must still apply.

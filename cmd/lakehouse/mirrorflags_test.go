@@ -78,3 +78,27 @@ func TestMirrorOnByDefault(t *testing.T) {
 		t.Error("--mirror beats LAKEHOUSE_MIRROR=false: mirrors off")
 	}
 }
+
+// TestMirrorExcludeFlag: --mirror-exclude takes a comma-separated list of
+// table names and patterns, spaces and empty items ignored.
+func TestMirrorExcludeFlag(t *testing.T) {
+	var m mirrorFlags
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	m.register(fs, true)
+	if err := fs.Parse([]string{"--mirror-exclude", " log_*, events,,"}); err != nil {
+		t.Fatal(err)
+	}
+	var cfg iceberg.Config
+	if err := m.apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cfg.MirrorExclude, "|"); got != "log_*|events" {
+		t.Errorf("MirrorExclude %q, want log_* and events", cfg.MirrorExclude)
+	}
+	if err := fs.Parse([]string{"--mirror-exclude", "users,[a-"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.apply(&cfg); err == nil || !strings.Contains(err.Error(), `--mirror-exclude: mirror exclusion "[a-"`) {
+		t.Errorf("a malformed pattern: %v, want a refusal naming the flag and the pattern", err)
+	}
+}
