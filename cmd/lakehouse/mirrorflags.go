@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/iceberg"
@@ -45,8 +44,8 @@ func (m *mirrorFlags) register(fs *flag.FlagSet, writer bool) {
 		fs.DurationVar(&m.tombstoneRet, "mirror-tombstone-retention", iceberg.DefaultMirrorTombstoneRetention, "how long a mirror table remembers a deleted key, by event time behind the newest one: a change older than a forgotten delete brings the row back (negative: forever)")
 		fs.BoolVar(&m.inferTimes, "mirror-infer-timestamps", false, "type a new mirror column timestamptz when its first value is an RFC 3339 string (2024-05-01T12:00:00.123Z, with a zone); later strings that are not timestamps go to _extra")
 		fs.StringVar(&m.exclude, "mirror-exclude", "", "comma-separated CDC table names or patterns (log_*, events_?) that get no mirror table: "+
-			"tables whose keys are all new (events, logs), whose mirror would repeat their inserts while its key index keeps about 92 bytes "+
-			"per row in memory for good; an existing mirror of such a table is no longer updated. Give every instance the same list")
+			"tables whose keys are all new (events, logs), whose mirror would repeat their inserts while its key index keeps every key "+
+			"in memory for good; an existing mirror of such a table is no longer updated. Give every instance the same list")
 		fs.StringVar(&m.schemasFile, "mirror-schemas", "", "YAML file pinning mirror table schemas: per CDC table its key column name and column types (see docs/mirror.md)")
 		fs.BoolVar(&m.nestedAsJSON, "mirror-nested-as-json", false, "store nested JSON objects and arrays of mirror rows as JSON text columns instead of inferring struct and list columns")
 		fs.IntVar(&m.buckets, "mirror-partition-buckets", iceberg.DefaultMirrorPartitionBuckets, "partition new mirror tables by bucket[N](row_id), so that deletes and compaction work per partition (negative: unpartitioned; existing mirrors keep theirs)")
@@ -62,12 +61,7 @@ func (m *mirrorFlags) apply(cfg *iceberg.Config) error {
 	cfg.MirrorScanBudget = m.scanBudget
 	cfg.MirrorPartitionBuckets = m.buckets
 	cfg.MirrorTombstoneRetention = m.tombstoneRet
-	cfg.MirrorExclude = nil
-	for _, p := range strings.Split(m.exclude, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			cfg.MirrorExclude = append(cfg.MirrorExclude, p)
-		}
-	}
+	cfg.MirrorExclude = splitList(m.exclude)
 	if err := iceberg.ValidateMirrorExclude(cfg.MirrorExclude); err != nil {
 		return fmt.Errorf("--mirror-exclude: %w", err)
 	}
