@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -192,12 +193,11 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 	}
 	defer m.close()
 	var gotRows int64
-	wtbl, entry, err := s.mergeView(tbl, gr.OldDataFiles)
+	written, entry, err := s.writeMerge(ctx, tbl, m, gr.OldDataFiles)
 	if err != nil {
 		return gr, err
 	}
-	for df, err := range table.WriteRecords(ctx, wtbl, m.schema, m.batches(), table.WithClusteredWrite(),
-		table.WithRecordBatchBufferSize(compactWriteQueue)) {
+	for df, err := range written {
 		if err == nil {
 			df, err = entry(df)
 		}
@@ -214,6 +214,26 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 		return gr, errors.Join(m.err, fmt.Errorf("compaction: %d rows written for %d read: not committed", gotRows, wantRows))
 	}
 	return gr, nil
+}
+
+// writeMerge writes the merge m of inputs into new files, and returns them
+// with the function that turns each into its manifest entry. A merge of
+// one partition's sorted files, read directly (the common case), is
+// written on this goroutine (parquetwrite.go); any other through
+// iceberg-go's writer and a write view (mergeView).
+func (s *Sink) writeMerge(ctx context.Context, tbl *table.Table, m *merger, inputs []iceberg.DataFile) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
+	meta := tbl.Metadata()
+	if dir, partition, one := onePartition(meta, inputs); one && m.direct && claimOrder(meta, inputs) {
+		if files, ok, err := s.writeOnePartition(ctx, tbl, dir, m.schema, m.batches()); ok {
+			return dataFiles(files, err), viewEntry(meta, true, true, partition), nil
+		}
+	}
+	wtbl, entry, err := s.mergeView(tbl, inputs)
+	if err != nil {
+		return nil, nil, err
+	}
+	return table.WriteRecords(ctx, wtbl, m.schema, m.batches(), table.WithClusteredWrite(),
+		table.WithRecordBatchBufferSize(compactWriteQueue)), entry, nil
 }
 
 // removeFiles deletes files written by an abandoned rewrite; what fails here

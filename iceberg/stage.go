@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"iter"
 	"math"
 	"net/url"
 	"sort"
@@ -233,16 +234,15 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		return stt, nil
 	}
 	rec := p.rec
-	p.rec = nil // WriteRecords releases it
-	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
+	p.rec = nil // the writer releases it
 	stt := &stagedTable{name: t.Name, spans: p.spans, mirror: p.mirror}
-	wtbl, entry, err := s.stageView(p.tbl, p.minMs, p.maxMs) // prepare sorted the rows
+	written, entry, err := s.writeStage(ctx, p, rec)
 	if err != nil {
 		rec.Release()
 		return nil, err
 	}
 	var werr error
-	for df, err := range table.WriteRecords(ctx, wtbl, s.schema, records) {
+	for df, err := range written {
 		if err == nil {
 			df, err = entry(df)
 		}
@@ -270,6 +270,26 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	// Files in a stable order, for the manifests and the tests.
 	sort.Slice(stt.files, func(i, j int) bool { return stt.files[i].FilePath() < stt.files[j].FilePath() })
 	return stt, nil
+}
+
+// writeStage writes the sorted record of a prepared table into new files,
+// and returns them with the function that turns each into its manifest
+// entry. Rows of one partition (timePartition), the common case, are
+// written on this goroutine (parquetwrite.go); any others through
+// iceberg-go's writer and a write view (stageView). The writer releases
+// rec, unless writeStage fails.
+func (s *Sink) writeStage(ctx context.Context, p *prepared, rec arrow.RecordBatch) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
+	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
+	if dir, partition, one := timePartition(p.tbl, p.minMs, p.maxMs); one {
+		if files, ok, err := s.writeOnePartition(ctx, p.tbl, dir, rec.Schema(), records); ok {
+			return dataFiles(files, err), viewEntry(p.tbl.Metadata(), true, true, partition), nil
+		}
+	}
+	wtbl, entry, err := s.stageView(p.tbl, p.minMs, p.maxMs) // prepare sorted the rows
+	if err != nil {
+		return nil, nil, err
+	}
+	return table.WriteRecords(ctx, wtbl, s.schema, records), entry, nil
 }
 
 func (s *Sink) markStaged(files []iceberg.DataFile) {
