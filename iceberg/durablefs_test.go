@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 
 	icebergio "github.com/apache/iceberg-go/io"
@@ -79,5 +80,73 @@ func TestDurableFSSyncs(t *testing.T) {
 	}
 	if _, err := d.Create("s3://bucket/x"); err == nil {
 		t.Error("durableFS created a file for an s3:// URL")
+	}
+}
+
+// TestCommittedFilesAreSynced: after a commit, every file its snapshot
+// points to through the table's IO (the manifest list, the manifests, the
+// data files) was fsync'd; the catalog's metadata file goes through the same
+// IO type (TestLocalSchemesAreDurable).
+func TestCommittedFilesAreSynced(t *testing.T) {
+	ctx := context.Background()
+	var mu sync.Mutex
+	synced := make(map[string]bool)
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.WrapIO = func(fs icebergio.IO) icebergio.IO {
+			d, ok := fs.(durableFS)
+			if !ok {
+				t.Errorf("table IO %T, want durableFS", fs)
+				return fs
+			}
+			d.synced = func(p string) {
+				mu.Lock()
+				defer mu.Unlock()
+				synced[p] = true
+			}
+			return d
+		}
+	})
+	mustCommit(t, s, w1Flush(1, testSources, 1, 1, 50))
+	mustCommit(t, s, w1Flush(2, testSources, 2, 1, 50))
+	tbl, err := s.LoadTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := tbl.CurrentSnapshot()
+	if snap == nil {
+		t.Fatal("users has no snapshot")
+	}
+	fs, err := tbl.FS(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	paths := []string{snap.ManifestList}
+	manifests, err := snap.Manifests(fs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range manifests {
+		paths = append(paths, m.FilePath())
+		entries, err := m.FetchEntries(fs, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			paths = append(paths, e.DataFile().FilePath())
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range paths {
+		lp := filepath.FromSlash(localPath(p))
+		if !synced[lp] {
+			t.Errorf("%s: not fsync'd", lp)
+		}
+		if !synced[filepath.Dir(lp)] {
+			t.Errorf("%s: its directory was not fsync'd", lp)
+		}
+	}
+	if len(paths) < 4 {
+		t.Errorf("only %d files checked", len(paths))
 	}
 }
