@@ -40,9 +40,9 @@ const dictEnabledKey = "parquet.enable.dictionary"
 // bloom filters, dictionaries, and the cost-based dictionary fallback on
 // every column.
 //
-// Statistics stay on for every column, although the string columns'
-// (mostly the row images, before and after, whose bounds prune nothing)
-// took 3.7% of the server's CPU at 150,000 W1 entries/s: arrow-go v18.8.0
+// Statistics stay on for every column, although the string columns' (the
+// row images among them, whose bounds prune nothing) took 3.7% of the
+// server's CPU at 150,000 W1 entries/s: arrow-go v18.8.0
 // takes a data page's null count from its statistics, so a column written
 // without them gets pages of format 2 (iceberg-go's default) that claim
 // no nulls. parquet-go, reading such a file, found fewer values than the
