@@ -90,15 +90,15 @@ func (d durableFS) WriteFile(name string, p []byte) error {
 // mkdirAll creates dir and its missing parents, each made durable in its
 // parent.
 func (d durableFS) mkdirAll(dir string) error {
-	if _, err := os.Stat(dir); err == nil {
-		return nil
-	}
 	var missing []string
 	for p := dir; ; p = filepath.Dir(p) {
 		if _, err := os.Stat(p); err == nil || filepath.Dir(p) == p {
 			break
 		}
 		missing = append(missing, p)
+	}
+	if len(missing) == 0 {
+		return nil
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err

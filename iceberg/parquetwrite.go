@@ -18,13 +18,14 @@ import (
 	"github.com/google/uuid"
 )
 
-// A merge of one partition's sorted files writes its output here, on the
-// merge's own goroutine, instead of through table.WriteRecords. iceberg-go
-// v0.7.0 writes on two goroutines of its own (its clustered writer, which
-// pulls the merge, and a rolling writer behind a channel), so a compaction
-// kept both cores of a 2-core server busy, and ingest's acks waited for
-// the Go scheduler to preempt them. The file is what iceberg-go would write
-// from the same table properties (parquetWriterProperties), and its
+// Staging and compaction write one partition's sorted rows here, on the
+// caller's goroutine, instead of through table.WriteRecords, which runs
+// two goroutines of its own per write (a clustered writer that pulls the
+// records and a rolling writer behind a channel), needs a write view per
+// write (writeview.go) and can lose a write error (ErrIncompleteWrite).
+// This writer is also the one a streaming stage would append to. The file
+// is what iceberg-go would write from the same table properties
+// (parquetWriterProperties, TestMergeWriterMatchesIcebergGo), and its
 // manifest entry is built from the written footer by
 // table.DataFileFromMetadata, iceberg-go's entry point for files written
 // outside it.
@@ -163,9 +164,12 @@ func newFileTarget(ctx context.Context, tbl *table.Table, dir string, targetByte
 // writeOnePartition writes records of schema sc, sorted and all of one
 // partition, into new files in dir, the partition's directory, on this
 // goroutine. ok is false, and records are left unread, when sc is not the
-// table's own Arrow schema: iceberg-go's writer projects such records,
-// this one does not. The files' manifest entries are unpartitioned and
-// claim no order: the caller binds them (viewEntry).
+// table's own Arrow schema (iceberg-go's writer projects such records,
+// this one does not) or when the table's properties cannot be mapped
+// (newFileTarget): the caller then writes through iceberg-go, which
+// reports, or works around, what this writer refused. The files' manifest
+// entries are unpartitioned and claim no order: the caller binds them
+// (viewEntry).
 func (s *Sink) writeOnePartition(ctx context.Context, tbl *table.Table, dir string, sc *arrow.Schema, records iter.Seq2[arrow.RecordBatch, error]) (files []iceberg.DataFile, ok bool, err error) {
 	targetBytes := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
 	target, err := newFileTarget(ctx, tbl, dir, targetBytes)
