@@ -15,6 +15,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/pace"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -119,7 +120,7 @@ func compareRows(a, b *sink.Row) int {
 // straight from the entries' byte slices: each column's buffers are sized
 // once and filled with one copy per value; no per-row maps, no JSON
 // decoding. ingestMicros is the flush time in microseconds since the epoch.
-func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64) (arrow.RecordBatch, error) {
+func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64, pacer *pace.Pacer) (arrow.RecordBatch, error) {
 	if sc.NumFields() != numCols {
 		return nil, fmt.Errorf("iceberg: arrow schema has %d fields, want %d", sc.NumFields(), numCols)
 	}
@@ -145,6 +146,7 @@ func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64) (arrow.
 	str := func(col int, nullable bool, get func(*sink.Row) []byte) {
 		if err == nil {
 			cols[col], err = stringColumn(sc.Field(col).Type, rows, nullable, get)
+			pacer.Yield()
 		}
 	}
 	str(colSourceID, false, func(r *sink.Row) []byte { return unsafeBytes(r.SourceID) })

@@ -102,7 +102,7 @@ func BenchmarkDirectAppendW1(b *testing.B) {
 		for i := range t.Rows {
 			rows[i] = &t.Rows[i]
 		}
-		rec, err := buildRecord(s.schema, rows, f.Time.UnixMicro())
+		rec, err := buildRecord(s.schema, rows, f.Time.UnixMicro(), nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -161,7 +161,7 @@ func BenchmarkBuildRecord(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		sortRows(rows)
-		rec, err := buildRecord(sc, rows, 0)
+		rec, err := buildRecord(sc, rows, 0, nil)
 		if err != nil {
 			b.Fatal(err)
 		}

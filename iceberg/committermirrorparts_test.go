@@ -217,7 +217,7 @@ func TestElectedCommitterMirrorIndexAfterHandOver(t *testing.T) {
 		tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
 			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
 		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
-		mp := foldMirror(&tb, nil)
+		mp := foldMirror(&tb, nil, nil)
 		if _, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: batch}, nil); err != nil {
 			t.Fatal(err)
 		}

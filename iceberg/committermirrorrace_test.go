@@ -125,7 +125,7 @@ func k1Change(models *mirrorModels, src string, batch, entry, eventMs uint64, af
 	tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
 		Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
 	models.apply(&sink.Flush{Tables: []sink.Table{tb}})
-	return foldMirror(&tb, nil)
+	return foldMirror(&tb, nil, nil)
 }
 
 // commitUsersMirror commits mp to the users mirror of s.

@@ -13,6 +13,8 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/internal/pace"
 )
 
 // merger is a k-way merge of sorted Arrow streams by (source_id, entry_seq).
@@ -29,6 +31,8 @@ type merger struct {
 	h      mergeHeap
 	err    error
 	stops  []func()
+	// pacer yields once in a while to ingest: a merge runs for seconds.
+	pacer pace.Pacer
 }
 
 type mergeInput struct {
@@ -141,6 +145,7 @@ func (m *merger) advanceBatch(in *mergeInput) error {
 			return fmt.Errorf("compaction: unexpected column types %s, %s", rec.Column(m.srcCol).DataType(), rec.Column(m.seqCol).DataType())
 		}
 		in.rec, in.row, in.src, in.seq = rec, 0, src, seq
+		m.pacer.Yield()
 		return nil
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/dot-do/lakehouse-rpc/codec"
+	"github.com/dot-do/lakehouse-rpc/internal/pace"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -160,8 +161,9 @@ func (x *sourceIndex) index(src string) uint32 {
 // copied). The part lives until the commit, a stage's part beside every
 // other stage's of the commit interval: it keeps the winners' keys only.
 // Keeping every row id instead held 17 MB of a 248-MB heap at 150,000 W1
-// entries/s, whose keys repeat.
-func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
+// entries/s, whose keys repeat. It yields to ingest through pacer (nil:
+// never) every few thousand rows.
+func foldMirror(t *sink.Table, have map[string]sink.Watermark, pacer *pace.Pacer) *mirrorPart {
 	n := 0
 	for i := range t.Rows {
 		n += len(t.Rows[i].RowID)
@@ -184,6 +186,9 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	)
 	off := 0
 	for i := range t.Rows {
+		if i%foldPaceRows == foldPaceRows-1 {
+			pacer.Yield()
+		}
 		r := &t.Rows[i]
 		key := all[off : off+len(r.RowID)]
 		off += len(r.RowID)
@@ -247,6 +252,10 @@ func foldMirror(t *sink.Table, have map[string]sink.Watermark) *mirrorPart {
 	mp.sources = sources.list
 	return mp
 }
+
+// foldPaceRows is how many rows foldMirror folds between two calls of its
+// pacer: at about 200 ns a row, well under pace.Interval.
+const foldPaceRows = 2048
 
 // maxFoldSizeHint caps the initial size of foldMirror's map (a table of a
 // flush rarely has more distinct keys than that; the map grows past it).

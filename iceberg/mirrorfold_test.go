@@ -71,7 +71,7 @@ func TestFoldMirrorMatchesReference(t *testing.T) {
 	for round := range 200 {
 		tbl, have := randomFoldTable(rng, 1+rng.IntN(300))
 		want := foldReference(tbl, have)
-		mp := foldMirror(tbl, have)
+		mp := foldMirror(tbl, have, nil)
 		if mp == nil {
 			if len(want) != 0 {
 				t.Fatalf("round %d: nil part, want %d winners", round, len(want))
@@ -166,7 +166,7 @@ func BenchmarkFoldMirror(b *testing.B) {
 	cpu0 := processCPU()
 	b.ResetTimer()
 	for range b.N {
-		if mp := foldMirror(tbl, nil); mp.len() != 50_000 {
+		if mp := foldMirror(tbl, nil, nil); mp.len() != 50_000 {
 			b.Fatalf("%d winners", mp.len())
 		}
 	}
@@ -285,7 +285,7 @@ func BenchmarkStagedMirrorGC(b *testing.B) {
 				RowID: fmt.Appendf(nil, "row-%d-%d", p, i), After: fmt.Appendf(nil, `{"id":%d,"name":"n%d"}`, i, i)}
 			tbl.Rows = append(tbl.Rows, sink.Row{SourceID: "s", BatchSeq: uint64(p*perPart + i + 1), Entry: e})
 		}
-		staged = append(staged, foldMirror(tbl, nil))
+		staged = append(staged, foldMirror(tbl, nil, nil))
 	}
 	runtime.GC()
 	cpu0 := processCPU()

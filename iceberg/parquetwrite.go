@@ -16,6 +16,8 @@ import (
 	iceio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 	"github.com/google/uuid"
+
+	"github.com/dot-do/lakehouse-rpc/internal/pace"
 )
 
 // Staging and compaction write one partition's sorted rows here, on the
@@ -258,6 +260,11 @@ func writeSortedFiles(ctx context.Context, target *fileTarget, records iter.Seq2
 	return files, nil
 }
 
+// writeSliceRows is how many rows openFile.write hands arrow-go at a time:
+// a multiple of the batch in which arrow-go encodes a column, so that the
+// pages are those of one write of the whole record.
+const writeSliceRows = 4 * parquet.DefaultWriteBatchSize
+
 // openFile is a data file being written.
 type openFile struct {
 	target *fileTarget
@@ -265,6 +272,7 @@ type openFile struct {
 	out    io.WriteCloser
 	count  *countingWriter
 	pw     *pqarrow.FileWriter
+	pacer  pace.Pacer
 }
 
 func (t *fileTarget) create(ctx context.Context, path string) (*openFile, error) {
@@ -292,7 +300,18 @@ func (f *openFile) write(rec arrow.RecordBatch) error {
 			return err
 		}
 	}
-	return f.pw.WriteBuffered(rec)
+	// In slices, pacing between them (internal/pace): a stage's record is
+	// a table's whole take, tens of milliseconds of encoding.
+	for off := int64(0); off < rec.NumRows(); off += writeSliceRows {
+		part := rec.NewSlice(off, min(off+writeSliceRows, rec.NumRows()))
+		err := f.pw.WriteBuffered(part)
+		part.Release()
+		if err != nil {
+			return err
+		}
+		f.pacer.Yield()
+	}
+	return nil
 }
 
 // size is what iceberg-go's rolling writer compares with the target: the

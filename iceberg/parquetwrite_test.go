@@ -1,10 +1,12 @@
 package iceberg
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"math"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -18,6 +20,8 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
+
+	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
 // TestMergeWriterMatchesIcebergGo merges the same sorted files twice: with
@@ -361,4 +365,77 @@ func TestStageWritesOwnFiles(t *testing.T) {
 		t.Errorf("%d rows in users, want %d", rows, want)
 	}
 	diffKeys(t, flushKeys(f), scanKeys(t, s))
+}
+
+// TestSlicedWriteIsOneWrite: openFile.write hands a record to arrow-go in
+// slices, to pace between them; the file must be byte for byte the one a
+// single write of the record makes (pages, dictionaries and statistics cut
+// at the same rows). A slice size that is not a multiple of arrow-go's
+// write batch moves the page boundaries and fails this.
+func TestSlicedWriteIsOneWrite(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Maintenance.CompactDisabled = true
+		// Pages of 8 KiB: many page boundaries within the record.
+		c.TableProperties = iceberg.Properties{table.ParquetPageSizeBytesKey: "8192"}
+	})
+	f := w1Flush(1, testSources, 1, 6, 8000)
+	mustCommit(t, s, f)
+	tbl, _ := tableTasks(t, s, "users")
+	var rows []*sink.Row
+	for i := range f.Tables {
+		if f.Tables[i].Name == "users" {
+			for j := range f.Tables[i].Rows {
+				rows = append(rows, &f.Tables[i].Rows[j])
+			}
+		}
+	}
+	sortRows(rows)
+	rec, err := buildRecord(s.schema, rows, f.Time.UnixMicro(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Release()
+	if rec.NumRows() <= 2*writeSliceRows {
+		t.Fatalf("%d rows: too few for several slices", rec.NumRows())
+	}
+	dir := t.TempDir()
+	target, err := newFileTarget(ctx, tbl, dir, math.MaxInt64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rec.Schema().Equal(target.arrowSchema) {
+		t.Fatalf("record schema %s, table's %s", rec.Schema(), target.arrowSchema)
+	}
+	sliced := filepath.Join(dir, "sliced.parquet")
+	w, err := target.create(ctx, sliced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.write(rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.close(); err != nil {
+		t.Fatal(err)
+	}
+
+	var whole bytes.Buffer
+	pw, err := pqarrow.NewFileWriter(target.arrowSchema, &whole, target.props,
+		pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.WriteBuffered(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := pw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(sliced)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, whole.Bytes()) {
+		t.Errorf("written in slices of %d rows: %d bytes; in one write: %d bytes, not the same", writeSliceRows, len(got), whole.Len())
+	}
 }

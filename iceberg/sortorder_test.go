@@ -74,7 +74,7 @@ func TestCompactionClaimsOrderOnlyOfClaimedInputs(t *testing.T) {
 			}
 		}
 	}
-	rec, err := buildRecord(s.schema, rows, time.Now().UnixMicro())
+	rec, err := buildRecord(s.schema, rows, time.Now().UnixMicro(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	lakehousev1 "github.com/dot-do/lakehouse-rpc/gen/lakehouse/v1"
 	"github.com/dot-do/lakehouse-rpc/internal/coord"
 	"github.com/dot-do/lakehouse-rpc/internal/fence"
+	"github.com/dot-do/lakehouse-rpc/internal/pace"
 	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/server/wal"
 	"github.com/dot-do/lakehouse-rpc/sink"
@@ -578,7 +579,10 @@ func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches
 		return cmp.Or(cmp.Compare(a.src.id, b.src.id), cmp.Compare(a.seq, b.seq))
 	})
 	opts := codec.DecodeOptions{SkipChecksum: true}
-	var scratch codec.Batch
+	var (
+		scratch codec.Batch
+		pacer   pace.Pacer
+	)
 	// A first pass counts each table's rows, so that every table's rows are
 	// allocated once at their final size: growing them by appending would
 	// copy (and zero) the rows several times over, about 150 B each.
@@ -588,6 +592,7 @@ func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches
 		if err := codec.DecodeBatchInto(&scratch, b.frame, opts); err != nil {
 			return nil, fmt.Errorf("server: buffered batch %s/%d: %w", b.src.id, b.seq, err)
 		}
+		pacer.Yield()
 		for i := range scratch.Entries {
 			ti, ok := index[string(scratch.Entries[i].Table)]
 			if !ok {
@@ -612,6 +617,7 @@ func buildFlush(id uint64, reason lakehousev1.FlushReason, at time.Time, batches
 			f.Tables[ti].Rows = append(f.Tables[ti].Rows, sink.Row{SourceID: b.src.id, ShardName: b.shard, BatchSeq: b.seq, Entry: *e})
 		}
 		sink.MergeWatermark(f.Watermarks, b.src.id, sink.Watermark{BatchSeq: b.seq, EntrySeq: b.lastEntry})
+		pacer.Yield()
 	}
 	return f, nil
 }
