@@ -379,9 +379,12 @@ func TestSlicedWriteIsOneWrite(t *testing.T) {
 		// Pages of 8 KiB: many page boundaries within the record.
 		c.TableProperties = iceberg.Properties{table.ParquetPageSizeBytesKey: "8192"}
 	})
-	f := w1Flush(1, testSources, 1, 6, 8000)
-	mustCommit(t, s, f)
+	// One small commit creates the table; the record is of more rows.
+	small := w1Flush(1, oneSource, 1, 1, 8)
+	small.Tables = slices.DeleteFunc(small.Tables, func(t sink.Table) bool { return t.Name != "users" })
+	mustCommit(t, s, small)
 	tbl, _ := tableTasks(t, s, "users")
+	f := w1Flush(2, testSources, 2, 6, 4000)
 	var rows []*sink.Row
 	for i := range f.Tables {
 		if f.Tables[i].Name == "users" {
