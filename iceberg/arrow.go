@@ -120,6 +120,7 @@ func compareRows(a, b *sink.Row) int {
 // straight from the entries' byte slices: each column's buffers are sized
 // once and filled with one copy per value; no per-row maps, no JSON
 // decoding. ingestMicros is the flush time in microseconds since the epoch.
+// pacer (nil: none) yields to ingest between the string columns.
 func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64, pacer *pace.Pacer) (arrow.RecordBatch, error) {
 	if sc.NumFields() != numCols {
 		return nil, fmt.Errorf("iceberg: arrow schema has %d fields, want %d", sc.NumFields(), numCols)

@@ -6,12 +6,13 @@
 // so on a machine of two cores they held both processors for slices of up
 // to 25 ms, and a goroutine that a connection's data or a log sync had made
 // runnable waited behind them: in a 10-s execution trace at 150,000
-// entries/s with compaction running, the gRPC transport's readers waited
-// 6 ms at p90 and 25 ms at p99 to run, and the acks' p90 was 30-40 ms.
+// entries/s with compaction running (internal/schedtrace), the gRPC
+// transport's readers waited 6 ms at p90 and 25 ms at p99 to run.
 //
 // Work that calls a Pacer's Yield in its loops steps aside once per
 // Interval. With it, in the same load, the readers waited 2.4 ms at p90 and
-// 8 ms at p99, and the acks' p90 went to 15-17 ms, for the same CPU.
+// 8 ms at p99, and the acks' p90 went from 38-54 ms to 17-23 ms (3- and
+// 5-minute runs), for the same CPU within the machine's noise.
 package pace
 
 import (
