@@ -10,7 +10,7 @@ import (
 )
 
 // TestYieldLetsOthersRun runs CPU-bound work that yields, on one processor,
-// beside a goroutine that only wants to run now and then. Between two of
+// beside a goroutine that takes a turn whenever it gets one. Between two of
 // that goroutine's turns the work gets through about Interval of units;
 // without the yields it runs until the runtime preempts it (10 ms or more),
 // ten times as many.
