@@ -373,18 +373,29 @@ func TestStageWritesOwnFiles(t *testing.T) {
 // at the same rows). A slice size that is not a multiple of arrow-go's
 // write batch moves the page boundaries and fails this.
 func TestSlicedWriteIsOneWrite(t *testing.T) {
+	// The sink's page row limit (256 rows a batch), and one that does not
+	// divide the slice (3,000).
+	for _, rows := range []string{"", "3000"} {
+		t.Run("page-row-limit="+rows, func(t *testing.T) { testSlicedWriteIsOneWrite(t, rows) })
+	}
+}
+
+func testSlicedWriteIsOneWrite(t *testing.T, pageRows string) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Maintenance.CompactDisabled = true
 		// Pages of 8 KiB: many page boundaries within the record.
 		c.TableProperties = iceberg.Properties{table.ParquetPageSizeBytesKey: "8192"}
+		if pageRows != "" {
+			c.TableProperties[table.ParquetPageRowLimitKey] = pageRows
+		}
 	})
 	// One small commit creates the table; the record is of more rows.
 	small := w1Flush(1, oneSource, 1, 1, 8)
 	small.Tables = slices.DeleteFunc(small.Tables, func(t sink.Table) bool { return t.Name != "users" })
 	mustCommit(t, s, small)
 	tbl, _ := tableTasks(t, s, "users")
-	f := w1Flush(2, testSources, 2, 6, 4000)
+	f := w1Flush(2, testSources, 2, 6, 8000)
 	var rows []*sink.Row
 	for i := range f.Tables {
 		if f.Tables[i].Name == "users" {
@@ -399,13 +410,14 @@ func TestSlicedWriteIsOneWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rec.Release()
-	if rec.NumRows() <= 2*writeSliceRows {
-		t.Fatalf("%d rows: too few for several slices", rec.NumRows())
-	}
 	dir := t.TempDir()
 	target, err := newFileTarget(ctx, tbl, dir, math.MaxInt64)
 	if err != nil {
 		t.Fatal(err)
+	}
+	slice := writeSlice(target.props.WriteBatchSize())
+	if rec.NumRows() <= 2*slice {
+		t.Fatalf("%d rows: too few for several slices", rec.NumRows())
 	}
 	if !rec.Schema().Equal(target.arrowSchema) {
 		t.Fatalf("record schema %s, table's %s", rec.Schema(), target.arrowSchema)
@@ -439,6 +451,6 @@ func TestSlicedWriteIsOneWrite(t *testing.T) {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, whole.Bytes()) {
-		t.Errorf("written in slices of %d rows: %d bytes; in one write: %d bytes, not the same", writeSliceRows, len(got), whole.Len())
+		t.Errorf("written in slices of %d rows: %d bytes; in one write: %d bytes, not the same", slice, len(got), whole.Len())
 	}
 }

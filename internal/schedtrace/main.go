@@ -13,6 +13,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -138,13 +139,7 @@ func outermost(stk trace.Stack) string {
 // report prints the kinds that waited most often, then those that ran
 // longest in all.
 func report(w io.Writer, kinds map[string]*kind, top int) {
-	all := slices.Collect(func(yield func(*kind) bool) {
-		for _, k := range kinds {
-			if !yield(k) {
-				return
-			}
-		}
-	})
+	all := slices.Collect(maps.Values(kinds))
 	for _, k := range all {
 		slices.Sort(k.waits)
 		slices.Sort(k.runs)
