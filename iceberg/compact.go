@@ -29,6 +29,11 @@ const (
 	// garbage collector then doubled (read through iceberg-go's scan, which
 	// holds each column chunk whole; see compactread.go).
 	compactMaxInputs = 16
+	// compactMaxSmallInputs bounds the groups of the two lowest size tiers
+	// (compactplan.go): files of less than CompactSmallFileBytes times
+	// CompactMinFiles (768 KiB by default), so that a merge of 64 holds at
+	// most tens of megabytes of them, read buffers and batches included.
+	compactMaxSmallInputs = 64
 	// compactWriteQueue is how many merged batches may wait for the
 	// Parquet writer, which runs on a goroutine of its own (iceberg-go's
 	// default is 64). The merge outpaces the writer, so the queue stays
