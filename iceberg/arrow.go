@@ -120,7 +120,7 @@ func compareRows(a, b *sink.Row) int {
 // straight from the entries' byte slices: each column's buffers are sized
 // once and filled with one copy per value; no per-row maps, no JSON
 // decoding. ingestMicros is the flush time in microseconds since the epoch.
-// pacer (nil: none) yields to ingest between the string columns.
+// pacer (nil: none) yields to ingest within and between the string columns.
 func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64, pacer *pace.Pacer) (arrow.RecordBatch, error) {
 	if sc.NumFields() != numCols {
 		return nil, fmt.Errorf("iceberg: arrow schema has %d fields, want %d", sc.NumFields(), numCols)
@@ -146,7 +146,7 @@ func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64, pacer *
 	var err error
 	str := func(col int, nullable bool, get func(*sink.Row) []byte) {
 		if err == nil {
-			cols[col], err = stringColumn(sc.Field(col).Type, rows, nullable, get)
+			cols[col], err = stringColumn(sc.Field(col).Type, rows, nullable, get, pacer)
 			pacer.Yield()
 		}
 	}
@@ -183,9 +183,14 @@ func buildRecord(sc *arrow.Schema, rows []*sink.Row, ingestMicros int64, pacer *
 	return array.NewRecordBatch(sc, cols, int64(n)), nil
 }
 
+// stringRowsPerYield is how many values stringColumn copies between two
+// calls to its pacer: a row-image column of a stage's take (75,000 rows of
+// W1) is several milliseconds of copying.
+const stringRowsPerYield = 4096
+
 // stringColumn builds a string column; get returns nil for a null value
 // (only when nullable).
-func stringColumn(dt arrow.DataType, rows []*sink.Row, nullable bool, get func(*sink.Row) []byte) (arrow.Array, error) {
+func stringColumn(dt arrow.DataType, rows []*sink.Row, nullable bool, get func(*sink.Row) []byte, pacer *pace.Pacer) (arrow.Array, error) {
 	n := len(rows)
 	total := 0
 	for _, r := range rows {
@@ -212,6 +217,9 @@ func stringColumn(dt arrow.DataType, rows []*sink.Row, nullable bool, get func(*
 		}
 		data = append(data, v...)
 		offsets[i+1] = int32(len(data))
+		if i%stringRowsPerYield == stringRowsPerYield-1 {
+			pacer.Yield()
+		}
 	}
 	var validBuf *memory.Buffer
 	if nulls > 0 {

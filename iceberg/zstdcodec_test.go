@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
@@ -74,5 +75,47 @@ func TestZstdCodecWindow(t *testing.T) {
 		if len(out) < 5 || out[4]&0x04 != 0 {
 			t.Errorf("level %d: the frame carries a content checksum", level)
 		}
+	}
+}
+
+// TestPageCompressionStepsAside: the codec yields after every page, so that
+// on one processor a goroutine waiting to run gets a turn between any two
+// pages arrow-go compresses inside one call. Without the yield the waiter
+// runs only when the scheduler preempts the encoding, every 10 ms or more:
+// a few turns for the pages here, which take tens of milliseconds.
+func TestPageCompressionStepsAside(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	c, err := compress.GetCodec(compress.Codecs.Zstd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const pages = 256
+	page := pageOfRows(16 << 10)
+	var turns atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			turns.Add(1)
+			runtime.Gosched()
+		}
+	}()
+	runtime.Gosched() // let it start
+	before := turns.Load()
+	var dst []byte
+	for range pages {
+		dst = c.EncodeLevel(dst[:0], page, compress.DefaultCompressionLevel)
+	}
+	got := turns.Load() - before
+	close(stop)
+	<-done
+	if got < pages/2 {
+		t.Errorf("the waiting goroutine ran %d times during %d page compressions, want at least %d", got, pages, pages/2)
 	}
 }

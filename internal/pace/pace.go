@@ -10,7 +10,8 @@
 // transport's readers waited 6 ms at p90 and 25 ms at p99 to run.
 //
 // Work that calls a Pacer's Yield in its loops steps aside once per
-// Interval. With it, in the same load, the readers waited 2.4 ms at p90 and
+// Interval; the sink's zstd codec steps aside after every Parquet page it
+// compresses, inside arrow-go's calls (iceberg/zstdcodec.go). With it, in the same load, the readers waited 2.4 ms at p90 and
 // 8 ms at p99, and the acks' p90 went from 38-54 ms to 17-23 ms (3- and
 // 5-minute runs), for the same CPU within the machine's noise.
 package pace
