@@ -2,7 +2,6 @@ package iceberg
 
 import (
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -10,6 +9,7 @@ import (
 
 	"github.com/dot-do/lakehouse-rpc/codec"
 	"github.com/dot-do/lakehouse-rpc/internal/pace"
+	"github.com/dot-do/lakehouse-rpc/internal/testing/turns"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -26,23 +26,8 @@ func TestStringColumnStepsAside(t *testing.T) {
 	for i := range rows {
 		rows[i] = row
 	}
-	var turns atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			turns.Add(1)
-			runtime.Gosched()
-		}
-	}()
-	runtime.Gosched() // let it start
-	before := turns.Load()
+	counter := turns.Start()
+	before := counter.Turns()
 	var pacer pace.Pacer
 	start := time.Now()
 	var elapsed time.Duration
@@ -58,9 +43,8 @@ func TestStringColumnStepsAside(t *testing.T) {
 		}
 		elapsed = time.Since(start)
 	}
-	got := turns.Load() - before
-	close(stop)
-	<-done
+	got := counter.Turns() - before
+	counter.Stop()
 	if want := int64(elapsed / (3 * time.Millisecond)); got < want {
 		t.Errorf("the waiting goroutine ran %d times during %v of building string columns, want at least %d", got, elapsed, want)
 	}

@@ -4,11 +4,12 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
-	"sync/atomic"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/parquet/compress"
 	"github.com/klauspost/compress/zstd"
+
+	"github.com/dot-do/lakehouse-rpc/internal/testing/turns"
 )
 
 // pageOfRows returns about n bytes of W1-like column data: compressible,
@@ -91,30 +92,14 @@ func TestPageCompressionStepsAside(t *testing.T) {
 	}
 	const pages = 256
 	page := pageOfRows(16 << 10)
-	var turns atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			turns.Add(1)
-			runtime.Gosched()
-		}
-	}()
-	runtime.Gosched() // let it start
-	before := turns.Load()
+	counter := turns.Start()
+	before := counter.Turns()
 	var dst []byte
 	for range pages {
 		dst = c.EncodeLevel(dst[:0], page, compress.DefaultCompressionLevel)
 	}
-	got := turns.Load() - before
-	close(stop)
-	<-done
+	got := counter.Turns() - before
+	counter.Stop()
 	if got < pages/2 {
 		t.Errorf("the waiting goroutine ran %d times during %d page compressions, want at least %d", got, pages, pages/2)
 	}

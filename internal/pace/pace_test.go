@@ -2,11 +2,12 @@ package pace
 
 import (
 	"runtime"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dot-do/lakehouse-rpc/internal/testing/turns"
 )
 
 // TestYieldLetsOthersRun runs CPU-bound work that yields, on one processor,
@@ -19,26 +20,12 @@ func TestYieldLetsOthersRun(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 
 	const unit = 50 * time.Microsecond
-	var turns atomic.Int64
-	stop := make(chan struct{})
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			turns.Add(1)
-			runtime.Gosched()
-		}
-	}()
+	counter := turns.Start()
 
 	var (
 		p               Pacer
 		most, units     int
-		lastTurns       = turns.Load()
+		lastTurns       = counter.Turns()
 		deadline        = time.Now().Add(200 * time.Millisecond)
 		sinceTurnChange int
 	)
@@ -47,20 +34,19 @@ func TestYieldLetsOthersRun(t *testing.T) {
 		}
 		units++
 		sinceTurnChange++
-		if n := turns.Load(); n != lastTurns {
+		if n := counter.Turns(); n != lastTurns {
 			lastTurns = n
 			sinceTurnChange = 0
 		}
 		most = max(most, sinceTurnChange)
 		p.Yield()
 	}
-	close(stop)
-	<-done
+	counter.Stop()
 	// Interval is 20 units; preemption takes 200 or more.
 	if limit := 3 * int(Interval/unit); most > limit {
 		t.Errorf("the work ran %d units (of %v) between two turns of the other goroutine, want at most %d", most, unit, limit)
 	}
-	t.Logf("%d units, at most %d between turns, %d turns", units, most, turns.Load())
+	t.Logf("%d units, at most %d between turns, %d turns", units, most, counter.Turns())
 }
 
 func TestNilPacerDoesNotYield(t *testing.T) {
