@@ -33,8 +33,10 @@ const (
 	// files of one size tier; it is also the tiers' size ratio (see
 	// compactTier). A merge of larger files holds up to
 	// max(compactMaxInputs, 2*CompactMinFiles) of them, each with a read
-	// buffer per column: 12 rewrites a third less than 8 at W1's sustained
-	// rate (compactplan.go), for merges of up to 24 inputs instead of 16.
+	// buffer per column. With the small tiers merged up to
+	// compactMaxSmallInputs at a time, 12 rewrites a third less than 8 at
+	// W1's sustained rate (8 gains nothing there, compactplan.go), for
+	// merges of up to 24 larger inputs instead of 16.
 	DefaultCompactMinFiles = 12
 	// DefaultCompactSmallFileBytes: data files below this size are small,
 	// all of one tier (tier 0), merged together whatever their sizes. Above
