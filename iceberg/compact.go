@@ -231,7 +231,7 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 func (s *Sink) writeMerge(ctx context.Context, tbl *table.Table, m *merger, inputs []iceberg.DataFile) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
 	meta := tbl.Metadata()
 	if dir, partition, one := onePartition(meta, inputs); one && m.direct && claimOrder(meta, inputs) {
-		if files, ok, err := s.writeOnePartition(ctx, tbl, dir, m.schema, m.batches()); ok {
+		if files, ok, err := s.writeOnePartition(ctx, tbl, dir, m.schema, m.batches(), 0); ok {
 			return dataFiles(files, err), viewEntry(meta, true, true, partition), nil
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
+	"strconv"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -134,8 +136,10 @@ type fileTarget struct {
 	rowGroupBytes int64 // a row group is closed once it has this many bytes
 }
 
-// newFileTarget returns the target for files of tbl in dir.
-func newFileTarget(ctx context.Context, tbl *table.Table, dir string, targetBytes int64) (*fileTarget, error) {
+// newFileTarget returns the target for files of tbl in dir. Pages are of
+// the table's size (write.parquet.page-size-bytes), or of maxPageBytes if
+// that is smaller and not 0.
+func newFileTarget(ctx context.Context, tbl *table.Table, dir string, targetBytes, maxPageBytes int64) (*fileTarget, error) {
 	fsys, err := tbl.FS(ctx)
 	if err != nil {
 		return nil, err
@@ -151,7 +155,12 @@ func newFileTarget(ctx context.Context, tbl *table.Table, dir string, targetByte
 	if err != nil {
 		return nil, err
 	}
-	wp, err := parquetWriterProperties(props, asc)
+	writeProps := props
+	if maxPageBytes > 0 && props.GetInt64(table.ParquetPageSizeBytesKey, table.ParquetPageSizeBytesDefault) > maxPageBytes {
+		writeProps = maps.Clone(props)
+		writeProps[table.ParquetPageSizeBytesKey] = strconv.FormatInt(maxPageBytes, 10)
+	}
+	wp, err := parquetWriterProperties(writeProps, asc)
 	if err != nil {
 		return nil, err
 	}
@@ -171,10 +180,11 @@ func newFileTarget(ctx context.Context, tbl *table.Table, dir string, targetByte
 // (newFileTarget): the caller then writes through iceberg-go, which
 // reports, or works around, what this writer refused. The files' manifest
 // entries are unpartitioned and claim no order: the caller binds them
-// (viewEntry).
-func (s *Sink) writeOnePartition(ctx context.Context, tbl *table.Table, dir string, sc *arrow.Schema, records iter.Seq2[arrow.RecordBatch, error]) (files []iceberg.DataFile, ok bool, err error) {
+// (viewEntry). maxPageBytes, unless 0, caps the files' page size
+// (newFileTarget).
+func (s *Sink) writeOnePartition(ctx context.Context, tbl *table.Table, dir string, sc *arrow.Schema, records iter.Seq2[arrow.RecordBatch, error], maxPageBytes int64) (files []iceberg.DataFile, ok bool, err error) {
 	targetBytes := tbl.Properties().GetInt64(table.WriteTargetFileSizeBytesKey, s.cfg.TargetFileSizeBytes)
-	target, err := newFileTarget(ctx, tbl, dir, targetBytes)
+	target, err := newFileTarget(ctx, tbl, dir, targetBytes, maxPageBytes)
 	if err != nil || !target.arrowSchema.Equal(sc) {
 		return nil, false, nil
 	}

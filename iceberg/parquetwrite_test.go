@@ -157,7 +157,7 @@ func TestMergeWriterRollsAtTargetSize(t *testing.T) {
 	}
 	// A row group is written out as it closes: row groups of 16 KiB let a
 	// file reach a target of 32 KiB.
-	target, err := newFileTarget(ctx, tbl, dir, 32<<10)
+	target, err := newFileTarget(ctx, tbl, dir, 32<<10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +195,7 @@ func TestMergeWriterRemovesFilesOnError(t *testing.T) {
 	if !one {
 		t.Fatal("not one partition")
 	}
-	target, err := newFileTarget(ctx, tbl, dir, 8<<10)
+	target, err := newFileTarget(ctx, tbl, dir, 8<<10, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +411,7 @@ func testSlicedWriteIsOneWrite(t *testing.T, pageRows string) {
 	}
 	defer rec.Release()
 	dir := t.TempDir()
-	target, err := newFileTarget(ctx, tbl, dir, math.MaxInt64)
+	target, err := newFileTarget(ctx, tbl, dir, math.MaxInt64, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
