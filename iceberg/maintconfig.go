@@ -237,6 +237,15 @@ const (
 // (BenchmarkCommitW1), for the same CPU within this machine's noise.
 const stagedPageBytes = 64 << 10
 
+// stagedPageCap is the cap on the page size of staged files: none when
+// compaction is off, since they are then the table's files for good.
+func (s *Sink) stagedPageCap() int64 {
+	if s.cfg.Maintenance.CompactDisabled {
+		return 0
+	}
+	return stagedPageBytes
+}
+
 // changelogProps returns the properties a commit of a changelog table with
 // properties have sets besides its watermarks: the managed properties it
 // lacks or holds with another value, and the write settings it lacks.

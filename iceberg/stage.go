@@ -287,7 +287,7 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 func (s *Sink) writeStage(ctx context.Context, p *prepared, rec arrow.RecordBatch) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
 	if dir, partition, one := timePartition(p.tbl, p.minMs, p.maxMs); one {
-		if files, ok, err := s.writeOnePartition(ctx, p.tbl, dir, rec.Schema(), records, stagedPageBytes); ok {
+		if files, ok, err := s.writeOnePartition(ctx, p.tbl, dir, rec.Schema(), records, s.stagedPageCap()); ok {
 			return dataFiles(files, err), viewEntry(p.tbl.Metadata(), true, true, partition), nil
 		}
 	}
