@@ -34,7 +34,8 @@ const (
 	// CompactMinFiles (768 KiB by default). Each input holds a decompressed
 	// page per column: a merge of about 60 staged W1 files held 198 MB, 113
 	// MB of it pages (1.9 MB per input), and RSS during a maintenance pass
-	// rose by about 100 MB over groups of 16.
+	// rose by about 100 MB over groups of 16. Staged files have smaller
+	// pages since (stagedPageBytes).
 	compactMaxSmallInputs = 64
 	// compactWriteQueue is how many merged batches may wait for the
 	// Parquet writer, which runs on a goroutine of its own (iceberg-go's
