@@ -40,9 +40,9 @@ func largestDataPage(t *testing.T, p, col string) (largest, total int32) {
 
 // stageUsers commits four W1 flushes to s and returns the largest page of
 // the after column in each of the users table's files, and the most a page
-// holding at most maxPage bytes can hold: a page is cut once it holds the
-// page size, checked every changelogPageRows values.
-func stageUsers(t *testing.T, s *Sink, maxPage int) (largest []int32, most int32) {
+// of stagedPageBytes can hold: a page is cut once it holds the page size,
+// checked every changelogPageRows values.
+func stageUsers(t *testing.T, s *Sink) (largest []int32, most int32) {
 	t.Helper()
 	var longest int
 	for i := uint64(1); i <= 4; i++ {
@@ -62,7 +62,7 @@ func stageUsers(t *testing.T, s *Sink, maxPage int) (largest []int32, most int32
 		}
 		largest = append(largest, l)
 	}
-	return largest, int32(maxPage + changelogPageRows*(longest+4))
+	return largest, int32(stagedPageBytes + changelogPageRows*(longest+4))
 }
 
 // TestStagedFilesHaveSmallPages: staged files are written in pages of at
@@ -75,7 +75,7 @@ func stageUsers(t *testing.T, s *Sink, maxPage int) (largest []int32, most int32
 func TestStagedFilesHaveSmallPages(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4 })
-	largest, most := stageUsers(t, s, stagedPageBytes)
+	largest, most := stageUsers(t, s)
 	for i, l := range largest {
 		if l > most {
 			t.Errorf("staged file %d: a page of after holds %d bytes, want at most %d", i, l, most)
@@ -94,7 +94,7 @@ func TestStagedFilesHaveSmallPages(t *testing.T) {
 	}
 
 	off := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
-	largest, _ = stageUsers(t, off, stagedPageBytes)
+	largest, _ = stageUsers(t, off)
 	for i, l := range largest {
 		if l < changelogPageBytes {
 			t.Errorf("compaction off, staged file %d: its largest page of after holds %d bytes, want the table's pages (%d)", i, l, changelogPageBytes)

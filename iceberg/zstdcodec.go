@@ -87,7 +87,8 @@ func (c *zstdCodec) EncodeLevel(dst, src []byte, level int) []byte {
 	// and compresses the pages of a record inside one call, out of reach of
 	// the caller's Pacer (a slice of 4,096 rows in openFile.write ran 4-10
 	// ms), and only background work (staging, compaction, mirrors, the
-	// command line's tools) writes Parquet. A changelog page is 256 KiB.
+	// command line's tools) writes Parquet. A changelog page is 256 KiB, a
+	// staged file's 64 KiB (stagedPageBytes).
 	runtime.Gosched()
 	return out
 }
