@@ -13,6 +13,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/parquet"
 	"github.com/apache/arrow-go/v18/parquet/compress"
+	"github.com/apache/arrow-go/v18/parquet/metadata"
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	iceberg "github.com/apache/iceberg-go"
 	iceio "github.com/apache/iceberg-go/io"
@@ -22,12 +23,12 @@ import (
 	"github.com/dot-do/lakehouse-rpc/internal/pace"
 )
 
-// Staging and compaction write one partition's sorted rows here, on the
-// caller's goroutine, instead of through table.WriteRecords, which runs
-// two goroutines of its own per write (a clustered writer that pulls the
+// Compaction writes one partition's sorted Arrow records here (and a stage
+// its rows when the row writer cannot, stagewrite.go), on the caller's
+// goroutine, instead of through table.WriteRecords, which runs two
+// goroutines of its own per write (a clustered writer that pulls the
 // records and a rolling writer behind a channel), needs a write view per
-// write (writeview.go) and can lose a write error (ErrIncompleteWrite).
-// This writer is also the one a streaming stage would append to. The file
+// write (writeview.go) and can lose a write error (ErrIncompleteWrite). The file
 // is what iceberg-go would write from the same table properties
 // (parquetWriterProperties, TestMergeWriterMatchesIcebergGo), and its
 // manifest entry is built from the written footer by
@@ -351,27 +352,33 @@ func (f *openFile) close() (iceberg.DataFile, error) {
 		_ = f.target.fs.Remove(f.path)
 		return nil, err
 	}
-	df, err := table.DataFileFromMetadata(table.DataFileArgs{
-		Schema:        f.target.schema,
-		Format:        iceberg.ParquetFile,
-		Metadata:      fm,
-		FilePath:      f.path,
-		FileSize:      f.count.n,
-		Content:       iceberg.EntryContentData,
-		Properties:    f.target.tableProps,
-		FormatVersion: f.target.formatVersion,
-	})
-	if err != nil {
-		_ = f.target.fs.Remove(f.path)
-		return nil, fmt.Errorf("manifest entry of %s: %w", f.path, err)
-	}
-	return df, nil
+	return f.target.dataFile(f.path, fm, f.count.n)
 }
 
 // abort closes and removes a file that will not be used.
 func (f *openFile) abort() {
 	_ = f.out.Close()
 	_ = f.target.fs.Remove(f.path)
+}
+
+// dataFile returns the manifest entry of the file of target at path, of
+// size bytes, from its footer; it removes the file if it cannot.
+func (t *fileTarget) dataFile(path string, fm *metadata.FileMetaData, size int64) (iceberg.DataFile, error) {
+	df, err := table.DataFileFromMetadata(table.DataFileArgs{
+		Schema:        t.schema,
+		Format:        iceberg.ParquetFile,
+		Metadata:      fm,
+		FilePath:      path,
+		FileSize:      size,
+		Content:       iceberg.EntryContentData,
+		Properties:    t.tableProps,
+		FormatVersion: t.formatVersion,
+	})
+	if err != nil {
+		_ = t.fs.Remove(path)
+		return nil, fmt.Errorf("manifest entry of %s: %w", path, err)
+	}
+	return df, nil
 }
 
 // countingWriter counts the bytes written through it.

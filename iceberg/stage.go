@@ -130,20 +130,23 @@ type prepared struct {
 	spans   map[string]span
 	// minMs and maxMs bound the event times (ms) of the rows to write.
 	minMs, maxMs int64
-	rec          arrow.RecordBatch // nil when every row was already committed
-	mirror       *mirrorPart       // nil when the mirror is off or already holds every row
+	// sorted holds the rows to write, by (source, entry sequence); none
+	// when every row was already committed. The entries' bytes are the
+	// flush's: valid until the stage returns.
+	sorted       []*sink.Row
+	ingestMicros int64       // the flush time, the rows' ingest_time
+	mirror       *mirrorPart // nil when the mirror is off or already holds every row
 	err          error
 }
 
 func (p *prepared) release() {
-	if p != nil && p.rec != nil {
-		p.rec.Release()
-		p.rec = nil
+	if p != nil {
+		p.sorted = nil
 	}
 }
 
 // prepare loads (or creates) the table, drops the rows its watermarks
-// already cover, and builds the sorted Arrow record of the rest.
+// already cover, and sorts the rest.
 func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table, pacer *pace.Pacer) *prepared {
 	p := &prepared{}
 	p.tbl, p.err = s.stageTable(ctx, t.Name)
@@ -189,7 +192,7 @@ func (s *Sink) prepare(ctx context.Context, f *sink.Flush, t *sink.Table, pacer 
 	pacer.Yield()
 	sortRows(rows)
 	pacer.Yield()
-	p.rec, p.err = buildRecord(s.schema, rows, f.Time.UnixMicro(), pacer)
+	p.sorted, p.ingestMicros = rows, f.Time.UnixMicro()
 	return p
 }
 
@@ -229,7 +232,7 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	if p.err != nil {
 		return nil, p.err
 	}
-	if p.rec == nil {
+	if len(p.sorted) == 0 {
 		if p.mirror == nil {
 			return nil, nil
 		}
@@ -239,12 +242,9 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 		}
 		return stt, nil
 	}
-	rec := p.rec
-	p.rec = nil // the writer releases it
 	stt := &stagedTable{name: t.Name, spans: p.spans, mirror: p.mirror}
-	written, entry, err := s.writeStage(ctx, p, rec)
+	written, entry, err := s.writeStage(ctx, p)
 	if err != nil {
-		rec.Release()
 		return nil, err
 	}
 	var werr error
@@ -278,21 +278,35 @@ func (s *Sink) writePrepared(ctx context.Context, t *sink.Table, p *prepared) (*
 	return stt, nil
 }
 
-// writeStage writes the sorted record of a prepared table into new files,
+// writeStage writes the sorted rows of a prepared table into new files,
 // and returns them with the function that turns each into its manifest
 // entry. Rows of one partition (timePartition), the common case, are
-// written on this goroutine (parquetwrite.go); any others through
-// iceberg-go's writer and a write view (stageView). The writer releases
-// rec, unless writeStage fails.
-func (s *Sink) writeStage(ctx context.Context, p *prepared, rec arrow.RecordBatch) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
+// written on this goroutine, straight from the entries (stagewrite.go);
+// any others, or a table whose columns are not the changelog's, from an
+// Arrow record: through iceberg-go's writer and a write view (stageView)
+// for several partitions.
+func (s *Sink) writeStage(ctx context.Context, p *prepared) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
+	dir, partition, one := timePartition(p.tbl, p.minMs, p.maxMs)
+	if one {
+		files, ok, err := s.writeRowsOnePartition(ctx, p.tbl, dir, p.sorted, p.ingestMicros)
+		if ok {
+			return dataFiles(files, err), viewEntry(p.tbl.Metadata(), true, true, partition), nil
+		}
+	}
+	var pacer pace.Pacer
+	rec, err := buildRecord(s.schema, p.sorted, p.ingestMicros, &pacer)
+	if err != nil {
+		return nil, nil, err
+	}
 	records := func(yield func(arrow.RecordBatch, error) bool) { yield(rec, nil) }
-	if dir, partition, one := timePartition(p.tbl, p.minMs, p.maxMs); one {
+	if one {
 		if files, ok, err := s.writeOnePartition(ctx, p.tbl, dir, rec.Schema(), records, s.stagedPageCap()); ok {
 			return dataFiles(files, err), viewEntry(p.tbl.Metadata(), true, true, partition), nil
 		}
 	}
 	wtbl, entry, err := s.stageView(p.tbl, p.minMs, p.maxMs) // prepare sorted the rows
 	if err != nil {
+		rec.Release()
 		return nil, nil, err
 	}
 	return table.WriteRecords(ctx, wtbl, s.schema, records), entry, nil
