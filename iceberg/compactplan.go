@@ -23,9 +23,10 @@ import (
 // per partition at sustained load, and merging them all at once lands the
 // output a tier higher than merging F at a time would. With F = 12 as well,
 // a planner simulation of 24 hours of one partition at W1's sustained rate
-// (TestCompactionRewritesFewerAtSustainedLoad) rewrites each staged byte 2
-// times where F = 8 and groups of 16 rewrote it 3 times; averaged over
-// stage files of 20 KB to 1 MB, 2.6 times instead of 3.5.
+// (TestCompactionRewritesFewerAtSustainedLoad, 12 hours since) rewrites
+// each staged byte of 140-KB stage files 2 times where F = 8 and groups of
+// 16 rewrote it 3 times; averaged over stage files of 20 KB to 1 MB, 2.6
+// times instead of 3.5 (2.4 since waitForFullMerge).
 //
 // The tiers before this one merged every small file (below 8 MiB) into files
 // of 16 MiB until none was left: at sustained load, with stage files of

@@ -59,11 +59,10 @@ func usersTable(t *testing.T, s *Sink) *table.Table {
 // entries (writeRowFiles) is byte for byte the file pqarrow writes from
 // the Arrow record of the same rows (buildRecord, openFile.write): the
 // same schema and stored Arrow schema, pages, encodings and statistics,
-// whatever the page size and page row limit.
+// whatever the page size, page row limit, codec and page format.
 func TestRowWriterMatchesArrowWriter(t *testing.T) {
 	for _, props := range []iceberg.Properties{
 		nil,
-		{table.ParquetPageSizeBytesKey: "8192"},
 		{table.ParquetPageSizeBytesKey: "8192", table.ParquetPageRowLimitKey: "1000", table.ParquetCompressionKey: "snappy"},
 		{table.ParquetPageVersionKey: "1", dictEnabledKey: "true"},
 	} {
