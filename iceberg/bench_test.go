@@ -62,7 +62,7 @@ func reportThroughput(b *testing.B, rows, payload, encoded int64) {
 }
 
 // BenchmarkCommitW1 measures one sink Commit of 200,000 W1 rows (8 tables):
-// watermark check, sorting, Arrow building, Parquet writing and the catalog
+// watermark check, sorting, Parquet writing (stagewrite.go) and the catalog
 // commits. MB/s (SetBytes) counts the JSON payload: before + after + row id +
 // table name bytes; w1MB/s counts the binary-codec encoded size (~210 B/entry).
 func BenchmarkCommitW1(b *testing.B) {
