@@ -32,9 +32,11 @@ func TestCompactTier(t *testing.T) {
 	}
 }
 
-// TestPlanWaitsForAFullMerge: a tier whose files would merge into a file
-// below 3/4 of the target, and could reach it with at most the group size,
-// waits for it; one that cannot, or that is there, is merged.
+// TestPlanWaitsForAFullMerge: in a partition receiving rows (it has staged
+// files), a tier whose files would merge into a file below 3/4 of the
+// target, and could reach it with at most the group size, waits for it; one
+// that cannot, or that is there, is merged. In a partition that receives
+// no more, nothing waits.
 func TestPlanWaitsForAFullMerge(t *testing.T) {
 	m, err := MaintenanceConfig{}.withDefaults()
 	if err != nil {
@@ -54,22 +56,29 @@ func TestPlanWaitsForAFullMerge(t *testing.T) {
 		}
 		return out
 	}
+	staged := files(3, 100<<10) // fewer than CompactMinFiles: not merged
 	for _, c := range []struct {
-		n      int
-		size   int64
-		groups []int
+		n         int
+		size      int64
+		receiving bool
+		groups    []int
 	}{
-		{15, 6 << 20, nil},       // 90 MB: 16 files would make 96 MB
-		{16, 6 << 20, []int{16}}, // 96 MB: 3/4 of the target
-		{12, 1 << 20, []int{12}}, // 24 would make 24 MB: merged now
-		{12, 10 << 20, []int{12}},
+		{15, 6 << 20, true, nil},        // 90 MB: 16 files would make 96 MB
+		{16, 6 << 20, true, []int{16}},  // 96 MB: 3/4 of the target
+		{12, 1 << 20, true, []int{12}},  // 24 would make 24 MB: merged now
+		{12, 10 << 20, true, []int{12}}, // 120 MB
+		{15, 6 << 20, false, []int{15}}, // no more rows coming
 	} {
+		tasks := files(c.n, c.size)
+		if c.receiving {
+			tasks = append(tasks, staged...)
+		}
 		var got []int
-		for _, g := range s.planCompaction(files(c.n, c.size), target) {
+		for _, g := range s.planCompaction(tasks, target) {
 			got = append(got, len(g))
 		}
 		if !slices.Equal(got, c.groups) {
-			t.Errorf("%d files of %d MB: groups %v, want %v", c.n, c.size>>20, got, c.groups)
+			t.Errorf("%d files of %d MB (receiving rows: %v): groups %v, want %v", c.n, c.size>>20, c.receiving, got, c.groups)
 		}
 	}
 }
