@@ -221,9 +221,7 @@ func writeSortedFiles(ctx context.Context, target *fileTarget, records iter.Seq2
 		if w != nil {
 			w.abort()
 		}
-		for _, df := range files {
-			_ = target.fs.Remove(df.FilePath())
-		}
+		target.removeAll(files)
 		files = nil
 	}()
 	prefix := uuid.NewString()
@@ -240,8 +238,7 @@ func writeSortedFiles(ctx context.Context, target *fileTarget, records iter.Seq2
 			continue
 		}
 		if w == nil {
-			path := fmt.Sprintf("%s/00000-%d-%s.parquet", target.dir, len(files), prefix)
-			if w, err = target.create(ctx, path); err != nil {
+			if w, err = target.create(ctx, target.filePath(prefix, len(files))); err != nil {
 				rec.Release()
 				return files, err
 			}
@@ -269,6 +266,20 @@ func writeSortedFiles(ctx context.Context, target *fileTarget, records iter.Seq2
 		files = append(files, df)
 	}
 	return files, nil
+}
+
+// filePath returns the path of the n-th file (from 0) of a write whose
+// files are named after prefix (a UUID), in the target's directory.
+func (t *fileTarget) filePath(prefix string, n int) string {
+	return fmt.Sprintf("%s/00000-%d-%s.parquet", t.dir, n, prefix)
+}
+
+// removeAll removes the files of a write that failed; what is not removed
+// is left to orphan cleanup.
+func (t *fileTarget) removeAll(files []iceberg.DataFile) {
+	for _, df := range files {
+		_ = t.fs.Remove(df.FilePath())
+	}
 }
 
 // writeSliceRows is about how many rows openFile.write hands arrow-go at a

@@ -127,9 +127,7 @@ func writeRowFiles(ctx context.Context, target *fileTarget, rows []*sink.Row, in
 		if w != nil {
 			w.abort()
 		}
-		for _, df := range files {
-			_ = target.fs.Remove(df.FilePath())
-		}
+		target.removeAll(files)
 		files = nil
 	}()
 	prefix := uuid.NewString()
@@ -138,8 +136,7 @@ func writeRowFiles(ctx context.Context, target *fileTarget, rows []*sink.Row, in
 			return files, true, context.Cause(ctx)
 		}
 		if w == nil {
-			path := fmt.Sprintf("%s/00000-%d-%s.parquet", target.dir, len(files), prefix)
-			if w, err = target.createRowFile(path, sc, meta); err != nil {
+			if w, err = target.createRowFile(target.filePath(prefix, len(files)), sc, meta); err != nil {
 				return files, true, err
 			}
 		}

@@ -131,18 +131,25 @@ func TestRowWriterMatchesArrowWriter(t *testing.T) {
 	}
 }
 
-// TestRowWriterSplitsRowGroupsAndFiles: rows beyond the row group size
-// start a new row group, and a file that reaches the target size is
-// closed; every row is in the files, in order.
-func TestRowWriterSplitsRowGroupsAndFiles(t *testing.T) {
-	ctx := context.Background()
+// smallPageUsers returns the users table of a new sink whose pages are of
+// 4 KiB, and a flush of W1 with its users rows (usersRows).
+func smallPageUsers(t *testing.T) (*table.Table, *sink.Flush, []*sink.Row) {
+	t.Helper()
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Maintenance.CompactDisabled = true
 		c.TableProperties = iceberg.Properties{table.ParquetPageSizeBytesKey: "4096"}
 	})
 	tbl := usersTable(t, s)
 	f := w1Flush(2, testSources, 2, 6, 8000)
-	rows := usersRows(f)
+	return tbl, f, usersRows(f)
+}
+
+// TestRowWriterSplitsRowGroupsAndFiles: rows beyond the row group size
+// start a new row group, and a file that reaches the target size is
+// closed; every row is in the files, in order.
+func TestRowWriterSplitsRowGroupsAndFiles(t *testing.T) {
+	ctx := context.Background()
+	tbl, f, rows := smallPageUsers(t)
 	dir := t.TempDir()
 	target, err := newFileTarget(ctx, tbl, dir, 64<<10, 0)
 	if err != nil {
@@ -175,16 +182,11 @@ func TestRowWriterSplitsRowGroupsAndFiles(t *testing.T) {
 	}
 }
 
-// TestRowWriterRemovesFilesOnError: a stage that fails midway (here its
-// context ends between two files) leaves no file behind.
+// TestRowWriterRemovesFilesOnError: a stage that fails midway (its file
+// system fails a file's creation after two files; its context ends) leaves
+// no file behind and returns the cause.
 func TestRowWriterRemovesFilesOnError(t *testing.T) {
-	s := openTestSink(t, t.TempDir(), func(c *Config) {
-		c.Maintenance.CompactDisabled = true
-		c.TableProperties = iceberg.Properties{table.ParquetPageSizeBytesKey: "4096"}
-	})
-	tbl := usersTable(t, s)
-	f := w1Flush(2, testSources, 2, 6, 8000)
-	rows := usersRows(f)
+	tbl, f, rows := smallPageUsers(t)
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancelCause(context.Background())
 	target, err := newFileTarget(ctx, tbl, dir, 16<<10, 0)
