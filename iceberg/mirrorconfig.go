@@ -139,16 +139,18 @@ func (s *Sink) mirrorTableProps(original string) iceberg.Properties {
 	return props
 }
 
-// mirrorWriteProps are the mirror tables' Parquet page settings, those of
-// the changelog tables (changelogPageBytes): set when a mirror is created,
+// mirrorWriteProps are the mirror tables' Parquet page and row group
+// settings, those of the changelog tables (changelogPageBytes,
+// changelogRowGroupBytes): set when a mirror is created,
 // and on an older mirror with its next commit (mirrorProps). With
 // iceberg-go's (1 MiB, checked every 20,000 values) a page of row images
 // reached 20,000 rows, 16 MB in TestMirrorCompactionMemoryBounded, and a
 // reader holds a page per column, compressed and decompressed.
 func mirrorWriteProps() iceberg.Properties {
 	return iceberg.Properties{
-		table.ParquetPageSizeBytesKey: strconv.Itoa(changelogPageBytes),
-		table.ParquetPageRowLimitKey:  strconv.Itoa(changelogPageRows),
+		table.ParquetPageSizeBytesKey:     strconv.Itoa(changelogPageBytes),
+		table.ParquetPageRowLimitKey:      strconv.Itoa(changelogPageRows),
+		table.ParquetRowGroupSizeBytesKey: strconv.Itoa(changelogRowGroupBytes),
 	}
 }
 

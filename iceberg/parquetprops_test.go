@@ -1,7 +1,9 @@
 package iceberg
 
 import (
+	"cmp"
 	"context"
+	"slices"
 	"strconv"
 	"testing"
 
@@ -223,5 +225,99 @@ func TestMirrorPageProps(t *testing.T) {
 	mustCommit(t, s, w1Flush(3, oneSource, 3, 1, 8))
 	if got := props()[key]; got != "1000" {
 		t.Errorf("after ALTER TABLE and a commit: %s = %q, want the altered 1000", key, got)
+	}
+}
+
+// TestChangelogRowGroupsBounded: changelog tables are written in row groups
+// of changelogRowGroupBytes (set on a new table, and with the next commit on
+// a table created before the setting existed), and compaction cuts what it
+// writes into row groups of the table's size. A Parquet writer holds a row
+// group's pages in memory until it closes it: with iceberg-go's 128 MiB, a
+// final merge held its whole output file.
+func TestChangelogRowGroupsBounded(t *testing.T) {
+	ctx := context.Background()
+	key := table.ParquetRowGroupSizeBytesKey
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4 })
+	load := func() *table.Table {
+		t.Helper()
+		tbl, err := s.LoadTable(ctx, "users")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tbl
+	}
+	alter := func(f func(*table.Transaction) error) {
+		t.Helper()
+		txn := load().NewTransaction()
+		if err := f(txn); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := txn.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := strconv.Itoa(changelogRowGroupBytes)
+	mustCommit(t, s, w1Flush(1, testSources, 1, 1, 8))
+	if got := load().Properties()[key]; got != want {
+		t.Errorf("new table: %s = %q, want %s", key, got, want)
+	}
+	alter(func(txn *table.Transaction) error { return txn.RemoveProperties([]string{key}) })
+	mustCommit(t, s, w1Flush(2, testSources, 2, 1, 8))
+	if got := load().Properties()[key]; got != want {
+		t.Errorf("older table after a commit: %s = %q, want %s", key, got, want)
+	}
+	if got := mirrorWriteProps()[key]; got != want {
+		t.Errorf("mirror tables: %s = %q, want %s (TestMirrorPageProps checks they get it)", key, got, want)
+	}
+
+	// A merge's output, in row groups of the table's size (small here, for
+	// a file of a few row groups). The size is checked before each slice
+	// the writer takes (writeSliceRows): a row group holds at least the
+	// size, and at most a slice more.
+	const rowGroup = 16 << 10
+	alter(func(txn *table.Transaction) error {
+		return txn.SetProperties(iceberg.Properties{key: strconv.Itoa(rowGroup)})
+	})
+	for i := uint64(3); i <= 6; i++ {
+		mustCommit(t, s, w1Flush(i, testSources, i, 1, 6000))
+	}
+	if got := load().Properties()[key]; got != strconv.Itoa(rowGroup) {
+		t.Fatalf("after ALTER TABLE and commits: %s = %q, want the altered %d", key, got, rowGroup)
+	}
+	res, err := s.compactTable(ctx, "users")
+	if err != nil || res.filesAdded != 1 {
+		t.Fatalf("compaction: %+v, %v", res, err)
+	}
+	// The merge's output: the largest file (the first two commits' stay
+	// small, a tier apart).
+	_, tasks := tableTasks(t, s, "users")
+	merged := slices.MaxFunc(tasks, func(a, b table.FileScanTask) int {
+		return cmp.Compare(a.File.FileSizeBytes(), b.File.FileSizeBytes())
+	}).File
+	r, err := file.OpenParquetFile(localPath(merged.FilePath()), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	md := r.MetaData()
+	var sizes []int64
+	for i := range md.NumRowGroups() {
+		var n int64
+		for c := range md.RowGroup(i).NumColumns() {
+			cc, err := md.RowGroup(i).ColumnChunk(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += cc.TotalCompressedSize()
+		}
+		sizes = append(sizes, n)
+	}
+	if len(sizes) < 3 {
+		t.Fatalf("the merged file (%d bytes) has %d row groups of %v bytes, want them of about %d", merged.FileSizeBytes(), len(sizes), sizes, rowGroup)
+	}
+	for i, n := range sizes[:len(sizes)-1] {
+		if n < rowGroup || n > 4*rowGroup {
+			t.Errorf("row group %d of %d: %d bytes, want %d to %d", i, len(sizes), n, rowGroup, 4*rowGroup)
+		}
 	}
 }
