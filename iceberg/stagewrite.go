@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/flight"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/arrow-go/v18/parquet"
@@ -35,26 +34,18 @@ import (
 // Anything else (several partitions, a table whose columns are not the
 // changelog's) goes through an Arrow record as before.
 
-// errNotChangelogLayout: a table's columns are not the changelog's ten
-// flat columns in field order (timestamps in microseconds), which is what
-// the row writer fills.
-var errNotChangelogLayout = errors.New("not the changelog's column layout")
-
 // rowSchema returns the Parquet schema and key-value metadata pqarrow
 // writes for target's Arrow schema (pqarrow.NewFileWriter with
-// WithStoreSchema), or errNotChangelogLayout when the row writer cannot
-// fill that schema.
+// WithStoreSchema). The schema is the sink's own (writeRowsOnePartition),
+// whose columns writeColumn fills by position.
 func (t *fileTarget) rowSchema() (*schema.Schema, metadata.KeyValueMetadata, error) {
-	if !isChangelogLayout(t.arrowSchema) {
-		return nil, nil, errNotChangelogLayout
-	}
 	arrowProps := pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema())
 	sc, err := pqarrow.ToParquet(t.arrowSchema, t.props, arrowProps)
 	if err != nil {
 		return nil, nil, err
 	}
 	if sc.NumColumns() != numCols {
-		return nil, nil, errNotChangelogLayout
+		return nil, nil, fmt.Errorf("iceberg: parquet schema has %d columns, want %d", sc.NumColumns(), numCols)
 	}
 	meta := make(metadata.KeyValueMetadata, 0, t.arrowSchema.Metadata().Len()+1)
 	for i, k := range t.arrowSchema.Metadata().Keys() {
@@ -64,35 +55,11 @@ func (t *fileTarget) rowSchema() (*schema.Schema, metadata.KeyValueMetadata, err
 	return sc, meta, nil
 }
 
-// isChangelogLayout reports whether sc is the changelog's flat layout, as
-// buildRecord fills it: its column types at the changelog's positions,
-// timestamps in microseconds.
-func isChangelogLayout(sc *arrow.Schema) bool {
-	if sc.NumFields() != numCols {
-		return false
-	}
-	for i, f := range sc.Fields() {
-		var ok bool
-		switch i {
-		case colSourceID, colShardName, colOp, colRowID, colBefore, colAfter:
-			ok = arrow.TypeEqual(f.Type, arrow.BinaryTypes.String)
-		case colBatchSeq, colEntrySeq:
-			ok = arrow.TypeEqual(f.Type, arrow.PrimitiveTypes.Int64)
-		case colEventTime, colIngestTime:
-			ts, isTS := f.Type.(*arrow.TimestampType)
-			ok = isTS && ts.Unit == arrow.Microsecond
-		}
-		if !ok || f.Nullable != (i == colShardName || i == colBefore || i == colAfter) {
-			return false
-		}
-	}
-	return true
-}
-
 // writeRowsOnePartition writes a stage's rows, sorted and all of one
 // partition, into new files in dir, the partition's directory, straight
 // from the entries. ok is false, and nothing is written, when the table's
-// columns are not the changelog's or its properties cannot be mapped
+// columns are not the sink's schema (evolved elsewhere) or its properties
+// cannot be mapped
 // (newFileTarget): the caller then writes an Arrow record
 // (writeOnePartition, or iceberg-go's writer, which reports what this one
 // refused).
@@ -102,22 +69,19 @@ func (s *Sink) writeRowsOnePartition(ctx context.Context, tbl *table.Table, dir 
 	if err != nil || !target.arrowSchema.Equal(s.schema) {
 		return nil, false, nil
 	}
-	return writeRowFiles(ctx, target, rows, ingestMicros)
+	files, err = writeRowFiles(ctx, target, rows, ingestMicros)
+	return files, true, err
 }
 
 // writeRowFiles writes rows, sorted and all of one partition, into new
 // files of target, closing a file at the target size, and returns their
 // manifest entries (unpartitioned, claiming no order: the caller binds
-// them, viewEntry). ok is false, and nothing is written, when target's
-// columns are not the changelog's (the caller writes an Arrow record
-// instead). On error the files written so far are removed.
-func writeRowFiles(ctx context.Context, target *fileTarget, rows []*sink.Row, ingestMicros int64) (files []iceberg.DataFile, ok bool, err error) {
+// them, viewEntry). target's columns are the sink's schema. On error the
+// files written so far are removed.
+func writeRowFiles(ctx context.Context, target *fileTarget, rows []*sink.Row, ingestMicros int64) (files []iceberg.DataFile, err error) {
 	sc, meta, err := target.rowSchema()
-	if errors.Is(err, errNotChangelogLayout) {
-		return nil, false, nil
-	}
 	if err != nil {
-		return nil, true, err
+		return nil, err
 	}
 	var w *rowFile
 	defer func() {
@@ -133,28 +97,28 @@ func writeRowFiles(ctx context.Context, target *fileTarget, rows []*sink.Row, in
 	prefix := uuid.NewString()
 	for len(rows) > 0 {
 		if err := ctx.Err(); err != nil {
-			return files, true, context.Cause(ctx)
+			return files, context.Cause(ctx)
 		}
 		if w == nil {
 			if w, err = target.createRowFile(target.filePath(prefix, len(files)), sc, meta); err != nil {
-				return files, true, err
+				return files, err
 			}
 		}
 		n := rowGroupRows(rows, target.props.MaxRowGroupLength(), target.rowGroupBytes)
 		if err := w.writeRowGroup(rows[:n], ingestMicros); err != nil {
-			return files, true, err
+			return files, err
 		}
 		rows = rows[n:]
 		if w.count.n >= target.targetBytes || len(rows) == 0 {
 			df, err := w.close()
 			w = nil
 			if err != nil {
-				return files, true, err
+				return files, err
 			}
 			files = append(files, df)
 		}
 	}
-	return files, true, nil
+	return files, nil
 }
 
 // rowGroupRows returns how many of rows (at least one) go into the next

@@ -83,9 +83,9 @@ func TestRowWriterMatchesArrowWriter(t *testing.T) {
 			if n := int64(len(rows)); n <= 2*writeSlice(target.props.WriteBatchSize()) {
 				t.Fatalf("%d rows: too few for several slices", n)
 			}
-			files, ok, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
-			if err != nil || !ok || len(files) != 1 {
-				t.Fatalf("writeRowFiles: %d files, ok %v, err %v", len(files), ok, err)
+			files, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
+			if err != nil || len(files) != 1 {
+				t.Fatalf("writeRowFiles: %d files, err %v", len(files), err)
 			}
 
 			rec, err := buildRecord(s.schema, rows, f.Time.UnixMicro(), nil)
@@ -156,9 +156,9 @@ func TestRowWriterSplitsRowGroupsAndFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	target.rowGroupBytes = 128 << 10
-	files, ok, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
-	if err != nil || !ok {
-		t.Fatalf("writeRowFiles: ok %v, err %v", ok, err)
+	files, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
+	if err != nil {
+		t.Fatalf("writeRowFiles: %v", err)
 	}
 	if len(files) < 2 {
 		t.Fatalf("%d files for a target of 64 KiB", len(files))
@@ -197,7 +197,7 @@ func TestRowWriterRemovesFilesOnError(t *testing.T) {
 	// The file system fails the third file's creation.
 	fsys := &failingCreate{WriteFileIO: target.fs, failAt: 3}
 	target.fs = fsys
-	_, _, err = writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
+	_, err = writeRowFiles(ctx, target, rows, f.Time.UnixMicro())
 	if !errors.Is(err, errCreateFailed) {
 		t.Fatalf("error %v, want the file system's", err)
 	}
@@ -205,7 +205,7 @@ func TestRowWriterRemovesFilesOnError(t *testing.T) {
 		t.Errorf("files left behind: %v", left)
 	}
 	cancel(errors.New("stage abandoned"))
-	if _, _, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro()); err == nil || err.Error() != "stage abandoned" {
+	if _, err := writeRowFiles(ctx, target, rows, f.Time.UnixMicro()); err == nil || err.Error() != "stage abandoned" {
 		t.Errorf("error %v after the context ended, want its cause", err)
 	}
 	if left := dataFilesIn(t, dir); len(left) != 0 {
@@ -226,4 +226,28 @@ func (f *failingCreate) Create(name string) (iceio.FileWriter, error) {
 		return nil, errCreateFailed
 	}
 	return f.WriteFileIO.Create(name)
+}
+
+// TestStageOnEvolvedTable: a table whose schema someone changed (a column
+// added) is not the sink's schema, which the row writer fills by position:
+// its stages go through an Arrow record, and every row is committed.
+func TestStageOnEvolvedTable(t *testing.T) {
+	ctx := context.Background()
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
+	first := w1Flush(1, testSources, 1, 1, 40)
+	mustCommit(t, s, first)
+	tbl, err := s.LoadTable(ctx, "users")
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.UpdateSchema(true, false).AddColumn([]string{"reviewed_by"}, iceberg.PrimitiveTypes.String, "", false, nil).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := w1Flush(2, testSources, 2, 1, 40)
+	mustCommit(t, s, second)
+	diffKeys(t, flushKeys(first, second), scanKeys(t, s))
 }
