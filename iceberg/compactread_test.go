@@ -90,7 +90,6 @@ func TestCompactionReadsSinkFilesDirectly(t *testing.T) {
 // to the table are not the table's columns, so the merge reads them through
 // iceberg-go's scan, which maps them onto the new schema; every row stays.
 func TestCompactionAfterSchemaChange(t *testing.T) {
-	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4 })
 	var fs []*sink.Flush
 	for i := uint64(1); i <= 4; i++ {
@@ -98,17 +97,7 @@ func TestCompactionAfterSchemaChange(t *testing.T) {
 		mustCommit(t, s, f)
 		fs = append(fs, f)
 	}
-	tbl, err := s.LoadTable(ctx, "users")
-	if err != nil {
-		t.Fatal(err)
-	}
-	txn := tbl.NewTransaction()
-	if err := txn.UpdateSchema(true, false).AddColumn([]string{"reviewed_by"}, iceberg.PrimitiveTypes.String, "", false, nil).Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := txn.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	addColumn(t, s, "users", "reviewed_by")
 	if _, direct := mergedRows(t, s, "users", true); direct {
 		t.Fatal("files without the new column were read directly")
 	}
@@ -187,4 +176,22 @@ func commitBlobFiles(t *testing.T, s *Sink, files, rows uint64) {
 func blobRow(rnd *rand.ChaCha8, blob []byte) []byte {
 	_, _ = rnd.Read(blob)
 	return []byte(`{"blob":"` + base64.StdEncoding.EncodeToString(blob) + `"}`)
+}
+
+// addColumn adds an optional string column col to the table name, as
+// someone altering the table elsewhere would.
+func addColumn(t *testing.T, s *Sink, name, col string) {
+	t.Helper()
+	ctx := context.Background()
+	tbl, err := s.LoadTable(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	txn := tbl.NewTransaction()
+	if err := txn.UpdateSchema(true, false).AddColumn([]string{col}, iceberg.PrimitiveTypes.String, "", false, nil).Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -232,21 +232,10 @@ func (f *failingCreate) Create(name string) (iceio.FileWriter, error) {
 // added) is not the sink's schema, which the row writer fills by position:
 // its stages go through an Arrow record, and every row is committed.
 func TestStageOnEvolvedTable(t *testing.T) {
-	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
 	first := w1Flush(1, testSources, 1, 1, 40)
 	mustCommit(t, s, first)
-	tbl, err := s.LoadTable(ctx, "users")
-	if err != nil {
-		t.Fatal(err)
-	}
-	txn := tbl.NewTransaction()
-	if err := txn.UpdateSchema(true, false).AddColumn([]string{"reviewed_by"}, iceberg.PrimitiveTypes.String, "", false, nil).Commit(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := txn.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
+	addColumn(t, s, "users", "reviewed_by")
 	second := w1Flush(2, testSources, 2, 1, 40)
 	mustCommit(t, s, second)
 	diffKeys(t, flushKeys(first, second), scanKeys(t, s))
