@@ -16,8 +16,10 @@ import (
 // TestCommitCostWithAge (LAKEHOUSE_COMMIT_AGE=<sources>) measures how a
 // table's commit time grows with its snapshots when every commit carries
 // rows of that many sources: 200 commits of one row per source, no
-// maintenance (so no snapshot is expired: --max-snapshots is 200). It logs
-// the mean commit time of each 50 commits and the metadata file's size.
+// maintenance (so no snapshot is expired: --max-snapshots is 200), or with
+// LAKEHOUSE_COMMIT_AGE_EXPIRE=1 snapshot expiry with its defaults every 25
+// commits. It logs the mean commit time of each 50 commits and the metadata
+// file's size.
 // Each snapshot's summary records the watermarks of the sources of its
 // commit (DESIGN.md), so the metadata grows with snapshots times sources,
 // and a commit parses it twice (the sink's load, the SQL catalog's own)
@@ -27,24 +29,21 @@ func TestCommitCostWithAge(t *testing.T) {
 	if sources <= 0 {
 		t.Skip("a measurement: set LAKEHOUSE_COMMIT_AGE=<sources per commit>, for example 8 or 1000")
 	}
-	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.Interval = 0; c.Mirror = false })
-	entry := workload.Entries(0, 1)[0]
-	entry.Table = []byte("users")
+	expire := os.Getenv("LAKEHOUSE_COMMIT_AGE_EXPIRE") == "1"
+	s := openTestSink(t, t.TempDir(), func(c *Config) {
+		c.Maintenance.Interval = 0
+		c.Maintenance.CompactDisabled = true
+		c.Mirror = false
+	})
 	var spent time.Duration
 	for i := 1; i <= 200; i++ {
-		f := &sink.Flush{ID: uint64(i), Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
-		tb := sink.Table{Name: "users"}
-		for k := range sources {
-			src := fmt.Sprintf("shard-%04d", k)
-			e := entry
-			e.Sequence = uint64(i)
-			tb.Rows = append(tb.Rows, sink.Row{SourceID: src, BatchSeq: uint64(i), Entry: e})
-			f.Watermarks[src] = sink.Watermark{BatchSeq: uint64(i), EntrySeq: uint64(i)}
-		}
-		f.Tables = []sink.Table{tb}
+		f := manySourcesFlush(uint64(i), sources)
 		start := time.Now()
 		mustCommit(t, s, f)
 		spent += time.Since(start)
+		if expire && i%25 == 0 {
+			maintain(t, s, MaintainOptions{})
+		}
 		if i%50 == 0 {
 			tbl, err := s.LoadTable(context.Background(), "users")
 			if err != nil {
@@ -58,4 +57,21 @@ func TestCommitCostWithAge(t *testing.T) {
 			spent = 0
 		}
 	}
+}
+
+// manySourcesFlush is flush id: one users row from each of sources
+// sources, their batch id.
+func manySourcesFlush(id uint64, sources int) *sink.Flush {
+	f := &sink.Flush{ID: id, Reason: "test", Time: time.Now(), Watermarks: make(map[string]sink.Watermark)}
+	entry := workload.Entries(0, 1)[0]
+	entry.Table = []byte("users")
+	entry.Sequence = id
+	tb := sink.Table{Name: "users"}
+	for k := range sources {
+		src := fmt.Sprintf("shard-%04d", k)
+		tb.Rows = append(tb.Rows, sink.Row{SourceID: src, BatchSeq: id, Entry: entry})
+		f.Watermarks[src] = sink.Watermark{BatchSeq: id, EntrySeq: id}
+	}
+	f.Tables = []sink.Table{tb}
+	return f
 }

@@ -316,9 +316,10 @@ func (s *Sink) count(f func(*MaintenanceTotals)) {
 }
 
 // expireSnapshots expires the table's snapshots older than the retention,
-// keeping at least MinSnapshots and at most MaxSnapshots, and deletes the
-// files only they referenced. The commit lock keeps it from racing an ingest
-// commit of this process.
+// keeping at least MinSnapshots and at most MaxSnapshots and
+// MaxSnapshotBytes (snapshotsToKeep), and deletes the files only they
+// referenced. The commit lock keeps it from racing an ingest commit of this
+// process.
 func (s *Sink) expireSnapshots(ctx context.Context, name string) (int, error) {
 	return s.expireSnapshotsOf(ctx, s.Identifier(name), func() (*table.Table, error) { return s.LoadTable(ctx, name) })
 }
@@ -342,16 +343,10 @@ func (s *Sink) expireSnapshotsOf(ctx context.Context, ident table.Identifier, lo
 	}
 	now := time.Now()
 	olderThan := cfg.SnapshotRetention
-	if len(snaps) > cfg.MaxSnapshots {
-		// Expire all but the newest MaxSnapshots: the age of the oldest
+	if keep, keepFrom := snapshotsToKeep(snaps, cfg); keep < len(snaps) {
+		// Expire all but the newest keep: the age of the oldest
 		// snapshot to keep, less a second of slack (iceberg-go measures
 		// ages from its own, later, clock reading).
-		ts := make([]int64, len(snaps))
-		for i, sn := range snaps {
-			ts[i] = sn.TimestampMs
-		}
-		slices.Sort(ts)
-		keepFrom := time.UnixMilli(ts[len(ts)-cfg.MaxSnapshots])
 		olderThan = min(olderThan, max(now.Sub(keepFrom)-time.Second, 0))
 	}
 	cutoff := now.Add(-olderThan).UnixMilli()

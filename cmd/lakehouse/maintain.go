@@ -26,6 +26,7 @@ func (m *maintFlags) register(fs *flag.FlagSet) {
 	fs.DurationVar(&c.SnapshotRetention, "snapshot-retention", iceberg.DefaultSnapshotRetention, "expire snapshots older than this (time travel reaches this far back)")
 	fs.IntVar(&c.MinSnapshots, "min-snapshots", iceberg.DefaultMinSnapshots, "keep at least this many of a table's newest snapshots, whatever their age")
 	fs.IntVar(&c.MaxSnapshots, "max-snapshots", iceberg.DefaultMaxSnapshots, "keep at most this many of a table's newest snapshots, however young (bounds metadata at short commit intervals)")
+	fs.Int64Var(&c.MaxSnapshotBytes, "max-snapshot-bytes", iceberg.DefaultMaxSnapshotBytes, "keep at most the newest snapshots of a table that fit in this many bytes of its metadata, however young: each snapshot's summary holds the watermarks of its commit's sources, so with hundreds of sources per commit this binds before --max-snapshots (at least --min-snapshots are kept)")
 	fs.IntVar(&c.MetadataVersions, "metadata-versions", iceberg.DefaultMetadataVersions, "previous metadata files a table keeps; older ones are deleted after each commit")
 	fs.IntVar(&c.ManifestMergeCount, "manifest-merge-count", iceberg.DefaultManifestMergeCount, "a commit merges a table's manifests once it has this many")
 	fs.BoolVar(&c.CompactDisabled, "no-compaction", false, "do not compact small data files")
