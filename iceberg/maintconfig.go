@@ -27,8 +27,8 @@ const (
 	// commit reads its table's metadata twice and writes it once: with a
 	// thousand sources per commit, 200 snapshots made 10 MB of metadata
 	// and a table commit took 730 ms, 27 ms with eight sources
-	// (TestCommitCostWithAge). Below a hundred sources per commit or so,
-	// MaxSnapshots binds first.
+	// (TestCommitCostWithAge). Below about 200 sources per commit
+	// (100 make about 5 KB a snapshot), MaxSnapshots binds first.
 	DefaultMaxSnapshotBytes = 2 << 20
 	// DefaultMetadataVersions is how many previous metadata files a table
 	// keeps (write.metadata.previous-versions-max); older ones are deleted
