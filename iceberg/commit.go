@@ -61,7 +61,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 	if s.closed {
 		return res, errors.New("iceberg: sink is closed")
 	}
-	s.dropStageCache()
+	bases := s.takeStageBases()
 	byTable := make(map[string][]*stagedTable)
 	for _, st := range sts {
 		res.RowsSkipped += st.skipped
@@ -70,7 +70,7 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 		}
 	}
 	s.mirrorCompact.passStarted()
-	names, outcomes := s.commitTables(ctx, byTable, c)
+	names, outcomes := s.commitTables(ctx, byTable, bases, c)
 	s.mirrorCompact.passEnded()
 	var errs []error
 	for i, o := range outcomes {
@@ -107,10 +107,13 @@ type tableResult struct {
 // commitTable commits the staged parts of one table, retrying conflicts
 // that iceberg-go's own replay did not resolve: each attempt reloads the
 // table, so the watermark check runs against the latest committed state.
-func (s *Sink) commitTable(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) (tableResult, error) {
+// The first attempt starts from base, the table as the stage loaded it,
+// if it is still current (commitbase.go).
+func (s *Sink) commitTable(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo, base *table.Table) (tableResult, error) {
 	var lastErr error
 	for attempt := 1; attempt <= s.cfg.CommitAttempts; attempt++ {
-		tr, err := s.commitTableOnce(ctx, name, parts, c)
+		tr, err := s.commitTableOnce(ctx, name, parts, c, base)
+		base = nil
 		if err == nil {
 			return tr, nil
 		}
@@ -123,7 +126,7 @@ func (s *Sink) commitTable(ctx context.Context, name string, parts []*stagedTabl
 	return tableResult{}, fmt.Errorf("after %d attempts: %w", s.cfg.CommitAttempts, lastErr)
 }
 
-func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) (tableResult, error) {
+func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo, base *table.Table) (tableResult, error) {
 	var tr tableResult
 	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
@@ -133,7 +136,7 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 		return tr, err
 	}
 	defer unlock()
-	tbl, err := s.loadOrCreate(ctx, sink.SanitizeName(name), name)
+	tbl, err := s.loadOrCreateFrom(ctx, sink.SanitizeName(name), name, base)
 	if err != nil {
 		return tr, err
 	}

@@ -48,13 +48,13 @@ type tableOutcome struct {
 // commitTables commits each table's parts (commitTableAndMirror), up to
 // Config.CommitParallelism tables at once, and returns the outcomes in the
 // order of names.
-func (s *Sink) commitTables(ctx context.Context, byTable map[string][]*stagedTable, c sink.CommitInfo) ([]string, []tableOutcome) {
+func (s *Sink) commitTables(ctx context.Context, byTable map[string][]*stagedTable, bases stageBases, c sink.CommitInfo) ([]string, []tableOutcome) {
 	names := slices.Sorted(maps.Keys(byTable))
 	out := make([]tableOutcome, len(names))
 	order := smallestFirst(names, byTable)
 	inParallel(s.cfg.CommitParallelism, len(order), func(k int) {
 		i := order[k]
-		out[i] = s.commitTableAndMirror(ctx, names[i], byTable[names[i]], c)
+		out[i] = s.commitTableAndMirror(ctx, names[i], byTable[names[i]], bases, c)
 	})
 	return names, out
 }
@@ -120,9 +120,9 @@ func inParallel(workers, n int, fn func(i int)) {
 }
 
 // commitTableAndMirror commits a table's changelog and then its mirror.
-func (s *Sink) commitTableAndMirror(ctx context.Context, name string, parts []*stagedTable, c sink.CommitInfo) tableOutcome {
+func (s *Sink) commitTableAndMirror(ctx context.Context, name string, parts []*stagedTable, bases stageBases, c sink.CommitInfo) tableOutcome {
 	var o tableOutcome
-	tr, err := s.commitTable(ctx, name, parts, c)
+	tr, err := s.commitTable(ctx, name, parts, c, bases.changelog(name))
 	o.changelog = tr
 	if err != nil {
 		o.err = fmt.Errorf("iceberg: commit table %q (commit %d): %w", name, c.ID, err)
@@ -141,7 +141,7 @@ func (s *Sink) commitTableAndMirror(ctx context.Context, name string, parts []*s
 			mps = append(mps, p.mirror)
 		}
 	}
-	mr, err := s.commitMirror(ctx, name, mps, c, nil)
+	mr, err := s.commitMirror(ctx, name, mps, c, nil, bases.mirror(name))
 	if err != nil {
 		o.err = fmt.Errorf("iceberg: commit mirror of table %q (commit %d): %w", name, c.ID, err)
 		return o

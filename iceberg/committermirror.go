@@ -105,7 +105,7 @@ func (s *Sink) commitPublishedMirror(ctx context.Context, name string) error {
 	c := sink.CommitInfo{ID: uint64(ids[len(ids)-1]), Reason: "elected-committer"}
 	mr, err := s.commitMirror(ctx, name, parts, c, func(ctx context.Context) context.Context {
 		return context.WithValue(ctx, mirrorApplyKey{}, ma)
-	})
+	}, nil)
 	if errors.Is(err, errPartsChanged) {
 		// Another holder of the role applied them (a hand-over).
 		s.log.Info("elected committer: pending mirror parts were applied by another committer", "table", name, "err", err)

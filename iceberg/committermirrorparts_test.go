@@ -218,7 +218,7 @@ func TestElectedCommitterMirrorIndexAfterHandOver(t *testing.T) {
 			Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
 		models.apply(&sink.Flush{Tables: []sink.Table{tb}})
 		mp := foldMirror(&tb, nil, nil)
-		if _, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: batch}, nil); err != nil {
+		if _, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: batch}, nil, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

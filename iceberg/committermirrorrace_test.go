@@ -130,7 +130,7 @@ func k1Change(models *mirrorModels, src string, batch, entry, eventMs uint64, af
 
 // commitUsersMirror commits mp to the users mirror of s.
 func commitUsersMirror(ctx context.Context, s *Sink, mp *mirrorPart, id uint64) error {
-	_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil)
+	_, err := s.commitMirror(ctx, "users", []*mirrorPart{mp}, sink.CommitInfo{ID: id}, nil, nil)
 	return err
 }
 

@@ -597,6 +597,7 @@ func (c *ownedDBCatalog) CreateTable(ctx context.Context, ident table.Identifier
 
 // LoadTable loads a table, reading its metadata with the shared S3 client.
 func (c *ownedDBCatalog) LoadTable(ctx context.Context, ident table.Identifier) (*table.Table, error) {
+	c.commits.loads.Add(1)
 	return c.Catalog.LoadTable(withS3Config(ctx, c.s3cfg), ident)
 }
 

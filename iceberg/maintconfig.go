@@ -24,10 +24,11 @@ const (
 	// DefaultMaxSnapshotBytes: and never more than fit in this many bytes
 	// of metadata (snapshotBytes). Each snapshot's summary records the
 	// watermarks of the sources of its commit, about 75 bytes each, and a
-	// commit reads its table's metadata twice and writes it once: with a
-	// thousand sources per commit, 200 snapshots made 10 MB of metadata
-	// and a table commit took 730 ms, 27 ms with eight sources
-	// (TestCommitCostWithAge). Below about 200 sources per commit
+	// flush reads each table's metadata twice (its stage's load,
+	// iceberg-go's inside the commit; three times before commitbase.go)
+	// and writes it once: with a thousand sources per commit, 200
+	// snapshots made 10 MB of metadata and a table commit took 730 ms, 27
+	// ms with eight sources (TestCommitCostWithAge). Below about 200 sources per commit
 	// (100 make about 5 KB a snapshot), MaxSnapshots binds first.
 	DefaultMaxSnapshotBytes = 2 << 20
 	// DefaultMetadataVersions is how many previous metadata files a table

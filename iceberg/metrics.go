@@ -15,8 +15,8 @@ type maintCollector struct {
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
 
-	catalogAttempts, catalogConflicts, catalogErrors  *prometheus.Desc
-	committerCommits, committerParts, committerFenced *prometheus.Desc
+	catalogAttempts, catalogConflicts, catalogErrors, catalogLoads *prometheus.Desc
+	committerCommits, committerParts, committerFenced              *prometheus.Desc
 }
 
 // Collector returns a Prometheus collector of the sink's table health and
@@ -60,6 +60,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		catalogAttempts:  d("lakehouse_catalog_commit_attempts_total", "Table commits sent to the SQL catalog, retries included.", nil),
 		catalogConflicts: d("lakehouse_catalog_commit_conflicts_total", "SQL catalog commits refused because another writer had moved the table (then replayed; a mirror commit over another writer's snapshot is decided again instead).", nil),
 		catalogErrors:    d("lakehouse_catalog_commit_errors_total", "SQL catalog commits that failed for another reason than a conflict.", nil),
+		catalogLoads:     d("lakehouse_catalog_table_loads_total", "Table loads from the SQL catalog by the sink, each a read and a parse of the table's metadata file (iceberg-go's own load inside each commit attempt is not counted).", nil),
 		committerCommits: d("lakehouse_committer_commits_total", "Snapshots committed by this instance as a table's elected committer (multi-instance mode).", nil),
 		committerParts:   d("lakehouse_committer_parts_committed_total", "Published parts (one instance's staged files for one table) this instance committed as elected committer.", nil),
 		committerFenced:  d("lakehouse_committer_parts_fenced_total", "Published parts this instance's elected committer left out because their sources' leases moved.", nil),
@@ -70,7 +71,7 @@ func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
 		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.rowsRewritten, c.filesWritten, c.compactSeconds, c.bytesStaged, c.orphanRuns, c.orphans, c.skipped,
 		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved,
-		c.catalogAttempts, c.catalogConflicts, c.catalogErrors, c.committerCommits, c.committerParts, c.committerFenced} {
+		c.catalogAttempts, c.catalogConflicts, c.catalogErrors, c.catalogLoads, c.committerCommits, c.committerParts, c.committerFenced} {
 		ch <- d
 	}
 	c.s.committer.waitSeconds.Describe(ch)
@@ -115,6 +116,7 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.catalogAttempts, ct.Attempts)
 	counter(c.catalogConflicts, ct.Conflicts)
 	counter(c.catalogErrors, ct.Errors)
+	counter(c.catalogLoads, ct.Loads)
 	if c.s.cfg.ElectedCommitter {
 		ct := c.s.CommitterTotals()
 		counter(c.committerCommits, ct.Commits)

@@ -367,14 +367,22 @@ func (s *Sink) ensureMirrorNamespace(ctx context.Context) error {
 // mirrorWatermarks returns the watermarks of a CDC table's mirror, none
 // when the mirror does not exist yet.
 func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
+	wm, _, err := s.loadMirrorWatermarks(ctx, name)
+	return wm, err
+}
+
+// loadMirrorWatermarks is mirrorWatermarks, with the table they were read
+// from (nil when the mirror does not exist yet).
+func (s *Sink) loadMirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, *table.Table, error) {
 	tbl, err := s.cat.LoadTable(ctx, s.MirrorIdentifier(name))
 	if mirrorMissing(err) {
-		return map[string]sink.Watermark{}, nil
+		return map[string]sink.Watermark{}, nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("load mirror table: %w", err)
+		return nil, nil, fmt.Errorf("load mirror table: %w", err)
 	}
-	return watermarksFromProps(tbl.Properties())
+	wm, err := watermarksFromProps(tbl.Properties())
+	return wm, tbl, err
 }
 
 // stageMirrorWatermarks is mirrorWatermarks once per commit, for Stage (a
@@ -383,7 +391,7 @@ func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[stri
 	if wm, ok := s.stageMirrorMarks[name]; ok {
 		return wm, nil
 	}
-	wm, err := s.mirrorWatermarks(ctx, name)
+	wm, tbl, err := s.loadMirrorWatermarks(ctx, name)
 	if err != nil {
 		return nil, err
 	}
@@ -391,13 +399,29 @@ func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[stri
 		s.stageMirrorMarks = make(map[string]map[string]sink.Watermark)
 	}
 	s.stageMirrorMarks[name] = wm
+	if tbl != nil {
+		if s.stageMirrorTables == nil {
+			s.stageMirrorTables = make(map[string]*table.Table)
+		}
+		s.stageMirrorTables[name] = tbl
+	}
 	return wm, nil
 }
 
 // loadOrCreateMirror loads a CDC table's mirror, creating it as needed.
-func (s *Sink) loadOrCreateMirror(ctx context.Context, original string) (*table.Table, error) {
+// base, when its metadata is still the mirror's current one (stillCurrent),
+// is used instead of a load.
+func (s *Sink) loadOrCreateMirror(ctx context.Context, original string, base *table.Table) (*table.Table, error) {
 	ident := s.MirrorIdentifier(original)
-	tbl, err := s.cat.LoadTable(ctx, ident)
+	var (
+		tbl *table.Table
+		err error
+	)
+	if s.stillCurrent(ctx, ident, base) {
+		tbl = base
+	} else {
+		tbl, err = s.cat.LoadTable(ctx, ident)
+	}
 	if mirrorMissing(err) {
 		if err := s.ensureMirrorNamespace(ctx); err != nil {
 			return nil, err

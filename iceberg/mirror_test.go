@@ -557,7 +557,7 @@ func TestMirrorWidening(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), mirrorOn)
 	// Create the mirror with narrow columns, as a pinned schema would.
-	tbl, err := s.loadOrCreateMirror(ctx, "w")
+	tbl, err := s.loadOrCreateMirror(ctx, "w", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,7 +35,7 @@ func mirrorBenchRows(b *testing.B, n int) []*mirrorChange {
 func BenchmarkMirrorRows(b *testing.B) {
 	rows := mirrorBenchRows(b, 10_000)
 	s := openTestSink(b, b.TempDir(), func(c *Config) { c.Mirror = true; c.MirrorInferTimestamps = true })
-	tbl, err := s.loadOrCreateMirror(context.Background(), "t")
+	tbl, err := s.loadOrCreateMirror(context.Background(), "t", nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -28,7 +28,7 @@ func (c *cancelAfterCtx) Err() error {
 // for 108,000 changes); with a live context every row is built.
 func TestMirrorBuildHonoursContext(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true })
-	tbl, err := s.loadOrCreateMirror(context.Background(), "users")
+	tbl, err := s.loadOrCreateMirror(context.Background(), "users", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

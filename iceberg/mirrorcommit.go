@@ -44,10 +44,13 @@ type mirrorResult struct {
 // published parts (committermirror.go). commitCtx, when set, wraps the
 // context of the mirror's catalog commit alone (the committer marks its
 // parts applied in that transaction).
+// The first attempt starts from base, the mirror as the stage loaded it,
+// if it is still current (commitbase.go); base may be nil.
 func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
-	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
+	commitCtx func(context.Context) context.Context, base *table.Table) (mirrorResult, error) {
 	for attempt := 1; ; attempt++ {
-		mr, err := s.commitMirrorOnce(ctx, name, parts, c, commitCtx)
+		mr, err := s.commitMirrorOnce(ctx, name, parts, c, commitCtx, base)
+		base = nil
 		if !errors.Is(err, errMirrorMoved) || attempt >= s.cfg.CommitAttempts || ctx.Err() != nil {
 			return mr, err
 		}
@@ -59,7 +62,7 @@ func (s *Sink) commitMirror(ctx context.Context, name string, parts []*mirrorPar
 
 // commitMirrorOnce is one attempt of commitMirror.
 func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirrorPart, c sink.CommitInfo,
-	commitCtx func(context.Context) context.Context) (mirrorResult, error) {
+	commitCtx func(context.Context) context.Context, base *table.Table) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
 	unlock, err := s.lockTable(ctx, s.MirrorIdentifier(name))
@@ -67,7 +70,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 		return mr, err
 	}
 	defer unlock()
-	tbl, err := s.loadOrCreateMirror(ctx, name)
+	tbl, err := s.loadOrCreateMirror(ctx, name, base)
 	if err != nil {
 		return mr, err
 	}

@@ -32,7 +32,7 @@ func TestMirrorPlanFromMisfits(t *testing.T) {
 			for i := range rows {
 				rows[i] = &mirrorChange{key: fmt.Sprint(i), after: randomJSON(rng, 0, true)}
 			}
-			tbl, err := s.loadOrCreateMirror(ctx, fmt.Sprintf("t%d", round))
+			tbl, err := s.loadOrCreateMirror(ctx, fmt.Sprintf("t%d", round), nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -77,7 +77,7 @@ func TestMirrorPlanFromMisfits(t *testing.T) {
 func TestMirrorSchemaCommitRacedIsDecidedAgain(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Mirror = true })
-	stale, err := s.loadOrCreateMirror(ctx, "users")
+	stale, err := s.loadOrCreateMirror(ctx, "users", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

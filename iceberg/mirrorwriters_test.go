@@ -46,7 +46,7 @@ func TestMirrorOtherWriterNewerRow(t *testing.T) {
 				tb := sink.Table{Name: "users", Rows: []sink.Row{{SourceID: src, BatchSeq: batch, Entry: codec.Entry{
 					Sequence: entry, Timestamp: eventMs, Table: []byte("users"), RowID: []byte("k1"), Op: codec.OpUpdate, After: []byte(after)}}}}
 				models.apply(&sink.Flush{Tables: []sink.Table{tb}})
-				if _, err := s.commitMirror(ctx, "users", []*mirrorPart{foldMirror(&tb, nil, nil)}, sink.CommitInfo{ID: batch}, nil); err != nil {
+				if _, err := s.commitMirror(ctx, "users", []*mirrorPart{foldMirror(&tb, nil, nil)}, sink.CommitInfo{ID: batch}, nil, nil); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -76,8 +76,12 @@ type Sink struct {
 	// commit (guarded by mu; see stageTable).
 	stageTables map[string]*table.Table
 	// stageMirrorMarks caches the mirror tables' watermarks as Stage read
-	// them, by CDC table name, until the next commit (as stageTables).
-	stageMirrorMarks map[string]map[string]sink.Watermark
+	// them, by CDC table name, until the next commit (as stageTables), and
+	// stageMirrorTables the mirror tables they were read from (none where
+	// the mirror did not exist yet). The commit starts from both caches'
+	// tables (commitbase.go).
+	stageMirrorMarks  map[string]map[string]sink.Watermark
+	stageMirrorTables map[string]*table.Table
 
 	// commitLocks serialise the catalog commits of ingest and
 	// maintenance per table (commitlock.go).
@@ -219,7 +223,17 @@ func (s *Sink) Identifier(name string) table.Identifier {
 // loadOrCreate loads the table, creating it (and checking it is ours) as
 // needed.
 func (s *Sink) loadOrCreate(ctx context.Context, name, original string) (*table.Table, error) {
+	return s.loadOrCreateFrom(ctx, name, original, nil)
+}
+
+// loadOrCreateFrom is loadOrCreate, using base (a table loadOrCreate
+// returned) instead of a load when its metadata is still the table's
+// current one (stillCurrent).
+func (s *Sink) loadOrCreateFrom(ctx context.Context, name, original string, base *table.Table) (*table.Table, error) {
 	ident := append(slices.Clone(s.ns), name)
+	if s.stillCurrent(ctx, ident, base) {
+		return base, nil
+	}
 	tbl, err := s.cat.LoadTable(ctx, ident)
 	if errors.Is(err, catalog.ErrNoSuchTable) {
 		tbl, err = s.createTable(ctx, ident, original)

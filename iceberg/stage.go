@@ -222,8 +222,7 @@ func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error
 // watermarks): a commit attempt changes the tables' watermarks, so the next
 // Stage loads them again. Called with mu held.
 func (s *Sink) dropStageCache() {
-	clear(s.stageTables)
-	clear(s.stageMirrorMarks)
+	s.takeStageBases()
 }
 
 // writePrepared writes a prepared table's record as data files and records
