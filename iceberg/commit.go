@@ -69,9 +69,9 @@ func (s *Sink) commitStagedLocked(ctx context.Context, sts []*staged, c sink.Com
 			byTable[t.name] = append(byTable[t.name], t)
 		}
 	}
-	s.mirrorCompact.passStarted()
+	s.passes.start()
 	names, outcomes := s.commitTables(ctx, byTable, bases, c)
-	s.mirrorCompact.passEnded()
+	s.passes.end()
 	var errs []error
 	for i, o := range outcomes {
 		res.RowsSkipped += o.changelog.skipped

@@ -255,8 +255,8 @@ func (s *Sink) committerRound(ctx context.Context) error {
 		// A round with nothing to commit (most of the polls, ten a
 		// second) is no pass: the mirror compaction would yield to it,
 		// and a compaction started during the poll stop, for nothing.
-		s.mirrorCompact.passStarted()
-		defer s.mirrorCompact.passEnded()
+		s.passes.start()
+		defer s.passes.end()
 	}
 	inParallel(s.cfg.CommitParallelism, len(jobs), func(k int) {
 		j := jobs[order[k]]

@@ -143,11 +143,7 @@ func TestElectedCommitterIdleRoundIsNoPass(t *testing.T) {
 	dsn := pgtest.FreshDB(t, os.Getenv(pgtest.EnvDSN))
 	ctx := context.Background()
 	a := openMirrorInstance(t, dsn, "file://"+t.TempDir()+"/warehouse", "inst-a", "src-a", func(c *Config) { c.CommitterInterval = time.Hour })
-	started := func() int {
-		a.s.mirrorCompact.mu.Lock()
-		defer a.s.mirrorCompact.mu.Unlock()
-		return a.s.mirrorCompact.started
-	}
+	started := a.s.passes.startedCount
 	before := started()
 	if err := a.s.committerRound(ctx); err != nil {
 		t.Fatal(err)

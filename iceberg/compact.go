@@ -195,7 +195,7 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 		gr.BytesBefore += t.File.FileSizeBytes()
 		wantRows += t.File.Count()
 	}
-	m, err := newMerger(ctx, tbl, tasks, true)
+	m, err := newMerger(ctx, tbl, tasks, true, newMergePause(ctx, &s.passes))
 	if err != nil {
 		return gr, err
 	}

@@ -33,6 +33,8 @@ type merger struct {
 	stops  []func()
 	// pacer yields once in a while to ingest: a merge runs for seconds.
 	pacer pace.Pacer
+	// pause waits for commit passes (passgate.go); nil: never.
+	pause *mergePause
 }
 
 type mergeInput struct {
@@ -45,8 +47,9 @@ type mergeInput struct {
 
 // newMerger opens a merge of tasks' files. readDirect lets it read them
 // itself where it can (compactread.go); tests compare it with the scan.
-func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) (*merger, error) {
-	m := &merger{mem: compute.GetAllocator(ctx)}
+// pause, if not nil, makes the merge step aside for commit passes.
+func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool, pause *mergePause) (*merger, error) {
+	m := &merger{mem: compute.GetAllocator(ctx), pause: pause}
 	if err := m.openInputs(ctx, tbl, tasks, readDirect); err != nil {
 		m.close()
 		return nil, err
@@ -146,6 +149,7 @@ func (m *merger) advanceBatch(in *mergeInput) error {
 		}
 		in.rec, in.row, in.src, in.seq = rec, 0, src, seq
 		m.pacer.Yield()
+		m.pause.wait()
 		return nil
 	}
 }

@@ -233,7 +233,7 @@ func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 		t.Fatal("the commits' end did not wake the compactor")
 	}
 
-	s.mirrorCompact.passStarted()
+	s.passes.start()
 	s.mirrorCompact.note("t")
 	if woken() {
 		t.Error("a mirror commit during a pass woke the compactor")
@@ -244,7 +244,7 @@ func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 	if n := s.MirrorTotals().Compactions; n != 0 {
 		t.Fatalf("%d compactions while a commit pass ran", n)
 	}
-	s.mirrorCompact.passEnded()
+	s.passes.end()
 	if !woken() {
 		t.Fatal("the pass's end did not wake the compactor for the table it put off")
 	}
@@ -278,7 +278,7 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 			mustCommit(t, s, f)
 		}
 	}
-	s.mirrorCompact.passStarted()
+	s.passes.start()
 	commit(1, 4)
 	if err := s.CompactMirrors(ctx); err != nil {
 		t.Fatal(err)
@@ -302,7 +302,7 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 	if n := s.MirrorTotals().Compactions; n != 1 {
 		t.Errorf("%d compactions right after catching up, want 1", n)
 	}
-	s.mirrorCompact.passEnded()
+	s.passes.end()
 	tbl, err := s.LoadMirrorTable(ctx, "t")
 	if err != nil {
 		t.Fatal(err)

@@ -27,10 +27,9 @@ import (
 // then runs during the pass, whose mirror commit of that table waits for
 // it (one step: at most about the table's target file size rewritten).
 type mirrorCompactor struct {
+	passes    *commitPasses // the sink's
 	mu        sync.Mutex
 	pending   map[string]struct{} // CDC table names (original)
-	passes    int                 // commit passes running
-	started   int                 // commit passes started (tests check that an empty round starts none)
 	resume    string              // where the last round stopped for a pass
 	putOffAt  time.Time           // first yield to a pass since the last full round (zero: none)
 	maxPutOff time.Duration       // how long rounds yield to passes (mirrorCompactMaxPutOff; shorter in tests)
@@ -43,7 +42,8 @@ type mirrorCompactor struct {
 // most about as late as by the maintenance loop.
 const mirrorCompactMaxPutOff = DefaultMaintenanceInterval
 
-func (c *mirrorCompactor) init() {
+func (c *mirrorCompactor) init(passes *commitPasses) {
+	c.passes = passes
 	c.pending = make(map[string]struct{})
 	c.wake = make(chan struct{}, 1)
 	c.maxPutOff = mirrorCompactMaxPutOff
@@ -54,9 +54,8 @@ func (c *mirrorCompactor) init() {
 func (c *mirrorCompactor) note(name string) {
 	c.mu.Lock()
 	c.pending[name] = struct{}{}
-	wake := c.passes == 0
 	c.mu.Unlock()
-	if wake {
+	if !c.passes.active() {
 		c.signal()
 	}
 }
@@ -68,20 +67,11 @@ func (c *mirrorCompactor) signal() {
 	}
 }
 
-// passStarted and passEnded bracket a commit pass over the tables (a
-// direct commit, or an elected committer's round); the compactor waits for
-// the end of every pass that runs.
-func (c *mirrorCompactor) passStarted() {
+// passesEnded wakes the compactor, when tables wait, at the end of the
+// last commit pass running (commitPasses calls it).
+func (c *mirrorCompactor) passesEnded() {
 	c.mu.Lock()
-	c.passes++
-	c.started++
-	c.mu.Unlock()
-}
-
-func (c *mirrorCompactor) passEnded() {
-	c.mu.Lock()
-	c.passes--
-	wake := c.passes == 0 && len(c.pending) > 0
+	wake := len(c.pending) > 0
 	c.mu.Unlock()
 	if wake {
 		c.signal()
@@ -92,11 +82,11 @@ func (c *mirrorCompactor) passEnded() {
 // pass: one runs, and compaction has not yielded for maxPutOff since its
 // last full round. The first yield starts that clock.
 func (c *mirrorCompactor) yieldToPass() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.passes == 0 {
+	if !c.passes.active() {
 		return false
 	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.putOffAt.IsZero() {
 		c.putOffAt = time.Now()
 	}

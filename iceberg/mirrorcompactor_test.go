@@ -12,8 +12,12 @@ import (
 // delete files grew (integration TestMirrorKill9 found a partition at 6,
 // with compaction at 2).
 func TestMirrorCompactorResumesWherePutOff(t *testing.T) {
-	var c mirrorCompactor
-	c.init()
+	var (
+		c      mirrorCompactor
+		passes commitPasses
+	)
+	passes.init(c.passesEnded)
+	c.init(&passes)
 	for _, n := range []string{"products", "customers", "orders"} {
 		c.note(n)
 	}

@@ -97,6 +97,7 @@ type Sink struct {
 	mirror mirrorState // mirror tables' indexes and counters
 
 	committer     committerState  // the elected committer (committer.go)
+	passes        commitPasses    // commit passes running, for the background work that yields to them
 	mirrorCompact mirrorCompactor // tables for RunMirrorCompaction
 
 	// afterMirrorDecided, set by this package's tests only, is called when
@@ -141,7 +142,8 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
-	s.mirrorCompact.init()
+	s.passes.init(s.mirrorCompact.passesEnded)
+	s.mirrorCompact.init(&s.passes)
 	if oc, ok := cat.(*ownedDBCatalog); ok {
 		if err := checkEmbeddedLocations(ctx, &cfg, oc.db); err != nil {
 			_ = s.closeCatalog()
