@@ -200,7 +200,8 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 			return tr, fmt.Errorf("set properties: %w", err)
 		}
 	}
-	committed, err := txn.Commit(ctx)
+	// The transaction is built on tbl: the catalog commits on it (commitsql.go).
+	committed, err := txn.Commit(withCommitBase(ctx, tbl))
 	if err != nil {
 		return tr, fmt.Errorf("catalog commit: %w", err)
 	}

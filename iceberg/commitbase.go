@@ -13,11 +13,11 @@ import (
 
 // A flush's stage loads the tables it writes (stageTable) and the mirrors
 // whose watermarks it reads (stageMirrorWatermarks); the commit after it
-// loaded each of them again, and iceberg-go's SQL catalog loads each a
-// third time inside CommitTable. A load reads and parses the table's
-// metadata file, which holds every kept snapshot (each summary with its
-// commit's watermarks): at a commit a second, on W1 with mirrors, half of
-// a mirror commit's CPU was spent parsing metadata. So a commit's first
+// loaded each of them again, and iceberg-go's SQL catalog a third time
+// inside CommitTable (which commitsql.go avoids). A load reads and parses
+// the table's metadata file, which holds every kept snapshot (each summary
+// with its commit's watermarks): at a commit a second, on W1 with mirrors,
+// half of a mirror commit's CPU was spent parsing metadata. So a commit's first
 // attempt starts from the table its stage loaded when the catalog row
 // still points at the metadata that table was read from: one indexed read
 // of the row instead of a read and a parse of the file.
@@ -67,13 +67,20 @@ func (s *Sink) stillCurrent(ctx context.Context, ident table.Identifier, base *t
 	return ok && loc == base.MetadataLocation()
 }
 
+// plainNamespace reports whether iceberg-go's SQL catalog keys a
+// namespace of one level, ns, by its name: not when it holds a dot, or
+// looks like the key of an encoded one (catalog/sql.namespaceToString).
+func plainNamespace(ns string) bool {
+	return !strings.Contains(ns, ".") && !strings.HasPrefix(ns, "__iceberg_namespace_")
+}
+
 // metadataLocation reads ident's current metadata location from its
 // catalog row. ok is false, with no error, when the row's namespace key is
 // not the namespace's name (iceberg-go encodes a namespace of several
 // levels, or one with a dot, otherwise) or the row is missing.
 func (c *ownedDBCatalog) metadataLocation(ctx context.Context, ident table.Identifier) (loc string, ok bool, err error) {
 	ns := catalog.NamespaceFromIdent(ident)
-	if len(ns) != 1 || strings.Contains(ns[0], ".") || strings.HasPrefix(ns[0], "__iceberg_namespace_") {
+	if len(ns) != 1 || !plainNamespace(ns[0]) {
 		return "", false, nil
 	}
 	var got sql.NullString

@@ -171,7 +171,7 @@ func (s *Sink) commitRewrite(ctx context.Context, name string, results []table.C
 	}
 	cctx, cancel := rewriteCommitContext(ctx)
 	defer cancel()
-	if _, err := txn.Commit(cctx); err != nil {
+	if _, err := txn.Commit(withCommitBase(cctx, tbl)); err != nil {
 		return fmt.Errorf("commit rewrite: %w", catalogCommitError(err))
 	}
 	return nil

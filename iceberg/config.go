@@ -421,7 +421,7 @@ func openCatalog(ctx context.Context, cfg *Config, s3cfg *aws.Config) (catalog.C
 			_ = db.Close()
 			return nil, fmt.Errorf("iceberg: open sql catalog: %w", err)
 		}
-		oc := &ownedDBCatalog{Catalog: cat, db: db, s3cfg: s3cfg, aroundCommit: cfg.AroundCatalogCommit}
+		oc := &ownedDBCatalog{Catalog: cat, db: db, props: props, s3cfg: s3cfg, aroundCommit: cfg.AroundCatalogCommit}
 		if dialect == string(sqlcat.SQLite) {
 			oc.writeMu = new(sync.Mutex)
 		}
@@ -509,7 +509,8 @@ func sqliteDSN(path string) string {
 type ownedDBCatalog struct {
 	*sqlcat.Catalog
 	db      *sql.DB
-	writeMu *sync.Mutex // nil unless SQLite
+	props   iceberg.Properties // the catalog's, for the metadata IOs (commitsql.go)
+	writeMu *sync.Mutex        // nil unless SQLite
 	commits commitCounter
 	s3cfg   *aws.Config // for the metadata IOs (sharedS3Config); nil without S3
 	// aroundCommit is Config.AroundCatalogCommit.
@@ -569,6 +570,12 @@ func (c *ownedDBCatalog) CommitTable(ctx context.Context, ident table.Identifier
 		return nil, "", err
 	}
 	commit := func() (err error) {
+		if base := takeCommitBase(ctx, ident); base != nil {
+			var done bool
+			if meta, loc, done, err = c.commitOnBase(ctx, ident, base, reqs, updates); done {
+				return err
+			}
+		}
 		meta, loc, err = c.Catalog.CommitTable(ctx, ident, reqs, updates)
 		return err
 	}

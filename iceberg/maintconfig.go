@@ -24,8 +24,8 @@ const (
 	// DefaultMaxSnapshotBytes: and never more than fit in this many bytes
 	// of metadata (snapshotBytes). Each snapshot's summary records the
 	// watermarks of the sources of its commit, about 75 bytes each, and a
-	// flush reads each table's metadata twice (its stage's load,
-	// iceberg-go's inside the commit; three times before commitbase.go)
+	// flush reads each table's metadata once (its stage's load; three
+	// times before commitbase.go and commitsql.go, on the SQL catalogs)
 	// and writes it once: with a thousand sources per commit, 200
 	// snapshots made 10 MB of metadata and a table commit took 730 ms, 27
 	// ms with eight sources (TestCommitCostWithAge). Below about 200 sources per commit

@@ -232,7 +232,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	if commitCtx != nil {
 		cctx = commitCtx(ctx)
 	}
-	cctx = withMirrorBase(cctx, decided)
+	cctx = withCommitBase(withMirrorBase(cctx, decided), tbl)
 	committed, err := txn.Commit(cctx)
 	if errors.Is(err, errMirrorMoved) {
 		// Refused before the catalog's update: nothing refers to the
