@@ -21,12 +21,15 @@ type commitPasses struct {
 	idle chan struct{}
 	// onIdle is called, without mu, when the last running pass ends.
 	onIdle func()
+	// mergeSlack is the merges' mergePauseSlack (longer in tests).
+	mergeSlack time.Duration
 }
 
 func (p *commitPasses) init(onIdle func()) {
 	p.idle = make(chan struct{})
 	close(p.idle)
 	p.onIdle = onIdle
+	p.mergeSlack = mergePauseSlack
 }
 
 // start records a pass that begins; end must follow.
@@ -95,24 +98,29 @@ func (p *commitPasses) waitIdle(ctx context.Context, limit time.Duration) time.D
 // keeping a processor busy for seconds; with a commit a second at 240,000
 // W1 entries/s, the commits that ran beside a pass took 1.1-1.8 s instead
 // of 0.6, and the entries' `persisted` p99 went from 1.7 s (no
-// maintenance) to 3.1-3.5 s. So a merge waits, between two batches of an
+// maintenance) to 2.7-3.5 s. So a merge waits, between two batches of an
 // input, while a commit pass runs. It never waits longer in all than it
-// has run plus mergePauseSlack: a merge takes at most about twice its
-// time plus that, however close together the passes come, and compaction
-// keeps up whenever it did before with half the processor time.
+// has run plus a slack (mergePauseSlack): a merge takes at most about
+// twice its time plus that, however close together the passes come, and
+// compaction keeps up wherever it did with half the processor time.
 type mergePause struct {
 	passes *commitPasses
 	ctx    context.Context
 	begun  time.Time
+	slack  time.Duration
 	waited time.Duration
 }
 
 // mergePauseSlack is how long a merge may wait for commit passes beyond
-// the time it ran: about two passes of a commit a second.
-const mergePauseSlack = time.Second
+// the time it ran. It matters at a merge's start only: a merge that has
+// run for a while has that much to wait with. A maintenance pass runs many
+// small merges (a table's lower tiers), each of which may wait this long
+// before it has run: at a second each, a pass beside commits every 300 ms
+// took seconds longer.
+const mergePauseSlack = 100 * time.Millisecond
 
 func newMergePause(ctx context.Context, passes *commitPasses) *mergePause {
-	return &mergePause{passes: passes, ctx: ctx, begun: time.Now()}
+	return &mergePause{passes: passes, ctx: ctx, begun: time.Now(), slack: passes.mergeSlack}
 }
 
 // wait waits for a running commit pass to end, within the merge's
@@ -122,7 +130,7 @@ func (m *mergePause) wait() {
 		return
 	}
 	ran := time.Since(m.begun) - m.waited
-	budget := ran + mergePauseSlack - m.waited
+	budget := ran + m.slack - m.waited
 	if budget <= 0 {
 		return
 	}

@@ -50,17 +50,18 @@ func TestCommitPassesWaitIdle(t *testing.T) {
 }
 
 // TestMergePauseBounded: with a commit pass that never ends, a merge waits
-// at most as long as it has run, plus mergePauseSlack.
+// at most as long as it has run, plus its slack.
 func TestMergePauseBounded(t *testing.T) {
 	var p commitPasses
 	p.init(nil)
+	p.mergeSlack = time.Second
 	p.start()
 	defer p.end()
 	m := newMergePause(context.Background(), &p)
 	start := time.Now()
 	m.wait()
-	if d := time.Since(start); d < mergePauseSlack {
-		t.Fatalf("the first wait took %v, want the slack, %v", d, mergePauseSlack)
+	if d := time.Since(start); d < p.mergeSlack {
+		t.Fatalf("the first wait took %v, want the slack, %v", d, p.mergeSlack)
 	}
 	before := m.waited
 	m.wait()
@@ -74,7 +75,7 @@ func TestMergePauseBounded(t *testing.T) {
 		t.Errorf("after running 100ms, waited %v", w)
 	}
 	// Each wait ends at its timer: a few milliseconds late at most.
-	if ran := time.Since(m.begun) - m.waited; m.waited > ran+mergePauseSlack+50*time.Millisecond {
+	if ran := time.Since(m.begun) - m.waited; m.waited > ran+p.mergeSlack+50*time.Millisecond {
 		t.Errorf("waited %v in all for %v run: over the budget", m.waited, ran)
 	}
 }
@@ -86,6 +87,7 @@ func TestCompactionPausesForCommitPasses(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4 })
 	fs := commitN(t, s, 6)
+	s.passes.mergeSlack = 5 * time.Second
 	s.passes.start()
 	type result struct {
 		res compactResult
@@ -99,7 +101,7 @@ func TestCompactionPausesForCommitPasses(t *testing.T) {
 	select {
 	case r := <-done:
 		t.Fatalf("the compaction ran to its end during the commit pass: %+v, %v", r.res, r.err)
-	case <-time.After(mergePauseSlack / 3):
+	case <-time.After(time.Second):
 	}
 	s.passes.end()
 	r := <-done

@@ -77,10 +77,12 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 		t.Fatalf("sources did not finish: %v\n%s", ctx.Err(), readLog(t, logPath))
 	}
 	// Maintenance passes run every 300 ms; wait until the restarted server
-	// has both compacted and expired (expiry needs snapshots older than 2 s).
+	// has both compacted and expired (expiry needs snapshots older than 2 s)
+	// and its passes have reached every table (merges pause for commits, so
+	// a pass can take a few seconds).
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		m := scrapeMetrics(t, httpAddr)
-		if m["lakehouse_compaction_runs_total"] > 0 && m["lakehouse_expiry_snapshots_total"] > 0 {
+		if m["lakehouse_compaction_runs_total"] > 0 && m["lakehouse_expiry_snapshots_total"] > 0 && statusTablesMaintained(t, httpAddr) {
 			break
 		}
 	}
@@ -250,7 +252,16 @@ func checkNoUnreferencedDataFiles(t *testing.T, dataDir string) {
 
 // checkStatusTables reads GET /status, as monitoring would, and checks that
 // every table reports its health and a last maintenance pass.
-func checkStatusTables(t *testing.T, httpAddr string) {
+// statusTable is a table's health as GET /status reports it.
+type statusTable struct {
+	Name                string `json:"name"`
+	Snapshots           int    `json:"snapshots"`
+	DataFiles           int    `json:"dataFiles"`
+	MetadataBytes       int64  `json:"metadataBytes"`
+	LastMaintenanceTime int64  `json:"lastMaintenanceTime"`
+}
+
+func statusTables(t *testing.T, httpAddr string) []statusTable {
 	t.Helper()
 	resp, err := http.Get("http://" + httpAddr + "/status")
 	if err != nil {
@@ -258,17 +269,24 @@ func checkStatusTables(t *testing.T, httpAddr string) {
 	}
 	defer resp.Body.Close()
 	var st struct {
-		Tables []struct {
-			Name                string `json:"name"`
-			Snapshots           int    `json:"snapshots"`
-			DataFiles           int    `json:"dataFiles"`
-			MetadataBytes       int64  `json:"metadataBytes"`
-			LastMaintenanceTime int64  `json:"lastMaintenanceTime"`
-		} `json:"tables"`
+		Tables []statusTable `json:"tables"`
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
 		t.Fatalf("GET /status: %v", err)
 	}
+	return st.Tables
+}
+
+// statusTablesMaintained reports whether GET /status lists W1's 8 tables,
+// each maintained once at least.
+func statusTablesMaintained(t *testing.T, httpAddr string) bool {
+	tables := statusTables(t, httpAddr)
+	return len(tables) == 8 && !slices.ContainsFunc(tables, func(tb statusTable) bool { return tb.LastMaintenanceTime == 0 })
+}
+
+func checkStatusTables(t *testing.T, httpAddr string) {
+	t.Helper()
+	st := struct{ Tables []statusTable }{statusTables(t, httpAddr)}
 	if len(st.Tables) != 8 {
 		t.Fatalf("GET /status lists %d tables, want the 8 of W1: %+v", len(st.Tables), st.Tables)
 	}
