@@ -131,7 +131,7 @@ func (s *Sink) commitTableOnce(ctx context.Context, name string, parts []*staged
 	start := time.Now()
 	// Maintenance commits take the same lock, so an ingest commit waits for
 	// at most one of them and never conflicts with it.
-	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	unlock, err := s.lockTableForIngest(ctx, s.Identifier(name))
 	if err != nil {
 		return tr, err
 	}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/apache/iceberg-go/table"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // tableLocks are the commit locks of the sink's tables, one per Iceberg
@@ -16,6 +18,11 @@ import (
 // tables run in parallel, see commitparallel.go, and maintenance of one
 // table does not hold back another's ingest commit).
 type tableLocks struct {
+	// ingestWait is how long ingest commits waited for a lock
+	// (lakehouse_commit_lock_wait_seconds): what maintenance holding a
+	// table costs the commits a child waits for.
+	ingestWait prometheus.Histogram
+
 	mu sync.Mutex
 	// slots holds a one-slot semaphore per table identifier ("cdc.users"),
 	// created on first use; one entry per table the sink ever committed,
@@ -51,4 +58,26 @@ func (s *Sink) lockTable(ctx context.Context, ident table.Identifier) (unlock fu
 	case <-ctx.Done():
 		return nil, fmt.Errorf("waiting for the commit lock of %s: %w", strings.Join(ident, "."), context.Cause(ctx))
 	}
+}
+
+// newIngestWait returns the histogram of tableLocks.ingestWait.
+func newIngestWait() prometheus.Histogram {
+	return prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "lakehouse_commit_lock_wait_seconds",
+		Help: "Time a flush's table commit waited for the table's commit lock, held by maintenance (a compaction or expiry commit, a mirror compaction's rewrite) or another commit.",
+		// 1 ms to about 16 s.
+		Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+	})
+}
+
+// lockTableForIngest is lockTable for an ingest commit (a flush's, or the
+// elected committer's): the wait is observed in
+// lakehouse_commit_lock_wait_seconds.
+func (s *Sink) lockTableForIngest(ctx context.Context, ident table.Identifier) (unlock func(), err error) {
+	start := time.Now()
+	unlock, err = s.lockTable(ctx, ident)
+	if err == nil {
+		s.commitLocks.ingestWait.Observe(time.Since(start).Seconds())
+	}
+	return unlock, err
 }

@@ -119,7 +119,7 @@ func (s *Sink) precheckClaims(ctx context.Context, parts []*pubPart) ([]int64, e
 // whose claims no longer hold is marked fenced and left out; a part whose
 // rows the table already holds is marked committed with none written.
 func (s *Sink) commitPublished(ctx context.Context, name string, urgent bool) error {
-	unlock, err := s.lockTable(ctx, s.Identifier(name))
+	unlock, err := s.lockTableForIngest(ctx, s.Identifier(name))
 	if err != nil {
 		return err
 	}

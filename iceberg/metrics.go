@@ -75,6 +75,7 @@ func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- d
 	}
 	c.s.committer.waitSeconds.Describe(ch)
+	c.s.commitLocks.ingestWait.Describe(ch)
 	describeMirrorIndex(ch)
 }
 
@@ -124,5 +125,6 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(c.committerFenced, ct.PartsFenced)
 		c.s.committer.waitSeconds.Collect(ch)
 	}
+	c.s.commitLocks.ingestWait.Collect(ch)
 	collectMirrorIndex(ch, m)
 }

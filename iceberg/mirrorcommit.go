@@ -65,7 +65,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	commitCtx func(context.Context) context.Context, base *table.Table) (mirrorResult, error) {
 	var mr mirrorResult
 	start := time.Now()
-	unlock, err := s.lockTable(ctx, s.MirrorIdentifier(name))
+	unlock, err := s.lockTableForIngest(ctx, s.MirrorIdentifier(name))
 	if err != nil {
 		return mr, err
 	}

@@ -142,6 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	}
 	s.maint.init()
 	s.mirror.indexes = make(map[string]*mirrorIndex)
+	s.commitLocks.ingestWait = newIngestWait()
 	s.passes.init(s.mirrorCompact.passesEnded)
 	s.mirrorCompact.init(&s.passes)
 	if oc, ok := cat.(*ownedDBCatalog); ok {
