@@ -43,7 +43,6 @@ type stageBases struct {
 func (s *Sink) takeStageBases() stageBases {
 	b := stageBases{changelogs: s.stageTables, mirrors: s.stageMirrorTables}
 	s.stageTables, s.stageMirrorTables = nil, nil
-	clear(s.stageMirrorMarks)
 	return b
 }
 
@@ -67,26 +66,30 @@ func (s *Sink) stillCurrent(ctx context.Context, ident table.Identifier, base *t
 	return ok && loc == base.MetadataLocation()
 }
 
-// plainNamespace reports whether iceberg-go's SQL catalog keys a
-// namespace of one level, ns, by its name: not when it holds a dot, or
-// looks like the key of an encoded one (catalog/sql.namespaceToString).
-func plainNamespace(ns string) bool {
-	return !strings.Contains(ns, ".") && !strings.HasPrefix(ns, "__iceberg_namespace_")
+// catalogRow returns the key of ident's row in iceberg-go's SQL catalog
+// (namespace, table name); ok is false where the namespace's key is not
+// its name: a namespace of several levels, or one with a dot or looking
+// like an encoded one (catalog/sql.namespaceToString).
+func catalogRow(ident table.Identifier) (ns, name string, ok bool) {
+	parts := catalog.NamespaceFromIdent(ident)
+	if len(parts) != 1 || strings.Contains(parts[0], ".") || strings.HasPrefix(parts[0], "__iceberg_namespace_") {
+		return "", "", false
+	}
+	return parts[0], catalog.TableNameFromIdent(ident), true
 }
 
 // metadataLocation reads ident's current metadata location from its
-// catalog row. ok is false, with no error, when the row's namespace key is
-// not the namespace's name (iceberg-go encodes a namespace of several
-// levels, or one with a dot, otherwise) or the row is missing.
+// catalog row. ok is false, with no error, where catalogRow cannot key the
+// row or the row is missing.
 func (c *ownedDBCatalog) metadataLocation(ctx context.Context, ident table.Identifier) (loc string, ok bool, err error) {
-	ns := catalog.NamespaceFromIdent(ident)
-	if len(ns) != 1 || !plainNamespace(ns[0]) {
+	ns, name, ok := catalogRow(ident)
+	if !ok {
 		return "", false, nil
 	}
 	var got sql.NullString
 	err = c.db.QueryRowContext(ctx,
 		`SELECT metadata_location FROM iceberg_tables WHERE catalog_name = $1 AND table_namespace = $2 AND table_name = $3`,
-		c.Name(), ns[0], catalog.TableNameFromIdent(ident)).Scan(&got)
+		c.Name(), ns, name).Scan(&got)
 	if errors.Is(err, sql.ErrNoRows) {
 		return "", false, nil
 	}

@@ -12,7 +12,6 @@ import (
 	"strings"
 
 	iceberg "github.com/apache/iceberg-go"
-	"github.com/apache/iceberg-go/catalog"
 	icebergio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 )
@@ -77,15 +76,15 @@ func metadataVersion(location string) int {
 }
 
 // commitOnBase is CommitTable on base, the table the commit was built on.
-// ok is false, with nothing done, where it does not apply: a namespace
-// whose catalog key is not its name (metadataLocation), metadata that is
+// ok is false, with nothing done, where it does not apply: a row
+// catalogRow cannot key, metadata that is
 // compressed or named otherwise than iceberg-go names it; the caller then
 // commits through iceberg-go.
 func (c *ownedDBCatalog) commitOnBase(ctx context.Context, ident table.Identifier, base *table.Table,
 	reqs []table.Requirement, updates []table.Update) (meta table.Metadata, loc string, ok bool, err error) {
-	ns := catalog.NamespaceFromIdent(ident)
+	ns, name, keyed := catalogRow(ident)
 	version := metadataVersion(base.MetadataLocation())
-	if len(ns) != 1 || !plainNamespace(ns[0]) || version < 0 {
+	if !keyed || version < 0 {
 		return nil, "", false, nil
 	}
 	for _, r := range reqs {
@@ -121,7 +120,7 @@ func (c *ownedDBCatalog) commitOnBase(ctx context.Context, ident table.Identifie
 	defer func() { _ = tx.Rollback() }()
 	res, err := tx.ExecContext(ctx, `UPDATE iceberg_tables SET metadata_location = $1, previous_metadata_location = $2
 		WHERE catalog_name = $3 AND table_namespace = $4 AND table_name = $5 AND metadata_location = $2`,
-		loc, base.MetadataLocation(), c.Name(), ns[0], catalog.TableNameFromIdent(ident))
+		loc, base.MetadataLocation(), c.Name(), ns, name)
 	if err != nil {
 		return nil, "", true, fmt.Errorf("error updating table information: %w", err)
 	}

@@ -364,48 +364,30 @@ func (s *Sink) ensureMirrorNamespace(ctx context.Context) error {
 	return nil
 }
 
-// mirrorWatermarks returns the watermarks of a CDC table's mirror, none
-// when the mirror does not exist yet.
-func (s *Sink) mirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
-	wm, _, err := s.loadMirrorWatermarks(ctx, name)
-	return wm, err
-}
-
-// loadMirrorWatermarks is mirrorWatermarks, with the table they were read
-// from (nil when the mirror does not exist yet).
-func (s *Sink) loadMirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, *table.Table, error) {
-	tbl, err := s.cat.LoadTable(ctx, s.MirrorIdentifier(name))
-	if mirrorMissing(err) {
-		return map[string]sink.Watermark{}, nil, nil
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("load mirror table: %w", err)
-	}
-	wm, err := watermarksFromProps(tbl.Properties())
-	return wm, tbl, err
-}
-
-// stageMirrorWatermarks is mirrorWatermarks once per commit, for Stage (a
-// load reads and parses the table's metadata, as stageTable says).
+// stageMirrorWatermarks returns the watermarks of a CDC table's mirror,
+// none when the mirror does not exist yet. The mirror is loaded once per
+// commit, for Stage (a load reads and parses the table's metadata, as
+// stageTable says), and kept for the commit (commitbase.go).
 func (s *Sink) stageMirrorWatermarks(ctx context.Context, name string) (map[string]sink.Watermark, error) {
-	if wm, ok := s.stageMirrorMarks[name]; ok {
-		return wm, nil
-	}
-	wm, tbl, err := s.loadMirrorWatermarks(ctx, name)
-	if err != nil {
-		return nil, err
-	}
-	if s.stageMirrorMarks == nil {
-		s.stageMirrorMarks = make(map[string]map[string]sink.Watermark)
-	}
-	s.stageMirrorMarks[name] = wm
-	if tbl != nil {
+	tbl, ok := s.stageMirrorTables[name]
+	if !ok {
+		var err error
+		tbl, err = s.cat.LoadTable(ctx, s.MirrorIdentifier(name))
+		if mirrorMissing(err) {
+			tbl, err = nil, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("load mirror table: %w", err)
+		}
 		if s.stageMirrorTables == nil {
 			s.stageMirrorTables = make(map[string]*table.Table)
 		}
 		s.stageMirrorTables[name] = tbl
 	}
-	return wm, nil
+	if tbl == nil {
+		return map[string]sink.Watermark{}, nil
+	}
+	return watermarksFromProps(tbl.Properties())
 }
 
 // loadOrCreateMirror loads a CDC table's mirror, creating it as needed.

@@ -75,12 +75,10 @@ type Sink struct {
 	// stageTables caches the tables as Stage loaded them, until the next
 	// commit (guarded by mu; see stageTable).
 	stageTables map[string]*table.Table
-	// stageMirrorMarks caches the mirror tables' watermarks as Stage read
-	// them, by CDC table name, until the next commit (as stageTables), and
-	// stageMirrorTables the mirror tables they were read from (none where
-	// the mirror did not exist yet). The commit starts from both caches'
+	// stageMirrorTables caches the mirror tables as Stage loaded them for
+	// their watermarks, by CDC table name (nil: no mirror yet), until the
+	// next commit (as stageTables). The commit starts from both caches'
 	// tables (commitbase.go).
-	stageMirrorMarks  map[string]map[string]sink.Watermark
 	stageMirrorTables map[string]*table.Table
 
 	// commitLocks serialise the catalog commits of ingest and

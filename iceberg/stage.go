@@ -218,8 +218,8 @@ func (s *Sink) stageTable(ctx context.Context, name string) (*table.Table, error
 	return tbl, nil
 }
 
-// dropStageCache forgets what Stage cached (the tables, the mirrors'
-// watermarks): a commit attempt changes the tables' watermarks, so the next
+// dropStageCache forgets what Stage cached (the tables and the mirrors it
+// read watermarks from): a commit attempt changes the tables' watermarks, so the next
 // Stage loads them again. Called with mu held.
 func (s *Sink) dropStageCache() {
 	s.takeStageBases()
