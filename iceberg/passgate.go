@@ -6,7 +6,8 @@ import (
 	"time"
 )
 
-// commitPasses tracks the commit passes running: a flush's commit of its
+// commitPasses tracks the commit passes running: a server's commit, from
+// the stage of its remainder on (BeginCommit), a flush's commit of its
 // tables (commitStagedLocked), an elected committer's round that commits.
 // Background work steps aside for them, since a pass is what a child waits
 // for (its `persisted` message): the mirror compactor starts no step while
@@ -30,6 +31,17 @@ func (p *commitPasses) init(onIdle func()) {
 	close(p.idle)
 	p.onIdle = onIdle
 	p.mergeSlack = mergePauseSlack
+}
+
+// BeginCommit implements sink.CommitMarker: the server's whole commit, the
+// stage of what was still buffered included, counts as a commit pass, so
+// that maintenance steps aside for that stage too. A mirror rewrite running
+// beside a flush's stage made it take 500 ms instead of 95 (at a commit a
+// second and 240,000 W1 entries/s).
+func (s *Sink) BeginCommit() (end func()) {
+	s.passes.start()
+	var once sync.Once
+	return func() { once.Do(s.passes.end) }
 }
 
 // start records a pass that begins; end must follow.

@@ -81,14 +81,15 @@ func TestMergePauseBounded(t *testing.T) {
 }
 
 // TestCompactionPausesForCommitPasses: a compaction merge started while a
-// commit pass runs waits for its end before it merges anything (within its
-// budget), and then compacts the table as usual.
+// commit pass runs (here a server's commit, BeginCommit) waits for its end
+// before it merges anything (within its budget), and then compacts the
+// table as usual.
 func TestCompactionPausesForCommitPasses(t *testing.T) {
 	ctx := context.Background()
 	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4 })
 	fs := commitN(t, s, 6)
 	s.passes.mergeSlack = 5 * time.Second
-	s.passes.start()
+	end := s.BeginCommit() // a server's commit, its stage included
 	type result struct {
 		res compactResult
 		err error
@@ -102,6 +103,11 @@ func TestCompactionPausesForCommitPasses(t *testing.T) {
 	case r := <-done:
 		t.Fatalf("the compaction ran to its end during the commit pass: %+v, %v", r.res, r.err)
 	case <-time.After(time.Second):
+	}
+	end()
+	end() // ends the commit once
+	if s.passes.start(); !s.passes.active() {
+		t.Error("a pass started after the commit's end is not active: the end was counted twice")
 	}
 	s.passes.end()
 	r := <-done

@@ -372,6 +372,9 @@ func (s *Server) flushOnce(reason lakehousev1.FlushReason, stageAll bool) *lakeh
 		return s.commitBuffer(reason)
 	}
 	start := time.Now()
+	if s.marker != nil {
+		defer s.marker.BeginCommit()()
+	}
 	// Everything queued now, one flush's size at a time; not what arrives
 	// meanwhile, or a steady load would keep the commit from ever starting.
 	n := s.buf.stats(false).queuedBatches

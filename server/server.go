@@ -50,8 +50,9 @@ type Server struct {
 	lock   *dirlock.Lock // held on DataDir until the server stops
 	wal    *wal.Log
 	sink   sink.Sink
-	stager sink.Stager // the sink, when it can stage; nil otherwise
-	coord  Coordinator // nil: a single instance
+	stager sink.Stager       // the sink, when it can stage; nil otherwise
+	marker sink.CommitMarker // the sink, when it marks commits; nil otherwise
+	coord  Coordinator       // nil: a single instance
 	health *health.Server
 	decode codec.DecodeOptions
 	m      *metrics
@@ -148,6 +149,7 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	}
 	s.buf = newBuffer(cfg.MaxBufferBytes, cfg.FlushBytes, func() wal.LSN { return wal.LSN(l.Stats().LastLSN) })
 	s.stager, _ = cfg.Sink.(sink.Stager)
+	s.marker, _ = cfg.Sink.(sink.CommitMarker)
 	s.flushCtx, s.cancelFlush = context.WithCancel(context.Background())
 	s.m = newMetrics(cfg.Metrics, s)
 	s.rates, s.streams = newSourceRates(cfg.Limits), newStreamCaps(cfg.Limits, cfg.Metrics)

@@ -124,6 +124,17 @@ type Stager interface {
 	CommitStaged(ctx context.Context, staged []Staged, c CommitInfo) (Result, error)
 }
 
+// CommitMarker is a Stager whose background work (table maintenance) steps
+// aside while a commit is under way. A server marks the whole of a commit:
+// the stage of what is still buffered as well as CommitStaged, since both
+// are what its children wait for (their `persisted` messages). Stages that
+// thresholds start between commits are not marked.
+type CommitMarker interface {
+	// BeginCommit marks a commit that begins; the server calls the returned
+	// function, once, when it ends.
+	BeginCommit() (end func())
+}
+
 // Staged is a flush written by a Stager and not yet committed.
 type Staged interface {
 	// StagedRows is the number of rows written (rows the watermarks already
