@@ -380,11 +380,20 @@ func ackedCount(srcs []*resumingSource) int {
 // streaming maxBatches batches of batchSize W1 entries to addr until done or
 // ctx ends; wait blocks until every one has returned.
 func streamSources(ctx context.Context, prefix, addr string, n, batchSize int, maxBatches uint64, dopts ...grpc.DialOption) (srcs []*resumingSource, wait func()) {
+	return streamSourcesPaced(ctx, prefix, addr, n, batchSize, maxBatches, 0, dopts...)
+}
+
+// streamSourcesPaced is streamSources with each source sending a batch
+// every pace at most (open loop; 0 sends as fast as acks allow), so that a
+// test's ingest lasts as long on a fast machine as under the race detector.
+func streamSourcesPaced(ctx context.Context, prefix, addr string, n, batchSize int, maxBatches uint64, pace time.Duration, dopts ...grpc.DialOption) (srcs []*resumingSource, wait func()) {
 	srcs = make([]*resumingSource, n)
 	var wg sync.WaitGroup
+	start := time.Now()
 	for i := range srcs {
 		srcs[i] = newResumingSource(fmt.Sprintf("%s-%d", prefix, i), addr, batchSize, 4)
 		srcs[i].dopts = dopts
+		srcs[i].pace, srcs[i].start = pace, start.Add(pace*time.Duration(i)/time.Duration(n))
 		wg.Add(1)
 		go func(s *resumingSource) {
 			defer wg.Done()

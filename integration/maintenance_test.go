@@ -51,7 +51,10 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	srcs, wait := streamSources(ctx, "maint-src", addr, sources, batchSize, maxBatches)
+	// Paced, so that ingest lasts about 8 s and compactions commit while it
+	// runs: unpaced and without the race detector, the sources sent
+	// everything in 1.5 s, two flushes, and no compaction ever committed.
+	srcs, wait := streamSourcesPaced(ctx, "maint-src", addr, sources, batchSize, maxBatches, 8*time.Millisecond)
 	rctx, stopReader := context.WithCancel(ctx)
 	var reads, readErrs atomic.Int64
 	readerDone := make(chan struct{})
