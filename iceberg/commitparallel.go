@@ -148,7 +148,7 @@ func (s *Sink) commitTableAndMirror(ctx context.Context, name string, parts []*s
 	}
 	o.mirror = mr
 	if mr.snapshotID != 0 && s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
-		s.mirrorCompact.note(name) // compacted in the background, never here
+		s.mirrorCompact.note(name, mr.growth) // compacted in the background, never here
 	}
 	return o
 }

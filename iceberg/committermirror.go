@@ -130,7 +130,7 @@ func (s *Sink) commitPublishedMirror(ctx context.Context, name string) error {
 		s.unmarkStagedPath(p)
 	}
 	if mr.snapshotID != 0 && s.cfg.MirrorCompactDeleteFiles >= 0 && mr.deleteFiles > 0 {
-		s.mirrorCompact.note(name) // compacted in the background, never here
+		s.mirrorCompact.note(name, mr.growth) // compacted in the background, never here
 	}
 	s.log.Debug("elected committer: mirror committed", "table", name, "parts", len(ids), "rows", mr.written,
 		"deleted", mr.deleted, "stale", mr.stale, "skipped", mr.skipped)

@@ -13,7 +13,7 @@ type maintCollector struct {
 
 	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, rowsRewritten, filesWritten, compactSeconds, bytesStaged, orphanRuns, orphans, skipped *prometheus.Desc
 
-	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorDelRemoved *prometheus.Desc
+	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorChecks, mirrorDelRemoved *prometheus.Desc
 
 	catalogAttempts, catalogConflicts, catalogErrors, catalogLoads *prometheus.Desc
 	committerCommits, committerParts, committerFenced              *prometheus.Desc
@@ -55,6 +55,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		mirrorExtra:       d("lakehouse_mirror_extra_rows_total", "Mirror rows with a value that did not fit its typed column, kept whole as JSON in _extra.", nil),
 		mirrorSchema:      d("lakehouse_mirror_schema_updates_total", "Mirror table schema evolutions (columns added or widened).", nil),
 		mirrorCompactions: d("lakehouse_mirror_compactions_total", "Mirror table compactions committed.", nil),
+		mirrorChecks:      d("lakehouse_mirror_compaction_checks_total", "Mirror tables the background compaction measured for due partitions (after mirror commits that may have made one due).", nil),
 		mirrorDelRemoved:  d("lakehouse_mirror_delete_files_removed_total", "Delete files dropped by mirror compaction.", nil),
 
 		catalogAttempts:  d("lakehouse_catalog_commit_attempts_total", "Table commits sent to the SQL catalog, retries included.", nil),
@@ -70,7 +71,7 @@ func (s *Sink) Collector() prometheus.Collector {
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
 		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.rowsRewritten, c.filesWritten, c.compactSeconds, c.bytesStaged, c.orphanRuns, c.orphans, c.skipped,
-		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorDelRemoved,
+		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorChecks, c.mirrorDelRemoved,
 		c.catalogAttempts, c.catalogConflicts, c.catalogErrors, c.catalogLoads, c.committerCommits, c.committerParts, c.committerFenced} {
 		ch <- d
 	}
@@ -112,6 +113,7 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.mirrorExtra, m.ExtraRows)
 	counter(c.mirrorSchema, m.SchemaUpdates)
 	counter(c.mirrorCompactions, m.Compactions)
+	counter(c.mirrorChecks, m.CompactionChecks)
 	counter(c.mirrorDelRemoved, m.DeleteFilesRemoved)
 	ct := c.s.CatalogTotals()
 	counter(c.catalogAttempts, ct.Attempts)

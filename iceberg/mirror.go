@@ -304,6 +304,7 @@ type MirrorTotals struct {
 	ExtraRows          int64 // rows whose `after` went to _extra
 	SchemaUpdates      int64 // schema evolutions committed
 	Compactions        int64 // mirror compactions committed
+	CompactionChecks   int64 // tables the background compaction measured
 	DeleteFilesRemoved int64 // equality delete files dropped by compaction
 	IndexKeys          int64 // keys in the in-memory order indexes now (a gauge)
 	IndexTombstones    int64 // of which deleted keys (a gauge)

@@ -31,7 +31,8 @@ const (
 type mirrorResult struct {
 	written, deleted, stale, extra, skipped int64
 	snapshotID                              int64
-	deleteFiles                             int // equality delete files added
+	deleteFiles                             int          // equality delete files added
+	growth                                  mirrorGrowth // for the background compaction
 	duration                                time.Duration
 	// committed: the catalog commit ran (false when the mirror's
 	// watermarks covered every part).
@@ -176,17 +177,15 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 		return mr, err
 	}
 	txn := tbl.NewTransaction()
-	var written []iceberg.DataFile // this attempt's data and delete files
+	var written, dataFiles, delFiles []iceberg.DataFile // this attempt's files
 	if len(apply) > 0 {
-		dataFiles, err := s.writeMirrorRows(ctx, tbl, rec)
-		if err != nil {
+		if dataFiles, err = s.writeMirrorRows(ctx, tbl, rec); err != nil {
 			return mr, err
 		}
 		mr.extra = extra
 		if len(dataFiles) == 0 {
 			dels = apply // a row delta needs a file: deletes of keys the table never held
 		}
-		var delFiles []iceberg.DataFile
 		if len(dels) > 0 {
 			if delFiles, err = txn.WriteEqualityDeletes(ctx, []int{mirrorFieldRowID}, keyRecords(tbl, dels)); err != nil {
 				s.removeFiles(ctx, tbl, dataFiles)
@@ -257,6 +256,7 @@ func (s *Sink) commitMirrorOnce(ctx context.Context, name string, parts []*mirro
 	if snap := committed.CurrentSnapshot(); snap != nil && len(apply) > 0 {
 		mr.snapshotID = snap.SnapshotID
 		idx.snapshot = snap.SnapshotID
+		mr.growth = growthOf(committed.Metadata(), snap, dataFiles, delFiles)
 	}
 	mr.duration = time.Since(start)
 	s.countMirror(func(t *MirrorTotals) {

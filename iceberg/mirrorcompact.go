@@ -206,6 +206,8 @@ func (s *Sink) compactMirrorStep(ctx context.Context, name string, minDeletes in
 		}
 	}
 	if len(due) == 0 {
+		h, ok := measureHeadroom(tbl.Metadata(), snap.SnapshotID, parts)
+		s.mirrorCompact.measured(name, h, ok)
 		return 0, false, nil
 	}
 	slices.Sort(due)

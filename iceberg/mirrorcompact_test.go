@@ -234,7 +234,7 @@ func TestMirrorCompactionWaitsForCommitPass(t *testing.T) {
 	}
 
 	s.passes.start()
-	s.mirrorCompact.note("t")
+	s.mirrorCompact.note("t", mirrorGrowth{})
 	if woken() {
 		t.Error("a mirror commit during a pass woke the compactor")
 	}
@@ -287,7 +287,7 @@ func TestMirrorCompactionPutOffBounded(t *testing.T) {
 		t.Fatalf("%d compactions as a pass started", n)
 	}
 	time.Sleep(300 * time.Millisecond)
-	s.mirrorCompact.note("t")
+	s.mirrorCompact.note("t", mirrorGrowth{})
 	if err := s.CompactMirrors(ctx); err != nil {
 		t.Fatal(err)
 	}

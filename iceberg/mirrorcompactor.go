@@ -29,11 +29,16 @@ import (
 type mirrorCompactor struct {
 	passes    *commitPasses // the sink's
 	mu        sync.Mutex
-	pending   map[string]struct{} // CDC table names (original)
-	resume    string              // where the last round stopped for a pass
-	putOffAt  time.Time           // first yield to a pass since the last full round (zero: none)
-	maxPutOff time.Duration       // how long rounds yield to passes (mirrorCompactMaxPutOff; shorter in tests)
-	wake      chan struct{}       // one slot: a wake-up is pending
+	pending   map[string]struct{}        // CDC table names (original)
+	resume    string                     // where the last round stopped for a pass
+	headroom  map[string]*mirrorHeadroom // tables a check found nothing due in (mirrorheadroom.go)
+	putOffAt  time.Time                  // first yield to a pass since the last full round (zero: none)
+	maxPutOff time.Duration              // how long rounds yield to passes (mirrorCompactMaxPutOff; shorter in tests)
+	wake      chan struct{}              // one slot: a wake-up is pending
+
+	// The background compaction's thresholds (Config), for headroom.
+	minDeletes int
+	scanBudget int64
 }
 
 // mirrorCompactMaxPutOff is how long the background mirror compaction
@@ -42,17 +47,26 @@ type mirrorCompactor struct {
 // most about as late as by the maintenance loop.
 const mirrorCompactMaxPutOff = DefaultMaintenanceInterval
 
-func (c *mirrorCompactor) init(passes *commitPasses) {
+func (c *mirrorCompactor) init(passes *commitPasses, minDeletes int, scanBudget int64) {
 	c.passes = passes
+	c.minDeletes, c.scanBudget = minDeletes, scanBudget
 	c.pending = make(map[string]struct{})
+	c.headroom = make(map[string]*mirrorHeadroom)
 	c.wake = make(chan struct{}, 1)
 	c.maxPutOff = mirrorCompactMaxPutOff
 }
 
-// note queues a table and, unless a commit pass runs, wakes the compactor,
-// without blocking.
-func (c *mirrorCompactor) note(name string) {
+// note queues a table after a mirror commit that grew it by g and, unless
+// a commit pass runs, wakes the compactor, without blocking. A table whose
+// headroom the commit cannot have used up is not queued (a zero g always
+// queues).
+func (c *mirrorCompactor) note(name string, g mirrorGrowth) {
 	c.mu.Lock()
+	if h := c.headroom[name]; h.add(g) && !h.mayBeDue(c.minDeletes, c.scanBudget) {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.headroom, name)
 	c.pending[name] = struct{}{}
 	c.mu.Unlock()
 	if !c.passes.active() {
@@ -101,6 +115,18 @@ func (c *mirrorCompactor) roundDone() {
 	c.mu.Unlock()
 }
 
+// measured records the headroom of a table a check found nothing due in;
+// ok false forgets it. Called under the table's commit lock.
+func (c *mirrorCompactor) measured(name string, h mirrorHeadroom, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if ok {
+		c.headroom[name] = &h
+	} else {
+		delete(c.headroom, name)
+	}
+}
+
 // requeue puts names back in the queue, without waking the compactor.
 func (c *mirrorCompactor) requeue(names ...string) {
 	c.mu.Lock()
@@ -134,6 +160,9 @@ func (c *mirrorCompactor) take() []string {
 	defer c.mu.Unlock()
 	names := slices.Sorted(maps.Keys(c.pending))
 	clear(c.pending)
+	for _, n := range names {
+		delete(c.headroom, n) // measured again by the check
+	}
 	i, _ := slices.BinarySearch(names, c.resume)
 	c.resume = ""
 	return slices.Concat(names[i:], names[:i])
@@ -174,6 +203,7 @@ func (s *Sink) RunMirrorCompaction(ctx context.Context) {
 func (s *Sink) CompactMirrors(ctx context.Context) error {
 	var firstErr error
 	names := s.mirrorCompact.take()
+	s.countMirror(func(t *MirrorTotals) { t.CompactionChecks += int64(len(names)) })
 	for i, name := range names {
 		jctx, cancel := context.WithTimeout(ctx, s.cfg.Maintenance.Timeout)
 		_, err := s.compactMirror(jctx, name, s.cfg.MirrorCompactDeleteFiles)

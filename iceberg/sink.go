@@ -142,7 +142,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 	s.mirror.indexes = make(map[string]*mirrorIndex)
 	s.commitLocks.ingestWait = newIngestWait()
 	s.passes.init(s.mirrorCompact.passesEnded)
-	s.mirrorCompact.init(&s.passes)
+	s.mirrorCompact.init(&s.passes, s.cfg.MirrorCompactDeleteFiles, s.cfg.MirrorScanBudget)
 	if oc, ok := cat.(*ownedDBCatalog); ok {
 		if err := checkEmbeddedLocations(ctx, &cfg, oc.db); err != nil {
 			_ = s.closeCatalog()
