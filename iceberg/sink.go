@@ -105,6 +105,7 @@ type Sink struct {
 
 var (
 	_ sink.Stager         = (*Sink)(nil)
+	_ sink.CommitMarker   = (*Sink)(nil)
 	_ sink.HealthReporter = (*Sink)(nil)
 )
 
