@@ -160,9 +160,6 @@ func (c *mirrorCompactor) take() []string {
 	defer c.mu.Unlock()
 	names := slices.Sorted(maps.Keys(c.pending))
 	clear(c.pending)
-	for _, n := range names {
-		delete(c.headroom, n) // measured again by the check
-	}
 	i, _ := slices.BinarySearch(names, c.resume)
 	c.resume = ""
 	return slices.Concat(names[i:], names[:i])

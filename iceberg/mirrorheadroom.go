@@ -28,7 +28,7 @@ import (
 // the most of each.
 type mirrorGrowth struct {
 	snapshot, parent int64 // the commit's snapshot and its parent (0: unknown)
-	specID           int   // the partition spec its files were written with
+	specID           int   // the table's default partition spec after it (a change: measure again)
 	deleteFiles      int   // delete files added to one partition, at most
 	deleteRows       int64 // delete rows added to one partition, at most
 	dataFiles        int   // data files added to one partition, at most
@@ -46,9 +46,6 @@ func growthOf(meta table.Metadata, snap *table.Snapshot, dataFiles, deleteFiles 
 	}
 	parts := make(map[string]*perPart)
 	get := func(df iceberg.DataFile) *perPart {
-		if df.SpecID() != int32(g.specID) {
-			g.parent = 0 // written with another spec: measure again
-		}
 		k := partitionKey(meta, df)
 		p := parts[k]
 		if p == nil {
