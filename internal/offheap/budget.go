@@ -1,0 +1,71 @@
+package offheap
+
+import (
+	"math"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+)
+
+// budgetStep is the least change of the mapped bytes that moves the Go
+// runtime's limit: a merge maps its blocks a few at a time.
+const budgetStep = 4 << 20
+
+// Budget counts the bytes its allocators have mapped, and shares the
+// process's soft memory limit between them and the Go heap: while they
+// hold bytes, the runtime's limit (runtime/debug.SetMemoryLimit) is lowered
+// by as much, so that the two together stay near the process's limit. The
+// runtime counts only its own memory; without a Budget a saturated process
+// would hold the Go heap at the limit and the allocators' bytes besides.
+type Budget struct {
+	// limit is the process's soft limit; math.MaxInt64: none, the
+	// runtime's limit is left alone.
+	limit  int64
+	mapped atomic.Int64
+
+	mu  sync.Mutex
+	set int64 // guarded by mu: the runtime limit last set, or limit
+}
+
+// NewBudget returns a Budget sharing limit, the process's soft memory
+// limit in bytes; 0, a negative value or math.MaxInt64 (the runtime's "no
+// limit") mean none: the Budget then only counts.
+func NewBudget(limit int64) *Budget {
+	if limit <= 0 {
+		limit = math.MaxInt64
+	}
+	return &Budget{limit: limit, set: limit}
+}
+
+// Mapped returns the bytes mapped by the Budget's allocators now.
+func (b *Budget) Mapped() int64 { return b.mapped.Load() }
+
+// RuntimeLimit returns the runtime limit the Budget last set: the
+// process's limit less the mapped bytes, within budgetStep.
+func (b *Budget) RuntimeLimit() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.set
+}
+
+// add counts n more (or, negative, fewer) mapped bytes.
+func (b *Budget) add(n int64) {
+	if b == nil {
+		return
+	}
+	if b.limit == math.MaxInt64 {
+		b.mapped.Add(n)
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	mapped := b.mapped.Add(n)
+	// Never below half the process's limit: the heap needs room to
+	// work, and a collector running without pause costs more than the
+	// overshoot.
+	want := max(b.limit-mapped, b.limit/2)
+	if d := want - b.set; d >= budgetStep || -d >= budgetStep || (mapped == 0 && want != b.set) {
+		debug.SetMemoryLimit(want)
+		b.set = want
+	}
+}
