@@ -239,7 +239,7 @@ func BenchmarkCompactRead(b *testing.B) {
 	for _, direct := range []bool{true, false} {
 		b.Run(map[bool]string{true: "direct", false: "scan"}[direct], func(b *testing.B) {
 			for range b.N {
-				m, err := newMerger(ctx, tbl, tasks, direct, nil)
+				m, err := newMerger(ctx, tbl, tasks, map[bool]mergeReads{true: readDirectOrScan, false: readScanOnly}[direct], nil)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -45,12 +45,25 @@ type mergeInput struct {
 	seq  *array.Int64
 }
 
-// newMerger opens a merge of tasks' files. readDirect lets it read them
-// itself where it can (compactread.go); tests compare it with the scan.
-// pause, if not nil, makes the merge step aside for commit passes.
-func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool, pause *mergePause) (*merger, error) {
+// mergeReads says how a merge may read its inputs.
+type mergeReads int
+
+const (
+	// readDirectOrScan: itself where every input's columns are the
+	// table's (compactread.go), else through iceberg-go's scan.
+	readDirectOrScan mergeReads = iota
+	// readScanOnly: through iceberg-go's scan; tests compare the two.
+	readScanOnly
+	// readDirectOnly: itself, or not at all (errMergeNeedsHeap): an
+	// off-heap merge keeps its memory from iceberg-go's goroutines.
+	readDirectOnly
+)
+
+// newMerger opens a merge of tasks' files, read as reads says. pause, if
+// not nil, makes the merge step aside for commit passes.
+func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, reads mergeReads, pause *mergePause) (*merger, error) {
 	m := &merger{mem: compute.GetAllocator(ctx), pause: pause}
-	if err := m.openInputs(ctx, tbl, tasks, readDirect); err != nil {
+	if err := m.openInputs(ctx, tbl, tasks, reads); err != nil {
 		m.close()
 		return nil, err
 	}
@@ -79,8 +92,8 @@ func newMerger(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask
 
 // openInputs opens the tasks' files for reading, directly when their
 // columns are the table's (compactread.go), else through iceberg-go's scan.
-func (m *merger) openInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, readDirect bool) error {
-	if readDirect {
+func (m *merger) openInputs(ctx context.Context, tbl *table.Table, tasks []table.FileScanTask, reads mergeReads) error {
+	if reads != readScanOnly {
 		// The table's columns with their field ids: the files' schema,
 		// and the one iceberg-go's writer writes. Batches of that very
 		// schema skip its per-batch projection (toRequestedSchema).
@@ -96,6 +109,9 @@ func (m *merger) openInputs(ctx context.Context, tbl *table.Table, tasks []table
 		if ok {
 			m.schema, m.inputs, m.stops, m.direct = want, inputs, stops, true
 			return nil
+		}
+		if reads == readDirectOnly {
+			return errMergeNeedsHeap
 		}
 	}
 	for _, t := range tasks {

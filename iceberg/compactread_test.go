@@ -22,7 +22,11 @@ import (
 func mergedRows(t *testing.T, s *Sink, name string, readDirect bool) ([]string, bool) {
 	t.Helper()
 	tbl, tasks := tableTasks(t, s, name)
-	m, err := newMerger(context.Background(), tbl, tasks, readDirect, nil)
+	reads := readScanOnly
+	if readDirect {
+		reads = readDirectOrScan
+	}
+	m, err := newMerger(context.Background(), tbl, tasks, reads, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +136,7 @@ func TestCompactionReaderMemoryBounded(t *testing.T) {
 	var before, open runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	m, err := newMerger(ctx, tbl, tasks, true, nil)
+	m, err := newMerger(ctx, tbl, tasks, readDirectOrScan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -246,6 +246,14 @@ type Config struct {
 	// publishes. Required with ElectedCommitter.
 	InstanceID string
 
+	// MemoryLimit is the process's soft memory limit in bytes, as set
+	// with runtime/debug.SetMemoryLimit. Compaction merges hold their
+	// buffers off the Go heap (internal/offheap), where the runtime does
+	// not count them: while they do, the sink lowers the runtime's limit
+	// by as much (down to half of MemoryLimit). 0: the sink leaves the
+	// runtime's limit alone.
+	MemoryLimit int64
+
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
 

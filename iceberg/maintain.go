@@ -15,6 +15,7 @@ import (
 	"github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
 
+	"github.com/dot-do/lakehouse-rpc/internal/offheap"
 	"github.com/dot-do/lakehouse-rpc/internal/proflabel"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
@@ -40,6 +41,10 @@ type MaintenanceTotals struct {
 	// SkippedElsewhere counts table passes skipped because another
 	// instance was maintaining the table (ExclusiveMaintenance).
 	SkippedElsewhere int64
+	// MergeOffHeapBytes is a gauge: the bytes the compaction merges
+	// running now have mapped outside the Go heap (mergeOffHeap). They
+	// count in the process's RSS but not in its Go memory limit.
+	MergeOffHeapBytes int64
 }
 
 // maintState holds the results of maintenance, for status and metrics.
@@ -47,6 +52,10 @@ type maintState struct {
 	mu     sync.Mutex
 	tables map[string]*tableState
 	totals MaintenanceTotals
+
+	// offHeap counts what the merges' allocators map (MergeOffHeapBytes)
+	// and shares Config.MemoryLimit with the Go heap.
+	offHeap *offheap.Budget
 }
 
 type tableState struct {
@@ -54,7 +63,10 @@ type tableState struct {
 	lastOrphanRun time.Time
 }
 
-func (m *maintState) init() { m.tables = make(map[string]*tableState) }
+func (m *maintState) init(memoryLimit int64) {
+	m.tables = make(map[string]*tableState)
+	m.offHeap = offheap.NewBudget(memoryLimit)
+}
 
 // Health returns the last known health of every table maintained so far,
 // sorted by name.
@@ -73,7 +85,9 @@ func (s *Sink) Health() []sink.TableHealth {
 func (s *Sink) MaintenanceTotals() MaintenanceTotals {
 	s.maint.mu.Lock()
 	defer s.maint.mu.Unlock()
-	return s.maint.totals
+	t := s.maint.totals
+	t.MergeOffHeapBytes = s.maint.offHeap.Mapped()
+	return t
 }
 
 // MaintainOptions choose the jobs of one maintenance pass.

@@ -11,7 +11,7 @@ type maintCollector struct {
 
 	snapshots, dataFiles, manifests, metaBytes *prometheus.Desc
 
-	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, rowsRewritten, filesWritten, compactSeconds, bytesStaged, orphanRuns, orphans, skipped *prometheus.Desc
+	runs, failures, expiryRuns, expired, compactRuns, filesRewritten, bytesRewritten, rowsRewritten, filesWritten, compactSeconds, compactOffHeap, bytesStaged, orphanRuns, orphans, skipped *prometheus.Desc
 
 	mirrorCommits, mirrorRows, mirrorDeletes, mirrorStale, mirrorExtra, mirrorSchema, mirrorCompactions, mirrorChecks, mirrorDelRemoved *prometheus.Desc
 
@@ -43,6 +43,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		rowsRewritten:  d("lakehouse_compaction_rows_rewritten_total", "Rows of the data files replaced by compaction; divided by lakehouse_flushed_entries_total, the times each row was rewritten.", nil),
 		filesWritten:   d("lakehouse_compaction_files_written_total", "Data files written by compaction.", nil),
 		compactSeconds: d("lakehouse_compaction_seconds_total", "Time spent compacting data files (planning, merging, committing).", nil),
+		compactOffHeap: d("lakehouse_compaction_offheap_bytes", "Bytes the compaction merges running now hold outside the Go heap (their Arrow buffers): in the process's RSS, not in its Go memory limit.", nil),
 		bytesStaged:    d("lakehouse_data_bytes_staged_total", "Bytes of the data files ingest wrote (staged for a commit); lakehouse_compaction_bytes_rewritten_total divided by it is compaction's write amplification.", nil),
 		orphanRuns:     d("lakehouse_orphan_runs_total", "Orphan cleanup passes.", nil),
 		orphans:        d("lakehouse_orphan_files_removed_total", "Unreferenced files removed by orphan cleanup.", nil),
@@ -70,7 +71,7 @@ func (s *Sink) Collector() prometheus.Collector {
 
 func (c *maintCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.snapshots, c.dataFiles, c.manifests, c.metaBytes, c.runs, c.failures,
-		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.rowsRewritten, c.filesWritten, c.compactSeconds, c.bytesStaged, c.orphanRuns, c.orphans, c.skipped,
+		c.expiryRuns, c.expired, c.compactRuns, c.filesRewritten, c.bytesRewritten, c.rowsRewritten, c.filesWritten, c.compactSeconds, c.compactOffHeap, c.bytesStaged, c.orphanRuns, c.orphans, c.skipped,
 		c.mirrorCommits, c.mirrorRows, c.mirrorDeletes, c.mirrorStale, c.mirrorExtra, c.mirrorSchema, c.mirrorCompactions, c.mirrorChecks, c.mirrorDelRemoved,
 		c.catalogAttempts, c.catalogConflicts, c.catalogErrors, c.catalogLoads, c.committerCommits, c.committerParts, c.committerFenced} {
 		ch <- d
@@ -101,6 +102,7 @@ func (c *maintCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.rowsRewritten, t.RowsRewritten)
 	counter(c.filesWritten, t.FilesWrittenCompaction)
 	ch <- prometheus.MustNewConstMetric(c.compactSeconds, prometheus.CounterValue, t.CompactionSeconds)
+	ch <- prometheus.MustNewConstMetric(c.compactOffHeap, prometheus.GaugeValue, float64(t.MergeOffHeapBytes))
 	counter(c.bytesStaged, t.BytesStaged)
 	counter(c.orphanRuns, t.OrphanRuns)
 	counter(c.orphans, t.OrphansRemoved)

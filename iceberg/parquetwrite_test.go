@@ -45,11 +45,11 @@ func TestMergeWriterMatchesIcebergGo(t *testing.T) {
 		inputs = append(inputs, task.File)
 	}
 
-	m, err := newMerger(ctx, tbl, tasks, true, nil)
+	m, err := newMerger(ctx, tbl, tasks, readDirectOrScan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	written, entry, err := s.writeMerge(ctx, tbl, m, inputs)
+	written, entry, err := s.writeMerge(ctx, tbl, m, inputs, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestMergeWriterMatchesIcebergGo(t *testing.T) {
 	}
 	m.close()
 
-	m, err = newMerger(ctx, tbl, tasks, true, nil)
+	m, err = newMerger(ctx, tbl, tasks, readDirectOrScan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestMergeWriterRollsAtTargetSize(t *testing.T) {
 		inputs = append(inputs, task.File)
 		want += task.File.Count()
 	}
-	m, err := newMerger(ctx, tbl, tasks, true, nil)
+	m, err := newMerger(ctx, tbl, tasks, readDirectOrScan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -200,7 +200,7 @@ func TestMergeWriterRemovesFilesOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	target.rowGroupBytes = 4 << 10
-	m, err := newMerger(ctx, tbl, tasks, true, nil)
+	m, err := newMerger(ctx, tbl, tasks, readDirectOrScan, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

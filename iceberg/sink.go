@@ -54,6 +54,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 	"github.com/aws/aws-sdk-go-v2/aws"
 
+	"github.com/dot-do/lakehouse-rpc/internal/offheap"
 	"github.com/dot-do/lakehouse-rpc/sink"
 )
 
@@ -101,6 +102,10 @@ type Sink struct {
 	// afterMirrorDecided, set by this package's tests only, is called when
 	// a mirror commit has been decided, before its schema commit.
 	afterMirrorDecided func(table string)
+	// afterOffHeapMerge, set by this package's tests only, is called with
+	// an off-heap merge's allocator figures and the bytes it still had
+	// handed out when it was closed.
+	afterOffHeapMerge func(st offheap.Stats, outstanding int64)
 }
 
 var (
@@ -139,7 +144,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 		staged:    make(map[string]struct{}),
 		committer: newCommitterState(),
 	}
-	s.maint.init()
+	s.maint.init(cfg.MemoryLimit)
 	s.mirror.indexes = make(map[string]*mirrorIndex)
 	s.commitLocks.ingestWait = newIngestWait()
 	s.passes.init(s.mirrorCompact.passesEnded)
