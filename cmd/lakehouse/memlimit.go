@@ -15,7 +15,9 @@ const (
 	// under sustained load: one flush read back and decoded, its Arrow
 	// record and Parquet encoders, gRPC buffers (with W1 at saturation
 	// about 100 MB live besides a full buffer), and a compaction's merge
-	// inputs (another 170 MB). Without a limit the garbage collector lets
+	// inputs (up to another 130 MB, off the Go heap: the sink lowers the
+	// runtime's limit by as much while a merge holds them, so the limit
+	// covers both; iceberg.Config.MemoryLimit). Without a limit the garbage collector lets
 	// the heap grow to twice what is live (GOGC), gigabytes while
 	// compacting; a limit at or below what is live makes it run all the
 	// time (with 128 MiB of headroom the CPU per entry more than doubled).
@@ -23,27 +25,30 @@ const (
 )
 
 // memoryLimitUsage is the flag's help text.
-const memoryLimitUsage = "soft memory limit of the process in bytes (Go's runtime/debug.SetMemoryLimit): the garbage collector works harder " +
-	"to stay below it; 0: --max-buffer-bytes + 384 MiB; -1: none (GOMEMLIMIT, when set, wins over both)"
+const memoryLimitUsage = "soft memory limit of the process in bytes (Go's runtime/debug.SetMemoryLimit, lowered by what compaction holds off the Go heap): " +
+	"the garbage collector works harder to stay below it; 0: --max-buffer-bytes + 384 MiB; -1: none (GOMEMLIMIT, when set, wins over both)"
 
 // applyMemoryLimit sets the process's soft memory limit from the
 // --memory-limit setting and the buffer cap, and returns a function that
-// restores the previous one (serve runs in-process in tests).
-func applyMemoryLimit(log *slog.Logger, setting, maxBuffer int64) (restore func()) {
+// restores the previous one (serve runs in-process in tests) and the limit
+// in effect, for the sink to share with its off-heap merges
+// (iceberg.Config.MemoryLimit): GOMEMLIMIT's when it is set, 0 for none.
+func applyMemoryLimit(log *slog.Logger, setting, maxBuffer int64) (restore func(), limit int64) {
 	if setting < 0 {
-		return func() {}
+		return func() {}, 0
 	}
 	if env := os.Getenv("GOMEMLIMIT"); env != "" {
 		log.Info("memory limit from GOMEMLIMIT", "GOMEMLIMIT", env)
-		return func() {}
+		prev := debug.SetMemoryLimit(-1)
+		return func() { debug.SetMemoryLimit(prev) }, prev
 	}
-	limit := setting
+	limit = setting
 	if limit == memoryLimitDefault {
 		limit = maxBuffer + memoryHeadroom
 	}
 	prev := debug.SetMemoryLimit(limit)
 	log.Info("soft memory limit", "bytes", limit)
-	return func() { debug.SetMemoryLimit(prev) }
+	return func() { debug.SetMemoryLimit(prev) }, limit
 }
 
 // stopHeapProfiling turns off the runtime's sampling of allocations for heap

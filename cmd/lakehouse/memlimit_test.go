@@ -24,15 +24,27 @@ func TestMemoryLimit(t *testing.T) {
 		{1 << 30, 128 << 20, 1 << 30},
 		{-1, 128 << 20, before},
 	} {
-		restore := applyMemoryLimit(log, c.setting, c.buffer)
+		restore, shared := applyMemoryLimit(log, c.setting, c.buffer)
 		if got := debug.SetMemoryLimit(-1); got != c.want {
 			t.Errorf("--memory-limit %d with a %d-byte buffer: limit %d, want %d", c.setting, c.buffer, got, c.want)
+		}
+		if wantShared := map[bool]int64{true: 0, false: c.want}[c.setting < 0]; shared != wantShared {
+			t.Errorf("--memory-limit %d: the sink shares %d, want %d", c.setting, shared, wantShared)
 		}
 		restore()
 		if got := debug.SetMemoryLimit(-1); got != before {
 			t.Errorf("after restore: limit %d, want %d", got, before)
 		}
 	}
+	// With GOMEMLIMIT the runtime's limit stays, and the sink shares it.
+	t.Setenv("GOMEMLIMIT", "300MiB")
+	debug.SetMemoryLimit(300 << 20)
+	restore, shared := applyMemoryLimit(log, 0, 128<<20)
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 || shared != 300<<20 {
+		t.Errorf("with GOMEMLIMIT: limit %d, shared %d, want both %d", got, shared, 300<<20)
+	}
+	restore()
+	debug.SetMemoryLimit(before)
 	err := serve(context.Background(), []string{"--memory-limit", "-2", "--data-dir", t.TempDir()}, io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "--memory-limit") {
 		t.Errorf("serve --memory-limit -2: %v, want an error naming the flag", err)

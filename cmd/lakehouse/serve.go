@@ -52,6 +52,9 @@ type sinkFlags struct {
 	committer         bool
 	instanceID        string
 	committerInterval time.Duration
+	// memoryLimit: the process's soft memory limit, which the sink's
+	// off-heap merges share with the Go heap (serve only; memlimit.go).
+	memoryLimit int64
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -124,6 +127,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		ElectedCommitter:     f.committer,
 		InstanceID:           f.instanceID,
 		CommitterInterval:    f.committerInterval,
+		MemoryLimit:          f.memoryLimit,
 	}
 	if f.mirror != nil {
 		if err := f.mirror.apply(&cfg); err != nil {
@@ -299,7 +303,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	}
 	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
-	defer applyMemoryLimit(log, *o.memLimit, cfg.MaxBufferBytes)()
+	restoreLimit, limit := applyMemoryLimit(log, *o.memLimit, cfg.MaxBufferBytes)
+	defer restoreLimit()
+	sf.memoryLimit = limit
 	if !*o.pprofOn {
 		stopHeapProfiling()
 	}
