@@ -147,3 +147,32 @@ func TestMergeOffHeapWriteFailure(t *testing.T) {
 		t.Errorf("%d bytes in use after Close, %d retired", st.InUse, st.Retired)
 	}
 }
+
+// TestOffHeapMergeReadsWhatTheHeapMergeReads: off the heap, a merge of
+// staged files of large values (buffers well above offheap.MinMapped,
+// reused from batch to batch) yields exactly the rows, values and order
+// it yields on the heap.
+func TestOffHeapMergeReadsWhatTheHeapMergeReads(t *testing.T) {
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactDisabled = true })
+	commitBlobFiles(t, s, 4, 3000)
+	heap, _ := mergedRowsWith(t, context.Background(), s, "blobs", readDirectOrScan)
+	mem := offheap.New(nil)
+	off, direct := mergedRowsWith(t, compute.WithAllocator(context.Background(), mem), s, "blobs", readDirectOnly)
+	if !direct {
+		t.Fatal("the off-heap merge did not read directly")
+	}
+	if st := mem.Stats(); st.Peak < 1<<20 {
+		t.Fatalf("the merge mapped at most %d bytes: not the path under test", st.Peak)
+	}
+	if out := mem.Close(); out != 0 {
+		t.Errorf("%d bytes still handed out after the merge closed", out)
+	}
+	if len(off) != len(heap) {
+		t.Fatalf("%d rows off the heap, %d on it", len(off), len(heap))
+	}
+	for i := range heap {
+		if off[i] != heap[i] {
+			t.Fatalf("row %d differs:\noff the heap %.200s\non the heap  %.200s", i, off[i], heap[i])
+		}
+	}
+}

@@ -21,12 +21,18 @@ import (
 // read its inputs directly.
 func mergedRows(t *testing.T, s *Sink, name string, readDirect bool) ([]string, bool) {
 	t.Helper()
-	tbl, tasks := tableTasks(t, s, name)
 	reads := readScanOnly
 	if readDirect {
 		reads = readDirectOrScan
 	}
-	m, err := newMerger(context.Background(), tbl, tasks, reads, nil)
+	return mergedRowsWith(t, context.Background(), s, name, reads)
+}
+
+// mergedRowsWith is mergedRows with ctx's allocator and reads.
+func mergedRowsWith(t *testing.T, ctx context.Context, s *Sink, name string, reads mergeReads) ([]string, bool) {
+	t.Helper()
+	tbl, tasks := tableTasks(t, s, name)
+	m, err := newMerger(ctx, tbl, tasks, reads, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
