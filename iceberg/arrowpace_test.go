@@ -16,9 +16,10 @@ import (
 // TestStringColumnStepsAside: building one string column of a stage's take
 // yields to ingest within the column (every stringRowsPerYield values, at
 // most once per pace.Interval), not only between columns. On one processor,
-// a goroutine waiting to run must get about a turn per millisecond of the
+// a goroutine waiting to run gets about a turn per millisecond of the
 // build; without the yields inside the column it gets one per preemption
-// (10 ms or more).
+// (10 ms or more). The test asks for a turn per 5 ms: a clean-clone CI run
+// under the race detector on a busy machine saw one per 3.2 ms.
 func TestStringColumnStepsAside(t *testing.T) {
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 	row := &sink.Row{SourceID: "src", Entry: codec.Entry{After: []byte(`{"id":1,"name":"a"}`)}}
@@ -45,7 +46,7 @@ func TestStringColumnStepsAside(t *testing.T) {
 	}
 	got := counter.Turns() - before
 	counter.Stop()
-	if want := int64(elapsed / (3 * time.Millisecond)); got < want {
+	if want := int64(elapsed / (5 * time.Millisecond)); got < want {
 		t.Errorf("the waiting goroutine ran %d times during %v of building string columns, want at least %d", got, elapsed, want)
 	}
 }
