@@ -2,11 +2,9 @@ package iceberg
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"testing"
 
-	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	iceberg "github.com/apache/iceberg-go"
 
@@ -116,20 +114,7 @@ func TestMergeOffHeapWriteFailure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	batches := 0
-	failing := func(yield func(arrow.RecordBatch, error) bool) {
-		for rec, err := range m.batches() {
-			if batches++; batches == 3 {
-				rec.Release()
-				yield(nil, fmt.Errorf("input read failed"))
-				return
-			}
-			if !yield(rec, err) {
-				return
-			}
-		}
-	}
-	if _, err := writeSortedFiles(ctx, target, failing); err == nil {
+	if _, err := writeSortedFiles(ctx, target, failingAt(m, 3)); err == nil {
 		t.Fatal("the write did not fail")
 	}
 	m.close()

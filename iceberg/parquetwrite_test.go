@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"iter"
 	"maps"
 	"math"
 	"os"
@@ -205,10 +206,22 @@ func TestMergeWriterRemovesFilesOnError(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.close()
-	batches := 0
-	failing := func(yield func(arrow.RecordBatch, error) bool) {
+	before := dataFilesIn(t, dir)
+	if _, err := writeSortedFiles(ctx, target, failingAt(m, 2)); err == nil || !strings.Contains(err.Error(), "input read failed") {
+		t.Fatalf("error %v, want the input's", err)
+	}
+	if after := dataFilesIn(t, dir); !slices.Equal(before, after) {
+		t.Errorf("files left behind: before %v, after %v", before, after)
+	}
+}
+
+// failingAt yields m's merged batches until the at-th, in whose place it
+// yields an error, "input read failed".
+func failingAt(m *merger, at int) iter.Seq2[arrow.RecordBatch, error] {
+	return func(yield func(arrow.RecordBatch, error) bool) {
+		n := 0
 		for rec, err := range m.batches() {
-			if batches++; batches == 2 {
+			if n++; n == at {
 				rec.Release()
 				yield(nil, fmt.Errorf("input read failed"))
 				return
@@ -217,13 +230,6 @@ func TestMergeWriterRemovesFilesOnError(t *testing.T) {
 				return
 			}
 		}
-	}
-	before := dataFilesIn(t, dir)
-	if _, err := writeSortedFiles(ctx, target, failing); err == nil || !strings.Contains(err.Error(), "input read failed") {
-		t.Fatalf("error %v, want the input's", err)
-	}
-	if after := dataFilesIn(t, dir); !slices.Equal(before, after) {
-		t.Errorf("files left behind: before %v, after %v", before, after)
 	}
 }
 
