@@ -43,7 +43,8 @@ type MaintenanceTotals struct {
 	SkippedElsewhere int64
 	// MergeOffHeapBytes is a gauge: the bytes the compaction merges
 	// running now have mapped outside the Go heap (mergeOffHeap). They
-	// count in the process's RSS but not in its Go memory limit.
+	// count in the process's RSS; the runtime's soft memory limit is
+	// lowered by as much when Config.MemoryLimit is set.
 	MergeOffHeapBytes int64
 }
 

@@ -43,7 +43,7 @@ func (s *Sink) Collector() prometheus.Collector {
 		rowsRewritten:  d("lakehouse_compaction_rows_rewritten_total", "Rows of the data files replaced by compaction; divided by lakehouse_flushed_entries_total, the times each row was rewritten.", nil),
 		filesWritten:   d("lakehouse_compaction_files_written_total", "Data files written by compaction.", nil),
 		compactSeconds: d("lakehouse_compaction_seconds_total", "Time spent compacting data files (planning, merging, committing).", nil),
-		compactOffHeap: d("lakehouse_compaction_offheap_bytes", "Bytes the compaction merges running now hold outside the Go heap (their Arrow buffers): in the process's RSS, not in its Go memory limit.", nil),
+		compactOffHeap: d("lakehouse_compaction_offheap_bytes", "Bytes the compaction merges running now hold outside the Go heap (their Arrow buffers): they count in the process's RSS, and the Go runtime's soft memory limit is lowered by as much (serve --memory-limit).", nil),
 		bytesStaged:    d("lakehouse_data_bytes_staged_total", "Bytes of the data files ingest wrote (staged for a commit); lakehouse_compaction_bytes_rewritten_total divided by it is compaction's write amplification.", nil),
 		orphanRuns:     d("lakehouse_orphan_runs_total", "Orphan cleanup passes.", nil),
 		orphans:        d("lakehouse_orphan_files_removed_total", "Unreferenced files removed by orphan cleanup.", nil),
