@@ -110,6 +110,13 @@ func TestMaintenanceRacingIngest(t *testing.T) {
 	if f := metrics[`lakehouse_flushes_total{result="failure"}`]; f != 0 {
 		t.Errorf("%v flushes failed while maintenance ran", f)
 	}
+	// The gauge of the merges' off-heap memory is exported (its value is
+	// whatever a pass was merging at the scrape).
+	if v, ok := metrics["lakehouse_compaction_offheap_bytes"]; !ok {
+		t.Error("lakehouse_compaction_offheap_bytes is not exported")
+	} else {
+		t.Logf("lakehouse_compaction_offheap_bytes %v at the last scrape", v)
+	}
 
 	checkExactlyOnce(t, srcs, readSink(t, "iceberg", dataDir), maxBatches*batchSize)
 
