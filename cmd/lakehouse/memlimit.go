@@ -15,12 +15,13 @@ const (
 	// under sustained load: one flush read back and decoded, its Arrow
 	// record and Parquet encoders, gRPC buffers (with W1 at saturation
 	// about 100 MB live besides a full buffer), and a compaction's merge
-	// inputs (up to another 130 MB, off the Go heap: the sink lowers the
-	// runtime's limit by as much while a merge holds them, so the limit
-	// covers both; iceberg.Config.MemoryLimit). Without a limit the garbage collector lets
-	// the heap grow to twice what is live (GOGC), gigabytes while
-	// compacting; a limit at or below what is live makes it run all the
-	// time (with 128 MiB of headroom the CPU per entry more than doubled).
+	// inputs (up to another 130 MB, about half of it off the Go heap: the
+	// sink lowers the runtime's limit by as much while a merge holds it,
+	// so the limit covers both; iceberg.Config.MemoryLimit). Without a
+	// limit the garbage collector lets the heap grow to twice what is live
+	// (GOGC), gigabytes while compacting; a limit at or below what is live
+	// makes it run all the time (with 128 MiB of headroom the CPU per
+	// entry more than doubled).
 	memoryHeadroom int64 = 384 << 20
 )
 
