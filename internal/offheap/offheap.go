@@ -15,7 +15,8 @@
 // bytes. arrow-go's Parquet reader and writer are built for allocators that
 // free (its mallocator, C's malloc behind it); an Allocator serves work
 // whose buffers are all released before it is closed, and buffers not
-// released by then are left mapped rather than unmapped under a reader.
+// released by then are retired (Close): their memory goes back to the
+// system and a read of them faults, rather than seeing reused memory.
 package offheap
 
 import (
