@@ -53,6 +53,14 @@ func (s *Sink) CommitStaged(ctx context.Context, in []sink.Staged, c sink.Commit
 		return s.commitViaCommitter(ctx, sts, c.Reason == sink.ReasonManual) // unlocks s.mu
 	}
 	defer s.mu.Unlock()
+	// Flushes staged from now on form new mirror groups, whatever this
+	// call's outcome: a retry gives the flushes given here again (new ones
+	// beside them), and after a fenced commit a server stages their batches
+	// again as new flushes.
+	s.mirrorGroups = nil
+	if err := checkGroupsWhole(sts); err != nil {
+		return sink.Result{}, err
+	}
 	return s.commitStagedLocked(ctx, sts, c)
 }
 

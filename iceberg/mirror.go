@@ -23,7 +23,8 @@ import (
 //
 // Stage folds each table's rows, above the mirror's own watermarks, to the
 // winning change per key and keeps them in memory (the flush's byte slices
-// die with Stage). CommitStaged commits the changelog table first, then its
+// die with Stage), dropping the changes that a part staged since the last
+// commit beats or that beat them (mirrorgroup.go). CommitStaged commits the changelog table first, then its
 // mirror in a second transaction: the folded changes of every staged part
 // the mirror's watermarks do not cover, folded again across parts, minus
 // changes older than the row the mirror already holds. Every key touched
@@ -91,6 +92,9 @@ type mirrorPart struct {
 	sources []string       // by stagedChange.source
 	spans   map[string]span
 	rows    int64
+	// dropped counts the changes another part of the part's mirrorGroup
+	// beats (stagedChange.dropped), until the group compacts the part.
+	dropped int
 }
 
 // stagedChange is a mirrorChange as a part keeps it: without pointers (see
@@ -103,10 +107,19 @@ type stagedChange struct {
 	keyLen, afterLen uint32
 	source           uint32
 	op               codec.Op
+	// dropped: a change of another part of the same mirrorGroup beats
+	// this one, which no commit applies.
+	dropped bool
 }
 
-// len is the number of changes of p.
+// len is the number of changes of p, dropped ones included.
 func (p *mirrorPart) len() int { return len(p.changes) }
+
+// drop marks p's change i as beaten (see mirrorGroup).
+func (p *mirrorPart) drop(i int) {
+	p.changes[i].dropped = true
+	p.dropped++
+}
 
 // key is the key of p's change i.
 func (p *mirrorPart) key(i int) string {

@@ -352,7 +352,8 @@ func onlyCompactedSince(tbl *table.Table, since int64) bool {
 const maxSnapshotWalk = 1000
 
 // mergeMirrorParts returns the winner per key across parts (each part has
-// one change per key already), materialized for the commit.
+// one change per key already), materialized for the commit. Changes their
+// mirrorGroup dropped are left out: another part holds their key's winner.
 func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
 	n := 0
 	for _, p := range parts {
@@ -361,7 +362,9 @@ func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
 	vals := make([]mirrorChange, 0, n)
 	if len(parts) == 1 {
 		for i := range parts[0].len() {
-			vals = append(vals, parts[0].change(i))
+			if !parts[0].changes[i].dropped {
+				vals = append(vals, parts[0].change(i))
+			}
 		}
 	} else {
 		type at struct{ part, i int }
@@ -369,6 +372,9 @@ func mergeMirrorParts(parts []*mirrorPart) []*mirrorChange {
 		pos := make(map[string]int, n) // key -> position in win
 		for pi, p := range parts {
 			for i := range p.len() {
+				if p.changes[i].dropped {
+					continue // beaten in its group by another part's change
+				}
 				key := p.key(i)
 				if j, ok := pos[key]; !ok {
 					pos[key] = len(win)

@@ -199,11 +199,12 @@ func TestStageMirrorWatermarksOncePerCommit(t *testing.T) {
 		t.Fatal("the mirror's watermarks are not cached")
 	}
 	loads := s.CatalogTotals().Loads
-	if _, err := s.Stage(ctx, f2); err != nil || s.CatalogTotals().Loads != loads {
+	st2, err := s.Stage(ctx, f2)
+	if err != nil || s.CatalogTotals().Loads != loads {
 		t.Fatalf("second stage: %v, %d catalog loads: the watermarks were read again", err, s.CatalogTotals().Loads-loads)
 	}
 	s.cfg.BeforeMirrorCommit = func(string) error { return errCrash }
-	if _, err := s.CommitStaged(ctx, []sink.Staged{st1}, sink.CommitInfo{ID: 1}); !errors.Is(err, errCrash) {
+	if _, err := s.CommitStaged(ctx, []sink.Staged{st1, st2}, sink.CommitInfo{ID: 1}); !errors.Is(err, errCrash) {
 		t.Fatalf("commit: %v, want the mirror's failure", err)
 	}
 	s.cfg.BeforeMirrorCommit = nil

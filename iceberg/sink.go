@@ -81,6 +81,9 @@ type Sink struct {
 	// next commit (as stageTables). The commit starts from both caches'
 	// tables (commitbase.go).
 	stageMirrorTables map[string]*table.Table
+	// mirrorGroups holds each table's mirror parts staged since the last
+	// CommitStaged (guarded by mu; mirrorgroup.go).
+	mirrorGroups map[string]*mirrorGroup
 
 	// commitLocks serialise the catalog commits of ingest and
 	// maintenance per table (commitlock.go).

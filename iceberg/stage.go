@@ -49,6 +49,8 @@ type stagedTable struct {
 	// (mirrorchanges.go), and mirror has no changes.
 	mirror     *mirrorPart
 	mirrorFile changeFile
+	// group is the mirrorGroup mirror is a part of (direct commits), or nil.
+	group *mirrorGroup
 	// partID is the part's row in PartsTable once published
 	// (Config.ElectedCommitter), 0 before.
 	partID int64
@@ -80,7 +82,12 @@ var ErrIncompleteWrite = errors.New("iceberg: data files are missing rows (a dat
 func (s *Sink) Stage(ctx context.Context, f *sink.Flush) (sink.Staged, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.stageLocked(ctx, f)
+	st, err := s.stageLocked(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	s.groupStaged(st)
+	return st, nil
 }
 
 func (s *Sink) stageLocked(ctx context.Context, f *sink.Flush) (*staged, error) {

@@ -121,6 +121,12 @@ type Stager interface {
 	// not committed again. On error the Staged values stay valid and the
 	// call may be retried with them; tables committed before the error are
 	// recognised by their watermarks.
+	//
+	// The flushes staged between two calls are committed together: a call
+	// given one of them is given all of them (a server gives each call every
+	// flush it holds staged). A Stager may keep what they share once (the
+	// iceberg sink keeps a mirror's change of a key once for all of them),
+	// and refuses a call given only some.
 	CommitStaged(ctx context.Context, staged []Staged, c CommitInfo) (Result, error)
 }
 
