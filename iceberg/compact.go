@@ -210,6 +210,9 @@ func (s *Sink) mergeGroup(ctx context.Context, tbl *table.Table, tasks []table.F
 		gr.BytesBefore += t.File.FileSizeBytes()
 		wantRows += t.File.Count()
 	}
+	// The collector keeps half its room while the merge runs: what a
+	// pass's RSS peak is made of (offheap.Budget.Hold).
+	defer s.maint.offHeap.Hold()()
 	meta := tbl.Metadata()
 	if _, _, one := onePartition(meta, gr.OldDataFiles); one && claimOrder(meta, gr.OldDataFiles) {
 		res, err := s.mergeOffHeap(ctx, tbl, tasks, gr, wantRows)

@@ -3,6 +3,7 @@ package iceberg
 import (
 	"context"
 	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow/compute"
@@ -48,6 +49,34 @@ func TestMergeRunsOffHeap(t *testing.T) {
 		t.Fatalf("users has %d files after compaction, want 1", n)
 	}
 	diffKeys(t, flushKeys(fs...), scanKeys(t, s))
+}
+
+// TestMergeHalvesTheCollectorsRoom: with a memory limit, the collector
+// keeps half its room (GOGC) while a merge runs, and the process's is back
+// after the pass.
+func TestMergeHalvesTheCollectorsRoom(t *testing.T) {
+	prevLimit := debug.SetMemoryLimit(-1)
+	prevGC := debug.SetGCPercent(100)
+	t.Cleanup(func() { debug.SetMemoryLimit(prevLimit); debug.SetGCPercent(prevGC) })
+	gcPercent := func() int { v := debug.SetGCPercent(-1); debug.SetGCPercent(v); return v }
+	s := openTestSink(t, t.TempDir(), func(c *Config) { c.Maintenance.CompactMinFiles = 4; c.MemoryLimit = 1 << 30 })
+	var during []int
+	s.afterOffHeapMerge = func(offheap.Stats, int64) { during = append(during, gcPercent()) }
+	for i := uint64(1); i <= 4; i++ {
+		mustCommit(t, s, w1Flush(i, testSources, i, 1, 500))
+	}
+	maintain(t, s, MaintainOptions{})
+	if len(during) == 0 {
+		t.Fatal("no merge ran off the heap")
+	}
+	for _, v := range during {
+		if v != 50 {
+			t.Fatalf("GOGC during the merges %v, want 50", during)
+		}
+	}
+	if v := gcPercent(); v != 100 {
+		t.Fatalf("GOGC after the pass %d, want 100", v)
+	}
 }
 
 // TestMergeOffHeapOnlyOnOwnReaderAndWriter: a merge that needs iceberg-go's

@@ -54,8 +54,9 @@ type maintState struct {
 	tables map[string]*tableState
 	totals MaintenanceTotals
 
-	// offHeap counts what the merges' allocators map (MergeOffHeapBytes)
-	// and shares Config.MemoryLimit with the Go heap.
+	// offHeap counts what the merges' allocators map (MergeOffHeapBytes),
+	// shares Config.MemoryLimit with the Go heap, and halves the
+	// collector's room while a merge runs.
 	offHeap *offheap.Budget
 }
 

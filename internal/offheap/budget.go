@@ -3,6 +3,7 @@ package offheap
 import (
 	"math"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"sync/atomic"
 )
@@ -23,8 +24,14 @@ type Budget struct {
 	limit  int64
 	mapped atomic.Int64
 
-	mu  sync.Mutex
-	set int64 // guarded by mu: the runtime limit last set, or limit
+	// gcPercent is the process's GOGC when the Budget was made; -1 when
+	// the Budget leaves it alone (no limit, or the collector off).
+	gcPercent int
+
+	mu sync.Mutex
+	// Guarded by mu.
+	set   int64 // the runtime limit last set, or limit
+	holds int   // Hold calls not released
 }
 
 // NewBudget returns a Budget sharing limit, the process's soft memory
@@ -34,7 +41,49 @@ func NewBudget(limit int64) *Budget {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	return &Budget{limit: limit, set: limit}
+	b := &Budget{limit: limit, set: limit, gcPercent: -1}
+	if limit != math.MaxInt64 {
+		b.gcPercent = currentGCPercent()
+	}
+	return b
+}
+
+// currentGCPercent returns the runtime's GOGC, -1 when the collector is
+// off.
+func currentGCPercent() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 || s[0].Value.Uint64() > math.MaxInt32 {
+		return -1
+	}
+	return int(s[0].Value.Uint64())
+}
+
+// Hold marks work that holds much memory for a few seconds (a merge) until
+// the returned function is called. While any is held, the collector keeps
+// half its usual room (GOGC): the heap may grow to 1.5 times what was live
+// at the last collection instead of twice, and a merge's RSS peak is made
+// of that room. The collections it adds are those of the merges' seconds
+// only. A Budget without a limit leaves the collector alone.
+func (b *Budget) Hold() (release func()) {
+	if b == nil || b.gcPercent <= 0 {
+		return func() {}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.holds++; b.holds == 1 {
+		debug.SetGCPercent(max(b.gcPercent/2, 1))
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.holds--; b.holds == 0 {
+				debug.SetGCPercent(b.gcPercent)
+			}
+		})
+	}
 }
 
 // Mapped returns the bytes mapped by the Budget's allocators now.

@@ -261,3 +261,39 @@ func TestBudgetLowersRuntimeLimit(t *testing.T) {
 		t.Fatalf("nothing mapped: runtime limit %d, want %d back", got, limit)
 	}
 }
+
+// While work holds a Budget with a limit, the collector keeps half its
+// room; the process's GOGC is back once every hold is released (a second
+// release changes nothing). Without a limit, or with the collector off,
+// GOGC is left alone.
+func TestBudgetHoldHalvesTheCollectorsRoom(t *testing.T) {
+	prev := debug.SetGCPercent(120)
+	t.Cleanup(func() { debug.SetGCPercent(prev) })
+	budget := NewBudget(256 << 20)
+	r1 := budget.Hold()
+	r2 := budget.Hold()
+	if got := currentGCPercent(); got != 60 {
+		t.Fatalf("held: GOGC %d, want 60", got)
+	}
+	r1()
+	r1()
+	if got := currentGCPercent(); got != 60 {
+		t.Fatalf("one of two holds released (twice): GOGC %d, want 60", got)
+	}
+	r2()
+	if got := currentGCPercent(); got != 120 {
+		t.Fatalf("released: GOGC %d, want 120 back", got)
+	}
+	NewBudget(0).Hold()()
+	defer NewBudget(0).Hold()()
+	if got := currentGCPercent(); got != 120 {
+		t.Fatalf("a Budget without a limit moved GOGC to %d", got)
+	}
+	debug.SetGCPercent(-1)
+	off := NewBudget(256 << 20)
+	release := off.Hold()
+	if got := debug.SetGCPercent(-1); got != -1 {
+		t.Fatalf("with the collector off, a hold set GOGC to %d", got)
+	}
+	release()
+}
