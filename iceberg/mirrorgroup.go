@@ -3,7 +3,6 @@ package iceberg
 import (
 	"fmt"
 	"hash/maphash"
-	"strings"
 
 	"github.com/dot-do/lakehouse-rpc/internal/pace"
 )
@@ -95,25 +94,19 @@ func (g *mirrorGroup) compact(qi int32) {
 			afterBytes += int(c.afterLen)
 		}
 	}
-	var keys, afters strings.Builder
-	keys.Grow(keyBytes)
-	afters.Grow(afterBytes)
-	changes := make([]stagedChange, 0, len(q.changes)-q.dropped)
+	var b partBuilder
+	b.grow(len(q.changes)-q.dropped, keyBytes, afterBytes)
 	for i := range q.changes {
-		c := q.changes[i]
-		if c.dropped {
+		if q.changes[i].dropped {
 			continue
 		}
-		key := q.key(i)
-		if h := maphash.String(g.seed, key); g.live[h] == (groupLoc{qi, int32(i)}) {
-			g.live[h] = groupLoc{qi, int32(len(changes))}
+		if h := maphash.String(g.seed, q.key(i)); g.live[h] == (groupLoc{qi, int32(i)}) {
+			g.live[h] = groupLoc{qi, int32(len(b.changes))}
 		}
-		c.keyOff, c.afterOff = keys.Len(), afters.Len()
-		keys.WriteString(key)
-		afters.WriteString(q.afters[q.changes[i].afterOff : q.changes[i].afterOff+int(c.afterLen)])
-		changes = append(changes, c)
+		b.add(q.change(i))
 	}
-	q.changes, q.keys, q.afters, q.dropped = changes, keys.String(), afters.String(), 0
+	b.finish(q)
+	q.dropped = 0
 }
 
 // changes is the number of changes g's parts hold.
