@@ -43,13 +43,15 @@ type load struct {
 // its batches in order, so the acknowledged entries are always a prefix:
 // entries 1..acked.
 type nativeSource struct {
-	id     string
-	cl     *client.Client
-	next   atomic.Int64 // batches handed to the client
-	acked  atomic.Int64 // entries acknowledged (a prefix)
-	mu     sync.Mutex
-	err    error
-	gaveUp error // the first batch the client gave up on
+	id    string
+	cl    *client.Client
+	next  atomic.Int64 // batches handed to the client
+	acked atomic.Int64 // entries acknowledged (a prefix)
+	// breakerRejections counts the SendMany calls the open breaker refused.
+	breakerRejections atomic.Int64
+	mu                sync.Mutex
+	err               error
+	gaveUp            error // the first batch the client gave up on
 }
 
 // legacySource is one legacy child (simulator) sending W1 batches.
@@ -126,7 +128,7 @@ func (s *nativeSource) run(ctx context.Context, cfg loadConfig) {
 		}
 		// A full batch is sealed at once; SendMany blocks while window
 		// batches are unacknowledged.
-		if err := s.cl.SendMany(ctx, workload.Entries(i*int64(cfg.batchSize), int64(cfg.batchSize))); err != nil {
+		if err := s.send(ctx, workload.Entries(i*int64(cfg.batchSize), int64(cfg.batchSize))); err != nil {
 			s.fail(err)
 			return
 		}
@@ -144,6 +146,27 @@ func (s *nativeSource) run(ctx context.Context, cfg loadConfig) {
 		case <-ctx.Done():
 			return
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// send hands a batch to the client as a producer should: while the circuit
+// breaker is open (after failed connects to an instance that is down, or
+// refusals while a source waits for its previous instance) SendMany fails
+// fast and accepts nothing, so the batch is offered again once the breaker
+// lets calls through.
+func (s *nativeSource) send(ctx context.Context, batch []codec.Entry) error {
+	for {
+		err := s.cl.SendMany(ctx, batch)
+		var open *client.CircuitOpenError
+		if !errors.As(err, &open) {
+			return err
+		}
+		s.breakerRejections.Add(1)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(min(max(open.RetryAfter, 10*time.Millisecond), time.Second)):
 		}
 	}
 }
@@ -236,10 +259,10 @@ func (l *load) state() string {
 	for _, s := range l.native {
 		st := s.cl.Stats()
 		s.mu.Lock()
-		gaveUp := s.gaveUp
+		gaveUp, failed := s.gaveUp, s.err
 		s.mu.Unlock()
-		fmt.Fprintf(&b, "%s: %d batches sent, %d entries acked (first given up: %v); client %+v\n",
-			s.id, s.next.Load(), s.acked.Load(), gaveUp, st)
+		fmt.Fprintf(&b, "%s: %d batches sent, %d entries acked (failed: %v; first given up: %v); client %+v\n",
+			s.id, s.next.Load(), s.acked.Load(), failed, gaveUp, st)
 	}
 	for _, s := range l.legacy {
 		st := s.child.Stats()
@@ -305,9 +328,11 @@ func (l *load) perSource() []int64 {
 // waitProgress waits until every source that is not done has had something
 // more acknowledged than at the call (or is done), and returns how long
 // that took from since: the time to recover from a fault that ended then.
+// It stops early when a Go-client source failed: it will not progress, and
+// wait reports why.
 func (l *load) waitProgress(ctx context.Context, since time.Time) time.Duration {
 	base := l.perSource()
-	for ctx.Err() == nil {
+	for ctx.Err() == nil && !l.failed() {
 		now, all := l.perSource(), true
 		for i, n := range now {
 			if n != -1 && n == base[i] {
@@ -320,6 +345,19 @@ func (l *load) waitProgress(ctx context.Context, since time.Time) time.Duration 
 		time.Sleep(20 * time.Millisecond)
 	}
 	return time.Since(since)
+}
+
+// failed reports whether a Go-client source stopped on an error.
+func (l *load) failed() bool {
+	for _, s := range l.native {
+		s.mu.Lock()
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // finished reports whether every source has sent all its batches.
