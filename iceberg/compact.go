@@ -294,6 +294,13 @@ func (s *Sink) writeMerge(ctx context.Context, tbl *table.Table, m *merger, inpu
 	if ownWriterOnly {
 		return nil, nil, errMergeNeedsHeap
 	}
+	return s.writeMergeThroughIceberg(ctx, tbl, m, inputs)
+}
+
+// writeMergeThroughIceberg writes the merge m of inputs with iceberg-go's
+// writer, through a write view (mergeView), at most compactWriteQueue
+// merged batches waiting for it.
+func (s *Sink) writeMergeThroughIceberg(ctx context.Context, tbl *table.Table, m *merger, inputs []iceberg.DataFile) (iter.Seq2[iceberg.DataFile, error], func(iceberg.DataFile) (iceberg.DataFile, error), error) {
 	wtbl, entry, err := s.mergeView(tbl, inputs)
 	if err != nil {
 		return nil, nil, err

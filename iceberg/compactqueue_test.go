@@ -7,6 +7,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	iceberg "github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 )
 
@@ -41,7 +42,7 @@ func (a *peakAllocator) Free(b []byte) {
 // Parquet writer are at most compactWriteQueue. Each is a slice that keeps
 // an input's whole batch (compactBatchRows rows) alive, and the merge
 // outpaces the writer: with iceberg-go's default queue of 64 batches, this
-// merge held about 64 of them.
+// merge held 24 (26 MB, against 14 with the queue of 4).
 func TestCompactionWriteQueueBounded(t *testing.T) {
 	s := openTestSink(t, t.TempDir(), func(c *Config) {
 		c.Maintenance.CompactDisabled = true
@@ -53,16 +54,36 @@ func TestCompactionWriteQueueBounded(t *testing.T) {
 	commitBlobFiles(t, s, files, rows)
 	tbl, tasks := tableTasks(t, s, "blobs")
 	mem := &peakAllocator{Allocator: memory.NewGoAllocator()}
-	gr, err := s.mergeGroup(compute.WithAllocator(context.Background(), mem), tbl, tasks)
+	// The queue is iceberg-go's writer's, which a merge uses when it cannot
+	// write on its own (writeMerge): the merge's inputs read directly, its
+	// output written through iceberg-go, all on the context's allocator
+	// (mergeGroup would merge off the heap, on its own writer).
+	ctx := compute.WithAllocator(context.Background(), mem)
+	var inputs []iceberg.DataFile
+	for _, task := range tasks {
+		inputs = append(inputs, task.File)
+	}
+	m, err := newMerger(ctx, tbl, tasks, readDirectOnly, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.close()
+	written, _, err := s.writeMergeThroughIceberg(ctx, tbl, m, inputs)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var n int64
-	for _, df := range gr.NewDataFiles {
+	for df, err := range written {
+		if err != nil {
+			t.Fatal(err)
+		}
 		n += df.Count()
 	}
 	if n != files*rows {
 		t.Fatalf("the merge wrote %d rows, want %d", n, files*rows)
+	}
+	if mem.peak.Load() == 0 {
+		t.Fatal("the merge allocated nothing on the context's allocator: not the path under test")
 	}
 	// A batch is about 1 KB a row. Each input holds a batch and its pages,
 	// the writer a batch and a row group: 10 batches leave room for a
