@@ -63,8 +63,8 @@ func currentGCPercent() int {
 // the returned function is called. While any is held, the collector keeps
 // half its usual room (GOGC): with GOGC=100 the heap may grow to 1.5 times
 // what was live at the last collection instead of twice, and a merge's RSS
-// peak is made of that room. The collections it adds are those of the merges' seconds
-// only. A Budget without a limit leaves the collector alone.
+// peak is made of that room. The collections it adds are those of the
+// merges' seconds only. A Budget without a limit leaves the collector alone.
 func (b *Budget) Hold() (release func()) {
 	if b == nil || b.gcPercent <= 0 {
 		return func() {}
