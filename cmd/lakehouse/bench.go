@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sync"
 	"time"
 
 	"github.com/dot-do/lakehouse-rpc/internal/bench"
@@ -51,7 +52,8 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 	rate := fs.Float64("rate", 0, "open loop: offer this many entries/s in all (pre-encoded frames, as --frames), latency measured "+
 		"from each batch's scheduled send time (0: closed loop)")
 	metricsAddr := fs.String("metrics-addr", "", "the server's HTTP address (its --http-addr), to read process_cpu_seconds_total "+
-		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage)")
+		"from /metrics before and after the run and report the server's CPU-seconds per million entries (in-process server: rusage), "+
+		"and process_resident_memory_bytes every 2 s, for its median and peak RSS")
 	var cf connFlags
 	cf.register(fs, "tls")
 	grace := fs.Duration("grace", bench.DefaultGrace, "wait at most this long for the outstanding acks after --duration, and stop sending "+
@@ -115,6 +117,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		return errors.New("--frames and --rate go with neither --raw nor --compare")
 	}
 	probe := bench.CPUProbe{MetricsAddr: *metricsAddr, InProcess: *addr == ""}
+	memProbe := bench.MemoryProbe{MetricsAddr: probe.MetricsAddr, InProcess: probe.InProcess}
 	if *addr == "" {
 		if startServer == nil {
 			return errors.New("--addr is required")
@@ -177,6 +180,9 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if err != nil {
 			return nil, err
 		}
+		mem := memProbe.Start(ctx)
+		stopMem := sync.OnceValue(func() *bench.MemoryReport { return mem.Stop(ctx) })
+		defer stopMem()
 		var waitFresh func() (*bench.FreshnessReport, error)
 		if fresh.on {
 			if waitFresh, err = fresh.start(ctx, cfg.Addr, dopts, *tablePrefix, *grace, stderr); err != nil {
@@ -210,6 +216,7 @@ func runBench(ctx context.Context, args []string, stdout, stderr io.Writer,
 		if s.CPU, err = cpu.Stop(ctx, s.Entries); err != nil {
 			return nil, err
 		}
+		s.Memory = stopMem()
 		if flushErr != nil {
 			s.Errors++
 			s.ErrorMessages = append(s.ErrorMessages, fmt.Sprintf("flush after the run: %v", flushErr))

@@ -146,6 +146,9 @@ type Summary struct {
 	UnackedEntries uint64 `json:"unackedEntries"`
 	// CPU is the CPU time the run cost, when measured (see CPUProbe).
 	CPU *CPUReport `json:"cpu,omitempty"`
+	// Memory is the server's RSS over the run, when sampled (see
+	// MemoryProbe).
+	Memory *MemoryReport `json:"memory,omitempty"`
 	// Freshness is the mirror freshness measured beside the run, if any
 	// (ProbeFreshness).
 	Freshness *FreshnessReport `json:"freshness,omitempty"`
@@ -184,6 +187,10 @@ func (s *Summary) String() string {
 	if s.CPU != nil {
 		b.WriteString("; ")
 		b.WriteString(s.CPU.String())
+	}
+	if s.Memory != nil {
+		b.WriteString("; ")
+		b.WriteString(s.Memory.String())
 	}
 	if s.Freshness != nil {
 		b.WriteString("; ")

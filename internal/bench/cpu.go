@@ -113,6 +113,12 @@ func (s *CPUStart) Stop(ctx context.Context, entries uint64) (*CPUReport, error)
 
 // ScrapeCPU reads process_cpu_seconds_total from http://addr/metrics.
 func ScrapeCPU(ctx context.Context, addr string) (float64, error) {
+	return scrapeMetric(ctx, addr, "process_cpu_seconds_total")
+}
+
+// scrapeMetric reads the value of the metric name, one without labels, from
+// http://addr/metrics (Prometheus' text format).
+func scrapeMetric(ctx context.Context, addr, name string) (float64, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
@@ -130,12 +136,12 @@ func ScrapeCPU(ctx context.Context, addr string) (float64, error) {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "process_cpu_seconds_total "); ok {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
 			return strconv.ParseFloat(strings.TrimSpace(v), 64)
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return 0, fmt.Errorf("bench: server metrics: %w", err)
 	}
-	return 0, fmt.Errorf("bench: no process_cpu_seconds_total at http://%s/metrics", addr)
+	return 0, fmt.Errorf("bench: no %s at http://%s/metrics", name, addr)
 }
