@@ -19,10 +19,10 @@ const budgetStep = 4 << 20
 // runtime counts only its own memory; without a Budget a saturated process
 // would hold the Go heap at the limit and the allocators' bytes besides.
 type Budget struct {
-	// limit is the process's soft limit; math.MaxInt64: none, the
-	// runtime's limit is left alone.
-	limit  int64
-	mapped atomic.Int64
+	// unlimited: the process has no soft limit; the runtime's limit is
+	// left alone and the Budget only counts.
+	unlimited bool
+	mapped    atomic.Int64
 
 	// gcPercent is the process's GOGC when the Budget was made; -1 when
 	// the Budget leaves it alone (no limit, or the collector off).
@@ -30,6 +30,7 @@ type Budget struct {
 
 	mu sync.Mutex
 	// Guarded by mu.
+	limit int64 // the process's soft limit (Govern moves it)
 	set   int64 // the runtime limit last set, or limit
 	holds int   // Hold calls not released
 }
@@ -41,8 +42,8 @@ func NewBudget(limit int64) *Budget {
 	if limit <= 0 {
 		limit = math.MaxInt64
 	}
-	b := &Budget{limit: limit, set: limit, gcPercent: -1}
-	if limit != math.MaxInt64 {
+	b := &Budget{unlimited: limit == math.MaxInt64, limit: limit, set: limit, gcPercent: -1}
+	if !b.unlimited {
 		b.gcPercent = currentGCPercent()
 	}
 	return b
@@ -102,19 +103,48 @@ func (b *Budget) add(n int64) {
 	if b == nil {
 		return
 	}
-	if b.limit == math.MaxInt64 {
+	if b.unlimited {
 		b.mapped.Add(n)
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	mapped := b.mapped.Add(n)
+	b.applyLocked(mapped, false)
+}
+
+// applyLocked sets the runtime's limit to the process's less the mapped
+// bytes, when that moved by budgetStep or more (or always, with force).
+func (b *Budget) applyLocked(mapped int64, force bool) {
 	// Never below half the process's limit: the heap needs room to
 	// work, and a collector running without pause costs more than the
 	// overshoot.
 	want := max(b.limit-mapped, b.limit/2)
-	if d := want - b.set; d >= budgetStep || -d >= budgetStep || (mapped == 0 && want != b.set) {
+	if d := want - b.set; force || d >= budgetStep || -d >= budgetStep || (mapped == 0 && want != b.set) {
 		debug.SetMemoryLimit(want)
 		b.set = want
 	}
+}
+
+// Limit returns the process's soft limit the Budget shares (which Govern
+// moves); math.MaxInt64: none.
+func (b *Budget) Limit() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.limit
+}
+
+// setLimit moves the process's soft limit to limit and the runtime's with
+// it; a Budget without a limit ignores it.
+func (b *Budget) setLimit(limit int64) {
+	if b.unlimited {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if limit == b.limit {
+		return
+	}
+	b.limit = limit
+	b.applyLocked(b.mapped.Load(), true)
 }
