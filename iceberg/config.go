@@ -253,6 +253,12 @@ type Config struct {
 	// by as much (down to half of MemoryLimit). 0: the sink leaves the
 	// runtime's limit alone.
 	MemoryLimit int64
+	// MemoryLimitFloor, when above 0 and below MemoryLimit, makes the sink
+	// hold the process's soft limit between it and MemoryLimit by what the
+	// garbage collector costs (offheap.Budget.Govern): at the floor while
+	// collections are cheap, rising while they take a sustained share of
+	// the CPU. 0: the limit stays at MemoryLimit.
+	MemoryLimitFloor int64
 
 	// Logger receives the sink's logs. Default slog.Default().
 	Logger *slog.Logger
@@ -306,6 +312,9 @@ func (cfg Config) withDefaults() (Config, error) {
 		cfg.CommitRetries = DefaultCommitRetries
 	} else if cfg.CommitRetries < 0 {
 		cfg.CommitRetries = 0
+	}
+	if cfg.MemoryLimitFloor < 0 || cfg.MemoryLimitFloor > 0 && cfg.MemoryLimit > 0 && cfg.MemoryLimitFloor > cfg.MemoryLimit {
+		return cfg, fmt.Errorf("iceberg: Config.MemoryLimitFloor %d: want 0 (none) or bytes up to Config.MemoryLimit (%d)", cfg.MemoryLimitFloor, cfg.MemoryLimit)
 	}
 	if cfg.CommitAttempts <= 0 {
 		cfg.CommitAttempts = DefaultCommitAttempts

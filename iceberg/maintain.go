@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	iofs "io/fs"
+	"log/slog"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -58,6 +60,9 @@ type maintState struct {
 	// shares Config.MemoryLimit with the Go heap, and halves the
 	// collector's room while a merge runs.
 	offHeap *offheap.Budget
+	// stopGovern ends the Budget's Govern (Config.MemoryLimitFloor) and
+	// waits for it; nil when it does not run.
+	stopGovern func()
 }
 
 type tableState struct {
@@ -68,6 +73,27 @@ type tableState struct {
 func (m *maintState) init(memoryLimit int64) {
 	m.tables = make(map[string]*tableState)
 	m.offHeap = offheap.NewBudget(memoryLimit)
+}
+
+// govern starts moving the process's soft limit between floor and the
+// Budget's limit (offheap.Budget.Govern), logging each change; a floor of
+// 0 starts nothing.
+func (m *maintState) govern(floor int64, log *slog.Logger) {
+	if floor <= 0 {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.offHeap.Govern(ctx, floor, func(limit int64, gcShare float64) {
+			log.Info("soft memory limit moved", "bytes", limit, "gc_cpu_share", math.Round(gcShare*1000)/1000)
+		})
+	}()
+	m.stopGovern = func() {
+		cancel()
+		<-done
+	}
 }
 
 // Health returns the last known health of every table maintained so far,

@@ -171,6 +171,7 @@ func Open(ctx context.Context, cfg Config) (*Sink, error) {
 			return nil, err
 		}
 	}
+	s.maint.govern(cfg.MemoryLimitFloor, s.log)
 	s.log.Info("iceberg sink open", "catalog", cfg.CatalogType, "warehouse", cfg.Warehouse, "namespace", cfg.Namespace)
 	return s, nil
 }
@@ -202,6 +203,9 @@ func (s *Sink) Close() error {
 		return nil
 	}
 	s.closed = true
+	if s.maint.stopGovern != nil {
+		s.maint.stopGovern()
+	}
 	return s.closeCatalog()
 }
 
