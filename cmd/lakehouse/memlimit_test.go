@@ -11,20 +11,24 @@ import (
 )
 
 // TestMemoryLimit: by default the soft memory limit is the buffer cap plus
-// the headroom, an explicit value wins, -1 sets none, and the previous limit
-// comes back when serve ends.
+// the headroom, with the floor the sink holds it at while collections are
+// cheap; an explicit value wins and stays (no floor), -1 sets none, and the
+// previous limit comes back when serve ends.
 func TestMemoryLimit(t *testing.T) {
 	t.Setenv("GOMEMLIMIT", "")
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	before := debug.SetMemoryLimit(-1)
 	for _, c := range []struct {
-		setting, buffer, want int64
+		setting, buffer, want, floor int64
 	}{
-		{0, 128 << 20, 128<<20 + memoryHeadroom},
-		{1 << 30, 128 << 20, 1 << 30},
-		{-1, 128 << 20, before},
+		{0, 128 << 20, 128<<20 + memoryHeadroom, 128<<20 + memoryFloorHeadroom},
+		{1 << 30, 128 << 20, 1 << 30, 0},
+		{-1, 128 << 20, before, 0},
 	} {
-		restore, shared := applyMemoryLimit(log, c.setting, c.buffer)
+		restore, shared, floor := applyMemoryLimit(log, c.setting, c.buffer)
+		if floor != c.floor {
+			t.Errorf("--memory-limit %d with a %d-byte buffer: floor %d, want %d", c.setting, c.buffer, floor, c.floor)
+		}
 		if got := debug.SetMemoryLimit(-1); got != c.want {
 			t.Errorf("--memory-limit %d with a %d-byte buffer: limit %d, want %d", c.setting, c.buffer, got, c.want)
 		}
@@ -39,9 +43,9 @@ func TestMemoryLimit(t *testing.T) {
 	// With GOMEMLIMIT the runtime's limit stays, and the sink shares it.
 	t.Setenv("GOMEMLIMIT", "300MiB")
 	debug.SetMemoryLimit(300 << 20)
-	restore, shared := applyMemoryLimit(log, 0, 128<<20)
-	if got := debug.SetMemoryLimit(-1); got != 300<<20 || shared != 300<<20 {
-		t.Errorf("with GOMEMLIMIT: limit %d, shared %d, want both %d", got, shared, 300<<20)
+	restore, shared, floor := applyMemoryLimit(log, 0, 128<<20)
+	if got := debug.SetMemoryLimit(-1); got != 300<<20 || shared != 300<<20 || floor != 0 {
+		t.Errorf("with GOMEMLIMIT: limit %d, shared %d, floor %d, want both %d and no floor", got, shared, floor, 300<<20)
 	}
 	restore()
 	debug.SetMemoryLimit(before)

@@ -55,6 +55,9 @@ type sinkFlags struct {
 	// memoryLimit: the process's soft memory limit, which the sink's
 	// off-heap merges share with the Go heap (serve only; memlimit.go).
 	memoryLimit int64
+	// memoryLimitFloor: where the sink holds that limit while collections
+	// are cheap; 0: at memoryLimit (memlimit.go).
+	memoryLimitFloor int64
 }
 
 // register adds the flags of serve: where flushes go and how they are written,
@@ -128,6 +131,7 @@ func (f *sinkFlags) icebergConfig(dataDir string, log *slog.Logger) (iceberg.Con
 		InstanceID:           f.instanceID,
 		CommitterInterval:    f.committerInterval,
 		MemoryLimit:          f.memoryLimit,
+		MemoryLimitFloor:     f.memoryLimitFloor,
 	}
 	if f.mirror != nil {
 		if err := f.mirror.apply(&cfg); err != nil {
@@ -303,9 +307,9 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer, ready f
 	}
 	o.lim.applyServer(&cfg, o.sec.tokens != "")
 	cfg.Logger = log
-	restoreLimit, limit := applyMemoryLimit(log, *o.memLimit, cfg.MaxBufferBytes)
+	restoreLimit, limit, floor := applyMemoryLimit(log, *o.memLimit, cfg.MaxBufferBytes)
 	defer restoreLimit()
-	sf.memoryLimit = limit
+	sf.memoryLimit, sf.memoryLimitFloor = limit, floor
 	if !*o.pprofOn {
 		stopHeapProfiling()
 	}
