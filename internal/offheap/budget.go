@@ -18,6 +18,8 @@ const budgetStep = 4 << 20
 // by as much, so that the two together stay near the process's limit. The
 // runtime counts only its own memory; without a Budget a saturated process
 // would hold the Go heap at the limit and the allocators' bytes besides.
+// Govern (govern.go) moves the process's limit itself, between a floor and
+// the one the Budget was made with.
 type Budget struct {
 	// unlimited: the process has no soft limit; the runtime's limit is
 	// left alone and the Budget only counts.
