@@ -11,17 +11,17 @@ const (
 	memoryLimitKey = "memory-limit"
 	// memoryLimitDefault derives the limit from the memory buffer cap.
 	memoryLimitDefault int64 = 0
-	// memoryHeadroom is what the process holds beyond the memory buffer
-	// under sustained load: one flush read back and decoded, its Arrow
-	// record and Parquet encoders, gRPC buffers (with W1 at saturation
-	// about 100 MB live besides a full buffer), and a compaction's merge
-	// inputs (up to another 130 MB, about half of it off the Go heap: the
-	// sink lowers the runtime's limit by as much while a merge holds it,
-	// so the limit covers both; iceberg.Config.MemoryLimit). Without a
-	// limit the garbage collector lets the heap grow to twice what is live
-	// (GOGC), gigabytes while compacting; a limit at or below what is live
-	// makes it run all the time (with 128 MiB of headroom the CPU per
-	// entry more than doubled).
+	// memoryHeadroom, the default limit's ceiling, is what the process holds
+	// beyond the memory buffer under sustained load: one flush read back and
+	// decoded, its Arrow record and Parquet encoders, gRPC buffers (with W1
+	// at saturation about 100 MB live besides a full buffer), and a
+	// compaction's merge inputs (up to another 130 MB, about half of it off
+	// the Go heap: the sink lowers the runtime's limit by as much while a
+	// merge holds it, so the limit covers both; iceberg.Config.MemoryLimit).
+	// Without a limit the garbage collector lets the heap grow to twice what
+	// is live (GOGC), gigabytes while compacting; a limit at or below what
+	// is live makes it run all the time (with 128 MiB of headroom the CPU
+	// per entry more than doubled).
 	memoryHeadroom int64 = 384 << 20
 	// memoryFloorHeadroom is where the default limit starts and stays
 	// while collections are cheap: the buffer cap plus this, with the
