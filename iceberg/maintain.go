@@ -86,8 +86,9 @@ func (m *maintState) govern(floor int64, log *slog.Logger) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		m.offHeap.Govern(ctx, floor, func(limit int64, gcShare float64) {
-			log.Info("soft memory limit moved", "bytes", limit, "gc_cpu_share", math.Round(gcShare*1000)/1000)
+		m.offHeap.Govern(ctx, floor, func(limit int64, gcShare, gcShareRecent float64) {
+			log.Info("soft memory limit moved", "bytes", limit, "gc_cpu_share", math.Round(gcShare*1000)/1000,
+				"gc_cpu_share_recent", math.Round(gcShareRecent*1000)/1000)
 		})
 	}()
 	m.stopGovern = func() {

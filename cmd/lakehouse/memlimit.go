@@ -35,7 +35,7 @@ const (
 // memoryLimitUsage is the flag's help text.
 const memoryLimitUsage = "soft memory limit of the process in bytes (Go's runtime/debug.SetMemoryLimit, lowered by what compaction holds off the Go heap): " +
 	"the garbage collector works harder to stay below it; 0: --max-buffer-bytes + 80 MiB while collections are cheap, rising to --max-buffer-bytes + 384 MiB " +
-	"while they take a sustained share of the CPU; -1: none (GOMEMLIMIT, when set, wins over both)"
+	"while they take a sustained share of the CPU or in a burst; -1: none (GOMEMLIMIT, when set, wins over both)"
 
 // applyMemoryLimit sets the process's soft memory limit from the
 // --memory-limit setting and the buffer cap, and returns a function that

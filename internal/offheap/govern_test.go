@@ -83,6 +83,23 @@ func TestGovernorRisesUnderSustainedLoadAndComesBack(t *testing.T) {
 	}
 }
 
+// A burst (the collector at the runtime's cap of half the CPU, as when an
+// idle server takes millions of entries at once) takes the limit to the
+// ceiling within three readings, not the minute the average needs; it then
+// comes down as after sustained load.
+func TestGovernorBurstGoesToTheCeiling(t *testing.T) {
+	g := newGovernor(testFloor, testCeiling)
+	feed(g, 0.04, 60)
+	limits := feed(g, 0.5, 3)
+	if limits[len(limits)-1] != testCeiling {
+		t.Fatalf("three readings at 50%%: limits %v, want the ceiling", limits)
+	}
+	down := feed(g, 0.01, governLowerAfter*(governLowerParts+8))
+	if last := down[len(down)-1]; last != testFloor {
+		t.Fatalf("after the burst: limit %d MiB, want the floor back", last>>20)
+	}
+}
+
 // A reading with no CPU used (an idle process, whose counters move at
 // collections) counts as cheap; one over 100% (counters of different
 // moments) counts as 100%.
