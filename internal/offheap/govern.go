@@ -10,8 +10,8 @@ import (
 // what the garbage collector costs. A limit close to what is live holds the
 // RSS down, and the collector then runs more often: at 100,000 W1 entries/s
 // a limit of the buffer cap plus 80 MiB kept a maintenance pass's RSS peak
-// at 251-299 MiB instead of 323-345, for a CPU per entry the runs could not
-// tell from the default's. At saturation, where a full memory buffer, a
+// at 251-299 MiB instead of 323-357, for about a tenth more CPU per entry
+// (the runs' noise is as large). At saturation, where a full memory buffer, a
 // flush and a merge are live together, the same limit left the collector
 // running without pause (29 collections a second) and the throughput fell
 // from 300,000 to 185,000 entries/s. So the limit starts at the floor and
